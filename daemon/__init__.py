@@ -1,0 +1,1 @@
+"""bfd: the bulkforge daemon."""

@@ -1,0 +1,62 @@
+"""`bfd` on the command line: parse flags, load settings, run."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from loguru import logger
+from pydantic import ValidationError
+
+from bulkforge.daemon.app import EXIT_REFUSED, run
+from bulkforge.daemon.logs import setup_logging
+from bulkforge.daemon.settings import load_settings
+from bulkforge.daemon.validation import describe
+
+
+def parser() -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(
+        prog="bfd",
+        description="The bulkforge daemon. Settings: flags > BULKFORGE_* environment > "
+        "TOML config (--config, default /etc/bulkforge/bfd.toml when present) > defaults.",
+        argument_default=None,
+    )
+    flags.add_argument("--config", type=Path, help="TOML settings file")
+    flags.add_argument("--state-dir", type=Path, help="directory of the state database")
+    flags.add_argument("--socket", type=Path, help="unix socket of the gRPC API")
+    flags.add_argument("--listen", metavar="HOST:PORT", help="also serve gRPC over TLS here")
+    flags.add_argument("--tls-cert", type=Path, help="PEM certificate for --listen")
+    flags.add_argument("--tls-key", type=Path, help="PEM private key for --listen")
+    flags.add_argument("--memory-cap", metavar="SIZE", help="e.g. 2GiB")
+    flags.add_argument("--cpu-workers", type=int, metavar="N")
+    flags.add_argument("--disk-threshold", type=float, metavar="FRACTION", help="e.g. 0.9")
+    flags.add_argument("--bandwidth", metavar="RATE", help="e.g. 100MB/s; 0 = no cap")
+    flags.add_argument("--max-connections", type=int, metavar="N", help="concurrent transfers")
+    flags.add_argument("--max-attempts", type=int, metavar="N", help="attempts per file")
+    flags.add_argument("--retry-base-delay", type=float, metavar="S")
+    flags.add_argument("--retry-max-delay", type=float, metavar="S")
+    flags.add_argument("--read-timeout", type=float, metavar="S")
+    flags.add_argument("--connect-timeout", type=float, metavar="S")
+    flags.add_argument("--drain-timeout", type=float, metavar="S")
+    flags.add_argument("--log-level", choices=["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"])
+    flags.add_argument("--log-format", choices=["auto", "human", "json"])
+    return flags
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = vars(parser().parse_args(argv))
+    config = args.pop("config")
+    setup_logging(args.get("log_level") or "INFO", args.get("log_format") or "auto")
+    try:
+        settings = load_settings(args, config)
+    except FileNotFoundError as exc:
+        logger.error("{}", exc)
+        sys.exit(EXIT_REFUSED)
+    except ValidationError as exc:
+        logger.error("bad settings: {}", describe(exc))
+        sys.exit(EXIT_REFUSED)
+    setup_logging(settings.log_level, settings.log_format)
+    sys.exit(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+"""The gRPC servicer: validates requests, calls one control verb, translates the answer.
+
+This is the one place where refusals become gRPC status codes.
+"""
+
+import asyncio
+import functools
+import os
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import psutil
+from loguru import logger
+from pydantic import BaseModel, Field, StringConstraints, ValidationError, model_validator
+
+from bulkforge.daemon import errors, jobs
+from bulkforge.daemon.control import Control, DownloadRequest
+from bulkforge.daemon.jobs import NAME_PATTERN, JobView
+from bulkforge.daemon.machines.job import TERMINAL, JobState
+from bulkforge.daemon.settings import Settings
+from bulkforge.daemon.store import SYNCHRONOUS, Store, StoreFatal
+from bulkforge.daemon.validation import describe
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
+
+STATUS_OF = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+WATCH_ENDS = TERMINAL | {JobState.AWAITING_SWAP}
+DEFAULT_FAILURES_LIMIT = 100
+
+JobName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+
+
+class SubmitDownload(BaseModel):
+    name: JobName
+    dest: Annotated[str, StringConstraints(min_length=1)]
+    manifest: str | None = None
+    urls: list[Annotated[str, StringConstraints(min_length=1)]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "SubmitDownload":
+        if bool(self.manifest) == bool(self.urls):
+            raise ValueError("give exactly one source: a manifest or a list of URLs")
+        for path in filter(None, (self.dest, self.manifest)):
+            if not os.path.isabs(path):
+                raise ValueError(f"{path!r} must be an absolute path")
+        return self
+
+
+class NameOnly(BaseModel):
+    name: JobName
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    if isinstance(exc, errors.Refused):
+        await context.abort(STATUS_OF[type(exc)], str(exc))
+    if isinstance(exc, ValidationError):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, describe(exc))
+    if isinstance(exc, StoreFatal):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"bfd is stopping: {exc}")
+    logger.opt(exception=exc).error("internal error answering a request")
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({exc}); see the bfd log")
+
+
+def refusals(method: Callable) -> Callable:
+    """Turn refusals and validation errors of a unary method into status codes."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except (errors.Refused, ValidationError, StoreFatal) as exc:
+            await _abort(context, exc)
+        except Exception as exc:
+            if isinstance(exc, asyncio.CancelledError) or _is_abort(exc):
+                raise
+            await _abort(context, exc)
+
+    return wrapper
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # context.abort() raises an internal exception that must pass through untouched.
+    return type(exc).__name__ == "AbortError"
+
+
+def job_message(view: JobView) -> pb.Job:
+    job = view.job
+    return pb.Job(
+        name=job.name,
+        kind=job.kind,
+        state=str(job.state),
+        counts=view.counts,
+        bytes_done=view.bytes_done,
+        bytes_total=view.bytes_total,
+        batches=[
+            pb.Batch(index=b.index, state=b.state, bytes=b.bytes, files=b.files, disk=b.disk)
+            for b in view.batches
+        ],
+        dest=job.dest,
+        message=job.message,
+        items_total=view.items_total,
+        retrying=view.retrying,
+        created_at_ms=job.created_at,
+        updated_at_ms=job.updated_at,
+    )
+
+
+def _group(row) -> pb.FailureGroup:
+    return pb.FailureGroup(
+        step=row.step, error_class=row.error_class, count=row.count, sample=row.sample
+    )
+
+
+class Rates:
+    """Bytes and items per second over the last few snapshots of a watch."""
+
+    def __init__(self, window: int = 10):
+        self._samples: deque[tuple[float, int, int]] = deque(maxlen=window)
+
+    def add(self, view: JobView) -> tuple[float, float, float]:
+        finished = sum(view.counts.get(s, 0) for s in ("done", "skipped", "failed"))
+        self._samples.append((time.monotonic(), view.bytes_done, finished))
+        (t0, b0, i0), (t1, b1, i1) = self._samples[0], self._samples[-1]
+        span = t1 - t0
+        if span <= 0:
+            return 0.0, 0.0, -1.0
+        bytes_rate, items_rate = (b1 - b0) / span, (i1 - i0) / span
+        eta = -1.0
+        if view.bytes_total and bytes_rate > 0:
+            eta = (view.bytes_total - view.bytes_done) / bytes_rate
+        elif items_rate > 0:
+            eta = (view.items_total - finished) / items_rate
+        return bytes_rate, items_rate, eta
+
+
+class Servicer(pb_grpc.BulkforgeServicer):
+    def __init__(self, control: Control, store: Store, settings: Settings, downloader):
+        self._control = control
+        self._store = store
+        self._settings = settings
+        self._downloader = downloader
+        self._started = time.monotonic()
+
+    @refusals
+    async def Submit(self, request: pb.SubmitRequest, context) -> pb.SubmitResponse:
+        if request.WhichOneof("spec") != "download":
+            raise errors.InvalidArgument("the request names no job spec (download)")
+        spec = request.download
+        checked = SubmitDownload(
+            name=request.name,
+            dest=spec.dest,
+            manifest=spec.manifest or None,
+            urls=list(spec.urls.urls),
+        )
+        view, created = await self._control.submit_download(
+            DownloadRequest(
+                name=checked.name,
+                dest=Path(checked.dest),
+                manifest=Path(checked.manifest) if checked.manifest else None,
+                urls=tuple(checked.urls),
+            )
+        )
+        if created:
+            logger.info("job {} submitted: {} files", view.job.name, view.items_total)
+        return pb.SubmitResponse(job=job_message(view), created=created)
+
+    @refusals
+    async def List(self, request: pb.ListRequest, context) -> pb.ListResponse:
+        return pb.ListResponse(jobs=[job_message(v) for v in await self._control.list()])
+
+    @refusals
+    async def Status(self, request: pb.JobRef, context) -> pb.Job:
+        return job_message(await self._control.status(NameOnly(name=request.name).name))
+
+    @refusals
+    async def Pause(self, request: pb.JobRef, context) -> pb.Job:
+        return job_message(await self._control.pause(NameOnly(name=request.name).name))
+
+    @refusals
+    async def Resume(self, request: pb.JobRef, context) -> pb.Job:
+        return job_message(await self._control.resume(NameOnly(name=request.name).name))
+
+    @refusals
+    async def Cancel(self, request: pb.JobRef, context) -> pb.Job:
+        return job_message(await self._control.cancel(NameOnly(name=request.name).name))
+
+    @refusals
+    async def Retry(self, request: pb.RetryRequest, context) -> pb.RetryResponse:
+        name = NameOnly(name=request.name).name
+        view, retried = await self._control.retry(name, request.step, request.error)
+        return pb.RetryResponse(job=job_message(view), retried=retried)
+
+    @refusals
+    async def Failures(self, request: pb.FailuresRequest, context) -> pb.FailuresResponse:
+        if request.limit < 0:
+            raise errors.InvalidArgument("limit must not be negative")
+        report = await self._control.failures(
+            NameOnly(name=request.name).name,
+            request.step,
+            request.limit or DEFAULT_FAILURES_LIMIT,
+        )
+        return pb.FailuresResponse(
+            groups=[_group(g) for g in report.groups],
+            failures=[
+                pb.Failure(
+                    item=f.item,
+                    url=f.url,
+                    step=f.step,
+                    error_class=f.error_class,
+                    error=f.error,
+                    attempts=f.attempts,
+                    retrying=f.retrying,
+                )
+                for f in report.failures
+            ],
+            total=report.total,
+        )
+
+    @refusals
+    async def Stats(self, request: pb.JobRef, context) -> pb.StatsResponse:
+        stats = await self._control.stats(NameOnly(name=request.name).name)
+        return pb.StatsResponse(
+            job=job_message(stats.view),
+            throughput=[
+                pb.ThroughputBucket(start_ms=start, items=items, bytes=size)
+                for start, items, size in stats.throughput
+            ],
+            failures=[_group(g) for g in stats.failures],
+            elapsed_s=stats.elapsed_s,
+            items_per_s=stats.items_per_s,
+            bytes_per_s=stats.bytes_per_s,
+        )
+
+    @refusals
+    async def System(self, request: pb.SystemRequest, context) -> pb.SystemResponse:
+        return await asyncio.to_thread(self._system)
+
+    def _system(self) -> pb.SystemResponse:
+        settings = self._settings
+        process = psutil.Process()
+        rss = process.memory_info().rss + sum(
+            child.memory_info().rss for child in process.children(recursive=True)
+        )
+        db_bytes, wal_bytes = self._store.file_sizes()
+        dests = sorted({job.dest for job in self._store.readers.read(jobs.all_jobs)})
+        return pb.SystemResponse(
+            version=version(),
+            pid=os.getpid(),
+            uptime_s=time.monotonic() - self._started,
+            state_dir=str(settings.state_dir),
+            socket=str(settings.socket),
+            rss_bytes=rss,
+            memory_cap=int(settings.memory_cap),
+            cpu_workers=settings.cpu_workers,
+            disk_threshold=settings.disk_threshold,
+            bandwidth=int(settings.bandwidth),
+            active_transfers=self._downloader.active_transfers,
+            max_connections=settings.max_connections,
+            db_bytes=db_bytes,
+            wal_bytes=wal_bytes,
+            durability=f"synchronous={SYNCHRONOUS}, WAL, group commit",
+            disks=[_disk(path) for path in dests if os.path.isdir(path)],
+            commits=self._store.writer.commits,
+            commit_p99_ms=self._store.writer.commit_p99_ms(),
+        )
+
+    async def Watch(self, request: pb.WatchRequest, context) -> AsyncIterator[pb.WatchEvent]:
+        try:
+            name = NameOnly(name=request.name).name
+            if request.interval_s < 0:
+                raise errors.InvalidArgument("interval_s must not be negative")
+            interval = max(0.1, request.interval_s or 1.0)
+            rates = Rates()
+            while True:
+                # One short read per event: no transaction stays open between messages.
+                view = await self._control.status(name)
+                bytes_rate, items_rate, eta = rates.add(view)
+                final = view.job.state in WATCH_ENDS
+                yield pb.WatchEvent(
+                    job=job_message(view),
+                    bytes_per_s=bytes_rate,
+                    items_per_s=items_rate,
+                    eta_s=eta,
+                    final=final,
+                )
+                if final:
+                    return
+                await asyncio.sleep(interval)
+        except (errors.Refused, ValidationError, StoreFatal) as exc:
+            await _abort(context, exc)
+
+
+def _disk(path: str) -> pb.Disk:
+    usage = psutil.disk_usage(path)
+    return pb.Disk(path=path, total_bytes=usage.total, free_bytes=usage.free)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("bulkforge")
+    except PackageNotFoundError:
+        return "0+unknown"

@@ -1,0 +1,233 @@
+"""bfd as a library: `run(settings)` owns the lock, the store, the pipelines and the API.
+
+Exit codes: 0 after a clean stop, 1 when startup is refused (another bfd holds
+the state dir or the socket, bad config), 74 (EX_IOERR) after an I/O error of
+the store or of an fsync: the daemon never carries on past one.
+"""
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import threading
+from pathlib import Path
+
+import apsw
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from loguru import logger
+
+from bulkforge.daemon import jobs
+from bulkforge.daemon.api import Servicer, version
+from bulkforge.daemon.control import Control
+from bulkforge.daemon.downloader import files
+from bulkforge.daemon.downloader.scheduler import Downloader
+from bulkforge.daemon.machines import batch as batch_machine
+from bulkforge.daemon.machines.batch import BatchState
+from bulkforge.daemon.machines.job import JobState
+from bulkforge.daemon.notify import Notifier
+from bulkforge.daemon.settings import Settings
+from bulkforge.daemon.store import Store, StoreFatal, guarded_update, now_ms
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_IO_ERROR = 74
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Bulkforge"].full_name
+MAX_SOCKET_PATH = 104
+STATUS_EVERY_S = 10.0
+
+
+class StartupRefused(Exception):
+    """bfd will not start; the message says why and what to do."""
+
+
+class Lifecycle:
+    """The one stop switch: signals, fatal errors from any thread, and the exit code."""
+
+    def __init__(self) -> None:
+        self.exit_code = EXIT_OK
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._early = threading.Event()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+        self._loop, self._stop = loop, asyncio.Event()
+        if self._early.is_set():
+            self._stop.set()
+        return self._stop
+
+    def request_stop(self) -> None:
+        self._early.set()
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    def fatal(self, exc: BaseException) -> None:
+        """Called from any thread when storage can no longer be trusted."""
+        logger.critical("stopping after an I/O error: {}", exc)
+        self.exit_code = EXIT_IO_ERROR
+        self.request_stop()
+
+
+def _lock(path: Path, what: str) -> int:
+    """Hold an exclusive flock on path for the life of the process; refuse if taken."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StartupRefused(
+            f"another bfd (pid {holder}) already uses {what}; stop it first "
+            f"(systemctl stop bfd) or give this one another --state-dir and --socket"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _take_ownership(settings: Settings) -> list[int]:
+    """Lock the state dir, then the socket; only then is a stale socket ours to remove."""
+    if len(str(settings.socket)) > MAX_SOCKET_PATH:
+        raise StartupRefused(f"socket path {settings.socket} is too long for a unix socket")
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        settings.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    except OSError as exc:
+        raise StartupRefused(f"cannot create {exc.filename}: {exc.strerror}") from None
+    locks = [_lock(settings.state_dir / "bfd.lock", f"state dir {settings.state_dir}")]
+    try:
+        locks.append(_lock(Path(f"{settings.socket}.lock"), f"socket {settings.socket}"))
+    except StartupRefused:
+        os.close(locks[0])
+        raise
+    with contextlib.suppress(FileNotFoundError):
+        settings.socket.unlink()
+    return locks
+
+
+def _boot_repair(conn: apsw.Connection) -> None:
+    """Every row a crash left in flight moves to a defined state, one log line each."""
+    files.repair_in_flight(conn)
+    for batch_id, index, name in conn.execute(
+        "SELECT batches.id, idx, name FROM batches JOIN jobs ON jobs.id = batches.job_id "
+        "WHERE batches.state = 'verifying'"
+    ).fetchall():
+        guarded_update(
+            conn,
+            "batches",
+            batch_id,
+            BatchState.VERIFYING,
+            BatchState.ACTIVE,
+            batch_machine.check_transition,
+            updated_at=now_ms(),
+        )
+        logger.info("repair: job {} batch {} was verifying at shutdown -> active", name, index)
+    for job in jobs.jobs_in_states(conn, (JobState.RUNNING,)):
+        logger.info("job {} was running at shutdown; it continues", job.name)
+
+
+def run(settings: Settings) -> int:
+    """Run bfd until SIGTERM/SIGINT or a fatal error; returns the exit code."""
+    lifecycle = Lifecycle()
+    try:
+        locks = _take_ownership(settings)
+    except StartupRefused as exc:
+        logger.error("{}", exc)
+        return EXIT_REFUSED
+    try:
+        try:
+            store = Store(settings.db_path, lifecycle.fatal)
+        except (apsw.Error, StoreFatal) as exc:
+            logger.error("cannot open the state store {}: {}", settings.db_path, exc)
+            return EXIT_IO_ERROR
+        store.start()
+        try:
+            store.writer.call_sync(_boot_repair)
+            asyncio.run(_serve(settings, store, lifecycle))
+        except StoreFatal as exc:
+            lifecycle.fatal(exc)
+        finally:
+            store.close()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            settings.socket.unlink()
+        for fd in locks:
+            os.close(fd)
+    logger.info("bfd stopped (exit {})", lifecycle.exit_code)
+    return lifecycle.exit_code
+
+
+async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None:
+    loop = asyncio.get_running_loop()
+    stop = lifecycle.attach(loop)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lifecycle.request_stop)
+    notifier = Notifier()
+    downloader = Downloader(settings, store, lifecycle.fatal)
+    control = Control(store, downloader)
+    server, health_servicer = await _start_server(settings, store, control, downloader)
+    pipeline = asyncio.create_task(downloader.run(), name="downloader")
+    keepalive = asyncio.create_task(_report(notifier, store, downloader), name="sd_notify")
+    logger.info(
+        "bfd {} ready on {} (state {}, pid {})",
+        version(),
+        settings.socket,
+        settings.state_dir,
+        os.getpid(),
+    )
+    notifier.ready(f"serving on {settings.socket}")
+    await stop.wait()
+
+    logger.info("stopping: draining transfers (up to {} s)", settings.drain_timeout)
+    notifier.stopping("draining")
+    await health_servicer.enter_graceful_shutdown()
+    await downloader.drain(settings.drain_timeout)
+    for task in (pipeline, keepalive):
+        task.cancel()
+    await asyncio.gather(pipeline, keepalive, return_exceptions=True)
+    await server.stop(grace=1.0)
+
+
+async def _start_server(
+    settings: Settings, store: Store, control: Control, downloader: Downloader
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    server = grpc.aio.server()
+    pb_grpc.add_BulkforgeServicer_to_server(Servicer(control, store, settings, downloader), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    server.add_insecure_port(f"unix:{settings.socket}")
+    if settings.listen:
+        assert settings.tls_cert and settings.tls_key
+        credentials = grpc.ssl_server_credentials(
+            [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
+        )
+        server.add_secure_port(settings.listen, credentials)
+    await server.start()
+    # Group members (operators) may connect; nobody else.
+    os.chmod(settings.socket, 0o660)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, health_servicer
+
+
+async def _report(notifier: Notifier, store: Store, downloader: Downloader) -> None:
+    """Ping the watchdog while the store's writer is alive, and keep STATUS current."""
+    interval = notifier.watchdog_interval or STATUS_EVERY_S
+    since_status = 0.0
+    while True:
+        if notifier.watchdog_interval and store.writer.alive:
+            notifier.watchdog()
+        since_status += interval
+        if since_status >= STATUS_EVERY_S:
+            since_status = 0.0
+            notifier.status(
+                f"{downloader.active_transfers} transfers; {store.writer.commits} commits"
+            )
+        await asyncio.sleep(min(interval, STATUS_EVERY_S))

@@ -1,0 +1,185 @@
+"""The verbs of the control API, on the store and the pipelines; the servicer only translates."""
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import apsw
+
+from bulkforge.daemon import jobs
+from bulkforge.daemon.downloader import files
+from bulkforge.daemon.downloader.manifest import entries_from_urls, read_manifest
+from bulkforge.daemon.downloader.scheduler import Downloader
+from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
+from bulkforge.daemon.machines.job import JobState
+from bulkforge.daemon.store import Store, now_ms
+
+
+@dataclass(frozen=True)
+class DownloadRequest:
+    name: str
+    dest: Path
+    manifest: Path | None = None
+    urls: tuple[str, ...] = ()
+
+    def spec(self) -> dict:
+        source = {"manifest": str(self.manifest)} if self.manifest else {"urls": list(self.urls)}
+        return {"kind": "download", "source": source, "dest": str(self.dest)}
+
+
+@dataclass
+class Stats:
+    view: jobs.JobView
+    throughput: list[tuple[int, int, int]]
+    failures: list[files.FailureGroupRow]
+    elapsed_s: float
+    items_per_s: float
+    bytes_per_s: float
+
+
+@dataclass
+class FailureReport:
+    groups: list[files.FailureGroupRow]
+    failures: list[files.FailureRow] = field(default_factory=list)
+    total: int = 0
+
+
+class Control:
+    def __init__(self, store: Store, downloader: Downloader):
+        self._writer = store.writer
+        self._readers = store.readers
+        self._downloader = downloader
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def status(self, name: str) -> jobs.JobView:
+        view = await self._readers.call(lambda c: jobs.job_view(c, jobs.get_job(c, name)))
+        return self._with_in_flight(view)
+
+    async def list(self) -> list[jobs.JobView]:
+        views = await self._readers.call(
+            lambda c: [jobs.job_view(c, job) for job in jobs.all_jobs(c)]
+        )
+        return [self._with_in_flight(view) for view in views]
+
+    def _with_in_flight(self, view: jobs.JobView) -> jobs.JobView:
+        """Count the bytes of transfers under way, so progress moves between files."""
+        view.bytes_done += self._downloader.in_flight_bytes(view.job.id)
+        if view.bytes_total:
+            view.bytes_done = min(view.bytes_done, view.bytes_total)
+        return view
+
+    async def failures(self, name: str, step: str, limit: int) -> FailureReport:
+        def read(conn: apsw.Connection) -> FailureReport:
+            job = jobs.get_job(conn, name)
+            groups = files.failure_groups(conn, job.id, step)
+            report = FailureReport(groups, files.failures(conn, job.id, step, limit))
+            report.total = sum(group.count for group in groups)
+            return report
+
+        return await self._readers.call(read)
+
+    async def stats(self, name: str) -> Stats:
+        def read(conn: apsw.Connection) -> tuple[jobs.JobView, list, list]:
+            job = jobs.get_job(conn, name)
+            return (
+                jobs.job_view(conn, job),
+                files.throughput(conn, job.id),
+                files.failure_groups(conn, job.id),
+            )
+
+        view, throughput, groups = await self._readers.call(read)
+        finished = (
+            view.job.updated_at
+            if view.job.state
+            in (
+                JobState.COMPLETED,
+                JobState.FAILED,
+                JobState.CANCELLED,
+            )
+            else now_ms()
+        )
+        elapsed = max(0.001, (finished - view.job.created_at) / 1000)
+        items = sum(row[1] for row in throughput)
+        size = sum(row[2] for row in throughput)
+        return Stats(view, throughput, groups, elapsed, items / elapsed, size / elapsed)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def submit_download(self, request: DownloadRequest) -> tuple[jobs.JobView, bool]:
+        await asyncio.to_thread(_prepare_dest, request.dest)
+
+        def create(conn: apsw.Connection) -> tuple[jobs.JobRow, bool]:
+            entries = (
+                read_manifest(request.manifest)
+                if request.manifest
+                else entries_from_urls(list(request.urls))
+            )
+            return jobs.create_download_job(
+                conn, request.name, request.spec(), str(request.dest), entries
+            )
+
+        job, created = await self._writer.call(create)
+        if created:
+            self._downloader.wake()
+        return await self.status(job.name), created
+
+    async def pause(self, name: str) -> jobs.JobView:
+        job = await self._move(name, JobState.PAUSED, "pause")
+        self._downloader.stop_job(job.id)
+        return await self.status(name)
+
+    async def resume(self, name: str) -> jobs.JobView:
+        await self._move(name, JobState.RUNNING, "resume", only_from=JobState.PAUSED)
+        self._downloader.wake()
+        return await self.status(name)
+
+    async def cancel(self, name: str) -> jobs.JobView:
+        job = await self._move(name, JobState.CANCELLED, "cancel", message="cancelled")
+        self._downloader.stop_job(job.id)
+        return await self.status(name)
+
+    async def retry(self, name: str, step: str, error: str) -> tuple[jobs.JobView, int]:
+        def requeue(conn: apsw.Connection) -> int:
+            job = jobs.get_job(conn, name)
+            if job.state == JobState.CANCELLED:
+                raise FailedPrecondition(
+                    f"cannot retry job {name!r}: it was cancelled; submit it again under a new name"
+                )
+            retried = files.retry_failed(conn, job.id, step, error)
+            if retried and job.state == JobState.FAILED:
+                jobs.move_job(conn, job, JobState.QUEUED, message="")
+            return retried
+
+        retried = await self._writer.call(requeue)
+        self._downloader.wake()
+        return await self.status(name), retried
+
+    async def _move(
+        self,
+        name: str,
+        new: JobState,
+        verb: str,
+        only_from: JobState | None = None,
+        message: str | None = None,
+    ) -> jobs.JobRow:
+        def move(conn: apsw.Connection) -> jobs.JobRow:
+            job = jobs.get_job(conn, name)
+            jobs.require_move(job, new, verb, only_from)
+            return jobs.move_job(conn, job, new, message=message)
+
+        return await self._writer.call(move)
+
+
+def _prepare_dest(dest: Path) -> None:
+    if not dest.is_absolute():
+        raise InvalidArgument(f"dest {str(dest)!r} must be an absolute path")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot create dest {dest}: {exc.strerror}") from None
+    if not dest.is_dir():
+        raise InvalidArgument(f"dest {dest} is not a directory")
+    if not os.access(dest, os.W_OK | os.X_OK):
+        raise InvalidArgument(f"bfd may not write into dest {dest} (check its owner and mode)")

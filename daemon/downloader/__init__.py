@@ -1,0 +1,1 @@
+"""The downloader pipeline: sources -> file rows -> verified files on disk."""

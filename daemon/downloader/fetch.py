@@ -1,0 +1,327 @@
+"""One transfer: stream a file to `<path>.partial`, resume it, verify it, install it durably.
+
+A transfer never marks anything done itself; it returns once the bytes are
+verified, fsynced, renamed and the directory fsynced. Failures come back as a
+`Failure` (step, error class, message, retryable) so the scheduler can record
+them; a failed fsync is `DiskFatal`, which stops the daemon.
+"""
+
+import asyncio
+import email.utils
+import errno
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bulkforge.daemon.downloader.files import Failure, FileRow
+from bulkforge.daemon.downloader.paths import partial_path, resolve_inside
+from bulkforge.daemon.errors import InvalidArgument
+
+CHUNK = 256 * 1024
+HASH_READ = 1024 * 1024
+
+
+class TransferFailed(Exception):
+    def __init__(self, failure: Failure):
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+class DiskFatal(Exception):
+    """fsync or rename failed: what is on disk is unknown, so the daemon must stop."""
+
+
+def _fail(step: str, error_class: str, message: str, retryable: bool = True, after=None):
+    return TransferFailed(Failure(step, error_class, message, retryable, after))
+
+
+@dataclass
+class Received:
+    partial: Path
+    target: Path
+    size: int
+    digest: str | None
+    # True when the target was already in place and matching: nothing to install.
+    installed: bool = False
+
+
+def _hasher(row: FileRow):
+    """The strongest checksum the row knows: sha256, else md5, else none (size only)."""
+    if row.sha256:
+        return hashlib.sha256(), row.sha256
+    if row.md5:
+        return hashlib.md5(), row.md5
+    return None, None
+
+
+def _hash_file(path: Path, hasher, limit: int | None = None) -> int:
+    """Feed the first `limit` bytes of path (all when None) to hasher; returns bytes read."""
+    done = 0
+    with path.open("rb") as handle:
+        while limit is None or done < limit:
+            want = HASH_READ if limit is None else min(HASH_READ, limit - done)
+            block = handle.read(want)
+            if not block:
+                break
+            if hasher is not None:
+                hasher.update(block)
+            done += len(block)
+    return done
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _validator(response: httpx.Response) -> str | None:
+    """A validator usable in If-Range: a strong ETag, else Last-Modified."""
+    etag = response.headers.get("etag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("last-modified")
+
+
+def _status_failure(response: httpx.Response) -> TransferFailed:
+    status = response.status_code
+    reason = f"HTTP {status} {response.reason_phrase}".strip()
+    if status in (404, 410):
+        return _fail("connect", "http_4xx", f"{reason}: the origin does not have it", False)
+    if status == 429:
+        return _fail("connect", "http_4xx", reason, True, _retry_after(response))
+    if 400 <= status < 500:
+        return _fail("connect", "http_4xx", reason, status in (408, 425))
+    if status >= 500:
+        return _fail("connect", "http_5xx", reason, True, _retry_after(response))
+    return _fail("connect", "http_other", f"unexpected {reason}")
+
+
+def _range_start(response: httpx.Response) -> int | None:
+    content_range = response.headers.get("content-range", "")
+    try:
+        unit, rest = content_range.split(" ", 1)
+        return int(rest.split("-", 1)[0]) if unit == "bytes" else None
+    except ValueError:
+        return None
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Fetcher:
+    """Transfers files of one destination tree over a shared httpx client."""
+
+    def __init__(self, client: httpx.AsyncClient, known_dirs: set[Path] | None = None):
+        self._client = client
+        self._known_dirs = known_dirs if known_dirs is not None else set()
+
+    async def receive(
+        self,
+        row: FileRow,
+        dest: Path,
+        progress: Callable[[int], None],
+        on_validator: Callable[[str | None], None],
+    ) -> Received:
+        """Bytes of row into its partial (resuming when possible), hashed on the way.
+
+        on_validator hears the origin's ETag/Last-Modified as soon as the headers
+        arrive, so a later resume can send it as If-Range.
+        """
+        try:
+            target = resolve_inside(dest, row.path)
+        except InvalidArgument as exc:
+            raise _fail("connect", "path", str(exc), False) from None
+        partial = partial_path(target)
+        existing = await asyncio.to_thread(self._matching_target, row, target)
+        if existing is not None:
+            return existing
+        await asyncio.to_thread(self._ensure_dir, dest, target.parent)
+        for _ in range(2):
+            try:
+                return await self._stream(row, target, partial, progress, on_validator)
+            except _RestartFromZero:
+                await asyncio.to_thread(partial.unlink, True)
+        raise _fail("transfer", "range", "the origin keeps refusing to resume or restart")
+
+    async def _stream(
+        self,
+        row: FileRow,
+        target: Path,
+        partial: Path,
+        progress: Callable[[int], None],
+        on_validator: Callable[[str | None], None],
+    ) -> Received:
+        offset = partial.stat().st_size if partial.exists() and row.validator else 0
+        headers = {"accept-encoding": "identity"}
+        if offset:
+            headers["range"] = f"bytes={offset}-"
+            headers["if-range"] = row.validator or ""
+        try:
+            async with self._client.stream("GET", row.url, headers=headers) as response:
+                offset = self._accept(response, row, offset)
+                validator = _validator(response)
+                if validator != row.validator:
+                    on_validator(validator)
+                hasher, _ = _hasher(row)
+                if offset and hasher is not None:
+                    await asyncio.to_thread(_hash_file, partial, hasher, offset)
+                size = await self._write_body(response, partial, offset, hasher, row, progress)
+        except httpx.TimeoutException as exc:
+            step = (
+                "connect"
+                if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+                else "transfer"
+            )
+            raise _fail(step, "timeout", f"timed out ({type(exc).__name__})") from None
+        except httpx.ConnectError as exc:
+            raise _fail("connect", "connect", f"cannot connect: {exc}") from None
+        except httpx.RemoteProtocolError as exc:
+            raise _fail("transfer", "short_body", f"the origin broke off: {exc}") from None
+        except (httpx.ReadError, httpx.WriteError, httpx.NetworkError) as exc:
+            raise _fail(
+                "transfer", "reset", f"connection lost: {exc or type(exc).__name__}"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise _fail("transfer", "http", f"{type(exc).__name__}: {exc}") from None
+        return Received(partial, target, size, hasher.hexdigest() if hasher else None)
+
+    def _accept(self, response: httpx.Response, row: FileRow, offset: int) -> int:
+        """Check the status; returns the offset the body starts at (0 when it restarts)."""
+        status = response.status_code
+        if status == 200:
+            return 0
+        if status == 206 and offset:
+            if _range_start(response) != offset:
+                raise _RestartFromZero()
+            return offset
+        if status == 416 and offset:
+            raise _RestartFromZero()
+        raise _status_failure(response)
+
+    async def _write_body(
+        self, response, partial: Path, offset: int, hasher, row: FileRow, progress
+    ) -> int:
+        announced = response.headers.get("content-length")
+        if row.size is not None and announced is not None and offset + int(announced) != row.size:
+            raise _fail(
+                "transfer",
+                "size",
+                f"the origin announces {offset + int(announced)} bytes, "
+                f"the manifest says {row.size}",
+            )
+        received = offset
+        if offset:
+            progress(offset)
+        try:
+            with partial.open("r+b" if offset else "wb") as handle:
+                handle.seek(offset)
+                handle.truncate()
+                async for chunk in response.aiter_raw(CHUNK):
+                    received += len(chunk)
+                    if row.size is not None and received > row.size:
+                        raise _fail("transfer", "size", f"more than the {row.size} bytes expected")
+                    handle.write(chunk)
+                    if hasher is not None:
+                        hasher.update(chunk)
+                    progress(len(chunk))
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise _fail("transfer", "no_space", f"no space left on {partial.parent}") from None
+            raise _fail("transfer", "io", f"cannot write {partial}: {exc.strerror}") from None
+        return received
+
+    def _matching_target(self, row: FileRow, target: Path) -> Received | None:
+        """An already installed target that matches needs no transfer (a crash after rename)."""
+        try:
+            size = target.stat().st_size
+        except FileNotFoundError:
+            return None
+        if row.size is not None and size != row.size:
+            return None
+        hasher, expected = _hasher(row)
+        if hasher is None and row.size is None:
+            return None
+        if hasher is not None:
+            _hash_file(target, hasher)
+            if hasher.hexdigest() != expected:
+                return None
+        return Received(partial_path(target), target, size, expected, installed=True)
+
+    def _ensure_dir(self, dest: Path, directory: Path) -> None:
+        """mkdir -p, fsyncing each parent whose entries changed, so the path survives power loss."""
+        if directory in self._known_dirs:
+            return
+        missing = []
+        walk = directory
+        while not walk.exists() and walk != dest and walk != walk.parent:
+            missing.append(walk)
+            walk = walk.parent
+        for path in reversed(missing):
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            _fsync_or_die(path.parent)
+        self._known_dirs.add(directory)
+
+    @staticmethod
+    def verify(row: FileRow, received: Received) -> None:
+        if row.size is not None and received.size != row.size:
+            raise _fail("verify", "size", f"received {received.size} bytes, expected {row.size}")
+        _, expected = _hasher(row)
+        if expected is not None and received.digest != expected:
+            kind = "sha256" if row.sha256 else "md5"
+            raise _fail(
+                "verify",
+                "checksum",
+                f"{kind} mismatch: got {received.digest}, expected {expected}",
+            )
+
+    @staticmethod
+    def install(received: Received) -> None:
+        """fsync the partial, rename it into place, fsync the directory. Runs in a thread."""
+        if received.installed:
+            return
+        try:
+            fd = os.open(received.partial, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(received.partial, received.target)
+        except OSError as exc:
+            raise DiskFatal(f"cannot make {received.target} durable: {exc}") from exc
+        _fsync_or_die(received.target.parent)
+
+    @staticmethod
+    def discard(received: Received) -> None:
+        received.partial.unlink(missing_ok=True)
+
+
+def _fsync_or_die(directory: Path) -> None:
+    try:
+        _sync_dir(directory)
+    except OSError as exc:
+        raise DiskFatal(f"cannot fsync directory {directory}: {exc}") from exc
+
+
+class _RestartFromZero(Exception):
+    """The origin will not continue our partial: drop it and start again."""

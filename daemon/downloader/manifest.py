@@ -1,0 +1,154 @@
+"""Manifests (JSONL, CSV, Parquet) and URL lists, validated row by row at the boundary."""
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from bulkforge.daemon.downloader.paths import path_from_url, safe_relative_path
+from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.validation import describe
+
+COLUMNS = ("url", "path", "size", "sha256", "md5", "etag")
+MAX_REPORTED_ERRORS = 10
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=8192)]
+Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$", to_lower=True)]
+Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{32}$", to_lower=True)]
+
+
+class ManifestRow(BaseModel):
+    """One file to fetch. Unknown columns are ignored; empty CSV cells count as absent."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    url: HttpUrl
+    path: str | None = None
+    size: Annotated[int, Field(ge=0)] | None = None
+    sha256: Hex64 | None = None
+    md5: Hex32 | None = None
+    etag: str | None = None
+
+
+class FileEntry(BaseModel):
+    """A validated row with its destination path settled."""
+
+    url: str
+    path: str
+    size: int | None
+    sha256: str | None
+    md5: str | None
+    etag: str | None
+
+
+def manifest_format(path: Path) -> str:
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise InvalidArgument(
+            f"manifest {path}: unknown format {path.suffix!r}; use .jsonl, .csv or .parquet"
+        ) from None
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                yield number, _Unreadable(f"not valid JSON ({exc})")
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "url" not in reader.fieldnames:
+            raise InvalidArgument(f"manifest {path}: the CSV header has no 'url' column")
+        for number, record in enumerate(reader, start=2):
+            yield number, {key: value for key, value in record.items() if value not in ("", None)}
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:
+        raise InvalidArgument(f"manifest {path}: not a readable Parquet file ({exc})") from None
+    names = set(parquet.schema_arrow.names)
+    if "url" not in names:
+        raise InvalidArgument(f"manifest {path}: the Parquet file has no 'url' column")
+    number = 0
+    for batch in parquet.iter_batches(columns=[c for c in COLUMNS if c in names]):
+        for record in batch.to_pylist():
+            number += 1
+            yield number, {key: value for key, value in record.items() if value is not None}
+
+
+class _Unreadable:
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+READERS = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}
+
+
+def _entry(record: Any) -> FileEntry:
+    if isinstance(record, _Unreadable):
+        raise InvalidArgument(record.reason)
+    if not isinstance(record, dict):
+        raise InvalidArgument("each row must be an object with at least a 'url'")
+    try:
+        row = ManifestRow.model_validate(record)
+    except ValidationError as exc:
+        raise InvalidArgument(describe(exc)) from None
+    path = safe_relative_path(row.path) if row.path is not None else path_from_url(row.url)
+    return FileEntry(
+        url=row.url, path=path, size=row.size, sha256=row.sha256, md5=row.md5, etag=row.etag
+    )
+
+
+def read_manifest(path: Path) -> Iterator[FileEntry]:
+    """Every entry of the manifest; raises InvalidArgument naming up to 10 bad rows."""
+    if not path.is_absolute():
+        raise InvalidArgument(f"manifest path {str(path)!r} must be absolute")
+    if not path.is_file():
+        raise InvalidArgument(f"manifest {path}: no such file (bfd reads it on its own node)")
+    reader = READERS[manifest_format(path)]
+    errors: list[str] = []
+    count = 0
+    try:
+        for number, record in reader(path):
+            try:
+                entry = _entry(record)
+            except InvalidArgument as exc:
+                errors.append(f"row {number}: {exc}")
+                if len(errors) >= MAX_REPORTED_ERRORS:
+                    break
+                continue
+            count += 1
+            if not errors:
+                yield entry
+    except PermissionError:
+        raise InvalidArgument(f"manifest {path}: bfd may not read it (permission denied)") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"manifest {path}: not UTF-8 text ({exc})") from None
+    if errors:
+        raise InvalidArgument(f"manifest {path}: " + "; ".join(errors))
+    if count == 0:
+        raise InvalidArgument(f"manifest {path}: no rows")
+
+
+def entries_from_urls(urls: list[str]) -> Iterator[FileEntry]:
+    if not urls:
+        raise InvalidArgument("no URLs given")
+    for number, url in enumerate(urls, start=1):
+        try:
+            yield _entry({"url": url})
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"url {number} ({url!r}): {exc}") from None

@@ -1,0 +1,295 @@
+"""The downloader pipeline: hands the files of running download jobs to transfers.
+
+One asyncio task loops: start queued jobs, claim as many files as there are
+free transfer slots, and finish jobs that have nothing left. Each transfer is a
+task of its own; every state it reaches is committed through the writer.
+"""
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import apsw
+import httpx
+from loguru import logger
+
+from bulkforge.daemon import jobs
+from bulkforge.daemon.disks import describe_disk
+from bulkforge.daemon.downloader import files
+from bulkforge.daemon.downloader.fetch import DiskFatal, Fetcher, TransferFailed
+from bulkforge.daemon.machines import batch as batch_machine
+from bulkforge.daemon.machines.batch import BatchState
+from bulkforge.daemon.machines.file import IN_FLIGHT, FileState
+from bulkforge.daemon.machines.job import JobState
+from bulkforge.daemon.settings import Settings
+from bulkforge.daemon.store import Store, StoreFatal, guarded_update, now_ms
+
+IDLE_POLL_S = 1.0
+
+
+@dataclass
+class _Transfer:
+    job_id: int
+    task: asyncio.Task | None = None
+    bytes: int = 0
+
+    def add(self, count: int) -> None:
+        self.bytes += count
+
+
+@dataclass
+class _Plan:
+    """What one scheduling pass decided for one job."""
+
+    claimed: list[files.FileRow] = field(default_factory=list)
+    next_retry_at: int | None = None
+
+
+class Downloader:
+    def __init__(self, settings: Settings, store: Store, on_fatal: Callable[[BaseException], None]):
+        self._settings = settings
+        self._writer = store.writer
+        self._readers = store.readers
+        self._on_fatal = on_fatal
+        self._transfers: dict[int, _Transfer] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._known_dirs: set[Path] = set()
+        self._fetcher: Fetcher | None = None
+
+    # -- what others ask of the pipeline -------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def active_transfers(self) -> int:
+        return len(self._transfers)
+
+    def in_flight_bytes(self, job_id: int) -> int:
+        return sum(t.bytes for t in self._transfers.values() if t.job_id == job_id)
+
+    def stop_job(self, job_id: int) -> None:
+        """Interrupt the transfers of a paused or cancelled job; their partials stay."""
+        for transfer in list(self._transfers.values()):
+            if transfer.job_id == job_id and transfer.task is not None:
+                transfer.task.cancel()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking work and interrupt every transfer, recording each as pending."""
+        self._stopping = True
+        self.wake()
+        tasks = [t.task for t in self._transfers.values() if t.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        timeout = httpx.Timeout(
+            connect=self._settings.connect_timeout,
+            read=self._settings.read_timeout,
+            write=self._settings.read_timeout,
+            pool=None,
+        )
+        limits = httpx.Limits(
+            max_connections=self._settings.max_connections,
+            max_keepalive_connections=self._settings.max_connections,
+        )
+        async with httpx.AsyncClient(
+            timeout=timeout, limits=limits, follow_redirects=True
+        ) as client:
+            self._fetcher = Fetcher(client, self._known_dirs)
+            while not self._stopping:
+                self._wake.clear()
+                try:
+                    next_due = await self._schedule()
+                except StoreFatal:
+                    return
+                await self._sleep_until(next_due)
+
+    async def _sleep_until(self, due_ms: int | None) -> None:
+        delay = IDLE_POLL_S
+        if due_ms is not None:
+            delay = min(delay, max(0.01, (due_ms - now_ms()) / 1000))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _schedule(self) -> int | None:
+        """One pass over the live download jobs; returns when the next retry falls due."""
+        live = await self._readers.call(
+            lambda conn: jobs.jobs_in_states(conn, (JobState.QUEUED, JobState.RUNNING))
+        )
+        next_due: int | None = None
+        for job in live:
+            if self._stopping:
+                break
+            if job.kind != "download":
+                continue
+            free = self._settings.max_connections - len(self._transfers)
+            busy = any(t.job_id == job.id for t in self._transfers.values())
+            plan = await self._writer.call(
+                lambda conn, job=job, free=free, busy=busy: _plan_job(conn, job.id, free, busy)
+            )
+            for row in plan.claimed:
+                self._start_transfer(job, row)
+            if plan.next_retry_at is not None:
+                next_due = min(next_due or plan.next_retry_at, plan.next_retry_at)
+        return next_due
+
+    def _start_transfer(self, job: jobs.JobRow, row: files.FileRow) -> None:
+        transfer = _Transfer(job.id)
+        self._transfers[row.id] = transfer
+        transfer.task = asyncio.create_task(self._transfer(job, row, transfer))
+
+    # -- one transfer ----------------------------------------------------------------------
+
+    async def _transfer(self, job: jobs.JobRow, row: files.FileRow, transfer: _Transfer) -> None:
+        assert self._fetcher is not None
+        state = FileState.DOWNLOADING
+        try:
+            received = await self._fetcher.receive(
+                row, Path(job.dest), transfer.add, lambda v: self._remember_validator(row.id, v)
+            )
+            await self._writer.call(lambda conn: files.to_verifying(conn, row.id))
+            state = FileState.VERIFYING
+            try:
+                Fetcher.verify(row, received)
+            except TransferFailed:
+                await asyncio.to_thread(Fetcher.discard, received)
+                raise
+            await asyncio.to_thread(Fetcher.install, received)
+            await self._writer.call(lambda conn: files.to_done(conn, row.id, received.size))
+        except TransferFailed as exc:
+            await self._record_failure(row, state, exc.failure)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(row.id))
+            raise
+        except DiskFatal as exc:
+            logger.critical("job {} file {}: {}", job.name, row.path, exc)
+            self._on_fatal(exc)
+        except StoreFatal:
+            pass  # the writer has already asked the daemon to stop
+        except Exception:
+            logger.exception("job {} file {}: unexpected error in transfer", job.name, row.path)
+            failure = files.Failure("internal", "bug", "internal error; see the bfd log", False)
+            with contextlib.suppress(Exception):
+                await self._record_failure(row, state, failure)
+        finally:
+            self._transfers.pop(row.id, None)
+            self.wake()
+
+    def _remember_validator(self, file_id: int, validator: str | None) -> None:
+        # Not awaited: it only has to land before a later resume, and the writer
+        # applies operations in order, so it precedes this file's next transition.
+        self._writer.submit(lambda conn: files.record_validator(conn, file_id, validator))
+
+    async def _record_failure(
+        self, row: files.FileRow, state: FileState, failure: files.Failure
+    ) -> None:
+        retry_at = self._retry_at(row.attempts + 1, failure)
+        await self._writer.call(lambda conn: files.to_failed(conn, row, state, failure, retry_at))
+        logger.info(
+            "file {} failed at {} ({}): {}; attempt {}{}",
+            row.path,
+            failure.step,
+            failure.error_class,
+            failure.message,
+            row.attempts + 1,
+            "" if retry_at else ", not retried automatically",
+        )
+
+    def _retry_at(self, attempts: int, failure: files.Failure) -> int | None:
+        """Exponential backoff with full jitter, never sooner than a Retry-After."""
+        if not failure.retryable or attempts >= self._settings.max_attempts:
+            return None
+        ceiling = min(
+            self._settings.retry_max_delay, self._settings.retry_base_delay * 2 ** (attempts - 1)
+        )
+        delay = random.uniform(0, ceiling)
+        if failure.retry_after is not None:
+            delay = max(delay, min(failure.retry_after, self._settings.retry_after_max))
+        return now_ms() + int(delay * 1000)
+
+    async def _release(self, file_id: int) -> None:
+        with contextlib.suppress(StoreFatal):
+            await self._writer.call(lambda conn: _release_in_flight(conn, file_id))
+
+
+def _release_in_flight(conn: apsw.Connection, file_id: int) -> None:
+    row = conn.execute("SELECT state FROM files WHERE id = ?", (file_id,)).fetchone()
+    if row and FileState(row[0]) in IN_FLIGHT:
+        files.to_pending(conn, file_id, FileState(row[0]))
+
+
+def _plan_job(conn: apsw.Connection, job_id: int, free: int, busy: bool) -> _Plan:
+    """In one transaction: start a queued job, claim files, or finish an idle one."""
+    job = conn.execute("SELECT name, state, dest FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if job is None:
+        return _Plan()
+    name, state, dest = job[0], JobState(job[1]), job[2]
+    if state == JobState.QUEUED:
+        _start_job(conn, job_id, name, dest)
+    elif state != JobState.RUNNING:
+        return _Plan()
+    plan = _Plan()
+    if free > 0:
+        plan.claimed = files.claim(conn, job_id, free, now_ms())
+    if plan.claimed or busy:
+        return plan
+    unfinished, retrying, failed = files.open_work(conn, job_id)
+    if unfinished:
+        return plan
+    if retrying:
+        plan.next_retry_at = files.next_retry_at(conn, job_id)
+        return plan
+    _finish_job(conn, job_id, name, failed)
+    return plan
+
+
+def _start_job(conn: apsw.Connection, job_id: int, name: str, dest: str) -> None:
+    job = jobs.get_job(conn, name)
+    jobs.move_job(conn, job, JobState.RUNNING, message="")
+    disk = describe_disk(Path(dest))
+    for (batch_id,) in conn.execute(
+        "SELECT id FROM batches WHERE job_id = ? AND state = 'planned' ORDER BY idx LIMIT 1",
+        (job_id,),
+    ).fetchall():
+        _move_batch(conn, batch_id, BatchState.PLANNED, BatchState.ACTIVE, disk=disk)
+    logger.info("job {} started", name)
+
+
+def _finish_job(conn: apsw.Connection, job_id: int, name: str, failed: int) -> None:
+    job = jobs.get_job(conn, name)
+    if failed:
+        message = f"{failed} file(s) failed; `bfctl failures {name}` lists them"
+        jobs.move_job(conn, job, JobState.FAILED, message=message)
+        logger.warning("job {} failed: {}", name, message)
+        return
+    for (batch_id,) in conn.execute(
+        "SELECT id FROM batches WHERE job_id = ? AND state = 'active'", (job_id,)
+    ).fetchall():
+        _move_batch(conn, batch_id, BatchState.ACTIVE, BatchState.VERIFYING)
+        _move_batch(conn, batch_id, BatchState.VERIFYING, BatchState.COMPLETE)
+    jobs.move_job(conn, job, JobState.COMPLETED, message="")
+    logger.info("job {} completed", name)
+
+
+def _move_batch(
+    conn: apsw.Connection, batch_id: int, old: BatchState, new: BatchState, **columns
+) -> None:
+    guarded_update(
+        conn,
+        "batches",
+        batch_id,
+        old,
+        new,
+        batch_machine.check_transition,
+        updated_at=now_ms(),
+        **columns,
+    )

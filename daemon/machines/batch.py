@@ -1,0 +1,36 @@
+"""Batch: a disk-sized group of files (or a chunk or shard of an item job)."""
+
+from enum import StrEnum
+
+from bulkforge.daemon.machines import check_move
+
+
+class BatchState(StrEnum):
+    PLANNED = "planned"
+    """Its files are chosen; nothing of it is on disk yet."""
+    ACTIVE = "active"
+    """Its files are being fetched onto the disk it records."""
+    VERIFYING = "verifying"
+    """Every file is in; the batch is checked as a whole."""
+    COMPLETE = "complete"
+    """Verified on its disk."""
+    ARCHIVED = "archived"
+    """The operator took the disk or moved the data away; the store remembers where."""
+
+
+S = BatchState
+
+MOVES: frozenset[tuple[BatchState, BatchState]] = frozenset(
+    {
+        (S.PLANNED, S.ACTIVE),
+        (S.ACTIVE, S.VERIFYING),
+        (S.VERIFYING, S.COMPLETE),
+        # A verification that finds missing or changed files sends the batch back.
+        (S.VERIFYING, S.ACTIVE),
+        (S.COMPLETE, S.ARCHIVED),
+    }
+)
+
+
+def check_transition(old: BatchState, new: BatchState) -> None:
+    check_move("batch", MOVES, old, new)

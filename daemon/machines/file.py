@@ -1,0 +1,49 @@
+"""File: one remote object to download into a job's destination."""
+
+from enum import StrEnum
+
+from bulkforge.daemon.machines import check_move
+
+
+class FileState(StrEnum):
+    PENDING = "pending"
+    """Waiting for a transfer slot."""
+    DOWNLOADING = "downloading"
+    """Bytes are streaming into `<path>.partial`."""
+    VERIFYING = "verifying"
+    """All bytes received; size and checksum are checked, then fsync and rename."""
+    DONE = "done"
+    """Verified, fsynced and renamed into place before this state was committed."""
+    FAILED = "failed"
+    """The last attempt failed (step, error class, error, attempts recorded); retried
+    automatically after its backoff while `retry_at` is set, else only by `bfctl retry`."""
+    SKIPPED = "skipped"
+    """Already on disk and matching; nothing was transferred."""
+
+
+S = FileState
+
+IN_FLIGHT = frozenset({S.DOWNLOADING, S.VERIFYING})
+
+MOVES: frozenset[tuple[FileState, FileState]] = frozenset(
+    {
+        (S.PENDING, S.DOWNLOADING),
+        (S.PENDING, S.SKIPPED),
+        # Files larger than any batch can hold fail at planning time (reason oversize).
+        (S.PENDING, S.FAILED),
+        (S.DOWNLOADING, S.VERIFYING),
+        (S.DOWNLOADING, S.FAILED),
+        (S.VERIFYING, S.DONE),
+        (S.VERIFYING, S.FAILED),
+        # Interrupted by pause, cancel, shutdown or a crash: the partial stays for resume.
+        (S.DOWNLOADING, S.PENDING),
+        (S.VERIFYING, S.PENDING),
+        # An automatic retry after backoff, and `bfctl retry`.
+        (S.FAILED, S.DOWNLOADING),
+        (S.FAILED, S.PENDING),
+    }
+)
+
+
+def check_transition(old: FileState, new: FileState) -> None:
+    check_move("file", MOVES, old, new)

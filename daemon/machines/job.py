@@ -1,0 +1,47 @@
+"""Job: one submitted unit of work (a download, a scenes run, a cleaning, a generation)."""
+
+from enum import StrEnum
+
+from bulkforge.daemon.machines import check_move
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    """Accepted and stored; the scheduler has not started it yet."""
+    RUNNING = "running"
+    """The scheduler hands its items to a pipeline."""
+    PAUSED = "paused"
+    """Stopped by the operator; nothing new starts until `resume`."""
+    AWAITING_SWAP = "awaiting_swap"
+    """A disk batch is complete and the next one does not fit: the operator swaps or empties."""
+    COMPLETED = "completed"
+    """Every item ended done or skipped."""
+    FAILED = "failed"
+    """Nothing is left to try, and some items failed for good; `retry` re-queues them."""
+    CANCELLED = "cancelled"
+    """Stopped for good by the operator."""
+
+
+S = JobState
+
+TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED})
+LIVE = frozenset({S.QUEUED, S.RUNNING, S.PAUSED, S.AWAITING_SWAP})
+
+MOVES: frozenset[tuple[JobState, JobState]] = frozenset(
+    {
+        (S.QUEUED, S.RUNNING),
+        (S.RUNNING, S.PAUSED),
+        (S.PAUSED, S.RUNNING),
+        (S.RUNNING, S.AWAITING_SWAP),
+        (S.AWAITING_SWAP, S.RUNNING),
+        (S.RUNNING, S.COMPLETED),
+        (S.RUNNING, S.FAILED),
+        # `retry` after the job ended with failures queues it again.
+        (S.FAILED, S.QUEUED),
+        *((live, S.CANCELLED) for live in LIVE),
+    }
+)
+
+
+def check_transition(old: JobState, new: JobState) -> None:
+    check_move("job", MOVES, old, new)

@@ -1,0 +1,171 @@
+"""The one settings model of bfd: flags > BULKFORGE_* environment > TOML file > defaults."""
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, ByteSize, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from bulkforge.proto.defaults import default_socket
+
+DEFAULT_CONFIG = Path("/etc/bulkforge/bfd.toml")
+
+_RATE = re.compile(r"^\s*([0-9.]+\s*[A-Za-z]*?)\s*(?:/s)?\s*$")
+
+
+def _parse_rate(value: Any) -> Any:
+    """Accept '100MB/s', '100MB', '0' or a number of bytes per second."""
+    if isinstance(value, str):
+        match = _RATE.match(value)
+        if not match:
+            raise ValueError(f"not a rate: {value!r} (use e.g. 100MB/s)")
+        return match.group(1)
+    return value
+
+
+def default_state_dir() -> Path:
+    if state := os.environ.get("STATE_DIRECTORY"):
+        return Path(state.split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib/bulkforge")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "bulkforge"
+
+
+Rate = Annotated[ByteSize, BeforeValidator(_parse_rate)]
+
+
+class Settings(BaseSettings):
+    """Everything bfd can be told. Every field carries a description; a test holds us to it."""
+
+    model_config = SettingsConfigDict(env_prefix="BULKFORGE_", extra="forbid")
+
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Directory of the state database, its WAL and the lock file. "
+        "Keep it on a small fast disk, apart from the data.",
+    )
+    socket: Path = Field(
+        default_factory=default_socket,
+        description="Unix socket of the gRPC API (created mode 0660).",
+    )
+    listen: str | None = Field(
+        default=None,
+        description="Also serve gRPC on HOST:PORT over TLS (needs tls_cert and tls_key). "
+        "Off by default.",
+    )
+    tls_cert: Path | None = Field(default=None, description="PEM certificate for --listen.")
+    tls_key: Path | None = Field(default=None, description="PEM private key for --listen.")
+    memory_cap: ByteSize = Field(
+        default=ByteSize(2 * 1024**3),
+        description="RSS the daemon and its workers may use together (e.g. 2GiB).",
+    )
+    cpu_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Worker processes or threads for CPU-heavy work "
+        "(hashing, cleaning, generating).",
+    )
+    disk_threshold: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Stop taking downloads before a destination filesystem would be fuller "
+        "than this fraction.",
+    )
+    bandwidth: Rate = Field(
+        default=ByteSize(0),
+        description="Download bandwidth cap in bytes per second, e.g. 100MB/s; 0 means no cap.",
+    )
+    max_connections: int = Field(
+        default=16, ge=1, le=1024, description="Concurrent transfers across all jobs."
+    )
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Attempts per file before it stays failed until `bfctl retry`.",
+    )
+    retry_base_delay: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds of the first retry backoff; doubles per attempt, with full jitter.",
+    )
+    retry_max_delay: float = Field(
+        default=60.0, ge=0, description="Upper bound in seconds of one retry backoff."
+    )
+    retry_after_max: float = Field(
+        default=300.0,
+        ge=0,
+        description="Longest Retry-After in seconds a server may impose before we retry anyway.",
+    )
+    connect_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds to establish a connection to an origin."
+    )
+    read_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds an origin may stay silent during a transfer before the "
+        "attempt fails as a timeout.",
+    )
+    drain_timeout: float = Field(
+        default=20.0,
+        ge=0,
+        description="Seconds SIGTERM waits for in-flight work to record its state before exit. "
+        "The systemd unit's TimeoutStopSec must be longer.",
+    )
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Least severe log level written."
+    )
+    log_format: Literal["auto", "human", "json"] = Field(
+        default="auto",
+        description="human lines, or one JSON object per line; auto picks JSON under systemd.",
+    )
+
+    @model_validator(mode="after")
+    def _tls_needs_both(self) -> "Settings":
+        if self.listen and not (self.tls_cert and self.tls_key):
+            raise ValueError("listen needs both tls_cert and tls_key")
+        return self
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "bulkforge.db"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def load_settings(flags: dict[str, Any], config: Path | None = None) -> Settings:
+    """Build settings from flags that were given (None = not given) and the config file.
+
+    An explicit --config must exist; the default one is read only when present.
+    """
+    if config is not None and not config.is_file():
+        raise FileNotFoundError(f"config file not found: {config}")
+    toml_file = config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=toml_file)
+
+    given = {key: value for key, value in flags.items() if value is not None}
+    return Settings.model_validate(_FromFile(**given).model_dump())

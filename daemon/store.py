@@ -1,0 +1,360 @@
+"""The state store: one SQLite file in WAL mode, one writer thread, many readers.
+
+Durability: `synchronous=FULL`. In WAL mode that fsyncs the WAL at every commit,
+so a commit that returned survives kill -9 and power loss. The writer groups
+every transition queued while the previous commit was syncing into the next
+transaction, so millions of transitions cost thousands of fsyncs, not millions.
+A caller's future resolves only after its transaction committed: nothing is
+acknowledged before it is durable. (NORMAL would sync only at checkpoints and
+lose acknowledged commits on power loss; bench/store_bench.py measures both.)
+"""
+
+import asyncio
+import contextlib
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import apsw
+from loguru import logger
+
+from bulkforge.daemon.machines import TransitionConflict
+
+T = TypeVar("T")
+
+SYNCHRONOUS = "FULL"
+# Errors after which the database or the disk under it cannot be trusted: stop.
+FATAL_ERRORS = (
+    apsw.IOError,
+    apsw.FullError,
+    apsw.CorruptError,
+    apsw.NotADBError,
+    apsw.CantOpenError,
+    apsw.ReadOnlyError,
+    apsw.ProtocolError,
+)
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+class StoreFatal(Exception):
+    """The store hit an I/O error; the daemon must stop, never carry on."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def schema_sql() -> str:
+    return resources.files("bulkforge").joinpath("schema.sql").read_text()
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """Numbered migrations, `NNNN_name.sql`; 0001 is the schema as first released."""
+    found = []
+    for path in sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql")):
+        version, name = path.stem.split("_", 1)
+        found.append(Migration(int(version), name, path.read_text()))
+    return found
+
+
+def configure(conn: apsw.Connection) -> None:
+    conn.setbusytimeout(10_000)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    # After a checkpoint, shrink the WAL back to this size instead of keeping its peak.
+    conn.execute("PRAGMA journal_size_limit = 67108864")
+
+
+def open_connection(path: Path) -> apsw.Connection:
+    conn = apsw.Connection(str(path))
+    configure(conn)
+    return conn
+
+
+def apply_schema(conn: apsw.Connection) -> int:
+    """Create a fresh store from schema.sql, or migrate an older one. Returns the version."""
+    known = migrations()
+    latest = known[-1].version
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    if not exists:
+        with conn:
+            conn.execute(schema_sql())
+            conn.executemany(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                [(m.version, m.name, now_ms()) for m in known],
+            )
+        return latest
+    (current,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    if current > latest:
+        raise StoreFatal(
+            f"the store is at schema version {current}, newer than this bfd knows ({latest}); "
+            "upgrade bulkforge"
+        )
+    for migration in known:
+        if migration.version <= current:
+            continue
+        # The migration and its ledger row commit together or not at all.
+        with conn:
+            conn.execute(migration.sql)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, now_ms()),
+            )
+        logger.info("store migrated to version {} ({})", migration.version, migration.name)
+    return latest
+
+
+def guarded_update(
+    conn: apsw.Connection,
+    table: str,
+    row_id: int,
+    old: StrEnum,
+    new: StrEnum,
+    check: Callable[[Any, Any], None],
+    **columns: Any,
+) -> None:
+    """Move one row from `old` to `new` if the machine allows it and the row is still `old`."""
+    check(old, new)
+    assignments = ", ".join(f"{name} = ?" for name in ("state", *columns))
+    conn.execute(
+        f"UPDATE {table} SET {assignments} WHERE id = ? AND state = ?",
+        (str(new), *columns.values(), row_id, str(old)),
+    )
+    if conn.changes() != 1:
+        raise TransitionConflict(f"{table} {row_id}: expected state {old} when moving to {new}")
+
+
+@dataclass
+class _Op:
+    fn: Callable[[apsw.Connection], Any]
+    future: Future
+
+
+_STOP = object()
+
+
+class Writer:
+    """The one thread that owns the write connection and group-commits queued operations.
+
+    Each operation runs in its own savepoint, so one that raises (a transition
+    conflict, a constraint) is rolled back alone; the others still commit.
+    """
+
+    def __init__(
+        self, path: Path, on_fatal: Callable[[BaseException], None], max_batch: int = 8192
+    ):
+        self._path = path
+        self._on_fatal = on_fatal
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._latencies_ms: deque[float] = deque(maxlen=10_000)
+        self._failed: BaseException | None = None
+        self.commits = 0
+        self.operations = 0
+        self._conn: apsw.Connection | None = None
+
+    def start(self) -> None:
+        self._conn = open_connection(self._path)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[apsw.Connection], T]) -> "Future[T]":
+        future: Future[T] = Future()
+        if self._failed is not None:
+            future.set_exception(StoreFatal(f"the store has failed: {self._failed}"))
+            return future
+        self._queue.put(_Op(fn, future))
+        return future
+
+    async def call(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run fn(conn) in the next group commit; returns once that commit is durable."""
+        return await asyncio.wrap_future(self.submit(fn))
+
+    def call_sync(self, fn: Callable[[apsw.Connection], T]) -> T:
+        return self.submit(fn).result()
+
+    def stop(self) -> None:
+        """Commit what is queued, then close the connection."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self._failed is None
+
+    def commit_p99_ms(self) -> float:
+        latencies = sorted(self._latencies_ms)
+        return latencies[int(len(latencies) * 0.99)] if latencies else 0.0
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch, stopping = self._next_batch()
+            if batch and not self._commit(batch):
+                self._fail_queued()
+                break
+        assert self._conn is not None
+        with contextlib.suppress(apsw.Error):
+            self._conn.close()
+
+    def _next_batch(self) -> tuple[list[_Op], bool]:
+        item = self._queue.get()
+        if item is _STOP:
+            return [], True
+        batch = [item]
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _commit(self, batch: list[_Op]) -> bool:
+        conn = self._conn
+        assert conn is not None
+        started = time.perf_counter()
+        outcomes: list[tuple[_Op, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                outcomes.append(self._run_op(conn, op))
+            conn.execute("COMMIT")
+        except FATAL_ERRORS as exc:
+            self._failed = exc
+            logger.critical("state store I/O failure, stopping: {}", exc)
+            fatal = StoreFatal(f"state store I/O failure: {exc}")
+            for op in batch:
+                op.future.set_exception(fatal)
+            self._on_fatal(exc)
+            return False
+        self._latencies_ms.append((time.perf_counter() - started) * 1000)
+        self.commits += 1
+        self.operations += len(batch)
+        for op, result, error in outcomes:
+            if error is None:
+                op.future.set_result(result)
+            else:
+                op.future.set_exception(error)
+        return True
+
+    @staticmethod
+    def _run_op(conn: apsw.Connection, op: _Op) -> tuple[_Op, Any, BaseException | None]:
+        conn.execute("SAVEPOINT op")
+        try:
+            result = op.fn(conn)
+        except FATAL_ERRORS:
+            raise
+        except Exception as exc:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            return op, None, exc
+        conn.execute("RELEASE op")
+        return op, result, None
+
+    def _fail_queued(self) -> None:
+        fatal = StoreFatal(f"the store has failed: {self._failed}")
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                item.future.set_exception(fatal)
+
+
+class Readers:
+    """Read connections, one per thread, each read one short transaction.
+
+    Nothing holds a read transaction between calls, so checkpoints can always
+    reset the WAL.
+    """
+
+    def __init__(self, path: Path):
+        self._path = path
+        self._local = threading.local()
+        self._all: list[apsw.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> apsw.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = apsw.Connection(str(self._path), flags=apsw.SQLITE_OPEN_READONLY)
+            conn.setbusytimeout(10_000)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def read(self, fn: Callable[[apsw.Connection], T]) -> T:
+        conn = self._connection()
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    async def call(self, fn: Callable[[apsw.Connection], T]) -> T:
+        return await asyncio.to_thread(self.read, fn)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                with contextlib.suppress(apsw.Error):
+                    conn.close()
+            self._all.clear()
+
+
+class Store:
+    """The store as the daemon uses it: schema applied, a writer, readers."""
+
+    def __init__(self, path: Path, on_fatal: Callable[[BaseException], None]):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        bootstrap = open_connection(path)
+        try:
+            self.version = apply_schema(bootstrap)
+        finally:
+            bootstrap.close()
+        self.writer = Writer(path, on_fatal)
+        self.readers = Readers(path)
+
+    def start(self) -> None:
+        self.writer.start()
+
+    def close(self) -> None:
+        self.writer.stop()
+        self.readers.close()
+
+    def file_sizes(self) -> tuple[int, int]:
+        """Bytes of the database file and of its WAL."""
+
+        def size(path: str) -> int:
+            try:
+                return os.stat(path).st_size
+            except FileNotFoundError:
+                return 0
+
+        return size(str(self.path)), size(f"{self.path}-wal")

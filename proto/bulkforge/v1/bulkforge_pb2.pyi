@@ -1,0 +1,276 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class JobRef(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class UrlList(_message.Message):
+    __slots__ = ("urls",)
+    URLS_FIELD_NUMBER: _ClassVar[int]
+    urls: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, urls: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DownloadSpec(_message.Message):
+    __slots__ = ("manifest", "urls", "dest")
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    URLS_FIELD_NUMBER: _ClassVar[int]
+    DEST_FIELD_NUMBER: _ClassVar[int]
+    manifest: str
+    urls: UrlList
+    dest: str
+    def __init__(self, manifest: _Optional[str] = ..., urls: _Optional[_Union[UrlList, _Mapping]] = ..., dest: _Optional[str] = ...) -> None: ...
+
+class SubmitRequest(_message.Message):
+    __slots__ = ("name", "download")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    download: DownloadSpec
+    def __init__(self, name: _Optional[str] = ..., download: _Optional[_Union[DownloadSpec, _Mapping]] = ...) -> None: ...
+
+class SubmitResponse(_message.Message):
+    __slots__ = ("job", "created")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    created: bool
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class Batch(_message.Message):
+    __slots__ = ("index", "state", "bytes", "files", "disk")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    state: str
+    bytes: int
+    files: int
+    disk: str
+    def __init__(self, index: _Optional[int] = ..., state: _Optional[str] = ..., bytes: _Optional[int] = ..., files: _Optional[int] = ..., disk: _Optional[str] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("name", "kind", "state", "counts", "bytes_done", "bytes_total", "batches", "dest", "message", "items_total", "retrying", "created_at_ms", "updated_at_ms")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    DEST_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RETRYING_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    state: str
+    counts: _containers.ScalarMap[str, int]
+    bytes_done: int
+    bytes_total: int
+    batches: _containers.RepeatedCompositeFieldContainer[Batch]
+    dest: str
+    message: str
+    items_total: int
+    retrying: int
+    created_at_ms: int
+    updated_at_ms: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[Batch, _Mapping]]] = ..., dest: _Optional[str] = ..., message: _Optional[str] = ..., items_total: _Optional[int] = ..., retrying: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ...) -> None: ...
+
+class ListRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class RetryRequest(_message.Message):
+    __slots__ = ("name", "step", "error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    step: str
+    error: str
+    def __init__(self, name: _Optional[str] = ..., step: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class RetryResponse(_message.Message):
+    __slots__ = ("job", "retried")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    RETRIED_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    retried: int
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., retried: _Optional[int] = ...) -> None: ...
+
+class FailuresRequest(_message.Message):
+    __slots__ = ("name", "step", "limit")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    step: str
+    limit: int
+    def __init__(self, name: _Optional[str] = ..., step: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class FailureGroup(_message.Message):
+    __slots__ = ("step", "error_class", "count", "sample")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CLASS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    step: str
+    error_class: str
+    count: int
+    sample: str
+    def __init__(self, step: _Optional[str] = ..., error_class: _Optional[str] = ..., count: _Optional[int] = ..., sample: _Optional[str] = ...) -> None: ...
+
+class Failure(_message.Message):
+    __slots__ = ("item", "url", "step", "error_class", "error", "attempts", "retrying")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CLASS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    RETRYING_FIELD_NUMBER: _ClassVar[int]
+    item: str
+    url: str
+    step: str
+    error_class: str
+    error: str
+    attempts: int
+    retrying: bool
+    def __init__(self, item: _Optional[str] = ..., url: _Optional[str] = ..., step: _Optional[str] = ..., error_class: _Optional[str] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., retrying: _Optional[bool] = ...) -> None: ...
+
+class FailuresResponse(_message.Message):
+    __slots__ = ("groups", "failures", "total")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[FailureGroup]
+    failures: _containers.RepeatedCompositeFieldContainer[Failure]
+    total: int
+    def __init__(self, groups: _Optional[_Iterable[_Union[FailureGroup, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[Failure, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+
+class ThroughputBucket(_message.Message):
+    __slots__ = ("start_ms", "items", "bytes")
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    start_ms: int
+    items: int
+    bytes: int
+    def __init__(self, start_ms: _Optional[int] = ..., items: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("job", "throughput", "failures", "elapsed_s", "items_per_s", "bytes_per_s")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    throughput: _containers.RepeatedCompositeFieldContainer[ThroughputBucket]
+    failures: _containers.RepeatedCompositeFieldContainer[FailureGroup]
+    elapsed_s: float
+    items_per_s: float
+    bytes_per_s: float
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., throughput: _Optional[_Iterable[_Union[ThroughputBucket, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[FailureGroup, _Mapping]]] = ..., elapsed_s: _Optional[float] = ..., items_per_s: _Optional[float] = ..., bytes_per_s: _Optional[float] = ...) -> None: ...
+
+class SystemRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Disk(_message.Message):
+    __slots__ = ("path", "total_bytes", "free_bytes")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    total_bytes: int
+    free_bytes: int
+    def __init__(self, path: _Optional[str] = ..., total_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ...) -> None: ...
+
+class SystemResponse(_message.Message):
+    __slots__ = ("version", "pid", "uptime_s", "state_dir", "socket", "rss_bytes", "memory_cap", "cpu_workers", "disk_threshold", "bandwidth", "active_transfers", "max_connections", "db_bytes", "wal_bytes", "durability", "disks", "commits", "commit_p99_ms")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    STATE_DIR_FIELD_NUMBER: _ClassVar[int]
+    SOCKET_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_CAP_FIELD_NUMBER: _ClassVar[int]
+    CPU_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    DISK_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_TRANSFERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    DB_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DURABILITY_FIELD_NUMBER: _ClassVar[int]
+    DISKS_FIELD_NUMBER: _ClassVar[int]
+    COMMITS_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    pid: int
+    uptime_s: float
+    state_dir: str
+    socket: str
+    rss_bytes: int
+    memory_cap: int
+    cpu_workers: int
+    disk_threshold: float
+    bandwidth: int
+    active_transfers: int
+    max_connections: int
+    db_bytes: int
+    wal_bytes: int
+    durability: str
+    disks: _containers.RepeatedCompositeFieldContainer[Disk]
+    commits: int
+    commit_p99_ms: float
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., state_dir: _Optional[str] = ..., socket: _Optional[str] = ..., rss_bytes: _Optional[int] = ..., memory_cap: _Optional[int] = ..., cpu_workers: _Optional[int] = ..., disk_threshold: _Optional[float] = ..., bandwidth: _Optional[int] = ..., active_transfers: _Optional[int] = ..., max_connections: _Optional[int] = ..., db_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., durability: _Optional[str] = ..., disks: _Optional[_Iterable[_Union[Disk, _Mapping]]] = ..., commits: _Optional[int] = ..., commit_p99_ms: _Optional[float] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("name", "interval_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    interval_s: float
+    def __init__(self, name: _Optional[str] = ..., interval_s: _Optional[float] = ...) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("job", "bytes_per_s", "items_per_s", "eta_s", "final")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    bytes_per_s: float
+    items_per_s: float
+    eta_s: float
+    final: bool
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., bytes_per_s: _Optional[float] = ..., items_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., final: _Optional[bool] = ...) -> None: ...

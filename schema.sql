@@ -1,0 +1,126 @@
+-- The state store of bfd: every table, index, trigger and CHECK.
+-- A fresh database is created from this file; an older one is brought here by
+-- the numbered migrations in daemon/migrations/ (a test checks both agree).
+-- Times are INTEGER milliseconds since the Unix epoch. States must match the
+-- StrEnums in daemon/machines/; a test checks that too.
+
+CREATE TABLE schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    applied_at INTEGER NOT NULL
+);
+
+CREATE TABLE jobs (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 128),
+    kind       TEXT    NOT NULL CHECK (kind IN ('download', 'scenes', 'clean', 'generate')),
+    state      TEXT    NOT NULL DEFAULT 'queued' CHECK (state IN (
+                   'queued', 'running', 'paused', 'awaiting_swap',
+                   'completed', 'failed', 'cancelled')),
+    -- Canonical JSON of the submitted parameters; submit compares it for idempotence.
+    spec       TEXT    NOT NULL,
+    dest       TEXT    NOT NULL,
+    message    TEXT    NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE batches (
+    id         INTEGER PRIMARY KEY,
+    job_id     INTEGER NOT NULL REFERENCES jobs (id),
+    idx        INTEGER NOT NULL CHECK (idx >= 0),
+    state      TEXT    NOT NULL DEFAULT 'planned' CHECK (state IN (
+                   'planned', 'active', 'verifying', 'complete', 'archived')),
+    files      INTEGER NOT NULL DEFAULT 0 CHECK (files >= 0),
+    bytes      INTEGER NOT NULL DEFAULT 0 CHECK (bytes >= 0),
+    -- Where the batch went (filesystem id and mount point); empty until active.
+    disk       TEXT    NOT NULL DEFAULT '',
+    updated_at INTEGER NOT NULL,
+    UNIQUE (job_id, idx)
+);
+
+CREATE TABLE files (
+    id          INTEGER PRIMARY KEY,
+    job_id      INTEGER NOT NULL REFERENCES jobs (id),
+    batch_idx   INTEGER NOT NULL DEFAULT 0,
+    url         TEXT    NOT NULL,
+    -- Relative to the job's dest, already checked not to escape it.
+    path        TEXT    NOT NULL,
+    size        INTEGER CHECK (size IS NULL OR size >= 0),
+    sha256      TEXT    CHECK (sha256 IS NULL OR length(sha256) = 64),
+    md5         TEXT    CHECK (md5 IS NULL OR length(md5) = 32),
+    etag        TEXT,
+    -- The ETag or Last-Modified the origin gave; a resumed transfer sends it as If-Range.
+    validator   TEXT,
+    state       TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN (
+                    'pending', 'downloading', 'verifying', 'done', 'failed', 'skipped')),
+    attempts    INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    -- When a failed file may be retried automatically; NULL: only `bfctl retry` will.
+    retry_at    INTEGER,
+    step        TEXT,
+    error_class TEXT,
+    error       TEXT,
+    finished_at INTEGER,
+    updated_at  INTEGER NOT NULL,
+    UNIQUE (job_id, path)
+);
+
+-- Claiming the next pending files of a job walks this index in id order.
+CREATE INDEX files_by_state ON files (job_id, state);
+-- Failed files due for an automatic retry; permanent failures are not in it.
+CREATE INDEX files_retry_due ON files (job_id, retry_at)
+    WHERE state = 'failed' AND retry_at IS NOT NULL;
+-- Boot repair finds what a crash left in flight without scanning every file.
+CREATE INDEX files_in_flight ON files (state) WHERE state IN ('downloading', 'verifying');
+
+CREATE TABLE scenes (
+    id          INTEGER PRIMARY KEY,
+    job_id      INTEGER NOT NULL REFERENCES jobs (id),
+    key         TEXT    NOT NULL,
+    url         TEXT,
+    state       TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN (
+                    'pending', 'running', 'done', 'failed')),
+    attempts    INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    step        TEXT,
+    error_class TEXT,
+    error       TEXT,
+    shard       INTEGER,
+    finished_at INTEGER,
+    updated_at  INTEGER NOT NULL,
+    UNIQUE (job_id, key)
+);
+
+CREATE INDEX scenes_by_state ON scenes (job_id, state);
+CREATE INDEX scenes_in_flight ON scenes (state) WHERE state = 'running';
+
+-- Per job and state: how many files and their known bytes. Kept by triggers in
+-- the same transaction as every change, so `status` never counts millions of rows.
+CREATE TABLE file_counts (
+    job_id INTEGER NOT NULL,
+    state  TEXT    NOT NULL,
+    files  INTEGER NOT NULL,
+    bytes  INTEGER NOT NULL,
+    PRIMARY KEY (job_id, state)
+) WITHOUT ROWID;
+
+CREATE TRIGGER file_counts_insert AFTER INSERT ON files BEGIN
+    INSERT INTO file_counts (job_id, state, files, bytes)
+    VALUES (NEW.job_id, NEW.state, 1, coalesce(NEW.size, 0))
+    ON CONFLICT (job_id, state) DO UPDATE
+        SET files = files + 1, bytes = bytes + excluded.bytes;
+END;
+
+CREATE TRIGGER file_counts_update AFTER UPDATE OF state, size ON files
+WHEN OLD.state IS NOT NEW.state OR OLD.size IS NOT NEW.size BEGIN
+    UPDATE file_counts SET files = files - 1, bytes = bytes - coalesce(OLD.size, 0)
+    WHERE job_id = OLD.job_id AND state = OLD.state;
+    INSERT INTO file_counts (job_id, state, files, bytes)
+    VALUES (NEW.job_id, NEW.state, 1, coalesce(NEW.size, 0))
+    ON CONFLICT (job_id, state) DO UPDATE
+        SET files = files + 1, bytes = bytes + excluded.bytes;
+END;
+
+CREATE TRIGGER file_counts_delete AFTER DELETE ON files BEGIN
+    UPDATE file_counts SET files = files - 1, bytes = bytes - coalesce(OLD.size, 0)
+    WHERE job_id = OLD.job_id AND state = OLD.state;
+END;

@@ -17,17 +17,22 @@ from bulkforge.proto.defaults import default_socket
 
 DEFAULT_CONFIG = Path("/etc/bulkforge/bfd.toml")
 
-_RATE = re.compile(r"^\s*([0-9.]+\s*[A-Za-z]*?)\s*(?:/s)?\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*(?:/s)?\s*$")
 
 
-def _parse_rate(value: Any) -> Any:
-    """Accept '100MB/s', '100MB', '0' or a number of bytes per second."""
-    if isinstance(value, str):
-        match = _RATE.match(value)
-        if not match:
-            raise ValueError(f"not a rate: {value!r} (use e.g. 100MB/s)")
-        return match.group(1)
-    return value
+def _strict(pattern: re.Pattern, example: str):
+    """ByteSize parses a prefix and ignores the rest ('1.5.5GB' -> 1); refuse such input."""
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, str):
+            match = pattern.match(value)
+            if not match:
+                raise ValueError(f"not a size: {value!r} (use e.g. {example})")
+            return f"{match.group(1)}{match.group(2)}"
+        return value
+
+    return parse
 
 
 def default_state_dir() -> Path:
@@ -39,7 +44,8 @@ def default_state_dir() -> Path:
     return Path(base) / "bulkforge"
 
 
-Rate = Annotated[ByteSize, BeforeValidator(_parse_rate)]
+Size = Annotated[ByteSize, BeforeValidator(_strict(_SIZE, "2GiB"))]
+Rate = Annotated[ByteSize, BeforeValidator(_strict(_RATE, "100MB/s"))]
 
 
 class Settings(BaseSettings):
@@ -63,7 +69,7 @@ class Settings(BaseSettings):
     )
     tls_cert: Path | None = Field(default=None, description="PEM certificate for --listen.")
     tls_key: Path | None = Field(default=None, description="PEM private key for --listen.")
-    memory_cap: ByteSize = Field(
+    memory_cap: Size = Field(
         default=ByteSize(2 * 1024**3),
         description="RSS the daemon and its workers may use together (e.g. 2GiB).",
     )
@@ -130,9 +136,11 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _tls_needs_both(self) -> "Settings":
+    def _consistent(self) -> "Settings":
         if self.listen and not (self.tls_cert and self.tls_key):
             raise ValueError("listen needs both tls_cert and tls_key")
+        if self.retry_max_delay < self.retry_base_delay:
+            raise ValueError("retry_max_delay must not be smaller than retry_base_delay")
         return self
 
     @property

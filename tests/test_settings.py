@@ -1,0 +1,131 @@
+"""The settings model: documented fields, precedence of sources, refusal of bad values."""
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from bulkforge.daemon.settings import Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see only the environment they set: no BULKFORGE_* or systemd dirs of the caller."""
+    for name in list(os.environ):
+        if name.startswith("BULKFORGE_"):
+            monkeypatch.delenv(name)
+    for name in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def write_toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bfd.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", list(Settings.model_fields))
+def test_every_field_has_a_description(name: str) -> None:
+    description = Settings.model_fields[name].description
+    assert description and description.strip(), f"setting {name!r} has no description"
+
+
+def test_precedence_flags_over_env_over_toml_over_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_toml(
+        tmp_path,
+        """
+        memory_cap = "1GiB"
+        cpu_workers = 3
+        max_connections = 7
+        max_attempts = 9
+        """,
+    )
+    monkeypatch.setenv("BULKFORGE_CPU_WORKERS", "4")
+    monkeypatch.setenv("BULKFORGE_MAX_CONNECTIONS", "8")
+    monkeypatch.setenv("BULKFORGE_BANDWIDTH", "5MB/s")
+
+    settings = load_settings({"max_connections": 12, "bandwidth": None}, config)
+
+    assert settings.max_connections == 12  # flag beats env and file
+    assert settings.cpu_workers == 4  # env beats file
+    assert settings.bandwidth == 5_000_000  # a flag given as None is not given
+    assert settings.max_attempts == 9  # file beats default
+    assert settings.memory_cap == 1024**3
+    assert settings.retry_base_delay == Settings.model_fields["retry_base_delay"].default
+
+
+def test_defaults_follow_systemd_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bfd.service gives the daemon $STATE_DIRECTORY and $RUNTIME_DIRECTORY.
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
+
+    settings = load_settings({}, write_toml(tmp_path, ""))
+
+    assert settings.state_dir == tmp_path / "state"
+    assert settings.socket == tmp_path / "run" / "bfd.sock"
+
+
+def test_env_socket_names_the_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
+    monkeypatch.setenv("BULKFORGE_SOCKET", str(tmp_path / "other.sock"))
+
+    assert load_settings({}, write_toml(tmp_path, "")).socket == tmp_path / "other.sock"
+
+
+@pytest.mark.parametrize("rate", ["100MB/s", "100 MB/s", "100MB", "100000000", 100_000_000])
+def test_bandwidth_parses_rates(tmp_path: Path, rate: str | int) -> None:
+    settings = load_settings({"bandwidth": rate}, write_toml(tmp_path, ""))
+    assert settings.bandwidth == 100_000_000
+
+
+def test_bandwidth_zero_means_no_cap(tmp_path: Path) -> None:
+    assert load_settings({}, write_toml(tmp_path, 'bandwidth = "0"')).bandwidth == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "toml", "field"),
+    [
+        ({"disk_threshold": 1.5}, "", "disk_threshold"),
+        ({"bandwidth": "fast"}, "", "bandwidth"),
+        ({}, 'bandwidth = "fast"', "bandwidth"),
+        ({}, "no_such_setting = 1", "no_such_setting"),
+        ({"listen": "127.0.0.1:7411"}, "", "tls_cert"),
+        ({"listen": "127.0.0.1:7411", "tls_cert": "/etc/bfd.crt"}, "", "tls_key"),
+    ],
+    ids=[
+        "disk_threshold-1.5",
+        "bandwidth-fast-flag",
+        "bandwidth-fast-toml",
+        "unknown-toml-key",
+        "listen-without-tls",
+        "listen-without-key",
+    ],
+)
+def test_bad_values_are_refused(tmp_path: Path, flags: dict, toml: str, field: str) -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        load_settings(flags, write_toml(tmp_path, toml))
+    assert field in str(excinfo.value)
+
+
+def test_bad_env_value_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BULKFORGE_DISK_THRESHOLD", "1.5")
+    with pytest.raises(ValidationError, match="disk_threshold"):
+        load_settings({}, write_toml(tmp_path, ""))
+
+
+def test_listen_with_tls_is_accepted(tmp_path: Path) -> None:
+    flags = {"listen": "127.0.0.1:7411", "tls_cert": "/etc/c.pem", "tls_key": "/etc/k.pem"}
+    settings = load_settings(flags, write_toml(tmp_path, ""))
+    assert settings.listen == "127.0.0.1:7411"
+    assert settings.tls_key == Path("/etc/k.pem")
+
+
+def test_explicit_missing_config_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(FileNotFoundError, match=r"nope\.toml"):
+        load_settings({}, missing)

@@ -1,0 +1,1 @@
+"""bfctl: a thin client over the bulkforge gRPC API."""

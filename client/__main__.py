@@ -1,0 +1,124 @@
+"""bfctl: parse the command line, connect, run one command, turn every failure into an exit code.
+
+Exit codes: 0 ok, 1 the daemon refused (its message on stderr), 2 usage error, 3 bfd unreachable.
+"""
+
+import argparse
+import os
+import sys
+import traceback
+
+import grpc
+
+from bulkforge.client.commands import (
+    cancel,
+    demo,
+    failures,
+    pause,
+    resume,
+    retry,
+    stats,
+    status,
+    submit,
+    system,
+    watch,
+)
+from bulkforge.client.commands import list as list_jobs
+from bulkforge.client.connection import endpoint_from_args, open_stub
+from bulkforge.client.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_REFUSED,
+    ClientError,
+    from_rpc_error,
+    report,
+)
+
+COMMANDS = (
+    submit,
+    list_jobs,
+    status,
+    watch,
+    stats,
+    failures,
+    pause,
+    resume,
+    cancel,
+    retry,
+    system,
+    demo,
+)
+DEBUG_ENV = "BULKFORGE_DEBUG"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bfctl",
+        description="Control bfd, the bulkforge daemon.",
+        epilog="Exit codes: 0 ok, 1 bfd refused, 2 usage error, 3 bfd cannot be reached.",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--socket",
+        metavar="P",
+        help="bfd's unix socket (default: $BULKFORGE_SOCKET, else the "
+        "runtime directory's bulkforge/bfd.sock)",
+    )
+    where.add_argument("--target", metavar="HOST:PORT", help="bfd over TCP with TLS")
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="seconds per call; 0: no limit"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    # Exits itself, so a wrapper that calls main() without sys.exit() still gets the code.
+    sys.exit(run_cli(argv))
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return dispatch(args)
+    except ClientError as exc:
+        report(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        report("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`bfctl list | head`); nothing left to say to it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_REFUSED
+    except Exception as exc:
+        return unexpected(exc)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if check := getattr(args, "check", None):
+        check(args)
+    if getattr(args, "standalone", False):
+        return args.run(args)
+    endpoint = endpoint_from_args(args)
+    try:
+        with open_stub(endpoint) as stub:
+            return args.run(args, stub)
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc, endpoint.shown) from None
+
+
+def unexpected(exc: Exception) -> int:
+    if os.environ.get(DEBUG_ENV) == "1":
+        traceback.print_exc()
+        hint = ""
+    else:
+        hint = f" (set {DEBUG_ENV}=1 for the traceback)"
+    report(f"unexpected error: {type(exc).__name__}: {exc}{hint}")
+    return EXIT_REFUSED
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""bfctl demo: the whole path on loopback, with nothing to set up.
+
+Generated files on a local HTTP origin, a real bfd on a private socket and state directory, one
+download job followed like `watch` does, and every file checked against what was generated.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from bulkforge.client.commands.base import add_command
+from bulkforge.client.connection import Endpoint, open_stub, socket_endpoint
+from bulkforge.client.documents import job_to_dict, print_json
+from bulkforge.client.errors import ClientError, from_rpc_error, report
+from bulkforge.client.progress import follow
+from bulkforge.client.render import print_failures, print_job
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+JOB_NAME = "demo"
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 30.0
+LOG_TAIL_LINES = 20
+CHUNK = 1 << 20
+FILES_PER_DIRECTORY = 100
+
+
+@dataclass(frozen=True)
+class DemoFile:
+    path: str
+    size: int
+    sha256: str
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(
+        subparsers, "demo", "download generated files through a real bfd on loopback", run
+    )
+    parser.add_argument(
+        "--files", type=at_least(1), default=200, metavar="N", help="how many files (200)"
+    )
+    parser.add_argument(
+        "--size", type=at_least(0), default=262144, metavar="BYTES", help="bytes per file (256 KiB)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    # The demo starts its own daemon, so main must not connect to one first.
+    parser.set_defaults(standalone=True)
+
+
+def at_least(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def run(args: argparse.Namespace, stub: None = None) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="bulkforge-demo-"))
+    try:
+        return run_in(workdir, args)
+    finally:
+        if args.keep:
+            print(f"kept {workdir} (bfd.log, manifest.jsonl, state/, dest/)", file=note(args))
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def note(args: argparse.Namespace):
+    """Where remarks go: stdout for people, stderr when stdout carries the JSON document."""
+    return sys.stderr if args.json else sys.stdout
+
+
+def run_in(workdir: Path, args: argparse.Namespace) -> int:
+    if not args.json:
+        print(f"generating {args.files} files of {args.size} bytes in {workdir}")
+    files = generate_files(workdir / "origin", args.files, args.size)
+    from bulkforge.client.demo_origin import Origin
+
+    with Origin(workdir / "origin") as origin:
+        manifest = write_manifest(workdir / "manifest.jsonl", origin.base_url, files)
+        with running_daemon(workdir) as endpoint:
+            if not args.json:
+                print(f"origin {origin.base_url}, bfd on {endpoint.shown}")
+            return download_and_verify(endpoint, manifest, workdir / "dest", files, args)
+
+
+def generate_files(root: Path, count: int, size: int) -> list[DemoFile]:
+    return [generate_file(root, number, size) for number in range(count)]
+
+
+def generate_file(root: Path, number: int, size: int) -> DemoFile:
+    """File `number` always has the same bytes, so a failed run can be compared with a good one."""
+    relative = f"d{number // FILES_PER_DIRECTORY:03d}/f{number:05d}.bin"
+    target = root / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    generator = random.Random(f"bulkforge-demo-{number}")
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        for offset in range(0, size, CHUNK):
+            chunk = generator.randbytes(min(CHUNK, size - offset))
+            digest.update(chunk)
+            out.write(chunk)
+    return DemoFile(relative, size, digest.hexdigest())
+
+
+def write_manifest(path: Path, base_url: str, files: list[DemoFile]) -> Path:
+    with path.open("w") as out:
+        for file in files:
+            row = {"url": f"{base_url}/{file.path}", "path": file.path}
+            row |= {"size": file.size, "sha256": file.sha256}
+            out.write(json.dumps(row) + "\n")
+    return path
+
+
+@contextmanager
+def running_daemon(workdir: Path) -> Iterator[Endpoint]:
+    endpoint = socket_endpoint(workdir / "bfd.sock")
+    log_path = workdir / "bfd.log"
+    # An empty config of its own, so /etc/bulkforge/bfd.toml (a node's real settings: its
+    # listen address, its limits) does not apply to the demo's private daemon.
+    config = workdir / "bfd.toml"
+    config.write_text("")
+    command = [sys.executable, "-m", "bulkforge.daemon", "--config", str(config)]
+    command += ["--state-dir", str(workdir / "state"), "--socket", str(endpoint.socket)]
+    with log_path.open("wb") as log:
+        # A session of its own: Ctrl-C on the terminal reaches bfctl, which then stops bfd
+        # gracefully, instead of killing both at once.
+        process = subprocess.Popen(
+            command, stdout=log, stderr=log, env=daemon_environment(), start_new_session=True
+        )
+    try:
+        wait_until_serving(process, endpoint, log_path)
+        yield endpoint
+    finally:
+        stop_daemon(process, log_path)
+
+
+def daemon_environment() -> dict[str, str]:
+    """This environment minus what would tie the demo's bfd to the real one's settings or unit."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("BULKFORGE_") and key != "NOTIFY_SOCKET"
+    }
+
+
+def wait_until_serving(process: subprocess.Popen, endpoint: Endpoint, log_path: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ClientError(
+                f"bfd exited with code {process.returncode} before it was ready; "
+                f"the end of {log_path}:\n{log_tail(log_path)}"
+            )
+        if endpoint.socket.exists() and is_serving(endpoint):
+            return
+        time.sleep(0.1)
+    raise ClientError(
+        f"bfd did not report SERVING within {READY_TIMEOUT_S:.0f} s; "
+        f"the end of {log_path}:\n{log_tail(log_path)}"
+    )
+
+
+def is_serving(endpoint: Endpoint) -> bool:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    # A fresh channel per try: one that failed to connect waits out a reconnect backoff.
+    with grpc.insecure_channel(endpoint.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        try:
+            answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+        except grpc.RpcError:
+            return False
+    return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def log_tail(log_path: Path) -> str:
+    lines = log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+    return "\n".join(lines) or "(empty)"
+
+
+def stop_daemon(process: subprocess.Popen, log_path: Path) -> None:
+    if process.poll() is not None:
+        return  # it died on its own, and wait_until_serving already showed why
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        report(f"bfd did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM; killing it")
+        process.kill()
+        process.wait()
+    if process.returncode not in (0, -signal.SIGTERM):
+        report(f"bfd exited with code {process.returncode}; the end of {log_path}:")
+        print(log_tail(log_path), file=sys.stderr)
+
+
+def download_and_verify(
+    endpoint: Endpoint, manifest: Path, dest: Path, files: list[DemoFile], args
+) -> int:
+    started = time.monotonic()
+    job = download(endpoint, manifest, dest, show=not args.json)
+    bad = unverified(dest, files)
+    seconds = time.monotonic() - started
+    ok = job.state == "completed" and not bad
+    total = sum(file.size for file in files)
+    if args.json:
+        print_json(
+            {
+                "ok": ok,
+                "files": len(files),
+                "bytes": total,
+                "seconds": round(seconds, 3),
+                "files_per_s": round(len(files) / seconds, 1),
+                "job": job_to_dict(job),
+            }
+        )
+    elif ok:
+        print(
+            f"demo ok: {len(files)} files, {total / 2**20:.1f} MiB downloaded and verified "
+            f"in {seconds:.1f} s ({len(files) / seconds:.0f} files/s)"
+        )
+    if not ok:
+        report(f"demo failed: job {job.state}, {len(bad)} of {len(files)} files did not verify")
+        for problem in bad[:10]:
+            report(f"  {problem}")
+    return 0 if ok else 1
+
+
+def download(endpoint: Endpoint, manifest: Path, dest: Path, show: bool) -> pb.Job:
+    """Submit the job and follow it to its end; the final job as the daemon last reported it."""
+    spec = pb.DownloadSpec(manifest=str(manifest), dest=str(dest))
+    try:
+        with open_stub(endpoint) as stub:
+            stub.Submit(pb.SubmitRequest(name=JOB_NAME, download=spec), timeout=30)
+            event = follow(stub.Watch(pb.WatchRequest(name=JOB_NAME)), show=show)
+            if event is None:
+                raise ClientError("bfd ended the watch without any news of the job")
+            if show:
+                print_job(event.job)
+            if show and event.job.state != "completed":
+                request = pb.FailuresRequest(name=JOB_NAME, limit=10)
+                print_failures(stub.Failures(request, timeout=30), JOB_NAME)
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc, endpoint.shown) from None
+    return event.job
+
+
+def unverified(dest: Path, files: list[DemoFile]) -> list[str]:
+    """Every file that is not on disk exactly as generated, with what is wrong with it."""
+    problems = []
+    for file in files:
+        target = dest / file.path
+        if not target.is_file():
+            problems.append(f"{file.path}: missing")
+            continue
+        with target.open("rb") as data:
+            digest = hashlib.file_digest(data, "sha256").hexdigest()
+        if digest != file.sha256:
+            problems.append(f"{file.path}: sha256 {digest}, expected {file.sha256}")
+    return problems

@@ -1,0 +1,32 @@
+"""bfctl failures NAME: what failed, grouped by step and error class, and the items."""
+
+import argparse
+
+from bulkforge.client.commands.base import add_command, add_job_name
+from bulkforge.client.connection import call_timeout
+from bulkforge.client.documents import failures_to_dict, print_json
+from bulkforge.client.render import print_failures
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(subparsers, "failures", "show a job's failed items", run)
+    add_job_name(parser)
+    parser.add_argument("--step", default="", help="only failures of this step")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="how many failed items to list besides the groups (default: the daemon's, 100)",
+    )
+
+
+def run(args: argparse.Namespace, stub) -> int:
+    request = pb.FailuresRequest(name=args.name, step=args.step, limit=args.limit)
+    response = stub.Failures(request, timeout=call_timeout(args))
+    if args.json:
+        print_json(failures_to_dict(response))
+    else:
+        print_failures(response, args.name)
+    return 0

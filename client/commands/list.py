@@ -1,0 +1,22 @@
+"""bfctl list: every job the daemon knows, one line each."""
+
+import argparse
+
+from bulkforge.client.commands.base import add_command
+from bulkforge.client.connection import call_timeout
+from bulkforge.client.documents import job_to_dict, print_json
+from bulkforge.client.render import print_jobs
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    add_command(subparsers, "list", "list jobs", run)
+
+
+def run(args: argparse.Namespace, stub) -> int:
+    response = stub.List(pb.ListRequest(), timeout=call_timeout(args))
+    if args.json:
+        print_json({"jobs": [job_to_dict(job) for job in response.jobs]})
+    else:
+        print_jobs(response.jobs)
+    return 0

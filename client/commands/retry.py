@@ -1,0 +1,32 @@
+"""bfctl retry NAME: move failed items back to pending, optionally only some of them."""
+
+import argparse
+
+from bulkforge.client.commands.base import add_command, add_job_name
+from bulkforge.client.connection import call_timeout
+from bulkforge.client.documents import job_to_dict, print_json
+from bulkforge.client.render import print_job
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(subparsers, "retry", "queue a job's failed items again", run)
+    add_job_name(parser)
+    parser.add_argument("--step", default="", help="only failures of this step")
+    parser.add_argument(
+        "--error",
+        default="",
+        metavar="SUBSTRING",
+        help="only failures whose error class or message contains this",
+    )
+
+
+def run(args: argparse.Namespace, stub) -> int:
+    request = pb.RetryRequest(name=args.name, step=args.step, error=args.error)
+    response = stub.Retry(request, timeout=call_timeout(args))
+    if args.json:
+        print_json({"retried": response.retried, "job": job_to_dict(response.job)})
+    else:
+        print(f"{response.retried} failed items queued again")
+        print_job(response.job)
+    return 0

@@ -1,0 +1,69 @@
+"""bfctl submit KIND NAME ...: create a job. Submitting the same again changes nothing."""
+
+import argparse
+import os
+from pathlib import Path
+
+from bulkforge.client.commands.base import add_command, add_job_name
+from bulkforge.client.connection import call_timeout
+from bulkforge.client.documents import job_to_dict, print_json
+from bulkforge.client.errors import UsageError
+from bulkforge.client.render import print_job
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(subparsers, "submit", "create a job (idempotent by name)", None)
+    kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
+    download = add_command(kinds, "download", "download files into a directory", run_download)
+    add_job_name(download)
+    source = download.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--manifest", metavar="F", help="JSONL, CSV or Parquet with url[, path, size, sha256, ...]"
+    )
+    source.add_argument(
+        "--url", action="append", metavar="URL", help="a file to fetch; repeat for more"
+    )
+    download.add_argument("--dest", required=True, metavar="D", help="directory the files land in")
+    download.set_defaults(check=check_download)
+
+
+def check_download(args: argparse.Namespace) -> None:
+    """Settle paths before connecting: bfd resolves them itself, from its own working directory.
+
+    With --target the daemon runs on another node, so local paths mean nothing there: they must
+    be absolute, and whether the manifest exists is for that node to say.
+    """
+    args.dest = daemon_path(args.dest, remote=bool(args.target), what="--dest")
+    if args.manifest is None:
+        return
+    args.manifest = daemon_path(args.manifest, remote=bool(args.target), what="--manifest")
+    if not args.target and not Path(args.manifest).is_file():
+        raise UsageError(f"--manifest {args.manifest}: no such file")
+
+
+def daemon_path(path: str, remote: bool, what: str) -> str:
+    if os.path.isabs(path):
+        return path
+    if remote:
+        raise UsageError(f"{what} {path}: with --target, give an absolute path on bfd's node")
+    return os.path.abspath(path)
+
+
+def run_download(args: argparse.Namespace, stub) -> int:
+    spec = pb.DownloadSpec(dest=args.dest)
+    if args.manifest is not None:
+        spec.manifest = args.manifest
+    else:
+        spec.urls.urls.extend(args.url)
+    request = pb.SubmitRequest(name=args.name, download=spec)
+    response = stub.Submit(request, timeout=call_timeout(args))
+    if args.json:
+        print_json({"created": response.created, "job": job_to_dict(response.job)})
+        return 0
+    if response.created:
+        print(f"created job {args.name!r}; follow it with `bfctl watch {args.name}`")
+    else:
+        print(f"job {args.name!r} already exists with these parameters; nothing changed")
+    print_job(response.job)
+    return 0

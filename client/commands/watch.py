@@ -1,0 +1,59 @@
+"""bfctl watch NAME: follow a job until it reaches a state that needs no more watching."""
+
+import argparse
+
+from bulkforge.client.commands.base import add_command, add_job_name
+from bulkforge.client.documents import print_json, watch_event_to_dict
+from bulkforge.client.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, ClientError, report
+from bulkforge.client.progress import follow
+from bulkforge.client.render import print_job
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+# awaiting_swap ends a watch successfully: the batch is done and the next step is the operator's.
+SUCCESS_STATES = frozenset({"completed", "awaiting_swap"})
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(subparsers, "watch", "follow a job's progress until it ends", run)
+    add_job_name(parser)
+    parser.add_argument(
+        "--interval", type=float, default=1.0, metavar="S", help="seconds between updates"
+    )
+
+
+def run(args: argparse.Namespace, stub) -> int:
+    # No deadline: a watch lasts as long as the job does.
+    stream = stub.Watch(pb.WatchRequest(name=args.name, interval_s=args.interval))
+    try:
+        event = follow(stream, show=not args.json)
+    except KeyboardInterrupt:
+        stream.cancel()
+        return stopped_watching(args.name)
+    if event is None:
+        raise ClientError(f"bfd ended the watch of job {args.name!r} without any news")
+    if args.json:
+        print_json(watch_event_to_dict(event))
+    else:
+        print_job(event.job)
+    return outcome(event.job)
+
+
+def stopped_watching(name: str) -> int:
+    report(f"stopped watching; job {name!r} goes on in bfd (`bfctl status {name}`)")
+    return EXIT_INTERRUPTED
+
+
+def outcome(job: pb.Job) -> int:
+    """Exit 0 when the job ended well (or waits for a disk swap), else say why and exit 1."""
+    if job.state in SUCCESS_STATES:
+        return EXIT_OK
+    reason = f": {job.message}" if job.message else ""
+    if job.state == "failed":
+        # The daemon's message usually says what to do next; add a pointer only when it is silent.
+        hint = reason or f"; see `bfctl failures {job.name}`"
+        report(f"job {job.name!r} failed{hint}")
+    elif job.state == "cancelled":
+        report(f"job {job.name!r} was cancelled{reason}")
+    else:
+        report(f"the watch ended while job {job.name!r} is {job.state}{reason}")
+    return EXIT_REFUSED

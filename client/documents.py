@@ -1,0 +1,122 @@
+"""The JSON documents `--json` prints: snake_case keys, integers as numbers, ISO 8601 UTC times.
+
+Built field by field rather than with protobuf's MessageToDict, which turns int64 into strings
+and drops fields that hold their default value; scripts should not have to care about either.
+"""
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.message import Message
+
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+
+def iso_utc(ms: int) -> str | None:
+    """Milliseconds since the epoch as ISO 8601 UTC; None when the daemon left it unset (0)."""
+    if not ms:
+        return None
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def job_to_dict(job: pb.Job) -> dict[str, Any]:
+    return {
+        "name": job.name,
+        "kind": job.kind,
+        "state": job.state,
+        "counts": dict(sorted(job.counts.items())),
+        "bytes_done": job.bytes_done,
+        "bytes_total": job.bytes_total,
+        "items_total": job.items_total,
+        "retrying": job.retrying,
+        "dest": job.dest,
+        "message": job.message,
+        "batches": [
+            {
+                "index": batch.index,
+                "state": batch.state,
+                "bytes": batch.bytes,
+                "files": batch.files,
+                "disk": batch.disk,
+            }
+            for batch in job.batches
+        ],
+        "created_at": iso_utc(job.created_at_ms),
+        "updated_at": iso_utc(job.updated_at_ms),
+    }
+
+
+def failure_group_to_dict(group: pb.FailureGroup) -> dict[str, Any]:
+    return {
+        "step": group.step,
+        "error_class": group.error_class,
+        "count": group.count,
+        "sample": group.sample,
+    }
+
+
+def failures_to_dict(response: pb.FailuresResponse) -> dict[str, Any]:
+    return {
+        "total": response.total,
+        "groups": [failure_group_to_dict(group) for group in response.groups],
+        "failures": [
+            {
+                "item": failure.item,
+                "url": failure.url,
+                "step": failure.step,
+                "error_class": failure.error_class,
+                "error": failure.error,
+                "attempts": failure.attempts,
+                "retrying": failure.retrying,
+            }
+            for failure in response.failures
+        ],
+    }
+
+
+def stats_to_dict(response: pb.StatsResponse) -> dict[str, Any]:
+    return {
+        "job": job_to_dict(response.job),
+        "elapsed_s": response.elapsed_s,
+        "items_per_s": response.items_per_s,
+        "bytes_per_s": response.bytes_per_s,
+        "throughput": [
+            {"start": iso_utc(bucket.start_ms), "items": bucket.items, "bytes": bucket.bytes}
+            for bucket in response.throughput
+        ],
+        "failures": [failure_group_to_dict(group) for group in response.failures],
+    }
+
+
+def scalar_fields(message: Message) -> dict[str, Any]:
+    """Every non-message, non-repeated field by its proto (snake_case) name."""
+    return {
+        field.name: getattr(message, field.name)
+        for field in message.DESCRIPTOR.fields
+        if field.message_type is None and not field.is_repeated
+    }
+
+
+def system_to_dict(response: pb.SystemResponse) -> dict[str, Any]:
+    # Generic over the scalar fields so a field added to the proto shows up without a change here.
+    document = scalar_fields(response)
+    document["disks"] = [scalar_fields(disk) for disk in response.disks]
+    return document
+
+
+def watch_event_to_dict(event: pb.WatchEvent) -> dict[str, Any]:
+    return {
+        "job": job_to_dict(event.job),
+        "bytes_per_s": event.bytes_per_s,
+        "items_per_s": event.items_per_s,
+        "eta_s": event.eta_s,
+    }
+
+
+def print_json(document: Any) -> None:
+    """The one JSON document of a --json run: the only thing written on stdout."""
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,113 @@
+"""Following a Watch stream: a live display on a terminal, a plain line now and then elsewhere.
+
+Rates and ETA come from the daemon's events rather than being estimated here: the daemon sees
+every finished item, the client only sees snapshots.
+"""
+
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from bulkforge.client.render import human_bytes, human_duration, items_finished, percent
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+# Often enough to show life in a log, rarely enough not to flood it.
+PLAIN_LINE_EVERY_S = 5.0
+
+
+def follow(events: Iterable[pb.WatchEvent], show: bool = True) -> pb.WatchEvent | None:
+    """Consume the stream to its end and return the last event (None if there was none)."""
+    if not show:
+        return last_event(events)
+    if sys.stdout.isatty():
+        return follow_live(events)
+    return follow_plain(events)
+
+
+def last_event(events: Iterable[pb.WatchEvent]) -> pb.WatchEvent | None:
+    tail = deque(events, maxlen=1)
+    return tail[0] if tail else None
+
+
+def progress_fields(event: pb.WatchEvent) -> dict[str, str]:
+    job = event.job
+    eta = human_duration(event.eta_s) if event.eta_s >= 0 else "?"
+    if event.final:
+        eta = "-"
+    return {
+        "state": job.state,
+        "bytes": f"{human_bytes(job.bytes_done)} / {human_bytes(job.bytes_total)}",
+        "items": f"{items_finished(job)}/{job.items_total} files",
+        "rate": f"{event.items_per_s:.0f} files/s  {human_bytes(event.bytes_per_s)}/s",
+        "eta": f"ETA {eta}",
+    }
+
+
+def bar_position(job: pb.Job) -> tuple[float | None, float]:
+    """(total, completed) of the bar: bytes when sizes are known, else items, else unknown."""
+    if job.bytes_total:
+        return job.bytes_total, job.bytes_done
+    if job.items_total:
+        return job.items_total, items_finished(job)
+    return None, 0
+
+
+def follow_live(events: Iterable[pb.WatchEvent]) -> pb.WatchEvent | None:
+    from rich.live import Live
+
+    from bulkforge.client.render import console
+
+    last = None
+    # Redrawn on each event, not on a timer: nothing changes between events.
+    with Live(console=console(), auto_refresh=False) as live:
+        for last in events:
+            live.update(live_view(last), refresh=True)
+    return last
+
+
+def live_view(event: pb.WatchEvent):
+    """Two lines, so it fits 80 columns: name, state, bar, ETA; then amounts and rates."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    from bulkforge.client.render import state_text, styled
+
+    total, completed = bar_position(event.job)
+    fields = progress_fields(event)
+    share = f"{100 * completed / total:3.0f}%" if total else ""
+    top = Table.grid(padding=(0, 1), expand=True)
+    top.add_column(no_wrap=True)
+    top.add_column(no_wrap=True)
+    top.add_column(ratio=1)
+    top.add_column(no_wrap=True, justify="right")
+    top.add_row(
+        styled(event.job.name, "bold"),
+        state_text(event.job.state),
+        ProgressBar(total=total, completed=completed),
+        styled(f"{share} {fields['eta']}"),
+    )
+    bottom = styled(f"  {fields['bytes']}   {fields['items']}   {fields['rate']}", "dim")
+    return Group(top, bottom)
+
+
+def plain_line(event: pb.WatchEvent) -> str:
+    job = event.job
+    fields = progress_fields(event)
+    share = percent(job.bytes_done, job.bytes_total)
+    return (
+        f"{time.strftime('%H:%M:%S')} {job.name}: {fields['state']}  {fields['items']}  "
+        f"{fields['bytes']} ({share})  {fields['rate']}  {fields['eta']}"
+    )
+
+
+def follow_plain(events: Iterable[pb.WatchEvent]) -> pb.WatchEvent | None:
+    last = None
+    printed_at = float("-inf")
+    for last in events:
+        now = time.monotonic()
+        if last.final or now - printed_at >= PLAIN_LINE_EVERY_S:
+            print(plain_line(last), flush=True)
+            printed_at = now
+    return last

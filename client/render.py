@@ -1,0 +1,295 @@
+"""Tables for people. rich is imported inside the functions so --json runs never load it."""
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+# Item states in the order they happen, so a summary reads like the pipeline; others follow.
+ITEM_STATE_ORDER = ("pending", "downloading", "running", "verifying", "done", "skipped", "failed")
+FINISHED_ITEM_STATES = ("done", "skipped")
+STATE_STYLES = {
+    "queued": "blue",
+    "running": "cyan",
+    "paused": "yellow",
+    "awaiting_swap": "magenta",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "dim",
+    "done": "green",
+    "skipped": "green",
+    "downloading": "cyan",
+    "verifying": "cyan",
+    "active": "cyan",
+    "complete": "green",
+}
+MAX_THROUGHPUT_ROWS = 30
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(count) < 1024 or unit == "PiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float) -> str:
+    if seconds < 0:
+        return "?"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def ago(ms: int) -> str:
+    if not ms:
+        return "-"
+    return human_duration(max(0.0, time.time() - ms / 1000)) + " ago"
+
+
+def items_finished(job: pb.Job) -> int:
+    return sum(job.counts.get(state, 0) for state in FINISHED_ITEM_STATES)
+
+
+def percent(done: int, total: int) -> str:
+    return f"{100 * done / total:.1f}%" if total else "-"
+
+
+def ordered_counts(job: pb.Job) -> list[tuple[str, int]]:
+    known = [(state, job.counts[state]) for state in ITEM_STATE_ORDER if state in job.counts]
+    others = sorted((s, n) for s, n in job.counts.items() if s not in ITEM_STATE_ORDER)
+    return known + others
+
+
+def console(stderr: bool = False) -> "Console":
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def styled(value: Any, style: str = "") -> "Text":
+    """A cell shown as it is: names and messages from the daemon are not rich markup."""
+    from rich.text import Text
+
+    return Text(str(value), style=style)
+
+
+def state_text(state: str) -> "Text":
+    return styled(state, STATE_STYLES.get(state, ""))
+
+
+def print_job(job: pb.Job) -> None:
+    out = console()
+    out.print(job_summary(job))
+    if job.batches:
+        out.print(batches_table(job.batches))
+
+
+def job_summary(job: pb.Job) -> Any:
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    title = styled(f"{job.name} ({job.kind}) ", "bold")
+    title.append_text(state_text(job.state))
+    grid.add_row("job", title)
+    counts = "  ".join(f"{state} {count}" for state, count in ordered_counts(job))
+    grid.add_row("items", styled(f"{items_finished(job)}/{job.items_total} finished   {counts}"))
+    grid.add_row(
+        "bytes",
+        styled(
+            f"{human_bytes(job.bytes_done)} / {human_bytes(job.bytes_total)} "
+            f"({percent(job.bytes_done, job.bytes_total)})"
+        ),
+    )
+    if job.retrying:
+        grid.add_row("retrying", styled(f"{job.retrying} failed items wait for their backoff"))
+    if job.dest:
+        grid.add_row("dest", styled(job.dest))
+    if job.message:
+        grid.add_row("message", styled(job.message))
+    grid.add_row("updated", styled(ago(job.updated_at_ms)))
+    return grid
+
+
+def batches_table(batches: Iterable[pb.Batch]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="batches", title_justify="left")
+    for column in ("batch", "state", "files", "bytes"):
+        table.add_column(column, justify="left" if column == "state" else "right")
+    table.add_column("disk")
+    for batch in batches:
+        table.add_row(
+            str(batch.index),
+            state_text(batch.state),
+            str(batch.files),
+            human_bytes(batch.bytes),
+            styled(batch.disk or "-"),
+        )
+    return table
+
+
+def print_jobs(jobs: Iterable[pb.Job]) -> None:
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("name")
+    table.add_column("kind")
+    table.add_column("state")
+    table.add_column("items", justify="right")
+    table.add_column("bytes", justify="right")
+    table.add_column("updated", justify="right")
+    rows = 0
+    for job in jobs:
+        rows += 1
+        table.add_row(
+            styled(job.name),
+            styled(job.kind),
+            state_text(job.state),
+            f"{items_finished(job)}/{job.items_total}",
+            f"{human_bytes(job.bytes_done)} / {human_bytes(job.bytes_total)}",
+            ago(job.updated_at_ms),
+        )
+    if rows:
+        console().print(table)
+    else:
+        console().print("no jobs (submit one with `bfctl submit download NAME ...`)")
+
+
+def failure_groups_table(groups: Iterable[pb.FailureGroup]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="failures by step and error", title_justify="left")
+    table.add_column("step")
+    table.add_column("error class")
+    table.add_column("count", justify="right")
+    table.add_column("sample", overflow="fold")
+    for group in groups:
+        table.add_row(
+            styled(group.step),
+            styled(group.error_class),
+            str(group.count),
+            styled(group.sample),
+        )
+    return table
+
+
+def print_failures(response: pb.FailuresResponse, name: str) -> None:
+    from rich.table import Table
+
+    out = console()
+    if not response.total:
+        out.print(styled(f"no failures in job {name!r}"))
+        return
+    out.print(failure_groups_table(response.groups))
+    table = Table(title="failed items", title_justify="left")
+    table.add_column("item", overflow="fold")
+    table.add_column("step")
+    table.add_column("error class")
+    table.add_column("tries", justify="right")
+    table.add_column("retrying")
+    table.add_column("error", overflow="fold")
+    for failure in response.failures:
+        table.add_row(
+            styled(failure.item),
+            styled(failure.step),
+            styled(failure.error_class),
+            str(failure.attempts),
+            "yes" if failure.retrying else "no",
+            styled(failure.error),
+        )
+    out.print(table)
+    out.print(
+        styled(
+            f"{response.total} failed items, {len(response.failures)} shown; "
+            f"`bfctl retry {name}` queues them again"
+        )
+    )
+
+
+def print_stats(response: pb.StatsResponse) -> None:
+    from rich.table import Table
+
+    out = console()
+    out.print(job_summary(response.job))
+    out.print(
+        styled(
+            f"elapsed {human_duration(response.elapsed_s)}   "
+            f"{response.items_per_s:.1f} items/s   {human_bytes(response.bytes_per_s)}/s"
+        )
+    )
+    buckets = list(response.throughput)[-MAX_THROUGHPUT_ROWS:]
+    if buckets:
+        table = Table(title="throughput per minute (UTC)", title_justify="left")
+        table.add_column("minute")
+        table.add_column("items", justify="right")
+        table.add_column("bytes", justify="right")
+        for bucket in buckets:
+            table.add_row(
+                time.strftime("%Y-%m-%d %H:%M", time.gmtime(bucket.start_ms / 1000)),
+                str(bucket.items),
+                human_bytes(bucket.bytes),
+            )
+        out.print(table)
+    if response.failures:
+        out.print(failure_groups_table(response.failures))
+
+
+# How a SystemResponse field is shown; fields not listed are shown as they are.
+SYSTEM_FORMATS = {
+    "uptime_s": human_duration,
+    "rss_bytes": human_bytes,
+    "memory_cap": human_bytes,
+    "db_bytes": human_bytes,
+    "wal_bytes": human_bytes,
+    "bandwidth": lambda rate: f"{human_bytes(rate)}/s" if rate else "no cap",
+    "disk_threshold": lambda fraction: f"{100 * fraction:.0f}%",
+    "commit_p99_ms": lambda ms: f"{ms:.1f} ms",
+}
+
+
+def system_label(field: str) -> str:
+    """uptime_s -> uptime: the unit is in the value once it is formatted."""
+    for unit in ("_bytes", "_ms", "_s"):
+        field = field.removesuffix(unit)
+    return field.replace("_", " ")
+
+
+def print_system(response: pb.SystemResponse) -> None:
+    from rich.table import Table
+
+    from bulkforge.client.documents import scalar_fields
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for field, value in scalar_fields(response).items():
+        show = SYSTEM_FORMATS.get(field, str)
+        grid.add_row(system_label(field), styled(show(value)))
+    out = console()
+    out.print(grid)
+    if response.disks:
+        table = Table(title="disks", title_justify="left")
+        table.add_column("path")
+        for column in ("total", "free", "used"):
+            table.add_column(column, justify="right")
+        for disk in response.disks:
+            used = disk.total_bytes - disk.free_bytes
+            table.add_row(
+                styled(disk.path),
+                human_bytes(disk.total_bytes),
+                human_bytes(disk.free_bytes),
+                percent(used, disk.total_bytes),
+            )
+        out.print(table)

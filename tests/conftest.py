@@ -1,0 +1,252 @@
+"""Test harness: the real bfd as a subprocess on a temporary state dir, bfctl as a subprocess.
+
+Nothing of ours is mocked: tests talk to the daemon through bfctl or the
+generated stubs, and the daemon downloads from real servers on 127.0.0.1.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
+
+READY_TIMEOUT_S = 30.0
+# Short backoffs and timeouts so fault tests finish in seconds, not minutes.
+FAST_RETRIES = [
+    "--retry-base-delay",
+    "0.05",
+    "--retry-max-delay",
+    "0.3",
+    "--read-timeout",
+    "1.5",
+    "--connect-timeout",
+    "2",
+    "--max-attempts",
+    "4",
+]
+
+
+class Daemon:
+    """One bfd process on its own state dir; can be killed and started again."""
+
+    def __init__(self, root: Path, args: list[str] | None = None):
+        self.root = root
+        self.state_dir = root / "state"
+        # Unix socket paths are limited to ~107 bytes; pytest's tmp paths can be long.
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="bf-", dir="/tmp"))
+        self.socket = self.socket_dir / "bfd.sock"
+        self.log = root / "bfd.log"
+        self.args = list(args or [])
+        self.proc: subprocess.Popen | None = None
+        self._channel: grpc.Channel | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "bulkforge.daemon",
+            "--state-dir",
+            str(self.state_dir),
+            "--socket",
+            str(self.socket),
+            "--log-format",
+            "human",
+            *self.args,
+        ]
+
+    def start(self, env: dict | None = None) -> "Daemon":
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=log,
+                env={**os.environ, **(env or {})},
+            )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"bfd exited with {self.proc.returncode} before ready:\n{self.log_tail()}"
+                )
+            if self.socket.exists() and self._serving():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"bfd not ready after {READY_TIMEOUT_S} s:\n{self.log_tail()}")
+
+    def _serving(self) -> bool:
+        with grpc.insecure_channel(f"unix:{self.socket}") as channel:
+            try:
+                answer = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=1
+                )
+            except grpc.RpcError:
+                return False
+        return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+    @property
+    def stub(self) -> pb_grpc.BulkforgeStub:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(f"unix:{self.socket}")
+        return pb_grpc.BulkforgeStub(self._channel)
+
+    def _drop_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self._drop_channel()
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        self._drop_channel()
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"bfd did not stop within {timeout} s:\n{self.log_tail()}"
+            ) from None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text().splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def bfctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return run_bfctl("--socket", str(self.socket), *args, timeout=timeout)
+
+    def bfctl_json(self, *args: str) -> dict:
+        done = self.bfctl("--json", *args)
+        assert done.returncode == 0, f"bfctl {args} exited {done.returncode}: {done.stderr}"
+        return json.loads(done.stdout)
+
+    def wait_state(self, name: str, states: set[str], timeout: float = 60) -> pb.Job:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.stub.Status(pb.JobRef(name=name), timeout=10)
+            if job.state in states:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"job {name} still {job.state} {dict(job.counts)} after {timeout} s:\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._drop_channel()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+def run_bfctl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bulkforge.client", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path) -> Iterator:
+    """Build daemons on temporary state dirs; each is killed at teardown if still running."""
+    made: list[Daemon] = []
+
+    def make(*args: str, root: Path | None = None) -> Daemon:
+        daemon = Daemon(root or tmp_path / f"d{len(made)}", list(args))
+        daemon.root.mkdir(parents=True, exist_ok=True)
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.cleanup()
+
+
+@pytest.fixture
+def daemon(make_daemon) -> Iterator[Daemon]:
+    """A running bfd with fast retries; at teardown it must stop cleanly with exit 0."""
+    running = make_daemon(*FAST_RETRIES).start()
+    yield running
+    assert running.stop() == 0, running.log_tail()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    files: dict[str, bytes]
+
+    def sha256(self, name: str) -> str:
+        return hashlib.sha256(self.files[name]).hexdigest()
+
+
+def make_dataset(count: int, size: int, seed: int = 7, vary: int = 0) -> Dataset:
+    """`count` files of about `size` bytes, pseudo-random and reproducible."""
+    import random
+
+    rng = random.Random(seed)
+    files = {}
+    for index in range(count):
+        length = size + (rng.randrange(vary) if vary else 0)
+        files[f"set/{index % 10}/file-{index:05d}.bin"] = rng.randbytes(length)
+    return Dataset(files)
+
+
+def write_manifest(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def manifest_rows(origin, dataset: Dataset, with_sha: bool = True) -> list[dict]:
+    rows = []
+    for name, data in dataset.files.items():
+        row = {"url": origin.url_for(name), "path": name, "size": len(data)}
+        if with_sha:
+            row["sha256"] = hashlib.sha256(data).hexdigest()
+        rows.append(row)
+    return rows
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def wait_until(condition, timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} never met within {timeout} s"
+        time.sleep(0.02)

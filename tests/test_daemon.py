@@ -1,0 +1,153 @@
+"""The daemon's life: one instance per state dir, clean drains, systemd notify, fatal errors."""
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import FAST_RETRIES, Daemon, make_dataset, manifest_rows, wait_until, write_manifest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from origin import Fault, FaultKind, Origin
+
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+
+def test_second_daemon_on_the_same_state_dir_is_refused(daemon: Daemon, make_daemon):
+    rival = make_daemon(root=daemon.root / "rival")
+    rival.state_dir = daemon.state_dir
+    done = subprocess.run(rival.command(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "another bfd" in done.stderr and str(daemon.state_dir) in done.stderr
+    assert "Traceback" not in done.stderr
+    assert daemon.stub.List(pb.ListRequest(), timeout=5).jobs == []
+
+
+def test_second_daemon_never_steals_the_first_ones_socket(daemon: Daemon, make_daemon):
+    rival = make_daemon(root=daemon.root / "rival")
+    rival.socket = daemon.socket
+    done = subprocess.run(rival.command(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "another bfd" in done.stderr and str(daemon.socket) in done.stderr
+    assert daemon.socket.exists()
+    assert daemon.stub.List(pb.ListRequest(), timeout=5).jobs == []
+
+
+def test_socket_is_group_only_and_health_and_reflection_answer(daemon: Daemon):
+    assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o660
+    with grpc.insecure_channel(f"unix:{daemon.socket}") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answers = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        names = {
+            service.name for answer in answers for service in answer.list_services_response.service
+        }
+    assert {"bulkforge.v1.Bulkforge", "grpc.health.v1.Health"} <= names
+
+
+def test_sigterm_drains_in_flight_transfers_and_a_restart_finishes(make_daemon, tmp_path):
+    dataset = make_dataset(6, 400_000, seed=5)
+    stall = {"*": Fault(FaultKind.STALL, after_bytes=100_000, seconds=60)}
+    daemon = make_daemon(*FAST_RETRIES, "--read-timeout", "30")
+    with Origin(dataset.files, stall) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        daemon.start()
+        daemon.stub.Submit(
+            pb.SubmitRequest(
+                name="drain",
+                download=pb.DownloadSpec(manifest=str(manifest), dest=str(tmp_path / "dest")),
+            ),
+            timeout=30,
+        )
+        wait_until(lambda: len(origin.log.snapshot()) >= 6 or _stalled(origin))
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 15
+        log = daemon.log.read_text()
+        assert "stopping: draining" in log and "bfd stopped (exit 0)" in log
+        origin.clear_faults()
+        daemon.start()
+        assert "was downloading at shutdown" not in daemon.log.read_text()
+        job = daemon.wait_state("drain", {"completed", "failed"})
+    assert job.state == "completed"
+    for name, data in dataset.files.items():
+        assert (tmp_path / "dest" / name).read_bytes() == data
+
+
+def _stalled(origin: Origin) -> bool:
+    return any(record.fault == "stall" for record in origin.log.snapshot())
+
+
+def test_sd_notify_ready_watchdog_and_stopping(make_daemon, tmp_path):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = str(Path(make_daemon().socket_dir) / "notify")
+    listener.bind(address)
+    listener.settimeout(20)
+    daemon = make_daemon()
+    try:
+        daemon.start(env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"})
+        messages = _receive_until(listener, "WATCHDOG=1")
+        assert any("READY=1" in m and "STATUS=" in m for m in messages)
+        assert daemon.stop() == 0
+        assert any("STOPPING=1" in m for m in _receive_until(listener, "STOPPING=1"))
+    finally:
+        listener.close()
+
+
+def _receive_until(listener: socket.socket, wanted: str) -> list[str]:
+    messages = []
+    while not any(wanted in m for m in messages):
+        messages.append(listener.recv(4096).decode())
+    return messages
+
+
+def test_json_logs_under_systemd(make_daemon):
+    daemon = make_daemon("--log-format", "json")
+    daemon.start()
+    assert daemon.stop() == 0
+    lines = [line for line in daemon.log.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert any("ready on" in record["text"] for record in records)
+
+
+@pytest.fixture
+def tiny_state_disk(tmp_path: Path):
+    """A 600 KiB tmpfs as the state disk; skipped where mounting is not allowed."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root; this run is not root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs was refused here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_state_disk_stops_the_daemon_with_an_error(make_daemon, tiny_state_disk, tmp_path):
+    daemon = make_daemon(root=tmp_path / "d")
+    daemon.state_dir = tiny_state_disk / "state"
+    daemon.start()
+    rows = [
+        {"url": f"http://127.0.0.1:9/{'x' * 100}/{index}.bin", "size": index}
+        for index in range(20_000)
+    ]
+    manifest = write_manifest(tmp_path / "big.jsonl", rows)
+    answer = daemon.bfctl(
+        "submit", "download", "big", "--manifest", str(manifest), "--dest", str(tmp_path / "dest")
+    )
+    assert answer.returncode in (1, 3)
+    assert "Traceback" not in answer.stderr
+    assert daemon.proc is not None
+    assert daemon.proc.wait(30) == 74
+    assert "I/O" in daemon.log.read_text() or "full" in daemon.log.read_text().lower()

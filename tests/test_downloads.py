@@ -1,0 +1,219 @@
+"""Manifest downloads against our fault-injecting origin: every file ends verified or failed."""
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from conftest import (
+    Daemon,
+    make_dataset,
+    manifest_rows,
+    sha256_file,
+    wait_until,
+    write_manifest,
+)
+from origin import Fault, FaultKind, Origin
+
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+
+def submit(daemon: Daemon, name: str, manifest: Path, dest: Path) -> pb.SubmitResponse:
+    return daemon.stub.Submit(
+        pb.SubmitRequest(
+            name=name, download=pb.DownloadSpec(manifest=str(manifest), dest=str(dest))
+        ),
+        timeout=60,
+    )
+
+
+def test_manifest_download_end_to_end_through_bfctl(daemon: Daemon, tmp_path: Path):
+    dataset = make_dataset(40, 50_000, vary=20_000)
+    with Origin(dataset.files) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        dest = tmp_path / "dest"
+        submitted = daemon.bfctl_json(
+            "submit", "download", "e2e", "--manifest", str(manifest), "--dest", str(dest)
+        )
+        assert submitted["created"] is True
+        assert submitted["job"]["items_total"] == 40
+        watched = daemon.bfctl("--json", "watch", "e2e")
+        assert watched.returncode == 0, watched.stderr
+        status = daemon.bfctl_json("status", "e2e")
+    assert status["state"] == "completed"
+    assert status["counts"] == {"done": 40}
+    total = sum(len(data) for data in dataset.files.values())
+    assert status["bytes_done"] == status["bytes_total"] == total
+    assert status["kind"] == "download"
+    assert [batch["state"] for batch in status["batches"]] == ["complete"]
+    assert status["batches"][0]["disk"]
+    for name, data in dataset.files.items():
+        assert (dest / name).read_bytes() == data
+    assert not list(dest.rglob("*.partial"))
+
+
+def test_same_name_same_spec_is_a_noop_and_other_spec_is_refused(daemon, tmp_path):
+    dataset = make_dataset(3, 1000)
+    with Origin(dataset.files) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        first = submit(daemon, "idem", manifest, tmp_path / "d")
+        again = submit(daemon, "idem", manifest, tmp_path / "d")
+        assert (first.created, again.created) == (True, False)
+        other = daemon.bfctl(
+            "submit", "download", "idem", "--manifest", str(manifest), "--dest", str(tmp_path / "x")
+        )
+        daemon.wait_state("idem", {"completed"})
+    assert other.returncode == 1
+    assert "already exists" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
+def test_csv_and_parquet_manifests(daemon, tmp_path):
+    dataset = make_dataset(6, 3000)
+    with Origin(dataset.files) as origin:
+        rows = manifest_rows(origin, dataset)
+        csv_path = tmp_path / "m.csv"
+        csv_path.write_text(
+            "url,path,size,sha256\n"
+            + "".join(f"{r['url']},{r['path']},{r['size']},{r['sha256']}\n" for r in rows[:3])
+        )
+        parquet_path = tmp_path / "m.parquet"
+        pq.write_table(pa.Table.from_pylist(rows[3:]), parquet_path)
+        submit(daemon, "csv", csv_path, tmp_path / "dest")
+        submit(daemon, "pq", parquet_path, tmp_path / "dest")
+        for name in ("csv", "pq"):
+            assert daemon.wait_state(name, {"completed", "failed"}).state == "completed"
+    for name, data in dataset.files.items():
+        assert (tmp_path / "dest" / name).read_bytes() == data
+
+
+def test_every_fault_ends_done_with_right_bytes_or_failed_with_step_and_error(
+    daemon: Daemon, tmp_path: Path
+):
+    dataset = make_dataset(60, 40_000, vary=30_000)
+    names = sorted(dataset.files)
+    transient = {
+        names[0]: Fault(FaultKind.STATUS_503, times=2),
+        names[1]: Fault(FaultKind.STATUS_429, times=1, retry_after=1),
+        names[2]: Fault(FaultKind.RESET, times=1),
+        names[3]: Fault(FaultKind.SHORT_BODY, times=1),
+        names[4]: Fault(FaultKind.CORRUPT, times=1),
+        names[5]: Fault(FaultKind.STALL, times=1, seconds=5),
+        names[6]: Fault(FaultKind.STATUS_500, times=3),
+        names[7]: Fault(FaultKind.WRONG_LENGTH, times=1, delta=100),
+        names[8]: Fault(FaultKind.HTML_200, times=1),
+        names[9]: Fault(FaultKind.WRONG_LENGTH, times=1, delta=-10),
+    }
+    permanent = {
+        names[10]: (Fault(FaultKind.STATUS_404), "connect", "http_4xx"),
+        names[11]: (Fault(FaultKind.STATUS_410), "connect", "http_4xx"),
+        names[12]: (Fault(FaultKind.CORRUPT), "verify", "checksum"),
+        names[13]: (Fault(FaultKind.STATUS_503), "connect", "http_5xx"),
+    }
+    faults = {**transient, **{name: spec[0] for name, spec in permanent.items()}}
+    with Origin(dataset.files, faults) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        submit(daemon, "faults", manifest, tmp_path / "dest")
+        job = daemon.wait_state("faults", {"completed", "failed"}, timeout=120)
+        failures = daemon.bfctl_json("failures", "faults")
+        requests = {name: len(origin.requests(name)) for name in names}
+
+    assert job.state == "failed"
+    assert dict(job.counts) == {"done": len(names) - len(permanent), "failed": len(permanent)}
+    failed = {f["item"]: f for f in failures["failures"]}
+    assert set(failed) == set(permanent)
+    for name, (_, step, error_class) in permanent.items():
+        assert (failed[name]["step"], failed[name]["error_class"]) == (step, error_class), name
+        assert failed[name]["error"]
+        assert failed[name]["retrying"] is False
+    # 404/410 are permanent at once; the others use up exactly the attempt limit (4).
+    assert requests[names[10]] == requests[names[11]] == 1
+    assert requests[names[12]] == requests[names[13]] == 4
+    for name in transient:
+        assert requests[name] <= 4, f"{name} was fetched {requests[name]} times"
+    for name in set(names) - set(permanent):
+        assert sha256_file(tmp_path / "dest" / name) == dataset.sha256(name), name
+    for name in permanent:
+        assert not (tmp_path / "dest" / name).exists()
+
+
+def test_interrupted_transfer_resumes_with_range_and_if_range(daemon, tmp_path):
+    data = make_dataset(1, 3_000_000).files
+    (name,) = data
+    partial = tmp_path / "dest" / f"{name}.partial"
+    stall = Fault(FaultKind.STALL, after_bytes=2_000_000, seconds=30)
+    with Origin(data, {name: stall}) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, make_ds(data)))
+        submit(daemon, "resume", manifest, tmp_path / "dest")
+        wait_until(lambda: partial.exists() and partial.stat().st_size >= 1_000_000)
+        assert daemon.bfctl("pause", "resume").returncode == 0
+        kept = partial.stat().st_size
+        origin.clear_faults()
+        assert daemon.bfctl("resume", "resume").returncode == 0
+        assert daemon.wait_state("resume", {"completed", "failed"}).state == "completed"
+        served = origin.requests(name)
+    assert (tmp_path / "dest" / name).read_bytes() == data[name]
+    assert len(served) == 2
+    assert served[1].range_header == f"bytes={kept}-"
+    assert served[1].if_range
+    assert served[1].status == 206
+    assert served[1].bytes_sent == len(data[name]) - kept
+
+
+def test_origin_that_ignores_range_restarts_the_file_from_zero(daemon, tmp_path):
+    data = make_dataset(1, 2_000_000, seed=3).files
+    (name,) = data
+    partial = tmp_path / "dest" / f"{name}.partial"
+    stall = Fault(FaultKind.STALL, after_bytes=1_000_000, seconds=30)
+    with Origin(data, {name: stall}) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, make_ds(data)))
+        submit(daemon, "norange", manifest, tmp_path / "dest")
+        wait_until(lambda: partial.exists() and partial.stat().st_size >= 1_000_000)
+        # Pausing interrupts the transfer and keeps the partial for a resume...
+        assert daemon.bfctl("pause", "norange").returncode == 0
+        # ...which this origin answers with 200 and the whole body.
+        origin.set_fault(name, Fault(FaultKind.IGNORE_RANGE))
+        assert daemon.bfctl("resume", "norange").returncode == 0
+        assert daemon.wait_state("norange", {"completed", "failed"}).state == "completed"
+        served = origin.requests(name)
+    assert (tmp_path / "dest" / name).read_bytes() == data[name]
+    assert served[-1].range_header is not None and served[-1].status == 200
+
+
+def test_retry_after_fixing_the_origin_fetches_only_the_failures(daemon, tmp_path):
+    dataset = make_dataset(8, 2000, seed=11)
+    names = sorted(dataset.files)
+    missing = names[:3]
+    with Origin(dataset.files, {n: Fault(FaultKind.STATUS_404) for n in missing}) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        submit(daemon, "retry", manifest, tmp_path / "dest")
+        assert daemon.wait_state("retry", {"completed", "failed"}).state == "failed"
+        origin.clear_faults()
+        origin.log.clear()
+        none = daemon.bfctl_json("retry", "retry", "--step", "transfer")
+        assert none["retried"] == 0
+        retried = daemon.bfctl_json("retry", "retry", "--error", "http_4xx")
+        assert retried["retried"] == 3
+        assert daemon.wait_state("retry", {"completed", "failed"}).state == "completed"
+        fetched = {record.path for record in origin.log.snapshot() if record.method == "GET"}
+    assert fetched == set(missing)
+    for name in names:
+        assert (tmp_path / "dest" / name).read_bytes() == dataset.files[name]
+
+
+def test_url_list_names_files_after_the_url_path(daemon, tmp_path):
+    files = {"a/b/one.bin": b"1" * 100, "two.bin": b"2" * 50}
+    with Origin(files) as origin:
+        urls = [origin.url_for(name) for name in files]
+        args = ["submit", "download", "urls", "--dest", str(tmp_path / "d")]
+        for url in urls:
+            args += ["--url", url]
+        assert daemon.bfctl(*args).returncode == 0
+        assert daemon.wait_state("urls", {"completed", "failed"}).state == "completed"
+    for name, data in files.items():
+        assert (tmp_path / "d" / name).read_bytes() == data
+
+
+def make_ds(files: dict[str, bytes]):
+    from conftest import Dataset
+
+    return Dataset(files)

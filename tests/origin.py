@@ -311,6 +311,8 @@ class _DiskFiles:
 
     def __init__(self, root: Path) -> None:
         self._root = root.resolve()
+        if not self._root.is_dir():
+            raise NotADirectoryError(f"origin root {root} is not a directory")
         self._cache: dict[str, tuple[tuple[int, int, int], _Entry]] = {}
         for path in sorted(self._root.rglob("*")):
             if path.is_file():
@@ -504,8 +506,8 @@ class _Server:
 
         if kind is None or kind is FaultKind.IGNORE_RANGE:
             if entry.data is not None:
-                self._logged(record, status, fault)
                 record.bytes_sent = length
+                self._logged(record, status, fault)
                 return web.Response(status=status, headers=headers, body=entry.read(start, end))
             return await self._stream(request, record, status, headers, entry, start, end, fault)
         assert fault is not None
@@ -514,13 +516,13 @@ class _Server:
             middle = len(body) // 2
             for i in range(middle, min(middle + fault.flip_bytes, len(body))):
                 body[i] ^= 0xFF
-            self._logged(record, status, fault)
             record.bytes_sent = len(body)
+            self._logged(record, status, fault)
             return web.Response(status=status, headers=headers, body=bytes(body))
         if kind is FaultKind.WRONG_LENGTH and fault.delta < 0:
             body = entry.read(start, max(start, end + fault.delta))
-            self._logged(record, status, fault)
             record.bytes_sent = len(body)
+            self._logged(record, status, fault)
             return web.Response(status=status, headers=headers, body=body)
         return await self._stream(request, record, status, headers, entry, start, end, fault)
 
@@ -535,11 +537,12 @@ class _Server:
             status = STATUS_OF[fault.kind]
             body = f"{status} (injected fault)\n".encode()
             headers["Content-Type"] = "text/plain; charset=utf-8"
-        self._logged(record, status, fault)
         if record.method == "HEAD":
             headers["Content-Length"] = str(len(body))
+            self._logged(record, status, fault)
             return web.Response(status=status, headers=headers)
         record.bytes_sent = len(body)
+        self._logged(record, status, fault)
         return web.Response(status=status, headers=headers, body=body)
 
     async def _stream(
@@ -892,6 +895,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", help='JSON file: {"name or *": {"kind": ..., ...}}')
     parser.add_argument("--log", help="append one JSON line per request to this file")
     args = parser.parse_args(argv)
+    if not Path(args.root).is_dir():
+        parser.error(f"--root {args.root} is not a directory")
     asyncio.run(_serve(args))
     return 0
 

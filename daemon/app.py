@@ -24,6 +24,7 @@ from bulkforge.daemon.api import Servicer, version
 from bulkforge.daemon.control import Control
 from bulkforge.daemon.downloader import files
 from bulkforge.daemon.downloader.scheduler import Downloader
+from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.job import JobState
@@ -167,7 +168,8 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lifecycle.request_stop)
     notifier = Notifier()
-    downloader = Downloader(settings, store, lifecycle.fatal)
+    governor = Governor(int(settings.bandwidth))
+    downloader = Downloader(settings, store, governor, lifecycle.fatal)
     control = Control(store, downloader)
     server, health_servicer = await _start_server(settings, store, control, downloader)
     pipeline = asyncio.create_task(downloader.run(), name="downloader")

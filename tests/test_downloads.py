@@ -1,5 +1,6 @@
 """Manifest downloads against our fault-injecting origin: every file ends verified or failed."""
 
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -217,3 +218,17 @@ def make_ds(files: dict[str, bytes]):
     from conftest import Dataset
 
     return Dataset(files)
+
+
+def test_bandwidth_cap_holds_the_rate(make_daemon, tmp_path):
+    dataset = make_dataset(4, 1_000_000, seed=9)
+    daemon = make_daemon("--bandwidth", "2MB/s").start()
+    with Origin(dataset.files) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        started = time.monotonic()
+        submit(daemon, "capped", manifest, tmp_path / "dest")
+        assert daemon.wait_state("capped", {"completed", "failed"}).state == "completed"
+        elapsed = time.monotonic() - started
+    # 4 MB at 2 MB/s: 2 s, less the 0.1 s burst; generous above for a loaded machine.
+    assert 1.8 <= elapsed <= 5.0, elapsed
+    assert daemon.stop() == 0

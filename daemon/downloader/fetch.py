@@ -21,6 +21,7 @@ import httpx
 from bulkforge.daemon.downloader.files import Failure, FileRow
 from bulkforge.daemon.downloader.paths import partial_path, resolve_inside
 from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.governor import Bandwidth
 
 CHUNK = 256 * 1024
 HASH_READ = 1024 * 1024
@@ -129,8 +130,11 @@ def _sync_dir(path: Path) -> None:
 class Fetcher:
     """Transfers files of one destination tree over a shared httpx client."""
 
-    def __init__(self, client: httpx.AsyncClient, known_dirs: set[Path] | None = None):
+    def __init__(
+        self, client: httpx.AsyncClient, bandwidth: Bandwidth, known_dirs: set[Path] | None = None
+    ):
         self._client = client
+        self._bandwidth = bandwidth
         self._known_dirs = known_dirs if known_dirs is not None else set()
 
     async def receive(
@@ -231,9 +235,9 @@ class Fetcher:
         if offset:
             progress(offset)
         try:
-            with partial.open("r+b" if offset else "wb") as handle:
-                handle.seek(offset)
-                handle.truncate()
+            # Creating a file can take a millisecond on a busy disk: not on the event loop.
+            handle = await asyncio.to_thread(_open_partial, partial, offset)
+            with handle:
                 async for chunk in response.aiter_raw(CHUNK):
                     received += len(chunk)
                     if row.size is not None and received > row.size:
@@ -242,6 +246,7 @@ class Fetcher:
                     if hasher is not None:
                         hasher.update(chunk)
                     progress(len(chunk))
+                    await self._bandwidth.take(len(chunk))
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise _fail("transfer", "no_space", f"no space left on {partial.parent}") from None
@@ -314,6 +319,13 @@ class Fetcher:
     @staticmethod
     def discard(received: Received) -> None:
         received.partial.unlink(missing_ok=True)
+
+
+def _open_partial(partial: Path, offset: int):
+    handle = partial.open("r+b" if offset else "wb")
+    handle.seek(offset)
+    handle.truncate()
+    return handle
 
 
 def _fsync_or_die(directory: Path) -> None:

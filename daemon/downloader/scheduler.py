@@ -20,6 +20,7 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.disks import describe_disk
 from bulkforge.daemon.downloader import files
 from bulkforge.daemon.downloader.fetch import DiskFatal, Fetcher, TransferFailed
+from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.file import IN_FLIGHT, FileState
@@ -49,8 +50,15 @@ class _Plan:
 
 
 class Downloader:
-    def __init__(self, settings: Settings, store: Store, on_fatal: Callable[[BaseException], None]):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        governor: Governor,
+        on_fatal: Callable[[BaseException], None],
+    ):
         self._settings = settings
+        self._governor = governor
         self._writer = store.writer
         self._readers = store.readers
         self._on_fatal = on_fatal
@@ -104,7 +112,7 @@ class Downloader:
         async with httpx.AsyncClient(
             timeout=timeout, limits=limits, follow_redirects=True
         ) as client:
-            self._fetcher = Fetcher(client, self._known_dirs)
+            self._fetcher = Fetcher(client, self._governor.bandwidth, self._known_dirs)
             while not self._stopping:
                 self._wake.clear()
                 try:

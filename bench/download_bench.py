@@ -136,6 +136,7 @@ def run_curl(work: Path, base: str, rows: list[dict], connections: int) -> float
             str(connections),
             "--create-dirs",
             "--silent",
+            "--no-progress-meter",
             "--fail",
             "--config",
             str(config),
@@ -218,6 +219,8 @@ def check_tree(out: Path, rows: list[dict]) -> None:
 def main() -> None:
     args = parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bulkforge-bench-"))
+    # nginx's workers drop to www-data when started as root: they must be able to read.
+    work.chmod(0o755)
     www = fresh(work / "www")
     print(f"generating {args.files} x {args.size} B files in {www} ...", flush=True)
     rows = make_files(www, args.files, args.size)

@@ -1,5 +1,6 @@
 """Manifest downloads against our fault-injecting origin: every file ends verified or failed."""
 
+import shutil
 import time
 from pathlib import Path
 
@@ -232,3 +233,19 @@ def test_bandwidth_cap_holds_the_rate(make_daemon, tmp_path):
     # 4 MB at 2 MB/s: 2 s, less the 0.1 s burst; generous above for a loaded machine.
     assert 1.8 <= elapsed <= 5.0, elapsed
     assert daemon.stop() == 0
+
+
+def test_a_destination_emptied_under_the_daemon_is_recreated(daemon, tmp_path):
+    dataset = make_dataset(4, 1000, seed=13)
+    dest = tmp_path / "dest"
+    with Origin(dataset.files) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        submit(daemon, "first", manifest, dest)
+        assert daemon.wait_state("first", {"completed", "failed"}).state == "completed"
+        # The operator moves the data away, directories and all, and runs it again.
+        shutil.rmtree(dest)
+        dest.mkdir()
+        submit(daemon, "second", manifest, dest)
+        assert daemon.wait_state("second", {"completed", "failed"}).state == "completed"
+    for name, data in dataset.files.items():
+        assert (dest / name).read_bytes() == data

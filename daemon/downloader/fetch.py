@@ -130,12 +130,9 @@ def _sync_dir(path: Path) -> None:
 class Fetcher:
     """Transfers files of one destination tree over a shared httpx client."""
 
-    def __init__(
-        self, client: httpx.AsyncClient, bandwidth: Bandwidth, known_dirs: set[Path] | None = None
-    ):
+    def __init__(self, client: httpx.AsyncClient, bandwidth: Bandwidth):
         self._client = client
         self._bandwidth = bandwidth
-        self._known_dirs = known_dirs if known_dirs is not None else set()
 
     async def receive(
         self,
@@ -270,10 +267,12 @@ class Fetcher:
                 return None
         return Received(partial_path(target), target, size, expected, installed=True)
 
-    def _ensure_dir(self, dest: Path, directory: Path) -> None:
-        """mkdir -p, fsyncing each parent whose entries changed, so the path survives power loss."""
-        if directory in self._known_dirs:
-            return
+    @staticmethod
+    def _ensure_dir(dest: Path, directory: Path) -> None:
+        """mkdir -p, fsyncing each parent whose entries changed, so the path survives power loss.
+
+        Nothing is cached: operators empty or swap destinations under a running daemon.
+        """
         missing = []
         walk = directory
         while not walk.exists() and walk != dest and walk != walk.parent:
@@ -285,7 +284,6 @@ class Fetcher:
             except FileExistsError:
                 continue
             _fsync_or_die(path.parent)
-        self._known_dirs.add(directory)
 
     @staticmethod
     def verify(row: FileRow, received: Received) -> None:

@@ -65,7 +65,6 @@ class Downloader:
         self._transfers: dict[int, _Transfer] = {}
         self._wake = asyncio.Event()
         self._stopping = False
-        self._known_dirs: set[Path] = set()
         self._fetcher: Fetcher | None = None
 
     # -- what others ask of the pipeline -------------------------------------------------
@@ -112,7 +111,7 @@ class Downloader:
         async with httpx.AsyncClient(
             timeout=timeout, limits=limits, follow_redirects=True
         ) as client:
-            self._fetcher = Fetcher(client, self._governor.bandwidth, self._known_dirs)
+            self._fetcher = Fetcher(client, self._governor.bandwidth)
             while not self._stopping:
                 self._wake.clear()
                 try:

@@ -140,6 +140,10 @@ class Daemon:
         except FileNotFoundError:
             return "(no log)"
 
+    def submit(self, name: str, manifest: Path, dest: Path) -> pb.SubmitResponse:
+        request = pb.DownloadSpec(manifest=str(manifest), dest=str(dest))
+        return self.stub.Submit(pb.SubmitRequest(name=name, download=request), timeout=60)
+
     def bfctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return run_bfctl("--socket", str(self.socket), *args, timeout=timeout)
 

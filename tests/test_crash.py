@@ -43,12 +43,7 @@ def test_kill_9_many_times_during_a_download(make_daemon, tmp_path: Path):
     with Origin(dataset.files, slow_start) as origin:
         manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
         daemon.start()
-        daemon.stub.Submit(
-            pb.SubmitRequest(
-                name="crashy", download=pb.DownloadSpec(manifest=str(manifest), dest=str(dest))
-            ),
-            timeout=60,
-        )
+        daemon.submit("crashy", manifest, dest)
         kills_mid_download = 0
         done_seen = []
         while kills_mid_download < KILLS:

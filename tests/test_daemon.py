@@ -58,13 +58,7 @@ def test_sigterm_drains_in_flight_transfers_and_a_restart_finishes(make_daemon, 
     with Origin(dataset.files, stall) as origin:
         manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
         daemon.start()
-        daemon.stub.Submit(
-            pb.SubmitRequest(
-                name="drain",
-                download=pb.DownloadSpec(manifest=str(manifest), dest=str(tmp_path / "dest")),
-            ),
-            timeout=30,
-        )
+        daemon.submit("drain", manifest, tmp_path / "dest")
         wait_until(lambda: len(origin.log.snapshot()) >= 6 or _stalled(origin))
         started = time.monotonic()
         assert daemon.stop() == 0

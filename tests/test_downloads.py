@@ -16,17 +16,6 @@ from conftest import (
 )
 from origin import Fault, FaultKind, Origin
 
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
-
-
-def submit(daemon: Daemon, name: str, manifest: Path, dest: Path) -> pb.SubmitResponse:
-    return daemon.stub.Submit(
-        pb.SubmitRequest(
-            name=name, download=pb.DownloadSpec(manifest=str(manifest), dest=str(dest))
-        ),
-        timeout=60,
-    )
-
 
 def test_manifest_download_end_to_end_through_bfctl(daemon: Daemon, tmp_path: Path):
     dataset = make_dataset(40, 50_000, vary=20_000)
@@ -57,8 +46,8 @@ def test_same_name_same_spec_is_a_noop_and_other_spec_is_refused(daemon, tmp_pat
     dataset = make_dataset(3, 1000)
     with Origin(dataset.files) as origin:
         manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
-        first = submit(daemon, "idem", manifest, tmp_path / "d")
-        again = submit(daemon, "idem", manifest, tmp_path / "d")
+        first = daemon.submit("idem", manifest, tmp_path / "d")
+        again = daemon.submit("idem", manifest, tmp_path / "d")
         assert (first.created, again.created) == (True, False)
         other = daemon.bfctl(
             "submit", "download", "idem", "--manifest", str(manifest), "--dest", str(tmp_path / "x")
@@ -80,8 +69,8 @@ def test_csv_and_parquet_manifests(daemon, tmp_path):
         )
         parquet_path = tmp_path / "m.parquet"
         pq.write_table(pa.Table.from_pylist(rows[3:]), parquet_path)
-        submit(daemon, "csv", csv_path, tmp_path / "dest")
-        submit(daemon, "pq", parquet_path, tmp_path / "dest")
+        daemon.submit("csv", csv_path, tmp_path / "dest")
+        daemon.submit("pq", parquet_path, tmp_path / "dest")
         for name in ("csv", "pq"):
             assert daemon.wait_state(name, {"completed", "failed"}).state == "completed"
     for name, data in dataset.files.items():
@@ -114,7 +103,7 @@ def test_every_fault_ends_done_with_right_bytes_or_failed_with_step_and_error(
     faults = {**transient, **{name: spec[0] for name, spec in permanent.items()}}
     with Origin(dataset.files, faults) as origin:
         manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
-        submit(daemon, "faults", manifest, tmp_path / "dest")
+        daemon.submit("faults", manifest, tmp_path / "dest")
         job = daemon.wait_state("faults", {"completed", "failed"}, timeout=120)
         failures = daemon.bfctl_json("failures", "faults")
         requests = {name: len(origin.requests(name)) for name in names}
@@ -145,7 +134,7 @@ def test_interrupted_transfer_resumes_with_range_and_if_range(daemon, tmp_path):
     stall = Fault(FaultKind.STALL, after_bytes=2_000_000, seconds=30)
     with Origin(data, {name: stall}) as origin:
         manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, make_ds(data)))
-        submit(daemon, "resume", manifest, tmp_path / "dest")
+        daemon.submit("resume", manifest, tmp_path / "dest")
         wait_until(lambda: partial.exists() and partial.stat().st_size >= 1_000_000)
         assert daemon.bfctl("pause", "resume").returncode == 0
         kept = partial.stat().st_size
@@ -168,7 +157,7 @@ def test_origin_that_ignores_range_restarts_the_file_from_zero(daemon, tmp_path)
     stall = Fault(FaultKind.STALL, after_bytes=1_000_000, seconds=30)
     with Origin(data, {name: stall}) as origin:
         manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, make_ds(data)))
-        submit(daemon, "norange", manifest, tmp_path / "dest")
+        daemon.submit("norange", manifest, tmp_path / "dest")
         wait_until(lambda: partial.exists() and partial.stat().st_size >= 1_000_000)
         # Pausing interrupts the transfer and keeps the partial for a resume...
         assert daemon.bfctl("pause", "norange").returncode == 0
@@ -187,7 +176,7 @@ def test_retry_after_fixing_the_origin_fetches_only_the_failures(daemon, tmp_pat
     missing = names[:3]
     with Origin(dataset.files, {n: Fault(FaultKind.STATUS_404) for n in missing}) as origin:
         manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
-        submit(daemon, "retry", manifest, tmp_path / "dest")
+        daemon.submit("retry", manifest, tmp_path / "dest")
         assert daemon.wait_state("retry", {"completed", "failed"}).state == "failed"
         origin.clear_faults()
         origin.log.clear()
@@ -227,7 +216,7 @@ def test_bandwidth_cap_holds_the_rate(make_daemon, tmp_path):
     with Origin(dataset.files) as origin:
         manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
         started = time.monotonic()
-        submit(daemon, "capped", manifest, tmp_path / "dest")
+        daemon.submit("capped", manifest, tmp_path / "dest")
         assert daemon.wait_state("capped", {"completed", "failed"}).state == "completed"
         elapsed = time.monotonic() - started
     # 4 MB at 2 MB/s: 2 s, less the 0.1 s burst; generous above for a loaded machine.
@@ -240,12 +229,12 @@ def test_a_destination_emptied_under_the_daemon_is_recreated(daemon, tmp_path):
     dest = tmp_path / "dest"
     with Origin(dataset.files) as origin:
         manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
-        submit(daemon, "first", manifest, dest)
+        daemon.submit("first", manifest, dest)
         assert daemon.wait_state("first", {"completed", "failed"}).state == "completed"
         # The operator moves the data away, directories and all, and runs it again.
         shutil.rmtree(dest)
         dest.mkdir()
-        submit(daemon, "second", manifest, dest)
+        daemon.submit("second", manifest, dest)
         assert daemon.wait_state("second", {"completed", "failed"}).state == "completed"
     for name, data in dataset.files.items():
         assert (dest / name).read_bytes() == data

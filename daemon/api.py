@@ -79,19 +79,12 @@ def refusals(method: Callable) -> Callable:
     async def wrapper(self, request, context):
         try:
             return await method(self, request, context)
-        except (errors.Refused, ValidationError, StoreFatal) as exc:
-            await _abort(context, exc)
+        except grpc.aio.AbortError:
+            raise  # context.abort() was called already; let it through untouched
         except Exception as exc:
-            if isinstance(exc, asyncio.CancelledError) or _is_abort(exc):
-                raise
             await _abort(context, exc)
 
     return wrapper
-
-
-def _is_abort(exc: BaseException) -> bool:
-    # context.abort() raises an internal exception that must pass through untouched.
-    return type(exc).__name__ == "AbortError"
 
 
 def job_message(view: JobView) -> pb.Job:

@@ -30,7 +30,7 @@ from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.notify import Notifier
 from bulkforge.daemon.settings import Settings
-from bulkforge.daemon.store import Store, StoreFatal, guarded_update, now_ms
+from bulkforge.daemon.store import SchemaTooNew, Store, StoreFatal, guarded_update, now_ms
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
 
@@ -142,6 +142,9 @@ def run(settings: Settings) -> int:
     try:
         try:
             store = Store(settings.db_path, lifecycle.fatal)
+        except SchemaTooNew as exc:
+            logger.error("refusing the state store {}: {}", settings.db_path, exc)
+            return EXIT_REFUSED
         except (apsw.Error, StoreFatal) as exc:
             logger.error("cannot open the state store {}: {}", settings.db_path, exc)
             return EXIT_IO_ERROR

@@ -49,6 +49,22 @@ class StoreFatal(Exception):
     """The store hit an I/O error; the daemon must stop, never carry on."""
 
 
+class SchemaTooNew(Exception):
+    """The store was written by a newer bfd; this one must not touch it."""
+
+
+class TransactionLost(Exception):
+    """An operation ended the group's transaction itself (e.g. INSERT OR ROLLBACK)."""
+
+
+def _settle(future: Future, result: Any = None, error: BaseException | None = None) -> None:
+    # Futures are running (not cancellable) by now, so this cannot race a caller.
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -64,10 +80,10 @@ class Migration:
     sql: str
 
 
-def migrations() -> list[Migration]:
+def migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     """Numbered migrations, `NNNN_name.sql`; 0001 is the schema as first released."""
     found = []
-    for path in sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql")):
+    for path in sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql")):
         version, name = path.stem.split("_", 1)
         found.append(Migration(int(version), name, path.read_text()))
     return found
@@ -88,9 +104,9 @@ def open_connection(path: Path) -> apsw.Connection:
     return conn
 
 
-def apply_schema(conn: apsw.Connection) -> int:
+def apply_schema(conn: apsw.Connection, migrations_dir: Path = MIGRATIONS_DIR) -> int:
     """Create a fresh store from schema.sql, or migrate an older one. Returns the version."""
-    known = migrations()
+    known = migrations(migrations_dir)
     latest = known[-1].version
     exists = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
@@ -105,7 +121,7 @@ def apply_schema(conn: apsw.Connection) -> int:
         return latest
     (current,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
     if current > latest:
-        raise StoreFatal(
+        raise SchemaTooNew(
             f"the store is at schema version {current}, newer than this bfd knows ({latest}); "
             "upgrade bulkforge"
         )
@@ -169,6 +185,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._latencies_ms: deque[float] = deque(maxlen=10_000)
         self._failed: BaseException | None = None
+        self._stopped = False
         self.commits = 0
         self.operations = 0
         self._conn: apsw.Connection | None = None
@@ -181,8 +198,10 @@ class Writer:
         future: Future[T] = Future()
         if self._failed is not None:
             future.set_exception(StoreFatal(f"the store has failed: {self._failed}"))
-            return future
-        self._queue.put(_Op(fn, future))
+        elif self._stopped:
+            future.set_exception(StoreFatal("the store is closed"))
+        else:
+            self._queue.put(_Op(fn, future))
         return future
 
     async def call(self, fn: Callable[[apsw.Connection], T]) -> T:
@@ -193,7 +212,8 @@ class Writer:
         return self.submit(fn).result()
 
     def stop(self) -> None:
-        """Commit what is queued, then close the connection."""
+        """Commit what is queued, then close the connection; later submits fail at once."""
+        self._stopped = True
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join()
@@ -218,46 +238,54 @@ class Writer:
             self._conn.close()
 
     def _next_batch(self) -> tuple[list[_Op], bool]:
+        """Everything queued right now (up to max_batch); callers that gave up are dropped."""
+        batch: list[_Op] = []
         item = self._queue.get()
-        if item is _STOP:
-            return [], True
-        batch = [item]
-        while len(batch) < self._max_batch:
+        while True:
+            if item is _STOP:
+                return batch, True
+            # A future its caller cancelled never runs; a running one can no longer be cancelled.
+            if item.future.set_running_or_notify_cancel():
+                batch.append(item)
+            if len(batch) >= self._max_batch:
+                return batch, False
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                break
-            if item is _STOP:
-                return batch, True
-            batch.append(item)
-        return batch, False
+                return batch, False
 
     def _commit(self, batch: list[_Op]) -> bool:
+        """One transaction for the batch. False when the store failed and the writer must stop."""
         conn = self._conn
         assert conn is not None
         started = time.perf_counter()
-        outcomes: list[tuple[_Op, Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op in batch:
-                outcomes.append(self._run_op(conn, op))
+            outcomes = [self._run_op(conn, op) for op in batch]
             conn.execute("COMMIT")
         except FATAL_ERRORS as exc:
             self._failed = exc
             logger.critical("state store I/O failure, stopping: {}", exc)
             fatal = StoreFatal(f"state store I/O failure: {exc}")
             for op in batch:
-                op.future.set_exception(fatal)
+                _settle(op.future, error=fatal)
             self._on_fatal(exc)
             return False
+        except Exception as exc:
+            # The transaction as a whole failed (busy, or an operation ended it): nothing of
+            # the batch is committed, so every operation in it fails, and the writer goes on.
+            with contextlib.suppress(apsw.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            logger.error("a group commit of {} operations was rolled back: {}", len(batch), exc)
+            for op in batch:
+                _settle(op.future, error=exc)
+            return True
         self._latencies_ms.append((time.perf_counter() - started) * 1000)
         self.commits += 1
         self.operations += len(batch)
         for op, result, error in outcomes:
-            if error is None:
-                op.future.set_result(result)
-            else:
-                op.future.set_exception(error)
+            _settle(op.future, result, error)
         return True
 
     @staticmethod
@@ -271,6 +299,8 @@ class Writer:
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
             return op, None, exc
+        if not conn.in_transaction:
+            raise TransactionLost("an operation ended the group's transaction")
         conn.execute("RELEASE op")
         return op, result, None
 
@@ -281,8 +311,8 @@ class Writer:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is not _STOP:
-                item.future.set_exception(fatal)
+            if item is not _STOP and item.future.set_running_or_notify_cancel():
+                _settle(item.future, error=fatal)
 
 
 class Readers:

@@ -1,0 +1,878 @@
+"""The state store on real SQLite files: schema and migrations, machines, writer, readers.
+
+Nothing is mocked. Each test builds its database in a temporary directory with
+the daemon's own functions (`store.apply_schema`, `jobs.create_download_job`,
+`files.*`) and checks the result through a second connection.
+"""
+
+import asyncio
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from enum import StrEnum
+from pathlib import Path
+from types import ModuleType
+
+import apsw
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bulkforge.daemon import app, jobs, store
+from bulkforge.daemon.downloader import files
+from bulkforge.daemon.downloader.manifest import FileEntry
+from bulkforge.daemon.machines import IllegalTransition, TransitionConflict
+from bulkforge.daemon.machines import batch as batch_machine
+from bulkforge.daemon.machines import file as file_machine
+from bulkforge.daemon.machines import job as job_machine
+from bulkforge.daemon.machines import scene as scene_machine
+from bulkforge.daemon.machines.batch import BatchState
+from bulkforge.daemon.machines.file import FileState
+from bulkforge.daemon.machines.job import JobState
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA_SQL = REPO / "schema.sql"
+MIGRATIONS = REPO / "daemon" / "migrations"
+WAIT_S = 10.0
+
+# table in schema.sql -> the machine whose states its CHECK must list
+MACHINES: dict[str, ModuleType] = {
+    "jobs": job_machine,
+    "files": file_machine,
+    "batches": batch_machine,
+    "scenes": scene_machine,
+}
+STATE_ENUMS: dict[str, type[StrEnum]] = {
+    "jobs": JobState,
+    "files": FileState,
+    "batches": BatchState,
+    "scenes": scene_machine.SceneState,
+}
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def new_db(path: Path) -> apsw.Connection:
+    conn = store.open_connection(path)
+    store.apply_schema(conn)
+    return conn
+
+
+def entries(count: int, prefix: str = "f", sized: bool = True) -> list[FileEntry]:
+    """File rows for a job; every third one has no known size when `sized` is False."""
+    return [
+        FileEntry(
+            url=f"http://127.0.0.1:9/{prefix}/{i}",
+            path=f"{prefix}/{i:06d}.bin",
+            size=None if (not sized and i % 3 == 0) else 100 + i,
+            sha256=None,
+            md5=None,
+            etag=None,
+        )
+        for i in range(count)
+    ]
+
+
+def add_job(conn: apsw.Connection, name: str, count: int, sized: bool = True) -> jobs.JobRow:
+    with conn:
+        job, created = jobs.create_download_job(
+            conn,
+            name,
+            {"kind": "download", "name": name},
+            f"/srv/{name}",
+            entries(count, name, sized),
+        )
+    assert created
+    return job
+
+
+def file_row(conn: apsw.Connection, file_id: int) -> files.FileRow:
+    row = conn.execute(
+        f"SELECT {files.CLAIM_COLUMNS} FROM files WHERE id = ?", (file_id,)
+    ).fetchone()
+    return files.FileRow(*row)
+
+
+def ids_in(conn: apsw.Connection, job_id: int, state: FileState) -> list[int]:
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM files WHERE job_id = ? AND state = ? ORDER BY id", (job_id, str(state))
+        )
+    ]
+
+
+def counts_from_triggers(conn: apsw.Connection) -> dict[tuple[int, str], tuple[int, int]]:
+    rows = conn.execute("SELECT job_id, state, files, bytes FROM file_counts").fetchall()
+    assert all(n >= 0 and b >= 0 for _, _, n, b in rows), f"negative counts: {rows}"
+    return {(job, state): (n, b) for job, state, n, b in rows if n or b}
+
+
+def counts_from_rows(conn: apsw.Connection) -> dict[tuple[int, str], tuple[int, int]]:
+    return {
+        (job, state): (n, b)
+        for job, state, n, b in conn.execute(
+            "SELECT job_id, state, count(*), coalesce(sum(size), 0) FROM files GROUP BY 1, 2"
+        )
+    }
+
+
+def strip_sql(sql: str) -> str:
+    """SQL text without comments, with whitespace collapsed and none around punctuation.
+
+    sqlite_master keeps the text as written (comments included, and ALTER TABLE
+    splices new columns in), so two equal schemas differ only in layout.
+    """
+    out = []
+    for token in re.finditer(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|.", sql, re.S):
+        text = token.group(0)
+        if text.startswith("--") or text.startswith("/*"):
+            out.append(" ")
+        else:
+            out.append(text)
+    flat = re.sub(r"\s+", " ", "".join(out)).strip()
+    return re.sub(r"\s*([(),;])\s*", r"\1", flat)
+
+
+def schema_of(conn: apsw.Connection) -> list[tuple[str, str, str, str]]:
+    return sorted(
+        (kind, name, table, strip_sql(sql or ""))
+        for kind, name, table, sql in conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+        )
+    )
+
+
+def versions(conn: apsw.Connection) -> list[tuple[int, str]]:
+    return conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+
+
+def hold_writer(writer: store.Writer) -> tuple[threading.Event, Future]:
+    """Occupy the writer with an op that waits; ops queued meanwhile form the next group."""
+    entered, release = threading.Event(), threading.Event()
+
+    def op(conn: apsw.Connection) -> None:
+        entered.set()
+        assert release.wait(WAIT_S), "the test never released the writer"
+
+    held = writer.submit(op)
+    assert entered.wait(WAIT_S), "the writer never ran the holding op"
+    return release, held
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> apsw.Connection:
+    conn = new_db(tmp_path / "state.db")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def live_store(tmp_path: Path):
+    """A started Store (schema applied, writer thread running), closed at teardown."""
+    fatal: list[BaseException] = []
+    opened = store.Store(tmp_path / "state.db", fatal.append)
+    opened.start()
+    opened.fatal = fatal
+    yield opened
+    opened.close()
+    assert not fatal, f"the store reported a fatal error: {fatal}"
+
+
+def peek(path: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    """Read through a connection of its own, as another process would."""
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+# -- schema and migrations -------------------------------------------------------------------
+
+
+def test_fresh_store_equals_migrated_store(tmp_path: Path) -> None:
+    fresh = new_db(tmp_path / "fresh.db")
+
+    migrated = store.open_connection(tmp_path / "migrated.db")
+    baseline = store.migrations()[0]
+    assert baseline.version == 1
+    # What bulkforge 0.1.0 left on disk: the baseline and its ledger row.
+    with migrated:
+        migrated.execute(baseline.sql)
+        migrated.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            (baseline.version, baseline.name, store.now_ms()),
+        )
+    latest = store.apply_schema(migrated)
+
+    assert latest == store.migrations()[-1].version
+    assert schema_of(migrated) == schema_of(fresh), (
+        "schema.sql and daemon/migrations/ disagree: a fresh store differs from a migrated one"
+    )
+    assert (
+        versions(migrated) == versions(fresh) == [(m.version, m.name) for m in store.migrations()]
+    )
+    assert [m.version for m in store.migrations()] == list(range(1, latest + 1)), (
+        "migrations must be numbered 0001, 0002, ... without gaps"
+    )
+
+
+def test_apply_schema_is_idempotent(tmp_path: Path) -> None:
+    conn = new_db(tmp_path / "state.db")
+    before = (schema_of(conn), versions(conn))
+    store.apply_schema(conn)
+    assert (schema_of(conn), versions(conn)) == before
+
+
+def test_store_newer_than_this_bfd_is_refused(db: apsw.Connection) -> None:
+    with db:
+        db.execute("INSERT INTO schema_migrations VALUES (9999, 'from_the_future', 0)")
+    with pytest.raises(store.SchemaTooNew, match="newer"):
+        store.apply_schema(db)
+
+
+@pytest.fixture
+def migrations_dir(tmp_path: Path) -> Path:
+    """A copy of daemon/migrations that a test may add migrations to."""
+    copy = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, copy)
+    return copy
+
+
+def baseline_db(path: Path, migrations_dir: Path) -> apsw.Connection:
+    """A store as the first release created it: the baseline and its ledger row only."""
+    conn = store.open_connection(path)
+    baseline = store.migrations(migrations_dir)[0]
+    with conn:
+        conn.execute(baseline.sql)
+        conn.execute(
+            "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+            (baseline.version, baseline.name, store.now_ms()),
+        )
+    return conn
+
+
+def test_a_failing_migration_leaves_neither_its_change_nor_its_ledger_row(
+    tmp_path: Path, migrations_dir: Path
+) -> None:
+    conn = baseline_db(tmp_path / "state.db", migrations_dir)
+    before = schema_of(conn)
+    # Half of it works, then it fails.
+    (migrations_dir / "0002_half_done.sql").write_text(
+        "CREATE TABLE half_done (x INTEGER);\n"
+        "ALTER TABLE jobs ADD COLUMN half_done INTEGER;\n"
+        "INSERT INTO no_such_table VALUES (1);\n"
+    )
+    with pytest.raises(apsw.SQLError, match="no_such_table"):
+        store.apply_schema(conn, migrations_dir)
+    assert schema_of(conn) == before
+    assert [v for v, _ in versions(conn)] == [1]
+
+    # Fixed, the same migration applies with its ledger row.
+    (migrations_dir / "0002_half_done.sql").write_text("CREATE TABLE half_done (x INTEGER);\n")
+    assert store.apply_schema(conn, migrations_dir) == 2
+    assert [v for v, _ in versions(conn)] == [1, 2]
+    assert peek(tmp_path / "state.db", "SELECT name FROM sqlite_master WHERE name = 'half_done'")
+
+
+def test_a_migration_whose_ledger_row_fails_is_rolled_back(
+    tmp_path: Path, migrations_dir: Path
+) -> None:
+    """The migration's own change commits only together with its ledger row."""
+    conn = baseline_db(tmp_path / "state.db", migrations_dir)
+    before = schema_of(conn)
+    # The migration succeeds, but squats its own version so the ledger insert fails.
+    (migrations_dir / "0002_squatter.sql").write_text(
+        "CREATE TABLE made_by_0002 (x INTEGER);\n"
+        "INSERT INTO schema_migrations VALUES (2, 'squatter', 0);\n"
+    )
+    with pytest.raises(apsw.ConstraintError):
+        store.apply_schema(conn, migrations_dir)
+    assert schema_of(conn) == before
+    assert [v for v, _ in versions(conn)] == [1]
+
+
+# -- state machines --------------------------------------------------------------------------
+
+
+def check_states(table: str) -> list[str]:
+    """The `CHECK (state IN (...))` list of a table, parsed from schema.sql."""
+    sql = SCHEMA_SQL.read_text()
+    body = re.search(rf"CREATE TABLE {table} \((.*?)\n\);", sql, re.S)
+    assert body, f"no CREATE TABLE {table} in schema.sql"
+    check = re.search(r"CHECK \(state IN \((.*?)\)\)", body.group(1), re.S)
+    assert check, f"schema.sql: {table}.state has no CHECK (state IN (...))"
+    return re.findall(r"'([^']*)'", check.group(1))
+
+
+@pytest.mark.parametrize("table", sorted(STATE_ENUMS))
+def test_machine_states_equal_the_schema_check(table: str) -> None:
+    listed = check_states(table)
+    states = [str(state) for state in STATE_ENUMS[table]]
+    assert len(listed) == len(set(listed)), f"{table}: duplicate states in the CHECK {listed}"
+    assert set(listed) == set(states), (
+        f"{table}: schema.sql CHECK lists {listed}, the machine has {states}"
+    )
+
+
+@pytest.mark.parametrize("table", sorted(STATE_ENUMS))
+def test_the_database_enforces_the_state_check(db: apsw.Connection, table: str) -> None:
+    """The CHECK parsed above is the one SQLite applies."""
+    (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+    assert sorted(check_states(table)) == sorted(
+        re.findall(r"'([^']*)'", re.search(r"state IN \((.*?)\)\)", sql, re.S).group(1))
+    )
+    job = add_job(db, "enforced", 1)
+    with db:
+        db.execute("INSERT INTO scenes (job_id, key, updated_at) VALUES (?, 'k', 0)", (job.id,))
+    assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 1
+    with pytest.raises(apsw.ConstraintError), db:
+        db.execute(f"UPDATE {table} SET state = 'bogus'")
+
+
+@pytest.mark.parametrize("table", sorted(MACHINES))
+def test_moves_are_between_members_of_the_machine(table: str) -> None:
+    machine, states = MACHINES[table], STATE_ENUMS[table]
+    assert machine.MOVES, f"{table}: empty MOVES"
+    for old, new in machine.MOVES:
+        assert isinstance(old, states) and isinstance(new, states), (old, new)
+        assert old != new, f"{table}: a move from {old} to itself"
+
+
+@pytest.mark.parametrize("table", sorted(MACHINES))
+def test_check_transition_allows_exactly_the_table(table: str) -> None:
+    machine, states = MACHINES[table], STATE_ENUMS[table]
+    for old in states:
+        for new in states:
+            if (old, new) in machine.MOVES:
+                machine.check_transition(old, new)
+            else:
+                with pytest.raises(IllegalTransition):
+                    machine.check_transition(old, new)
+
+
+@pytest.mark.parametrize(
+    ("check", "old", "new"),
+    [
+        (job_machine.check_transition, JobState.COMPLETED, JobState.RUNNING),
+        (job_machine.check_transition, JobState.CANCELLED, JobState.QUEUED),
+        (file_machine.check_transition, FileState.DONE, FileState.DOWNLOADING),
+        (file_machine.check_transition, FileState.PENDING, FileState.DONE),
+        (batch_machine.check_transition, BatchState.ARCHIVED, BatchState.ACTIVE),
+        (
+            scene_machine.check_transition,
+            scene_machine.SceneState.DONE,
+            scene_machine.SceneState.PENDING,
+        ),
+    ],
+)
+def test_named_illegal_moves_raise(check, old, new) -> None:
+    with pytest.raises(IllegalTransition, match=f"{old} -> {new}"):
+        check(old, new)
+
+
+# -- guarded_update --------------------------------------------------------------------------
+
+
+def job_row(conn: apsw.Connection, job_id: int) -> tuple:
+    return conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+
+
+def test_guarded_update_applies_a_legal_move(db: apsw.Connection) -> None:
+    job = add_job(db, "legal", 1)
+    with db:
+        store.guarded_update(
+            db,
+            "jobs",
+            job.id,
+            JobState.QUEUED,
+            JobState.RUNNING,
+            job_machine.check_transition,
+            message="started",
+            updated_at=123,
+        )
+    assert db.execute("SELECT state, message, updated_at FROM jobs").fetchone() == (
+        "running",
+        "started",
+        123,
+    )
+
+
+def test_guarded_update_conflict_leaves_the_row_unchanged(db: apsw.Connection) -> None:
+    job = add_job(db, "conflict", 1)
+    with db:
+        db.execute("UPDATE jobs SET state = 'running' WHERE id = ?", (job.id,))
+    before = job_row(db, job.id)
+    with pytest.raises(TransitionConflict), db:
+        store.guarded_update(
+            db,
+            "jobs",
+            job.id,
+            JobState.QUEUED,
+            JobState.RUNNING,
+            job_machine.check_transition,
+            message="must not land",
+        )
+    assert job_row(db, job.id) == before
+    with pytest.raises(TransitionConflict), db:
+        store.guarded_update(
+            db,
+            "jobs",
+            job.id + 100,
+            JobState.RUNNING,
+            JobState.PAUSED,
+            job_machine.check_transition,
+        )
+
+
+def test_guarded_update_refuses_an_illegal_move_before_writing(db: apsw.Connection) -> None:
+    job = add_job(db, "illegal", 1)
+    with db:
+        db.execute("UPDATE jobs SET state = 'completed' WHERE id = ?", (job.id,))
+    before, changes = job_row(db, job.id), db.total_changes()
+    # The row *is* completed, so only the machine check stands between it and the write.
+    with pytest.raises(IllegalTransition), db:
+        store.guarded_update(
+            db,
+            "jobs",
+            job.id,
+            JobState.COMPLETED,
+            JobState.RUNNING,
+            job_machine.check_transition,
+            message="must not land",
+        )
+    assert db.total_changes() == changes
+    assert job_row(db, job.id) == before
+    (file_id,) = ids_in(db, job.id, FileState.PENDING)
+    with db:
+        db.execute("UPDATE files SET state = 'done' WHERE id = ?", (file_id,))
+    changes = db.total_changes()
+    with pytest.raises(IllegalTransition), db:
+        store.guarded_update(
+            db,
+            "files",
+            file_id,
+            FileState.DONE,
+            FileState.DOWNLOADING,
+            file_machine.check_transition,
+        )
+    assert db.total_changes() == changes
+
+
+# -- the writer ------------------------------------------------------------------------------
+
+
+def make_table(live_store: store.Store) -> None:
+    live_store.writer.call_sync(
+        lambda c: c.execute("CREATE TABLE t (k TEXT PRIMARY KEY, thread INTEGER)")
+    )
+
+
+def insert(key: str):
+    return lambda conn: conn.execute("INSERT INTO t (k) VALUES (?)", (key,))
+
+
+def keys(path: Path) -> set[str]:
+    return {k for (k,) in peek(path, "SELECT k FROM t")}
+
+
+def test_futures_resolve_only_after_their_commit(live_store: store.Store) -> None:
+    make_table(live_store)
+    writer, path = live_store.writer, live_store.path
+    release, held = hold_writer(writer)
+    first = writer.submit(insert("first"))
+    # The second op of the same group waits, so the group's commit cannot happen yet.
+    second_entered, second_release = threading.Event(), threading.Event()
+
+    def second(conn: apsw.Connection) -> str:
+        conn.execute("INSERT INTO t (k) VALUES ('second')")
+        second_entered.set()
+        assert second_release.wait(WAIT_S)
+        return "second"
+
+    second_future = writer.submit(second)
+    release.set()
+    held.result(WAIT_S)
+    assert second_entered.wait(WAIT_S)
+    # `first` has run but its transaction is open: not acknowledged, not visible.
+    time.sleep(0.1)
+    assert not first.done()
+    assert keys(path) == set()
+    second_release.set()
+    first.result(WAIT_S)
+    assert keys(path) == {"first", "second"}
+    assert second_future.result(WAIT_S) == "second"
+
+
+def test_every_future_sees_its_row_committed_when_it_resolves(live_store: store.Store) -> None:
+    """Checked inside the done-callback, i.e. at the instant the future resolves."""
+    make_table(live_store)
+    writer, readers = live_store.writer, live_store.readers
+    invisible: list[str] = []
+
+    def check(key: str):
+        def on_done(future: Future) -> None:
+            found = readers.read(
+                lambda c: c.execute("SELECT count(*) FROM t WHERE k = ?", (key,)).fetchone()[0]
+            )
+            if future.exception() is not None or found != 1:
+                invisible.append(key)
+
+        return on_done
+
+    futures = []
+    for i in range(300):
+        future = writer.submit(insert(f"k{i}"))
+        future.add_done_callback(check(f"k{i}"))
+        futures.append(future)
+    for future in futures:
+        future.result(WAIT_S)
+    assert invisible == []
+
+
+def test_an_op_that_raises_is_rolled_back_alone(live_store: store.Store) -> None:
+    make_table(live_store)
+    writer, path = live_store.writer, live_store.path
+    release, held = hold_writer(writer)
+
+    def raises(conn: apsw.Connection) -> None:
+        conn.execute("INSERT INTO t (k) VALUES ('bad')")
+        raise ValueError("op failed after writing")
+
+    def conflicts(conn: apsw.Connection) -> None:
+        conn.execute("INSERT INTO t (k) VALUES ('bad2')")
+        conn.execute("INSERT INTO t (k) VALUES ('a')")  # primary key taken earlier in the group
+
+    group = [
+        writer.submit(insert("a")),
+        writer.submit(raises),
+        writer.submit(insert("b")),
+        writer.submit(conflicts),
+        writer.submit(insert("c")),
+    ]
+    commits = writer.commits
+    release.set()
+    held.result(WAIT_S)
+    for future in group:
+        future.exception(WAIT_S)
+    assert writer.commits == commits + 2, "the holding op and the group: two commits"
+    assert isinstance(group[1].exception(), ValueError)
+    assert isinstance(group[3].exception(), apsw.ConstraintError)
+    assert [f.exception() for f in (group[0], group[2], group[4])] == [None] * 3
+    assert keys(path) == {"a", "b", "c"}
+
+
+def test_ops_from_many_threads_are_group_committed(live_store: store.Store) -> None:
+    make_table(live_store)
+    writer = live_store.writer
+    threads, per_thread = 8, 250
+    start = threading.Barrier(threads)
+    commits, operations = writer.commits, writer.operations
+
+    def produce(index: int) -> None:
+        start.wait()
+        for i in range(per_thread):
+            writer.call_sync(
+                lambda c, i=i: c.execute(
+                    "INSERT INTO t (k, thread) VALUES (?, ?)", (f"{index}-{i}", index)
+                )
+            )
+
+    workers = [threading.Thread(target=produce, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    done_ops = writer.operations - operations
+    done_commits = writer.commits - commits
+    assert done_ops == threads * per_thread
+    assert done_commits < done_ops, f"{done_commits} commits for {done_ops} ops: no grouping"
+    assert len(keys(live_store.path)) == threads * per_thread
+    assert writer.commit_p99_ms() > 0
+
+
+def test_stop_commits_everything_queued(tmp_path: Path) -> None:
+    fatal: list[BaseException] = []
+    opened = store.Store(tmp_path / "state.db", fatal.append)
+    opened.start()
+    opened.writer.call_sync(lambda c: c.execute("CREATE TABLE t (k TEXT PRIMARY KEY)"))
+    release, held = hold_writer(opened.writer)
+    queued = [opened.writer.submit(insert(f"k{i}")) for i in range(2000)]
+    release.set()
+    opened.close()
+    assert all(future.done() for future in queued)
+    assert [future.exception() for future in queued] == [None] * len(queued)
+    assert held.exception() is None
+    assert keys(tmp_path / "state.db") == {f"k{i}" for i in range(2000)}
+    assert not fatal
+
+
+def test_readers_do_not_wait_on_the_writer(live_store: store.Store) -> None:
+    writer, readers = live_store.writer, live_store.readers
+    writer.call_sync(
+        lambda c: c.execute("CREATE TABLE counter (v INTEGER); INSERT INTO counter VALUES (1)")
+    )
+    entered = threading.Event()
+
+    def slow(conn: apsw.Connection) -> None:
+        conn.execute("UPDATE counter SET v = 2")
+        entered.set()
+        time.sleep(1.0)
+
+    slow_future = writer.submit(slow)
+    assert entered.wait(WAIT_S)
+    started = time.perf_counter()
+    value = readers.read(lambda c: c.execute("SELECT v FROM counter").fetchone()[0])
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.5, f"a read waited {elapsed:.3f} s on the writer's open transaction"
+    assert value == 1, "a read must see the last committed value, not the open transaction"
+    assert not slow_future.done()
+    slow_future.result(WAIT_S)
+    assert readers.read(lambda c: c.execute("SELECT v FROM counter").fetchone()[0]) == 2
+
+
+# -- file counts kept by triggers ------------------------------------------------------------
+
+
+def test_file_counts_follow_the_transfer_moves(db: apsw.Connection) -> None:
+    job = add_job(db, "moves", 20, sized=False)
+    other = add_job(db, "other", 5)
+    now = store.now_ms()
+    with db:
+        claimed = files.claim(db, job.id, 10, now)
+    assert len(claimed) == 10
+    with db:
+        for row in claimed[:6]:
+            files.to_verifying(db, row.id)
+        for row in claimed[:3]:
+            files.to_done(db, row.id, 4096)
+        files.to_failed(
+            db, claimed[3], FileState.VERIFYING, files.Failure("verify", "checksum", "x", True), now
+        )
+        files.to_failed(
+            db,
+            claimed[6],
+            FileState.DOWNLOADING,
+            files.Failure("fetch", "http_404", "y", False),
+            None,
+        )
+    assert counts_from_triggers(db) == counts_from_rows(db)
+    with db:
+        assert files.retry_failed(db, job.id, "", "") == 2
+    assert counts_from_triggers(db) == counts_from_rows(db)
+    states = {state: n for (j, state), (n, _) in counts_from_triggers(db).items() if j == job.id}
+    assert states == {"pending": 12, "downloading": 3, "verifying": 2, "done": 3}
+    assert counts_from_triggers(db)[(other.id, "pending")] == (5, sum(100 + i for i in range(5)))
+
+
+# "resize": the size learned mid-transfer (Content-Length) changes bytes without a move.
+ACTIONS = ("claim", "verify", "done", "fail", "release", "retry", "repair", "add", "resize")
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(ACTIONS), st.integers(0, 1 << 30), st.booleans()),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_file_counts_equal_group_by_over_random_legal_moves(steps) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = new_db(Path(tmp) / "state.db")
+        try:
+            job_ids = [add_job(conn, "a", 12, sized=False).id, add_job(conn, "b", 4).id]
+            added = 0
+            for action, seed, flag in steps:
+                job_id = job_ids[seed % 2]
+                with conn:
+                    added = apply_action(conn, job_id, action, seed, flag, added)
+                assert counts_from_triggers(conn) == counts_from_rows(conn), (action, seed)
+        finally:
+            conn.close()
+
+
+def apply_action(
+    conn: apsw.Connection, job_id: int, action: str, seed: int, flag: bool, added: int
+) -> int:
+    """One legal move (or none when no row is in the needed state)."""
+
+    def pick(*states: FileState) -> tuple[int, FileState] | None:
+        rows = [(i, s) for s in states for i in ids_in(conn, job_id, s)]
+        return rows[seed % len(rows)] if rows else None
+
+    now = store.now_ms()
+    if action == "claim":
+        files.claim(conn, job_id, 1 + seed % 4, now)
+    elif action == "verify" and (found := pick(FileState.DOWNLOADING)):
+        files.to_verifying(conn, found[0])
+    elif action == "done" and (found := pick(FileState.VERIFYING)):
+        files.to_done(conn, found[0], seed % 10_000)
+    elif action == "fail" and (found := pick(FileState.DOWNLOADING, FileState.VERIFYING)):
+        failure = files.Failure("fetch", "timeout", "slow", flag)
+        files.to_failed(
+            conn, file_row(conn, found[0]), found[1], failure, now - 1 if flag else None
+        )
+    elif action == "release" and (found := pick(FileState.DOWNLOADING, FileState.VERIFYING)):
+        files.to_pending(conn, found[0], found[1])
+    elif action == "retry":
+        files.retry_failed(conn, job_id, "fetch" if flag else "", "")
+    elif action == "repair":
+        files.repair_in_flight(conn)
+    elif action == "resize" and (found := pick(*FileState)):
+        conn.execute(
+            "UPDATE files SET size = ? WHERE id = ?", (seed % 700 if flag else None, found[0])
+        )
+    elif action == "add":
+        added += 1
+        conn.execute(
+            "INSERT INTO files (job_id, url, path, size, updated_at) VALUES (?, ?, ?, ?, ?)",
+            (job_id, "http://127.0.0.1:9/x", f"added/{added}", seed % 500 if flag else None, now),
+        )
+    return added
+
+
+# -- boot repair -----------------------------------------------------------------------------
+
+
+def test_repair_in_flight_moves_downloading_and_verifying_to_pending(db: apsw.Connection) -> None:
+    job = add_job(db, "repair", 10)
+    with db:
+        claimed = files.claim(db, job.id, 6, store.now_ms())
+        for row in claimed[:3]:
+            files.to_verifying(db, row.id)
+        files.to_done(db, claimed[0].id, 1)
+    in_flight = set(ids_in(db, job.id, FileState.DOWNLOADING)) | set(
+        ids_in(db, job.id, FileState.VERIFYING)
+    )
+    assert len(in_flight) == 5
+    with db:
+        assert files.repair_in_flight(db) == 5
+    assert (
+        ids_in(db, job.id, FileState.DOWNLOADING) == ids_in(db, job.id, FileState.VERIFYING) == []
+    )
+    assert in_flight <= set(ids_in(db, job.id, FileState.PENDING))
+    assert ids_in(db, job.id, FileState.DONE) == [claimed[0].id]
+    assert counts_from_triggers(db) == counts_from_rows(db)
+    with db:
+        assert files.repair_in_flight(db) == 0
+
+
+def test_boot_repair_through_the_writer(live_store: store.Store) -> None:
+    """What `run()` does first: files in flight back to pending, verifying batches to active."""
+    writer = live_store.writer
+    job = writer.call_sync(
+        lambda c: jobs.create_download_job(c, "boot", {"n": 1}, "/srv/boot", entries(8))[0]
+    )
+    writer.call_sync(lambda c: files.claim(c, job.id, 4, store.now_ms()))
+    writer.call_sync(
+        lambda c: c.execute("UPDATE batches SET state = 'verifying' WHERE job_id = ?", (job.id,))
+    )
+    writer.call_sync(app._boot_repair)
+    assert peek(live_store.path, "SELECT state, count(*) FROM files GROUP BY 1") == [("pending", 8)]
+    assert peek(live_store.path, "SELECT state FROM batches") == [("active",)]
+
+
+# -- a fatal I/O error -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 1 MiB tmpfs, so the store can really run out of space."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if not shutil.which("mount"):
+        pytest.skip("no mount command here")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs was refused (needs root): {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_stops_the_writer(tiny_disk: Path) -> None:
+    fatal: list[BaseException] = []
+    opened = store.Store(tiny_disk / "state.db", fatal.append)
+    opened.start()
+    writer = opened.writer
+    try:
+        writer.call_sync(lambda c: c.execute("CREATE TABLE t (k TEXT PRIMARY KEY, b BLOB)"))
+        release, held = hold_writer(writer)
+        group = [
+            writer.submit(insert("before")),
+            writer.submit(
+                lambda c: c.execute("INSERT INTO t VALUES ('huge', randomblob(8 * 1024 * 1024))")
+            ),
+            writer.submit(insert("after")),
+        ]
+        release.set()
+        for future in group:
+            assert isinstance(future.exception(WAIT_S), store.StoreFatal), future.exception()
+        assert len(fatal) == 1 and isinstance(fatal[0], store.FATAL_ERRORS), fatal
+        assert not writer.alive
+
+        started = time.perf_counter()
+        later = writer.submit(insert("later"))
+        assert later.done() and time.perf_counter() - started < 0.1
+        assert isinstance(later.exception(), store.StoreFatal)
+        with pytest.raises(store.StoreFatal):
+            writer.call_sync(insert("later2"))
+        # Nothing of the failed group landed.
+        assert keys(tiny_disk / "state.db") == set()
+        assert held.exception() is None
+    finally:
+        opened.close()
+
+
+# -- defects found and fixed: a cancelled caller, a lost transaction, a stopped writer ----
+
+
+def test_an_op_that_ends_the_transaction_does_not_hang_the_writer(live_store: store.Store) -> None:
+    make_table(live_store)
+    writer = live_store.writer
+    writer.call_sync(insert("taken"))
+    bad = writer.submit(lambda c: c.execute("INSERT OR ROLLBACK INTO t (k) VALUES ('taken')"))
+    assert bad.exception(3) is not None
+    later = writer.submit(insert("later"))
+    later.exception(3)
+
+
+def test_submit_after_stop_fails_at_once(tmp_path: Path) -> None:
+    opened = store.Store(tmp_path / "state.db", lambda exc: None)
+    opened.start()
+    opened.close()
+    late = opened.writer.submit(lambda c: 1)
+    assert isinstance(late.exception(1), store.StoreFatal)
+
+
+def test_a_cancelled_call_does_not_kill_the_writer(live_store: store.Store) -> None:
+    """A transfer cancelled by pause, cancel or drain while it awaits its commit."""
+    writer = live_store.writer
+
+    async def cancel_one_call() -> None:
+        release, held = hold_writer(writer)
+        call = asyncio.create_task(writer.call(lambda c: "committed"))
+        await asyncio.sleep(0.05)
+        call.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        held.result(WAIT_S)
+
+    asyncio.run(cancel_one_call())
+    assert writer.submit(lambda c: "later").result(3) == "later"
+    assert writer.alive

@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from conftest import (
+    FAST_RETRIES,
     Daemon,
     make_dataset,
     manifest_rows,
@@ -238,3 +239,24 @@ def test_a_destination_emptied_under_the_daemon_is_recreated(daemon, tmp_path):
         assert daemon.wait_state("second", {"completed", "failed"}).state == "completed"
     for name, data in dataset.files.items():
         assert (dest / name).read_bytes() == data
+
+
+def test_a_vanished_destination_fails_files_clearly_and_is_not_recreated(make_daemon, tmp_path):
+    daemon = make_daemon(*FAST_RETRIES, "--max-attempts", "2").start()
+    dest = tmp_path / "mnt"
+    stall = {"a/b.bin": Fault(FaultKind.STALL, after_bytes=10, seconds=60)}
+    with Origin({"a/b.bin": b"b" * 100}, stall) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", [{"url": origin.url_for("a/b.bin")}])
+        daemon.submit("vanished", manifest, dest)
+        wait_until(lambda: origin.requests("a/b.bin"), what="the first request")
+        assert daemon.bfctl("pause", "vanished").returncode == 0
+        shutil.rmtree(dest)  # the disk went away while the job was paused
+        assert daemon.bfctl("resume", "vanished").returncode == 0
+        job = daemon.wait_state("vanished", {"completed", "failed"})
+    assert job.state == "failed"
+    (failure,) = daemon.bfctl_json("failures", "vanished")["failures"]
+    assert (failure["step"], failure["error_class"]) == ("transfer", "dest")
+    assert "does not exist" in failure["error"]
+    assert not dest.exists()
+    assert "Traceback" not in daemon.log.read_text()
+    assert daemon.stop() == 0

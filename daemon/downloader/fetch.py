@@ -154,7 +154,7 @@ class Fetcher:
         existing = await asyncio.to_thread(self._matching_target, row, target)
         if existing is not None:
             return existing
-        await asyncio.to_thread(self._ensure_dir, dest, target.parent)
+        await asyncio.to_thread(_prepare_dir, dest, target.parent)
         for _ in range(2):
             try:
                 return await self._stream(row, target, partial, progress, on_validator)
@@ -268,24 +268,6 @@ class Fetcher:
         return Received(partial_path(target), target, size, expected, installed=True)
 
     @staticmethod
-    def _ensure_dir(dest: Path, directory: Path) -> None:
-        """mkdir -p, fsyncing each parent whose entries changed, so the path survives power loss.
-
-        Nothing is cached: operators empty or swap destinations under a running daemon.
-        """
-        missing = []
-        walk = directory
-        while not walk.exists() and walk != dest and walk != walk.parent:
-            missing.append(walk)
-            walk = walk.parent
-        for path in reversed(missing):
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue
-            _fsync_or_die(path.parent)
-
-    @staticmethod
     def verify(row: FileRow, received: Received) -> None:
         if row.size is not None and received.size != row.size:
             raise _fail("verify", "size", f"received {received.size} bytes, expected {row.size}")
@@ -305,18 +287,49 @@ class Fetcher:
             return
         try:
             fd = os.open(received.partial, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        except OSError as exc:
+            raise _fail("rename", "io", f"cannot open {received.partial}: {exc.strerror}") from None
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise DiskFatal(f"cannot fsync {received.partial}: {exc}") from exc
+        finally:
+            os.close(fd)
+        try:
             os.replace(received.partial, received.target)
         except OSError as exc:
-            raise DiskFatal(f"cannot make {received.target} durable: {exc}") from exc
+            raise _fail("rename", "io", f"cannot rename into {received.target}: {exc}") from None
         _fsync_or_die(received.target.parent)
 
     @staticmethod
     def discard(received: Received) -> None:
         received.partial.unlink(missing_ok=True)
+
+
+def _prepare_dir(dest: Path, directory: Path) -> None:
+    """mkdir -p below dest, fsyncing each parent whose entries changed (power-loss safe).
+
+    The destination itself is never created here: when it is gone, a disk was
+    unmounted or removed, and writing into the bare mount point would be wrong.
+    Nothing is cached: operators empty or swap destinations under a running daemon.
+    """
+    if not dest.is_dir():
+        raise _fail(
+            "transfer", "dest", f"destination {dest} does not exist (disk unmounted or removed?)"
+        )
+    missing = []
+    walk = directory
+    while walk != dest and not walk.exists():
+        missing.append(walk)
+        walk = walk.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise _fail("transfer", "io", f"cannot create {path}: {exc.strerror}") from None
+        _fsync_or_die(path.parent)
 
 
 def _open_partial(partial: Path, offset: int):

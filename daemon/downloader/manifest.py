@@ -44,6 +44,8 @@ class FileEntry(BaseModel):
     sha256: str | None
     md5: str | None
     etag: str | None
+    # A sidecar holding the file's sha256 in `sha256sum` format (Binance's X.zip.CHECKSUM).
+    checksum_url: str | None = None
 
 
 def manifest_format(path: Path) -> str:

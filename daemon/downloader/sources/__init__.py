@@ -1,0 +1,1 @@
+"""Remote listings that become file entries: S3-compatible buckets, Hugging Face repos."""

@@ -26,8 +26,10 @@ from bulkforge.daemon.downloader import files
 from bulkforge.daemon.downloader.scheduler import Downloader
 from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.machines import batch as batch_machine
+from bulkforge.daemon.machines import scene as scene_machine
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.job import JobState
+from bulkforge.daemon.machines.scene import SceneState
 from bulkforge.daemon.notify import Notifier
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import SchemaTooNew, Store, StoreFatal, guarded_update, now_ms
@@ -127,6 +129,20 @@ def _boot_repair(conn: apsw.Connection) -> None:
             updated_at=now_ms(),
         )
         logger.info("repair: job {} batch {} was verifying at shutdown -> active", name, index)
+    for scene_id, key, name in conn.execute(
+        "SELECT scenes.id, key, name FROM scenes JOIN jobs ON jobs.id = scenes.job_id "
+        "WHERE scenes.state = 'running'"
+    ).fetchall():
+        guarded_update(
+            conn,
+            "scenes",
+            scene_id,
+            SceneState.RUNNING,
+            SceneState.PENDING,
+            scene_machine.check_transition,
+            updated_at=now_ms(),
+        )
+        logger.info("repair: job {} item {} was running at shutdown -> pending", name, key)
     for job in jobs.jobs_in_states(conn, (JobState.RUNNING,)):
         logger.info("job {} was running at shutdown; it continues", job.name)
 

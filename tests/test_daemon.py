@@ -9,12 +9,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import apsw
 import grpc
 import pytest
 from conftest import FAST_RETRIES, Daemon, make_dataset, manifest_rows, wait_until, write_manifest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from origin import Fault, FaultKind, Origin
 
+from bulkforge.daemon import store
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
@@ -145,3 +147,33 @@ def test_a_full_state_disk_stops_the_daemon_with_an_error(make_daemon, tiny_stat
     assert daemon.proc is not None
     assert daemon.proc.wait(30) == 74
     assert "I/O" in daemon.log.read_text() or "full" in daemon.log.read_text().lower()
+
+
+def test_boot_repair_moves_every_in_flight_row_and_logs_each(make_daemon):
+    daemon = make_daemon()
+    daemon.state_dir.mkdir(parents=True)
+    conn = store.open_connection(daemon.state_dir / "bulkforge.db")
+    store.apply_schema(conn)
+    with conn:
+        conn.execute(
+            "INSERT INTO jobs (id, name, kind, state, spec, dest, created_at, updated_at) "
+            "VALUES (1, 'items', 'scenes', 'running', '{}', '/tmp', 0, 0)"
+        )
+        conn.execute(
+            "INSERT INTO scenes (job_id, key, state, updated_at) "
+            "VALUES (1, 'token-7', 'running', 0)"
+        )
+        conn.execute(
+            "INSERT INTO files (job_id, url, path, state, updated_at) "
+            "VALUES (1, 'http://127.0.0.1:9/a', 'a', 'verifying', 0)"
+        )
+    conn.close()
+    daemon.start()
+    assert daemon.stop() == 0
+    log = daemon.log.read_text()
+    assert "job items item token-7 was running at shutdown -> pending" in log
+    assert "job items file a was verifying at shutdown -> pending" in log
+    conn = apsw.Connection(str(daemon.state_dir / "bulkforge.db"))
+    states = conn.execute("SELECT state FROM scenes UNION ALL SELECT state FROM files").fetchall()
+    conn.close()
+    assert states == [("pending",), ("pending",)]

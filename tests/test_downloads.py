@@ -108,6 +108,7 @@ def test_every_fault_ends_done_with_right_bytes_or_failed_with_step_and_error(
         job = daemon.wait_state("faults", {"completed", "failed"}, timeout=120)
         failures = daemon.bfctl_json("failures", "faults")
         requests = {name: len(origin.requests(name)) for name in names}
+        retry_after_log = origin.requests(names[1])
 
     assert job.state == "failed"
     assert dict(job.counts) == {"done": len(names) - len(permanent), "failed": len(permanent)}
@@ -122,6 +123,9 @@ def test_every_fault_ends_done_with_right_bytes_or_failed_with_step_and_error(
     assert requests[names[12]] == requests[names[13]] == 4
     for name in transient:
         assert requests[name] <= 4, f"{name} was fetched {requests[name]} times"
+    # The 429 said Retry-After: 1; the retry came no sooner (backoff alone is <= 0.3 s).
+    first, second = (record.at for record in retry_after_log[:2])
+    assert second - first >= 0.95
     for name in set(names) - set(permanent):
         assert sha256_file(tmp_path / "dest" / name) == dataset.sha256(name), name
     for name in permanent:

@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     flags.add_argument("--disk-threshold", type=float, metavar="FRACTION", help="e.g. 0.9")
     flags.add_argument("--bandwidth", metavar="RATE", help="e.g. 100MB/s; 0 = no cap")
     flags.add_argument("--max-connections", type=int, metavar="N", help="concurrent transfers")
+    flags.add_argument("--per-host-connections", type=int, metavar="N", help="per origin host")
     flags.add_argument("--max-attempts", type=int, metavar="N", help="attempts per file")
     flags.add_argument("--retry-base-delay", type=float, metavar="S")
     flags.add_argument("--retry-max-delay", type=float, metavar="S")

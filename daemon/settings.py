@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         default=16, ge=1, le=1024, description="Concurrent transfers across all jobs."
     )
+    per_host_connections: int = Field(
+        default=16, ge=1, le=1024, description="Concurrent transfers to any one origin host."
+    )
     max_attempts: int = Field(
         default=5,
         ge=1,

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import apsw
-import httpx
 from loguru import logger
 
 from bulkforge.daemon import jobs
@@ -98,20 +98,20 @@ class Downloader:
     # -- the loop --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        timeout = httpx.Timeout(
-            connect=self._settings.connect_timeout,
-            read=self._settings.read_timeout,
-            write=self._settings.read_timeout,
-            pool=None,
+        settings = self._settings
+        connector = aiohttp.TCPConnector(
+            limit=settings.max_connections,
+            limit_per_host=settings.per_host_connections,
+            ttl_dns_cache=300,
         )
-        limits = httpx.Limits(
-            max_connections=self._settings.max_connections,
-            max_keepalive_connections=self._settings.max_connections,
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
         )
-        async with httpx.AsyncClient(
-            timeout=timeout, limits=limits, follow_redirects=True
-        ) as client:
-            self._fetcher = Fetcher(client, self._governor.bandwidth)
+        # Bytes are stored as the origin sent them: no transparent decompression.
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False
+        ) as session:
+            self._fetcher = Fetcher(session, self._governor.bandwidth)
             while not self._stopping:
                 self._wake.clear()
                 try:

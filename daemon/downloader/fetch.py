@@ -7,6 +7,7 @@ them; a failed fsync is `DiskFatal`, which stops the daemon.
 """
 
 import asyncio
+import contextlib
 import email.utils
 import errno
 import hashlib
@@ -231,23 +232,25 @@ class Fetcher:
         received = offset
         if offset:
             progress(offset)
+        sink = _PartialSink(partial, offset, hasher)
         try:
-            # Creating a file can take a millisecond on a busy disk: not on the event loop.
-            handle = await asyncio.to_thread(_open_partial, partial, offset)
-            with handle:
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    received += len(chunk)
-                    if row.size is not None and received > row.size:
-                        raise _fail("transfer", "size", f"more than the {row.size} bytes expected")
-                    handle.write(chunk)
-                    if hasher is not None:
-                        hasher.update(chunk)
-                    progress(len(chunk))
-                    await self._bandwidth.take(len(chunk))
+            async for chunk in response.content.iter_chunked(CHUNK):
+                received += len(chunk)
+                if row.size is not None and received > row.size:
+                    raise _fail("transfer", "size", f"more than the {row.size} bytes expected")
+                # Creating the file, copying into the page cache and hashing cost more of
+                # the event loop than the network does: they run in a worker thread.
+                await asyncio.to_thread(sink.write, chunk)
+                progress(len(chunk))
+                await self._bandwidth.take(len(chunk))
+            if sink.handle is None:
+                await asyncio.to_thread(sink.open)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise _fail("transfer", "no_space", f"no space left on {partial.parent}") from None
             raise _fail("transfer", "io", f"cannot write {partial}: {exc.strerror}") from None
+        finally:
+            sink.close()
         return received
 
     def _matching_target(self, row: FileRow, target: Path) -> Received | None:
@@ -339,11 +342,31 @@ def _cause(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _open_partial(partial: Path, offset: int):
-    handle = partial.open("r+b" if offset else "wb")
-    handle.seek(offset)
-    handle.truncate()
-    return handle
+class _PartialSink:
+    """Appends received chunks to the partial file and the hasher, in order."""
+
+    def __init__(self, partial: Path, offset: int, hasher):
+        self._partial = partial
+        self._offset = offset
+        self._hasher = hasher
+        self.handle = None
+
+    def open(self) -> None:
+        self.handle = self._partial.open("r+b" if self._offset else "wb")
+        self.handle.seek(self._offset)
+        self.handle.truncate()
+
+    def write(self, chunk: bytes) -> None:
+        if self.handle is None:
+            self.open()
+        self.handle.write(chunk)
+        if self._hasher is not None:
+            self._hasher.update(chunk)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.handle.close()
 
 
 def _fsync_or_die(directory: Path) -> None:

@@ -219,8 +219,6 @@ class HFRepo:
         """Turn what huggingface_hub raises into a refusal the operator can act on."""
         try:
             yield
-        except Refused:
-            raise
         except Exception as exc:
             refusal = self._refusal(exc)
             if refusal is None:

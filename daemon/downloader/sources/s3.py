@@ -174,8 +174,8 @@ class S3Listing:
                 refused.append(f"key {key!r}: {exc}")
         if refused:
             raise InvalidArgument(
-                f"s3: {self.location.url} holds keys that would land outside --dest, so the "
-                f"listing is refused (exclude them with a glob to fetch the rest): "
+                f"s3: {self.location.url} holds keys that cannot be written safely under "
+                "--dest, so the listing is refused (exclude them with a glob to fetch the rest): "
                 + "; ".join(refused[:MAX_REPORTED_KEYS])
             )
         return entries
@@ -251,14 +251,15 @@ def _listing_errors(location: S3Location) -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        raise _refusal(location, exc.response) from None
+        raise listing_refusal(location, exc.response) from None
     except (EndpointUnreachable, HTTPClientError) as exc:
         raise Unavailable(f"s3: cannot reach {location.endpoint}: {exc}") from None
     except BotoCoreError as exc:
         raise InvalidArgument(f"s3: listing {location.url} failed: {exc}") from None
 
 
-def _refusal(location: S3Location, response: dict[str, Any]) -> Exception:
+def listing_refusal(location: S3Location, response: dict[str, Any]) -> Exception:
+    """The refusal for an S3 error response, chosen by its code and HTTP status."""
     error = response.get("Error", {})
     code = error.get("Code", "")
     said = f"{code}: {error.get('Message', '')}".rstrip(": ")
@@ -276,5 +277,7 @@ def _refusal(location: S3Location, response: dict[str, Any]) -> Exception:
             "check the endpoint, or set AWS_REGION in bfd's environment"
         )
     if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout"):
-        return Unavailable(f"s3: {location.endpoint} is failing ({said}); try again later")
+        return Unavailable(
+            f"s3: listing {location.url} failed at the server ({said}); try again later"
+        )
     return InvalidArgument(f"s3: listing {location.url} failed ({said or f'HTTP {status}'})")

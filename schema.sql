@@ -62,6 +62,8 @@ CREATE TABLE files (
     error       TEXT,
     finished_at INTEGER,
     updated_at  INTEGER NOT NULL,
+    -- A sidecar with the file's sha256 (`sha256sum` format), fetched before verifying.
+    checksum_url TEXT,
     UNIQUE (job_id, path)
 );
 

@@ -18,7 +18,8 @@ from loguru import logger
 from pydantic import BaseModel, Field, StringConstraints, ValidationError, model_validator
 
 from bulkforge.daemon import errors, jobs
-from bulkforge.daemon.control import Control, DownloadRequest
+from bulkforge.daemon.control import Control
+from bulkforge.daemon.downloader.listing import DownloadRequest
 from bulkforge.daemon.jobs import NAME_PATTERN, JobView
 from bulkforge.daemon.machines.job import TERMINAL, JobState
 from bulkforge.daemon.settings import Settings
@@ -41,20 +42,42 @@ DEFAULT_FAILURES_LIMIT = 100
 JobName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 
+Glob = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
 class SubmitDownload(BaseModel):
     name: JobName
     dest: Annotated[str, StringConstraints(min_length=1)]
     manifest: str | None = None
     urls: list[Annotated[str, StringConstraints(min_length=1)]] = Field(default_factory=list)
+    s3: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    hf: Annotated[str, StringConstraints(max_length=512)] | None = None
+    include: list[Glob] = Field(default_factory=list, max_length=1000)
+    exclude: list[Glob] = Field(default_factory=list, max_length=1000)
 
     @model_validator(mode="after")
     def _one_source(self) -> "SubmitDownload":
-        if bool(self.manifest) == bool(self.urls):
-            raise ValueError("give exactly one source: a manifest or a list of URLs")
+        given = [bool(self.manifest), bool(self.urls), bool(self.s3), bool(self.hf)]
+        if sum(given) != 1:
+            raise ValueError(
+                "give exactly one source: a manifest, URLs, an S3 listing or an HF repo"
+            )
         for path in filter(None, (self.dest, self.manifest)):
             if not os.path.isabs(path):
                 raise ValueError(f"{path!r} must be an absolute path")
         return self
+
+    def request(self) -> DownloadRequest:
+        return DownloadRequest(
+            name=self.name,
+            dest=Path(self.dest),
+            manifest=Path(self.manifest) if self.manifest else None,
+            urls=tuple(self.urls),
+            s3=self.s3,
+            hf=self.hf,
+            include=tuple(self.include),
+            exclude=tuple(self.exclude),
+        )
 
 
 class NameOnly(BaseModel):
@@ -155,15 +178,12 @@ class Servicer(pb_grpc.BulkforgeServicer):
             dest=spec.dest,
             manifest=spec.manifest or None,
             urls=list(spec.urls.urls),
+            s3=spec.s3 or None,
+            hf=spec.hf or None,
+            include=list(spec.include),
+            exclude=list(spec.exclude),
         )
-        view, created = await self._control.submit_download(
-            DownloadRequest(
-                name=checked.name,
-                dest=Path(checked.dest),
-                manifest=Path(checked.manifest) if checked.manifest else None,
-                urls=tuple(checked.urls),
-            )
-        )
+        view, created = await self._control.submit_download(checked.request())
         if created:
             logger.info("job {} submitted: {} files", view.job.name, view.items_total)
         return pb.SubmitResponse(job=job_message(view), created=created)

@@ -1,7 +1,9 @@
 """The verbs of the control API, on the store and the pipelines; the servicer only translates."""
 
 import asyncio
+import contextlib
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,23 +11,11 @@ import apsw
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.downloader import files
-from bulkforge.daemon.downloader.manifest import entries_from_urls, read_manifest
+from bulkforge.daemon.downloader.listing import DownloadRequest, source_pages
 from bulkforge.daemon.downloader.scheduler import Downloader
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.machines.job import JobState
-from bulkforge.daemon.store import Store, now_ms
-
-
-@dataclass(frozen=True)
-class DownloadRequest:
-    name: str
-    dest: Path
-    manifest: Path | None = None
-    urls: tuple[str, ...] = ()
-
-    def spec(self) -> dict:
-        source = {"manifest": str(self.manifest)} if self.manifest else {"urls": list(self.urls)}
-        return {"kind": "download", "source": source, "dest": str(self.dest)}
+from bulkforge.daemon.store import Store, StoreFatal, now_ms
 
 
 @dataclass
@@ -109,18 +99,23 @@ class Control:
 
     async def submit_download(self, request: DownloadRequest) -> tuple[jobs.JobView, bool]:
         await asyncio.to_thread(_prepare_dest, request.dest)
-
-        def create(conn: apsw.Connection) -> tuple[jobs.JobRow, bool]:
-            entries = (
-                read_manifest(request.manifest)
-                if request.manifest
-                else entries_from_urls(list(request.urls))
+        spec = request.spec()
+        # A resubmission answers at once, without listing the source again.
+        existing = await self._readers.call(lambda c: jobs.existing_job(c, request.name, spec))
+        if existing is not None:
+            return await self.status(existing.name), False
+        table = f"staged_{uuid.uuid4().hex}"
+        await self._writer.call(lambda c: jobs.stage_open(c, table))
+        try:
+            pages = source_pages(request)
+            while (page := await asyncio.to_thread(next, pages, None)) is not None:
+                await self._writer.call(lambda c, page=page: jobs.stage_rows(c, table, page))
+            job, created = await self._writer.call(
+                lambda c: jobs.create_staged_job(c, request.name, spec, str(request.dest), table)
             )
-            return jobs.create_download_job(
-                conn, request.name, request.spec(), str(request.dest), entries
-            )
-
-        job, created = await self._writer.call(create)
+        finally:
+            with contextlib.suppress(StoreFatal):
+                await self._writer.call(lambda c: jobs.stage_drop(c, table))
         if created:
             self._downloader.wake()
         return await self.status(job.name), created

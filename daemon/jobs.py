@@ -92,66 +92,90 @@ def canonical_spec(spec: dict) -> str:
 def create_download_job(
     conn: apsw.Connection, name: str, spec: dict, dest: str, entries: Iterable[FileEntry]
 ) -> tuple[JobRow, bool]:
-    """Insert the job and all its file rows in one transaction; idempotent by name.
+    """Register a job from entries in the caller's one transaction (stores built in place)."""
+    table = "staged_inline"
+    stage_open(conn, table)
+    try:
+        stage_rows(conn, table, entries)
+        return create_staged_job(conn, name, spec, dest, table)
+    finally:
+        stage_drop(conn, table)
 
-    Returns the job and whether it was created. The same name with the same
-    spec returns the existing job; with another spec it is refused.
-    """
-    spec_text = canonical_spec(spec)
+
+def existing_job(conn: apsw.Connection, name: str, spec: dict) -> JobRow | None:
+    """The job of that name when its spec is the same; refused when it differs."""
     existing = find_job(conn, name)
+    if existing is not None and existing.spec != canonical_spec(spec):
+        raise AlreadyExists(
+            f"a job named {name!r} already exists with other parameters; "
+            "pick another name or cancel that job"
+        )
+    return existing
+
+
+# Registration stages a job's rows in a TEMP table of the writer's connection,
+# page by page, each page its own short transaction; one last transaction
+# creates the job and moves the rows. A refused or crashed submit leaves nothing
+# behind, a long listing never holds the writer, and no listing is held in memory.
+STAGED_COLUMNS = "url, path, size, sha256, md5, etag, checksum_url"
+
+
+def stage_open(conn: apsw.Connection, table: str) -> None:
+    conn.execute(
+        f"CREATE TEMP TABLE {table} (url TEXT NOT NULL, path TEXT NOT NULL, size INTEGER, "
+        "sha256 TEXT, md5 TEXT, etag TEXT, checksum_url TEXT)"
+    )
+
+
+def stage_rows(conn: apsw.Connection, table: str, entries: Iterable[FileEntry]) -> None:
+    conn.executemany(
+        f"INSERT INTO temp.{table} ({STAGED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(e.url, e.path, e.size, e.sha256, e.md5, e.etag, e.checksum_url) for e in entries],
+    )
+
+
+def stage_drop(conn: apsw.Connection, table: str) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+
+
+def create_staged_job(
+    conn: apsw.Connection, name: str, spec: dict, dest: str, table: str
+) -> tuple[JobRow, bool]:
+    """Create the job from its staged rows in one transaction; idempotent by name."""
+    existing = existing_job(conn, name, spec)
     if existing is not None:
-        if existing.spec != spec_text:
-            raise AlreadyExists(
-                f"a job named {name!r} already exists with other parameters; "
-                "pick another name or cancel that job"
-            )
         return existing, False
+    duplicate = conn.execute(
+        f"SELECT path FROM temp.{table} GROUP BY path HAVING count(*) > 1 LIMIT 1"
+    ).fetchone()
+    if duplicate:
+        raise InvalidArgument(
+            f"two entries would both be written to {duplicate[0]!r}; give them distinct paths"
+        )
+    files, total = conn.execute(
+        f"SELECT count(*), coalesce(sum(size), 0) FROM temp.{table}"
+    ).fetchone()
+    if not files:
+        raise InvalidArgument("the source lists no files")
     stamp = now_ms()
     conn.execute(
         "INSERT INTO jobs (name, kind, state, spec, dest, created_at, updated_at) "
         "VALUES (?, 'download', 'queued', ?, ?, ?, ?)",
-        (name, spec_text, dest, stamp, stamp),
+        (name, canonical_spec(spec), dest, stamp, stamp),
     )
     job_id = conn.last_insert_rowid()
-    files, total = _insert_files(conn, job_id, entries, stamp)
+    conn.execute(
+        f"INSERT INTO files (job_id, {STAGED_COLUMNS}, updated_at) "
+        f"SELECT ?, {STAGED_COLUMNS}, ? FROM temp.{table} ORDER BY rowid",
+        (job_id, stamp),
+    )
     conn.execute(
         "INSERT INTO batches (job_id, idx, state, files, bytes, updated_at) "
         "VALUES (?, 0, 'planned', ?, ?, ?)",
         (job_id, files, total, stamp),
     )
+    stage_drop(conn, table)
     return get_job(conn, name), True
-
-
-def _insert_files(
-    conn: apsw.Connection, job_id: int, entries: Iterable[FileEntry], stamp: int
-) -> tuple[int, int]:
-    files = total = 0
-    insert = (
-        "INSERT INTO files (job_id, url, path, size, sha256, md5, etag, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-    for entry in entries:
-        try:
-            conn.execute(
-                insert,
-                (
-                    job_id,
-                    entry.url,
-                    entry.path,
-                    entry.size,
-                    entry.sha256,
-                    entry.md5,
-                    entry.etag,
-                    stamp,
-                ),
-            )
-        except apsw.ConstraintError:
-            raise InvalidArgument(
-                f"two entries would both be written to {entry.path!r}; give them distinct paths"
-            ) from None
-        files += 1
-        total += entry.size or 0
-    return files, total
 
 
 def move_job(

@@ -6,6 +6,7 @@ generated stubs, and the daemon downloads from real servers on 127.0.0.1.
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from moto.server import ThreadedMotoServer
 
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
@@ -254,3 +256,18 @@ def wait_until(condition, timeout: float = 30, what: str = "condition") -> None:
     while not condition():
         assert time.monotonic() < deadline, f"{what} never met within {timeout} s"
         time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3 implementation (moto) on 127.0.0.1, shared by the session."""
+    # werkzeug logs every request at INFO; thousands of lines only slow the fill down.
+    werkzeug = logging.getLogger("werkzeug")
+    level = werkzeug.level
+    werkzeug.setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+    werkzeug.setLevel(level)

@@ -6,18 +6,15 @@ dummy ones with monkeypatch, or none at all for the anonymous case.
 """
 
 import hashlib
-import logging
 import socket
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from bulkforge.daemon.downloader.manifest import FileEntry
 from bulkforge.daemon.downloader.sources.binance import (
@@ -37,20 +34,6 @@ from bulkforge.daemon.errors import InvalidArgument, Unavailable
 BIG_BUCKET_KEYS = 1100
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 SHA = "a" * 64
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    # werkzeug logs every request at INFO; thousands of lines only slow the fill down.
-    werkzeug = logging.getLogger("werkzeug")
-    level = werkzeug.level
-    werkzeug.setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-    werkzeug.setLevel(level)
 
 
 @pytest.fixture(autouse=True)

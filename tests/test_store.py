@@ -239,9 +239,11 @@ def test_store_newer_than_this_bfd_is_refused(db: apsw.Connection) -> None:
 
 @pytest.fixture
 def migrations_dir(tmp_path: Path) -> Path:
-    """A copy of daemon/migrations that a test may add migrations to."""
+    """A migrations directory holding only the baseline, for tests to add a 0002 to."""
     copy = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS, copy)
+    copy.mkdir()
+    (baseline,) = MIGRATIONS.glob("0001_*.sql")
+    shutil.copyfile(baseline, copy / baseline.name)
     return copy
 
 

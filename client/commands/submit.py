@@ -24,7 +24,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--url", action="append", metavar="URL", help="a file to fetch; repeat for more"
     )
+    source.add_argument(
+        "--s3", metavar="URL", help="an S3-compatible listing: http(s)://host[:port]/bucket/prefix"
+    )
+    source.add_argument(
+        "--hf", metavar="REPO[@REV]", help="a Hugging Face repo, e.g. datasets/ORG/NAME@main"
+    )
     download.add_argument("--dest", required=True, metavar="D", help="directory the files land in")
+    download.add_argument(
+        "--include", action="append", default=[], metavar="GLOB", help="only listed paths matching"
+    )
+    download.add_argument(
+        "--exclude", action="append", default=[], metavar="GLOB", help="skip listed paths matching"
+    )
     download.set_defaults(check=check_download)
 
 
@@ -51,9 +63,13 @@ def daemon_path(path: str, remote: bool, what: str) -> str:
 
 
 def run_download(args: argparse.Namespace, stub) -> int:
-    spec = pb.DownloadSpec(dest=args.dest)
+    spec = pb.DownloadSpec(dest=args.dest, include=args.include, exclude=args.exclude)
     if args.manifest is not None:
         spec.manifest = args.manifest
+    elif args.s3 is not None:
+        spec.s3 = args.s3
+    elif args.hf is not None:
+        spec.hf = args.hf
     else:
         spec.urls.urls.extend(args.url)
     request = pb.SubmitRequest(name=args.name, download=spec)

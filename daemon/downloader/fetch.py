@@ -8,6 +8,7 @@ them; a failed fsync is `DiskFatal`, which stops the daemon.
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import errno
 import hashlib
@@ -15,17 +16,20 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import aiohttp
 
 from bulkforge.daemon.downloader.files import Failure, FileRow
 from bulkforge.daemon.downloader.paths import partial_path, resolve_inside
+from bulkforge.daemon.downloader.sources.binance import parse_checksum_file
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.governor import Bandwidth
 
 CHUNK = 256 * 1024
 HASH_READ = 1024 * 1024
+# A sidecar is one line; anything longer is not one.
+SIDECAR_MAX = 64 * 1024
 
 
 class TransferFailed(Exception):
@@ -48,17 +52,23 @@ class Received:
     target: Path
     size: int
     digest: str | None
+    # What the digest must be, and of which kind (it may come from a sidecar, not the row).
+    expected: str | None = None
+    kind: str | None = None
     # True when the target was already in place and matching: nothing to install.
     installed: bool = False
 
 
 def _hasher(row: FileRow):
-    """The strongest checksum the row knows: sha256, else md5, else none (size only)."""
+    """The strongest checksum the row knows: sha256, else md5, else none (size only).
+
+    Returns (hasher, expected hex digest, kind).
+    """
     if row.sha256:
-        return hashlib.sha256(), row.sha256
+        return hashlib.sha256(), row.sha256, "sha256"
     if row.md5:
-        return hashlib.md5(), row.md5
-    return None, None
+        return hashlib.md5(), row.md5, "md5"
+    return None, None, None
 
 
 def _hash_file(path: Path, hasher, limit: int | None = None) -> int:
@@ -157,6 +167,8 @@ class Fetcher:
         except InvalidArgument as exc:
             raise _fail("connect", "path", str(exc), False) from None
         partial = partial_path(target)
+        if row.checksum_url and not row.sha256:
+            row = dataclasses.replace(row, sha256=await self._sidecar_sha256(row))
         existing = await asyncio.to_thread(self._matching_target, row, target)
         if existing is not None:
             return existing
@@ -167,6 +179,23 @@ class Fetcher:
             except _RestartFromZero:
                 await asyncio.to_thread(partial.unlink, True)
         raise _fail("transfer", "range", "the origin keeps refusing to resume or restart")
+
+    async def _sidecar_sha256(self, row: FileRow) -> str:
+        """The sha256 a `sha256sum`-format sidecar (X.CHECKSUM) gives for this file."""
+        assert row.checksum_url is not None
+        try:
+            async with self._session.get(row.checksum_url) as response:
+                if response.status != 200:
+                    raise _status_failure(response)
+                text = (await response.content.read(SIDECAR_MAX)).decode("utf-8", "replace")
+        except aiohttp.ClientError as exc:
+            raise _fail("connect", "checksum", f"cannot read {row.checksum_url}: {exc}") from None
+        except TimeoutError:
+            raise _fail("connect", "timeout", f"timed out reading {row.checksum_url}") from None
+        try:
+            return parse_checksum_file(text, PurePosixPath(row.path).name)
+        except ValueError as exc:
+            raise _fail("verify", "checksum", f"bad sidecar {row.checksum_url}: {exc}") from None
 
     async def _stream(
         self,
@@ -187,7 +216,7 @@ class Fetcher:
                 validator = _validator(response)
                 if validator != row.validator:
                     on_validator(validator)
-                hasher, _ = _hasher(row)
+                hasher, expected, kind = _hasher(row)
                 if offset and hasher is not None:
                     await asyncio.to_thread(_hash_file, partial, hasher, offset)
                 size = await self._write_body(response, partial, offset, hasher, row, progress)
@@ -203,7 +232,8 @@ class Fetcher:
             raise _fail("transfer", "reset", f"connection lost: {_cause(exc)}") from None
         except aiohttp.ClientError as exc:
             raise _fail("transfer", "http", f"{type(exc).__name__}: {exc}") from None
-        return Received(partial, target, size, hasher.hexdigest() if hasher else None)
+        digest = hasher.hexdigest() if hasher else None
+        return Received(partial, target, size, digest, expected, kind)
 
     def _accept(self, response: aiohttp.ClientResponse, row: FileRow, offset: int) -> int:
         """Check the status; returns the offset the body starts at (0 when it restarts)."""
@@ -261,26 +291,24 @@ class Fetcher:
             return None
         if row.size is not None and size != row.size:
             return None
-        hasher, expected = _hasher(row)
+        hasher, expected, kind = _hasher(row)
         if hasher is None and row.size is None:
             return None
         if hasher is not None:
             _hash_file(target, hasher)
             if hasher.hexdigest() != expected:
                 return None
-        return Received(partial_path(target), target, size, expected, installed=True)
+        return Received(partial_path(target), target, size, expected, expected, kind, True)
 
     @staticmethod
     def verify(row: FileRow, received: Received) -> None:
         if row.size is not None and received.size != row.size:
             raise _fail("verify", "size", f"received {received.size} bytes, expected {row.size}")
-        _, expected = _hasher(row)
-        if expected is not None and received.digest != expected:
-            kind = "sha256" if row.sha256 else "md5"
+        if received.expected is not None and received.digest != received.expected:
             raise _fail(
                 "verify",
                 "checksum",
-                f"{kind} mismatch: got {received.digest}, expected {expected}",
+                f"{received.kind} mismatch: got {received.digest}, expected {received.expected}",
             )
 
     @staticmethod

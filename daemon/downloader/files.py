@@ -13,7 +13,7 @@ from bulkforge.daemon.machines.file import IN_FLIGHT, FileState, check_transitio
 from bulkforge.daemon.store import guarded_update, now_ms
 
 S = FileState
-CLAIM_COLUMNS = "id, job_id, url, path, size, sha256, md5, etag, validator, attempts"
+CLAIM_COLUMNS = "id, job_id, url, path, size, sha256, md5, etag, validator, attempts, checksum_url"
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class FileRow:
     etag: str | None
     validator: str | None
     attempts: int
+    checksum_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,22 @@ class UrlList(_message.Message):
     def __init__(self, urls: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DownloadSpec(_message.Message):
-    __slots__ = ("manifest", "urls", "dest")
+    __slots__ = ("manifest", "urls", "s3", "hf", "dest", "include", "exclude")
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     URLS_FIELD_NUMBER: _ClassVar[int]
+    S3_FIELD_NUMBER: _ClassVar[int]
+    HF_FIELD_NUMBER: _ClassVar[int]
     DEST_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
     manifest: str
     urls: UrlList
+    s3: str
+    hf: str
     dest: str
-    def __init__(self, manifest: _Optional[str] = ..., urls: _Optional[_Union[UrlList, _Mapping]] = ..., dest: _Optional[str] = ...) -> None: ...
+    include: _containers.RepeatedScalarFieldContainer[str]
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, manifest: _Optional[str] = ..., urls: _Optional[_Union[UrlList, _Mapping]] = ..., s3: _Optional[str] = ..., hf: _Optional[str] = ..., dest: _Optional[str] = ..., include: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("name", "download")

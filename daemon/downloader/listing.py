@@ -1,0 +1,68 @@
+"""Every download source as a stream of pages of file entries.
+
+Runs in a worker thread, one page per call of next(): the pages go to the store
+as they come, so no listing is ever held whole in memory.
+"""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+from bulkforge.daemon.downloader.manifest import FileEntry, entries_from_urls, read_manifest
+from bulkforge.daemon.errors import InvalidArgument
+
+PAGE_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class DownloadRequest:
+    name: str
+    dest: Path
+    manifest: Path | None = None
+    urls: tuple[str, ...] = ()
+    s3: str | None = None
+    hf: str | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def spec(self) -> dict:
+        """The parameters a resubmission must repeat to be the same job."""
+        if self.manifest:
+            source: dict = {"manifest": str(self.manifest)}
+        elif self.urls:
+            source = {"urls": list(self.urls)}
+        else:
+            source = {"s3": self.s3} if self.s3 else {"hf": self.hf}
+        if self.include or self.exclude:
+            source |= {"include": list(self.include), "exclude": list(self.exclude)}
+        return {"kind": "download", "source": source, "dest": str(self.dest)}
+
+
+def pages_of(entries: Iterable[FileEntry], rows: int = PAGE_ROWS) -> Iterator[list[FileEntry]]:
+    iterator = iter(entries)
+    while page := list(islice(iterator, rows)):
+        yield page
+
+
+def source_pages(request: DownloadRequest) -> Iterator[list[FileEntry]]:
+    """The request's files, page by page; listing sources are imported only when used."""
+    if (request.include or request.exclude) and not (request.s3 or request.hf):
+        raise InvalidArgument("--include/--exclude filter --s3 and --hf listings only")
+    if request.manifest:
+        yield from pages_of(read_manifest(request.manifest))
+    elif request.urls:
+        yield from pages_of(entries_from_urls(list(request.urls)))
+    elif request.s3:
+        from bulkforge.daemon.downloader.sources.binance import pair_checksum_pages
+        from bulkforge.daemon.downloader.sources.s3 import S3Listing, parse_s3_url
+
+        listing = S3Listing(parse_s3_url(request.s3), request.include, request.exclude)
+        yield from pair_checksum_pages(listing.pages())
+    elif request.hf:
+        from bulkforge.daemon.downloader.sources.hf import HFRepo, parse_hf_ref
+
+        repo = HFRepo(parse_hf_ref(request.hf), request.include, request.exclude)
+        yield from repo.pages(repo.pin())
+    else:
+        raise InvalidArgument("give exactly one source: --manifest, --url, --s3 or --hf")

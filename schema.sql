@@ -75,6 +75,17 @@ CREATE INDEX files_retry_due ON files (job_id, retry_at)
 -- Boot repair finds what a crash left in flight without scanning every file.
 CREATE INDEX files_in_flight ON files (state) WHERE state IN ('downloading', 'verifying');
 
+-- The byte ranges of a large file fetched in parallel; a range is done only once its
+-- bytes are fsynced, so a resumed transfer fetches exactly the ranges not done.
+CREATE TABLE segments (
+    file_id INTEGER NOT NULL REFERENCES files (id),
+    idx     INTEGER NOT NULL CHECK (idx >= 0),
+    start   INTEGER NOT NULL CHECK (start >= 0),
+    stop    INTEGER NOT NULL CHECK (stop > start),
+    done    INTEGER NOT NULL DEFAULT 0 CHECK (done IN (0, 1)),
+    PRIMARY KEY (file_id, idx)
+) WITHOUT ROWID;
+
 CREATE TABLE scenes (
     id          INTEGER PRIMARY KEY,
     job_id      INTEGER NOT NULL REFERENCES jobs (id),

@@ -96,6 +96,14 @@ class Settings(BaseSettings):
     per_host_connections: int = Field(
         default=16, ge=1, le=1024, description="Concurrent transfers to any one origin host."
     )
+    segment_size: Size = Field(
+        default=ByteSize(32 * 1024**2),
+        description="Files of at least twice this size are fetched as parallel byte ranges "
+        "of this size, each resumable on its own (e.g. 32MiB).",
+    )
+    segments_per_file: int = Field(
+        default=8, ge=1, le=1024, description="Byte ranges of one large file fetched at once."
+    )
     max_attempts: int = Field(
         default=5,
         ge=1,

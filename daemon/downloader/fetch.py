@@ -22,6 +22,14 @@ import aiohttp
 
 from bulkforge.daemon.downloader.files import Failure, FileRow
 from bulkforge.daemon.downloader.paths import partial_path, resolve_inside
+from bulkforge.daemon.downloader.segments import (
+    Ledger,
+    RangeFetch,
+    RangesRefused,
+    Segment,
+    fetch_all,
+    preallocate,
+)
 from bulkforge.daemon.downloader.sources.binance import parse_checksum_file
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.governor import Bandwidth
@@ -146,9 +154,10 @@ class Fetcher:
     loop and the whole client path most of the rest (see bench/RESULTS.md).
     """
 
-    def __init__(self, session: aiohttp.ClientSession, bandwidth: Bandwidth):
+    def __init__(self, session: aiohttp.ClientSession, bandwidth: Bandwidth, ledger: Ledger):
         self._session = session
         self._bandwidth = bandwidth
+        self._ledger = ledger
 
     async def receive(
         self,
@@ -173,12 +182,88 @@ class Fetcher:
         if existing is not None:
             return existing
         await asyncio.to_thread(_prepare_dir, dest, target.parent)
+        if self._ledger.wants_segments(row.size):
+            try:
+                return await self._receive_ranges(row, target, partial, progress, on_validator)
+            except RangesRefused:
+                await self._ledger.forget(row.id)
+                await asyncio.to_thread(partial.unlink, True)
+                row = dataclasses.replace(row, validator=None)
         for _ in range(2):
             try:
                 return await self._stream(row, target, partial, progress, on_validator)
             except _RestartFromZero:
                 await asyncio.to_thread(partial.unlink, True)
         raise _fail("transfer", "range", "the origin keeps refusing to resume or restart")
+
+    async def _receive_ranges(
+        self,
+        row: FileRow,
+        target: Path,
+        partial: Path,
+        progress: Callable[[int], None],
+        on_validator: Callable[[str | None], None],
+    ) -> Received:
+        """Fetch the ranges not yet done into a preallocated partial, then hash it whole."""
+        assert row.size is not None
+        segments = await self._ledger.plan(row.id, row.size)
+        resuming = any(segment.done for segment in segments)
+        if resuming and not (row.validator and _holds(partial, row.size)):
+            # Done ranges count only in the partial they were written to, of the same version.
+            await self._ledger.forget(row.id)
+            segments, resuming = await self._ledger.plan(row.id, row.size), False
+        fd = await asyncio.to_thread(_open_for_ranges, partial, row.size, resuming)
+        try:
+            progress(sum(s.stop - s.start for s in segments if s.done))
+            fetch = RangeFetch(
+                session=self._session,
+                url=row.url,
+                fd=fd,
+                validator=row.validator if resuming else None,
+                progress=progress,
+                throttle=self._bandwidth.take,
+                on_validator=on_validator,
+            )
+            await fetch_all(fetch, segments, self._ledger, row.id, self._fetch_range)
+        finally:
+            os.close(fd)
+        hasher, expected, kind = _hasher(row)
+        if hasher is not None:
+            await asyncio.to_thread(_hash_file, partial, hasher)
+        digest = hasher.hexdigest() if hasher else None
+        return Received(partial, target, row.size, digest, expected, kind)
+
+    async def _fetch_range(self, fetch: RangeFetch, segment: Segment) -> None:
+        """One range into its place in the partial, fsynced before the caller marks it done."""
+        headers = {
+            "accept-encoding": "identity",
+            "range": f"bytes={segment.start}-{segment.stop - 1}",
+        }
+        if fetch.validator:
+            headers["if-range"] = fetch.validator
+        position = segment.start
+        try:
+            async with self._session.get(fetch.url, headers=headers) as response:
+                _accept_range(response, segment, fetch)
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    if position + len(chunk) > segment.stop:
+                        raise _fail("transfer", "size", "the origin sent past the range asked")
+                    await asyncio.to_thread(_pwrite_all, fetch.fd, chunk, position)
+                    position += len(chunk)
+                    fetch.progress(len(chunk))
+                    await fetch.throttle(len(chunk))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transport_failure(exc) from None
+        if position != segment.stop:
+            raise _fail(
+                "transfer",
+                "short_body",
+                f"range {segment.start}-{segment.stop - 1} ended at byte {position}",
+            )
+        try:
+            await asyncio.to_thread(os.fsync, fetch.fd)
+        except OSError as exc:
+            raise DiskFatal(f"cannot fsync a range of {fetch.url}: {exc}") from exc
 
     async def _sidecar_sha256(self, row: FileRow) -> str:
         """The sha256 a `sha256sum`-format sidecar (X.CHECKSUM) gives for this file."""
@@ -188,10 +273,8 @@ class Fetcher:
                 if response.status != 200:
                     raise _status_failure(response)
                 text = (await response.content.read(SIDECAR_MAX)).decode("utf-8", "replace")
-        except aiohttp.ClientError as exc:
-            raise _fail("connect", "checksum", f"cannot read {row.checksum_url}: {exc}") from None
-        except TimeoutError:
-            raise _fail("connect", "timeout", f"timed out reading {row.checksum_url}") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transport_failure(exc) from None
         try:
             return parse_checksum_file(text, PurePosixPath(row.path).name)
         except ValueError as exc:
@@ -220,18 +303,8 @@ class Fetcher:
                 if offset and hasher is not None:
                     await asyncio.to_thread(_hash_file, partial, hasher, offset)
                 size = await self._write_body(response, partial, offset, hasher, row, progress)
-        except aiohttp.ConnectionTimeoutError:
-            raise _fail("connect", "timeout", "timed out connecting") from None
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise _fail("transfer", "timeout", "the origin went silent (read timeout)") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise _fail("connect", "connect", f"cannot connect: {exc.os_error}") from None
-        except aiohttp.ClientPayloadError as exc:
-            raise _fail("transfer", "short_body", f"the origin broke off: {_cause(exc)}") from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            raise _fail("transfer", "reset", f"connection lost: {_cause(exc)}") from None
-        except aiohttp.ClientError as exc:
-            raise _fail("transfer", "http", f"{type(exc).__name__}: {exc}") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transport_failure(exc) from None
         digest = hasher.hexdigest() if hasher else None
         return Received(partial, target, size, digest, expected, kind)
 
@@ -332,9 +405,10 @@ class Fetcher:
             raise _fail("rename", "io", f"cannot rename into {received.target}: {exc}") from None
         _fsync_or_die(received.target.parent)
 
-    @staticmethod
-    def discard(received: Received) -> None:
-        received.partial.unlink(missing_ok=True)
+    async def discard(self, row: FileRow, received: Received) -> None:
+        """Drop bytes that failed verification, with any ranges that claimed to hold them."""
+        await asyncio.to_thread(received.partial.unlink, True)
+        await self._ledger.forget(row.id)
 
 
 def _prepare_dir(dest: Path, directory: Path) -> None:
@@ -363,11 +437,64 @@ def _prepare_dir(dest: Path, directory: Path) -> None:
         _fsync_or_die(path.parent)
 
 
+def _transport_failure(exc: BaseException) -> TransferFailed:
+    """The step and error class of an aiohttp or timeout error."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return _fail("connect", "timeout", "timed out connecting")
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return _fail("transfer", "timeout", "the origin went silent (read timeout)")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _fail("connect", "connect", f"cannot connect: {exc.os_error}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return _fail("transfer", "short_body", f"the origin broke off: {_cause(exc)}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        return _fail("transfer", "reset", f"connection lost: {_cause(exc)}")
+    return _fail("transfer", "http", f"{type(exc).__name__}: {exc}")
+
+
 def _cause(exc: BaseException) -> str:
     """aiohttp wraps the interesting error (a reset, a short body) one or two levels down."""
     while exc.__cause__ is not None and str(exc.__cause__):
         exc = exc.__cause__
     return str(exc) or type(exc).__name__
+
+
+def _accept_range(response: aiohttp.ClientResponse, segment: Segment, fetch: RangeFetch) -> None:
+    """A 206 for exactly this range of the same version, or the file goes back to one stream."""
+    if response.status == 200:
+        raise RangesRefused()
+    if response.status != 206:
+        raise _status_failure(response)
+    if _range_start(response) != segment.start:
+        raise RangesRefused()
+    validator = _validator(response)
+    if fetch.validator is None:
+        fetch.validator = validator
+        fetch.on_validator(validator)
+    elif validator != fetch.validator:
+        raise RangesRefused()
+
+
+def _holds(partial: Path, size: int) -> bool:
+    try:
+        return partial.stat().st_size == size
+    except FileNotFoundError:
+        return False
+
+
+def _open_for_ranges(partial: Path, size: int, resuming: bool) -> int:
+    fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
+    if not resuming:
+        os.ftruncate(fd, 0)  # nothing of an older partial is trusted
+    preallocate(fd, size)
+    return fd
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 class _PartialSink:

@@ -18,8 +18,9 @@ from loguru import logger
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.disks import describe_disk
-from bulkforge.daemon.downloader import files
+from bulkforge.daemon.downloader import files, segments
 from bulkforge.daemon.downloader.fetch import DiskFatal, Fetcher, TransferFailed
+from bulkforge.daemon.downloader.segments import Ledger
 from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines.batch import BatchState
@@ -111,7 +112,8 @@ class Downloader:
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=False
         ) as session:
-            self._fetcher = Fetcher(session, self._governor.bandwidth)
+            ledger = Ledger(self._writer, int(settings.segment_size), settings.segments_per_file)
+            self._fetcher = Fetcher(session, self._governor.bandwidth, ledger)
             while not self._stopping:
                 self._wake.clear()
                 try:
@@ -168,10 +170,10 @@ class Downloader:
             try:
                 Fetcher.verify(row, received)
             except TransferFailed:
-                await asyncio.to_thread(Fetcher.discard, received)
+                await self._fetcher.discard(row, received)
                 raise
             await asyncio.to_thread(Fetcher.install, received)
-            await self._writer.call(lambda conn: files.to_done(conn, row.id, received.size))
+            await self._writer.call(lambda conn: _done(conn, row.id, received.size))
         except TransferFailed as exc:
             await self._record_failure(row, state, exc.failure)
         except asyncio.CancelledError:
@@ -226,6 +228,11 @@ class Downloader:
     async def _release(self, file_id: int) -> None:
         with contextlib.suppress(StoreFatal):
             await self._writer.call(lambda conn: _release_in_flight(conn, file_id))
+
+
+def _done(conn: apsw.Connection, file_id: int, size: int) -> None:
+    files.to_done(conn, file_id, size)
+    segments.forget(conn, file_id)
 
 
 def _release_in_flight(conn: apsw.Connection, file_id: int) -> None:

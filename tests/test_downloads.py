@@ -100,6 +100,7 @@ def test_every_fault_ends_done_with_right_bytes_or_failed_with_step_and_error(
         names[11]: (Fault(FaultKind.STATUS_410), "connect", "http_4xx"),
         names[12]: (Fault(FaultKind.CORRUPT), "verify", "checksum"),
         names[13]: (Fault(FaultKind.STATUS_503), "connect", "http_5xx"),
+        names[14]: (Fault(FaultKind.HTML_200), "transfer", "html"),
     }
     faults = {**transient, **{name: spec[0] for name, spec in permanent.items()}}
     with Origin(dataset.files, faults) as origin:
@@ -120,7 +121,7 @@ def test_every_fault_ends_done_with_right_bytes_or_failed_with_step_and_error(
         assert failed[name]["retrying"] is False
     # 404/410 are permanent at once; the others use up exactly the attempt limit (4).
     assert requests[names[10]] == requests[names[11]] == 1
-    assert requests[names[12]] == requests[names[13]] == 4
+    assert requests[names[12]] == requests[names[13]] == requests[names[14]] == 4
     for name in transient:
         assert requests[name] <= 4, f"{name} was fetched {requests[name]} times"
     # The 429 said Retry-After: 1; the retry came no sooner (backoff alone is <= 0.3 s).

@@ -325,6 +325,13 @@ class Fetcher:
         self, response, partial: Path, offset: int, hasher, row: FileRow, progress
     ) -> int:
         announced = response.headers.get("content-length")
+        if _html_instead_of_file(response, row, offset, announced):
+            raise _fail(
+                "transfer",
+                "html",
+                f"the origin answered {response.status} with an HTML page, not the file "
+                "(an error page, a login or a captive portal?)",
+            )
         if row.size is not None and announced is not None and offset + int(announced) != row.size:
             raise _fail(
                 "transfer",
@@ -457,6 +464,17 @@ def _cause(exc: BaseException) -> str:
     while exc.__cause__ is not None and str(exc.__cause__):
         exc = exc.__cause__
     return str(exc) or type(exc).__name__
+
+
+def _html_instead_of_file(
+    response: aiohttp.ClientResponse, row: FileRow, offset: int, announced: str | None
+) -> bool:
+    """An HTML page where a file that is not HTML, or not of this size, was expected."""
+    if not response.content_type.startswith("text/html"):
+        return False
+    if PurePosixPath(row.path).suffix.lower() in (".html", ".htm"):
+        return False
+    return row.size is None or announced is None or offset + int(announced) != row.size
 
 
 def _accept_range(response: aiohttp.ClientResponse, segment: Segment, fetch: RangeFetch) -> None:

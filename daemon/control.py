@@ -11,6 +11,7 @@ import apsw
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.downloader import files
+from bulkforge.daemon.downloader.incremental import skip_unchanged
 from bulkforge.daemon.downloader.listing import DownloadRequest, source_pages
 from bulkforge.daemon.downloader.scheduler import Downloader
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
@@ -111,7 +112,7 @@ class Control:
             while (page := await asyncio.to_thread(next, pages, None)) is not None:
                 await self._writer.call(lambda c, page=page: jobs.stage_rows(c, table, page))
             job, created = await self._writer.call(
-                lambda c: jobs.create_staged_job(c, request.name, spec, str(request.dest), table)
+                lambda c: _create_download_job(c, request, spec, table)
             )
         finally:
             with contextlib.suppress(StoreFatal):
@@ -165,6 +166,16 @@ class Control:
             return jobs.move_job(conn, job, new, message=message)
 
         return await self._writer.call(move)
+
+
+def _create_download_job(
+    conn: apsw.Connection, request: DownloadRequest, spec: dict, table: str
+) -> tuple[jobs.JobRow, bool]:
+    """The job from its staged rows, minus what an earlier job already has in place."""
+    job, created = jobs.create_staged_job(conn, request.name, spec, str(request.dest), table)
+    if created:
+        skip_unchanged(conn, job.id, str(request.dest))
+    return job, created
 
 
 def _prepare_dest(dest: Path) -> None:

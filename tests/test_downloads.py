@@ -265,3 +265,29 @@ def test_a_vanished_destination_fails_files_clearly_and_is_not_recreated(make_da
     assert not dest.exists()
     assert "Traceback" not in daemon.log.read_text()
     assert daemon.stop() == 0
+
+
+def test_a_rerun_fetches_only_new_and_changed_files(daemon, tmp_path):
+    dataset = make_dataset(6, 5000, seed=21)
+    names = sorted(dataset.files)
+    dest = tmp_path / "dest"
+    with Origin(dataset.files) as origin:
+        first = write_manifest(tmp_path / "m1.jsonl", manifest_rows(origin, dataset))
+        daemon.submit("run-1", first, dest)
+        assert daemon.wait_state("run-1", {"completed", "failed"}).state == "completed"
+        changed = dict(dataset.files)
+        changed[names[0]] = b"new content" * 100
+        changed["set/new/added.bin"] = b"added" * 10
+        for name in (names[0], "set/new/added.bin"):
+            origin.set_file(name, changed[name])
+        (dest / names[1]).unlink()  # gone from disk: fetched again though the store had it
+        origin.log.clear()
+        second = write_manifest(tmp_path / "m2.jsonl", manifest_rows(origin, make_ds(changed)))
+        daemon.submit("run-2", second, dest)
+        job = daemon.wait_state("run-2", {"completed", "failed"})
+        fetched = {record.path for record in origin.log.snapshot() if record.method == "GET"}
+    assert job.state == "completed"
+    assert dict(job.counts) == {"done": 3, "skipped": 4}
+    assert fetched == {names[0], names[1], "set/new/added.bin"}
+    for name, data in changed.items():
+        assert (dest / name).read_bytes() == data

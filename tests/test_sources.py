@@ -18,9 +18,8 @@ AWS_ENV = {
 }
 
 
-def public_bucket(endpoint: str, objects: dict[str, bytes]) -> str:
-    """A bucket whose objects anyone may GET, as data.binance.vision's are."""
-    client = boto3.client(
+def admin_client(endpoint: str):
+    return boto3.client(
         "s3",
         endpoint_url=endpoint,
         region_name="us-east-1",
@@ -28,6 +27,11 @@ def public_bucket(endpoint: str, objects: dict[str, bytes]) -> str:
         aws_secret_access_key="testing",
         config=Config(request_checksum_calculation="when_required"),
     )
+
+
+def public_bucket(endpoint: str, objects: dict[str, bytes]) -> str:
+    """A bucket whose objects anyone may GET, as data.binance.vision's are."""
+    client = admin_client(endpoint)
     name = f"pub-{uuid.uuid4().hex[:10]}"
     client.create_bucket(Bucket=name)
     for key, data in objects.items():
@@ -149,3 +153,29 @@ def test_hf_lfs_file_with_a_wrong_sha256_fails_as_checksum(make_daemon, tmp_path
     assert job.state == "failed"
     assert (failure["step"], failure["error_class"]) == ("verify", "checksum")
     assert not (tmp_path / "hf/w.bin").exists()
+
+
+def test_a_rerun_refetches_a_zip_whose_checksum_changed(aws_daemon, moto_endpoint, tmp_path):
+    day1, day2 = b"day one" * 50, b"day two" * 50
+    objects = {
+        "k/d1.zip": day1,
+        "k/d1.zip.CHECKSUM": sha256sum_line(day1, "d1.zip"),
+        "k/d2.zip": day2,
+        "k/d2.zip.CHECKSUM": sha256sum_line(day2, "d2.zip"),
+    }
+    bucket = public_bucket(moto_endpoint, objects)
+    source = f"{moto_endpoint}/{bucket}/k"
+    dest = str(tmp_path / "mirror")
+    aws_daemon.bfctl("submit", "download", "day-1", "--s3", source, "--dest", dest)
+    assert aws_daemon.wait_state("day-1", {"completed", "failed"}).state == "completed"
+    # Upstream republishes d2's sidecar (same sum, binary-mode marker): a new ETag.
+    rewritten = f"{hashlib.sha256(day2).hexdigest()} *d2.zip\n".encode()
+    admin_client(moto_endpoint).put_object(
+        Bucket=bucket, Key="k/d2.zip.CHECKSUM", Body=rewritten, ACL="public-read"
+    )
+    aws_daemon.bfctl("submit", "download", "day-2", "--s3", source, "--dest", dest)
+    job = aws_daemon.wait_state("day-2", {"completed", "failed"})
+    assert job.state == "completed"
+    # d1 and its sidecar unchanged: skipped; d2's sidecar changed: it and its zip fetched.
+    assert dict(job.counts) == {"skipped": 2, "done": 2}
+    assert (tmp_path / "mirror/d2.zip.CHECKSUM").read_bytes() == rewritten

@@ -291,3 +291,16 @@ def test_a_rerun_fetches_only_new_and_changed_files(daemon, tmp_path):
     assert fetched == {names[0], names[1], "set/new/added.bin"}
     for name, data in changed.items():
         assert (dest / name).read_bytes() == data
+
+
+def test_per_host_limit_caps_connections_to_one_origin(make_daemon, tmp_path):
+    dataset = make_dataset(30, 20_000, seed=31)
+    daemon = make_daemon("--per-host-connections", "2", "--max-connections", "16").start()
+    with Origin(dataset.files) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        daemon.submit("perhost", manifest, tmp_path / "dest")
+        assert daemon.wait_state("perhost", {"completed", "failed"}).state == "completed"
+        connections = {record.conn for record in origin.log.snapshot()}
+    # Keep-alive reuses them: 30 files came over at most the two connections allowed.
+    assert 1 <= len(connections) <= 2
+    assert daemon.stop() == 0

@@ -179,3 +179,31 @@ def test_a_rerun_refetches_a_zip_whose_checksum_changed(aws_daemon, moto_endpoin
     # d1 and its sidecar unchanged: skipped; d2's sidecar changed: it and its zip fetched.
     assert dict(job.counts) == {"skipped": 2, "done": 2}
     assert (tmp_path / "mirror/d2.zip.CHECKSUM").read_bytes() == rewritten
+
+
+def test_a_private_bucket_is_listed_and_fetched_with_bfds_credentials(
+    aws_daemon, moto_endpoint, tmp_path
+):
+    client = admin_client(moto_endpoint)
+    bucket = f"private-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="p/secret.bin", Body=b"s" * 1000)
+    assert _anonymous_get(f"{moto_endpoint}/{bucket}/p/secret.bin") == 403
+    aws_daemon.bfctl(
+        "submit", "download", "private", "--s3", f"{moto_endpoint}/{bucket}/p",
+        "--dest", str(tmp_path / "d"),
+    )  # fmt: skip
+    job = aws_daemon.wait_state("private", {"completed", "failed"})
+    assert job.state == "completed", aws_daemon.bfctl("failures", "private").stdout
+    assert (tmp_path / "d/secret.bin").read_bytes() == b"s" * 1000
+
+
+def _anonymous_get(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code

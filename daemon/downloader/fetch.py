@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import aiohttp
 
+from bulkforge.daemon.downloader.access import PUBLIC, Access
 from bulkforge.daemon.downloader.files import Failure, FileRow
 from bulkforge.daemon.downloader.paths import partial_path, resolve_inside
 from bulkforge.daemon.downloader.segments import (
@@ -165,6 +166,7 @@ class Fetcher:
         dest: Path,
         progress: Callable[[int], None],
         on_validator: Callable[[str | None], None],
+        access: Access = PUBLIC,
     ) -> Received:
         """Bytes of row into its partial (resuming when possible), hashed on the way.
 
@@ -177,21 +179,23 @@ class Fetcher:
             raise _fail("connect", "path", str(exc), False) from None
         partial = partial_path(target)
         if row.checksum_url and not row.sha256:
-            row = dataclasses.replace(row, sha256=await self._sidecar_sha256(row))
+            row = dataclasses.replace(row, sha256=await self._sidecar_sha256(row, access))
         existing = await asyncio.to_thread(self._matching_target, row, target)
         if existing is not None:
             return existing
         await asyncio.to_thread(_prepare_dir, dest, target.parent)
         if self._ledger.wants_segments(row.size):
             try:
-                return await self._receive_ranges(row, target, partial, progress, on_validator)
+                return await self._receive_ranges(
+                    row, target, partial, progress, on_validator, access
+                )
             except RangesRefused:
                 await self._ledger.forget(row.id)
                 await asyncio.to_thread(partial.unlink, True)
                 row = dataclasses.replace(row, validator=None)
         for _ in range(2):
             try:
-                return await self._stream(row, target, partial, progress, on_validator)
+                return await self._stream(row, target, partial, progress, on_validator, access)
             except _RestartFromZero:
                 await asyncio.to_thread(partial.unlink, True)
         raise _fail("transfer", "range", "the origin keeps refusing to resume or restart")
@@ -203,6 +207,7 @@ class Fetcher:
         partial: Path,
         progress: Callable[[int], None],
         on_validator: Callable[[str | None], None],
+        access: Access,
     ) -> Received:
         """Fetch the ranges not yet done into a preallocated partial, then hash it whole."""
         assert row.size is not None
@@ -217,7 +222,8 @@ class Fetcher:
             progress(sum(s.stop - s.start for s in segments if s.done))
             fetch = RangeFetch(
                 session=self._session,
-                url=row.url,
+                url=access.url(row.url),
+                headers=access.headers,
                 fd=fd,
                 validator=row.validator if resuming else None,
                 progress=progress,
@@ -236,6 +242,7 @@ class Fetcher:
     async def _fetch_range(self, fetch: RangeFetch, segment: Segment) -> None:
         """One range into its place in the partial, fsynced before the caller marks it done."""
         headers = {
+            **fetch.headers,
             "accept-encoding": "identity",
             "range": f"bytes={segment.start}-{segment.stop - 1}",
         }
@@ -265,11 +272,12 @@ class Fetcher:
         except OSError as exc:
             raise DiskFatal(f"cannot fsync a range of {fetch.url}: {exc}") from exc
 
-    async def _sidecar_sha256(self, row: FileRow) -> str:
+    async def _sidecar_sha256(self, row: FileRow, access: Access) -> str:
         """The sha256 a `sha256sum`-format sidecar (X.CHECKSUM) gives for this file."""
         assert row.checksum_url is not None
         try:
-            async with self._session.get(row.checksum_url) as response:
+            url, headers = access.url(row.checksum_url), dict(access.headers)
+            async with self._session.get(url, headers=headers) as response:
                 if response.status != 200:
                     raise _status_failure(response)
                 text = (await response.content.read(SIDECAR_MAX)).decode("utf-8", "replace")
@@ -287,14 +295,15 @@ class Fetcher:
         partial: Path,
         progress: Callable[[int], None],
         on_validator: Callable[[str | None], None],
+        access: Access,
     ) -> Received:
         offset = partial.stat().st_size if partial.exists() and row.validator else 0
-        headers = {"accept-encoding": "identity"}
+        headers = {**access.headers, "accept-encoding": "identity"}
         if offset:
             headers["range"] = f"bytes={offset}-"
             headers["if-range"] = row.validator or ""
         try:
-            async with self._session.get(row.url, headers=headers) as response:
+            async with self._session.get(access.url(row.url), headers=headers) as response:
                 offset = self._accept(response, row, offset)
                 validator = _validator(response)
                 if validator != row.validator:

@@ -19,8 +19,10 @@ from loguru import logger
 from bulkforge.daemon import jobs
 from bulkforge.daemon.disks import describe_disk
 from bulkforge.daemon.downloader import files, segments
+from bulkforge.daemon.downloader.access import Access, access_for
 from bulkforge.daemon.downloader.fetch import DiskFatal, Fetcher, TransferFailed
 from bulkforge.daemon.downloader.segments import Ledger
+from bulkforge.daemon.errors import Refused
 from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines.batch import BatchState
@@ -67,6 +69,7 @@ class Downloader:
         self._wake = asyncio.Event()
         self._stopping = False
         self._fetcher: Fetcher | None = None
+        self._access: dict[int, Access] = {}
 
     # -- what others ask of the pipeline -------------------------------------------------
 
@@ -163,7 +166,11 @@ class Downloader:
         state = FileState.DOWNLOADING
         try:
             received = await self._fetcher.receive(
-                row, Path(job.dest), transfer.add, lambda v: self._remember_validator(row.id, v)
+                row,
+                Path(job.dest),
+                transfer.add,
+                lambda v: self._remember_validator(row.id, v),
+                await self._access_for(job),
             )
             await self._writer.call(lambda conn: files.to_verifying(conn, row.id))
             state = FileState.VERIFYING
@@ -192,6 +199,15 @@ class Downloader:
         finally:
             self._transfers.pop(row.id, None)
             self.wake()
+
+    async def _access_for(self, job: jobs.JobRow) -> Access:
+        """The job's credentials for its requests, built once (boto3 is slow to start)."""
+        if job.id not in self._access:
+            try:
+                self._access[job.id] = await asyncio.to_thread(access_for, job.spec)
+            except Refused as exc:
+                raise TransferFailed(files.Failure("connect", "auth", str(exc), False)) from None
+        return self._access[job.id]
 
     def _remember_validator(self, file_id: int, validator: str | None) -> None:
         # Not awaited: it only has to land before a later resume, and the writer

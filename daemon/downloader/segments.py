@@ -11,7 +11,7 @@ back to a single stream from zero.
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -91,6 +91,7 @@ class RangeFetch:
 
     session: aiohttp.ClientSession
     url: str
+    headers: Mapping[str, str]
     fd: int
     validator: str | None
     progress: Callable[[int], None]

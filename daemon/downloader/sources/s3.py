@@ -7,7 +7,7 @@ most jobs never touch S3.
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -20,6 +20,10 @@ from bulkforge.daemon.errors import InvalidArgument, Unavailable
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
+
+
+# A presigned URL serves one attempt; it must outlive a long transfer of a large file.
+PRESIGNED_FOR_S = 6 * 3600
 
 MAX_PAGE_SIZE = 1000  # the most ListObjectsV2 returns per request, whatever is asked
 MAX_REPORTED_KEYS = 10
@@ -281,3 +285,29 @@ def listing_refusal(location: S3Location, response: dict[str, Any]) -> Exception
             f"s3: listing {location.url} failed at the server ({said}); try again later"
         )
     return InvalidArgument(f"s3: listing {location.url} failed ({said or f'HTTP {status}'})")
+
+
+def presigner(location: S3Location) -> Callable[[str], str] | None:
+    """Presign GETs of this bucket's objects when bfd has credentials; None when anonymous.
+
+    Objects of a private bucket need signed GETs like its listing; a presigned URL
+    carries the signature in its query, so Range and If-Range work unchanged.
+    """
+    import boto3
+
+    if not _has_credentials(boto3.session.Session()):
+        return None
+    client = make_client(location.endpoint)
+    prefix = f"{location.endpoint}/{location.bucket}/"
+
+    def presign(url: str) -> str:
+        if not url.startswith(prefix):
+            return url
+        key = unquote(url.removeprefix(prefix))
+        return client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": location.bucket, "Key": key},
+            ExpiresIn=PRESIGNED_FOR_S,
+        )
+
+    return presign

@@ -25,6 +25,7 @@ from bulkforge.daemon.downloader.files import Failure, FileRow
 from bulkforge.daemon.downloader.paths import partial_path, resolve_inside
 from bulkforge.daemon.downloader.segments import (
     Ledger,
+    PrefixHasher,
     RangeFetch,
     RangesRefused,
     Segment,
@@ -230,12 +231,29 @@ class Fetcher:
                 throttle=self._bandwidth.take,
                 on_validator=on_validator,
             )
-            await fetch_all(fetch, segments, self._ledger, row.id, self._fetch_range)
+            hasher, expected, kind = _hasher(row)
+            prefix = PrefixHasher(hasher, str(partial), segments) if hasher else None
+            hashing = asyncio.create_task(prefix.run()) if prefix else None
+            try:
+                await fetch_all(
+                    fetch,
+                    segments,
+                    self._ledger,
+                    row.id,
+                    self._fetch_range,
+                    prefix.mark_done if prefix else lambda idx: None,
+                )
+                if hashing is not None:
+                    try:
+                        await hashing
+                    except OSError as exc:
+                        raise _fail("verify", "io", f"cannot read back {partial}: {exc}") from None
+            finally:
+                if hashing is not None and not hashing.done():
+                    hashing.cancel()
+                    await asyncio.gather(hashing, return_exceptions=True)
         finally:
             os.close(fd)
-        hasher, expected, kind = _hasher(row)
-        if hasher is not None:
-            await asyncio.to_thread(_hash_file, partial, hasher)
         digest = hasher.hexdigest() if hasher else None
         return Received(partial, target, row.size, digest, expected, kind)
 

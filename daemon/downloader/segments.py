@@ -19,6 +19,8 @@ import apsw
 
 from bulkforge.daemon.store import Writer
 
+HASH_BLOCK = 4 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -99,12 +101,57 @@ class RangeFetch:
     on_validator: Callable[[str | None], None]
 
 
+class PrefixHasher:
+    """Hashes a file's ranges in order as they are done, while later ones still download.
+
+    The whole file is still hashed exactly once, front to back; it only no longer
+    waits for the last range to start.
+    """
+
+    def __init__(self, hasher, path: str, segments: list[Segment]):
+        self._hasher = hasher
+        self._path = path
+        self._segments = segments
+        self._done = {segment.idx for segment in segments if segment.done}
+        self._next = 0
+        self._more = asyncio.Event()
+
+    def mark_done(self, idx: int) -> None:
+        self._done.add(idx)
+        self._more.set()
+
+    async def run(self) -> None:
+        while self._next < len(self._segments):
+            if self._next not in self._done:
+                self._more.clear()
+                await self._more.wait()
+                continue
+            segment = self._segments[self._next]
+            await asyncio.to_thread(_hash_range, self._path, self._hasher, segment)
+            self._next += 1
+
+
+def _hash_range(path: str, hasher, segment: Segment) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        position = segment.start
+        while position < segment.stop:
+            block = os.pread(fd, min(HASH_BLOCK, segment.stop - position), position)
+            if not block:
+                raise OSError(f"{path} ends at byte {position}, before its last range")
+            hasher.update(block)
+            position += len(block)
+    finally:
+        os.close(fd)
+
+
 async def fetch_all(
     fetch: RangeFetch,
     segments: list[Segment],
     ledger: Ledger,
     file_id: int,
     fetch_one: Callable,
+    on_done: Callable[[int], None] = lambda idx: None,
 ) -> None:
     """Fetch every range not done, `ledger.per_file` at a time; the first failure stops all."""
     gate = asyncio.Semaphore(ledger.per_file)
@@ -113,6 +160,7 @@ async def fetch_all(
         async with gate:
             await fetch_one(fetch, segment)
             await ledger.done(file_id, segment.idx)
+            on_done(segment.idx)
 
     tasks = [asyncio.create_task(one(s)) for s in segments if not s.done]
     if not tasks:

@@ -11,6 +11,7 @@ import traceback
 import grpc
 
 from bulkforge.client.commands import (
+    analyze,
     cancel,
     demo,
     failures,
@@ -35,6 +36,7 @@ from bulkforge.client.errors import (
 
 COMMANDS = (
     submit,
+    analyze,
     list_jobs,
     status,
     watch,

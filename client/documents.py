@@ -116,6 +116,21 @@ def watch_event_to_dict(event: pb.WatchEvent) -> dict[str, Any]:
     }
 
 
+def analysis_to_dict(response: pb.AnalyzeResponse) -> dict[str, Any]:
+    def groups(items) -> list[dict[str, Any]]:
+        return [{"key": g.key, "files": g.files, "bytes": g.bytes} for g in items]
+
+    return {
+        "files": response.files,
+        "bytes": response.bytes,
+        "unknown_size": response.unknown_size,
+        "with_checksum": response.with_checksum,
+        "by_extension": groups(response.by_extension),
+        "by_top_dir": groups(response.by_top_dir),
+        "largest": [{"path": g.key, "bytes": g.bytes} for g in response.largest],
+    }
+
+
 def print_json(document: Any) -> None:
     """The one JSON document of a --json run: the only thing written on stdout."""
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")

@@ -293,3 +293,31 @@ def print_system(response: pb.SystemResponse) -> None:
                 percent(used, disk.total_bytes),
             )
         out.print(table)
+
+
+def print_analysis(response: pb.AnalyzeResponse) -> None:
+    from rich.table import Table
+
+    out = console()
+    out.print(
+        f"{response.files:,} files, {human_bytes(response.bytes)}"
+        + (f" ({response.unknown_size:,} of unknown size)" if response.unknown_size else "")
+        + f"; {response.with_checksum:,} with a checksum to verify against"
+    )
+    for title, groups in (
+        ("by extension", response.by_extension),
+        ("by top-level directory", response.by_top_dir),
+    ):
+        table = Table(title=title, title_justify="left")
+        table.add_column("")
+        table.add_column("files", justify="right")
+        table.add_column("bytes", justify="right")
+        for group in list(groups)[:20]:
+            table.add_row(styled(group.key), f"{group.files:,}", human_bytes(group.bytes))
+        out.print(table)
+    largest = Table(title="largest files", title_justify="left")
+    largest.add_column("path")
+    largest.add_column("bytes", justify="right")
+    for group in response.largest:
+        largest.add_row(styled(group.key), human_bytes(group.bytes))
+    out.print(largest)

@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field, StringConstraints, ValidationError, model
 
 from bulkforge.daemon import errors, jobs
 from bulkforge.daemon.control import Control
-from bulkforge.daemon.downloader.listing import DownloadRequest
+from bulkforge.daemon.downloader.analyze import analyze
+from bulkforge.daemon.downloader.listing import DownloadRequest, Source, source_pages
 from bulkforge.daemon.jobs import NAME_PATTERN, JobView
 from bulkforge.daemon.machines.job import TERMINAL, JobState
 from bulkforge.daemon.settings import Settings
@@ -38,6 +39,7 @@ STATUS_OF = {
 }
 WATCH_ENDS = TERMINAL | {JobState.AWAITING_SWAP}
 DEFAULT_FAILURES_LIMIT = 100
+DEFAULT_LARGEST = 10
 
 JobName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
@@ -45,9 +47,9 @@ JobName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Glob = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
-class SubmitDownload(BaseModel):
-    name: JobName
-    dest: Annotated[str, StringConstraints(min_length=1)]
+class SourceSpec(BaseModel):
+    """Exactly one source of files, validated at the boundary."""
+
     manifest: str | None = None
     urls: list[Annotated[str, StringConstraints(min_length=1)]] = Field(default_factory=list)
     s3: Annotated[str, StringConstraints(max_length=4096)] | None = None
@@ -55,22 +57,30 @@ class SubmitDownload(BaseModel):
     include: list[Glob] = Field(default_factory=list, max_length=1000)
     exclude: list[Glob] = Field(default_factory=list, max_length=1000)
 
+    @classmethod
+    def of(cls, spec: pb.DownloadSpec) -> "SourceSpec":
+        return cls(
+            manifest=spec.manifest or None,
+            urls=list(spec.urls.urls),
+            s3=spec.s3 or None,
+            hf=spec.hf or None,
+            include=list(spec.include),
+            exclude=list(spec.exclude),
+        )
+
     @model_validator(mode="after")
-    def _one_source(self) -> "SubmitDownload":
+    def _one_source(self) -> "SourceSpec":
         given = [bool(self.manifest), bool(self.urls), bool(self.s3), bool(self.hf)]
         if sum(given) != 1:
             raise ValueError(
                 "give exactly one source: a manifest, URLs, an S3 listing or an HF repo"
             )
-        for path in filter(None, (self.dest, self.manifest)):
-            if not os.path.isabs(path):
-                raise ValueError(f"{path!r} must be an absolute path")
+        if self.manifest and not os.path.isabs(self.manifest):
+            raise ValueError(f"{self.manifest!r} must be an absolute path")
         return self
 
-    def request(self) -> DownloadRequest:
-        return DownloadRequest(
-            name=self.name,
-            dest=Path(self.dest),
+    def source(self) -> Source:
+        return Source(
             manifest=Path(self.manifest) if self.manifest else None,
             urls=tuple(self.urls),
             s3=self.s3,
@@ -78,6 +88,21 @@ class SubmitDownload(BaseModel):
             include=tuple(self.include),
             exclude=tuple(self.exclude),
         )
+
+
+class SubmitDownload(BaseModel):
+    name: JobName
+    dest: Annotated[str, StringConstraints(min_length=1)]
+    source: SourceSpec
+
+    @model_validator(mode="after")
+    def _absolute_dest(self) -> "SubmitDownload":
+        if not os.path.isabs(self.dest):
+            raise ValueError(f"{self.dest!r} must be an absolute path")
+        return self
+
+    def request(self) -> DownloadRequest:
+        return DownloadRequest(name=self.name, dest=Path(self.dest), source=self.source.source())
 
 
 class NameOnly(BaseModel):
@@ -173,16 +198,7 @@ class Servicer(pb_grpc.BulkforgeServicer):
         if request.WhichOneof("spec") != "download":
             raise errors.InvalidArgument("the request names no job spec (download)")
         spec = request.download
-        checked = SubmitDownload(
-            name=request.name,
-            dest=spec.dest,
-            manifest=spec.manifest or None,
-            urls=list(spec.urls.urls),
-            s3=spec.s3 or None,
-            hf=spec.hf or None,
-            include=list(spec.include),
-            exclude=list(spec.exclude),
-        )
+        checked = SubmitDownload(name=request.name, dest=spec.dest, source=SourceSpec.of(spec))
         view, created = await self._control.submit_download(checked.request())
         if created:
             logger.info("job {} submitted: {} files", view.job.name, view.items_total)
@@ -256,6 +272,24 @@ class Servicer(pb_grpc.BulkforgeServicer):
         )
 
     @refusals
+    async def Analyze(self, request: pb.AnalyzeRequest, context) -> pb.AnalyzeResponse:
+        if request.largest < 0:
+            raise errors.InvalidArgument("largest must not be negative")
+        source = SourceSpec.of(request.source).source()
+        summary = await asyncio.to_thread(
+            lambda: analyze(source_pages(source), request.largest or DEFAULT_LARGEST)
+        )
+        return pb.AnalyzeResponse(
+            files=summary.files,
+            bytes=summary.bytes,
+            unknown_size=summary.unknown_size,
+            with_checksum=summary.with_checksum,
+            by_extension=_groups(summary.by_extension),
+            by_top_dir=_groups(summary.by_top_dir),
+            largest=[pb.SizeGroup(key=path, files=1, bytes=size) for size, path in summary.largest],
+        )
+
+    @refusals
     async def System(self, request: pb.SystemRequest, context) -> pb.SystemResponse:
         return await asyncio.to_thread(self._system)
 
@@ -312,6 +346,12 @@ class Servicer(pb_grpc.BulkforgeServicer):
                 await asyncio.sleep(interval)
         except (errors.Refused, ValidationError, StoreFatal) as exc:
             await _abort(context, exc)
+
+
+def _groups(groups: dict) -> list[pb.SizeGroup]:
+    """Biggest first, by bytes then files."""
+    ordered = sorted(groups.items(), key=lambda item: (-item[1].bytes, -item[1].files, item[0]))
+    return [pb.SizeGroup(key=key, files=g.files, bytes=g.bytes) for key, g in ordered]
 
 
 def _disk(path: str) -> pb.Disk:

@@ -108,7 +108,7 @@ class Control:
         table = f"staged_{uuid.uuid4().hex}"
         await self._writer.call(lambda c: jobs.stage_open(c, table))
         try:
-            pages = source_pages(request)
+            pages = source_pages(request.source)
             while (page := await asyncio.to_thread(next, pages, None)) is not None:
                 await self._writer.call(lambda c, page=page: jobs.stage_rows(c, table, page))
             job, created = await self._writer.call(

@@ -304,3 +304,27 @@ def test_per_host_limit_caps_connections_to_one_origin(make_daemon, tmp_path):
     # Keep-alive reuses them: 30 files came over at most the two connections allowed.
     assert 1 <= len(connections) <= 2
     assert daemon.stop() == 0
+
+
+def test_analyze_summarises_a_source_without_storing_or_fetching(daemon, tmp_path):
+    rows = [
+        {"url": "http://127.0.0.1:9/a/x.zip", "path": "a/x.zip", "size": 300, "sha256": "0" * 64},
+        {"url": "http://127.0.0.1:9/a/y.zip", "path": "a/y.zip", "size": 100},
+        {"url": "http://127.0.0.1:9/b/z.csv", "path": "b/z.csv", "size": 50},
+        {"url": "http://127.0.0.1:9/top.txt", "path": "top.txt"},
+    ]
+    manifest = write_manifest(tmp_path / "m.jsonl", rows)
+    summary = daemon.bfctl_json("analyze", "--manifest", str(manifest), "--largest", "2")
+    assert (summary["files"], summary["bytes"], summary["unknown_size"]) == (4, 450, 1)
+    assert summary["with_checksum"] == 1
+    assert summary["by_extension"][0] == {"key": ".zip", "files": 2, "bytes": 400}
+    assert {g["key"] for g in summary["by_top_dir"]} == {"a/", "b/", "(top level)"}
+    assert summary["largest"] == [
+        {"path": "a/x.zip", "bytes": 300},
+        {"path": "a/y.zip", "bytes": 100},
+    ]
+    assert daemon.bfctl_json("list") == {"jobs": []}
+    human = daemon.bfctl("analyze", "--manifest", str(manifest))
+    assert human.returncode == 0 and "4 files" in human.stdout and "a/x.zip" in human.stdout
+    bad = daemon.bfctl("analyze", "--s3", "ftp://nope/bucket")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr

@@ -24,6 +24,7 @@ RPCS = {
     "Failures",
     "Stats",
     "System",
+    "Analyze",
     "Watch",
 }
 

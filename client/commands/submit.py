@@ -17,7 +17,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
     download = add_command(kinds, "download", "download files into a directory", run_download)
     add_job_name(download)
-    source = download.add_mutually_exclusive_group(required=True)
+    add_source_flags(download)
+    download.add_argument("--dest", required=True, metavar="D", help="directory the files land in")
+    download.set_defaults(check=check_download)
+
+
+def add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """The source of a download; `analyze` takes the same flags."""
+    source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--manifest", metavar="F", help="JSONL, CSV or Parquet with url[, path, size, sha256, ...]"
     )
@@ -30,14 +37,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--hf", metavar="REPO[@REV]", help="a Hugging Face repo, e.g. datasets/ORG/NAME@main"
     )
-    download.add_argument("--dest", required=True, metavar="D", help="directory the files land in")
-    download.add_argument(
+    parser.add_argument(
         "--include", action="append", default=[], metavar="GLOB", help="only listed paths matching"
     )
-    download.add_argument(
+    parser.add_argument(
         "--exclude", action="append", default=[], metavar="GLOB", help="skip listed paths matching"
     )
-    download.set_defaults(check=check_download)
+
+
+def source_spec(args: argparse.Namespace) -> pb.DownloadSpec:
+    spec = pb.DownloadSpec(include=args.include, exclude=args.exclude)
+    if args.manifest is not None:
+        spec.manifest = args.manifest
+    elif args.s3 is not None:
+        spec.s3 = args.s3
+    elif args.hf is not None:
+        spec.hf = args.hf
+    else:
+        spec.urls.urls.extend(args.url)
+    return spec
+
+
+def check_manifest(args: argparse.Namespace) -> None:
+    if args.manifest is None:
+        return
+    args.manifest = daemon_path(args.manifest, remote=bool(args.target), what="--manifest")
+    if not args.target and not Path(args.manifest).is_file():
+        raise UsageError(f"--manifest {args.manifest}: no such file")
 
 
 def check_download(args: argparse.Namespace) -> None:
@@ -47,11 +73,7 @@ def check_download(args: argparse.Namespace) -> None:
     be absolute, and whether the manifest exists is for that node to say.
     """
     args.dest = daemon_path(args.dest, remote=bool(args.target), what="--dest")
-    if args.manifest is None:
-        return
-    args.manifest = daemon_path(args.manifest, remote=bool(args.target), what="--manifest")
-    if not args.target and not Path(args.manifest).is_file():
-        raise UsageError(f"--manifest {args.manifest}: no such file")
+    check_manifest(args)
 
 
 def daemon_path(path: str, remote: bool, what: str) -> str:
@@ -63,15 +85,8 @@ def daemon_path(path: str, remote: bool, what: str) -> str:
 
 
 def run_download(args: argparse.Namespace, stub) -> int:
-    spec = pb.DownloadSpec(dest=args.dest, include=args.include, exclude=args.exclude)
-    if args.manifest is not None:
-        spec.manifest = args.manifest
-    elif args.s3 is not None:
-        spec.s3 = args.s3
-    elif args.hf is not None:
-        spec.hf = args.hf
-    else:
-        spec.urls.urls.extend(args.url)
+    spec = source_spec(args)
+    spec.dest = args.dest
     request = pb.SubmitRequest(name=args.name, download=spec)
     response = stub.Submit(request, timeout=call_timeout(args))
     if args.json:

@@ -16,9 +16,9 @@ PAGE_ROWS = 10_000
 
 
 @dataclass(frozen=True)
-class DownloadRequest:
-    name: str
-    dest: Path
+class Source:
+    """Where a download's files come from: exactly one of manifest, urls, s3, hf."""
+
     manifest: Path | None = None
     urls: tuple[str, ...] = ()
     s3: str | None = None
@@ -27,7 +27,6 @@ class DownloadRequest:
     exclude: tuple[str, ...] = ()
 
     def spec(self) -> dict:
-        """The parameters a resubmission must repeat to be the same job."""
         if self.manifest:
             source: dict = {"manifest": str(self.manifest)}
         elif self.urls:
@@ -36,7 +35,18 @@ class DownloadRequest:
             source = {"s3": self.s3} if self.s3 else {"hf": self.hf}
         if self.include or self.exclude:
             source |= {"include": list(self.include), "exclude": list(self.exclude)}
-        return {"kind": "download", "source": source, "dest": str(self.dest)}
+        return source
+
+
+@dataclass(frozen=True)
+class DownloadRequest:
+    name: str
+    dest: Path
+    source: Source
+
+    def spec(self) -> dict:
+        """The parameters a resubmission must repeat to be the same job."""
+        return {"kind": "download", "source": self.source.spec(), "dest": str(self.dest)}
 
 
 def pages_of(entries: Iterable[FileEntry], rows: int = PAGE_ROWS) -> Iterator[list[FileEntry]]:
@@ -45,24 +55,24 @@ def pages_of(entries: Iterable[FileEntry], rows: int = PAGE_ROWS) -> Iterator[li
         yield page
 
 
-def source_pages(request: DownloadRequest) -> Iterator[list[FileEntry]]:
-    """The request's files, page by page; listing sources are imported only when used."""
-    if (request.include or request.exclude) and not (request.s3 or request.hf):
+def source_pages(source: Source) -> Iterator[list[FileEntry]]:
+    """The source's files, page by page; listing sources are imported only when used."""
+    if (source.include or source.exclude) and not (source.s3 or source.hf):
         raise InvalidArgument("--include/--exclude filter --s3 and --hf listings only")
-    if request.manifest:
-        yield from pages_of(read_manifest(request.manifest))
-    elif request.urls:
-        yield from pages_of(entries_from_urls(list(request.urls)))
-    elif request.s3:
+    if source.manifest:
+        yield from pages_of(read_manifest(source.manifest))
+    elif source.urls:
+        yield from pages_of(entries_from_urls(list(source.urls)))
+    elif source.s3:
         from bulkforge.daemon.downloader.sources.binance import pair_checksum_pages
         from bulkforge.daemon.downloader.sources.s3 import S3Listing, parse_s3_url
 
-        listing = S3Listing(parse_s3_url(request.s3), request.include, request.exclude)
+        listing = S3Listing(parse_s3_url(source.s3), source.include, source.exclude)
         yield from pair_checksum_pages(listing.pages())
-    elif request.hf:
+    elif source.hf:
         from bulkforge.daemon.downloader.sources.hf import HFRepo, parse_hf_ref
 
-        repo = HFRepo(parse_hf_ref(request.hf), request.include, request.exclude)
+        repo = HFRepo(parse_hf_ref(source.hf), source.include, source.exclude)
         yield from repo.pages(repo.pin())
     else:
         raise InvalidArgument("give exactly one source: --manifest, --url, --s3 or --hf")

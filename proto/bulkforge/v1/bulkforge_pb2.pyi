@@ -282,3 +282,39 @@ class WatchEvent(_message.Message):
     eta_s: float
     final: bool
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., bytes_per_s: _Optional[float] = ..., items_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., final: _Optional[bool] = ...) -> None: ...
+
+class AnalyzeRequest(_message.Message):
+    __slots__ = ("source", "largest")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LARGEST_FIELD_NUMBER: _ClassVar[int]
+    source: DownloadSpec
+    largest: int
+    def __init__(self, source: _Optional[_Union[DownloadSpec, _Mapping]] = ..., largest: _Optional[int] = ...) -> None: ...
+
+class SizeGroup(_message.Message):
+    __slots__ = ("key", "files", "bytes")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    files: int
+    bytes: int
+    def __init__(self, key: _Optional[str] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class AnalyzeResponse(_message.Message):
+    __slots__ = ("files", "bytes", "unknown_size", "by_extension", "by_top_dir", "largest", "with_checksum")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BY_EXTENSION_FIELD_NUMBER: _ClassVar[int]
+    BY_TOP_DIR_FIELD_NUMBER: _ClassVar[int]
+    LARGEST_FIELD_NUMBER: _ClassVar[int]
+    WITH_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    files: int
+    bytes: int
+    unknown_size: int
+    by_extension: _containers.RepeatedCompositeFieldContainer[SizeGroup]
+    by_top_dir: _containers.RepeatedCompositeFieldContainer[SizeGroup]
+    largest: _containers.RepeatedCompositeFieldContainer[SizeGroup]
+    with_checksum: int
+    def __init__(self, files: _Optional[int] = ..., bytes: _Optional[int] = ..., unknown_size: _Optional[int] = ..., by_extension: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ..., by_top_dir: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ..., largest: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ..., with_checksum: _Optional[int] = ...) -> None: ...

@@ -79,6 +79,11 @@ class BulkforgeStub:
                 request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.SerializeToString,
                 response_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Analyze = channel.unary_unary(
+                '/bulkforge.v1.Bulkforge/Analyze',
+                request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.AnalyzeRequest.SerializeToString,
+                response_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.AnalyzeResponse.FromString,
+                _registered_method=True)
         self.System = channel.unary_unary(
                 '/bulkforge.v1.Bulkforge/System',
                 request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SystemRequest.SerializeToString,
@@ -152,6 +157,13 @@ class BulkforgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Analyze(self, request, context):
+        """A dry run: list a source and summarise it; nothing is stored or fetched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def System(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -213,6 +225,11 @@ def add_BulkforgeServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.FromString,
                     response_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.StatsResponse.SerializeToString,
+            ),
+            'Analyze': grpc.unary_unary_rpc_method_handler(
+                    servicer.Analyze,
+                    request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.AnalyzeRequest.FromString,
+                    response_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.AnalyzeResponse.SerializeToString,
             ),
             'System': grpc.unary_unary_rpc_method_handler(
                     servicer.System,
@@ -468,6 +485,33 @@ class Bulkforge:
             '/bulkforge.v1.Bulkforge/Stats',
             bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.SerializeToString,
             bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Analyze(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulkforge.v1.Bulkforge/Analyze',
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.AnalyzeRequest.SerializeToString,
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.AnalyzeResponse.FromString,
             options,
             channel_credentials,
             insecure,

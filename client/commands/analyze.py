@@ -1,0 +1,29 @@
+"""bfctl analyze SOURCE: what a source holds, before anything is stored or fetched."""
+
+import argparse
+
+from bulkforge.client.commands.base import add_command
+from bulkforge.client.commands.submit import add_source_flags, check_manifest, source_spec
+from bulkforge.client.connection import call_timeout
+from bulkforge.client.documents import analysis_to_dict, print_json
+from bulkforge.client.render import print_analysis
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(subparsers, "analyze", "summarise a source without downloading", run)
+    add_source_flags(parser)
+    parser.add_argument(
+        "--largest", type=int, default=10, metavar="N", help="list the N largest files"
+    )
+    parser.set_defaults(check=check_manifest)
+
+
+def run(args: argparse.Namespace, stub) -> int:
+    request = pb.AnalyzeRequest(source=source_spec(args), largest=args.largest)
+    response = stub.Analyze(request, timeout=call_timeout(args))
+    if args.json:
+        print_json(analysis_to_dict(response))
+    else:
+        print_analysis(response)
+    return 0

@@ -56,6 +56,14 @@ def _fail(step: str, error_class: str, message: str, retryable: bool = True, aft
     return TransferFailed(Failure(step, error_class, message, retryable, after))
 
 
+@dataclass(frozen=True)
+class _Place:
+    target: Path
+    partial: Path
+    existing: "Received | None"
+    offset: int = 0
+
+
 @dataclass
 class Received:
     partial: Path
@@ -174,17 +182,14 @@ class Fetcher:
         on_validator hears the origin's ETag/Last-Modified as soon as the headers
         arrive, so a later resume can send it as If-Range.
         """
-        try:
-            target = resolve_inside(dest, row.path)
-        except InvalidArgument as exc:
-            raise _fail("connect", "path", str(exc), False) from None
-        partial = partial_path(target)
         if row.checksum_url and not row.sha256:
             row = dataclasses.replace(row, sha256=await self._sidecar_sha256(row, access))
-        existing = await asyncio.to_thread(self._matching_target, row, target)
-        if existing is not None:
-            return existing
-        await asyncio.to_thread(_prepare_dir, dest, target.parent)
+        # Path checks, a matching file already in place, directories and the resume offset:
+        # all file system work, so one worker-thread hop instead of stalls on the event loop.
+        place = await asyncio.to_thread(self._place, row, dest)
+        if place.existing is not None:
+            return place.existing
+        target, partial = place.target, place.partial
         if self._ledger.wants_segments(row.size):
             try:
                 return await self._receive_ranges(
@@ -194,12 +199,33 @@ class Fetcher:
                 await self._ledger.forget(row.id)
                 await asyncio.to_thread(partial.unlink, True)
                 row = dataclasses.replace(row, validator=None)
+        offset = place.offset
         for _ in range(2):
             try:
-                return await self._stream(row, target, partial, progress, on_validator, access)
+                return await self._stream(
+                    row, target, partial, offset, progress, on_validator, access
+                )
             except _RestartFromZero:
                 await asyncio.to_thread(partial.unlink, True)
+                offset = 0
         raise _fail("transfer", "range", "the origin keeps refusing to resume or restart")
+
+    def _place(self, row: FileRow, dest: Path) -> "_Place":
+        """Where the file goes and what is already there. Runs in a worker thread."""
+        try:
+            target = resolve_inside(dest, row.path)
+        except InvalidArgument as exc:
+            raise _fail("connect", "path", str(exc), False) from None
+        partial = partial_path(target)
+        existing = self._matching_target(row, target)
+        if existing is not None:
+            return _Place(target, partial, existing)
+        _prepare_dir(dest, target.parent)
+        offset = 0
+        if row.validator:
+            with contextlib.suppress(FileNotFoundError):
+                offset = partial.stat().st_size
+        return _Place(target, partial, None, offset)
 
     async def _receive_ranges(
         self,
@@ -311,11 +337,11 @@ class Fetcher:
         row: FileRow,
         target: Path,
         partial: Path,
+        offset: int,
         progress: Callable[[int], None],
         on_validator: Callable[[str | None], None],
         access: Access,
     ) -> Received:
-        offset = partial.stat().st_size if partial.exists() and row.validator else 0
         headers = {**access.headers, "accept-encoding": "identity"}
         if offset:
             headers["range"] = f"bytes={offset}-"
@@ -382,12 +408,14 @@ class Fetcher:
                 await self._bandwidth.take(len(chunk))
             if sink.handle is None:
                 await asyncio.to_thread(sink.open)
+            # Closing flushes the last buffered bytes: a write, so not on the event loop.
+            await asyncio.to_thread(sink.finish)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise _fail("transfer", "no_space", f"no space left on {partial.parent}") from None
             raise _fail("transfer", "io", f"cannot write {partial}: {exc.strerror}") from None
         finally:
-            sink.close()
+            sink.abandon()
         return received
 
     def _matching_target(self, row: FileRow, target: Path) -> Received | None:
@@ -428,6 +456,13 @@ class Fetcher:
         except OSError as exc:
             raise _fail("rename", "io", f"cannot open {received.partial}: {exc.strerror}") from None
         try:
+            on_disk = os.fstat(fd).st_size
+            if on_disk != received.size:
+                raise _fail(
+                    "verify",
+                    "size",
+                    f"{received.partial} holds {on_disk} bytes, not {received.size}",
+                )
             os.fsync(fd)
         except OSError as exc:
             raise DiskFatal(f"cannot fsync {received.partial}: {exc}") from exc
@@ -563,10 +598,18 @@ class _PartialSink:
         if self._hasher is not None:
             self._hasher.update(chunk)
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        """Close after the last chunk; a failed final flush is an error like any write."""
+        if self.handle is not None:
+            handle, self.handle = self.handle, None
+            handle.close()
+
+    def abandon(self) -> None:
+        """Close after a failure; the partial is resumed or replaced later."""
         if self.handle is not None:
             with contextlib.suppress(OSError, ValueError):
                 self.handle.close()
+            self.handle = None
 
 
 def _fsync_or_die(directory: Path) -> None:

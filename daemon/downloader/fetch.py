@@ -148,8 +148,9 @@ def _range_start(response: aiohttp.ClientResponse) -> int | None:
         return None
 
 
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _sync_path(path: Path) -> None:
+    """fsync a file or a directory (a directory's fsync makes its entries durable)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -199,6 +200,7 @@ class Fetcher:
                 await self._ledger.forget(row.id)
                 await asyncio.to_thread(partial.unlink, True)
                 row = dataclasses.replace(row, validator=None)
+                place = dataclasses.replace(place, offset=0)
         offset = place.offset
         for _ in range(2):
             try:
@@ -213,9 +215,15 @@ class Fetcher:
     def _place(self, row: FileRow, dest: Path) -> "_Place":
         """Where the file goes and what is already there. Runs in a worker thread."""
         try:
-            target = resolve_inside(dest, row.path)
+            return self._settle_place(row, dest)
         except InvalidArgument as exc:
             raise _fail("connect", "path", str(exc), False) from None
+        except OSError as exc:
+            # Untrusted names clash (a file `x` and a file `x/y`), or a component is not ours.
+            raise _fail("transfer", "path", f"cannot place {row.path}: {exc.strerror}") from None
+
+    def _settle_place(self, row: FileRow, dest: Path) -> "_Place":
+        target = resolve_inside(dest, row.path)
         partial = partial_path(target)
         existing = self._matching_target(row, target)
         if existing is not None:
@@ -245,18 +253,18 @@ class Fetcher:
             await self._ledger.forget(row.id)
             segments, resuming = await self._ledger.plan(row.id, row.size), False
         fd = await asyncio.to_thread(_open_for_ranges, partial, row.size, resuming)
+        fetch = RangeFetch(
+            session=self._session,
+            url=access.url(row.url),
+            headers=access.headers,
+            fd=fd,
+            validator=row.validator if resuming else None,
+            progress=progress,
+            throttle=self._bandwidth.take,
+            on_validator=on_validator,
+        )
         try:
             progress(sum(s.stop - s.start for s in segments if s.done))
-            fetch = RangeFetch(
-                session=self._session,
-                url=access.url(row.url),
-                headers=access.headers,
-                fd=fd,
-                validator=row.validator if resuming else None,
-                progress=progress,
-                throttle=self._bandwidth.take,
-                on_validator=on_validator,
-            )
             hasher, expected, kind = _hasher(row)
             prefix = PrefixHasher(hasher, str(partial), segments) if hasher else None
             hashing = asyncio.create_task(prefix.run()) if prefix else None
@@ -279,6 +287,8 @@ class Fetcher:
                     hashing.cancel()
                     await asyncio.gather(hashing, return_exceptions=True)
         finally:
+            # Cancelled ranges may still be writing in their threads: never close under them.
+            await asyncio.shield(fetch.settle())
             os.close(fd)
         digest = hasher.hexdigest() if hasher else None
         return Received(partial, target, row.size, digest, expected, kind)
@@ -299,7 +309,7 @@ class Fetcher:
                 async for chunk in response.content.iter_chunked(CHUNK):
                     if position + len(chunk) > segment.stop:
                         raise _fail("transfer", "size", "the origin sent past the range asked")
-                    await asyncio.to_thread(_pwrite_all, fetch.fd, chunk, position)
+                    await fetch.io(_pwrite_all, fetch.fd, chunk, position)
                     position += len(chunk)
                     fetch.progress(len(chunk))
                     await fetch.throttle(len(chunk))
@@ -312,7 +322,7 @@ class Fetcher:
                 f"range {segment.start}-{segment.stop - 1} ended at byte {position}",
             )
         try:
-            await asyncio.to_thread(os.fsync, fetch.fd)
+            await fetch.io(os.fsync, fetch.fd)
         except OSError as exc:
             raise DiskFatal(f"cannot fsync a range of {fetch.url}: {exc}") from exc
 
@@ -419,20 +429,22 @@ class Fetcher:
         return received
 
     def _matching_target(self, row: FileRow, target: Path) -> Received | None:
-        """An already installed target that matches needs no transfer (a crash after rename)."""
+        """A target already in place whose checksum proves it (a crash after the rename).
+
+        Only a checksum counts: an unrelated file of the same size is not this one.
+        """
+        hasher, expected, kind = _hasher(row)
+        if hasher is None:
+            return None
         try:
             size = target.stat().st_size
         except FileNotFoundError:
             return None
         if row.size is not None and size != row.size:
             return None
-        hasher, expected, kind = _hasher(row)
-        if hasher is None and row.size is None:
+        _hash_file(target, hasher)
+        if hasher.hexdigest() != expected:
             return None
-        if hasher is not None:
-            _hash_file(target, hasher)
-            if hasher.hexdigest() != expected:
-                return None
         return Received(partial_path(target), target, size, expected, expected, kind, True)
 
     @staticmethod
@@ -450,6 +462,9 @@ class Fetcher:
     def install(received: Received) -> None:
         """fsync the partial, rename it into place, fsync the directory. Runs in a thread."""
         if received.installed:
+            # Renamed before a crash, maybe never synced: make it durable before done.
+            _fsync_or_die(received.target)
+            _fsync_or_die(received.target.parent)
             return
         try:
             fd = os.open(received.partial, os.O_RDONLY)
@@ -563,7 +578,7 @@ def _holds(partial: Path, size: int) -> bool:
 
 
 def _open_for_ranges(partial: Path, size: int, resuming: bool) -> int:
-    fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     if not resuming:
         os.ftruncate(fd, 0)  # nothing of an older partial is trusted
     preallocate(fd, size)
@@ -587,7 +602,9 @@ class _PartialSink:
         self.handle = None
 
     def open(self) -> None:
-        self.handle = self._partial.open("r+b" if self._offset else "wb")
+        # No symlink planted at <path>.partial may carry the bytes outside dest.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+        self.handle = os.fdopen(os.open(self._partial, flags, 0o644), "wb")
         self.handle.seek(self._offset)
         self.handle.truncate()
 
@@ -612,11 +629,11 @@ class _PartialSink:
             self.handle = None
 
 
-def _fsync_or_die(directory: Path) -> None:
+def _fsync_or_die(path: Path) -> None:
     try:
-        _sync_dir(directory)
+        _sync_path(path)
     except OSError as exc:
-        raise DiskFatal(f"cannot fsync directory {directory}: {exc}") from exc
+        raise DiskFatal(f"cannot fsync {path}: {exc}") from exc
 
 
 class _RestartFromZero(Exception):

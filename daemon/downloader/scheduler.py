@@ -70,6 +70,7 @@ class Downloader:
         self._stopping = False
         self._fetcher: Fetcher | None = None
         self._access: dict[int, Access] = {}
+        self._releases: set[asyncio.Future] = set()
 
     # -- what others ask of the pipeline -------------------------------------------------
 
@@ -98,6 +99,8 @@ class Downloader:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+        if self._releases:
+            await asyncio.wait(list(self._releases), timeout=timeout)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -123,6 +126,11 @@ class Downloader:
                     next_due = await self._schedule()
                 except StoreFatal:
                     return
+                except Exception:
+                    # A pass that fails (a busy store, a disk gone from under describe_disk)
+                    # must not end the pipeline while the daemon keeps accepting jobs.
+                    logger.exception("downloader: a scheduling pass failed; retrying in 1 s")
+                    next_due = now_ms() + 1000
                 await self._sleep_until(next_due)
 
     async def _sleep_until(self, due_ms: int | None) -> None:
@@ -148,6 +156,9 @@ class Downloader:
             plan = await self._writer.call(
                 lambda conn, job=job, free=free, busy=busy: _plan_job(conn, job.id, free, busy)
             )
+            if self._stopping:  # drained while this pass was claiming: give them back
+                await asyncio.gather(*(self._release(row.id) for row in plan.claimed))
+                break
             for row in plan.claimed:
                 self._start_transfer(job, row)
             if plan.next_retry_at is not None:
@@ -158,6 +169,18 @@ class Downloader:
         transfer = _Transfer(job.id)
         self._transfers[row.id] = transfer
         transfer.task = asyncio.create_task(self._transfer(job, row, transfer))
+        transfer.task.add_done_callback(lambda task: self._transfer_ended(row.id, transfer, task))
+
+    def _transfer_ended(self, file_id: int, transfer: _Transfer, task: asyncio.Task) -> None:
+        """Every end of a transfer, even a cancel that came before its first step."""
+        if self._transfers.get(file_id) is transfer:
+            del self._transfers[file_id]
+        if task.cancelled():
+            # Paused, cancelled or drained: the row goes back to pending, partial kept.
+            release = asyncio.ensure_future(self._release(file_id))
+            self._releases.add(release)
+            release.add_done_callback(self._releases.discard)
+        self.wake()
 
     # -- one transfer ----------------------------------------------------------------------
 
@@ -182,10 +205,8 @@ class Downloader:
             await asyncio.to_thread(Fetcher.install, received)
             await self._writer.call(lambda conn: _done(conn, row.id, received.size))
         except TransferFailed as exc:
-            await self._record_failure(row, state, exc.failure)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._release(row.id))
-            raise
+            # Shielded: a pause landing now must not drop the failure's record.
+            await asyncio.shield(self._record_failure(row, state, exc.failure))
         except DiskFatal as exc:
             logger.critical("job {} file {}: {}", job.name, row.path, exc)
             self._on_fatal(exc)
@@ -195,10 +216,7 @@ class Downloader:
             logger.exception("job {} file {}: unexpected error in transfer", job.name, row.path)
             failure = files.Failure("internal", "bug", "internal error; see the bfd log", False)
             with contextlib.suppress(Exception):
-                await self._record_failure(row, state, failure)
-        finally:
-            self._transfers.pop(row.id, None)
-            self.wake()
+                await asyncio.shield(self._record_failure(row, state, failure))
 
     async def _access_for(self, job: jobs.JobRow) -> Access:
         """The job's credentials for its requests, built once (boto3 is slow to start)."""

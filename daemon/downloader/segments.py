@@ -12,7 +12,8 @@ back to a single stream from zero.
 import asyncio
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 
 import aiohttp
 import apsw
@@ -87,6 +88,11 @@ class Ledger:
         await self._writer.call(lambda c: forget(c, file_id))
 
 
+# Range writes and fsyncs get their own threads: a multi-GB file must not crowd out
+# the store's readers (status, watch) on the loop's default executor.
+RANGE_IO = ThreadPoolExecutor(max_workers=8, thread_name_prefix="range-io")
+
+
 @dataclass
 class RangeFetch:
     """What fetching the ranges of one file shares."""
@@ -99,6 +105,19 @@ class RangeFetch:
     progress: Callable[[int], None]
     throttle: Callable[[int], object]
     on_validator: Callable[[str | None], None]
+    pending: set[Future] = field(default_factory=set)
+
+    async def io(self, fn: Callable, *args) -> None:
+        """Run fn(*args) on the range threads; tracked, so the fd outlives every call."""
+        future = RANGE_IO.submit(fn, *args)
+        self.pending.add(future)
+        future.add_done_callback(self.pending.discard)
+        await asyncio.wrap_future(future)
+
+    async def settle(self) -> None:
+        """Wait for writes still running after their range was cancelled."""
+        if self.pending:
+            await asyncio.to_thread(wait, list(self.pending))
 
 
 class PrefixHasher:

@@ -68,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--target", metavar="HOST:PORT", help="bfd over TCP with TLS")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     parser.add_argument(
-        "--timeout", type=float, default=30.0, metavar="S", help="seconds per call; 0: no limit"
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds per call (default 30; none for submit and analyze, which list sources); "
+        "0: no limit",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:

@@ -39,8 +39,15 @@ def endpoint_from_args(args: argparse.Namespace) -> Endpoint:
     return socket_endpoint(args.socket or os.environ.get(SOCKET_ENV) or default_socket())
 
 
-def call_timeout(args: argparse.Namespace) -> float | None:
-    """The deadline of a unary call; --timeout 0 means none."""
+DEFAULT_TIMEOUT_S = 30.0
+
+
+def call_timeout(
+    args: argparse.Namespace, default: float | None = DEFAULT_TIMEOUT_S
+) -> float | None:
+    """The deadline of a unary call: --timeout if given (0: none), else the command's default."""
+    if args.timeout is None:
+        return default
     return args.timeout if args.timeout > 0 else None
 
 

@@ -36,9 +36,13 @@ STATUS_OF = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    # Not UNAVAILABLE: that says bfd itself is unreachable or stopping.
+    errors.SourceUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
 }
 WATCH_ENDS = TERMINAL | {JobState.AWAITING_SWAP}
 DEFAULT_FAILURES_LIMIT = 100
+# One answer must fit a gRPC message; the groups summarise the rest.
+MAX_FAILURES_LIMIT = 10_000
 DEFAULT_LARGEST = 10
 
 JobName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -232,8 +236,8 @@ class Servicer(pb_grpc.BulkforgeServicer):
 
     @refusals
     async def Failures(self, request: pb.FailuresRequest, context) -> pb.FailuresResponse:
-        if request.limit < 0:
-            raise errors.InvalidArgument("limit must not be negative")
+        if not 0 <= request.limit <= MAX_FAILURES_LIMIT:
+            raise errors.InvalidArgument(f"limit must be between 0 and {MAX_FAILURES_LIMIT}")
         report = await self._control.failures(
             NameOnly(name=request.name).name,
             request.step,

@@ -15,7 +15,7 @@ from bulkforge.daemon.downloader.incremental import skip_unchanged
 from bulkforge.daemon.downloader.listing import DownloadRequest, source_pages
 from bulkforge.daemon.downloader.scheduler import Downloader
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
-from bulkforge.daemon.machines.job import JobState
+from bulkforge.daemon.machines.job import TERMINAL, JobState
 from bulkforge.daemon.store import Store, StoreFatal, now_ms
 
 
@@ -81,16 +81,7 @@ class Control:
             )
 
         view, throughput, groups = await self._readers.call(read)
-        finished = (
-            view.job.updated_at
-            if view.job.state
-            in (
-                JobState.COMPLETED,
-                JobState.FAILED,
-                JobState.CANCELLED,
-            )
-            else now_ms()
-        )
+        finished = view.job.updated_at if view.job.state in TERMINAL else now_ms()
         elapsed = max(0.001, (finished - view.job.created_at) / 1000)
         items = sum(row[1] for row in throughput)
         size = sum(row[2] for row in throughput)

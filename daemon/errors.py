@@ -31,3 +31,7 @@ class ResourceExhausted(Refused):
 
 class Unavailable(Refused):
     """The daemon is draining or stopping."""
+
+
+class SourceUnavailable(Refused):
+    """The remote source (a bucket, a hub) cannot be reached or fails now; try again later."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import apsw
 
+from bulkforge.daemon.downloader.files import retrying_count
 from bulkforge.daemon.downloader.manifest import FileEntry
 from bulkforge.daemon.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from bulkforge.daemon.machines import job as job_machine
@@ -215,10 +216,7 @@ def job_view(conn: apsw.Connection, job: JobRow) -> JobView:
         view.bytes_total += size
         if state in (FileState.DONE, FileState.SKIPPED):
             view.bytes_done += size
-    (view.retrying,) = conn.execute(
-        "SELECT count(*) FROM files WHERE job_id = ? AND state = 'failed' AND retry_at IS NOT NULL",
-        (job.id,),
-    ).fetchone()
+    view.retrying = retrying_count(conn, job.id)
     view.batches = [
         BatchView(*row)
         for row in conn.execute(

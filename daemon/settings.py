@@ -71,20 +71,21 @@ class Settings(BaseSettings):
     tls_key: Path | None = Field(default=None, description="PEM private key for --listen.")
     memory_cap: Size = Field(
         default=ByteSize(2 * 1024**3),
-        description="RSS the daemon and its workers may use together (e.g. 2GiB).",
+        description="RSS the daemon and its workers may use together (e.g. 2GiB). "
+        "Shown by `bfctl system`; not enforced yet (the governor's memory cap is to come).",
     )
     cpu_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
         description="Worker processes or threads for CPU-heavy work "
-        "(hashing, cleaning, generating).",
+        "(hashing, cleaning, generating). Not enforced yet.",
     )
     disk_threshold: float = Field(
         default=0.9,
         gt=0,
         le=1,
         description="Stop taking downloads before a destination filesystem would be fuller "
-        "than this fraction.",
+        "than this fraction. Not enforced yet: the governor's disk threshold is to come.",
     )
     bandwidth: Rate = Field(
         default=ByteSize(0),
@@ -98,6 +99,7 @@ class Settings(BaseSettings):
     )
     segment_size: Size = Field(
         default=ByteSize(32 * 1024**2),
+        ge=1024**2,
         description="Files of at least twice this size are fetched as parallel byte ranges "
         "of this size, each resumable on its own (e.g. 32MiB).",
     )

@@ -44,7 +44,11 @@ def submit_manifest(daemon: Daemon, manifest: Path, dest: Path, name: str = "bad
         ("m.csv", "path,size\na.bin,1\n", "no 'url' column"),
         ("m.parquet", "this is not parquet", "not a readable Parquet"),
         ("m.txt", URL, "unknown format"),
-        ("m.jsonl", f'{{"url": "{URL}", "path": "x"}}\n{{"url": "{URL}", "path": "x"}}\n', "x"),
+        (
+            "m.jsonl",
+            f'{{"url": "{URL}", "path": "x"}}\n{{"url": "{URL}", "path": "x"}}\n',
+            "both be written to 'x'",
+        ),
     ],
 )
 def test_malformed_manifests_are_refused_whole(daemon, tmp_path, filename, content, expected):

@@ -15,7 +15,7 @@ import pytest
 from hf_server import HubFile, HubServer
 
 from bulkforge.daemon.downloader.sources.hf import HFRef, HFRepo, parse_hf_ref
-from bulkforge.daemon.errors import InvalidArgument, Unavailable
+from bulkforge.daemon.errors import InvalidArgument, SourceUnavailable
 
 TOKEN = "hf_loopbacktoken0123456789"
 # Ten files (four of them LFS) in nested folders: with pages of 3 the tree (files and folders)
@@ -144,7 +144,7 @@ def test_unreachable_endpoint_is_unavailable(hub: HubServer) -> None:
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
     source = repo("datasets/acme/corpus", endpoint=f"http://127.0.0.1:{closed}")
-    with pytest.raises(Unavailable, match="cannot reach"):
+    with pytest.raises(SourceUnavailable, match="cannot reach"):
         source.pin()
 
 

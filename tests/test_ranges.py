@@ -83,8 +83,12 @@ def test_an_origin_ignoring_range_gets_the_file_in_one_stream(make_daemon, tmp_p
         manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, Dataset(files)))
         daemon.submit("norange", manifest, tmp_path / "dest")
         assert daemon.wait_state("norange", {"completed", "failed"}).state == "completed"
+        last = origin.requests("big/blob.bin")[-1]
+        served = origin.bytes_served("big/blob.bin")
     assert (tmp_path / "dest/big/blob.bin").read_bytes() == files["big/blob.bin"]
-    assert done_segments(daemon.state_dir / "bulkforge.db") == set()
+    # The ranged requests got 200s and were dropped; then one plain stream carried the file.
+    assert (last.range_header, last.status, last.bytes_sent) == (None, 200, 4 * MiB)
+    assert served <= 4 * MiB + 4 * 4 * MiB
     assert daemon.stop() == 0
 
 

@@ -28,7 +28,7 @@ from bulkforge.daemon.downloader.sources.s3 import (
     listing_refusal,
     parse_s3_url,
 )
-from bulkforge.daemon.errors import InvalidArgument, Unavailable
+from bulkforge.daemon.errors import InvalidArgument, SourceUnavailable
 
 # moto serves ~200 PUTs/s here, so 1,100 keys (two pages) is "past 1,000" at an affordable cost.
 BIG_BUCKET_KEYS = 1100
@@ -262,8 +262,8 @@ def test_an_empty_prefix_is_refused_rather_than_an_empty_job(moto_endpoint: str)
         ("AccessDenied", 403, InvalidArgument, "AWS_ACCESS_KEY_ID"),
         ("InvalidAccessKeyId", 403, InvalidArgument, "AWS_ACCESS_KEY_ID"),
         ("PermanentRedirect", 301, InvalidArgument, "AWS_REGION"),
-        ("InternalError", 500, Unavailable, "try again later"),
-        ("SlowDown", 503, Unavailable, "try again later"),
+        ("InternalError", 500, SourceUnavailable, "try again later"),
+        ("SlowDown", 503, SourceUnavailable, "try again later"),
         ("InvalidArgument", 400, InvalidArgument, "InvalidArgument: the message"),
     ],
 )
@@ -283,7 +283,7 @@ def test_an_unreachable_endpoint_is_unavailable():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     # Nothing listens on the port once the probe is closed.
-    with pytest.raises(Unavailable, match=f"cannot reach http://127.0.0.1:{port}"):
+    with pytest.raises(SourceUnavailable, match=f"cannot reach http://127.0.0.1:{port}"):
         listed(f"http://127.0.0.1:{port}", "bucket")
 
 

@@ -169,6 +169,7 @@ def test_a_rerun_refetches_a_zip_whose_checksum_changed(aws_daemon, moto_endpoin
     aws_daemon.bfctl("submit", "download", "day-1", "--s3", source, "--dest", dest)
     assert aws_daemon.wait_state("day-1", {"completed", "failed"}).state == "completed"
     # Upstream republishes d2's sidecar (same sum, binary-mode marker): a new ETag.
+    inodes = {name: (tmp_path / "mirror" / name).stat().st_ino for name in ("d1.zip", "d2.zip")}
     rewritten = f"{hashlib.sha256(day2).hexdigest()} *d2.zip\n".encode()
     admin_client(moto_endpoint).put_object(
         Bucket=bucket, Key="k/d2.zip.CHECKSUM", Body=rewritten, ACL="public-read"
@@ -179,6 +180,10 @@ def test_a_rerun_refetches_a_zip_whose_checksum_changed(aws_daemon, moto_endpoin
     # d1 and its sidecar unchanged: skipped; d2's sidecar changed: it and its zip fetched.
     assert dict(job.counts) == {"skipped": 2, "done": 2}
     assert (tmp_path / "mirror/d2.zip.CHECKSUM").read_bytes() == rewritten
+    # d2.zip was fetched again and renamed into place (a new inode); d1.zip was left alone.
+    assert (tmp_path / "mirror/d2.zip").stat().st_ino != inodes["d2.zip"]
+    assert (tmp_path / "mirror/d1.zip").stat().st_ino == inodes["d1.zip"]
+    assert (tmp_path / "mirror/d2.zip").read_bytes() == day2
 
 
 def test_a_private_bucket_is_listed_and_fetched_with_bfds_credentials(

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, stub) -> int:
     request = pb.AnalyzeRequest(source=source_spec(args), largest=args.largest)
-    response = stub.Analyze(request, timeout=call_timeout(args))
+    response = stub.Analyze(request, timeout=call_timeout(args, default=None))
     if args.json:
         print_json(analysis_to_dict(response))
     else:

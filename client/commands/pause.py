@@ -1,4 +1,4 @@
-"""bfctl pause NAME: start no new work for the job; transfers in flight finish."""
+"""bfctl pause NAME: stop the job; transfers in flight stop too, keeping their partials."""
 
 import argparse
 
@@ -9,7 +9,11 @@ from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    add_job_name(add_command(subparsers, "pause", "stop a job from starting new work", run))
+    add_job_name(
+        add_command(
+            subparsers, "pause", "stop a job (transfers stop, partials are kept for resume)", run
+        )
+    )
 
 
 def run(args: argparse.Namespace, stub) -> int:

@@ -88,7 +88,7 @@ def run_download(args: argparse.Namespace, stub) -> int:
     spec = source_spec(args)
     spec.dest = args.dest
     request = pb.SubmitRequest(name=args.name, download=spec)
-    response = stub.Submit(request, timeout=call_timeout(args))
+    response = stub.Submit(request, timeout=call_timeout(args, default=None))
     if args.json:
         print_json({"created": response.created, "job": job_to_dict(response.job)})
         return 0

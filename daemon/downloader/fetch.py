@@ -22,7 +22,7 @@ import aiohttp
 
 from bulkforge.daemon.downloader.access import PUBLIC, Access
 from bulkforge.daemon.downloader.files import Failure, FileRow
-from bulkforge.daemon.downloader.paths import partial_path, resolve_inside
+from bulkforge.daemon.downloader.paths import has_size, partial_path, resolve_inside
 from bulkforge.daemon.downloader.segments import (
     Ledger,
     PrefixHasher,
@@ -225,7 +225,9 @@ class Fetcher:
     def _settle_place(self, row: FileRow, dest: Path) -> "_Place":
         target = resolve_inside(dest, row.path)
         partial = partial_path(target)
-        existing = self._matching_target(row, target)
+        # A row with a validator began a transfer before: a crash may have come after its
+        # rename. A fresh row is always fetched, whatever a file of that name holds.
+        existing = self._matching_target(row, target) if row.validator else None
         if existing is not None:
             return _Place(target, partial, existing)
         _prepare_dir(dest, target.parent)
@@ -248,7 +250,7 @@ class Fetcher:
         assert row.size is not None
         segments = await self._ledger.plan(row.id, row.size)
         resuming = any(segment.done for segment in segments)
-        if resuming and not (row.validator and _holds(partial, row.size)):
+        if resuming and not (row.validator and has_size(partial, row.size)):
             # Done ranges count only in the partial they were written to, of the same version.
             await self._ledger.forget(row.id)
             segments, resuming = await self._ledger.plan(row.id, row.size), False
@@ -568,13 +570,6 @@ def _accept_range(response: aiohttp.ClientResponse, segment: Segment, fetch: Ran
         fetch.on_validator(validator)
     elif validator != fetch.validator:
         raise RangesRefused()
-
-
-def _holds(partial: Path, size: int) -> bool:
-    try:
-        return partial.stat().st_size == size
-    except FileNotFoundError:
-        return False
 
 
 def _open_for_ranges(partial: Path, size: int, resuming: bool) -> int:

@@ -146,6 +146,15 @@ def retry_failed(conn: apsw.Connection, job_id: int, step: str, error: str) -> i
     return conn.changes()
 
 
+def retrying_count(conn: apsw.Connection, job_id: int) -> int:
+    """Failed files that will be retried automatically after their backoff."""
+    (count,) = conn.execute(
+        "SELECT count(*) FROM files WHERE job_id = ? AND state = 'failed' AND retry_at IS NOT NULL",
+        (job_id,),
+    ).fetchone()
+    return count
+
+
 def open_work(conn: apsw.Connection, job_id: int) -> tuple[int, int, int]:
     """(pending + in flight, failed awaiting an automatic retry, failed for good)."""
     counts = dict(
@@ -153,10 +162,7 @@ def open_work(conn: apsw.Connection, job_id: int) -> tuple[int, int, int]:
             "SELECT state, files FROM file_counts WHERE job_id = ? AND files > 0", (job_id,)
         ).fetchall()
     )
-    (retrying,) = conn.execute(
-        "SELECT count(*) FROM files WHERE job_id = ? AND state = 'failed' AND retry_at IS NOT NULL",
-        (job_id,),
-    ).fetchone()
+    retrying = retrying_count(conn, job_id)
     unfinished = sum(counts.get(state, 0) for state in (S.PENDING, *IN_FLIGHT))
     return unfinished, retrying, counts.get(S.FAILED, 0) - retrying
 

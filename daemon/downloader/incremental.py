@@ -12,6 +12,7 @@ import os
 import apsw
 from loguru import logger
 
+from bulkforge.daemon.downloader.paths import has_size
 from bulkforge.daemon.machines.file import FileState, check_transition
 from bulkforge.daemon.store import now_ms
 
@@ -41,7 +42,7 @@ def skip_unchanged(conn: apsw.Connection, job_id: int, dest: str) -> int:
     for file_id, path, size, checksum_url in candidates:
         if checksum_url and f"{path}.CHECKSUM" not in unchanged_paths:
             continue  # its sidecar changed upstream: fetch it again
-        if not _on_disk(os.path.join(dest, path), size):
+        if not has_size(os.path.join(dest, path), size):
             continue
         conn.execute(
             "UPDATE files SET state = 'skipped', finished_at = ?, updated_at = ? "
@@ -52,10 +53,3 @@ def skip_unchanged(conn: apsw.Connection, job_id: int, dest: str) -> int:
     if skipped:
         logger.info("{} file(s) unchanged since an earlier job at {}: skipped", skipped, dest)
     return skipped
-
-
-def _on_disk(path: str, size: int) -> bool:
-    try:
-        return os.stat(path).st_size == size
-    except OSError:
-        return False

@@ -36,13 +36,13 @@ class ManifestRow(BaseModel):
 
 
 class FileEntry(BaseModel):
-    """A validated row with its destination path settled."""
+    """A validated row with its destination path settled; listings build these too."""
 
     url: str
     path: str
-    size: int | None
-    sha256: str | None
-    md5: str | None
+    size: Annotated[int, Field(ge=0)] | None
+    sha256: Hex64 | None
+    md5: Hex32 | None
     etag: str | None
     # A sidecar holding the file's sha256 in `sha256sum` format (Binance's X.zip.CHECKSUM).
     checksum_url: str | None = None

@@ -59,3 +59,11 @@ def resolve_inside(dest: Path, relative: str) -> Path:
 
 def partial_path(target: Path) -> Path:
     return target.with_name(target.name + PARTIAL_SUFFIX)
+
+
+def has_size(path: Path | str, size: int) -> bool:
+    """True when path is a file of exactly `size` bytes."""
+    try:
+        return os.stat(path).st_size == size
+    except OSError:
+        return False

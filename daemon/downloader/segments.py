@@ -50,10 +50,6 @@ def plan(conn: apsw.Connection, file_id: int, size: int, segment_size: int) -> l
     return [Segment(idx, start, stop, False) for _, idx, start, stop in pieces]
 
 
-def has_plan(conn: apsw.Connection, file_id: int) -> bool:
-    return conn.execute("SELECT 1 FROM segments WHERE file_id = ? LIMIT 1", (file_id,)).fetchone()
-
-
 def mark_done(conn: apsw.Connection, file_id: int, idx: int) -> None:
     conn.execute(
         "UPDATE segments SET done = 1 WHERE file_id = ? AND idx = ? AND done = 0", (file_id, idx)
@@ -74,9 +70,6 @@ class Ledger:
 
     def wants_segments(self, size: int | None) -> bool:
         return size is not None and size >= 2 * self.segment_size
-
-    async def has_plan(self, file_id: int) -> bool:
-        return bool(await self._writer.call(lambda c: has_plan(c, file_id)))
 
     async def plan(self, file_id: int, size: int) -> list[Segment]:
         return await self._writer.call(lambda c: plan(c, file_id, size, self.segment_size))

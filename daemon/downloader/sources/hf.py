@@ -37,7 +37,7 @@ from huggingface_hub.utils._http import default_client_factory
 
 from bulkforge.daemon.downloader.manifest import FileEntry
 from bulkforge.daemon.downloader.paths import safe_relative_path
-from bulkforge.daemon.errors import InvalidArgument, Refused, Unavailable
+from bulkforge.daemon.errors import InvalidArgument, Refused, SourceUnavailable
 
 # huggingface_hub.constants reads HF_ENDPOINT once, at import; we read it per repo instead, so
 # the default is repeated here.
@@ -154,7 +154,9 @@ class HFRepo:
                 self._api.auth_check(self.ref.repo_id, repo_type=self.ref.repo_type)
         sha = (getattr(info, "sha", None) or "").lower()
         if not COMMIT_SHA.fullmatch(sha):
-            raise Unavailable(f"{self.endpoint} gave no commit sha for {self.ref} (got {sha!r})")
+            raise SourceUnavailable(
+                f"{self.endpoint} gave no commit sha for {self.ref} (got {sha!r})"
+            )
         return sha
 
     def pages(self, sha: str, page_size: int = PAGE_SIZE) -> Iterator[list[FileEntry]]:
@@ -238,9 +240,9 @@ class HFRepo:
         if isinstance(exc, HfHubHTTPError):
             return _http_refusal(where, exc, self.token is not None)
         if isinstance(exc, OfflineModeIsEnabled):
-            return Unavailable(f"{where}: HF_HUB_OFFLINE is set in bfd's environment")
+            return SourceUnavailable(f"{where}: HF_HUB_OFFLINE is set in bfd's environment")
         if isinstance(exc, httpx2.TransportError):
-            return Unavailable(f"cannot reach {self.endpoint} for {self.ref}: {exc!r}")
+            return SourceUnavailable(f"cannot reach {self.endpoint} for {self.ref}: {exc!r}")
         return None
 
     def _gated_advice(self) -> str:
@@ -267,7 +269,7 @@ def _http_refusal(where: str, exc: HfHubHTTPError, has_token: bool) -> Refused:
         lacks = "the token in HF_TOKEN lacks read access" if has_token else "set HF_TOKEN"
         return InvalidArgument(f"{where}: forbidden, {lacks} ({detail})")
     if status == 429 or status >= 500:
-        return Unavailable(f"{where}: the hub answered {status}, try again later ({detail})")
+        return SourceUnavailable(f"{where}: the hub answered {status}, try again later ({detail})")
     return InvalidArgument(f"{where}: the hub answered {status} ({detail})")
 
 

@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from bulkforge.daemon.downloader.manifest import FileEntry
 from bulkforge.daemon.downloader.paths import safe_relative_path
-from bulkforge.daemon.errors import InvalidArgument, Unavailable
+from bulkforge.daemon.errors import InvalidArgument, SourceUnavailable
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -136,7 +136,7 @@ class S3Listing:
         """Each non-empty page of entries, requesting the next page only when asked for it.
 
         Raises InvalidArgument (missing bucket, access denied, unsafe key, nothing listed)
-        or Unavailable (endpoint unreachable or failing), never a botocore exception.
+        or SourceUnavailable (endpoint unreachable or failing), never a botocore exception.
         """
         listed = 0
         with _listing_errors(self.location):
@@ -257,7 +257,7 @@ def _listing_errors(location: S3Location) -> Iterator[None]:
     except ClientError as exc:
         raise listing_refusal(location, exc.response) from None
     except (EndpointUnreachable, HTTPClientError) as exc:
-        raise Unavailable(f"s3: cannot reach {location.endpoint}: {exc}") from None
+        raise SourceUnavailable(f"s3: cannot reach {location.endpoint}: {exc}") from None
     except BotoCoreError as exc:
         raise InvalidArgument(f"s3: listing {location.url} failed: {exc}") from None
 
@@ -281,7 +281,7 @@ def listing_refusal(location: S3Location, response: dict[str, Any]) -> Exception
             "check the endpoint, or set AWS_REGION in bfd's environment"
         )
     if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout"):
-        return Unavailable(
+        return SourceUnavailable(
             f"s3: listing {location.url} failed at the server ({said}); try again later"
         )
     return InvalidArgument(f"s3: listing {location.url} failed ({said or f'HTTP {status}'})")

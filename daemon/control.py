@@ -11,7 +11,7 @@ import apsw
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.downloader import files
-from bulkforge.daemon.downloader.incremental import skip_unchanged
+from bulkforge.daemon.downloader.incremental import sizes_on_disk, skip_unchanged
 from bulkforge.daemon.downloader.listing import DownloadRequest, source_pages
 from bulkforge.daemon.downloader.scheduler import Downloader
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
@@ -99,9 +99,9 @@ class Control:
         table = f"staged_{uuid.uuid4().hex}"
         await self._writer.call(lambda c: jobs.stage_open(c, table))
         try:
-            pages = source_pages(request.source)
-            while (page := await asyncio.to_thread(next, pages, None)) is not None:
-                await self._writer.call(lambda c, page=page: jobs.stage_rows(c, table, page))
+            pages = _with_sizes_on_disk(source_pages(request.source), request.dest)
+            while (staged := await asyncio.to_thread(next, pages, None)) is not None:
+                await self._writer.call(lambda c, staged=staged: jobs.stage_rows(c, table, *staged))
             job, created = await self._writer.call(
                 lambda c: _create_download_job(c, request, spec, table)
             )
@@ -165,8 +165,14 @@ def _create_download_job(
     """The job from its staged rows, minus what an earlier job already has in place."""
     job, created = jobs.create_staged_job(conn, request.name, spec, str(request.dest), table)
     if created:
-        skip_unchanged(conn, job.id, str(request.dest))
+        skip_unchanged(conn, job.id, str(request.dest), table)
     return job, created
+
+
+def _with_sizes_on_disk(pages, dest: Path):
+    """Each page with what is already on disk for it (stat in the listing's thread)."""
+    for page in pages:
+        yield page, sizes_on_disk(dest, page)
 
 
 def _prepare_dest(dest: Path) -> None:

@@ -122,16 +122,28 @@ STAGED_COLUMNS = "url, path, size, sha256, md5, etag, checksum_url"
 
 
 def stage_open(conn: apsw.Connection, table: str) -> None:
+    # on_disk: the size of the file already at dest/path when it was listed (NULL: none),
+    # looked up by the listing's thread so the final transaction touches no file system.
     conn.execute(
         f"CREATE TEMP TABLE {table} (url TEXT NOT NULL, path TEXT NOT NULL, size INTEGER, "
-        "sha256 TEXT, md5 TEXT, etag TEXT, checksum_url TEXT)"
+        "sha256 TEXT, md5 TEXT, etag TEXT, checksum_url TEXT, on_disk INTEGER)"
     )
 
 
-def stage_rows(conn: apsw.Connection, table: str, entries: Iterable[FileEntry]) -> None:
+def stage_rows(
+    conn: apsw.Connection,
+    table: str,
+    entries: Iterable[FileEntry],
+    on_disk: Iterable[int | None] | None = None,
+) -> None:
+    entries = list(entries)
+    sizes = list(on_disk) if on_disk is not None else [None] * len(entries)
     conn.executemany(
-        f"INSERT INTO temp.{table} ({STAGED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(e.url, e.path, e.size, e.sha256, e.md5, e.etag, e.checksum_url) for e in entries],
+        f"INSERT INTO temp.{table} ({STAGED_COLUMNS}, on_disk) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (e.url, e.path, e.size, e.sha256, e.md5, e.etag, e.checksum_url, size)
+            for e, size in zip(entries, sizes, strict=True)
+        ],
     )
 
 
@@ -175,7 +187,6 @@ def create_staged_job(
         "VALUES (?, 0, 'planned', ?, ?, ?)",
         (job_id, files, total, stamp),
     )
-    stage_drop(conn, table)
     return get_job(conn, name), True
 
 

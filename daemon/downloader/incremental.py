@@ -7,18 +7,19 @@ is still on disk with that size. A file verified by a checksum sidecar
 so a zip whose CHECKSUM changed upstream is fetched again.
 """
 
-import os
+from pathlib import Path
 
 import apsw
 from loguru import logger
 
-from bulkforge.daemon.downloader.paths import has_size
+from bulkforge.daemon.downloader.manifest import FileEntry
 from bulkforge.daemon.machines.file import FileState, check_transition
 from bulkforge.daemon.store import now_ms
 
 UNCHANGED = """
-SELECT new.id, new.path, new.size, new.checksum_url FROM files AS new
-WHERE new.job_id = :job AND new.state = 'pending' AND new.size IS NOT NULL
+SELECT new.id, new.path, new.checksum_url FROM files AS new
+JOIN temp.{staged} AS staged ON staged.path = new.path AND staged.on_disk = new.size
+WHERE new.job_id = :job AND new.state = 'pending'
   AND EXISTS (
     SELECT 1 FROM jobs AS earlier
     JOIN files AS old ON old.job_id = earlier.id AND old.path = new.path
@@ -32,18 +33,22 @@ WHERE new.job_id = :job AND new.state = 'pending' AND new.size IS NOT NULL
 """
 
 
-def skip_unchanged(conn: apsw.Connection, job_id: int, dest: str) -> int:
-    """Move the job's unchanged pending files to skipped; returns how many."""
+def skip_unchanged(conn: apsw.Connection, job_id: int, dest: str, staged: str) -> int:
+    """Move the job's unchanged pending files to skipped; returns how many.
+
+    `staged` is the registration's staging table, which carries the size each
+    file had on disk when it was listed: no file system call happens here.
+    """
     check_transition(FileState.PENDING, FileState.SKIPPED)
-    candidates = conn.execute(UNCHANGED, {"job": job_id, "dest": dest}).fetchall()
-    unchanged_paths = {path for _, path, _, _ in candidates}
+    candidates = conn.execute(
+        UNCHANGED.format(staged=staged), {"job": job_id, "dest": dest}
+    ).fetchall()
+    unchanged_paths = {path for _, path, _ in candidates}
     stamp = now_ms()
     skipped = 0
-    for file_id, path, size, checksum_url in candidates:
+    for file_id, path, checksum_url in candidates:
         if checksum_url and f"{path}.CHECKSUM" not in unchanged_paths:
             continue  # its sidecar changed upstream: fetch it again
-        if not has_size(os.path.join(dest, path), size):
-            continue
         conn.execute(
             "UPDATE files SET state = 'skipped', finished_at = ?, updated_at = ? "
             "WHERE id = ? AND state = 'pending'",
@@ -53,3 +58,15 @@ def skip_unchanged(conn: apsw.Connection, job_id: int, dest: str) -> int:
     if skipped:
         logger.info("{} file(s) unchanged since an earlier job at {}: skipped", skipped, dest)
     return skipped
+
+
+def sizes_on_disk(dest: Path, entries: list[FileEntry]) -> list[int | None]:
+    """The size of each entry's file already under dest, or None. Runs in a worker thread."""
+    return [_size(dest / entry.path) for entry in entries]
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None

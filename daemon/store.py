@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -32,6 +32,7 @@ from bulkforge.daemon.machines import TransitionConflict
 T = TypeVar("T")
 
 SYNCHRONOUS = "FULL"
+READER_THREADS = 4
 # Errors after which the database or the disk under it cannot be trusted: stop.
 FATAL_ERRORS = (
     apsw.IOError,
@@ -324,6 +325,7 @@ class Readers:
 
     def __init__(self, path: Path):
         self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="reader")
         self._local = threading.local()
         self._all: list[apsw.Connection] = []
         self._lock = threading.Lock()
@@ -347,9 +349,13 @@ class Readers:
             conn.execute("COMMIT")
 
     async def call(self, fn: Callable[[apsw.Connection], T]) -> T:
-        return await asyncio.to_thread(self.read, fn)
+        # Their own threads: hashing or a long listing on the default executor must not
+        # keep `status` and `watch` waiting.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.read, fn)
 
     def close(self) -> None:
+        self._executor.shutdown(wait=True)
         with self._lock:
             for conn in self._all:
                 with contextlib.suppress(apsw.Error):

@@ -271,3 +271,32 @@ def moto_endpoint() -> Iterator[str]:
     yield f"http://{host}:{port}"
     server.stop()
     werkzeug.setLevel(level)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator:
+    """Mount small tmpfs filesystems that play real disks (CI runs as root).
+
+    Where mounting is refused the test is skipped, saying why; every mount is
+    lazily unmounted at teardown.
+    """
+    mounts: list[Path] = []
+
+    def mount(name: str, size: str) -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        if os.geteuid() != 0 or not shutil.which("mount"):
+            pytest.skip("mounting a tmpfs needs root and mount(8); this run has neither")
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"mounting a tmpfs was refused here: {done.stderr.strip()}")
+        mounts.append(point)
+        return point
+
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", "-l", str(point)], check=False)

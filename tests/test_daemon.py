@@ -1,8 +1,6 @@
 """The daemon's life: one instance per state dir, clean drains, systemd notify, fatal errors."""
 
 import json
-import os
-import shutil
 import socket
 import stat
 import subprocess
@@ -11,7 +9,6 @@ from pathlib import Path
 
 import apsw
 import grpc
-import pytest
 from conftest import FAST_RETRIES, Daemon, make_dataset, manifest_rows, wait_until, write_manifest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from origin import Fault, FaultKind, Origin
@@ -112,27 +109,9 @@ def test_json_logs_under_systemd(make_daemon):
     assert any("ready on" in record["text"] for record in records)
 
 
-@pytest.fixture
-def tiny_state_disk(tmp_path: Path):
-    """A 600 KiB tmpfs as the state disk; skipped where mounting is not allowed."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a tmpfs needs root; this run is not root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs was refused here: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def test_a_full_state_disk_stops_the_daemon_with_an_error(make_daemon, tiny_state_disk, tmp_path):
+def test_a_full_state_disk_stops_the_daemon_with_an_error(make_daemon, tmpfs, tmp_path):
     daemon = make_daemon(root=tmp_path / "d")
-    daemon.state_dir = tiny_state_disk / "state"
+    daemon.state_dir = tmpfs("tiny", "600k") / "state"
     daemon.start()
     rows = [
         {"url": f"http://127.0.0.1:9/{'x' * 100}/{index}.bin", "size": index}

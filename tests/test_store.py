@@ -8,7 +8,6 @@ the daemon's own functions (`store.apply_schema`, `jobs.create_download_job`,
 import asyncio
 import re
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -788,25 +787,8 @@ def test_boot_repair_through_the_writer(live_store: store.Store) -> None:
 # -- a fatal I/O error -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path):
-    """A 1 MiB tmpfs, so the store can really run out of space."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if not shutil.which("mount"):
-        pytest.skip("no mount command here")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs was refused (needs root): {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def test_a_full_disk_stops_the_writer(tiny_disk: Path) -> None:
+def test_a_full_disk_stops_the_writer(tmpfs) -> None:
+    tiny_disk = tmpfs("tiny", "1m")  # so the store can really run out of space
     fatal: list[BaseException] = []
     opened = store.Store(tiny_disk / "state.db", fatal.append)
     opened.start()

@@ -25,9 +25,7 @@ credentials in Authorization header``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import threading
@@ -35,6 +33,7 @@ from collections.abc import Mapping
 from urllib.parse import unquote
 
 from aiohttp import web
+from loopback import BackgroundServer
 
 HOST = "127.0.0.1"
 # Another name for the same loopback address, so the "CDN" is another origin: clients must not
@@ -126,24 +125,21 @@ class Seen:
     status: int
 
 
-class HubServer:
+class HubServer(BackgroundServer):
     """The fake Hub on 127.0.0.1:<free port>, served from a background thread."""
+
+    thread_name = "test-hub"
 
     def __init__(
         self, *, token: str | None = None, page_size: int = 1000, redirect_lfs: bool = True
     ):
+        super().__init__()
         self.token = token
         self.page_size = page_size
         self.redirect_lfs = redirect_lfs
         self.repos: dict[tuple[str, str], HubRepo] = {}
         self._seen: list[Seen] = []
         self._seen_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self.port = 0
 
     # -- setup and inspection, from the test's thread --------------------------------------
 
@@ -177,42 +173,7 @@ class HubServer:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> HubServer:
-        if self._thread is not None:
-            raise RuntimeError("hub server already started")
-        self._thread = threading.Thread(target=self._run, name="test-hub", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            self._thread.join()
-            raise RuntimeError("hub server failed to start") from self._error
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stop_event is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                self._loop.call_soon_threadsafe(self._stop_event.set)
-        self._thread.join(timeout=10)
-        self._thread = None
-
-    def __enter__(self) -> HubServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # reported to start() if it happened before ready
-            self._error = exc
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop_event = asyncio.Event()
+    async def _serve(self):
         runner = web.ServerRunner(
             web.Server(self._handle, access_log=None), shutdown_timeout=SHUTDOWN_TIMEOUT
         )
@@ -220,11 +181,7 @@ class HubServer:
         site = web.TCPSite(runner, HOST, 0)
         await site.start()
         self.port = runner.addresses[0][1]
-        self._ready.set()
-        try:
-            await self._stop_event.wait()
-        finally:
-            await runner.cleanup()
+        return runner.cleanup
 
     # -- request handling, on the server's loop ----------------------------------------------
 

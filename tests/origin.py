@@ -39,6 +39,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from aiohttp import web
+from loopback import BackgroundServer
 
 CHUNK = 64 * 1024
 HOST = "127.0.0.1"
@@ -648,12 +649,14 @@ def _abort_with_rst(transport: asyncio.BaseTransport) -> None:
     transport.abort()
 
 
-class Origin:
+class Origin(BackgroundServer):
     """An origin on 127.0.0.1:<free port>, served from a background thread.
 
     ``files`` maps names (relative paths such as ``"dir/a.bin"``) to content; alternatively
     ``root`` serves a directory from disk. Use as a context manager, or start()/stop().
     """
+
+    thread_name = "test-origin"
 
     def __init__(
         self,
@@ -664,6 +667,7 @@ class Origin:
         host: str = HOST,
         port: int = 0,
     ) -> None:
+        super().__init__()
         if files is not None and root is not None:
             raise ValueError("give files or root, not both")
         self._memory = _MemoryFiles(files or {}) if root is None else None
@@ -673,12 +677,6 @@ class Origin:
         self._server = _Server(store, self._faults, self.log)
         self._host = host
         self._port = port
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
@@ -714,52 +712,15 @@ class Origin:
     def bytes_served(self, path: str | None = None) -> int:
         return bytes_served(self.log, path)
 
-    def start(self) -> Origin:
-        if self._thread is not None:
-            raise RuntimeError("origin already started")
-        self._ready.clear()
-        self._error = None
-        self._thread = threading.Thread(target=self._run, name="test-origin", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            self._thread.join()
-            raise RuntimeError("origin failed to start") from self._error
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stop_event is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                self._loop.call_soon_threadsafe(self._stop_event.set)
-        self._thread.join(timeout=10)
-        self._thread = None
-
-    def __enter__(self) -> Origin:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # reported to start() if it happened before ready
-            self._error = exc
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop_event = asyncio.Event()
+    async def _serve(self):
         runner, self.port = await self._server.start(self._host, self._port)
-        self._ready.set()
-        try:
-            await self._stop_event.wait()
-        finally:
+
+        async def shutdown() -> None:
             assert self._server.stopping is not None
             self._server.stopping.set()
             await runner.cleanup()
+
+        return shutdown
 
 
 class OriginProcess:

@@ -1,8 +1,8 @@
-"""One transfer: stream a file to `<path>.partial`, resume it, verify it, install it durably.
+"""One transfer: stream a file to `<path>.partial`, resume it, verify it.
 
 A transfer never marks anything done itself; it returns once the bytes are
-verified, fsynced, renamed and the directory fsynced. Failures come back as a
-`Failure` (step, error class, message, retryable) so the scheduler can record
+received and hashed, and the installer (install.py) makes them durable. Failures
+come back as a `Failure` (step, error class, message, retryable) so the scheduler can record
 them; a failed fsync is `DiskFatal`, which stops the daemon.
 """
 
@@ -22,6 +22,7 @@ import aiohttp
 
 from bulkforge.daemon.downloader.access import PUBLIC, Access
 from bulkforge.daemon.downloader.files import Failure, FileRow
+from bulkforge.daemon.downloader.install import DiskFatal, Installable, fsync_or_die
 from bulkforge.daemon.downloader.paths import has_size, partial_path, resolve_inside
 from bulkforge.daemon.downloader.segments import (
     Ledger,
@@ -37,6 +38,8 @@ from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.governor import Bandwidth
 
 CHUNK = 256 * 1024
+# Received bytes gathered before one worker-thread hop writes and hashes them.
+FLUSH_AT = 256 * 1024
 HASH_READ = 1024 * 1024
 # A sidecar is one line; anything longer is not one.
 SIDECAR_MAX = 64 * 1024
@@ -46,10 +49,6 @@ class TransferFailed(Exception):
     def __init__(self, failure: Failure):
         super().__init__(failure.message)
         self.failure = failure
-
-
-class DiskFatal(Exception):
-    """fsync or rename failed: what is on disk is unknown, so the daemon must stop."""
 
 
 def _fail(step: str, error_class: str, message: str, retryable: bool = True, after=None):
@@ -75,6 +74,9 @@ class Received:
     kind: str | None = None
     # True when the target was already in place and matching: nothing to install.
     installed: bool = False
+
+    def installable(self) -> Installable:
+        return Installable(self.partial, self.target, self.size, self.installed)
 
 
 def _hasher(row: FileRow):
@@ -146,15 +148,6 @@ def _range_start(response: aiohttp.ClientResponse) -> int | None:
         return int(rest.split("-", 1)[0]) if unit == "bytes" else None
     except ValueError:
         return None
-
-
-def _sync_path(path: Path) -> None:
-    """fsync a file or a directory (a directory's fsync makes its entries durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Fetcher:
@@ -408,20 +401,24 @@ class Fetcher:
         if offset:
             progress(offset)
         sink = _PartialSink(partial, offset, hasher)
+        # Creating the file, copying into the page cache and hashing cost more of the
+        # event loop than the network does: they run in a worker thread, a hop per
+        # FLUSH_AT bytes, so a small file is opened, written and closed in one hop.
+        pending: list[bytes] = []
+        buffered = 0
         try:
             async for chunk in response.content.iter_chunked(CHUNK):
                 received += len(chunk)
                 if row.size is not None and received > row.size:
                     raise _fail("transfer", "size", f"more than the {row.size} bytes expected")
-                # Creating the file, copying into the page cache and hashing cost more of
-                # the event loop than the network does: they run in a worker thread.
-                await asyncio.to_thread(sink.write, chunk)
+                pending.append(chunk)
+                buffered += len(chunk)
+                if buffered >= FLUSH_AT:
+                    await asyncio.to_thread(sink.write, pending)
+                    pending, buffered = [], 0
                 progress(len(chunk))
                 await self._bandwidth.take(len(chunk))
-            if sink.handle is None:
-                await asyncio.to_thread(sink.open)
-            # Closing flushes the last buffered bytes: a write, so not on the event loop.
-            await asyncio.to_thread(sink.finish)
+            await asyncio.to_thread(sink.finish, pending)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise _fail("transfer", "no_space", f"no space left on {partial.parent}") from None
@@ -460,37 +457,6 @@ class Fetcher:
                 f"{received.kind} mismatch: got {received.digest}, expected {received.expected}",
             )
 
-    @staticmethod
-    def install(received: Received) -> None:
-        """fsync the partial, rename it into place, fsync the directory. Runs in a thread."""
-        if received.installed:
-            # Renamed before a crash, maybe never synced: make it durable before done.
-            _fsync_or_die(received.target)
-            _fsync_or_die(received.target.parent)
-            return
-        try:
-            fd = os.open(received.partial, os.O_RDONLY)
-        except OSError as exc:
-            raise _fail("rename", "io", f"cannot open {received.partial}: {exc.strerror}") from None
-        try:
-            on_disk = os.fstat(fd).st_size
-            if on_disk != received.size:
-                raise _fail(
-                    "verify",
-                    "size",
-                    f"{received.partial} holds {on_disk} bytes, not {received.size}",
-                )
-            os.fsync(fd)
-        except OSError as exc:
-            raise DiskFatal(f"cannot fsync {received.partial}: {exc}") from exc
-        finally:
-            os.close(fd)
-        try:
-            os.replace(received.partial, received.target)
-        except OSError as exc:
-            raise _fail("rename", "io", f"cannot rename into {received.target}: {exc}") from None
-        _fsync_or_die(received.target.parent)
-
     async def discard(self, row: FileRow, received: Received) -> None:
         """Drop bytes that failed verification, with any ranges that claimed to hold them."""
         await asyncio.to_thread(received.partial.unlink, True)
@@ -520,7 +486,7 @@ def _prepare_dir(dest: Path, directory: Path) -> None:
             continue
         except OSError as exc:
             raise _fail("transfer", "io", f"cannot create {path}: {exc.strerror}") from None
-        _fsync_or_die(path.parent)
+        fsync_or_die(path.parent)
 
 
 def _transport_failure(exc: BaseException) -> TransferFailed:
@@ -603,18 +569,19 @@ class _PartialSink:
         self.handle.seek(self._offset)
         self.handle.truncate()
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunks: list[bytes]) -> None:
         if self.handle is None:
             self.open()
-        self.handle.write(chunk)
-        if self._hasher is not None:
-            self._hasher.update(chunk)
+        for chunk in chunks:
+            self.handle.write(chunk)
+            if self._hasher is not None:
+                self._hasher.update(chunk)
 
-    def finish(self) -> None:
-        """Close after the last chunk; a failed final flush is an error like any write."""
-        if self.handle is not None:
-            handle, self.handle = self.handle, None
-            handle.close()
+    def finish(self, chunks: list[bytes]) -> None:
+        """Write the last chunks and close; a failed final flush is an error like any write."""
+        self.write(chunks)
+        handle, self.handle = self.handle, None
+        handle.close()
 
     def abandon(self) -> None:
         """Close after a failure; the partial is resumed or replaced later."""
@@ -622,13 +589,6 @@ class _PartialSink:
             with contextlib.suppress(OSError, ValueError):
                 self.handle.close()
             self.handle = None
-
-
-def _fsync_or_die(path: Path) -> None:
-    try:
-        _sync_path(path)
-    except OSError as exc:
-        raise DiskFatal(f"cannot fsync {path}: {exc}") from exc
 
 
 class _RestartFromZero(Exception):

@@ -3,6 +3,12 @@
 One asyncio task loops: start queued jobs, claim as many files as there are
 free transfer slots, and finish jobs that have nothing left. Each transfer is a
 task of its own; every state it reaches is committed through the writer.
+
+A slot is held while a file is waiting for or receiving its bytes. Once they
+are verified the slot is free for the next file while this one waits for the
+installer to make its group durable and for the writer to commit it `done`:
+small files spend longer being made durable than being received, so holding the
+slot through that would leave the connections idle.
 """
 
 import asyncio
@@ -20,7 +26,8 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.disks import describe_disk
 from bulkforge.daemon.downloader import files, segments
 from bulkforge.daemon.downloader.access import Access, access_for
-from bulkforge.daemon.downloader.fetch import DiskFatal, Fetcher, TransferFailed
+from bulkforge.daemon.downloader.fetch import Fetcher, TransferFailed
+from bulkforge.daemon.downloader.install import DiskFatal, Installer, InstallFailed
 from bulkforge.daemon.downloader.segments import Ledger
 from bulkforge.daemon.errors import Refused
 from bulkforge.daemon.governor import Governor
@@ -32,6 +39,8 @@ from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import Store, StoreFatal, guarded_update, now_ms
 
 IDLE_POLL_S = 1.0
+# Files claimed per transfer slot (see _slots).
+CLAIM_AHEAD = 2
 
 
 @dataclass
@@ -39,6 +48,8 @@ class _Transfer:
     job_id: int
     task: asyncio.Task | None = None
     bytes: int = 0
+    # Claimed and not yet received: waiting for a slot or holding one (module docstring).
+    receiving: bool = True
 
     def add(self, count: int) -> None:
         self.bytes += count
@@ -69,6 +80,10 @@ class Downloader:
         self._wake = asyncio.Event()
         self._stopping = False
         self._fetcher: Fetcher | None = None
+        self._installer = Installer()
+        # Transfers on the network at once; twice as many files are claimed, so a
+        # freed slot finds its next file ready instead of waiting for a claim to commit.
+        self._slots = asyncio.Semaphore(settings.max_connections)
         self._access: dict[int, Access] = {}
         self._releases: set[asyncio.Future] = set()
 
@@ -151,7 +166,7 @@ class Downloader:
                 break
             if job.kind != "download":
                 continue
-            free = self._settings.max_connections - len(self._transfers)
+            free = CLAIM_AHEAD * self._settings.max_connections - self._receiving()
             busy = any(t.job_id == job.id for t in self._transfers.values())
             plan = await self._writer.call(
                 lambda conn, job=job, free=free, busy=busy: _plan_job(conn, job.id, free, busy)
@@ -164,6 +179,13 @@ class Downloader:
             if plan.next_retry_at is not None:
                 next_due = min(next_due or plan.next_retry_at, plan.next_retry_at)
         return next_due
+
+    def _receiving(self) -> int:
+        return sum(1 for t in self._transfers.values() if t.receiving)
+
+    def _slot_freed(self, transfer: _Transfer) -> None:
+        transfer.receiving = False
+        self.wake()
 
     def _start_transfer(self, job: jobs.JobRow, row: files.FileRow) -> None:
         transfer = _Transfer(job.id)
@@ -188,21 +210,28 @@ class Downloader:
         assert self._fetcher is not None
         state = FileState.DOWNLOADING
         try:
-            received = await self._fetcher.receive(
-                row,
-                Path(job.dest),
-                transfer.add,
-                lambda v: self._remember_validator(row.id, v),
-                await self._access_for(job),
-            )
-            await self._writer.call(lambda conn: files.to_verifying(conn, row.id))
-            state = FileState.VERIFYING
+            async with self._slots:
+                received = await self._fetcher.receive(
+                    row,
+                    Path(job.dest),
+                    transfer.add,
+                    lambda v: self._remember_validator(row.id, v),
+                    await self._access_for(job),
+                )
+                # Not awaited: the writer applies operations in order, so this lands before
+                # the `done` below, and a file's verification need not wait for a commit.
+                self._writer.submit(lambda conn: files.to_verifying(conn, row.id))
+                state = FileState.VERIFYING
+                try:
+                    Fetcher.verify(row, received)
+                except TransferFailed:
+                    await self._fetcher.discard(row, received)
+                    raise
+            self._slot_freed(transfer)
             try:
-                Fetcher.verify(row, received)
-            except TransferFailed:
-                await self._fetcher.discard(row, received)
-                raise
-            await asyncio.to_thread(Fetcher.install, received)
+                await self._installer.install(received.installable())
+            except InstallFailed as exc:
+                raise TransferFailed(exc.failure) from None
             await self._writer.call(lambda conn: _done(conn, row.id, received.size))
         except TransferFailed as exc:
             # Shielded: a pause landing now must not drop the failure's record.

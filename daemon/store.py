@@ -58,12 +58,35 @@ class TransactionLost(Exception):
     """An operation ended the group's transaction itself (e.g. INSERT OR ROLLBACK)."""
 
 
-def _settle(future: Future, result: Any = None, error: BaseException | None = None) -> None:
-    # Futures are running (not cancellable) by now, so this cannot race a caller.
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
+def _settle(op: "_Op", result: Any = None, error: BaseException | None = None) -> None:
+    _settle_all([(op, result, error)])
+
+
+def _settle_all(outcomes: "list[tuple[_Op, Any, BaseException | None]]") -> None:
+    """Resolve each operation's future; wake each waiting loop once for all of them."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for op, result, error in outcomes:
+        # Futures are running (not cancellable) by now, so this cannot race a caller.
+        if not op.future.done():
+            if error is None:
+                op.future.set_result(result)
+            else:
+                op.future.set_exception(error)
+        if op.loop is not None:
+            by_loop.setdefault(op.loop, []).append((op.waiter, result, error))
+    for loop, waiters in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+            loop.call_soon_threadsafe(_wake_waiters, waiters)
+
+
+def _wake_waiters(waiters: list) -> None:
+    for waiter, result, error in waiters:
+        if waiter.done():
+            continue  # its caller was cancelled
+        if error is None:
+            waiter.set_result(result)
+        else:
+            waiter.set_exception(error)
 
 
 def now_ms() -> int:
@@ -164,6 +187,9 @@ def guarded_update(
 class _Op:
     fn: Callable[[apsw.Connection], Any]
     future: Future
+    # The awaiting coroutine's loop and future, told once per commit (see Writer.call).
+    loop: asyncio.AbstractEventLoop | None = None
+    waiter: asyncio.Future | None = None
 
 
 _STOP = object()
@@ -196,18 +222,31 @@ class Writer:
         self._thread.start()
 
     def submit(self, fn: Callable[[apsw.Connection], T]) -> "Future[T]":
-        future: Future[T] = Future()
+        return self._enqueue(_Op(fn, Future()))
+
+    def _enqueue(self, op: _Op) -> Future:
         if self._failed is not None:
-            future.set_exception(StoreFatal(f"the store has failed: {self._failed}"))
+            _settle(op, error=StoreFatal(f"the store has failed: {self._failed}"))
         elif self._stopped:
-            future.set_exception(StoreFatal("the store is closed"))
+            _settle(op, error=StoreFatal("the store is closed"))
         else:
-            self._queue.put(_Op(fn, future))
-        return future
+            self._queue.put(op)
+        return op.future
 
     async def call(self, fn: Callable[[apsw.Connection], T]) -> T:
-        """Run fn(conn) in the next group commit; returns once that commit is durable."""
-        return await asyncio.wrap_future(self.submit(fn))
+        """Run fn(conn) in the next group commit; returns once that commit is durable.
+
+        The waiters of one commit are woken by one call into their loop, not one each:
+        a thread waking a loop costs a pipe write and a GIL hand-over per wake-up.
+        """
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        future = self._enqueue(_Op(fn, Future(), loop, waiter))
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            future.cancel()  # not yet running: it never will; running: it commits anyway
+            raise
 
     def call_sync(self, fn: Callable[[apsw.Connection], T]) -> T:
         return self.submit(fn).result()
@@ -268,8 +307,7 @@ class Writer:
             self._failed = exc
             logger.critical("state store I/O failure, stopping: {}", exc)
             fatal = StoreFatal(f"state store I/O failure: {exc}")
-            for op in batch:
-                _settle(op.future, error=fatal)
+            _settle_all([(op, None, fatal) for op in batch])
             self._on_fatal(exc)
             return False
         except Exception as exc:
@@ -279,14 +317,12 @@ class Writer:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             logger.error("a group commit of {} operations was rolled back: {}", len(batch), exc)
-            for op in batch:
-                _settle(op.future, error=exc)
+            _settle_all([(op, None, exc) for op in batch])
             return True
         self._latencies_ms.append((time.perf_counter() - started) * 1000)
         self.commits += 1
         self.operations += len(batch)
-        for op, result, error in outcomes:
-            _settle(op.future, result, error)
+        _settle_all(outcomes)
         return True
 
     @staticmethod
@@ -313,7 +349,7 @@ class Writer:
             except queue.Empty:
                 return
             if item is not _STOP and item.future.set_running_or_notify_cancel():
-                _settle(item.future, error=fatal)
+                _settle(item, error=fatal)
 
 
 class Readers:

@@ -16,6 +16,7 @@ from bulkforge.client.commands import (
     demo,
     failures,
     pause,
+    plan,
     resume,
     retry,
     stats,
@@ -37,6 +38,7 @@ from bulkforge.client.errors import (
 COMMANDS = (
     submit,
     analyze,
+    plan,
     list_jobs,
     status,
     watch,
@@ -72,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="S",
-        help="seconds per call (default 30; none for submit and analyze, which list sources); "
+        help="seconds per call (default 30; none for submit, analyze and plan, which list "
+        "sources); "
         "0: no limit",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -131,6 +131,40 @@ def analysis_to_dict(response: pb.AnalyzeResponse) -> dict[str, Any]:
     }
 
 
+def plan_to_dict(response: pb.PlanResponse) -> dict[str, Any]:
+    return {
+        "space": response.space,
+        "space_from": response.space_from,
+        "safety_margin": response.safety_margin,
+        "batch_limit": response.batch_limit,
+        "files": response.files,
+        "bytes": response.bytes,
+        "batches": [
+            {
+                "index": b.index,
+                "files": b.files,
+                "bytes": b.bytes,
+                "cumulative_files": b.cumulative_files,
+                "cumulative_bytes": b.cumulative_bytes,
+                "fill": b.bytes / response.space if response.space else 0.0,
+                "directories": b.directories,
+                "split_directories": b.split_directories,
+                "oversize": b.oversize,
+            }
+            for b in response.batches
+        ],
+        "peak_bytes": response.peak_bytes,
+        "peak_fill": response.peak_bytes / response.space if response.space else 0.0,
+        "oversize": {
+            "policy": response.oversize_policy,
+            "files": response.oversize_files,
+            "bytes": response.oversize_bytes,
+            "largest": [{"path": g.key, "bytes": g.bytes} for g in response.oversize],
+        },
+        "seconds": response.seconds,
+    }
+
+
 def print_json(document: Any) -> None:
     """The one JSON document of a --json run: the only thing written on stdout."""
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")

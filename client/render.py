@@ -315,9 +315,58 @@ def print_analysis(response: pb.AnalyzeResponse) -> None:
         for group in list(groups)[:20]:
             table.add_row(styled(group.key), f"{group.files:,}", human_bytes(group.bytes))
         out.print(table)
-    largest = Table(title="largest files", title_justify="left")
-    largest.add_column("path")
-    largest.add_column("bytes", justify="right")
-    for group in response.largest:
-        largest.add_row(styled(group.key), human_bytes(group.bytes))
-    out.print(largest)
+    out.print(files_table("largest files", response.largest))
+
+
+def files_table(title: str, files: Iterable[pb.SizeGroup]) -> Any:
+    """Paths and their sizes, as the daemon listed them."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("path")
+    table.add_column("bytes", justify="right")
+    for group in files:
+        table.add_row(styled(group.key), human_bytes(group.bytes))
+    return table
+
+
+OVERSIZE_CHOICES = {
+    "fail": "they would end failed (reason oversize); --oversize skip|own-batch chooses",
+    "skip": "they would be recorded as skipped, never fetched",
+    "own-batch": "each would get a batch of its own, for a disk large enough",
+}
+
+
+def print_plan(response: pb.PlanResponse) -> None:
+    from rich.table import Table
+
+    out = console()
+    out.print(
+        f"{response.files:,} files, {human_bytes(response.bytes)} -> "
+        f"{len(response.batches)} batch(es) of at most {human_bytes(response.batch_limit)} "
+        f"({response.safety_margin:g} of {human_bytes(response.space)}, {response.space_from})"
+    )
+    table = Table(title="timeline", title_justify="left")
+    for column in ("batch", "files", "bytes", "fill", "total files", "total bytes", "dirs (split)"):
+        table.add_column(column, justify="right")
+    for batch in response.batches:
+        fill = batch.bytes / response.space if response.space else 0
+        table.add_row(
+            str(batch.index) + (" (oversize)" if batch.oversize else ""),
+            f"{batch.files:,}",
+            human_bytes(batch.bytes),
+            f"{fill:.1%}",
+            f"{batch.cumulative_files:,}",
+            human_bytes(batch.cumulative_bytes),
+            f"{batch.directories:,} ({batch.split_directories:,})",
+        )
+    out.print(table)
+    peak = response.peak_bytes / response.space if response.space else 0
+    out.print(f"peak disk use {human_bytes(response.peak_bytes)} ({peak:.1%} of one disk)")
+    if response.oversize_files:
+        out.print(
+            f"{response.oversize_files:,} file(s), {human_bytes(response.oversize_bytes)}, "
+            f"are larger than one batch: {OVERSIZE_CHOICES[response.oversize_policy]}"
+        )
+        out.print(files_table("oversize files", response.oversize))
+    out.print(f"planned in {response.seconds:.2f} s")

@@ -10,12 +10,20 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import grpc
 import psutil
 from loguru import logger
-from pydantic import BaseModel, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bulkforge.daemon import errors, jobs
 from bulkforge.daemon.control import Control
@@ -23,7 +31,8 @@ from bulkforge.daemon.downloader.analyze import analyze
 from bulkforge.daemon.downloader.listing import DownloadRequest, Source, source_pages
 from bulkforge.daemon.jobs import NAME_PATTERN, JobView
 from bulkforge.daemon.machines.job import TERMINAL, JobState
-from bulkforge.daemon.settings import Settings
+from bulkforge.daemon.planner import Oversize, Plan, Space, plan_source
+from bulkforge.daemon.settings import Settings, Size
 from bulkforge.daemon.store import SYNCHRONOUS, Store, StoreFatal
 from bulkforge.daemon.validation import describe
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
@@ -44,6 +53,7 @@ DEFAULT_FAILURES_LIMIT = 100
 # One answer must fit a gRPC message; the groups summarise the rest.
 MAX_FAILURES_LIMIT = 10_000
 DEFAULT_LARGEST = 10
+SIZE = TypeAdapter(Size)
 
 JobName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
@@ -113,6 +123,41 @@ class NameOnly(BaseModel):
     name: JobName
 
 
+class PlanArgs(BaseModel):
+    """How to cut a source into batches: the space of one disk, the margin, oversize files."""
+
+    space: int | Literal["auto"]
+    safety_margin: float = 0.9
+    oversize: Oversize = Oversize.FAIL
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space(cls, value: str) -> int | str:
+        if value == "auto":
+            return value
+        try:
+            return int(SIZE.validate_python(value))
+        except ValidationError:
+            message = f"{value!r} is not a size (use e.g. 10TB, 931GiB or auto)"
+            raise ValueError(message) from None
+
+    @field_validator("safety_margin")
+    @classmethod
+    def _margin(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise ValueError(f"must be in (0, 1], not {value:g}")
+        return value
+
+    @classmethod
+    def of(cls, request: pb.PlanRequest) -> "PlanArgs":
+        if not request.space:
+            raise errors.InvalidArgument("give --space BYTES (e.g. 10TB) or --space auto")
+        given = {"space": request.space.strip(), "oversize": request.oversize or "fail"}
+        if request.HasField("safety_margin"):
+            given["safety_margin"] = request.safety_margin
+        return cls.model_validate(given)
+
+
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     if isinstance(exc, errors.Refused):
         await context.abort(STATUS_OF[type(exc)], str(exc))
@@ -137,6 +182,39 @@ def refusals(method: Callable) -> Callable:
             await _abort(context, exc)
 
     return wrapper
+
+
+def plan_message(plan: Plan, space: Space, seconds: float) -> pb.PlanResponse:
+    batches, files, size = [], 0, 0
+    for batch in plan.batches:
+        files, size = files + batch.files, size + batch.bytes
+        batches.append(
+            pb.PlannedBatch(
+                index=batch.index,
+                files=batch.files,
+                bytes=batch.bytes,
+                cumulative_files=files,
+                cumulative_bytes=size,
+                directories=batch.directories,
+                split_directories=batch.split_directories,
+                oversize=batch.oversize,
+            )
+        )
+    return pb.PlanResponse(
+        space=plan.space,
+        safety_margin=plan.margin,
+        batch_limit=plan.capacity,
+        space_from=space.source,
+        files=plan.files,
+        bytes=plan.bytes,
+        batches=batches,
+        peak_bytes=plan.peak_bytes,
+        oversize_files=plan.oversize_files,
+        oversize_bytes=plan.oversize_bytes,
+        oversize=[pb.SizeGroup(key=path, files=1, bytes=n) for n, path in plan.oversize_listed],
+        oversize_policy=str(plan.oversize_policy),
+        seconds=seconds,
+    )
 
 
 def job_message(view: JobView) -> pb.Job:
@@ -292,6 +370,21 @@ class Servicer(pb_grpc.BulkforgeServicer):
             by_top_dir=_groups(summary.by_top_dir),
             largest=[pb.SizeGroup(key=path, files=1, bytes=size) for size, path in summary.largest],
         )
+
+    @refusals
+    async def Plan(self, request: pb.PlanRequest, context) -> pb.PlanResponse:
+        args = PlanArgs.of(request)
+        source = SourceSpec.of(request.source).source()
+        started = time.perf_counter()
+        space = (
+            await asyncio.to_thread(Space.measured, request.source.dest)
+            if args.space == "auto"
+            else Space(args.space, "given")
+        )
+        plan = await asyncio.to_thread(
+            plan_source, source, space, args.safety_margin, args.oversize
+        )
+        return plan_message(plan, space, time.perf_counter() - started)
 
     @refusals
     async def System(self, request: pb.SystemRequest, context) -> pb.SystemResponse:

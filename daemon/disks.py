@@ -1,6 +1,7 @@
 """What the daemon knows of the filesystems under its destinations."""
 
 import os
+import shutil
 from pathlib import Path
 
 import psutil
@@ -24,3 +25,8 @@ def describe_disk(path: Path) -> str:
         (p.fstype for p in psutil.disk_partitions(all=True) if Path(p.mountpoint) == mount), "?"
     )
     return f"{mount} ({fstype}, dev {os.major(device)}:{os.minor(device)})"
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer can still use on path's filesystem."""
+    return shutil.disk_usage(path).free

@@ -12,5 +12,12 @@ def describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         field = ".".join(str(loc) for loc in error["loc"]) or "value"
-        parts.append(f"{field}: {FRIENDLY.get(error['type'], error['msg'])}")
+        parts.append(f"{field}: {_message(error)}")
     return "; ".join(parts)
+
+
+def _message(error) -> str:
+    if error["type"] == "value_error":
+        # Our own validators' words, without pydantic's "Value error, " in front.
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    return FRIENDLY.get(error["type"], error["msg"])

@@ -25,6 +25,7 @@ RPCS = {
     "Stats",
     "System",
     "Analyze",
+    "Plan",
     "Watch",
 }
 

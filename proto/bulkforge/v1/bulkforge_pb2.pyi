@@ -318,3 +318,65 @@ class AnalyzeResponse(_message.Message):
     largest: _containers.RepeatedCompositeFieldContainer[SizeGroup]
     with_checksum: int
     def __init__(self, files: _Optional[int] = ..., bytes: _Optional[int] = ..., unknown_size: _Optional[int] = ..., by_extension: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ..., by_top_dir: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ..., largest: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ..., with_checksum: _Optional[int] = ...) -> None: ...
+
+class PlanRequest(_message.Message):
+    __slots__ = ("source", "space", "safety_margin", "oversize")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    OVERSIZE_FIELD_NUMBER: _ClassVar[int]
+    source: DownloadSpec
+    space: str
+    safety_margin: float
+    oversize: str
+    def __init__(self, source: _Optional[_Union[DownloadSpec, _Mapping]] = ..., space: _Optional[str] = ..., safety_margin: _Optional[float] = ..., oversize: _Optional[str] = ...) -> None: ...
+
+class PlannedBatch(_message.Message):
+    __slots__ = ("index", "files", "bytes", "cumulative_files", "cumulative_bytes", "directories", "split_directories", "oversize")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    CUMULATIVE_FILES_FIELD_NUMBER: _ClassVar[int]
+    CUMULATIVE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORIES_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_DIRECTORIES_FIELD_NUMBER: _ClassVar[int]
+    OVERSIZE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    files: int
+    bytes: int
+    cumulative_files: int
+    cumulative_bytes: int
+    directories: int
+    split_directories: int
+    oversize: bool
+    def __init__(self, index: _Optional[int] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ..., cumulative_files: _Optional[int] = ..., cumulative_bytes: _Optional[int] = ..., directories: _Optional[int] = ..., split_directories: _Optional[int] = ..., oversize: _Optional[bool] = ...) -> None: ...
+
+class PlanResponse(_message.Message):
+    __slots__ = ("space", "safety_margin", "batch_limit", "space_from", "files", "bytes", "batches", "peak_bytes", "oversize_files", "oversize_bytes", "oversize", "oversize_policy", "seconds")
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    BATCH_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FROM_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OVERSIZE_FILES_FIELD_NUMBER: _ClassVar[int]
+    OVERSIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OVERSIZE_FIELD_NUMBER: _ClassVar[int]
+    OVERSIZE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    space: int
+    safety_margin: float
+    batch_limit: int
+    space_from: str
+    files: int
+    bytes: int
+    batches: _containers.RepeatedCompositeFieldContainer[PlannedBatch]
+    peak_bytes: int
+    oversize_files: int
+    oversize_bytes: int
+    oversize: _containers.RepeatedCompositeFieldContainer[SizeGroup]
+    oversize_policy: str
+    seconds: float
+    def __init__(self, space: _Optional[int] = ..., safety_margin: _Optional[float] = ..., batch_limit: _Optional[int] = ..., space_from: _Optional[str] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[PlannedBatch, _Mapping]]] = ..., peak_bytes: _Optional[int] = ..., oversize_files: _Optional[int] = ..., oversize_bytes: _Optional[int] = ..., oversize: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ..., oversize_policy: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...

@@ -84,6 +84,11 @@ class BulkforgeStub:
                 request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.AnalyzeRequest.SerializeToString,
                 response_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.AnalyzeResponse.FromString,
                 _registered_method=True)
+        self.Plan = channel.unary_unary(
+                '/bulkforge.v1.Bulkforge/Plan',
+                request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.PlanRequest.SerializeToString,
+                response_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.PlanResponse.FromString,
+                _registered_method=True)
         self.System = channel.unary_unary(
                 '/bulkforge.v1.Bulkforge/System',
                 request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SystemRequest.SerializeToString,
@@ -164,6 +169,13 @@ class BulkforgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Plan(self, request, context):
+        """A dry run: cut a source into batches that each fit on one disk; nothing is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def System(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -230,6 +242,11 @@ def add_BulkforgeServicer_to_server(servicer, server):
                     servicer.Analyze,
                     request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.AnalyzeRequest.FromString,
                     response_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.AnalyzeResponse.SerializeToString,
+            ),
+            'Plan': grpc.unary_unary_rpc_method_handler(
+                    servicer.Plan,
+                    request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.PlanRequest.FromString,
+                    response_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.PlanResponse.SerializeToString,
             ),
             'System': grpc.unary_unary_rpc_method_handler(
                     servicer.System,
@@ -512,6 +529,33 @@ class Bulkforge:
             '/bulkforge.v1.Bulkforge/Analyze',
             bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.AnalyzeRequest.SerializeToString,
             bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.AnalyzeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Plan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulkforge.v1.Bulkforge/Plan',
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.PlanRequest.SerializeToString,
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.PlanResponse.FromString,
             options,
             channel_credentials,
             insecure,

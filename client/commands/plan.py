@@ -1,0 +1,68 @@
+"""bfctl plan SOURCE --space BYTES|auto: the disk-sized batches a download would run in."""
+
+import argparse
+
+from bulkforge.client.commands.base import add_command
+from bulkforge.client.commands.submit import (
+    add_source_flags,
+    check_manifest,
+    daemon_path,
+    source_spec,
+)
+from bulkforge.client.connection import call_timeout
+from bulkforge.client.documents import plan_to_dict, print_json
+from bulkforge.client.render import print_plan
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(subparsers, "plan", "cut a source into batches that fit one disk", run)
+    add_source_flags(parser)
+    add_plan_flags(parser)
+    parser.add_argument("--dest", metavar="D", help="the disk --space auto measures")
+    parser.set_defaults(check=check_plan)
+
+
+def add_plan_flags(parser: argparse.ArgumentParser) -> None:
+    """How batches are cut; `submit download` takes the same flags."""
+    parser.add_argument(
+        "--space",
+        metavar="BYTES|auto",
+        help="bytes one disk offers (10TB, 931GiB) or auto: the free space of --dest now",
+    )
+    parser.add_argument(
+        "--safety-margin",
+        type=float,
+        metavar="M",
+        help="share of each disk a batch may fill, in (0, 1] (default 0.9)",
+    )
+    parser.add_argument(
+        "--oversize",
+        choices=("fail", "skip", "own-batch"),
+        help="files larger than one batch: fail them (default), skip them, or a batch each",
+    )
+
+
+def check_plan(args: argparse.Namespace) -> None:
+    check_manifest(args)
+    if args.dest is not None:
+        args.dest = daemon_path(args.dest, remote=bool(args.target), what="--dest")
+
+
+def plan_request(args: argparse.Namespace, source: pb.DownloadSpec) -> pb.PlanRequest:
+    request = pb.PlanRequest(source=source, space=args.space or "", oversize=args.oversize or "")
+    if args.safety_margin is not None:
+        request.safety_margin = args.safety_margin
+    return request
+
+
+def run(args: argparse.Namespace, stub) -> int:
+    source = source_spec(args)
+    if args.dest:
+        source.dest = args.dest
+    response = stub.Plan(plan_request(args, source), timeout=call_timeout(args, default=None))
+    if args.json:
+        print_json(plan_to_dict(response))
+    else:
+        print_plan(response)
+    return 0

@@ -67,8 +67,10 @@ CREATE TABLE files (
     UNIQUE (job_id, path)
 );
 
--- Claiming the next pending files of a job walks this index in id order.
+-- Failures, retries and counts of a job by state.
 CREATE INDEX files_by_state ON files (job_id, state);
+-- Claiming walks the pending files of a job's active batch, in id order.
+CREATE INDEX files_by_batch ON files (job_id, batch_idx, state);
 -- Failed files due for an automatic retry; permanent failures are not in it.
 CREATE INDEX files_retry_due ON files (job_id, retry_at)
     WHERE state = 'failed' AND retry_at IS NOT NULL;

@@ -59,6 +59,7 @@ BLOCK = 16 * 2**20  # the large file is generated and checked in blocks of this 
 MANY_DIRS = 20
 CHECK_SAMPLE = 50  # files whose sha256 is checked after each fetch (all sizes are)
 POLL_S = 0.02
+DROP_CACHES = False  # set by --drop-caches
 
 NGINX_CONF = """
 worker_processes 2;
@@ -387,7 +388,7 @@ def run_scenario(args, work: Path, scenario: Scenario) -> dict:
     manifest = work / f"manifest-{scenario.name}.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in scenario.rows))
     bfd = Bfd(work, scenario.name, args.connections)
-    fetches = fetchers(bfd, manifest, scenario)
+    fetches = {t: f for t, f in fetchers(bfd, manifest, scenario).items() if t in args.tools}
     times: dict[str, list[float]] = {tool: [] for tool in fetches}
     try:
         for run in range(args.runs):
@@ -420,6 +421,8 @@ def timed_fetch(out: Path, rows: list[dict], fetch: Callable[[Path], object]) ->
     """Seconds fetch(out) takes into an empty out; the result is checked, then deleted."""
     fresh(out)
     os.sync()
+    if DROP_CACHES:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
     started = time.perf_counter()
     fetch(out)
     elapsed = time.perf_counter() - started
@@ -536,7 +539,9 @@ def machine(work: Path) -> str:
 
 
 def main() -> None:
+    global DROP_CACHES
     args = parse_args()
+    DROP_CACHES = args.drop_caches
     work = Path(args.work or tempfile.mkdtemp(prefix="bulkforge-bench-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     # nginx's workers drop to www-data when started as root: they must be able to read.
@@ -594,6 +599,17 @@ def parse_args() -> argparse.Namespace:
         "--work",
         help="working directory, kept with its generated files for reuse (default: "
         "a new temp dir, deleted at the end unless --keep)",
+    )
+    parser.add_argument(
+        "--tools",
+        type=lambda value: value.split(","),
+        default=["bulkforge", "aria2c", "curl"],
+        help="comma-separated subset of bulkforge,aria2c,curl to run (default all)",
+    )
+    parser.add_argument(
+        "--drop-caches",
+        action="store_true",
+        help="drop the page cache before every timed fetch (root): each tool starts alike",
     )
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")

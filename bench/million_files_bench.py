@@ -45,7 +45,7 @@ from common import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bulkforge.daemon import jobs, store
-from bulkforge.daemon.downloader import files
+from bulkforge.daemon.downloader import batches, files
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
@@ -66,6 +66,8 @@ def build(db_path: Path, n: int, dest: Path, job_state: str) -> dict:
             conn, JOB, {"kind": "download", "n": n}, str(dest), file_entries(n)
         )
         job = jobs.move_job(conn, job, JobState.RUNNING)
+        (batch,) = batches.batch_rows(conn, job.id)
+        batches.activate(conn, batch, dest)  # as the scheduler does when the job starts
         if job_state == "paused":
             job = jobs.move_job(conn, job, JobState.PAUSED)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

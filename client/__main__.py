@@ -13,6 +13,7 @@ import grpc
 from bulkforge.client.commands import (
     analyze,
     cancel,
+    continue_,
     demo,
     failures,
     pause,
@@ -22,6 +23,7 @@ from bulkforge.client.commands import (
     stats,
     status,
     submit,
+    swap,
     system,
     watch,
 )
@@ -47,6 +49,8 @@ COMMANDS = (
     pause,
     resume,
     cancel,
+    continue_,
+    swap,
     retry,
     system,
     demo,

@@ -41,6 +41,7 @@ def job_to_dict(job: pb.Job) -> dict[str, Any]:
                 "bytes": batch.bytes,
                 "files": batch.files,
                 "disk": batch.disk,
+                "disk_info": disk_to_dict(batch.disk_info) if batch.HasField("disk_info") else None,
             }
             for batch in job.batches
         ],
@@ -104,6 +105,7 @@ def system_to_dict(response: pb.SystemResponse) -> dict[str, Any]:
     # Generic over the scalar fields so a field added to the proto shows up without a change here.
     document = scalar_fields(response)
     document["disks"] = [scalar_fields(disk) for disk in response.disks]
+    document["holds"] = [scalar_fields(hold) for hold in response.holds]
     return document
 
 
@@ -129,6 +131,11 @@ def analysis_to_dict(response: pb.AnalyzeResponse) -> dict[str, Any]:
         "by_top_dir": groups(response.by_top_dir),
         "largest": [{"path": g.key, "bytes": g.bytes} for g in response.largest],
     }
+
+
+def disk_to_dict(disk: pb.DiskInfo) -> dict[str, str]:
+    fields = ("mount", "device", "fsid", "fstype", "uuid", "label")
+    return {name: getattr(disk, name) for name in fields}
 
 
 def plan_to_dict(response: pb.PlanResponse) -> dict[str, Any]:

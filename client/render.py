@@ -293,6 +293,8 @@ def print_system(response: pb.SystemResponse) -> None:
                 percent(used, disk.total_bytes),
             )
         out.print(table)
+    for hold in response.holds:
+        out.print(f"holding back {hold.job}: ", styled(hold.reason))
 
 
 def print_analysis(response: pb.AnalyzeResponse) -> None:

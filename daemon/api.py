@@ -27,8 +27,9 @@ from pydantic import (
 
 from bulkforge.daemon import errors, jobs
 from bulkforge.daemon.control import Control
+from bulkforge.daemon.disks import Disk
 from bulkforge.daemon.downloader.analyze import analyze
-from bulkforge.daemon.downloader.listing import DownloadRequest, Source, source_pages
+from bulkforge.daemon.downloader.listing import Batching, DownloadRequest, Source, source_pages
 from bulkforge.daemon.jobs import NAME_PATTERN, JobView
 from bulkforge.daemon.machines.job import TERMINAL, JobState
 from bulkforge.daemon.planner import Oversize, Plan, Space, plan_source
@@ -108,15 +109,45 @@ class SubmitDownload(BaseModel):
     name: JobName
     dest: Annotated[str, StringConstraints(min_length=1)]
     source: SourceSpec
+    batching: "PlanArgs | None" = None
+    auto_proceed: bool = False
+
+    @classmethod
+    def of(cls, name: str, spec: pb.DownloadSpec) -> "SubmitDownload":
+        batching = None
+        if spec.space:
+            margin = spec.safety_margin if spec.HasField("safety_margin") else None
+            batching = PlanArgs.parse(spec.space, margin, spec.oversize)
+        elif spec.HasField("safety_margin") or spec.oversize:
+            raise errors.InvalidArgument("--safety-margin and --oversize need --space")
+        return cls(
+            name=name,
+            dest=spec.dest,
+            source=SourceSpec.of(spec),
+            batching=batching,
+            auto_proceed=spec.auto_proceed,
+        )
 
     @model_validator(mode="after")
-    def _absolute_dest(self) -> "SubmitDownload":
+    def _consistent(self) -> "SubmitDownload":
         if not os.path.isabs(self.dest):
             raise ValueError(f"{self.dest!r} must be an absolute path")
+        if self.auto_proceed and self.batching is None:
+            raise ValueError("--auto-proceed needs --space: without it there is one batch")
         return self
 
     def request(self) -> DownloadRequest:
-        return DownloadRequest(name=self.name, dest=Path(self.dest), source=self.source.source())
+        batching = None
+        if self.batching is not None:
+            batching = Batching(
+                space=self.batching.space,
+                margin=self.batching.safety_margin,
+                oversize=str(self.batching.oversize),
+                auto_proceed=self.auto_proceed,
+            )
+        return DownloadRequest(
+            name=self.name, dest=Path(self.dest), source=self.source.source(), batching=batching
+        )
 
 
 class NameOnly(BaseModel):
@@ -149,13 +180,21 @@ class PlanArgs(BaseModel):
         return value
 
     @classmethod
-    def of(cls, request: pb.PlanRequest) -> "PlanArgs":
-        if not request.space:
+    def parse(cls, space: str, margin: float | None, oversize: str) -> "PlanArgs":
+        if not space:
             raise errors.InvalidArgument("give --space BYTES (e.g. 10TB) or --space auto")
-        given = {"space": request.space.strip(), "oversize": request.oversize or "fail"}
-        if request.HasField("safety_margin"):
-            given["safety_margin"] = request.safety_margin
+        given: dict = {"space": space.strip(), "oversize": oversize or "fail"}
+        if margin is not None:
+            given["safety_margin"] = margin
         return cls.model_validate(given)
+
+    @classmethod
+    def of(cls, request: pb.PlanRequest) -> "PlanArgs":
+        margin = request.safety_margin if request.HasField("safety_margin") else None
+        return cls.parse(request.space, margin, request.oversize)
+
+
+SubmitDownload.model_rebuild()
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
@@ -217,6 +256,25 @@ def plan_message(plan: Plan, space: Space, seconds: float) -> pb.PlanResponse:
     )
 
 
+def batch_message(index: int, state: str, files: int, size: int, disk: Disk | None) -> pb.Batch:
+    batch = pb.Batch(index=index, state=state, bytes=size, files=files)
+    if disk is not None:
+        batch.disk = disk.describe()
+        batch.disk_info.CopyFrom(disk_message(disk))
+    return batch
+
+
+def disk_message(disk: Disk) -> pb.DiskInfo:
+    return pb.DiskInfo(
+        mount=disk.mount,
+        device=disk.device,
+        fsid=disk.fsid,
+        fstype=disk.fstype,
+        uuid=disk.uuid,
+        label=disk.label,
+    )
+
+
 def job_message(view: JobView) -> pb.Job:
     job = view.job
     return pb.Job(
@@ -227,7 +285,7 @@ def job_message(view: JobView) -> pb.Job:
         bytes_done=view.bytes_done,
         bytes_total=view.bytes_total,
         batches=[
-            pb.Batch(index=b.index, state=b.state, bytes=b.bytes, files=b.files, disk=b.disk)
+            batch_message(b.index, b.state, b.files, b.bytes, Disk.from_json(b.disk))
             for b in view.batches
         ],
         dest=job.dest,
@@ -280,7 +338,7 @@ class Servicer(pb_grpc.BulkforgeServicer):
         if request.WhichOneof("spec") != "download":
             raise errors.InvalidArgument("the request names no job spec (download)")
         spec = request.download
-        checked = SubmitDownload(name=request.name, dest=spec.dest, source=SourceSpec.of(spec))
+        checked = SubmitDownload.of(request.name, spec)
         view, created = await self._control.submit_download(checked.request())
         if created:
             logger.info("job {} submitted: {} files", view.job.name, view.items_total)
@@ -387,6 +445,23 @@ class Servicer(pb_grpc.BulkforgeServicer):
         return plan_message(plan, space, time.perf_counter() - started)
 
     @refusals
+    async def Continue(self, request: pb.JobRef, context) -> pb.Job:
+        return job_message(await self._control.continue_job(NameOnly(name=request.name).name))
+
+    @refusals
+    async def Swap(self, request: pb.SwapRequest, context) -> pb.SwapResponse:
+        name = NameOnly(name=request.name).name
+        dest = Path(request.dest) if request.dest else None
+        view, swapped = await self._control.swap(name, dest)
+        return pb.SwapResponse(
+            job=job_message(view),
+            archived=swapped.archived,
+            disk=disk_message(swapped.disk),
+            new_disk=swapped.new_disk,
+            note=swapped.note,
+        )
+
+    @refusals
     async def System(self, request: pb.SystemRequest, context) -> pb.SystemResponse:
         return await asyncio.to_thread(self._system)
 
@@ -410,6 +485,7 @@ class Servicer(pb_grpc.BulkforgeServicer):
             disk_threshold=settings.disk_threshold,
             bandwidth=int(settings.bandwidth),
             active_transfers=self._downloader.active_transfers,
+            holds=[pb.Hold(job=job, reason=why) for job, why in self._downloader.holds().items()],
             max_connections=settings.max_connections,
             db_bytes=db_bytes,
             wal_bytes=wal_bytes,

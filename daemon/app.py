@@ -187,7 +187,7 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lifecycle.request_stop)
     notifier = Notifier()
-    governor = Governor(int(settings.bandwidth))
+    governor = Governor(int(settings.bandwidth), settings.disk_threshold)
     downloader = Downloader(settings, store, governor, lifecycle.fatal)
     control = Control(store, downloader)
     server, health_servicer = await _start_server(settings, store, control, downloader)

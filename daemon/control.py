@@ -8,14 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import apsw
+from loguru import logger
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.downloader import files
+from bulkforge.daemon.downloader import batches, files
 from bulkforge.daemon.downloader.incremental import sizes_on_disk, skip_unchanged
 from bulkforge.daemon.downloader.listing import DownloadRequest, source_pages
 from bulkforge.daemon.downloader.scheduler import Downloader
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.machines.job import TERMINAL, JobState
+from bulkforge.daemon.planner import Space
 from bulkforge.daemon.store import Store, StoreFatal, now_ms
 
 
@@ -92,6 +94,7 @@ class Control:
     async def submit_download(self, request: DownloadRequest) -> tuple[jobs.JobView, bool]:
         await asyncio.to_thread(_prepare_dest, request.dest)
         spec = request.spec()
+        space = await asyncio.to_thread(_space_of, request)
         # A resubmission answers at once, without listing the source again.
         existing = await self._readers.call(lambda c: jobs.existing_job(c, request.name, spec))
         if existing is not None:
@@ -103,7 +106,7 @@ class Control:
             while (staged := await asyncio.to_thread(next, pages, None)) is not None:
                 await self._writer.call(lambda c, staged=staged: jobs.stage_rows(c, table, *staged))
             job, created = await self._writer.call(
-                lambda c: _create_download_job(c, request, spec, table)
+                lambda c: _create_download_job(c, request, spec, table, space)
             )
         finally:
             with contextlib.suppress(StoreFatal):
@@ -135,6 +138,7 @@ class Control:
                     f"cannot retry job {name!r}: it was cancelled; submit it again under a new name"
                 )
             retried = files.retry_failed(conn, job.id, step, error)
+            batches.reopen_retried(conn, job.id)
             if retried and job.state == JobState.FAILED:
                 jobs.move_job(conn, job, JobState.QUEUED, message="")
             return retried
@@ -142,6 +146,18 @@ class Control:
         retried = await self._writer.call(requeue)
         self._downloader.wake()
         return await self.status(name), retried
+
+    async def continue_job(self, name: str) -> jobs.JobView:
+        await self._writer.call(lambda conn: batches.continue_job(conn, name))
+        self._downloader.wake()
+        return await self.status(name)
+
+    async def swap(self, name: str, dest: Path | None) -> tuple[jobs.JobView, batches.Swapped]:
+        if dest is not None:
+            await asyncio.to_thread(_check_swap_dest, dest)
+        swapped = await self._writer.call(lambda conn: batches.swap(conn, name, dest))
+        self._downloader.wake()
+        return await self.status(name), swapped
 
     async def _move(
         self,
@@ -160,19 +176,49 @@ class Control:
 
 
 def _create_download_job(
-    conn: apsw.Connection, request: DownloadRequest, spec: dict, table: str
+    conn: apsw.Connection, request: DownloadRequest, spec: dict, table: str, space: int | None
 ) -> tuple[jobs.JobRow, bool]:
-    """The job from its staged rows, minus what an earlier job already has in place."""
+    """The job from its staged rows, cut into batches when asked, minus what is in place."""
     job, created = jobs.create_staged_job(conn, request.name, spec, str(request.dest), table)
+    if created and request.batching is not None and space is not None:
+        planned = batches.plan_staged(conn, table, space, request.batching)
+        batches.apply_plan(conn, job.id, planned)
+        logger.info(
+            "job {}: {} batch(es) of at most {:,} bytes, {} oversize file(s) ({})",
+            job.name,
+            len(planned.batches),
+            planned.capacity,
+            planned.oversize_files,
+            planned.oversize_policy,
+        )
     if created:
         skip_unchanged(conn, job.id, str(request.dest), table)
     return job, created
+
+
+def _space_of(request: DownloadRequest) -> int | None:
+    """The bytes per disk of a batched download; `auto` measures dest now."""
+    if request.batching is None:
+        return None
+    if request.batching.space == "auto":
+        return Space.measured(str(request.dest)).bytes
+    return int(request.batching.space)
 
 
 def _with_sizes_on_disk(pages, dest: Path):
     """Each page with what is already on disk for it (stat in the listing's thread)."""
     for page in pages:
         yield page, sizes_on_disk(dest, page)
+
+
+def _check_swap_dest(dest: Path) -> None:
+    """A swap's new dest must already be there: it is the new disk's mount point."""
+    if not dest.is_absolute():
+        raise InvalidArgument(f"dest {str(dest)!r} must be an absolute path")
+    if not dest.is_dir():
+        raise InvalidArgument(f"dest {dest} is not a directory (is the new disk mounted?)")
+    if not os.access(dest, os.W_OK | os.X_OK):
+        raise InvalidArgument(f"bfd may not write into dest {dest} (check its owner and mode)")
 
 
 def _prepare_dest(dest: Path) -> None:

@@ -1,10 +1,56 @@
-"""What the daemon knows of the filesystems under its destinations."""
+"""What the daemon knows of the filesystems under its destinations.
 
+A batch records the disk it went to, so an operator can find it years later
+and a swap can tell a new disk from the old one emptied: the mount point, the
+device number, the filesystem id (statfs f_fsid: a new tmpfs or a reformatted
+disk gets a new one), and the UUID and label where udev knows them.
+"""
+
+import json
 import os
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
+
+BY_UUID = Path("/dev/disk/by-uuid")
+BY_LABEL = Path("/dev/disk/by-label")
+
+
+@dataclass(frozen=True)
+class Disk:
+    mount: str
+    device: str
+    fsid: str
+    fstype: str
+    uuid: str = ""
+    label: str = ""
+
+    @property
+    def key(self) -> str:
+        """Equal for the same filesystem, different for another one at the same place."""
+        return f"{self.device}/{self.fsid}/{self.uuid}"
+
+    def describe(self) -> str:
+        extra = "".join(
+            f", {name} {value}"
+            for name, value in (("uuid", self.uuid), ("label", self.label))
+            if value
+        )
+        return f"{self.mount} ({self.fstype}, dev {self.device}{extra})"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Disk | None":
+        if not text:
+            return None
+        try:
+            return cls(**json.loads(text))
+        except (ValueError, TypeError):
+            return None  # a free-text disk of an older store
 
 
 def mount_point(path: Path) -> Path:
@@ -14,8 +60,8 @@ def mount_point(path: Path) -> Path:
     return path
 
 
-def describe_disk(path: Path) -> str:
-    """A short name for the filesystem holding path: mount point, device and fs type."""
+def identify(path: Path) -> Disk:
+    """The filesystem holding path (or its nearest existing parent)."""
     existing = path
     while not existing.exists():
         existing = existing.parent
@@ -24,7 +70,34 @@ def describe_disk(path: Path) -> str:
     fstype = next(
         (p.fstype for p in psutil.disk_partitions(all=True) if Path(p.mountpoint) == mount), "?"
     )
-    return f"{mount} ({fstype}, dev {os.major(device)}:{os.minor(device)})"
+    return Disk(
+        mount=str(mount),
+        device=f"{os.major(device)}:{os.minor(device)}",
+        fsid=f"{os.statvfs(existing).f_fsid:x}",
+        fstype=fstype,
+        uuid=_udev_name(BY_UUID, device),
+        label=_udev_name(BY_LABEL, device),
+    )
+
+
+def describe_disk(path: Path) -> str:
+    """A short name for the filesystem holding path: mount point, device and fs type."""
+    return identify(path).describe()
+
+
+def _udev_name(directory: Path, device: int) -> str:
+    """The name udev gives the block device `device` in directory, if any."""
+    try:
+        links = list(directory.iterdir())
+    except OSError:
+        return ""
+    for link in links:
+        try:
+            if os.stat(link).st_rdev == device:
+                return link.name
+        except OSError:
+            continue
+    return ""
 
 
 def free_bytes(path: Path) -> int:

@@ -66,6 +66,11 @@ def find_job(conn: apsw.Connection, name: str) -> JobRow | None:
     return _job(row) if row else None
 
 
+def job_by_id(conn: apsw.Connection, job_id: int) -> JobRow | None:
+    row = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return _job(row) if row else None
+
+
 def get_job(conn: apsw.Connection, name: str) -> JobRow:
     job = find_job(conn, name)
     if job is None:
@@ -198,6 +203,19 @@ def move_job(
     if message is not None:
         columns["message"] = message
     guarded_update(conn, "jobs", job.id, job.state, new, job_machine.check_transition, **columns)
+    return get_job(conn, job.name)
+
+
+def set_message(conn: apsw.Connection, job: JobRow, message: str) -> None:
+    """Say why the job is where it is, without moving it."""
+    conn.execute(
+        "UPDATE jobs SET message = ?, updated_at = ? WHERE id = ?", (message, now_ms(), job.id)
+    )
+
+
+def set_dest(conn: apsw.Connection, job: JobRow, dest: str) -> JobRow:
+    """Where the job's next files land (a swap onto a disk mounted elsewhere)."""
+    conn.execute("UPDATE jobs SET dest = ?, updated_at = ? WHERE id = ?", (dest, now_ms(), job.id))
     return get_job(conn, job.name)
 
 

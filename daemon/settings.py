@@ -85,7 +85,8 @@ class Settings(BaseSettings):
         gt=0,
         le=1,
         description="Stop taking downloads before a destination filesystem would be fuller "
-        "than this fraction. Not enforced yet: the governor's disk threshold is to come.",
+        "than this fraction (counting bytes promised to transfers in flight); they go on by "
+        "themselves once space is freed.",
     )
     bandwidth: Rate = Field(
         default=ByteSize(0),

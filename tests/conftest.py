@@ -273,20 +273,34 @@ def moto_endpoint() -> Iterator[str]:
     werkzeug.setLevel(level)
 
 
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator:
-    """Mount small tmpfs filesystems that play real disks (CI runs as root).
+class Tmpfs:
+    """Small tmpfs filesystems that play real disks (CI runs as root).
 
-    Where mounting is refused the test is skipped, saying why; every mount is
-    lazily unmounted at teardown.
+    Calling it mounts one (the test is skipped, saying why, where mounting is
+    refused); `swap` puts a fresh empty filesystem in place of one, as an
+    operator swapping a disk would. Every mount is lazily unmounted at teardown.
     """
-    mounts: list[Path] = []
 
-    def mount(name: str, size: str) -> Path:
-        point = tmp_path / name
-        point.mkdir()
+    def __init__(self, root: Path):
+        self._root = root
+        self.mounts: list[Path] = []
+
+    @staticmethod
+    def refusal() -> str | None:
+        """Why mounting cannot work here, or None."""
         if os.geteuid() != 0 or not shutil.which("mount"):
-            pytest.skip("mounting a tmpfs needs root and mount(8); this run has neither")
+            return "mounting a tmpfs needs root and mount(8); this run has neither"
+        return None
+
+    def __call__(self, name: str, size: str) -> Path:
+        point = self._root / name
+        point.mkdir(exist_ok=True)
+        if reason := self.refusal():
+            pytest.skip(reason)
+        self._mount(point, size)
+        return point
+
+    def _mount(self, point: Path, size: str) -> None:
         done = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
             capture_output=True,
@@ -294,9 +308,20 @@ def tmpfs(tmp_path: Path) -> Iterator:
         )
         if done.returncode != 0:
             pytest.skip(f"mounting a tmpfs was refused here: {done.stderr.strip()}")
-        mounts.append(point)
-        return point
+        self.mounts.append(point)
 
-    yield mount
-    for point in mounts:
-        subprocess.run(["umount", "-l", str(point)], check=False)
+    def swap(self, point: Path, size: str) -> None:
+        subprocess.run(["umount", str(point)], check=True)
+        self.mounts.remove(point)
+        self._mount(point, size)
+
+    def unmount_all(self) -> None:
+        for point in self.mounts:
+            subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Tmpfs]:
+    mounts = Tmpfs(tmp_path)
+    yield mounts
+    mounts.unmount_all()

@@ -26,6 +26,8 @@ RPCS = {
     "System",
     "Analyze",
     "Plan",
+    "Continue",
+    "Swap",
     "Watch",
 }
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkforge.daemon import app, jobs, store
-from bulkforge.daemon.downloader import files
+from bulkforge.daemon.downloader import batches, files
 from bulkforge.daemon.downloader.manifest import FileEntry
 from bulkforge.daemon.machines import IllegalTransition, TransitionConflict
 from bulkforge.daemon.machines import batch as batch_machine
@@ -86,6 +86,9 @@ def add_job(conn: apsw.Connection, name: str, count: int, sized: bool = True) ->
             f"/srv/{name}",
             entries(count, name, sized),
         )
+        # As the scheduler does when the job starts: its one batch becomes active.
+        (batch,) = batches.in_states(conn, job.id, (batch_machine.BatchState.PLANNED,))
+        batches.activate(conn, batch, Path("/"))
     assert created
     return job
 

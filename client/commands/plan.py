@@ -4,6 +4,7 @@ import argparse
 
 from bulkforge.client.commands.base import add_command
 from bulkforge.client.commands.submit import (
+    add_plan_flags,
     add_source_flags,
     check_manifest,
     daemon_path,
@@ -21,26 +22,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_plan_flags(parser)
     parser.add_argument("--dest", metavar="D", help="the disk --space auto measures")
     parser.set_defaults(check=check_plan)
-
-
-def add_plan_flags(parser: argparse.ArgumentParser) -> None:
-    """How batches are cut; `submit download` takes the same flags."""
-    parser.add_argument(
-        "--space",
-        metavar="BYTES|auto",
-        help="bytes one disk offers (10TB, 931GiB) or auto: the free space of --dest now",
-    )
-    parser.add_argument(
-        "--safety-margin",
-        type=float,
-        metavar="M",
-        help="share of each disk a batch may fill, in (0, 1] (default 0.9)",
-    )
-    parser.add_argument(
-        "--oversize",
-        choices=("fail", "skip", "own-batch"),
-        help="files larger than one batch: fail them (default), skip them, or a batch each",
-    )
 
 
 def check_plan(args: argparse.Namespace) -> None:

@@ -19,6 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_job_name(download)
     add_source_flags(download)
     download.add_argument("--dest", required=True, metavar="D", help="directory the files land in")
+    add_plan_flags(download)
+    download.add_argument(
+        "--auto-proceed",
+        action="store_true",
+        help="start each next batch at once instead of waiting for `continue` or `swap`",
+    )
     download.set_defaults(check=check_download)
 
 
@@ -42,6 +48,26 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--exclude", action="append", default=[], metavar="GLOB", help="skip listed paths matching"
+    )
+
+
+def add_plan_flags(parser: argparse.ArgumentParser) -> None:
+    """How batches are cut; `plan` takes the same flags."""
+    parser.add_argument(
+        "--space",
+        metavar="BYTES|auto",
+        help="bytes one disk offers (10TB, 931GiB) or auto: the free space of --dest now",
+    )
+    parser.add_argument(
+        "--safety-margin",
+        type=float,
+        metavar="M",
+        help="share of each disk a batch may fill, in (0, 1] (default 0.9)",
+    )
+    parser.add_argument(
+        "--oversize",
+        choices=("fail", "skip", "own-batch"),
+        help="files larger than one batch: fail them (default), skip them, or a batch each",
     )
 
 
@@ -87,6 +113,11 @@ def daemon_path(path: str, remote: bool, what: str) -> str:
 def run_download(args: argparse.Namespace, stub) -> int:
     spec = source_spec(args)
     spec.dest = args.dest
+    spec.space = args.space or ""
+    spec.oversize = args.oversize or ""
+    spec.auto_proceed = args.auto_proceed
+    if args.safety_margin is not None:
+        spec.safety_margin = args.safety_margin
     request = pb.SubmitRequest(name=args.name, download=spec)
     response = stub.Submit(request, timeout=call_timeout(args, default=None))
     if args.json:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import apsw
 from loguru import logger
 
-from bulkforge.daemon.machines.file import IN_FLIGHT, FileState, check_transition
+from bulkforge.daemon.machines.file import FileState, check_transition
 from bulkforge.daemon.store import guarded_update, now_ms
 
 S = FileState
@@ -43,36 +43,85 @@ class Failure:
     retry_after: float | None = None
 
 
-def claim(conn: apsw.Connection, job_id: int, limit: int, now: int) -> list[FileRow]:
-    """Move up to `limit` files to downloading: pending ones first, then failed ones due."""
+# No budget: more bytes than any disk holds.
+UNLIMITED = 2**62
+
+# The first `limit` candidates in order, then those whose sizes add up within the budget:
+# the LIMIT comes first, so a claim reads a page of the index, never a whole batch.
+_CLAIM = """
+WITH head AS (
+    SELECT id, coalesce(size, 0) AS size, retry_at FROM files
+    WHERE job_id = :job AND {where} ORDER BY {order} LIMIT :limit
+), fit AS (
+    SELECT id, sum(size) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) AS running
+    FROM head
+)
+UPDATE files SET state = 'downloading', updated_at = :now
+WHERE id IN (SELECT id FROM fit WHERE running <= :budget) AND state = '{old}'
+RETURNING {columns}
+"""
+_PENDING = _CLAIM.format(
+    where="batch_idx = :batch AND state = 'pending'",
+    order="id",
+    old="pending",
+    columns=CLAIM_COLUMNS,
+)
+
+
+def claim(
+    conn: apsw.Connection, job_id: int, limit: int, now: int, budget: int = UNLIMITED
+) -> list[FileRow]:
+    """Move up to `limit` files of the job's active batches to downloading, within `budget` bytes.
+
+    Pending ones first, batch by batch in id order (the index walk needs no sort),
+    then failed ones whose retry is due. The budget is what the disk threshold
+    leaves; files of unknown size count as empty.
+    """
+    active = [
+        idx
+        for (idx,) in conn.execute(
+            "SELECT idx FROM batches WHERE job_id = ? AND state = 'active' ORDER BY idx",
+            (job_id,),
+        )
+    ]
+    claimed: list[FileRow] = []
     check_transition(S.PENDING, S.DOWNLOADING)
-    claimed = list(
-        conn.execute(
-            f"UPDATE files SET state = 'downloading', updated_at = ? "
-            f"WHERE id IN (SELECT id FROM files WHERE job_id = ? AND state = 'pending' "
-            f"ORDER BY id LIMIT ?) AND state = 'pending' RETURNING {CLAIM_COLUMNS}",
-            (now, job_id, limit),
-        )
-    )
-    if len(claimed) < limit:
+    for idx in active:
+        if len(claimed) >= limit:
+            break
+        claimed += _claimed(conn, _PENDING, job_id, limit, now, budget, claimed, batch=idx)
+    if active and len(claimed) < limit:
         check_transition(S.FAILED, S.DOWNLOADING)
-        claimed += conn.execute(
-            f"UPDATE files SET state = 'downloading', updated_at = ? "
-            f"WHERE id IN (SELECT id FROM files WHERE job_id = ? AND state = 'failed' "
-            f"AND retry_at IS NOT NULL AND retry_at <= ? ORDER BY retry_at LIMIT ?) "
-            f"AND state = 'failed' RETURNING {CLAIM_COLUMNS}",
-            (now, job_id, now, limit - len(claimed)),
+        marks = ",".join(str(int(idx)) for idx in active)
+        due = _CLAIM.format(
+            where=f"state = 'failed' AND retry_at IS NOT NULL AND retry_at <= :now "
+            f"AND batch_idx IN ({marks})",
+            order="retry_at, id",
+            old="failed",
+            columns=CLAIM_COLUMNS,
         )
-    return [FileRow(*row) for row in claimed]
+        claimed += _claimed(conn, due, job_id, limit, now, budget, claimed)
+    return claimed
 
 
-def next_retry_at(conn: apsw.Connection, job_id: int) -> int | None:
-    (due,) = conn.execute(
-        "SELECT min(retry_at) FROM files WHERE job_id = ? AND state = 'failed' "
-        "AND retry_at IS NOT NULL",
-        (job_id,),
-    ).fetchone()
-    return due
+def _claimed(conn, sql, job_id, limit, now, budget, before, **extra) -> list[FileRow]:
+    left = budget - sum(row.size or 0 for row in before)
+    if left < 0:
+        return []
+    arguments = {"job": job_id, "limit": limit - len(before), "now": now, "budget": left}
+    return [FileRow(*row) for row in conn.execute(sql, arguments | extra)]
+
+
+def has_pending(conn: apsw.Connection, job_id: int) -> bool:
+    """Whether an active batch of the job still has a file waiting to be claimed."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM files WHERE job_id = ? AND state = 'pending' AND batch_idx IN "
+            "(SELECT idx FROM batches WHERE job_id = ? AND state = 'active') LIMIT 1",
+            (job_id, job_id),
+        ).fetchone()
+        is not None
+    )
 
 
 def to_verifying(conn: apsw.Connection, file_id: int) -> None:
@@ -134,14 +183,18 @@ def record_validator(conn: apsw.Connection, file_id: int, validator: str | None)
 
 
 def retry_failed(conn: apsw.Connection, job_id: int, step: str, error: str) -> int:
-    """Move failed files matching the filters back to pending with a fresh attempt budget."""
+    """Move failed files matching the filters back to pending with a fresh attempt budget.
+
+    Not those of an archived batch (its disk is gone) nor oversize ones (no batch holds them).
+    """
     check_transition(S.FAILED, S.PENDING)
     conn.execute(
         "UPDATE files SET state = 'pending', attempts = 0, retry_at = NULL, step = NULL, "
         "error_class = NULL, error = NULL, updated_at = ? "
         "WHERE job_id = ? AND state = 'failed' AND (? = '' OR step = ?) "
-        "AND (? = '' OR instr(coalesce(error_class, '') || ': ' || coalesce(error, ''), ?) > 0)",
-        (now_ms(), job_id, step, step, error, error),
+        "AND (? = '' OR instr(coalesce(error_class, '') || ': ' || coalesce(error, ''), ?) > 0) "
+        "AND batch_idx IN (SELECT idx FROM batches WHERE job_id = ? AND state != 'archived')",
+        (now_ms(), job_id, step, step, error, error, job_id),
     )
     return conn.changes()
 
@@ -155,16 +208,12 @@ def retrying_count(conn: apsw.Connection, job_id: int) -> int:
     return count
 
 
-def open_work(conn: apsw.Connection, job_id: int) -> tuple[int, int, int]:
-    """(pending + in flight, failed awaiting an automatic retry, failed for good)."""
-    counts = dict(
-        conn.execute(
-            "SELECT state, files FROM file_counts WHERE job_id = ? AND files > 0", (job_id,)
-        ).fetchall()
-    )
-    retrying = retrying_count(conn, job_id)
-    unfinished = sum(counts.get(state, 0) for state in (S.PENDING, *IN_FLIGHT))
-    return unfinished, retrying, counts.get(S.FAILED, 0) - retrying
+def failed_count(conn: apsw.Connection, job_id: int) -> int:
+    (count,) = conn.execute(
+        "SELECT coalesce(sum(files), 0) FROM file_counts WHERE job_id = ? AND state = 'failed'",
+        (job_id,),
+    ).fetchone()
+    return count
 
 
 def repair_in_flight(conn: apsw.Connection) -> int:

@@ -39,14 +39,45 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Batching:
+    """How a download is cut into disk batches: the submit flags, validated."""
+
+    # Bytes one disk offers, or "auto": the free space of dest at submit.
+    space: int | str
+    margin: float
+    oversize: str
+    auto_proceed: bool
+
+    def spec(self) -> dict:
+        return {
+            "space": self.space,
+            "margin": self.margin,
+            "oversize": self.oversize,
+            "auto": self.auto_proceed,
+        }
+
+    @classmethod
+    def of_spec(cls, spec: dict) -> "Batching | None":
+        """The batching a job was submitted with (its stored spec), or None: one batch."""
+        given = spec.get("batching")
+        if not given:
+            return None
+        return cls(given["space"], given["margin"], given["oversize"], given["auto"])
+
+
+@dataclass(frozen=True)
 class DownloadRequest:
     name: str
     dest: Path
     source: Source
+    batching: Batching | None = None
 
     def spec(self) -> dict:
         """The parameters a resubmission must repeat to be the same job."""
-        return {"kind": "download", "source": self.source.spec(), "dest": str(self.dest)}
+        spec = {"kind": "download", "source": self.source.spec(), "dest": str(self.dest)}
+        if self.batching is not None:
+            spec["batching"] = self.batching.spec()
+        return spec
 
 
 def pages_of(entries: Iterable[FileEntry], rows: int = PAGE_ROWS) -> Iterator[list[FileEntry]]:

@@ -13,6 +13,9 @@ slot through that would leave the connections idle.
 
 import asyncio
 import contextlib
+import dataclasses
+import json
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,24 +26,25 @@ import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.disks import describe_disk
-from bulkforge.daemon.downloader import files, segments
+from bulkforge.daemon.downloader import batches, files, segments
 from bulkforge.daemon.downloader.access import Access, access_for
 from bulkforge.daemon.downloader.fetch import Fetcher, TransferFailed
 from bulkforge.daemon.downloader.install import DiskFatal, Installer, InstallFailed
+from bulkforge.daemon.downloader.listing import Batching
 from bulkforge.daemon.downloader.segments import Ledger
 from bulkforge.daemon.errors import Refused
-from bulkforge.daemon.governor import Governor
-from bulkforge.daemon.machines import batch as batch_machine
+from bulkforge.daemon.governor import WAITING_FOR_SPACE, Governor, Usage, disk_usage
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.file import IN_FLIGHT, FileState
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.settings import Settings
-from bulkforge.daemon.store import Store, StoreFatal, guarded_update, now_ms
+from bulkforge.daemon.store import Store, StoreFatal, now_ms
 
 IDLE_POLL_S = 1.0
 # Files claimed per transfer slot (see _slots).
 CLAIM_AHEAD = 2
+# How often a job held back by the disk threshold looks again for freed space.
+SPACE_POLL_S = 0.25
 
 
 @dataclass
@@ -50,9 +54,23 @@ class _Transfer:
     bytes: int = 0
     # Claimed and not yet received: waiting for a slot or holding one (module docstring).
     receiving: bool = True
+    size: int = 0
+    # The destination filesystem (st_dev), whose disk threshold counts this file.
+    device: int | None = None
+
+    @property
+    def remaining(self) -> int:
+        """Bytes still to land on the disk: promised against the disk threshold."""
+        return max(0, self.size - self.bytes)
 
     def add(self, count: int) -> None:
         self.bytes += count
+
+
+@dataclass(frozen=True)
+class _Room:
+    bytes: int
+    why: str
 
 
 @dataclass
@@ -61,6 +79,10 @@ class _Plan:
 
     claimed: list[files.FileRow] = field(default_factory=list)
     next_retry_at: int | None = None
+    # Batches whose every file is in: their manifests are written, then they are complete.
+    verifying: list[batches.BatchRow] = field(default_factory=list)
+    # Why the governor holds the job back (the disk threshold), or None.
+    held: str | None = None
 
 
 class Downloader:
@@ -91,6 +113,10 @@ class Downloader:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def holds(self) -> dict[str, str]:
+        """Jobs the governor holds back now, and why."""
+        return dict(self._governor.holds)
 
     @property
     def active_transfers(self) -> int:
@@ -168,17 +194,41 @@ class Downloader:
                 continue
             free = CLAIM_AHEAD * self._settings.max_connections - self._receiving()
             busy = any(t.job_id == job.id for t in self._transfers.values())
+            device, room = await self._room(job)
             plan = await self._writer.call(
-                lambda conn, job=job, free=free, busy=busy: _plan_job(conn, job.id, free, busy)
+                lambda conn, job=job, free=free, busy=busy, room=room: _plan_job(
+                    conn, job.id, free, busy, room
+                )
             )
             if self._stopping:  # drained while this pass was claiming: give them back
                 await asyncio.gather(*(self._release(row.id) for row in plan.claimed))
                 break
+            self._note_hold(job, plan.held)
             for row in plan.claimed:
-                self._start_transfer(job, row)
+                self._start_transfer(job, row, device)
+            for batch in plan.verifying:
+                await self._complete_batch(job, batch)
             if plan.next_retry_at is not None:
                 next_due = min(next_due or plan.next_retry_at, plan.next_retry_at)
         return next_due
+
+    async def _complete_batch(self, job: jobs.JobRow, batch: batches.BatchRow) -> None:
+        """Write the batch's manifest onto its disk, then mark it complete."""
+        if Batching.of_spec(json.loads(job.spec)) is not None:
+            rows = await self._readers.call(
+                lambda conn: batches.manifest_rows(conn, job.id, batch.index)
+            )
+            header = {"job": job.name, "batch": batch.index, "disk": batch.disk, "files": len(rows)}
+            path = batches.manifest_path(Path(job.dest), job.name, batch.index)
+            try:
+                await asyncio.to_thread(batches.write_manifest, path, header, rows)
+            except OSError as exc:
+                await self._writer.call(
+                    lambda conn, error=exc: _manifest_failed(conn, job, batch, error)
+                )
+                return
+        await self._writer.call(lambda conn: _batch_complete(conn, job, batch))
+        self.wake()
 
     def _receiving(self) -> int:
         return sum(1 for t in self._transfers.values() if t.receiving)
@@ -187,8 +237,27 @@ class Downloader:
         transfer.receiving = False
         self.wake()
 
-    def _start_transfer(self, job: jobs.JobRow, row: files.FileRow) -> None:
-        transfer = _Transfer(job.id)
+    async def _room(self, job: jobs.JobRow) -> tuple[int | None, _Room | None]:
+        """The job's destination filesystem and what the disk threshold leaves on it.
+
+        Bytes still to come of the transfers in flight there are promised already.
+        """
+        try:
+            device, usage = await asyncio.to_thread(_device_and_usage, Path(job.dest))
+        except OSError:
+            return None, None  # dest gone: its transfers fail with a clear `dest` error
+        reserved = sum(t.remaining for t in self._transfers.values() if t.device == device)
+        room = self._governor.disk.room_of(usage, reserved)
+        return device, _Room(room.bytes, room.describe(job.dest))
+
+    def _note_hold(self, job: jobs.JobRow, held: str | None) -> None:
+        if held:
+            self._governor.holds[job.name] = held
+        else:
+            self._governor.holds.pop(job.name, None)
+
+    def _start_transfer(self, job: jobs.JobRow, row: files.FileRow, device: int | None) -> None:
+        transfer = _Transfer(job.id, size=row.size or 0, device=device)
         self._transfers[row.id] = transfer
         transfer.task = asyncio.create_task(self._transfer(job, row, transfer))
         transfer.task.add_done_callback(lambda task: self._transfer_ended(row.id, transfer, task))
@@ -298,75 +367,122 @@ def _done(conn: apsw.Connection, file_id: int, size: int) -> None:
     segments.forget(conn, file_id)
 
 
+def _batch_complete(conn: apsw.Connection, job: jobs.JobRow, batch: batches.BatchRow) -> None:
+    verifying = dataclasses.replace(batch, state=BatchState.VERIFYING)
+    batches.move(conn, verifying, BatchState.COMPLETE)
+    logger.info("job {}: batch {} complete ({} files)", job.name, batch.index, batch.files)
+
+
+def _manifest_failed(
+    conn: apsw.Connection, job: jobs.JobRow, batch: batches.BatchRow, exc: OSError
+) -> None:
+    """A disk that will not take the manifest: stop the job, keep the batch open, say why."""
+    batches.move(conn, dataclasses.replace(batch, state=BatchState.VERIFYING), BatchState.ACTIVE)
+    message = (
+        f"cannot write the manifest of batch {batch.index} into {job.dest}: {exc.strerror}; "
+        f"fix the disk, then `bfctl resume {job.name}`"
+    )
+    current = jobs.get_job(conn, job.name)
+    if current.state == JobState.RUNNING:
+        jobs.move_job(conn, current, JobState.PAUSED, message=message)
+    logger.error("job {}: {}", job.name, message)
+
+
 def _release_in_flight(conn: apsw.Connection, file_id: int) -> None:
     row = conn.execute("SELECT state FROM files WHERE id = ?", (file_id,)).fetchone()
     if row and FileState(row[0]) in IN_FLIGHT:
         files.to_pending(conn, file_id, FileState(row[0]))
 
 
-def _plan_job(conn: apsw.Connection, job_id: int, free: int, busy: bool) -> _Plan:
-    """In one transaction: start a queued job, claim files, or finish an idle one."""
-    job = conn.execute("SELECT name, state, dest FROM jobs WHERE id = ?", (job_id,)).fetchone()
+def _plan_job(
+    conn: apsw.Connection, job_id: int, free: int, busy: bool, room: _Room | None = None
+) -> _Plan:
+    """In one transaction: start a queued job, claim files, or move its batches on."""
+    job = jobs.job_by_id(conn, job_id)
     if job is None:
         return _Plan()
-    name, state, dest = job[0], JobState(job[1]), job[2]
-    if state == JobState.QUEUED:
-        _start_job(conn, job_id, name, dest)
-    elif state != JobState.RUNNING:
+    if job.state == JobState.QUEUED:
+        job = _start_job(conn, job)
+    elif job.state != JobState.RUNNING:
         return _Plan()
     plan = _Plan()
     if free > 0:
-        plan.claimed = files.claim(conn, job_id, free, now_ms())
-    if plan.claimed or busy:
+        budget = room.bytes if room is not None else files.UNLIMITED
+        plan.claimed = files.claim(conn, job_id, free, now_ms(), budget)
+        if not plan.claimed and room is not None and files.has_pending(conn, job_id):
+            plan.held = room.why
+            plan.next_retry_at = now_ms() + int(SPACE_POLL_S * 1000)
+    _show_hold(conn, job, plan.held)
+    if plan.claimed or busy or plan.held:
         return plan
-    unfinished, retrying, failed = files.open_work(conn, job_id)
-    if unfinished:
+    waiting = False
+    for batch in batches.in_states(conn, job_id, (BatchState.ACTIVE,)):
+        if batches.open_work(conn, job_id, batch.index):
+            waiting = True  # only failures waiting for their retry are left
+            due = batches.next_retry_at(conn, job_id, batch.index)
+            if due is not None:
+                plan.next_retry_at = min(plan.next_retry_at or due, due)
+            continue
+        batches.move(conn, batch, BatchState.VERIFYING)
+        plan.verifying.append(batch)
+    if waiting or plan.verifying:
         return plan
-    if retrying:
-        plan.next_retry_at = files.next_retry_at(conn, job_id)
-        return plan
-    _finish_job(conn, job_id, name, failed)
+    upcoming = batches.in_states(conn, job_id, (BatchState.PLANNED,))
+    if upcoming:
+        _proceed(conn, job, upcoming[0])
+    else:
+        _finish_job(conn, job)
     return plan
 
 
-def _start_job(conn: apsw.Connection, job_id: int, name: str, dest: str) -> None:
-    job = jobs.get_job(conn, name)
-    jobs.move_job(conn, job, JobState.RUNNING, message="")
-    disk = describe_disk(Path(dest))
-    for (batch_id,) in conn.execute(
-        "SELECT id FROM batches WHERE job_id = ? AND state = 'planned' ORDER BY idx LIMIT 1",
-        (job_id,),
-    ).fetchall():
-        _move_batch(conn, batch_id, BatchState.PLANNED, BatchState.ACTIVE, disk=disk)
-    logger.info("job {} started", name)
+def _show_hold(conn: apsw.Connection, job: jobs.JobRow, held: str | None) -> None:
+    """The job's message says why it waits for space, and stops saying it once it goes on."""
+    if held and job.message != held:
+        jobs.set_message(conn, job, held)
+    elif not held and job.message.startswith(WAITING_FOR_SPACE):
+        jobs.set_message(conn, job, "")
 
 
-def _finish_job(conn: apsw.Connection, job_id: int, name: str, failed: int) -> None:
-    job = jobs.get_job(conn, name)
-    if failed:
-        message = f"{failed} file(s) failed; `bfctl failures {name}` lists them"
-        jobs.move_job(conn, job, JobState.FAILED, message=message)
-        logger.warning("job {} failed: {}", name, message)
+def _device_and_usage(dest: Path) -> tuple[int, Usage]:
+    device = os.stat(dest).st_dev
+    return device, disk_usage(dest)
+
+
+def _start_job(conn: apsw.Connection, job: jobs.JobRow) -> jobs.JobRow:
+    """queued -> running; the first planned batch starts unless some batch is active."""
+    job = jobs.move_job(conn, job, JobState.RUNNING, message="")
+    if not batches.in_states(conn, job.id, (BatchState.ACTIVE, BatchState.VERIFYING)):
+        upcoming = batches.in_states(conn, job.id, (BatchState.PLANNED,))
+        if upcoming:
+            batches.activate(conn, upcoming[0], Path(job.dest))
+    logger.info("job {} started", job.name)
+    return job
+
+
+def _proceed(conn: apsw.Connection, job: jobs.JobRow, upcoming: batches.BatchRow) -> None:
+    """After a batch: start the next one when it fits on the disk now, else wait for a swap."""
+    batching = Batching.of_spec(json.loads(job.spec))
+    margin = batching.margin if batching else 1.0
+    fits, free = batches.fits_now(upcoming, Path(job.dest), margin)
+    if fits or (batching and batching.auto_proceed):
+        disk = batches.activate(conn, upcoming, Path(job.dest))
+        logger.info("job {}: batch {} started on {}", job.name, upcoming.index, disk.describe())
         return
-    for (batch_id,) in conn.execute(
-        "SELECT id FROM batches WHERE job_id = ? AND state = 'active'", (job_id,)
-    ).fetchall():
-        _move_batch(conn, batch_id, BatchState.ACTIVE, BatchState.VERIFYING)
-        _move_batch(conn, batch_id, BatchState.VERIFYING, BatchState.COMPLETE)
-    jobs.move_job(conn, job, JobState.COMPLETED, message="")
-    logger.info("job {} completed", name)
-
-
-def _move_batch(
-    conn: apsw.Connection, batch_id: int, old: BatchState, new: BatchState, **columns
-) -> None:
-    guarded_update(
-        conn,
-        "batches",
-        batch_id,
-        old,
-        new,
-        batch_machine.check_transition,
-        updated_at=now_ms(),
-        **columns,
+    message = (
+        f"batch {upcoming.index - 1} is complete; batch {upcoming.index} needs "
+        f"{upcoming.bytes:,} bytes and {job.dest} has {free:,} free: swap the disk and run "
+        f"`bfctl swap {job.name}`, or free space and run `bfctl continue {job.name}`"
     )
+    jobs.move_job(conn, job, JobState.AWAITING_SWAP, message=message)
+    logger.info("job {} awaits a disk swap: {}", job.name, message)
+
+
+def _finish_job(conn: apsw.Connection, job: jobs.JobRow) -> None:
+    failed = files.failed_count(conn, job.id)
+    if failed:
+        message = f"{failed} file(s) failed; `bfctl failures {job.name}` lists them"
+        jobs.move_job(conn, job, JobState.FAILED, message=message)
+        logger.warning("job {} failed: {}", job.name, message)
+        return
+    jobs.move_job(conn, job, JobState.COMPLETED, message="")
+    logger.info("job {} completed", job.name)

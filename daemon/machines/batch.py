@@ -28,6 +28,9 @@ MOVES: frozenset[tuple[BatchState, BatchState]] = frozenset(
         # A verification that finds missing or changed files sends the batch back.
         (S.VERIFYING, S.ACTIVE),
         (S.COMPLETE, S.ARCHIVED),
+        # `retry` re-opens a complete batch whose failed files it re-queued (its disk is
+        # still in place; an archived batch's disk is gone, so its failures stay).
+        (S.COMPLETE, S.ACTIVE),
     }
 )
 

@@ -19,7 +19,7 @@ class UrlList(_message.Message):
     def __init__(self, urls: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DownloadSpec(_message.Message):
-    __slots__ = ("manifest", "urls", "s3", "hf", "dest", "include", "exclude")
+    __slots__ = ("manifest", "urls", "s3", "hf", "dest", "include", "exclude", "space", "safety_margin", "oversize", "auto_proceed")
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     URLS_FIELD_NUMBER: _ClassVar[int]
     S3_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,10 @@ class DownloadSpec(_message.Message):
     DEST_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    OVERSIZE_FIELD_NUMBER: _ClassVar[int]
+    AUTO_PROCEED_FIELD_NUMBER: _ClassVar[int]
     manifest: str
     urls: UrlList
     s3: str
@@ -34,7 +38,11 @@ class DownloadSpec(_message.Message):
     dest: str
     include: _containers.RepeatedScalarFieldContainer[str]
     exclude: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, manifest: _Optional[str] = ..., urls: _Optional[_Union[UrlList, _Mapping]] = ..., s3: _Optional[str] = ..., hf: _Optional[str] = ..., dest: _Optional[str] = ..., include: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
+    space: str
+    safety_margin: float
+    oversize: str
+    auto_proceed: bool
+    def __init__(self, manifest: _Optional[str] = ..., urls: _Optional[_Union[UrlList, _Mapping]] = ..., s3: _Optional[str] = ..., hf: _Optional[str] = ..., dest: _Optional[str] = ..., include: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ..., space: _Optional[str] = ..., safety_margin: _Optional[float] = ..., oversize: _Optional[str] = ..., auto_proceed: _Optional[bool] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("name", "download")
@@ -53,18 +61,36 @@ class SubmitResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("index", "state", "bytes", "files", "disk")
+    __slots__ = ("index", "state", "bytes", "files", "disk", "disk_info")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     DISK_FIELD_NUMBER: _ClassVar[int]
+    DISK_INFO_FIELD_NUMBER: _ClassVar[int]
     index: int
     state: str
     bytes: int
     files: int
     disk: str
-    def __init__(self, index: _Optional[int] = ..., state: _Optional[str] = ..., bytes: _Optional[int] = ..., files: _Optional[int] = ..., disk: _Optional[str] = ...) -> None: ...
+    disk_info: DiskInfo
+    def __init__(self, index: _Optional[int] = ..., state: _Optional[str] = ..., bytes: _Optional[int] = ..., files: _Optional[int] = ..., disk: _Optional[str] = ..., disk_info: _Optional[_Union[DiskInfo, _Mapping]] = ...) -> None: ...
+
+class DiskInfo(_message.Message):
+    __slots__ = ("mount", "device", "fsid", "fstype", "uuid", "label")
+    MOUNT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    FSID_FIELD_NUMBER: _ClassVar[int]
+    FSTYPE_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    mount: str
+    device: str
+    fsid: str
+    fstype: str
+    uuid: str
+    label: str
+    def __init__(self, mount: _Optional[str] = ..., device: _Optional[str] = ..., fsid: _Optional[str] = ..., fstype: _Optional[str] = ..., uuid: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("name", "kind", "state", "counts", "bytes_done", "bytes_total", "batches", "dest", "message", "items_total", "retrying", "created_at_ms", "updated_at_ms")
@@ -222,7 +248,7 @@ class Disk(_message.Message):
     def __init__(self, path: _Optional[str] = ..., total_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ...) -> None: ...
 
 class SystemResponse(_message.Message):
-    __slots__ = ("version", "pid", "uptime_s", "state_dir", "socket", "rss_bytes", "memory_cap", "cpu_workers", "disk_threshold", "bandwidth", "active_transfers", "max_connections", "db_bytes", "wal_bytes", "durability", "disks", "commits", "commit_p99_ms")
+    __slots__ = ("version", "pid", "uptime_s", "state_dir", "socket", "rss_bytes", "memory_cap", "cpu_workers", "disk_threshold", "bandwidth", "active_transfers", "max_connections", "db_bytes", "wal_bytes", "durability", "disks", "commits", "commit_p99_ms", "holds")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
@@ -241,6 +267,7 @@ class SystemResponse(_message.Message):
     DISKS_FIELD_NUMBER: _ClassVar[int]
     COMMITS_FIELD_NUMBER: _ClassVar[int]
     COMMIT_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    HOLDS_FIELD_NUMBER: _ClassVar[int]
     version: str
     pid: int
     uptime_s: float
@@ -259,7 +286,16 @@ class SystemResponse(_message.Message):
     disks: _containers.RepeatedCompositeFieldContainer[Disk]
     commits: int
     commit_p99_ms: float
-    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., state_dir: _Optional[str] = ..., socket: _Optional[str] = ..., rss_bytes: _Optional[int] = ..., memory_cap: _Optional[int] = ..., cpu_workers: _Optional[int] = ..., disk_threshold: _Optional[float] = ..., bandwidth: _Optional[int] = ..., active_transfers: _Optional[int] = ..., max_connections: _Optional[int] = ..., db_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., durability: _Optional[str] = ..., disks: _Optional[_Iterable[_Union[Disk, _Mapping]]] = ..., commits: _Optional[int] = ..., commit_p99_ms: _Optional[float] = ...) -> None: ...
+    holds: _containers.RepeatedCompositeFieldContainer[Hold]
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., state_dir: _Optional[str] = ..., socket: _Optional[str] = ..., rss_bytes: _Optional[int] = ..., memory_cap: _Optional[int] = ..., cpu_workers: _Optional[int] = ..., disk_threshold: _Optional[float] = ..., bandwidth: _Optional[int] = ..., active_transfers: _Optional[int] = ..., max_connections: _Optional[int] = ..., db_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., durability: _Optional[str] = ..., disks: _Optional[_Iterable[_Union[Disk, _Mapping]]] = ..., commits: _Optional[int] = ..., commit_p99_ms: _Optional[float] = ..., holds: _Optional[_Iterable[_Union[Hold, _Mapping]]] = ...) -> None: ...
+
+class Hold(_message.Message):
+    __slots__ = ("job", "reason")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    reason: str
+    def __init__(self, job: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("name", "interval_s")
@@ -380,3 +416,25 @@ class PlanResponse(_message.Message):
     oversize_policy: str
     seconds: float
     def __init__(self, space: _Optional[int] = ..., safety_margin: _Optional[float] = ..., batch_limit: _Optional[int] = ..., space_from: _Optional[str] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[PlannedBatch, _Mapping]]] = ..., peak_bytes: _Optional[int] = ..., oversize_files: _Optional[int] = ..., oversize_bytes: _Optional[int] = ..., oversize: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ..., oversize_policy: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class SwapRequest(_message.Message):
+    __slots__ = ("name", "dest")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DEST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dest: str
+    def __init__(self, name: _Optional[str] = ..., dest: _Optional[str] = ...) -> None: ...
+
+class SwapResponse(_message.Message):
+    __slots__ = ("job", "archived", "disk", "new_disk", "note")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    NEW_DISK_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    archived: _containers.RepeatedScalarFieldContainer[int]
+    disk: DiskInfo
+    new_disk: bool
+    note: str
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., archived: _Optional[_Iterable[int]] = ..., disk: _Optional[_Union[DiskInfo, _Mapping]] = ..., new_disk: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...

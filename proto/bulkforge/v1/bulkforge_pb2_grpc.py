@@ -89,6 +89,16 @@ class BulkforgeStub:
                 request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.PlanRequest.SerializeToString,
                 response_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.PlanResponse.FromString,
                 _registered_method=True)
+        self.Continue = channel.unary_unary(
+                '/bulkforge.v1.Bulkforge/Continue',
+                request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.SerializeToString,
+                response_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.Job.FromString,
+                _registered_method=True)
+        self.Swap = channel.unary_unary(
+                '/bulkforge.v1.Bulkforge/Swap',
+                request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SwapRequest.SerializeToString,
+                response_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SwapResponse.FromString,
+                _registered_method=True)
         self.System = channel.unary_unary(
                 '/bulkforge.v1.Bulkforge/System',
                 request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SystemRequest.SerializeToString,
@@ -176,6 +186,22 @@ class BulkforgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Continue(self, request, context):
+        """A job awaiting a swap goes on with its next batch on the disk at dest, once that
+        disk has room for it (space was freed); FAILED_PRECONDITION says what is missing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Swap(self, request, context):
+        """The operator took the finished disk away: its batches become archived, the disk
+        now at dest (or a new dest) is identified, and the next batch starts when it fits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def System(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -247,6 +273,16 @@ def add_BulkforgeServicer_to_server(servicer, server):
                     servicer.Plan,
                     request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.PlanRequest.FromString,
                     response_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.PlanResponse.SerializeToString,
+            ),
+            'Continue': grpc.unary_unary_rpc_method_handler(
+                    servicer.Continue,
+                    request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.FromString,
+                    response_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.Job.SerializeToString,
+            ),
+            'Swap': grpc.unary_unary_rpc_method_handler(
+                    servicer.Swap,
+                    request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SwapRequest.FromString,
+                    response_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SwapResponse.SerializeToString,
             ),
             'System': grpc.unary_unary_rpc_method_handler(
                     servicer.System,
@@ -556,6 +592,60 @@ class Bulkforge:
             '/bulkforge.v1.Bulkforge/Plan',
             bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.PlanRequest.SerializeToString,
             bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.PlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Continue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulkforge.v1.Bulkforge/Continue',
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.SerializeToString,
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Swap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulkforge.v1.Bulkforge/Swap',
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SwapRequest.SerializeToString,
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SwapResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,293 @@
+"""Datasets larger than the disk: batches fill a small filesystem, wait for a swap, go on.
+
+The disks are real tmpfs mounts (CI runs as root). Where mounting is refused the
+tests fall back to plain directories with --space given explicitly, and say so;
+a "swap" then moves the batch's files away instead of mounting a fresh disk.
+"""
+
+import hashlib
+import json
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import (
+    FAST_RETRIES,
+    Tmpfs,
+    make_dataset,
+    manifest_rows,
+    wait_until,
+    write_manifest,
+)
+from origin import Fault, FaultKind, Origin
+
+DISK = "2m"
+DISK_BYTES = 2 * 1024 * 1024
+MARGIN = 0.9
+
+
+class Disks:
+    """One mount point whose disk is replaced between batches."""
+
+    def __init__(self, tmpfs: Tmpfs, root: Path):
+        self.mounted = Tmpfs.refusal() is None
+        if self.mounted:
+            self.point = tmpfs("disk", DISK)
+        else:
+            print(f"falling back to a plain directory and --space {DISK_BYTES}: {Tmpfs.refusal()}")
+            self.point = root / "disk"
+            self.point.mkdir()
+        self._tmpfs = tmpfs
+        self.taken: list[Path] = []
+
+    def space_flags(self) -> list[str]:
+        return ["--space", "auto" if self.mounted else str(DISK_BYTES)]
+
+    def take_away(self, root: Path) -> Path:
+        """Keep what the disk holds (as the operator's shelf would), then put in an empty one."""
+        shelf = root / f"shelf-{len(self.taken)}"
+        shutil.copytree(self.point, shelf)
+        if self.mounted:
+            self._tmpfs.swap(self.point, DISK)
+        else:
+            for child in self.point.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        self.taken.append(shelf)
+        return shelf
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in root.rglob("*")
+        if path.is_file() and ".bulkforge" not in path.parts
+    }
+
+
+def test_a_dataset_three_times_the_disk_lands_batch_by_batch_with_swaps(daemon, tmp_path, tmpfs):
+    dataset = make_dataset(27, 200 * 1024, seed=21)
+    disks = Disks(tmpfs, tmp_path)
+    with Origin(dataset.files) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        submitted = daemon.bfctl(
+            "submit", "download", "big", "--manifest", str(manifest),
+            "--dest", str(disks.point), *disks.space_flags(), "--safety-margin", str(MARGIN),
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        for _ in range(10):
+            job = daemon.wait_state("big", {"awaiting_swap", "completed", "failed"}, timeout=90)
+            if job.state != "awaiting_swap":
+                break
+            status = daemon.bfctl_json("status", "big")
+            complete = [b for b in status["batches"] if b["state"] == "complete"]
+            assert len(complete) == 1
+            on_disk = sum(len(data) for data in files_under(disks.point).values())
+            assert on_disk == complete[0]["bytes"] <= DISK_BYTES * MARGIN
+            assert "bfctl swap big" in status["message"]
+            disks.take_away(tmp_path)
+            swapped = daemon.bfctl_json("swap", "big")
+            assert swapped["archived"] == [complete[0]["index"]]
+            assert swapped["new_disk"] is disks.mounted
+        assert job.state == "completed", job.message
+    status = daemon.bfctl_json("status", "big")
+    assert len(status["batches"]) >= 3
+    assert all(b["disk_info"] and b["disk_info"]["mount"] for b in status["batches"])
+    if disks.mounted:
+        fsids = {b["disk_info"]["fsid"] for b in status["batches"]}
+        assert len(fsids) == len(status["batches"])  # every batch on its own disk
+    # Every file on exactly one disk, byte for byte; each disk carries its batch manifest.
+    seen: dict[str, bytes] = {}
+    for disk in [*disks.taken, disks.point]:
+        found = files_under(disk)
+        assert not seen.keys() & found.keys()
+        seen |= found
+        check_batch_manifest(disk, found)
+    assert seen == dataset.files
+
+
+def check_batch_manifest(disk: Path, found: dict[str, bytes]) -> None:
+    (manifest,) = (disk / ".bulkforge").glob("big.batch-*.jsonl")
+    header, *rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert header["files"] == len(rows) == len(found)
+    for row in rows:
+        data = found[row["path"]]
+        assert row["size"] == len(data)
+        assert row["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_continue_refuses_a_disk_without_room_and_changes_nothing(daemon, tmp_path, tmpfs):
+    dataset = make_dataset(18, 200 * 1024, seed=22)
+    disks = Disks(tmpfs, tmp_path)
+    with Origin(dataset.files) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        daemon.bfctl(
+            "submit", "download", "cont", "--manifest", str(manifest),
+            "--dest", str(disks.point), *disks.space_flags(),
+        )  # fmt: skip
+        assert daemon.wait_state("cont", {"awaiting_swap"}, timeout=90).state == "awaiting_swap"
+        before = daemon.bfctl_json("status", "cont")
+        refused = daemon.bfctl("continue", "cont")
+        assert refused.returncode == 1
+        assert "needs" in refused.stderr and "free" in refused.stderr
+        assert daemon.bfctl_json("status", "cont")["batches"] == before["batches"]
+        # Freeing the space (the operator moved the files away) lets it go on.
+        for child in disks.point.iterdir():
+            if child.name != ".bulkforge":
+                shutil.rmtree(child)
+        assert daemon.bfctl("continue", "cont").returncode == 0
+        job = daemon.wait_state("cont", {"awaiting_swap", "completed"}, timeout=90)
+        assert job.state in {"awaiting_swap", "completed"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--space", "0"], "positive"),
+        (["--space=-1"], "not a size"),
+        (["--space", "100"], "smaller than the smallest file"),
+        (["--space", "1GB", "--safety-margin", "0"], "(0, 1]"),
+        (["--space", "1GB", "--safety-margin", "1.01"], "(0, 1]"),
+        (["--safety-margin", "0.5"], "need --space"),
+        (["--auto-proceed"], "needs --space"),
+    ],
+)
+def test_bad_batching_flags_are_refused_and_nothing_is_stored(daemon, tmp_path, flags, expected):
+    dataset = make_dataset(3, 1000, seed=23)
+    rows = [{"url": f"http://127.0.0.1:9/{p}", "path": p, "size": len(d)} for p, d in
+            dataset.files.items()]  # fmt: skip
+    manifest = write_manifest(tmp_path / "m.jsonl", rows)
+    done = daemon.bfctl(
+        "submit", "download", "bad", "--manifest", str(manifest),
+        "--dest", str(tmp_path / "dest"), *flags,
+    )  # fmt: skip
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert daemon.bfctl_json("list")["jobs"] == []
+
+
+@pytest.mark.slow
+def test_kill_9_mid_batch_and_while_awaiting_a_swap_loses_and_repeats_nothing(
+    make_daemon, tmp_path, tmpfs
+):
+    dataset = make_dataset(27, 200 * 1024, seed=24)
+    disks = Disks(tmpfs, tmp_path)
+    rng = random.Random(7)
+    # Every first GET of a file stalls a little, so kills land with transfers in flight.
+    slow = {"*": Fault(FaultKind.STALL, times=1, seconds=0.2)}
+    daemon = make_daemon(*FAST_RETRIES, "--max-connections", "4")
+    shelved_at: dict[str, float] = {}
+    with Origin(dataset.files, slow) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        daemon.start()
+        daemon.bfctl(
+            "submit", "download", "crashy", "--manifest", str(manifest),
+            "--dest", str(disks.point), *disks.space_flags(),
+        )  # fmt: skip
+        kills = 0
+        while True:
+            time.sleep(rng.uniform(0.1, 0.5))
+            if daemon.bfctl_json("status", "crashy")["state"] == "running":
+                daemon.kill9()
+                kills += 1
+                daemon.start()
+                continue
+            job = daemon.wait_state("crashy", {"awaiting_swap", "completed"}, timeout=120)
+            if job.state == "completed":
+                break
+            daemon.kill9()  # in awaiting_swap: the wait survives a crash
+            daemon.start()
+            assert daemon.bfctl_json("status", "crashy")["state"] == "awaiting_swap"
+            shelf = disks.take_away(tmp_path)
+            shelved_at |= {name: time.monotonic() for name in files_under(shelf)}
+            assert daemon.bfctl("swap", "crashy").returncode == 0
+        assert kills >= 3, f"only {kills} kills landed mid-batch; slow the origin down"
+        # No file of a shelved batch was fetched again after its disk was taken away.
+        for name, when in shelved_at.items():
+            assert all(r.at < when for r in origin.requests(name)), name
+    seen: dict[str, bytes] = {}
+    for disk in [*disks.taken, disks.point]:
+        found = files_under(disk)
+        assert not seen.keys() & found.keys(), "a file landed on two disks"
+        assert not list(disk.rglob("*.partial"))
+        seen |= found
+    assert seen == dataset.files
+
+
+def test_oversize_files_fail_with_their_reason_or_are_skipped_as_chosen(daemon, tmp_path):
+    files = {"small/a.bin": b"a" * 1000, "small/b.bin": b"b" * 1000, "huge.bin": b"h" * 50_000}
+    with Origin(files) as origin:
+        rows = [
+            {"url": origin.url_for(name), "path": name, "size": len(data)}
+            for name, data in files.items()
+        ]
+        manifest = write_manifest(tmp_path / "m.jsonl", rows)
+        for name, extra, final in (
+            ("fails", [], "failed"),
+            ("skips", ["--oversize", "skip"], "completed"),
+        ):
+            dest = tmp_path / name
+            done = daemon.bfctl(
+                "submit", "download", name, "--manifest", str(manifest), "--dest", str(dest),
+                "--space", "10000", "--auto-proceed", *extra,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            assert daemon.wait_state(name, {"completed", "failed"}).state == final
+        failures = daemon.bfctl_json("failures", "fails")
+        assert [(g["step"], g["error_class"], g["count"]) for g in failures["groups"]] == [
+            ("plan", "oversize", 1)
+        ]
+        assert daemon.bfctl_json("status", "skips")["counts"] == {"done": 2, "skipped": 1}
+        assert not (tmp_path / "skips" / "huge.bin").exists()
+        # The oversize file was never requested, by either job.
+        assert origin.requests("huge.bin") == []
+
+
+def test_disk_threshold_holds_downloads_and_lets_them_go_on_when_space_is_freed(
+    make_daemon, tmp_path, tmpfs
+):
+    disk = tmpfs("threshold", "8m")
+    limit = 0.5 * 8 * 1024 * 1024
+    dataset = make_dataset(24, 100 * 1024, seed=25)
+    slow = {"*": Fault(FaultKind.STALL, times=1, seconds=0.15)}
+    daemon = make_daemon(*FAST_RETRIES, "--max-connections", "2", "--disk-threshold", "0.5")
+    with Origin(dataset.files, slow) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        daemon.start()
+        daemon.submit("held", manifest, disk)
+        wait_until(lambda: daemon.bfctl_json("status", "held")["counts"].get("done", 0) >= 4)
+        # Another process fills the disk past the threshold on its own (4.25 of 8 MiB).
+        filler = disk / "filler.bin"
+        subprocess.run(
+            ["dd", "if=/dev/zero", f"of={filler}", "bs=64k", "count=68", "conv=fsync"],
+            check=True,
+            capture_output=True,
+        )
+        filled = shutil.disk_usage(disk)
+        wait_until(lambda: daemon.bfctl_json("status", "held")["message"].startswith("waiting"))
+        held = daemon.bfctl_json("status", "held")
+        assert held["state"] == "running"
+        assert "threshold 0.5" in held["message"]
+        assert [h["job"] for h in daemon.bfctl_json("system")["holds"]] == ["held"]
+        time.sleep(1.0)  # transfers in flight finish; nothing new starts
+        still = daemon.bfctl_json("status", "held")["counts"]
+        assert still.get("downloading", 0) == 0 and still.get("verifying", 0) == 0
+        assert still.get("done", 0) < len(dataset.files)
+        # Once the disk was past the threshold only what was already claimed landed: at
+        # most two files per connection (one receiving, one ready for the next slot).
+        grew = filled.free - shutil.disk_usage(disk).free
+        assert filled.total - filled.free > limit
+        assert grew <= 2 * 2 * 100 * 1024
+        for path, data in files_under(disk).items():  # no torn file
+            if path != "filler.bin":
+                assert data == dataset.files[path], path
+        filler.unlink()
+        freed = time.monotonic()
+        wait_until(lambda: not daemon.bfctl_json("status", "held")["message"])
+        print(f"the governor saw the freed space after {time.monotonic() - freed:.2f} s")
+        job = daemon.wait_state("held", {"completed", "failed"}, timeout=60)
+    assert job.state == "completed"
+    assert files_under(disk) == dataset.files
+    assert daemon.bfctl_json("system")["holds"] == []

@@ -340,15 +340,19 @@ class Bfd:
         grpc.channel_ready_future(self.channel).result(timeout=30)
         self.peak_rss = 0
         self.peak_wal = 0
+        # Seconds each Submit took (listing and registering the manifest), part of its time.
+        self.submit_s: list[float] = []
 
     def download(self, name: str, manifest: Path, dest: Path) -> None:
         """Submit a job and wait for it to end; exit with its failures unless completed."""
+        started = time.perf_counter()
         self.stub.Submit(
             pb.SubmitRequest(
                 name=name, download=pb.DownloadSpec(manifest=str(manifest), dest=str(dest))
             ),
             timeout=120,
         )
+        self.submit_s.append(time.perf_counter() - started)
         while True:
             job = self.stub.Status(pb.JobRef(name=name), timeout=30)
             self.sample()
@@ -461,10 +465,15 @@ def summarize(
             tool: [round(scenario.amount / t, 1) for t in values] for tool, values in times.items()
         },
         "seconds_median": {tool: round(statistics.median(t), 3) for tool, t in times.items()},
-        **{f"ratio_vs_{tool}": round(rate["bulkforge"] / rate[tool], 2) for tool in scenario.peers},
+        **{
+            f"ratio_vs_{tool}": round(rate["bulkforge"] / rate[tool], 2)
+            for tool in scenario.peers
+            if tool in rate and "bulkforge" in rate
+        },
         "targets": scenario.targets,
         "bfd_peak_rss_mb": round(bfd.peak_rss / 2**20, 1),
         "bfd_peak_wal_mb": round(bfd.peak_wal / 2**20, 2),
+        "bfd_submit_s": [round(t, 2) for t in bfd.submit_s],
         "machine": machine(work),
     }
 
@@ -473,7 +482,9 @@ def ratio_text(scenario: Scenario, result: dict, bold: str = "") -> list[str]:
     """'bulkforge / aria2c = 0.81 (target >= 1.5: 46% short)', one per peer."""
     parts = []
     for tool in scenario.peers:
-        ratio = result[f"ratio_vs_{tool}"]
+        ratio = result.get(f"ratio_vs_{tool}")
+        if ratio is None:
+            continue  # not run (--tools)
         text = f"bulkforge / {tool} = {bold}{ratio}{bold}"
         if tool in scenario.targets:
             target = scenario.targets[tool]
@@ -505,6 +516,7 @@ def report(scenario: Scenario, result: dict) -> None:
     for line in ratio_text(scenario, result):
         print(line)
     print(f"bfd peak RSS {result['bfd_peak_rss_mb']} MB, peak WAL {result['bfd_peak_wal_mb']} MB")
+    print(f"bfd Submit (listing and registering) took {result['bfd_submit_s']} s")
     print(json.dumps(result))
 
 

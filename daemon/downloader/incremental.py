@@ -16,10 +16,13 @@ from bulkforge.daemon.downloader.manifest import FileEntry
 from bulkforge.daemon.machines.file import FileState, check_transition
 from bulkforge.daemon.store import now_ms
 
+# Staged rows first (CROSS JOIN fixes the order): only those with a file already on disk
+# can be skipped, and each finds its new row by the (job_id, path) index. The other way
+# round, the unindexed staging table was scanned once per new file: quadratic.
 UNCHANGED = """
-SELECT new.id, new.path, new.checksum_url FROM files AS new
-JOIN temp.{staged} AS staged ON staged.path = new.path AND staged.on_disk = new.size
-WHERE new.job_id = :job AND new.state = 'pending'
+SELECT new.id, new.path, new.checksum_url FROM temp.{staged} AS staged
+CROSS JOIN files AS new ON new.job_id = :job AND new.path = staged.path
+WHERE staged.on_disk IS NOT NULL AND staged.on_disk = new.size AND new.state = 'pending'
   AND EXISTS (
     SELECT 1 FROM jobs AS earlier
     JOIN files AS old ON old.job_id = earlier.id AND old.path = new.path

@@ -25,6 +25,7 @@ from bulkforge.client.commands import (
     submit,
     swap,
     system,
+    verify,
     watch,
 )
 from bulkforge.client.commands import list as list_jobs
@@ -52,6 +53,7 @@ COMMANDS = (
     continue_,
     swap,
     retry,
+    verify,
     system,
     demo,
 )

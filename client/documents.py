@@ -130,12 +130,42 @@ def analysis_to_dict(response: pb.AnalyzeResponse) -> dict[str, Any]:
         "by_extension": groups(response.by_extension),
         "by_top_dir": groups(response.by_top_dir),
         "largest": [{"path": g.key, "bytes": g.bytes} for g in response.largest],
+        "batch_limit": response.batch_limit or None,
+        "oversize": {
+            "files": response.oversize_files,
+            "bytes": response.oversize_bytes,
+            "largest": [{"path": g.key, "bytes": g.bytes} for g in response.oversize],
+        },
     }
 
 
 def disk_to_dict(disk: pb.DiskInfo) -> dict[str, str]:
     fields = ("mount", "device", "fsid", "fstype", "uuid", "label")
     return {name: getattr(disk, name) for name in fields}
+
+
+def verification_to_dict(response: pb.VerifyResponse) -> dict[str, Any]:
+    return {
+        "ok": response.ok,
+        "dest": response.dest,
+        "mounted": disk_to_dict(response.mounted),
+        "batches": [
+            {
+                "index": b.index,
+                "went_to": b.went_to,
+                "on_this_disk": b.on_this_disk,
+                "checked": b.checked,
+                "missing_count": b.missing_count,
+                "missing": list(b.missing),
+                "changed_count": b.changed_count,
+                "changed": [{"path": c.path, "problem": c.problem} for c in b.changed],
+            }
+            for b in response.batches
+        ],
+        "extra_count": response.extra_count,
+        "extra": list(response.extra),
+        "seconds": response.seconds,
+    }
 
 
 def plan_to_dict(response: pb.PlanResponse) -> dict[str, Any]:

@@ -318,6 +318,13 @@ def print_analysis(response: pb.AnalyzeResponse) -> None:
             table.add_row(styled(group.key), f"{group.files:,}", human_bytes(group.bytes))
         out.print(table)
     out.print(files_table("largest files", response.largest))
+    if response.batch_limit:
+        out.print(
+            f"{response.oversize_files:,} file(s), {human_bytes(response.oversize_bytes)}, are "
+            f"larger than one batch ({human_bytes(response.batch_limit)}) could hold"
+        )
+        if response.oversize:
+            out.print(files_table("larger than one batch", response.oversize))
 
 
 def files_table(title: str, files: Iterable[pb.SizeGroup]) -> Any:
@@ -372,3 +379,23 @@ def print_plan(response: pb.PlanResponse) -> None:
         )
         out.print(files_table("oversize files", response.oversize))
     out.print(f"planned in {response.seconds:.2f} s")
+
+
+def print_verification(response: pb.VerifyResponse) -> None:
+    out = console()
+    mounted = response.mounted
+    out.print(f"checked {response.dest}: {mounted.mount} ({mounted.fstype}, dev {mounted.device})")
+    for batch in response.batches:
+        where = "" if batch.on_this_disk else f" (it went to {batch.went_to or 'no disk'})"
+        out.print(
+            f"batch {batch.index}{where}: {batch.checked:,} file(s) checked, "
+            f"{batch.missing_count:,} missing, {batch.changed_count:,} changed"
+        )
+        for path in batch.missing:
+            out.print("  missing ", styled(path))
+        for changed in batch.changed:
+            out.print("  changed ", styled(changed.path), styled(f": {changed.problem}"))
+    out.print(f"{response.extra_count:,} extra file(s) that no batch put there")
+    for path in response.extra:
+        out.print("  extra   ", styled(path))
+    out.print("ok" if response.ok else "PROBLEMS FOUND", f"in {response.seconds:.2f} s")

@@ -32,7 +32,7 @@ from bulkforge.daemon.downloader.analyze import analyze
 from bulkforge.daemon.downloader.listing import Batching, DownloadRequest, Source, source_pages
 from bulkforge.daemon.jobs import NAME_PATTERN, JobView
 from bulkforge.daemon.machines.job import TERMINAL, JobState
-from bulkforge.daemon.planner import Oversize, Plan, Space, plan_source
+from bulkforge.daemon.planner import Oversize, Plan, Space, check_space, plan_source
 from bulkforge.daemon.settings import Settings, Size
 from bulkforge.daemon.store import SYNCHRONOUS, Store, StoreFatal
 from bulkforge.daemon.validation import describe
@@ -416,8 +416,14 @@ class Servicer(pb_grpc.BulkforgeServicer):
         if request.largest < 0:
             raise errors.InvalidArgument("largest must not be negative")
         source = SourceSpec.of(request.source).source()
+        limit = None
+        if request.space:
+            margin = request.safety_margin if request.HasField("safety_margin") else None
+            args = PlanArgs.parse(request.space, margin, "")
+            space = await self._space(args, request.source.dest)
+            limit = check_space(space.bytes, args.safety_margin)
         summary = await asyncio.to_thread(
-            lambda: analyze(source_pages(source), request.largest or DEFAULT_LARGEST)
+            lambda: analyze(source_pages(source), request.largest or DEFAULT_LARGEST, limit)
         )
         return pb.AnalyzeResponse(
             files=summary.files,
@@ -427,18 +433,23 @@ class Servicer(pb_grpc.BulkforgeServicer):
             by_extension=_groups(summary.by_extension),
             by_top_dir=_groups(summary.by_top_dir),
             largest=[pb.SizeGroup(key=path, files=1, bytes=size) for size, path in summary.largest],
+            batch_limit=limit or 0,
+            oversize_files=summary.oversize_files,
+            oversize_bytes=summary.oversize_bytes,
+            oversize=[pb.SizeGroup(key=p, files=1, bytes=n) for n, p in summary.oversize],
         )
+
+    async def _space(self, args: "PlanArgs", dest: str) -> Space:
+        if args.space == "auto":
+            return await asyncio.to_thread(Space.measured, dest)
+        return Space(args.space, "given")
 
     @refusals
     async def Plan(self, request: pb.PlanRequest, context) -> pb.PlanResponse:
         args = PlanArgs.of(request)
         source = SourceSpec.of(request.source).source()
         started = time.perf_counter()
-        space = (
-            await asyncio.to_thread(Space.measured, request.source.dest)
-            if args.space == "auto"
-            else Space(args.space, "given")
-        )
+        space = await self._space(args, request.source.dest)
         plan = await asyncio.to_thread(
             plan_source, source, space, args.safety_margin, args.oversize
         )
@@ -462,15 +473,46 @@ class Servicer(pb_grpc.BulkforgeServicer):
         )
 
     @refusals
+    async def Verify(self, request: pb.VerifyRequest, context) -> pb.VerifyResponse:
+        name = NameOnly(name=request.name).name
+        batch = request.batch if request.HasField("batch") else None
+        if batch is not None and batch < 0:
+            raise errors.InvalidArgument("--batch must not be negative")
+        started = time.perf_counter()
+        checked = await self._control.verify(name, batch)
+        return pb.VerifyResponse(
+            dest=checked.dest,
+            mounted=disk_message(checked.mounted),
+            batches=[
+                pb.BatchCheck(
+                    index=b.index,
+                    went_to=b.went_to.describe() if b.went_to else "",
+                    on_this_disk=b.went_to is not None and b.went_to.key == checked.mounted.key,
+                    checked=b.checked,
+                    missing_count=b.missing_count,
+                    missing=b.missing,
+                    changed_count=b.changed_count,
+                    changed=[pb.FileProblem(path=p, problem=why) for p, why in b.changed],
+                )
+                for b in checked.batches
+            ],
+            extra_count=checked.extra_count,
+            extra=checked.extra,
+            ok=checked.ok,
+            seconds=time.perf_counter() - started,
+        )
+
+    @refusals
     async def System(self, request: pb.SystemRequest, context) -> pb.SystemResponse:
+        if request.set:
+            self._downloader.governor.change(dict(request.set))
+            logger.info("governor limits changed: {}", dict(request.set))
+            self._downloader.wake()
         return await asyncio.to_thread(self._system)
 
     def _system(self) -> pb.SystemResponse:
         settings = self._settings
-        process = psutil.Process()
-        rss = process.memory_info().rss + sum(
-            child.memory_info().rss for child in process.children(recursive=True)
-        )
+        governor = self._downloader.governor
         db_bytes, wal_bytes = self._store.file_sizes()
         dests = sorted({job.dest for job in self._store.readers.read(jobs.all_jobs)})
         return pb.SystemResponse(
@@ -479,11 +521,11 @@ class Servicer(pb_grpc.BulkforgeServicer):
             uptime_s=time.monotonic() - self._started,
             state_dir=str(settings.state_dir),
             socket=str(settings.socket),
-            rss_bytes=rss,
-            memory_cap=int(settings.memory_cap),
-            cpu_workers=settings.cpu_workers,
-            disk_threshold=settings.disk_threshold,
-            bandwidth=int(settings.bandwidth),
+            rss_bytes=governor.rss(),
+            memory_cap=governor.memory_cap,
+            cpu_workers=governor.cpu_workers,
+            disk_threshold=governor.disk.threshold,
+            bandwidth=governor.bandwidth.rate,
             active_transfers=self._downloader.active_transfers,
             holds=[pb.Hold(job=job, reason=why) for job, why in self._downloader.holds().items()],
             max_connections=settings.max_connections,

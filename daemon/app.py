@@ -187,7 +187,12 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lifecycle.request_stop)
     notifier = Notifier()
-    governor = Governor(int(settings.bandwidth), settings.disk_threshold)
+    governor = Governor(
+        int(settings.bandwidth),
+        settings.disk_threshold,
+        int(settings.memory_cap),
+        settings.cpu_workers,
+    )
     downloader = Downloader(settings, store, governor, lifecycle.fatal)
     control = Control(store, downloader)
     server, health_servicer = await _start_server(settings, store, control, downloader)
@@ -211,6 +216,7 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
         task.cancel()
     await asyncio.gather(pipeline, keepalive, return_exceptions=True)
     await server.stop(grace=1.0)
+    await asyncio.to_thread(governor.close)
 
 
 async def _start_server(

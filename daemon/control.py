@@ -11,7 +11,7 @@ import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.downloader import batches, files
+from bulkforge.daemon.downloader import batches, files, verify
 from bulkforge.daemon.downloader.incremental import sizes_on_disk, skip_unchanged
 from bulkforge.daemon.downloader.listing import DownloadRequest, source_pages
 from bulkforge.daemon.downloader.scheduler import Downloader
@@ -158,6 +158,15 @@ class Control:
         swapped = await self._writer.call(lambda conn: batches.swap(conn, name, dest))
         self._downloader.wake()
         return await self.status(name), swapped
+
+    async def verify(self, name: str, batch: int | None) -> verify.Verification:
+        dest = await self._readers.call(lambda conn: jobs.get_job(conn, name).dest)
+        mounted = await asyncio.to_thread(verify.mounted_disk, dest)
+        wanted = await self._readers.call(
+            lambda conn: verify.read_wanted(conn, name, batch, mounted)
+        )
+        workers = self._downloader.governor.workers()
+        return await asyncio.to_thread(verify.check, wanted, mounted, workers)
 
     async def _move(
         self,

@@ -1,18 +1,28 @@
 """The resource governor: pipelines ask it before taking work; they never measure for themselves.
 
-It holds the bandwidth cap and the disk threshold, and remembers what it is
-holding back and why, for `bfctl system` and the jobs' messages. The memory cap
-and CPU workers join it here.
+It holds the bandwidth cap, the disk threshold, the memory cap and the CPU
+worker processes, and remembers what it is holding back and why, for
+`bfctl system` and the jobs' messages.
 """
 
 import asyncio
+import multiprocessing
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+from pydantic import BaseModel, ConfigDict, Field
+
+from bulkforge.daemon.settings import Rate, Size
+
 # The start of a job's message while the disk threshold holds it back.
 WAITING_FOR_SPACE = "waiting for space"
+WAITING_FOR_MEMORY = "waiting for memory"
+# RSS is measured at most this often (each scheduling pass asks).
+RSS_EVERY_S = 0.5
 # How far ahead of the average rate a burst may run, in seconds of the cap.
 BURST_S = 0.1
 
@@ -86,9 +96,83 @@ class DiskThreshold:
         return Room(total, total - free, reserved, self.threshold)
 
 
+class Limits(BaseModel):
+    """The limits `bfctl system --set` may change while bfd runs (the config sets them at start)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bandwidth: Rate | None = None
+    disk_threshold: float | None = Field(default=None, gt=0, le=1)
+    memory_cap: Size | None = None
+    cpu_workers: int | None = Field(default=None, ge=1, le=1024)
+
+
 class Governor:
-    def __init__(self, bandwidth: int, disk_threshold: float = 1.0):
+    def __init__(
+        self,
+        bandwidth: int,
+        disk_threshold: float = 1.0,
+        memory_cap: int = 0,
+        cpu_workers: int = 1,
+    ):
         self.bandwidth = Bandwidth(bandwidth)
         self.disk = DiskThreshold(disk_threshold)
+        self.memory_cap = memory_cap
+        self.cpu_workers = cpu_workers
         # job name -> why the governor holds it back now.
         self.holds: dict[str, str] = {}
+        self._rss = (0.0, 0)  # (when measured, bytes)
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_size = 0
+
+    def workers(self) -> ProcessPoolExecutor:
+        """The CPU worker processes (cpu_workers of them), started with spawn.
+
+        Never fork: the gRPC server's threads and locks would be copied mid-use.
+        A changed cpu_workers takes effect for the next piece of work.
+        """
+        if self._pool is None or self._pool_size != self.cpu_workers:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=self.cpu_workers, mp_context=context)
+            self._pool_size = self.cpu_workers
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def change(self, given: dict[str, str]) -> None:
+        """Apply `bfctl system --set` values: all of them, or none when one is invalid."""
+        limits = Limits.model_validate(given)
+        if limits.bandwidth is not None:
+            self.bandwidth.rate = int(limits.bandwidth)
+        if limits.disk_threshold is not None:
+            self.disk.threshold = limits.disk_threshold
+        if limits.memory_cap is not None:
+            self.memory_cap = int(limits.memory_cap)
+        if limits.cpu_workers is not None:
+            self.cpu_workers = limits.cpu_workers
+
+    def rss(self) -> int:
+        """RSS of the daemon and its worker processes, measured at most every RSS_EVERY_S."""
+        measured_at, value = self._rss
+        if time.monotonic() - measured_at > RSS_EVERY_S:
+            process = psutil.Process()
+            value = process.memory_info().rss + sum(
+                child.memory_info().rss for child in process.children(recursive=True)
+            )
+            self._rss = (time.monotonic(), value)
+        return value
+
+    def memory_hold(self) -> str | None:
+        """Why new work must wait for memory, or None."""
+        rss = self.rss()
+        if self.memory_cap and rss > self.memory_cap:
+            return (
+                f"{WAITING_FOR_MEMORY}: bfd and its workers use {rss:,} bytes, more than the "
+                f"memory cap of {self.memory_cap:,}; new work starts once they use less"
+            )
+        return None

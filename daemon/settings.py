@@ -71,14 +71,14 @@ class Settings(BaseSettings):
     tls_key: Path | None = Field(default=None, description="PEM private key for --listen.")
     memory_cap: Size = Field(
         default=ByteSize(2 * 1024**3),
-        description="RSS the daemon and its workers may use together (e.g. 2GiB). "
-        "Shown by `bfctl system`; not enforced yet (the governor's memory cap is to come).",
+        description="RSS the daemon and its workers may use together (e.g. 2GiB); above it "
+        "no new work starts until they use less (0: no cap).",
     )
     cpu_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
-        description="Worker processes or threads for CPU-heavy work "
-        "(hashing, cleaning, generating). Not enforced yet.",
+        description="Worker processes (started with spawn, never fork) for CPU-heavy work: "
+        "`bfctl verify` re-hashes in them; cleaning and generating will too.",
     )
     disk_threshold: float = Field(
         default=0.9,

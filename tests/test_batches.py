@@ -291,3 +291,39 @@ def test_disk_threshold_holds_downloads_and_lets_them_go_on_when_space_is_freed(
     assert job.state == "completed"
     assert files_under(disk) == dataset.files
     assert daemon.bfctl_json("system")["holds"] == []
+
+
+def test_verify_finds_a_flipped_byte_a_missing_file_and_an_extra_file(daemon, tmp_path):
+    dataset = make_dataset(12, 5000, seed=26)
+    dest = tmp_path / "dest"
+    with Origin(dataset.files) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        daemon.bfctl(
+            "submit", "download", "ver", "--manifest", str(manifest), "--dest", str(dest),
+            "--space", "20000", "--auto-proceed",
+        )  # fmt: skip
+        assert daemon.wait_state("ver", {"completed", "failed"}).state == "completed"
+    clean = daemon.bfctl_json("verify", "ver")
+    assert clean["ok"] and clean["extra_count"] == 0
+    assert sum(b["checked"] for b in clean["batches"]) == len(dataset.files)
+    names = sorted(dataset.files)
+    flipped, gone = dest / names[0], dest / names[1]
+    data = bytearray(flipped.read_bytes())
+    data[100] ^= 0x01
+    flipped.write_bytes(bytes(data))
+    gone.unlink()
+    (dest / "set" / "stray.bin").write_bytes(b"not ours")
+    done = daemon.bfctl("--json", "verify", "ver")
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert not report["ok"]
+    changed = [c for b in report["batches"] for c in b["changed"]]
+    missing = [m for b in report["batches"] for m in b["missing"]]
+    assert [c["path"] for c in changed] == [names[0]] and "sha256" in changed[0]["problem"]
+    assert missing == [names[1]]
+    assert report["extra"] == ["set/stray.bin"]
+    # One batch at a time: batch 0 alone, and a batch that does not exist.
+    first = json.loads(daemon.bfctl("--json", "verify", "ver", "--batch", "0").stdout)
+    assert [b["index"] for b in first["batches"]] == [0]
+    nosuch = daemon.bfctl("verify", "ver", "--batch", "99")
+    assert nosuch.returncode == 1 and "no batch 99" in nosuch.stderr

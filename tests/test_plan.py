@@ -187,3 +187,20 @@ def test_bfctl_plan_refuses_files_without_a_size(daemon, tmp_path):
     done = daemon.bfctl("plan", "--manifest", str(manifest), "--space", "1GB")
     assert done.returncode == 1
     assert "no size" in done.stderr
+
+
+def test_bfctl_analyze_with_a_space_names_the_files_no_disk_could_hold(daemon, tmp_path):
+    rows = [
+        {"url": f"{URL}a", "path": "a", "size": 10},
+        {"url": f"{URL}b/huge", "path": "b/huge", "size": 5_000},
+        {"url": f"{URL}c", "path": "c", "size": 950},
+    ]
+    manifest = write_manifest(tmp_path / "m.jsonl", rows)
+    report = daemon.bfctl_json("analyze", "--manifest", str(manifest), "--space", "1000")
+    assert report["batch_limit"] == 900
+    assert report["oversize"]["files"] == 2 and report["oversize"]["bytes"] == 5_950
+    assert [f["path"] for f in report["oversize"]["largest"]] == ["b/huge", "c"]
+    plain = daemon.bfctl_json("analyze", "--manifest", str(manifest))
+    assert plain["batch_limit"] is None and plain["oversize"]["files"] == 0
+    human = daemon.bfctl("analyze", "--manifest", str(manifest), "--space", "1000")
+    assert "larger than one batch" in human.stdout

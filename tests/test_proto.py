@@ -28,6 +28,7 @@ RPCS = {
     "Plan",
     "Continue",
     "Swap",
+    "Verify",
     "Watch",
 }
 

@@ -3,7 +3,8 @@
 import argparse
 
 from bulkforge.client.commands.base import add_command
-from bulkforge.client.commands.submit import add_source_flags, check_manifest, source_spec
+from bulkforge.client.commands.plan import check_plan
+from bulkforge.client.commands.submit import add_source_flags, source_spec
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import analysis_to_dict, print_json
 from bulkforge.client.render import print_analysis
@@ -16,11 +17,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--largest", type=int, default=10, metavar="N", help="list the N largest files"
     )
-    parser.set_defaults(check=check_manifest)
+    parser.add_argument(
+        "--space",
+        metavar="BYTES|auto",
+        help="one disk's space: also list the files larger than one batch could hold",
+    )
+    parser.add_argument(
+        "--safety-margin", type=float, metavar="M", help="share of a disk a batch may fill (0.9)"
+    )
+    parser.add_argument("--dest", metavar="D", help="the disk --space auto measures")
+    parser.set_defaults(check=check_plan)
 
 
 def run(args: argparse.Namespace, stub) -> int:
-    request = pb.AnalyzeRequest(source=source_spec(args), largest=args.largest)
+    source = source_spec(args)
+    if args.dest:
+        source.dest = args.dest
+    request = pb.AnalyzeRequest(source=source, largest=args.largest, space=args.space or "")
+    if args.safety_margin is not None:
+        request.safety_margin = args.safety_margin
     response = stub.Analyze(request, timeout=call_timeout(args, default=None))
     if args.json:
         print_json(analysis_to_dict(response))

@@ -10,11 +10,28 @@ from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    add_command(subparsers, "system", "show the daemon's resources and limits", run)
+    parser = add_command(subparsers, "system", "show the daemon's resources and limits", run)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=limit,
+        metavar="KEY=VALUE",
+        help="change a limit now: bandwidth=50MB/s, disk_threshold=0.8, memory_cap=4GiB, "
+        "cpu_workers=4 (until bfd restarts); repeat for more",
+    )
+
+
+def limit(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: give KEY=VALUE, e.g. bandwidth=50MB/s")
+    return key.strip(), value.strip()
 
 
 def run(args: argparse.Namespace, stub) -> int:
-    response = stub.System(pb.SystemRequest(), timeout=call_timeout(args))
+    request = pb.SystemRequest(set=dict(args.set))
+    response = stub.System(request, timeout=call_timeout(args))
     if args.json:
         print_json(system_to_dict(response))
     else:

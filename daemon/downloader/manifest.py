@@ -109,9 +109,17 @@ def _entry(record: Any) -> FileEntry:
         row = ManifestRow.model_validate(record)
     except ValidationError as exc:
         raise InvalidArgument(describe(exc)) from None
-    path = safe_relative_path(row.path) if row.path is not None else path_from_url(row.url)
-    return FileEntry(
-        url=row.url, path=path, size=row.size, sha256=row.sha256, md5=row.md5, etag=row.etag
+    path = safe_relative_path(row.path) if row.path is not None else path_from_url(str(row.url))
+    # Every field was validated by ManifestRow just now: building the entry needs no second
+    # validation (a third of the cost of reading a million-row manifest).
+    return FileEntry.model_construct(
+        url=str(row.url),
+        path=path,
+        size=row.size,
+        sha256=row.sha256,
+        md5=row.md5,
+        etag=row.etag,
+        checksum_url=None,
     )
 
 

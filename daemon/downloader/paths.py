@@ -1,7 +1,7 @@
 """Remote names are untrusted: turn them into paths that cannot leave the destination."""
 
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from bulkforge.daemon.errors import InvalidArgument
@@ -21,7 +21,9 @@ def safe_relative_path(raw: str) -> str:
         raise InvalidArgument(f"path {raw!r} contains a backslash; use '/' between directories")
     if raw.startswith("/"):
         raise InvalidArgument(f"path {raw!r} is absolute; paths must be relative to --dest")
-    parts = [part for part in PurePosixPath(raw).parts if part != "."]
+    # A plain split (PurePosixPath costs 3x as much, per row of a million-row manifest):
+    # empty parts are repeated slashes, "." means here; both vanish, as in a POSIX path.
+    parts = [part for part in raw.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise InvalidArgument(f"path {raw!r} escapes the destination ('..')")
     if not parts:

@@ -33,7 +33,13 @@ from bulkforge.daemon.downloader.install import DiskFatal, Installer, InstallFai
 from bulkforge.daemon.downloader.listing import Batching
 from bulkforge.daemon.downloader.segments import Ledger
 from bulkforge.daemon.errors import Refused
-from bulkforge.daemon.governor import WAITING_FOR_SPACE, Governor, Usage, disk_usage
+from bulkforge.daemon.governor import (
+    WAITING_FOR_MEMORY,
+    WAITING_FOR_SPACE,
+    Governor,
+    Usage,
+    disk_usage,
+)
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.file import IN_FLIGHT, FileState
 from bulkforge.daemon.machines.job import JobState
@@ -113,6 +119,10 @@ class Downloader:
 
     def wake(self) -> None:
         self._wake.set()
+
+    @property
+    def governor(self) -> Governor:
+        return self._governor
 
     def holds(self) -> dict[str, str]:
         """Jobs the governor holds back now, and why."""
@@ -246,6 +256,8 @@ class Downloader:
             device, usage = await asyncio.to_thread(_device_and_usage, Path(job.dest))
         except OSError:
             return None, None  # dest gone: its transfers fail with a clear `dest` error
+        if memory := self._governor.memory_hold():
+            return device, _Room(0, memory)
         reserved = sum(t.remaining for t in self._transfers.values() if t.device == device)
         room = self._governor.disk.room_of(usage, reserved)
         return device, _Room(room.bytes, room.describe(job.dest))
@@ -439,7 +451,7 @@ def _show_hold(conn: apsw.Connection, job: jobs.JobRow, held: str | None) -> Non
     """The job's message says why it waits for space, and stops saying it once it goes on."""
     if held and job.message != held:
         jobs.set_message(conn, job, held)
-    elif not held and job.message.startswith(WAITING_FOR_SPACE):
+    elif not held and job.message.startswith((WAITING_FOR_SPACE, WAITING_FOR_MEMORY)):
         jobs.set_message(conn, job, "")
 
 

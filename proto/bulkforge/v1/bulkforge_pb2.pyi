@@ -234,8 +234,17 @@ class StatsResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., throughput: _Optional[_Iterable[_Union[ThroughputBucket, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[FailureGroup, _Mapping]]] = ..., elapsed_s: _Optional[float] = ..., items_per_s: _Optional[float] = ..., bytes_per_s: _Optional[float] = ...) -> None: ...
 
 class SystemRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("set",)
+    class SetEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SET_FIELD_NUMBER: _ClassVar[int]
+    set: _containers.ScalarMap[str, str]
+    def __init__(self, set: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Disk(_message.Message):
     __slots__ = ("path", "total_bytes", "free_bytes")
@@ -320,12 +329,16 @@ class WatchEvent(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., bytes_per_s: _Optional[float] = ..., items_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class AnalyzeRequest(_message.Message):
-    __slots__ = ("source", "largest")
+    __slots__ = ("source", "largest", "space", "safety_margin")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     LARGEST_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_MARGIN_FIELD_NUMBER: _ClassVar[int]
     source: DownloadSpec
     largest: int
-    def __init__(self, source: _Optional[_Union[DownloadSpec, _Mapping]] = ..., largest: _Optional[int] = ...) -> None: ...
+    space: str
+    safety_margin: float
+    def __init__(self, source: _Optional[_Union[DownloadSpec, _Mapping]] = ..., largest: _Optional[int] = ..., space: _Optional[str] = ..., safety_margin: _Optional[float] = ...) -> None: ...
 
 class SizeGroup(_message.Message):
     __slots__ = ("key", "files", "bytes")
@@ -338,7 +351,7 @@ class SizeGroup(_message.Message):
     def __init__(self, key: _Optional[str] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class AnalyzeResponse(_message.Message):
-    __slots__ = ("files", "bytes", "unknown_size", "by_extension", "by_top_dir", "largest", "with_checksum")
+    __slots__ = ("files", "bytes", "unknown_size", "by_extension", "by_top_dir", "largest", "with_checksum", "batch_limit", "oversize_files", "oversize_bytes", "oversize")
     FILES_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -346,6 +359,10 @@ class AnalyzeResponse(_message.Message):
     BY_TOP_DIR_FIELD_NUMBER: _ClassVar[int]
     LARGEST_FIELD_NUMBER: _ClassVar[int]
     WITH_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    BATCH_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OVERSIZE_FILES_FIELD_NUMBER: _ClassVar[int]
+    OVERSIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OVERSIZE_FIELD_NUMBER: _ClassVar[int]
     files: int
     bytes: int
     unknown_size: int
@@ -353,7 +370,11 @@ class AnalyzeResponse(_message.Message):
     by_top_dir: _containers.RepeatedCompositeFieldContainer[SizeGroup]
     largest: _containers.RepeatedCompositeFieldContainer[SizeGroup]
     with_checksum: int
-    def __init__(self, files: _Optional[int] = ..., bytes: _Optional[int] = ..., unknown_size: _Optional[int] = ..., by_extension: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ..., by_top_dir: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ..., largest: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ..., with_checksum: _Optional[int] = ...) -> None: ...
+    batch_limit: int
+    oversize_files: int
+    oversize_bytes: int
+    oversize: _containers.RepeatedCompositeFieldContainer[SizeGroup]
+    def __init__(self, files: _Optional[int] = ..., bytes: _Optional[int] = ..., unknown_size: _Optional[int] = ..., by_extension: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ..., by_top_dir: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ..., largest: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ..., with_checksum: _Optional[int] = ..., batch_limit: _Optional[int] = ..., oversize_files: _Optional[int] = ..., oversize_bytes: _Optional[int] = ..., oversize: _Optional[_Iterable[_Union[SizeGroup, _Mapping]]] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ("source", "space", "safety_margin", "oversize")
@@ -438,3 +459,57 @@ class SwapResponse(_message.Message):
     new_disk: bool
     note: str
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., archived: _Optional[_Iterable[int]] = ..., disk: _Optional[_Union[DiskInfo, _Mapping]] = ..., new_disk: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
+
+class VerifyRequest(_message.Message):
+    __slots__ = ("name", "batch")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    batch: int
+    def __init__(self, name: _Optional[str] = ..., batch: _Optional[int] = ...) -> None: ...
+
+class FileProblem(_message.Message):
+    __slots__ = ("path", "problem")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    problem: str
+    def __init__(self, path: _Optional[str] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class BatchCheck(_message.Message):
+    __slots__ = ("index", "went_to", "on_this_disk", "checked", "missing_count", "missing", "changed_count", "changed")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    WENT_TO_FIELD_NUMBER: _ClassVar[int]
+    ON_THIS_DISK_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    went_to: str
+    on_this_disk: bool
+    checked: int
+    missing_count: int
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    changed_count: int
+    changed: _containers.RepeatedCompositeFieldContainer[FileProblem]
+    def __init__(self, index: _Optional[int] = ..., went_to: _Optional[str] = ..., on_this_disk: _Optional[bool] = ..., checked: _Optional[int] = ..., missing_count: _Optional[int] = ..., missing: _Optional[_Iterable[str]] = ..., changed_count: _Optional[int] = ..., changed: _Optional[_Iterable[_Union[FileProblem, _Mapping]]] = ...) -> None: ...
+
+class VerifyResponse(_message.Message):
+    __slots__ = ("dest", "mounted", "batches", "extra_count", "extra", "ok", "seconds")
+    DEST_FIELD_NUMBER: _ClassVar[int]
+    MOUNTED_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    dest: str
+    mounted: DiskInfo
+    batches: _containers.RepeatedCompositeFieldContainer[BatchCheck]
+    extra_count: int
+    extra: _containers.RepeatedScalarFieldContainer[str]
+    ok: bool
+    seconds: float
+    def __init__(self, dest: _Optional[str] = ..., mounted: _Optional[_Union[DiskInfo, _Mapping]] = ..., batches: _Optional[_Iterable[_Union[BatchCheck, _Mapping]]] = ..., extra_count: _Optional[int] = ..., extra: _Optional[_Iterable[str]] = ..., ok: _Optional[bool] = ..., seconds: _Optional[float] = ...) -> None: ...

@@ -99,6 +99,11 @@ class BulkforgeStub:
                 request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SwapRequest.SerializeToString,
                 response_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SwapResponse.FromString,
                 _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/bulkforge.v1.Bulkforge/Verify',
+                request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.VerifyResponse.FromString,
+                _registered_method=True)
         self.System = channel.unary_unary(
                 '/bulkforge.v1.Bulkforge/System',
                 request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SystemRequest.SerializeToString,
@@ -202,6 +207,14 @@ class BulkforgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Verify(self, request, context):
+        """Re-hash the files of a batch (or of every batch that went to the disk mounted now)
+        at the job's dest, and report the missing, the changed and the extra. Read only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def System(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -283,6 +296,11 @@ def add_BulkforgeServicer_to_server(servicer, server):
                     servicer.Swap,
                     request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SwapRequest.FromString,
                     response_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SwapResponse.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.VerifyRequest.FromString,
+                    response_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.VerifyResponse.SerializeToString,
             ),
             'System': grpc.unary_unary_rpc_method_handler(
                     servicer.System,
@@ -646,6 +664,33 @@ class Bulkforge:
             '/bulkforge.v1.Bulkforge/Swap',
             bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SwapRequest.SerializeToString,
             bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SwapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulkforge.v1.Bulkforge/Verify',
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.VerifyRequest.SerializeToString,
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.VerifyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,44 @@
+"""The governor's limits change at runtime, and the memory cap holds new work back."""
+
+from conftest import make_dataset, manifest_rows, wait_until, write_manifest
+from origin import Origin
+
+
+def test_limits_change_at_runtime_all_or_none(daemon):
+    changed = daemon.bfctl_json(
+        "system", "--set", "bandwidth=50MB/s", "--set", "disk_threshold=0.8",
+        "--set", "memory_cap=3GiB", "--set", "cpu_workers=3",
+    )  # fmt: skip
+    assert changed["bandwidth"] == 50_000_000
+    assert changed["disk_threshold"] == 0.8
+    assert changed["memory_cap"] == 3 * 1024**3
+    assert changed["cpu_workers"] == 3
+    for bad, expected in (
+        (["--set", "disk_threshold=1.5", "--set", "bandwidth=1MB/s"], "disk_threshold"),
+        (["--set", "bandwidth=fast"], "bandwidth"),
+        (["--set", "nosuch=1"], "nosuch"),
+    ):
+        done = daemon.bfctl("system", *bad)
+        assert done.returncode == 1, done.stdout
+        assert expected in done.stderr and "Traceback" not in done.stderr
+    after = daemon.bfctl_json("system")
+    assert after["bandwidth"] == 50_000_000 and after["disk_threshold"] == 0.8
+    usage = daemon.bfctl("system", "--set", "bandwidth")
+    assert usage.returncode == 2 and "KEY=VALUE" in usage.stderr
+
+
+def test_memory_cap_holds_new_work_until_it_is_raised(daemon, tmp_path):
+    dataset = make_dataset(10, 20_000, seed=31)
+    daemon.bfctl_json("system", "--set", "memory_cap=1MB")  # far below what bfd uses
+    with Origin(dataset.files) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        daemon.submit("capped", manifest, tmp_path / "dest")
+        wait_until(lambda: "memory cap" in daemon.bfctl_json("status", "capped")["message"])
+        holds = daemon.bfctl_json("system")["holds"]
+        assert [h["job"] for h in holds] == ["capped"] and "memory" in holds[0]["reason"]
+        assert daemon.bfctl_json("status", "capped")["counts"] == {"pending": 10}
+        assert len(origin.log) == 0  # nothing was fetched while held
+        daemon.bfctl_json("system", "--set", "memory_cap=8GiB")
+        job = daemon.wait_state("capped", {"completed", "failed"})
+    assert job.state == "completed"
+    assert daemon.bfctl_json("status", "capped")["message"] == ""

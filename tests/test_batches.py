@@ -94,6 +94,8 @@ def test_a_dataset_three_times_the_disk_lands_batch_by_batch_with_swaps(daemon, 
         assert job.state == "completed", job.message
     status = daemon.bfctl_json("status", "big")
     assert len(status["batches"]) >= 3
+    peak = max(b["bytes"] for b in status["batches"]) / DISK_BYTES
+    print(f"peak disk use {peak:.1%} of a {DISK_BYTES:,}-byte disk (margin {MARGIN})")
     assert all(b["disk_info"] and b["disk_info"]["mount"] for b in status["batches"])
     if disks.mounted:
         fsids = {b["disk_info"]["fsid"] for b in status["batches"]}
@@ -327,3 +329,28 @@ def test_verify_finds_a_flipped_byte_a_missing_file_and_an_extra_file(daemon, tm
     assert [b["index"] for b in first["batches"]] == [0]
     nosuch = daemon.bfctl("verify", "ver", "--batch", "99")
     assert nosuch.returncode == 1 and "no batch 99" in nosuch.stderr
+
+
+def test_swap_onto_a_disk_too_small_for_the_next_batch_is_refused_and_changes_nothing(
+    daemon, tmp_path, tmpfs
+):
+    dataset = make_dataset(18, 200 * 1024, seed=27)
+    disk = tmpfs("disk", DISK)
+    with Origin(dataset.files) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        daemon.bfctl(
+            "submit", "download", "small", "--manifest", str(manifest),
+            "--dest", str(disk), "--space", "auto",
+        )  # fmt: skip
+        assert daemon.wait_state("small", {"awaiting_swap"}, timeout=90).state == "awaiting_swap"
+        before = daemon.bfctl_json("status", "small")
+        tmpfs.swap(disk, "256k")  # the operator put in a disk far too small
+        refused = daemon.bfctl("swap", "small")
+        assert refused.returncode == 1
+        assert "needs" in refused.stderr and "larger disk" in refused.stderr
+        after = daemon.bfctl_json("status", "small")
+        assert after["state"] == "awaiting_swap" and after["batches"] == before["batches"]
+        tmpfs.swap(disk, DISK)
+        assert daemon.bfctl_json("swap", "small")["archived"] == [0]
+        job = daemon.wait_state("small", {"awaiting_swap", "completed"}, timeout=90)
+        assert job.state in {"awaiting_swap", "completed"}

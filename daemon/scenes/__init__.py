@@ -1,0 +1,1 @@
+"""The scenes pipeline: item-level jobs whose every success and failure is recorded."""

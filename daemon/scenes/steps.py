@@ -1,0 +1,108 @@
+"""The named steps an item goes through, built in or plugged in as `module:function`.
+
+Every step takes the item's bytes and metadata and returns new bytes and
+metadata, or raises. A step that raises fails the item with step = the step's
+name and the exception as its error; the other items go on. Plug-ins are
+imported at submit time, so a path that does not import, or names nothing
+callable, is refused before the job is accepted rather than failing every item.
+
+`fetch` is built in but runs in the pipeline (it needs the shared HTTP client
+and the downloader's retry rules); the others run here.
+"""
+
+import hashlib
+import importlib
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bulkforge.daemon.errors import InvalidArgument
+
+StepFunction = Callable[[bytes, dict[str, Any]], tuple[bytes, dict[str, Any]]]
+
+FETCH = "fetch"
+_PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class StepFailed(Exception):
+    """An item failed in a step: the step's name and an error class travel with it."""
+
+    def __init__(self, step: str, error_class: str, message: str):
+        super().__init__(message)
+        self.step = step
+        self.error_class = error_class
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: StepFunction | None  # None: fetch, which the pipeline runs itself
+
+
+def verify(data: bytes, meta: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """Content is not empty, and matches the item's sha256 when its row gave one."""
+    if not data:
+        raise StepFailed("verify", "empty", "the content is empty")
+    expected = meta.get("sha256")
+    if expected:
+        got = hashlib.sha256(data).hexdigest()
+        if got != str(expected).lower():
+            raise StepFailed("verify", "checksum", f"sha256 {got}, expected {expected}")
+    return data, meta
+
+
+BUILT_IN: dict[str, StepFunction | None] = {FETCH: None, "verify": verify}
+
+
+def load_steps(names: list[str]) -> list[Step]:
+    """The steps of a job, in order; InvalidArgument naming what cannot be used."""
+    if not names:
+        raise InvalidArgument("give at least one step (e.g. --steps fetch,verify)")
+    if names[0] != FETCH:
+        raise InvalidArgument(f"the first step must be {FETCH!r}: the others work on its bytes")
+    if len(set(names)) != len(names):
+        raise InvalidArgument(f"a step is named twice in {','.join(names)}")
+    return [Step(name, BUILT_IN[name] if name in BUILT_IN else _plugin(name)) for name in names]
+
+
+def _plugin(path: str) -> StepFunction:
+    if not _PLUGIN.match(path):
+        raise InvalidArgument(
+            f"step {path!r} is neither built in ({', '.join(BUILT_IN)}) nor module:function"
+        )
+    module_name, function_name = path.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import runs arbitrary code: any error is the plug-in's
+        raise InvalidArgument(f"step {path!r}: cannot import {module_name}: {exc}") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise InvalidArgument(f"step {path!r}: {module_name} has no callable {function_name}")
+    try:
+        inspect.signature(function).bind(b"", {})
+    except TypeError:
+        raise InvalidArgument(
+            f"step {path!r} must take (data: bytes, meta: dict) and return (bytes, dict)"
+        ) from None
+    except ValueError:
+        pass  # no signature to inspect (a builtin): trust it
+    return function
+
+
+def run_after_fetch(steps: list[Step], data: bytes, meta: dict) -> tuple[bytes, dict]:
+    """Run every step after fetch in order; StepFailed names the one that failed."""
+    for step in steps:
+        if step.run is None:
+            continue
+        try:
+            result = step.run(data, meta)
+        except StepFailed:
+            raise
+        except Exception as exc:
+            raise StepFailed(step.name, "plugin", f"{type(exc).__name__}: {exc}") from None
+        if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], bytes)):
+            raise StepFailed(step.name, "plugin", "the step did not return (bytes, dict)")
+        data, meta = result[0], dict(result[1])
+    return data, meta

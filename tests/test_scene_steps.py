@@ -1,0 +1,80 @@
+"""Item steps: built-in verify, plug-ins loaded and checked at submit, failures named by step."""
+
+import hashlib
+import sys
+
+import pytest
+
+from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.scenes.steps import StepFailed, load_steps, run_after_fetch
+
+PLUGIN = """
+def upper(data, meta):
+    return data.upper(), {**meta, "upper": True}
+
+def picky(data, meta):
+    if meta["key"].endswith("7"):
+        raise ValueError("I do not like sevens")
+    return data, meta
+
+def no_arguments():
+    return None
+
+def sloppy(data, meta):
+    return "not bytes", meta
+
+NOT_CALLABLE = 3
+"""
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    (tmp_path / "bf_test_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "bf_test_plugin"
+    sys.modules.pop("bf_test_plugin", None)
+
+
+def test_plugins_run_in_order_after_fetch_and_their_failures_name_them(plugin):
+    steps = load_steps(["fetch", f"{plugin}:upper", "verify", f"{plugin}:picky"])
+    assert [s.name for s in steps] == ["fetch", f"{plugin}:upper", "verify", f"{plugin}:picky"]
+    data, meta = run_after_fetch(steps, b"abc", {"key": "k1"})
+    assert data == b"ABC" and meta["upper"] is True
+    with pytest.raises(StepFailed) as failed:
+        run_after_fetch(steps, b"abc", {"key": "k7"})
+    assert failed.value.step == f"{plugin}:picky" and failed.value.error_class == "plugin"
+    assert "sevens" in str(failed.value)
+    with pytest.raises(StepFailed, match="did not return"):
+        run_after_fetch(load_steps(["fetch", f"{plugin}:sloppy"]), b"x", {"key": "k"})
+
+
+def test_verify_refuses_empty_content_and_a_wrong_sha256():
+    steps = load_steps(["fetch", "verify"])
+    with pytest.raises(StepFailed) as empty:
+        run_after_fetch(steps, b"", {})
+    assert (empty.value.step, empty.value.error_class) == ("verify", "empty")
+    good = hashlib.sha256(b"data").hexdigest()
+    assert run_after_fetch(steps, b"data", {"sha256": good})[0] == b"data"
+    with pytest.raises(StepFailed) as wrong:
+        run_after_fetch(steps, b"other", {"sha256": good})
+    assert wrong.value.error_class == "checksum"
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["fetch", "no_such_module_xyz:f"], "cannot import"),
+        (["fetch", "PLUGIN:missing"], "no callable missing"),
+        (["fetch", "PLUGIN:NOT_CALLABLE"], "no callable NOT_CALLABLE"),
+        (["fetch", "PLUGIN:no_arguments"], "must take (data: bytes, meta: dict)"),
+        (["verify", "fetch"], "first step must be 'fetch'"),
+        (["fetch", "verify", "verify"], "named twice"),
+        (["fetch", "resize images"], "neither built in"),
+        ([], "at least one step"),
+    ],
+)
+def test_steps_that_cannot_be_used_are_refused_at_submit(plugin, names, expected):
+    names = [name.replace("PLUGIN", plugin) for name in names]
+    with pytest.raises(InvalidArgument) as refused:
+        load_steps(names)
+    assert expected in str(refused.value)

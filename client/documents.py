@@ -140,8 +140,7 @@ def analysis_to_dict(response: pb.AnalyzeResponse) -> dict[str, Any]:
 
 
 def disk_to_dict(disk: pb.DiskInfo) -> dict[str, str]:
-    fields = ("mount", "device", "fsid", "fstype", "uuid", "label")
-    return {name: getattr(disk, name) for name in fields}
+    return scalar_fields(disk)
 
 
 def verification_to_dict(response: pb.VerifyResponse) -> dict[str, Any]:

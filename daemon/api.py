@@ -4,6 +4,7 @@ This is the one place where refusals become gRPC status codes.
 """
 
 import asyncio
+import dataclasses
 import functools
 import os
 import time
@@ -105,55 +106,6 @@ class SourceSpec(BaseModel):
         )
 
 
-class SubmitDownload(BaseModel):
-    name: JobName
-    dest: Annotated[str, StringConstraints(min_length=1)]
-    source: SourceSpec
-    batching: "PlanArgs | None" = None
-    auto_proceed: bool = False
-
-    @classmethod
-    def of(cls, name: str, spec: pb.DownloadSpec) -> "SubmitDownload":
-        batching = None
-        if spec.space:
-            margin = spec.safety_margin if spec.HasField("safety_margin") else None
-            batching = PlanArgs.parse(spec.space, margin, spec.oversize)
-        elif spec.HasField("safety_margin") or spec.oversize:
-            raise errors.InvalidArgument("--safety-margin and --oversize need --space")
-        return cls(
-            name=name,
-            dest=spec.dest,
-            source=SourceSpec.of(spec),
-            batching=batching,
-            auto_proceed=spec.auto_proceed,
-        )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "SubmitDownload":
-        if not os.path.isabs(self.dest):
-            raise ValueError(f"{self.dest!r} must be an absolute path")
-        if self.auto_proceed and self.batching is None:
-            raise ValueError("--auto-proceed needs --space: without it there is one batch")
-        return self
-
-    def request(self) -> DownloadRequest:
-        batching = None
-        if self.batching is not None:
-            batching = Batching(
-                space=self.batching.space,
-                margin=self.batching.safety_margin,
-                oversize=str(self.batching.oversize),
-                auto_proceed=self.auto_proceed,
-            )
-        return DownloadRequest(
-            name=self.name, dest=Path(self.dest), source=self.source.source(), batching=batching
-        )
-
-
-class NameOnly(BaseModel):
-    name: JobName
-
-
 class PlanArgs(BaseModel):
     """How to cut a source into batches: the space of one disk, the margin, oversize files."""
 
@@ -189,12 +141,58 @@ class PlanArgs(BaseModel):
         return cls.model_validate(given)
 
     @classmethod
-    def of(cls, request: pb.PlanRequest) -> "PlanArgs":
+    def of(cls, request: pb.PlanRequest | pb.DownloadSpec | pb.AnalyzeRequest) -> "PlanArgs":
+        """From any request carrying space, an optional safety_margin and maybe oversize."""
         margin = request.safety_margin if request.HasField("safety_margin") else None
-        return cls.parse(request.space, margin, request.oversize)
+        return cls.parse(request.space, margin, getattr(request, "oversize", ""))
 
 
-SubmitDownload.model_rebuild()
+class SubmitDownload(BaseModel):
+    name: JobName
+    dest: Annotated[str, StringConstraints(min_length=1)]
+    source: SourceSpec
+    batching: PlanArgs | None = None
+    auto_proceed: bool = False
+
+    @classmethod
+    def of(cls, name: str, spec: pb.DownloadSpec) -> "SubmitDownload":
+        batching = None
+        if spec.space:
+            batching = PlanArgs.of(spec)
+        elif spec.HasField("safety_margin") or spec.oversize:
+            raise errors.InvalidArgument("--safety-margin and --oversize need --space")
+        return cls(
+            name=name,
+            dest=spec.dest,
+            source=SourceSpec.of(spec),
+            batching=batching,
+            auto_proceed=spec.auto_proceed,
+        )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SubmitDownload":
+        if not os.path.isabs(self.dest):
+            raise ValueError(f"{self.dest!r} must be an absolute path")
+        if self.auto_proceed and self.batching is None:
+            raise ValueError("--auto-proceed needs --space: without it there is one batch")
+        return self
+
+    def request(self) -> DownloadRequest:
+        batching = None
+        if self.batching is not None:
+            batching = Batching(
+                space=self.batching.space,
+                margin=self.batching.safety_margin,
+                oversize=str(self.batching.oversize),
+                auto_proceed=self.auto_proceed,
+            )
+        return DownloadRequest(
+            name=self.name, dest=Path(self.dest), source=self.source.source(), batching=batching
+        )
+
+
+class NameOnly(BaseModel):
+    name: JobName
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
@@ -265,14 +263,7 @@ def batch_message(index: int, state: str, files: int, size: int, disk: Disk | No
 
 
 def disk_message(disk: Disk) -> pb.DiskInfo:
-    return pb.DiskInfo(
-        mount=disk.mount,
-        device=disk.device,
-        fsid=disk.fsid,
-        fstype=disk.fstype,
-        uuid=disk.uuid,
-        label=disk.label,
-    )
+    return pb.DiskInfo(**dataclasses.asdict(disk))
 
 
 def job_message(view: JobView) -> pb.Job:
@@ -418,9 +409,8 @@ class Servicer(pb_grpc.BulkforgeServicer):
         source = SourceSpec.of(request.source).source()
         limit = None
         if request.space:
-            margin = request.safety_margin if request.HasField("safety_margin") else None
-            args = PlanArgs.parse(request.space, margin, "")
-            space = await self._space(args, request.source.dest)
+            args = PlanArgs.of(request)
+            space = await asyncio.to_thread(Space.resolve, args.space, request.source.dest)
             limit = check_space(space.bytes, args.safety_margin)
         summary = await asyncio.to_thread(
             lambda: analyze(source_pages(source), request.largest or DEFAULT_LARGEST, limit)
@@ -439,17 +429,12 @@ class Servicer(pb_grpc.BulkforgeServicer):
             oversize=[pb.SizeGroup(key=p, files=1, bytes=n) for n, p in summary.oversize],
         )
 
-    async def _space(self, args: "PlanArgs", dest: str) -> Space:
-        if args.space == "auto":
-            return await asyncio.to_thread(Space.measured, dest)
-        return Space(args.space, "given")
-
     @refusals
     async def Plan(self, request: pb.PlanRequest, context) -> pb.PlanResponse:
         args = PlanArgs.of(request)
         source = SourceSpec.of(request.source).source()
         started = time.perf_counter()
-        space = await self._space(args, request.source.dest)
+        space = await asyncio.to_thread(Space.resolve, args.space, request.source.dest)
         plan = await asyncio.to_thread(
             plan_source, source, space, args.safety_margin, args.oversize
         )

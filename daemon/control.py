@@ -11,6 +11,7 @@ import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
+from bulkforge.daemon.disks import identify
 from bulkforge.daemon.downloader import batches, files, verify
 from bulkforge.daemon.downloader.incremental import sizes_on_disk, skip_unchanged
 from bulkforge.daemon.downloader.listing import DownloadRequest, source_pages
@@ -94,11 +95,11 @@ class Control:
     async def submit_download(self, request: DownloadRequest) -> tuple[jobs.JobView, bool]:
         await asyncio.to_thread(_prepare_dest, request.dest)
         spec = request.spec()
-        space = await asyncio.to_thread(_space_of, request)
         # A resubmission answers at once, without listing the source again.
         existing = await self._readers.call(lambda c: jobs.existing_job(c, request.name, spec))
         if existing is not None:
             return await self.status(existing.name), False
+        space = await asyncio.to_thread(_space_of, request)
         table = f"staged_{uuid.uuid4().hex}"
         await self._writer.call(lambda c: jobs.stage_open(c, table))
         try:
@@ -161,7 +162,7 @@ class Control:
 
     async def verify(self, name: str, batch: int | None) -> verify.Verification:
         dest = await self._readers.call(lambda conn: jobs.get_job(conn, name).dest)
-        mounted = await asyncio.to_thread(verify.mounted_disk, dest)
+        mounted = await asyncio.to_thread(identify, Path(dest))
         wanted = await self._readers.call(
             lambda conn: verify.read_wanted(conn, name, batch, mounted)
         )
@@ -209,9 +210,7 @@ def _space_of(request: DownloadRequest) -> int | None:
     """The bytes per disk of a batched download; `auto` measures dest now."""
     if request.batching is None:
         return None
-    if request.batching.space == "auto":
-        return Space.measured(str(request.dest)).bytes
-    return int(request.batching.space)
+    return Space.resolve(request.batching.space, str(request.dest)).bytes
 
 
 def _with_sizes_on_disk(pages, dest: Path):
@@ -222,22 +221,23 @@ def _with_sizes_on_disk(pages, dest: Path):
 
 def _check_swap_dest(dest: Path) -> None:
     """A swap's new dest must already be there: it is the new disk's mount point."""
-    if not dest.is_absolute():
-        raise InvalidArgument(f"dest {str(dest)!r} must be an absolute path")
-    if not dest.is_dir():
-        raise InvalidArgument(f"dest {dest} is not a directory (is the new disk mounted?)")
-    if not os.access(dest, os.W_OK | os.X_OK):
-        raise InvalidArgument(f"bfd may not write into dest {dest} (check its owner and mode)")
+    _check_dest(dest, create=False)
 
 
 def _prepare_dest(dest: Path) -> None:
+    _check_dest(dest, create=True)
+
+
+def _check_dest(dest: Path, create: bool) -> None:
     if not dest.is_absolute():
         raise InvalidArgument(f"dest {str(dest)!r} must be an absolute path")
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidArgument(f"cannot create dest {dest}: {exc.strerror}") from None
+    if create:
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidArgument(f"cannot create dest {dest}: {exc.strerror}") from None
     if not dest.is_dir():
-        raise InvalidArgument(f"dest {dest} is not a directory")
+        hint = "" if create else " (is the new disk mounted?)"
+        raise InvalidArgument(f"dest {dest} is not a directory{hint}")
     if not os.access(dest, os.W_OK | os.X_OK):
         raise InvalidArgument(f"bfd may not write into dest {dest} (check its owner and mode)")

@@ -7,11 +7,9 @@ worker processes, and remembers what it is holding back and why, for
 
 import asyncio
 import multiprocessing
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import psutil
 from pydantic import BaseModel, ConfigDict, Field
@@ -77,11 +75,7 @@ class Room:
         )
 
 
-Usage = tuple[int, int, int]  # shutil.disk_usage: total, used, free
-
-
-def disk_usage(dest: Path) -> Usage:
-    return shutil.disk_usage(dest)
+Usage = tuple[int, int, int]  # what shutil.disk_usage answers: total, used, free
 
 
 class DiskThreshold:

@@ -264,6 +264,11 @@ class Space:
     source: str
 
     @classmethod
+    def resolve(cls, space: int | str, dest: str) -> "Space":
+        """A given number of bytes, or `auto` measured on dest (file system work: a thread)."""
+        return cls.measured(dest) if space == "auto" else cls(int(space), "given")
+
+    @classmethod
     def measured(cls, dest: str) -> "Space":
         """`auto`: the free space of dest's filesystem now."""
         if not dest:

@@ -13,7 +13,7 @@ Functions taking a connection run inside one writer operation.
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import apsw
@@ -130,7 +130,8 @@ def in_states(conn: apsw.Connection, job_id: int, states: tuple[BatchState, ...]
     return [b for b in batch_rows(conn, job_id) if b.state in states]
 
 
-def move(conn: apsw.Connection, batch: BatchRow, new: BatchState, **columns) -> None:
+def move(conn: apsw.Connection, batch: BatchRow, new: BatchState, **columns) -> BatchRow:
+    """The guarded move of one batch; returns the row as it is now."""
     guarded_update(
         conn,
         "batches",
@@ -141,6 +142,7 @@ def move(conn: apsw.Connection, batch: BatchRow, new: BatchState, **columns) -> 
         updated_at=now_ms(),
         **columns,
     )
+    return replace(batch, state=new, disk=columns.get("disk", batch.disk))
 
 
 def activate(conn: apsw.Connection, batch: BatchRow, dest: Path) -> Disk:
@@ -187,6 +189,12 @@ def fits_now(batch: BatchRow, dest: Path, margin: float) -> tuple[bool, int]:
     return batch.bytes <= free * margin, free
 
 
+def margin_of(job: jobs.JobRow) -> float:
+    """The share of a disk the job's batches may fill (1.0 for a job of one batch)."""
+    batching = Batching.of_spec(json.loads(job.spec))
+    return batching.margin if batching else 1.0
+
+
 def require_room(batch: BatchRow, dest: Path, margin: float, verb: str, job_name: str) -> None:
     fits, free = fits_now(batch, dest, margin)
     if not fits:
@@ -208,14 +216,19 @@ def last_disk(conn: apsw.Connection, job_id: int) -> tuple[int, Disk] | None:
 # -- the manifest a disk carries ---------------------------------------------------------------
 
 
-def manifest_rows(conn: apsw.Connection, job_id: int, index: int) -> list[dict]:
-    """What the batch put on its disk: path, size and checksum of each file done or skipped."""
-    rows = []
-    for path, size, sha256, md5 in conn.execute(
+def batch_files(conn: apsw.Connection, job_id: int, index: int) -> list[tuple]:
+    """(path, size, sha256, md5) of each file the batch put on its disk, by path."""
+    return conn.execute(
         "SELECT path, size, sha256, md5 FROM files WHERE job_id = ? AND batch_idx = ? "
         "AND state IN ('done', 'skipped') ORDER BY path",
         (job_id, index),
-    ):
+    ).fetchall()
+
+
+def manifest_rows(conn: apsw.Connection, job_id: int, index: int) -> list[dict]:
+    """What the batch put on its disk: path, size and checksum of each file done or skipped."""
+    rows = []
+    for path, size, sha256, md5 in batch_files(conn, job_id, index):
         row = {"path": path, "size": size}
         if sha256:
             row["sha256"] = sha256
@@ -296,8 +309,6 @@ def swap(conn: apsw.Connection, name: str, dest: Path | None) -> Swapped:
 def _start_next(conn: apsw.Connection, job: jobs.JobRow, verb: str) -> None:
     upcoming = in_states(conn, job.id, (BatchState.PLANNED,))
     if upcoming:
-        batching = Batching.of_spec(json.loads(job.spec))
-        margin = batching.margin if batching else 1.0
-        require_room(upcoming[0], Path(job.dest), margin, verb, job.name)
+        require_room(upcoming[0], Path(job.dest), margin_of(job), verb, job.name)
         activate(conn, upcoming[0], Path(job.dest))
     jobs.move_job(conn, job, JobState.RUNNING, message="")

@@ -13,10 +13,10 @@ slot through that would leave the connections idle.
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import random
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +38,6 @@ from bulkforge.daemon.governor import (
     WAITING_FOR_SPACE,
     Governor,
     Usage,
-    disk_usage,
 )
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.file import IN_FLIGHT, FileState
@@ -380,8 +379,7 @@ def _done(conn: apsw.Connection, file_id: int, size: int) -> None:
 
 
 def _batch_complete(conn: apsw.Connection, job: jobs.JobRow, batch: batches.BatchRow) -> None:
-    verifying = dataclasses.replace(batch, state=BatchState.VERIFYING)
-    batches.move(conn, verifying, BatchState.COMPLETE)
+    batches.move(conn, batch, BatchState.COMPLETE)
     logger.info("job {}: batch {} complete ({} files)", job.name, batch.index, batch.files)
 
 
@@ -389,7 +387,7 @@ def _manifest_failed(
     conn: apsw.Connection, job: jobs.JobRow, batch: batches.BatchRow, exc: OSError
 ) -> None:
     """A disk that will not take the manifest: stop the job, keep the batch open, say why."""
-    batches.move(conn, dataclasses.replace(batch, state=BatchState.VERIFYING), BatchState.ACTIVE)
+    batches.move(conn, batch, BatchState.ACTIVE)
     message = (
         f"cannot write the manifest of batch {batch.index} into {job.dest}: {exc.strerror}; "
         f"fix the disk, then `bfctl resume {job.name}`"
@@ -435,8 +433,7 @@ def _plan_job(
             if due is not None:
                 plan.next_retry_at = min(plan.next_retry_at or due, due)
             continue
-        batches.move(conn, batch, BatchState.VERIFYING)
-        plan.verifying.append(batch)
+        plan.verifying.append(batches.move(conn, batch, BatchState.VERIFYING))
     if waiting or plan.verifying:
         return plan
     upcoming = batches.in_states(conn, job_id, (BatchState.PLANNED,))
@@ -457,7 +454,7 @@ def _show_hold(conn: apsw.Connection, job: jobs.JobRow, held: str | None) -> Non
 
 def _device_and_usage(dest: Path) -> tuple[int, Usage]:
     device = os.stat(dest).st_dev
-    return device, disk_usage(dest)
+    return device, shutil.disk_usage(dest)
 
 
 def _start_job(conn: apsw.Connection, job: jobs.JobRow) -> jobs.JobRow:

@@ -15,8 +15,8 @@ from pathlib import Path
 import apsw
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.disks import Disk, identify
-from bulkforge.daemon.downloader.batches import MANIFEST_DIR, batch_rows
+from bulkforge.daemon.disks import Disk
+from bulkforge.daemon.downloader.batches import MANIFEST_DIR, batch_files, batch_rows
 from bulkforge.daemon.downloader.paths import PARTIAL_SUFFIX
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 
@@ -95,14 +95,7 @@ def read_wanted(conn: apsw.Connection, name: str, batch: int | None, mounted: Di
 
 
 def _expected(conn: apsw.Connection, job_id: int, index: int) -> list[Expected]:
-    return [
-        Expected(*row)
-        for row in conn.execute(
-            "SELECT path, size, sha256, md5 FROM files WHERE job_id = ? AND batch_idx = ? "
-            "AND state IN ('done', 'skipped') ORDER BY path",
-            (job_id, index),
-        )
-    ]
+    return [Expected(*row) for row in batch_files(conn, job_id, index)]
 
 
 def check(wanted: _Wanted, mounted: Disk, workers: Executor) -> Verification:
@@ -123,10 +116,6 @@ def check(wanted: _Wanted, mounted: Disk, workers: Executor) -> Verification:
         checks.append(result)
     extra = sorted(_extra_files(dest, wanted.known))
     return Verification(str(dest), mounted, checks, extra[:LISTED], len(extra))
-
-
-def mounted_disk(dest: str) -> Disk:
-    return identify(Path(dest))
 
 
 def problems_in(dest: str, files: list[Expected]) -> list[tuple[str, str | None]]:

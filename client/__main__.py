@@ -15,6 +15,7 @@ from bulkforge.client.commands import (
     cancel,
     continue_,
     demo,
+    export,
     failures,
     pause,
     plan,
@@ -54,6 +55,7 @@ COMMANDS = (
     swap,
     retry,
     verify,
+    export,
     system,
     demo,
 )

@@ -42,12 +42,38 @@ def job_to_dict(job: pb.Job) -> dict[str, Any]:
                 "files": batch.files,
                 "disk": batch.disk,
                 "disk_info": disk_to_dict(batch.disk_info) if batch.HasField("disk_info") else None,
+                "failures": batch.failures,
+                "started_at": iso_utc(batch.started_at_ms) if batch.started_at_ms else None,
+                "finished_at": iso_utc(batch.finished_at_ms) if batch.finished_at_ms else None,
             }
             for batch in job.batches
         ],
+        "registration": scalar_fields(job.registration) if job.HasField("registration") else None,
         "created_at": iso_utc(job.created_at_ms),
         "updated_at": iso_utc(job.updated_at_ms),
     }
+
+
+def shard_rows(job: pb.Job) -> list[dict[str, Any]]:
+    """Per shard of an item job: items, successes, failures, bytes, how long it took."""
+    rows = []
+    for batch in job.batches:
+        seconds = None
+        if batch.started_at_ms and batch.finished_at_ms:
+            seconds = max(0.001, (batch.finished_at_ms - batch.started_at_ms) / 1000)
+        rows.append(
+            {
+                "shard": batch.index,
+                "state": batch.state,
+                "items": batch.files,
+                "successes": batch.files - batch.failures,
+                "failures": batch.failures,
+                "bytes": batch.bytes,
+                "seconds": seconds,
+                "items_per_s": batch.files / seconds if seconds else None,
+            }
+        )
+    return rows
 
 
 def failure_group_to_dict(group: pb.FailureGroup) -> dict[str, Any]:
@@ -84,12 +110,21 @@ def stats_to_dict(response: pb.StatsResponse) -> dict[str, Any]:
         "elapsed_s": response.elapsed_s,
         "items_per_s": response.items_per_s,
         "bytes_per_s": response.bytes_per_s,
+        "success_rate": success_rate(response.job),
+        "bucket_s": response.bucket_s,
+        "shards": shard_rows(response.job) if response.job.kind == "scenes" else None,
         "throughput": [
             {"start": iso_utc(bucket.start_ms), "items": bucket.items, "bytes": bucket.bytes}
             for bucket in response.throughput
         ],
         "failures": [failure_group_to_dict(group) for group in response.failures],
     }
+
+
+def success_rate(job: pb.Job) -> float | None:
+    """Successes among the items that ended, or None before any did."""
+    done, failed = job.counts.get("done", 0), job.counts.get("failed", 0)
+    return done / (done + failed) if done + failed else None
 
 
 def scalar_fields(message: Message) -> dict[str, Any]:

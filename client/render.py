@@ -4,6 +4,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from bulkforge.client.documents import shard_rows, success_rate
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ STATE_STYLES = {
     "complete": "green",
 }
 MAX_THROUGHPUT_ROWS = 30
+MAX_SHARD_ROWS = 10
 
 
 def human_bytes(count: float) -> str:
@@ -90,8 +92,37 @@ def state_text(state: str) -> "Text":
 def print_job(job: pb.Job) -> None:
     out = console()
     out.print(job_summary(job))
-    if job.batches:
+    if job.kind == "scenes":
+        if job.batches:
+            out.print(shards_table(job, MAX_SHARD_ROWS))
+    elif job.batches:
         out.print(batches_table(job.batches))
+
+
+def shards_table(job: pb.Job, limit: int) -> Any:
+    """The last `limit` shards of an item job."""
+    from rich.table import Table
+
+    rows = shard_rows(job)
+    shown = rows[-limit:]
+    title = "shards" if len(shown) == len(rows) else f"last {len(shown)} of {len(rows)} shards"
+    table = Table(title=title, title_justify="left")
+    table.add_column("shard", justify="right")
+    table.add_column("state")
+    for column in ("items", "ok", "failed", "bytes", "items/s"):
+        table.add_column(column, justify="right")
+    for row in shown:
+        rate = row["items_per_s"]
+        table.add_row(
+            str(row["shard"]),
+            state_text(row["state"]),
+            str(row["items"]),
+            str(row["successes"]),
+            str(row["failures"]),
+            human_bytes(row["bytes"]),
+            f"{rate:.1f}" if rate else "-",
+        )
+    return table
 
 
 def job_summary(job: pb.Job) -> Any:
@@ -112,6 +143,20 @@ def job_summary(job: pb.Job) -> Any:
             f"({percent(job.bytes_done, job.bytes_total)})"
         ),
     )
+    if job.HasField("registration") and not job.registration.done:
+        registration = job.registration
+        grid.add_row(
+            "input",
+            styled(
+                f"{registration.rows_read:,}/{registration.rows_total:,} rows registered "
+                f"({percent(registration.rows_read, registration.rows_total)})"
+            ),
+        )
+    if job.HasField("registration") and job.registration.rejected:
+        grid.add_row(
+            "skipped",
+            styled(f"{job.registration.rejected:,} input rows: {job.registration.first_rejected}"),
+        )
     if job.retrying:
         grid.add_row("retrying", styled(f"{job.retrying} failed items wait for their backoff"))
     if job.dest:
@@ -223,27 +268,35 @@ def print_stats(response: pb.StatsResponse) -> None:
 
     out = console()
     out.print(job_summary(response.job))
+    rate = success_rate(response.job)
+    shown_rate = f"   {100 * rate:.1f}% succeeded" if rate is not None else ""
     out.print(
         styled(
             f"elapsed {human_duration(response.elapsed_s)}   "
             f"{response.items_per_s:.1f} items/s   {human_bytes(response.bytes_per_s)}/s"
+            f"{shown_rate}"
         )
     )
     buckets = list(response.throughput)[-MAX_THROUGHPUT_ROWS:]
     if buckets:
-        table = Table(title="throughput per minute (UTC)", title_justify="left")
-        table.add_column("minute")
+        bucket_s = response.bucket_s or 60
+        table = Table(title=f"throughput per {bucket_s} s (UTC)", title_justify="left")
+        table.add_column("from")
         table.add_column("items", justify="right")
+        table.add_column("items/s", justify="right")
         table.add_column("bytes", justify="right")
         for bucket in buckets:
             table.add_row(
-                time.strftime("%Y-%m-%d %H:%M", time.gmtime(bucket.start_ms / 1000)),
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(bucket.start_ms / 1000)),
                 str(bucket.items),
+                f"{bucket.items / bucket_s:.1f}",
                 human_bytes(bucket.bytes),
             )
         out.print(table)
     if response.failures:
         out.print(failure_groups_table(response.failures))
+    if response.job.kind == "scenes" and response.job.batches:
+        out.print(shards_table(response.job, MAX_THROUGHPUT_ROWS))
 
 
 # How a SystemResponse field is shown; fields not listed are shown as they are.

@@ -34,6 +34,14 @@ from bulkforge.daemon.downloader.listing import Batching, DownloadRequest, Sourc
 from bulkforge.daemon.jobs import NAME_PATTERN, JobView
 from bulkforge.daemon.machines.job import TERMINAL, JobState
 from bulkforge.daemon.planner import Oversize, Plan, Space, check_space, plan_source
+from bulkforge.daemon.scenes.items import Columns
+from bulkforge.daemon.scenes.request import (
+    DEFAULT_FORMAT,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_SHARD_SIZE,
+    DEFAULT_TIMEOUT_S,
+    ScenesRequest,
+)
 from bulkforge.daemon.settings import Settings, Size
 from bulkforge.daemon.store import SYNCHRONOUS, Store, StoreFatal
 from bulkforge.daemon.validation import describe
@@ -191,6 +199,77 @@ class SubmitDownload(BaseModel):
         )
 
 
+ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+StepName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class SubmitScenes(BaseModel):
+    """A scenes job as the request gives it, checked before anything is read."""
+
+    name: JobName
+    input: Annotated[str, StringConstraints(min_length=1)]
+    key: ColumnName
+    url: ColumnName
+    keep: list[ColumnName] = Field(default_factory=list, max_length=256)
+    dest: Annotated[str, StringConstraints(min_length=1)]
+    shard_size: int = Field(default=DEFAULT_SHARD_SIZE, ge=1, le=1_000_000)
+    format: Literal["files", "webdataset", "parquet"] = DEFAULT_FORMAT
+    steps: list[StepName] = Field(default_factory=lambda: ["fetch"], max_length=32)
+    max_size: int = Field(default=DEFAULT_MAX_SIZE, ge=1)
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=3600)
+
+    @classmethod
+    def of(cls, name: str, spec: pb.ScenesSpec) -> "SubmitScenes":
+        given: dict = {
+            "name": name,
+            "input": spec.input,
+            "key": spec.key,
+            "url": spec.url,
+            "keep": list(spec.keep),
+            "dest": spec.dest,
+        }
+        if spec.shard_size:
+            given["shard_size"] = spec.shard_size
+        if spec.format:
+            given["format"] = spec.format
+        if spec.steps:
+            given["steps"] = list(spec.steps)
+        if spec.max_size:
+            given["max_size"] = _size(spec.max_size, "--max-size")
+        if spec.timeout_s:
+            given["timeout_s"] = spec.timeout_s
+        return cls.model_validate(given)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SubmitScenes":
+        for what, path in (("--input", self.input), ("--dest", self.dest)):
+            if not os.path.isabs(path):
+                raise ValueError(f"{what} {path!r} must be an absolute path")
+        if len(set(self.keep)) != len(self.keep):
+            raise ValueError("--keep names a column twice")
+        return self
+
+    def request(self) -> ScenesRequest:
+        return ScenesRequest(
+            name=self.name,
+            input=Path(self.input),
+            columns=Columns(self.key, self.url, tuple(self.keep)),
+            dest=Path(self.dest),
+            shard_size=self.shard_size,
+            format=self.format,
+            steps=tuple(self.steps),
+            max_size=self.max_size,
+            timeout_s=self.timeout_s,
+        )
+
+
+def _size(value: str, flag: str) -> int:
+    try:
+        return int(SIZE.validate_python(value.strip()))
+    except ValidationError:
+        raise errors.InvalidArgument(f"{flag} {value!r} is not a size (e.g. 64MiB)") from None
+
+
 class NameOnly(BaseModel):
     name: JobName
 
@@ -254,11 +333,16 @@ def plan_message(plan: Plan, space: Space, seconds: float) -> pb.PlanResponse:
     )
 
 
-def batch_message(index: int, state: str, files: int, size: int, disk: Disk | None) -> pb.Batch:
-    batch = pb.Batch(index=index, state=state, bytes=size, files=files)
+def batch_message(view: jobs.BatchView) -> pb.Batch:
+    batch = pb.Batch(index=view.index, state=view.state, bytes=view.bytes, files=view.files)
+    disk = Disk.from_json(view.disk)
     if disk is not None:
         batch.disk = disk.describe()
         batch.disk_info.CopyFrom(disk_message(disk))
+    batch.failures = view.failures
+    batch.started_at_ms = view.started_at or 0
+    if view.state in ("complete", "archived"):
+        batch.finished_at_ms = view.updated_at
     return batch
 
 
@@ -275,16 +359,27 @@ def job_message(view: JobView) -> pb.Job:
         counts=view.counts,
         bytes_done=view.bytes_done,
         bytes_total=view.bytes_total,
-        batches=[
-            batch_message(b.index, b.state, b.files, b.bytes, Disk.from_json(b.disk))
-            for b in view.batches
-        ],
+        batches=[batch_message(b) for b in view.batches],
         dest=job.dest,
         message=job.message,
         items_total=view.items_total,
         retrying=view.retrying,
         created_at_ms=job.created_at,
         updated_at_ms=job.updated_at,
+        registration=_registration(view),
+    )
+
+
+def _registration(view: JobView) -> pb.Registration | None:
+    progress = view.registration
+    if progress is None:
+        return None
+    return pb.Registration(
+        rows_read=progress.rows_read,
+        rows_total=progress.rows_total,
+        done=progress.done,
+        rejected=progress.rejected,
+        first_rejected=progress.first_rejected,
     )
 
 
@@ -326,14 +421,33 @@ class Servicer(pb_grpc.BulkforgeServicer):
 
     @refusals
     async def Submit(self, request: pb.SubmitRequest, context) -> pb.SubmitResponse:
-        if request.WhichOneof("spec") != "download":
-            raise errors.InvalidArgument("the request names no job spec (download)")
-        spec = request.download
-        checked = SubmitDownload.of(request.name, spec)
-        view, created = await self._control.submit_download(checked.request())
+        kind = request.WhichOneof("spec")
+        if kind == "download":
+            checked = SubmitDownload.of(request.name, request.download)
+            view, created = await self._control.submit_download(checked.request())
+        elif kind == "scenes":
+            scenes = SubmitScenes.of(request.name, request.scenes)
+            view, created = await self._control.submit_scenes(scenes.request())
+        else:
+            raise errors.InvalidArgument("the request names no job spec (download or scenes)")
         if created:
-            logger.info("job {} submitted: {} files", view.job.name, view.items_total)
+            logger.info("job {} submitted: {:,} items", view.job.name, view.items_total)
         return pb.SubmitResponse(job=job_message(view), created=created)
+
+    @refusals
+    async def Export(self, request: pb.ExportRequest, context) -> pb.ExportResponse:
+        name = NameOnly(name=request.name).name
+        if not request.dest or not os.path.isabs(request.dest):
+            raise errors.InvalidArgument(f"--dest {request.dest!r} must be an absolute path")
+        started = time.perf_counter()
+        exported = await self._control.export(name, Path(request.dest))
+        return pb.ExportResponse(
+            paths=[str(path) for path in exported.paths],
+            total=exported.total,
+            successful=exported.successful,
+            failed=exported.failed,
+            seconds=time.perf_counter() - started,
+        )
 
     @refusals
     async def List(self, request: pb.ListRequest, context) -> pb.ListResponse:
@@ -400,6 +514,7 @@ class Servicer(pb_grpc.BulkforgeServicer):
             elapsed_s=stats.elapsed_s,
             items_per_s=stats.items_per_s,
             bytes_per_s=stats.bytes_per_s,
+            bucket_s=stats.bucket_s,
         )
 
     @refusals

@@ -26,11 +26,11 @@ from bulkforge.daemon.downloader import files
 from bulkforge.daemon.downloader.scheduler import Downloader
 from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.machines import batch as batch_machine
-from bulkforge.daemon.machines import scene as scene_machine
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.job import JobState
-from bulkforge.daemon.machines.scene import SceneState
 from bulkforge.daemon.notify import Notifier
+from bulkforge.daemon.scenes import records
+from bulkforge.daemon.scenes.pipeline import Scenes
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import SchemaTooNew, Store, StoreFatal, guarded_update, now_ms
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
@@ -129,20 +129,8 @@ def _boot_repair(conn: apsw.Connection) -> None:
             updated_at=now_ms(),
         )
         logger.info("repair: job {} batch {} was verifying at shutdown -> active", name, index)
-    for scene_id, key, name in conn.execute(
-        "SELECT scenes.id, key, name FROM scenes JOIN jobs ON jobs.id = scenes.job_id "
-        "WHERE scenes.state = 'running'"
-    ).fetchall():
-        guarded_update(
-            conn,
-            "scenes",
-            scene_id,
-            SceneState.RUNNING,
-            SceneState.PENDING,
-            scene_machine.check_transition,
-            updated_at=now_ms(),
-        )
-        logger.info("repair: job {} item {} was running at shutdown -> pending", name, key)
+    for name, count in records.repair_in_flight(conn):
+        logger.info("repair: job {}: {:,} item(s) were running at shutdown -> pending", name, count)
     for job in jobs.jobs_in_states(conn, (JobState.RUNNING,)):
         logger.info("job {} was running at shutdown; it continues", job.name)
 
@@ -194,9 +182,13 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
         settings.cpu_workers,
     )
     downloader = Downloader(settings, store, governor, lifecycle.fatal)
-    control = Control(store, downloader)
+    scenes = Scenes(settings, store, governor, lifecycle.fatal)
+    control = Control(store, downloader, scenes)
     server, health_servicer = await _start_server(settings, store, control, downloader)
-    pipeline = asyncio.create_task(downloader.run(), name="downloader")
+    pipelines = [
+        asyncio.create_task(downloader.run(), name="downloader"),
+        asyncio.create_task(scenes.run(), name="scenes"),
+    ]
     keepalive = asyncio.create_task(_report(notifier, store, downloader), name="sd_notify")
     logger.info(
         "bfd {} ready on {} (state {}, pid {})",
@@ -211,10 +203,12 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
     logger.info("stopping: draining transfers (up to {} s)", settings.drain_timeout)
     notifier.stopping("draining")
     await health_servicer.enter_graceful_shutdown()
-    await downloader.drain(settings.drain_timeout)
-    for task in (pipeline, keepalive):
+    await asyncio.gather(
+        downloader.drain(settings.drain_timeout), scenes.drain(settings.drain_timeout)
+    )
+    for task in (*pipelines, keepalive):
         task.cancel()
-    await asyncio.gather(pipeline, keepalive, return_exceptions=True)
+    await asyncio.gather(*pipelines, keepalive, return_exceptions=True)
     await server.stop(grace=1.0)
     await asyncio.to_thread(governor.close)
 

@@ -19,6 +19,11 @@ from bulkforge.daemon.downloader.scheduler import Downloader
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.machines.job import TERMINAL, JobState
 from bulkforge.daemon.planner import Space
+from bulkforge.daemon.scenes import export, records
+from bulkforge.daemon.scenes.items import Input, ItemChunk
+from bulkforge.daemon.scenes.pipeline import Scenes
+from bulkforge.daemon.scenes.request import ScenesRequest
+from bulkforge.daemon.scenes.steps import load_steps
 from bulkforge.daemon.store import Store, StoreFatal, now_ms
 
 
@@ -30,6 +35,7 @@ class Stats:
     elapsed_s: float
     items_per_s: float
     bytes_per_s: float
+    bucket_s: int = 60
 
 
 @dataclass
@@ -40,10 +46,15 @@ class FailureReport:
 
 
 class Control:
-    def __init__(self, store: Store, downloader: Downloader):
+    def __init__(self, store: Store, downloader: Downloader, scenes: Scenes):
         self._writer = store.writer
         self._readers = store.readers
         self._downloader = downloader
+        self._scenes = scenes
+
+    def _wake(self) -> None:
+        self._downloader.wake()
+        self._scenes.wake()
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -67,6 +78,8 @@ class Control:
     async def failures(self, name: str, step: str, limit: int) -> FailureReport:
         def read(conn: apsw.Connection) -> FailureReport:
             job = jobs.get_job(conn, name)
+            if job.kind == "scenes":
+                return _scene_failures(conn, job.id, step, limit)
             groups = files.failure_groups(conn, job.id, step)
             report = FailureReport(groups, files.failures(conn, job.id, step, limit))
             report.total = sum(group.count for group in groups)
@@ -75,20 +88,29 @@ class Control:
         return await self._readers.call(read)
 
     async def stats(self, name: str) -> Stats:
-        def read(conn: apsw.Connection) -> tuple[jobs.JobView, list, list]:
+        def read(conn: apsw.Connection) -> tuple[jobs.JobView, list, list, int]:
             job = jobs.get_job(conn, name)
+            view = jobs.job_view(conn, job)
+            if job.kind == "scenes":
+                bucket = _bucket_ms(view.job)
+                throughput = records.throughput(conn, job.id, bucket)
+                groups = _scene_failures(conn, job.id, "", 0).groups
+                return view, throughput, groups, bucket
             return (
-                jobs.job_view(conn, job),
+                view,
                 files.throughput(conn, job.id),
                 files.failure_groups(conn, job.id),
+                60_000,
             )
 
-        view, throughput, groups = await self._readers.call(read)
+        view, throughput, groups, bucket = await self._readers.call(read)
         finished = view.job.updated_at if view.job.state in TERMINAL else now_ms()
         elapsed = max(0.001, (finished - view.job.created_at) / 1000)
         items = sum(row[1] for row in throughput)
         size = sum(row[2] for row in throughput)
-        return Stats(view, throughput, groups, elapsed, items / elapsed, size / elapsed)
+        return Stats(
+            view, throughput, groups, elapsed, items / elapsed, size / elapsed, bucket // 1000
+        )
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -116,19 +138,51 @@ class Control:
             self._downloader.wake()
         return await self.status(job.name), created
 
+    async def submit_scenes(self, request: ScenesRequest) -> tuple[jobs.JobView, bool]:
+        await asyncio.to_thread(_prepare_dest, request.dest)
+        spec = request.spec()
+        existing = await self._readers.call(lambda c: jobs.existing_job(c, request.name, spec))
+        if existing is not None:
+            return await self.status(existing.name), False
+        # Plug-ins are imported now: one that does not import refuses the job, not its items.
+        await asyncio.to_thread(load_steps, list(request.steps))
+        rows_total, first = await asyncio.to_thread(_first_chunk, request)
+        job, created = await self._writer.call(
+            lambda c: jobs.create_scenes_job(
+                c, request.name, spec, str(request.dest), rows_total, first
+            )
+        )
+        if created:
+            self._scenes.wake()
+        return await self.status(job.name), created
+
+    async def export(self, name: str, dest: Path) -> export.Exported:
+        await asyncio.to_thread(_prepare_dest, dest)
+
+        def write(conn: apsw.Connection) -> export.Exported:
+            job = jobs.get_job(conn, name)
+            if job.kind != "scenes":
+                raise FailedPrecondition(
+                    f"job {name!r} is a {job.kind} job; export writes the items of a scenes job"
+                )
+            return export.write(conn, job, dest)
+
+        # One read transaction: the three files describe the same moment.
+        return await self._readers.call(write)
+
     async def pause(self, name: str) -> jobs.JobView:
         job = await self._move(name, JobState.PAUSED, "pause")
-        self._downloader.stop_job(job.id)
+        self._stop_job(job.id)
         return await self.status(name)
 
     async def resume(self, name: str) -> jobs.JobView:
         await self._move(name, JobState.RUNNING, "resume", only_from=JobState.PAUSED)
-        self._downloader.wake()
+        self._wake()
         return await self.status(name)
 
     async def cancel(self, name: str) -> jobs.JobView:
         job = await self._move(name, JobState.CANCELLED, "cancel", message="cancelled")
-        self._downloader.stop_job(job.id)
+        self._stop_job(job.id)
         return await self.status(name)
 
     async def retry(self, name: str, step: str, error: str) -> tuple[jobs.JobView, int]:
@@ -138,22 +192,27 @@ class Control:
                 raise FailedPrecondition(
                     f"cannot retry job {name!r}: it was cancelled; submit it again under a new name"
                 )
-            retried = files.retry_failed(conn, job.id, step, error)
-            batches.reopen_retried(conn, job.id)
+            if job.kind == "scenes":
+                retried = records.retry_failed(conn, job.id, step, error)
+            else:
+                retried = files.retry_failed(conn, job.id, step, error)
+                batches.reopen_retried(conn, job.id)
             if retried and job.state == JobState.FAILED:
                 jobs.move_job(conn, job, JobState.QUEUED, message="")
             return retried
 
         retried = await self._writer.call(requeue)
-        self._downloader.wake()
+        self._wake()
         return await self.status(name), retried
 
     async def continue_job(self, name: str) -> jobs.JobView:
+        await self._readers.call(lambda conn: _download_job(conn, name, "continue"))
         await self._writer.call(lambda conn: batches.continue_job(conn, name))
         self._downloader.wake()
         return await self.status(name)
 
     async def swap(self, name: str, dest: Path | None) -> tuple[jobs.JobView, batches.Swapped]:
+        await self._readers.call(lambda conn: _download_job(conn, name, "swap"))
         if dest is not None:
             await asyncio.to_thread(_check_swap_dest, dest)
         swapped = await self._writer.call(lambda conn: batches.swap(conn, name, dest))
@@ -161,13 +220,17 @@ class Control:
         return await self.status(name), swapped
 
     async def verify(self, name: str, batch: int | None) -> verify.Verification:
-        dest = await self._readers.call(lambda conn: jobs.get_job(conn, name).dest)
+        dest = await self._readers.call(lambda conn: _download_job(conn, name, "verify").dest)
         mounted = await asyncio.to_thread(identify, Path(dest))
         wanted = await self._readers.call(
             lambda conn: verify.read_wanted(conn, name, batch, mounted)
         )
         workers = self._downloader.governor.workers()
         return await asyncio.to_thread(verify.check, wanted, mounted, workers)
+
+    def _stop_job(self, job_id: int) -> None:
+        self._downloader.stop_job(job_id)
+        self._scenes.stop_job(job_id)
 
     async def _move(
         self,
@@ -183,6 +246,63 @@ class Control:
             return jobs.move_job(conn, job, new, message=message)
 
         return await self._writer.call(move)
+
+
+def _download_job(conn: apsw.Connection, name: str, verb: str) -> jobs.JobRow:
+    """The job, when it is one of files on disks (the verbs of disk batches need one)."""
+    job = jobs.get_job(conn, name)
+    if job.kind != "download":
+        raise FailedPrecondition(
+            f"cannot {verb} job {name!r}: it is a {job.kind} job, which has no disk batches"
+        )
+    return job
+
+
+def _first_chunk(request: ScenesRequest) -> tuple[int, ItemChunk | None]:
+    """Check the input and read its first chunk: what is wrong there refuses the job."""
+    source = Input(request.input, request.columns)
+    if not source.rows_total:
+        raise InvalidArgument(f"--input {request.input}: there are no rows to process")
+    first = next(source.chunks(), None)
+    if first is None:
+        return source.rows_total, None
+    if first.rejected:
+        raise InvalidArgument(f"--input {first.rejected[0].describe()}; every row needs a key")
+    seen: dict[str, int] = {}
+    for key, row in zip(first.keys, first.rows, strict=True):
+        if key in seen:
+            raise InvalidArgument(
+                f"--input {first.source}: rows {seen[key]} and {row} have the same key {key!r}; "
+                "keys must be unique"
+            )
+        seen[key] = row
+    return source.rows_total, first
+
+
+def _scene_failures(conn: apsw.Connection, job_id: int, step: str, limit: int) -> FailureReport:
+    """Failed items by step and class; input rows skipped at registration are one more group."""
+    groups = [files.FailureGroupRow(*row) for row in records.failure_groups(conn, job_id, step)]
+    progress = records.registration(conn, job_id)
+    if progress is not None and progress.rejected and step in ("", "register"):
+        groups.append(
+            files.FailureGroupRow(
+                "register", "rejected_row", progress.rejected, progress.first_rejected
+            )
+        )
+    listed = [
+        files.FailureRow(*row, retrying=False)
+        for row in (records.failures(conn, job_id, step, limit) if limit else [])
+    ]
+    return FailureReport(groups, listed, sum(group.count for group in groups))
+
+
+def _bucket_ms(job: jobs.JobRow) -> int:
+    """Throughput buckets: a few dozen over the job's life, at least a second each."""
+    span = max(1, (now_ms() if job.state not in TERMINAL else job.updated_at) - job.created_at)
+    for bucket in (1_000, 5_000, 10_000, 60_000, 300_000, 3_600_000):
+        if span / bucket <= 60:
+            return bucket
+    return 86_400_000
 
 
 def _create_download_job(

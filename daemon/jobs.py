@@ -16,6 +16,8 @@ from bulkforge.daemon.errors import AlreadyExists, FailedPrecondition, InvalidAr
 from bulkforge.daemon.machines import job as job_machine
 from bulkforge.daemon.machines.file import FileState
 from bulkforge.daemon.machines.job import JobState
+from bulkforge.daemon.machines.scene import SceneState
+from bulkforge.daemon.scenes import records
 from bulkforge.daemon.store import guarded_update, now_ms
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -41,6 +43,9 @@ class BatchView:
     files: int
     bytes: int
     disk: str
+    failures: int = 0
+    started_at: int | None = None
+    updated_at: int = 0
 
 
 @dataclass
@@ -52,6 +57,8 @@ class JobView:
     items_total: int = 0
     retrying: int = 0
     batches: list[BatchView] = field(default_factory=list)
+    # An item (scenes) job's input registration; None for other kinds.
+    registration: records.Registration | None = None
 
 
 JOB_COLUMNS = "id, name, kind, state, spec, dest, message, created_at, updated_at"
@@ -176,12 +183,7 @@ def create_staged_job(
     if not files:
         raise InvalidArgument("the source lists no files")
     stamp = now_ms()
-    conn.execute(
-        "INSERT INTO jobs (name, kind, state, spec, dest, created_at, updated_at) "
-        "VALUES (?, 'download', 'queued', ?, ?, ?, ?)",
-        (name, canonical_spec(spec), dest, stamp, stamp),
-    )
-    job_id = conn.last_insert_rowid()
+    job_id = insert_job(conn, name, "download", spec, dest)
     conn.execute(
         f"INSERT INTO files (job_id, {STAGED_COLUMNS}, updated_at) "
         f"SELECT ?, {STAGED_COLUMNS}, ? FROM temp.{table} ORDER BY rowid",
@@ -192,6 +194,31 @@ def create_staged_job(
         "VALUES (?, 0, 'planned', ?, ?, ?)",
         (job_id, files, total, stamp),
     )
+    return get_job(conn, name), True
+
+
+def insert_job(conn: apsw.Connection, name: str, kind: str, spec: dict, dest: str) -> int:
+    """A new queued job row; returns its id."""
+    stamp = now_ms()
+    conn.execute(
+        "INSERT INTO jobs (name, kind, state, spec, dest, created_at, updated_at) "
+        "VALUES (?, ?, 'queued', ?, ?, ?, ?)",
+        (name, kind, canonical_spec(spec), dest, stamp, stamp),
+    )
+    return conn.last_insert_rowid()
+
+
+def create_scenes_job(
+    conn: apsw.Connection, name: str, spec: dict, dest: str, rows_total: int, first
+) -> tuple[JobRow, bool]:
+    """A scenes job with its first chunk of items; the rest is registered as it runs."""
+    existing = existing_job(conn, name, spec)
+    if existing is not None:
+        return existing, False
+    job_id = insert_job(conn, name, "scenes", spec, dest)
+    records.open_registration(conn, job_id, rows_total)
+    if first is not None:
+        records.register_chunk(conn, job_id, first, 0)
     return get_job(conn, name), True
 
 
@@ -237,20 +264,40 @@ def require_move(job: JobRow, new: JobState, verb: str, only_from: JobState | No
 
 def job_view(conn: apsw.Connection, job: JobRow) -> JobView:
     view = JobView(job=job)
+    if job.kind == "scenes":
+        _scene_counts(conn, view)
+    else:
+        _file_counts(conn, view)
+    view.batches = [
+        BatchView(*row)
+        for row in conn.execute(
+            "SELECT idx, state, files, bytes, disk, failures, started_at, updated_at "
+            "FROM batches WHERE job_id = ? ORDER BY idx",
+            (job.id,),
+        )
+    ]
+    return view
+
+
+def _file_counts(conn: apsw.Connection, view: JobView) -> None:
     for state, files, size in conn.execute(
-        "SELECT state, files, bytes FROM file_counts WHERE job_id = ? AND files > 0", (job.id,)
+        "SELECT state, files, bytes FROM file_counts WHERE job_id = ? AND files > 0",
+        (view.job.id,),
     ):
         view.counts[state] = files
         view.items_total += files
         view.bytes_total += size
         if state in (FileState.DONE, FileState.SKIPPED):
             view.bytes_done += size
-    view.retrying = retrying_count(conn, job.id)
-    view.batches = [
-        BatchView(*row)
-        for row in conn.execute(
-            "SELECT idx, state, files, bytes, disk FROM batches WHERE job_id = ? ORDER BY idx",
-            (job.id,),
-        )
-    ]
-    return view
+    view.retrying = retrying_count(conn, view.job.id)
+
+
+def _scene_counts(conn: apsw.Connection, view: JobView) -> None:
+    """Items by state; the total counts rows not yet registered, minus those skipped."""
+    for state, (items, size) in records.counts(conn, view.job.id).items():
+        view.counts[state] = items
+        if state == SceneState.DONE:
+            view.bytes_done = view.bytes_total = size
+    view.registration = records.registration(conn, view.job.id)
+    if view.registration is not None:
+        view.items_total = view.registration.rows_total - view.registration.rejected

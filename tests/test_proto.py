@@ -29,6 +29,7 @@ RPCS = {
     "Continue",
     "Swap",
     "Verify",
+    "Export",
     "Watch",
 }
 

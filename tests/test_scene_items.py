@@ -1,11 +1,18 @@
 """Scene items are read from Parquet a chunk at a time, and bad input is refused whole."""
 
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.daemon.scenes.items import Columns, chunks
+from bulkforge.daemon.scenes.items import Columns, Input
+
+
+def chunks(path, columns, rows=16_384, start=0):
+    return Input(path, columns).chunks(start, rows)
+
 
 COLUMNS = Columns(key="token", url="image_url", keep=("caption",))
 
@@ -25,14 +32,33 @@ def test_items_come_in_chunks_in_input_order_with_their_row_numbers(tmp_path):
     keys = write(tmp_path / "in.parquet", 200_000, null_url_every=1000)
     seen, firsts = [], []
     for chunk in chunks(tmp_path / "in.parquet", COLUMNS, rows=65_536):
-        assert len(chunk.keys) == len(chunk.urls) == chunk.kept.num_rows <= 65_536
-        assert chunk.kept.column_names == ["caption"]
-        firsts.append(chunk.first_row)
+        assert len(chunk.keys) == len(chunk.urls) == len(chunk.metas) == chunk.read <= 65_536
+        assert json.loads(chunk.metas[0]) == {"caption": f"c{chunk.rows[0] - 1}"}
+        firsts.append(chunk.rows[0])
         seen += chunk.keys
     assert seen == keys
     assert firsts == [1 + 65_536 * i for i in range(len(firsts))]
     nulls = sum(u is None for c in chunks(tmp_path / "in.parquet", COLUMNS) for u in c.urls)
     assert nulls == 200  # a null URL is an item that fails later, not a refusal
+
+
+@pytest.mark.parametrize("start", [0, 1, 49_999, 50_000, 123_457, 199_999, 200_000])
+def test_reading_resumes_at_any_row_without_reading_what_is_before(tmp_path, start):
+    keys = write(tmp_path / "in.parquet", 200_000)
+    resumed = [k for c in chunks(tmp_path / "in.parquet", COLUMNS, start=start) for k in c.keys]
+    assert resumed == keys[start:]
+
+
+def test_rows_without_a_usable_key_are_reported_by_row_not_read_as_items(tmp_path):
+    path = tmp_path / "in.parquet"
+    table = pa.table({"token": ["a", None, "", "d"], "image_url": ["u"] * 4, "caption": ["c"] * 4})
+    pq.write_table(table, path)
+    (chunk,) = chunks(path, COLUMNS)
+    assert chunk.keys == ["a", "d"] and chunk.rows == [1, 4] and chunk.read == 4
+    assert [(r.row, r.why) for r in chunk.rejected] == [
+        (2, "no key (null)"),
+        (3, "the key is empty or longer than 1024 bytes"),
+    ]
 
 
 def test_a_directory_is_read_file_by_file_in_name_order(tmp_path):
@@ -59,7 +85,6 @@ def test_reading_never_holds_the_whole_input(tmp_path):
     [
         ("missing_column", "no column 'image_url'"),
         ("not_parquet", "not a readable Parquet file"),
-        ("null_key", "row 3 has no key"),
         ("empty_dir", "holds no *.parquet"),
         ("relative", "absolute"),
         ("nothing", "no such file"),
@@ -71,9 +96,6 @@ def test_unusable_input_is_refused_with_a_reason(tmp_path, setup, expected):
         pq.write_table(pa.table({"token": ["a"], "url": ["http://x/"]}), path)
     elif setup == "not_parquet":
         path.write_text("token,image_url\na,http://x/\n")
-    elif setup == "null_key":
-        pq.write_table(pa.table({"token": ["a", "b", None], "image_url": ["u"] * 3,
-                                 "caption": ["c"] * 3}), path)  # fmt: skip
     elif setup == "empty_dir":
         path = tmp_path / "empty"
         path.mkdir()

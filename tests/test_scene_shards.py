@@ -4,19 +4,25 @@ import hashlib
 import json
 import tarfile
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bulkforge.daemon.scenes.shards import Shard, safe_name
+from bulkforge.daemon.scenes.shards import FAILED, SUCCESS, Outcome, ShardWriter, safe_name
 
 ITEMS = {"scene-001": b"\x89PNG one", "a/../b": b"two", "caf\u00e9 3": b"three"}
+KEPT = pa.schema([("caption", pa.string())])
 
 
-def filled(tmp_path, fmt: str) -> Shard:
-    shard = Shard(tmp_path / "out", 7, fmt, kept_columns=("caption",))
-    for number, (key, data) in enumerate(ITEMS.items()):
-        shard.add_success(key, data, {"caption": f"c{number}"}, extension="jpg")
-    shard.add_failure("scene-404", {"caption": "gone"}, "fetch", "http_4xx: HTTP 404")
+def filled(tmp_path, fmt: str) -> ShardWriter:
+    shard = ShardWriter(tmp_path / "out", 7, fmt, KEPT)
+    outcomes = [
+        Outcome(key, {"caption": f"c{number}"}, SUCCESS, data=data, extension="jpg")
+        for number, (key, data) in enumerate(ITEMS.items())
+    ]
+    shard.add(outcomes[:2])
+    failure = Outcome("scene-404", {"caption": "gone"}, FAILED, step="fetch", error="HTTP 404")
+    shard.add([outcomes[2], failure])
     return shard
 
 
@@ -46,6 +52,7 @@ def test_a_webdataset_shard_is_a_tar_of_the_successes_with_an_index_and_stats(tm
         meta = json.load(tar.extractfile(f"{safe_name('a/../b')}.json"))
         assert tar.extractfile("scene-001.jpg").read() == ITEMS["scene-001"]
     assert len(names) == 6 and all("/" not in name for name in names)
+    assert all(name.count(".") == 1 for name in names)  # webdataset groups at the first dot
     assert meta == {"key": "a/../b", "caption": "c1"}
     check_index(out / "00007.parquet", with_data=False)
     check_stats(out / "00007_stats.json")
@@ -66,8 +73,8 @@ def test_a_files_shard_is_a_directory_and_a_parquet_shard_carries_the_bytes(tmp_
 
 def test_rewriting_a_shard_replaces_it_whole(tmp_path):
     filled(tmp_path, "files").finish()
-    again = Shard(tmp_path / "out", 7, "files")
-    again.add_success("only", b"x", {}, extension="txt")
+    again = ShardWriter(tmp_path / "out", 7, "files")
+    again.add([Outcome("only", {}, SUCCESS, data=b"x", extension="txt")])
     again.finish()
     assert sorted(p.name for p in (tmp_path / "out" / "00007").iterdir()) == [
         "only.json",

@@ -36,6 +36,7 @@ from bulkforge.daemon.downloader.segments import (
 from bulkforge.daemon.downloader.sources.binance import parse_checksum_file
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.governor import Bandwidth
+from bulkforge.daemon.settings import Settings
 
 CHUNK = 256 * 1024
 # Received bytes gathered before one worker-thread hop writes and hashes them.
@@ -43,6 +44,22 @@ FLUSH_AT = 256 * 1024
 HASH_READ = 1024 * 1024
 # A sidecar is one line; anything longer is not one.
 SIDECAR_MAX = 64 * 1024
+
+
+def origin_session(settings: Settings) -> aiohttp.ClientSession:
+    """The HTTP client of a pipeline: its connection limits and timeouts from settings.
+
+    Bytes are stored as the origin sent them: no transparent decompression.
+    """
+    connector = aiohttp.TCPConnector(
+        limit=settings.max_connections,
+        limit_per_host=settings.per_host_connections,
+        ttl_dns_cache=300,
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+    )
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
 
 
 class TransferFailed(Exception):
@@ -127,7 +144,7 @@ def _validator(response: aiohttp.ClientResponse) -> str | None:
     return response.headers.get("last-modified")
 
 
-def _status_failure(response: aiohttp.ClientResponse) -> TransferFailed:
+def status_failure(response: aiohttp.ClientResponse) -> TransferFailed:
     status = response.status
     reason = f"HTTP {status} {response.reason or ''}".strip()
     if status in (404, 410):
@@ -309,7 +326,7 @@ class Fetcher:
                     fetch.progress(len(chunk))
                     await fetch.throttle(len(chunk))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transport_failure(exc) from None
+            raise transport_failure(exc) from None
         if position != segment.stop:
             raise _fail(
                 "transfer",
@@ -328,10 +345,10 @@ class Fetcher:
             url, headers = access.url(row.checksum_url), dict(access.headers)
             async with self._session.get(url, headers=headers) as response:
                 if response.status != 200:
-                    raise _status_failure(response)
+                    raise status_failure(response)
                 text = (await response.content.read(SIDECAR_MAX)).decode("utf-8", "replace")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transport_failure(exc) from None
+            raise transport_failure(exc) from None
         try:
             return parse_checksum_file(text, PurePosixPath(row.path).name)
         except ValueError as exc:
@@ -362,7 +379,7 @@ class Fetcher:
                     await asyncio.to_thread(_hash_file, partial, hasher, offset)
                 size = await self._write_body(response, partial, offset, hasher, row, progress)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transport_failure(exc) from None
+            raise transport_failure(exc) from None
         digest = hasher.hexdigest() if hasher else None
         return Received(partial, target, size, digest, expected, kind)
 
@@ -377,7 +394,7 @@ class Fetcher:
             return offset
         if status == 416 and offset:
             raise _RestartFromZero()
-        raise _status_failure(response)
+        raise status_failure(response)
 
     async def _write_body(
         self, response, partial: Path, offset: int, hasher, row: FileRow, progress
@@ -489,7 +506,7 @@ def _prepare_dir(dest: Path, directory: Path) -> None:
         fsync_or_die(path.parent)
 
 
-def _transport_failure(exc: BaseException) -> TransferFailed:
+def transport_failure(exc: BaseException) -> TransferFailed:
     """The step and error class of an aiohttp or timeout error."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return _fail("connect", "timeout", "timed out connecting")
@@ -527,7 +544,7 @@ def _accept_range(response: aiohttp.ClientResponse, segment: Segment, fetch: Ran
     if response.status == 200:
         raise RangesRefused()
     if response.status != 206:
-        raise _status_failure(response)
+        raise status_failure(response)
     if _range_start(response) != segment.start:
         raise RangesRefused()
     validator = _validator(response)

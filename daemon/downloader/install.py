@@ -142,6 +142,15 @@ def install_group(items: list[Installable]) -> list[Exception | None]:
     return outcomes
 
 
+def sync_files(paths: list[Path]) -> None:
+    """Make written files durable: one syncfs per filesystem, else an fsync each."""
+    if SYNCFS_REPORTS_ERRORS:
+        _sync_filesystems({path.parent for path in paths})
+        return
+    for path in paths:
+        fsync_or_die(path)
+
+
 def _sync_filesystems(directories: set[Path]) -> None:
     """One syncfs for each filesystem the directories are on."""
     assert _SYNCFS is not None

@@ -15,22 +15,21 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.downloader import batches, files, segments
 from bulkforge.daemon.downloader.access import Access, access_for
-from bulkforge.daemon.downloader.fetch import Fetcher, TransferFailed
+from bulkforge.daemon.downloader.fetch import Fetcher, TransferFailed, origin_session
 from bulkforge.daemon.downloader.install import DiskFatal, Installer, InstallFailed
 from bulkforge.daemon.downloader.listing import Batching
+from bulkforge.daemon.downloader.retry import backoff_s
 from bulkforge.daemon.downloader.segments import Ledger
 from bulkforge.daemon.errors import Refused
 from bulkforge.daemon.governor import (
@@ -156,18 +155,7 @@ class Downloader:
 
     async def run(self) -> None:
         settings = self._settings
-        connector = aiohttp.TCPConnector(
-            limit=settings.max_connections,
-            limit_per_host=settings.per_host_connections,
-            ttl_dns_cache=300,
-        )
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
-        )
-        # Bytes are stored as the origin sent them: no transparent decompression.
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False
-        ) as session:
+        async with origin_session(settings) as session:
             ledger = Ledger(self._writer, int(settings.segment_size), settings.segments_per_file)
             self._fetcher = Fetcher(session, self._governor.bandwidth, ledger)
             while not self._stopping:
@@ -357,16 +345,8 @@ class Downloader:
         )
 
     def _retry_at(self, attempts: int, failure: files.Failure) -> int | None:
-        """Exponential backoff with full jitter, never sooner than a Retry-After."""
-        if not failure.retryable or attempts >= self._settings.max_attempts:
-            return None
-        ceiling = min(
-            self._settings.retry_max_delay, self._settings.retry_base_delay * 2 ** (attempts - 1)
-        )
-        delay = random.uniform(0, ceiling)
-        if failure.retry_after is not None:
-            delay = max(delay, min(failure.retry_after, self._settings.retry_after_max))
-        return now_ms() + int(delay * 1000)
+        delay = backoff_s(self._settings, attempts, failure)
+        return None if delay is None else now_ms() + int(delay * 1000)
 
     async def _release(self, file_id: int) -> None:
         with contextlib.suppress(StoreFatal):

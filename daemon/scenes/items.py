@@ -3,21 +3,26 @@
 Input is one Parquet file or a directory of them (`*.parquet`, in name order).
 Only the key, URL and kept columns are read, a record batch at a time, so a
 10M-row input costs one batch of memory. What makes the input unusable (not
-Parquet, a missing column, a null key) is refused whole at submit time with a
-message naming the file and row; a null URL is not: that item is registered
-and fails on its own at its fetch step, where the operator looks for it.
+Parquet, a missing column) is refused at submit time with a message naming the
+file. A row without a usable key (null, empty, too long) is reported by row: the
+caller refuses the job when such a row is in the first chunk, and skips and
+counts it later, when the job is already working. A null URL is not a problem
+of the input: that item is registered and fails on its own at its fetch step,
+where the operator looks for it.
 """
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bulkforge.daemon.errors import InvalidArgument
 
-CHUNK_ROWS = 65_536
+CHUNK_ROWS = 16_384
 MAX_KEY_BYTES = 1024
 
 
@@ -32,14 +37,29 @@ class Columns:
 
 
 @dataclass(frozen=True)
+class Rejected:
+    """A row that cannot be an item; `row` is 1-based in its file."""
+
+    source: Path
+    row: int
+    why: str
+
+    def describe(self) -> str:
+        return f"{self.source} row {self.row}: {self.why}"
+
+
+@dataclass(frozen=True)
 class ItemChunk:
-    """One chunk of items in input order: keys (str), URLs (str or None), kept columns."""
+    """One chunk of items in input order, and the rows of it that cannot be items."""
 
     keys: list[str]
     urls: list[str | None]
-    kept: pa.Table
-    first_row: int  # 1-based number of the chunk's first row in its file
+    # The kept columns of each item as a JSON object, or None when none are kept.
+    metas: list[str | None]
+    rows: list[int]  # 1-based row of each item in its file
+    rejected: list[Rejected]
     source: Path
+    read: int  # input rows this chunk covers, items and rejected alike
 
 
 def input_files(path: Path) -> list[Path]:
@@ -72,37 +92,109 @@ def open_checked(path: Path, columns: Columns) -> pq.ParquetFile:
     return parquet
 
 
-def chunks(path: Path, columns: Columns, rows: int = CHUNK_ROWS) -> Iterator[ItemChunk]:
-    """Every item of the input, a chunk at a time; the files are checked before any is read."""
-    files = input_files(path)
-    opened = [(file, open_checked(file, columns)) for file in files]
-    for file, parquet in opened:
-        first = 1
-        for batch in parquet.iter_batches(batch_size=rows, columns=columns.wanted()):
-            table = pa.Table.from_batches([batch])
-            yield ItemChunk(
-                keys=_keys(table.column(columns.key), file, first),
-                urls=_urls(table.column(columns.url)),
-                kept=table.select(list(columns.keep)),
-                first_row=first,
-                source=file,
-            )
-            first += batch.num_rows
+def _plain(kind: pa.DataType) -> pa.DataType:
+    """The type a kept column has in metadata and shard indexes: JSON's, else a string."""
+    if pa.types.is_integer(kind):
+        return pa.int64()
+    if pa.types.is_floating(kind):
+        return pa.float64()
+    if pa.types.is_boolean(kind):
+        return pa.bool_()
+    return pa.string()
 
 
-def _keys(column: pa.ChunkedArray, file: Path, first: int) -> list[str]:
-    if column.null_count:
-        row = first + next(i for i, v in enumerate(column.is_null().to_pylist()) if v)
-        raise InvalidArgument(f"--input {file}: row {row} has no key (null); every item needs one")
-    keys = [str(value) for value in column.to_pylist()]
-    for offset, key in enumerate(keys):
-        if not key or len(key.encode()) > MAX_KEY_BYTES:
-            raise InvalidArgument(
-                f"--input {file}: row {first + offset} has an empty key or one longer than "
-                f"{MAX_KEY_BYTES} bytes"
-            )
-    return keys
+class Input:
+    """A job's input files, checked, with their row count and kept columns' schema."""
+
+    def __init__(self, path: Path, columns: Columns):
+        self.columns = columns
+        self.files = [(file, open_checked(file, columns)) for file in input_files(path)]
+        self.rows_total = sum(parquet.metadata.num_rows for _, parquet in self.files)
+        first = self.files[0][1].schema_arrow
+        self.kept = pa.schema([pa.field(n, _plain(first.field(n).type)) for n in columns.keep])
+
+    def chunks(self, start: int = 0, rows: int = CHUNK_ROWS) -> Iterator[ItemChunk]:
+        """The items from input row `start` (0-based, across the files) on, a chunk at a time."""
+        offset = 0
+        for file, parquet in self.files:
+            count = parquet.metadata.num_rows
+            if start < offset + count:
+                yield from self._file_chunks(file, parquet, max(0, start - offset), rows)
+            offset += count
+
+    def _file_chunks(
+        self, file: Path, parquet: pq.ParquetFile, skip: int, rows: int
+    ) -> Iterator[ItemChunk]:
+        """A file's chunks from its row `skip` on; whole row groups before it are not read."""
+        groups, first, begins = [], 0, 0
+        for group in range(parquet.metadata.num_row_groups):
+            size = parquet.metadata.row_group(group).num_rows
+            if begins + size > skip:
+                first = first if groups else begins
+                groups.append(group)
+            begins += size
+        if not groups:
+            return
+        at = first  # 0-based row of the next batch in the file
+        batches = parquet.iter_batches(
+            batch_size=rows, row_groups=groups, columns=self.columns.wanted()
+        )
+        for batch in batches:
+            if at + batch.num_rows <= skip:
+                at += batch.num_rows
+                continue
+            cut = max(0, skip - at)
+            yield self._chunk(pa.Table.from_batches([batch]).slice(cut), file, at + cut)
+            at += batch.num_rows
+
+    def _chunk(self, table: pa.Table, file: Path, at: int) -> ItemChunk:
+        keys = table.column(self.columns.key)
+        problems = _key_problems(keys)
+        metas = _metas(table, self.kept) if self.columns.keep else [None] * table.num_rows
+        urls = table.column(self.columns.url).to_pylist()
+        chunk = ItemChunk([], [], [], [], [], file, table.num_rows)
+        for offset, key in enumerate(keys.to_pylist()):
+            row = at + offset + 1
+            if offset in problems:
+                chunk.rejected.append(Rejected(file, row, problems[offset]))
+                continue
+            chunk.keys.append(str(key))
+            url = urls[offset]
+            chunk.urls.append(None if url is None else str(url))
+            chunk.metas.append(metas[offset])
+            chunk.rows.append(row)
+        return chunk
 
 
-def _urls(column: pa.ChunkedArray) -> list[str | None]:
-    return [None if value is None else str(value) for value in column.to_pylist()]
+def _key_problems(keys: pa.ChunkedArray) -> dict[int, str]:
+    """Offsets of the rows whose key cannot name an item, and why (found vectorised)."""
+    text = keys if pa.types.is_string(keys.type) else pc.cast(keys, pa.string())
+    length = pc.binary_length(text)
+    bad = pc.or_kleene(
+        pc.is_null(text), pc.or_(pc.equal(length, 0), pc.greater(length, MAX_KEY_BYTES))
+    )
+    bad = pc.fill_null(bad, True)
+    found = {}
+    for offset in pc.indices_nonzero(bad).to_pylist():
+        value = keys[offset].as_py()
+        if value is None:
+            found[offset] = "no key (null)"
+        else:
+            found[offset] = f"the key is empty or longer than {MAX_KEY_BYTES} bytes"
+    return found
+
+
+def _metas(table: pa.Table, kept: pa.Schema) -> list[str]:
+    """Each row's kept columns as a JSON object, in the types of `kept`."""
+    columns = [_plain_values(table.column(field.name), field.type) for field in kept]
+    return [
+        json.dumps(dict(zip(kept.names, values, strict=True)), separators=(",", ":"))
+        for values in zip(*columns, strict=True)
+    ]
+
+
+def _plain_values(column: pa.ChunkedArray, kind: pa.DataType) -> list:
+    try:
+        return column.cast(kind).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return [None if value is None else str(value) for value in column.to_pylist()]

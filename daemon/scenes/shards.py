@@ -2,19 +2,23 @@
 
 A shard of N items is one of:
 - `files`: a directory `NNNNN/` with `<key>.<ext>` and `<key>.json` per success;
-- `webdataset`: a tar `NNNNN.tar` with the same members, in item order;
+- `webdataset`: a tar `NNNNN.tar` with the same members;
 - `parquet`: the successes' bytes in a `data` column of `NNNNN.parquet`.
 
 Beside it, `NNNNN.parquet` (for files and webdataset; the parquet format carries
 the same columns itself) indexes every item of the shard, successes and
-failures: key, the kept columns, status, step, error, size, sha256. And
-`NNNNN_stats.json` counts them (successes, failures by step, duration).
+failures: key, the kept columns, status, step, error class, error, size, sha256.
+And `NNNNN_stats.json` counts them (successes, failures by step, duration).
 
-Everything is written under a temporary name, fsynced, renamed, and the
-directory fsynced, before `finish` returns: only then may the caller commit the
-shard's items `done`. Rewriting a shard (after a crash before that commit)
-replaces it whole. A key that is not a safe file name is made one (unsafe
-characters replaced, a digest of the key appended so two keys never collide).
+Items are streamed into temporary names as they finish, so a shard never sits
+in memory whole. `finish` syncs them, renames them into place and syncs the
+directory: only after it returns may the caller commit the shard's items `done`.
+A shard written again (after a crash before that commit) starts from nothing
+and replaces the old one whole.
+
+A sample's name is the item's key made safe: letters, digits, `_` and `-` only
+(webdataset groups a sample's members by the name before the first dot), else a
+cleaned form plus a digest of the key, so two keys never collide.
 """
 
 import hashlib
@@ -32,160 +36,221 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bulkforge.daemon.downloader.install import fsync_or_die, sync_files
+
 FORMATS = ("files", "webdataset", "parquet")
-_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+SUCCESS, FAILED = "success", "failed"
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,199}")
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def safe_name(key: str) -> str:
-    """The key as a file name: itself when safe, else a cleaned form plus a digest."""
-    if _SAFE.fullmatch(key) and ".." not in key:
+    """The key as a sample name: itself when safe, else a cleaned form plus a digest."""
+    if _SAFE.fullmatch(key):
         return key
-    cleaned = _UNSAFE_CHARS.sub("_", key)[:150].lstrip("._") or "item"
+    cleaned = _UNSAFE_CHARS.sub("_", key)[:150].lstrip("_-") or "item"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return f"{cleaned}-{digest}"
 
 
 @dataclass
-class _Item:
+class Outcome:
+    """How one item of the shard ended: its bytes, or the step and error that failed it."""
+
     key: str
     kept: dict[str, Any]
     status: str
-    step: str | None = None
-    error: str | None = None
     data: bytes | None = None
-    extension: str = ""
+    extension: str = "bin"
+    step: str | None = None
+    error_class: str | None = None
+    error: str | None = None
+    # The sample's metadata as the steps left it; None: the key and the kept columns.
+    meta: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Written:
+    successes: int
+    failures: int
+    bytes: int
+    paths: list[Path]
 
 
 @dataclass
-class Shard:
-    """One shard being assembled in memory; `finish` writes it durably."""
+class ShardWriter:
+    """One shard being written; `add` streams outcomes in, `finish` makes it durable."""
 
     dest: Path
     index: int
     format: str
-    kept_columns: tuple[str, ...] = ()
-    items: list[_Item] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
+    kept: pa.Schema = field(default_factory=lambda: pa.schema([]))
+    _rows: list[dict] = field(default_factory=list)
+    _started: float = field(default_factory=time.monotonic)
+    _tar: tarfile.TarFile | None = None
+    _folder_files: list[Path] = field(default_factory=list)
+    _parquet: pq.ParquetWriter | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"unknown shard format {self.format!r}")
+        self.dest.mkdir(parents=True, exist_ok=True)
+        self.abandon()  # what an interrupted write of this shard left
+        if self.format == "webdataset":
+            # Open across add() calls and closed by finish(): no `with` can span that.
+            self._tar = tarfile.open(  # noqa: SIM115
+                self._temporary(f"{self.name}.tar"), "w", format=tarfile.GNU_FORMAT
+            )
+        elif self.format == "files":
+            self._temporary(self.name).mkdir()
+        else:
+            self._parquet = pq.ParquetWriter(
+                self._temporary(f"{self.name}.parquet"), self._schema()
+            )
 
     @property
     def name(self) -> str:
         return f"{self.index:05d}"
 
-    def add_success(self, key: str, data: bytes, kept: dict, extension: str = "bin") -> None:
-        self.items.append(_Item(key, kept, "success", data=data, extension=extension))
+    def _temporary(self, name: str) -> Path:
+        return self.dest / f".{name}.tmp"
 
-    def add_failure(self, key: str, kept: dict, step: str, error: str) -> None:
-        self.items.append(_Item(key, kept, "failed", step=step, error=error))
+    def add(self, outcomes: list[Outcome]) -> None:
+        """Write the successes' bytes and remember every outcome for the index."""
+        rows = [self._index_row(outcome) for outcome in outcomes]
+        if self._tar is not None:
+            for outcome in outcomes:
+                self._add_members(outcome, self._add_to_tar)
+        elif self._parquet is not None:
+            for row, outcome in zip(rows, outcomes, strict=True):
+                row["data"] = outcome.data
+            self._parquet.write_table(pa.Table.from_pylist(rows, schema=self._schema()))
+            for row in rows:
+                del row["data"]
+        else:
+            for outcome in outcomes:
+                self._add_members(outcome, self._add_to_folder)
+        self._rows.extend(rows)
 
-    def finish(self) -> list[Path]:
-        """Write the shard, its index and its stats durably; returns the paths written."""
-        self.dest.mkdir(parents=True, exist_ok=True)
-        written = []
-        if self.format == "files":
-            written.append(self._write_directory())
-        elif self.format == "webdataset":
-            written.append(_durable_file(self.dest / f"{self.name}.tar", self._tar_bytes()))
-        written.append(self._write_index())
-        written.append(_durable_file(self.dest / f"{self.name}_stats.json", self._stats_bytes()))
-        _fsync_dir(self.dest)
-        return written
+    def finish(self) -> Written:
+        """Sync, rename into place, write the index and stats; returns what was written."""
+        paths = [self._finish_data()]
+        if self.format != "parquet":
+            paths.append(self._durable(f"{self.name}.parquet", self._index_bytes()))
+        paths.append(self._durable(f"{self.name}_stats.json", self._stats_bytes()))
+        fsync_or_die(self.dest)
+        successes = sum(row["status"] == SUCCESS for row in self._rows)
+        size = sum(row["size"] or 0 for row in self._rows)
+        return Written(successes, len(self._rows) - successes, size, paths)
+
+    def close_and_abandon(self) -> None:
+        """Give the shard up (its items were interrupted): nothing of it stays."""
+        if self._tar is not None:
+            self._tar.close()
+        if self._parquet is not None:
+            self._parquet.close()
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Remove the temporary names of this shard (a crash or a cancel left them)."""
+        for name in (self.name, f"{self.name}.tar", f"{self.name}.parquet"):
+            temporary = self._temporary(name)
+            if temporary.is_dir():
+                shutil.rmtree(temporary)
+            elif temporary.exists():
+                temporary.unlink()
 
     # -- the pieces ----------------------------------------------------------------------------
 
-    def _members(self) -> list[tuple[str, bytes]]:
-        members = []
-        for item in self.items:
-            if item.status != "success":
-                continue
-            assert item.data is not None
-            base = safe_name(item.key)
-            members.append((f"{base}.{item.extension}", item.data))
-            meta = {"key": item.key, **item.kept}
-            members.append((f"{base}.json", json.dumps(meta, default=str).encode()))
-        return members
+    def _index_row(self, outcome: Outcome) -> dict:
+        data = outcome.data
+        row = {"key": outcome.key}
+        row |= {name: outcome.kept.get(name) for name in self.kept.names}
+        row |= {
+            "status": outcome.status,
+            "step": outcome.step,
+            "error_class": outcome.error_class,
+            "error": outcome.error,
+            "size": len(data) if data is not None else None,
+            "sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
+        }
+        return row
 
-    def _tar_bytes(self) -> bytes:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for name, data in self._members():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mtime = 0  # the same items make the same bytes
-                tar.addfile(info, io.BytesIO(data))
-        return buffer.getvalue()
+    def _schema(self) -> pa.Schema:
+        fields = [pa.field("key", pa.string()), *self.kept]
+        fields += [pa.field(name, pa.string()) for name in ("status", "step", "error_class")]
+        fields += [pa.field("error", pa.string()), pa.field("size", pa.int64())]
+        fields.append(pa.field("sha256", pa.string()))
+        if self.format == "parquet":
+            fields.append(pa.field("data", pa.binary()))
+        return pa.schema(fields)
 
-    def _write_directory(self) -> Path:
+    def _add_members(self, outcome: Outcome, write) -> None:
+        if outcome.status != SUCCESS or outcome.data is None:
+            return
+        base = safe_name(outcome.key)
+        write(f"{base}.{outcome.extension}", outcome.data)
+        meta = outcome.meta if outcome.meta is not None else {"key": outcome.key, **outcome.kept}
+        write(f"{base}.json", json.dumps(meta, default=str).encode())
+
+    def _add_to_tar(self, name: str, data: bytes) -> None:
+        assert self._tar is not None
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = 0o644
+        self._tar.addfile(info, io.BytesIO(data))  # BytesIO shares, not copies
+
+    def _add_to_folder(self, name: str, data: bytes) -> None:
+        path = self._temporary(self.name) / name
+        path.write_bytes(data)
+        self._folder_files.append(path)
+
+    def _finish_data(self) -> Path:
+        if self._tar is not None:
+            self._tar.close()
+            return self._rename(f"{self.name}.tar", sync=True)
+        if self._parquet is not None:
+            self._parquet.close()
+            return self._rename(f"{self.name}.parquet", sync=True)
+        sync_files(self._folder_files)
+        fsync_or_die(self._temporary(self.name))
         final = self.dest / self.name
-        temporary = self.dest / f".{self.name}.tmp"
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir()
-        for name, data in self._members():
-            with (temporary / name).open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        _fsync_dir(temporary)
         if final.exists():
             shutil.rmtree(final)
+        return self._rename(self.name, sync=False)
+
+    def _rename(self, name: str, sync: bool) -> Path:
+        temporary, final = self._temporary(name), self.dest / name
+        if sync:
+            fsync_or_die(temporary)
         os.replace(temporary, final)
         return final
 
-    def _index_table(self) -> pa.Table:
-        columns: dict[str, list] = {"key": [i.key for i in self.items]}
-        for name in self.kept_columns:
-            columns[name] = [i.kept.get(name) for i in self.items]
-        columns["status"] = [i.status for i in self.items]
-        columns["step"] = [i.step for i in self.items]
-        columns["error"] = [i.error for i in self.items]
-        columns["size"] = [len(i.data) if i.data is not None else None for i in self.items]
-        columns["sha256"] = [
-            hashlib.sha256(i.data).hexdigest() if i.data is not None else None for i in self.items
-        ]
-        if self.format == "parquet":
-            columns["data"] = [i.data for i in self.items]
-        types = {"size": pa.int64(), "step": pa.string(), "error": pa.string()}
-        types |= {"sha256": pa.string(), "data": pa.binary()}
-        return pa.table({k: pa.array(v, type=types.get(k)) for k, v in columns.items()})
+    def _durable(self, name: str, data: bytes) -> Path:
+        temporary = self._temporary(name)
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return self._rename(name, sync=False)
 
-    def _write_index(self) -> Path:
+    def _index_bytes(self) -> bytes:
         buffer = pa.BufferOutputStream()
-        pq.write_table(self._index_table(), buffer)
-        return _durable_file(self.dest / f"{self.name}.parquet", buffer.getvalue().to_pybytes())
+        pq.write_table(pa.Table.from_pylist(self._rows, schema=self._schema()), buffer)
+        return buffer.getvalue().to_pybytes()
 
     def _stats_bytes(self) -> bytes:
         failures: dict[str, int] = {}
-        for item in self.items:
-            if item.status == "failed":
-                failures[item.step or "?"] = failures.get(item.step or "?", 0) + 1
+        for row in self._rows:
+            if row["status"] == FAILED:
+                failures[row["step"] or "?"] = failures.get(row["step"] or "?", 0) + 1
         stats = {
             "shard": self.index,
-            "count": len(self.items),
-            "successes": sum(i.status == "success" for i in self.items),
+            "count": len(self._rows),
+            "successes": len(self._rows) - sum(failures.values()),
             "failures": sum(failures.values()),
             "failures_by_step": dict(sorted(failures.items())),
-            "duration_s": round(time.monotonic() - self.started, 3),
+            "bytes": sum(row["size"] or 0 for row in self._rows),
+            "duration_s": round(time.monotonic() - self._started, 3),
         }
         return json.dumps(stats, indent=2).encode()
-
-
-def _durable_file(path: Path, data: bytes) -> Path:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    return path
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -12,7 +12,9 @@ and the downloader's retry rules); the others run here.
 
 import hashlib
 import importlib
+import importlib.util
 import inspect
+import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,10 +31,11 @@ _PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 class StepFailed(Exception):
     """An item failed in a step: the step's name and an error class travel with it."""
 
-    def __init__(self, step: str, error_class: str, message: str):
+    def __init__(self, step: str, error_class: str, message: str, attempts: int = 1):
         super().__init__(message)
         self.step = step
         self.error_class = error_class
+        self.attempts = attempts
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,19 @@ def verify(data: bytes, meta: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     return data, meta
 
 
-BUILT_IN: dict[str, StepFunction | None] = {FETCH: None, "verify": verify}
+def decode(data: bytes, meta: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """Content decodes as an image (Pillow reads its header and checks its structure)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise StepFailed("decode", "not_an_image", f"not a decodable image: {exc}") from None
+    return data, meta
+
+
+BUILT_IN: dict[str, StepFunction | None] = {FETCH: None, "verify": verify, "decode": decode}
 
 
 def load_steps(names: list[str]) -> list[Step]:
@@ -64,6 +79,8 @@ def load_steps(names: list[str]) -> list[Step]:
         raise InvalidArgument(f"the first step must be {FETCH!r}: the others work on its bytes")
     if len(set(names)) != len(names):
         raise InvalidArgument(f"a step is named twice in {','.join(names)}")
+    if "decode" in names and importlib.util.find_spec("PIL") is None:
+        raise InvalidArgument("step 'decode' needs Pillow: pip install 'bulkforge[images]'")
     return [Step(name, BUILT_IN[name] if name in BUILT_IN else _plugin(name)) for name in names]
 
 

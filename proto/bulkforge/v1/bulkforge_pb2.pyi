@@ -44,13 +44,39 @@ class DownloadSpec(_message.Message):
     auto_proceed: bool
     def __init__(self, manifest: _Optional[str] = ..., urls: _Optional[_Union[UrlList, _Mapping]] = ..., s3: _Optional[str] = ..., hf: _Optional[str] = ..., dest: _Optional[str] = ..., include: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ..., space: _Optional[str] = ..., safety_margin: _Optional[float] = ..., oversize: _Optional[str] = ..., auto_proceed: _Optional[bool] = ...) -> None: ...
 
+class ScenesSpec(_message.Message):
+    __slots__ = ("input", "key", "url", "keep", "dest", "shard_size", "format", "steps", "max_size", "timeout_s")
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    DEST_FIELD_NUMBER: _ClassVar[int]
+    SHARD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    input: str
+    key: str
+    url: str
+    keep: _containers.RepeatedScalarFieldContainer[str]
+    dest: str
+    shard_size: int
+    format: str
+    steps: _containers.RepeatedScalarFieldContainer[str]
+    max_size: str
+    timeout_s: float
+    def __init__(self, input: _Optional[str] = ..., key: _Optional[str] = ..., url: _Optional[str] = ..., keep: _Optional[_Iterable[str]] = ..., dest: _Optional[str] = ..., shard_size: _Optional[int] = ..., format: _Optional[str] = ..., steps: _Optional[_Iterable[str]] = ..., max_size: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
 class SubmitRequest(_message.Message):
-    __slots__ = ("name", "download")
+    __slots__ = ("name", "download", "scenes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DOWNLOAD_FIELD_NUMBER: _ClassVar[int]
+    SCENES_FIELD_NUMBER: _ClassVar[int]
     name: str
     download: DownloadSpec
-    def __init__(self, name: _Optional[str] = ..., download: _Optional[_Union[DownloadSpec, _Mapping]] = ...) -> None: ...
+    scenes: ScenesSpec
+    def __init__(self, name: _Optional[str] = ..., download: _Optional[_Union[DownloadSpec, _Mapping]] = ..., scenes: _Optional[_Union[ScenesSpec, _Mapping]] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("job", "created")
@@ -61,20 +87,26 @@ class SubmitResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("index", "state", "bytes", "files", "disk", "disk_info")
+    __slots__ = ("index", "state", "bytes", "files", "disk", "disk_info", "failures", "started_at_ms", "finished_at_ms")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     DISK_FIELD_NUMBER: _ClassVar[int]
     DISK_INFO_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     index: int
     state: str
     bytes: int
     files: int
     disk: str
     disk_info: DiskInfo
-    def __init__(self, index: _Optional[int] = ..., state: _Optional[str] = ..., bytes: _Optional[int] = ..., files: _Optional[int] = ..., disk: _Optional[str] = ..., disk_info: _Optional[_Union[DiskInfo, _Mapping]] = ...) -> None: ...
+    failures: int
+    started_at_ms: int
+    finished_at_ms: int
+    def __init__(self, index: _Optional[int] = ..., state: _Optional[str] = ..., bytes: _Optional[int] = ..., files: _Optional[int] = ..., disk: _Optional[str] = ..., disk_info: _Optional[_Union[DiskInfo, _Mapping]] = ..., failures: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ...) -> None: ...
 
 class DiskInfo(_message.Message):
     __slots__ = ("mount", "device", "fsid", "fstype", "uuid", "label")
@@ -93,7 +125,7 @@ class DiskInfo(_message.Message):
     def __init__(self, mount: _Optional[str] = ..., device: _Optional[str] = ..., fsid: _Optional[str] = ..., fstype: _Optional[str] = ..., uuid: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("name", "kind", "state", "counts", "bytes_done", "bytes_total", "batches", "dest", "message", "items_total", "retrying", "created_at_ms", "updated_at_ms")
+    __slots__ = ("name", "kind", "state", "counts", "bytes_done", "bytes_total", "batches", "dest", "message", "items_total", "retrying", "created_at_ms", "updated_at_ms", "registration")
     class CountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +146,7 @@ class Job(_message.Message):
     RETRYING_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     state: str
@@ -127,7 +160,22 @@ class Job(_message.Message):
     retrying: int
     created_at_ms: int
     updated_at_ms: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[Batch, _Mapping]]] = ..., dest: _Optional[str] = ..., message: _Optional[str] = ..., items_total: _Optional[int] = ..., retrying: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ...) -> None: ...
+    registration: Registration
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[Batch, _Mapping]]] = ..., dest: _Optional[str] = ..., message: _Optional[str] = ..., items_total: _Optional[int] = ..., retrying: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., registration: _Optional[_Union[Registration, _Mapping]] = ...) -> None: ...
+
+class Registration(_message.Message):
+    __slots__ = ("rows_read", "rows_total", "done", "rejected", "first_rejected")
+    ROWS_READ_FIELD_NUMBER: _ClassVar[int]
+    ROWS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    FIRST_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    rows_read: int
+    rows_total: int
+    done: bool
+    rejected: int
+    first_rejected: str
+    def __init__(self, rows_read: _Optional[int] = ..., rows_total: _Optional[int] = ..., done: _Optional[bool] = ..., rejected: _Optional[int] = ..., first_rejected: _Optional[str] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ()
@@ -218,20 +266,22 @@ class ThroughputBucket(_message.Message):
     def __init__(self, start_ms: _Optional[int] = ..., items: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("job", "throughput", "failures", "elapsed_s", "items_per_s", "bytes_per_s")
+    __slots__ = ("job", "throughput", "failures", "elapsed_s", "items_per_s", "bytes_per_s", "bucket_s")
     JOB_FIELD_NUMBER: _ClassVar[int]
     THROUGHPUT_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
     ITEMS_PER_S_FIELD_NUMBER: _ClassVar[int]
     BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_S_FIELD_NUMBER: _ClassVar[int]
     job: Job
     throughput: _containers.RepeatedCompositeFieldContainer[ThroughputBucket]
     failures: _containers.RepeatedCompositeFieldContainer[FailureGroup]
     elapsed_s: float
     items_per_s: float
     bytes_per_s: float
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., throughput: _Optional[_Iterable[_Union[ThroughputBucket, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[FailureGroup, _Mapping]]] = ..., elapsed_s: _Optional[float] = ..., items_per_s: _Optional[float] = ..., bytes_per_s: _Optional[float] = ...) -> None: ...
+    bucket_s: int
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., throughput: _Optional[_Iterable[_Union[ThroughputBucket, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[FailureGroup, _Mapping]]] = ..., elapsed_s: _Optional[float] = ..., items_per_s: _Optional[float] = ..., bytes_per_s: _Optional[float] = ..., bucket_s: _Optional[int] = ...) -> None: ...
 
 class SystemRequest(_message.Message):
     __slots__ = ("set",)
@@ -513,3 +563,25 @@ class VerifyResponse(_message.Message):
     ok: bool
     seconds: float
     def __init__(self, dest: _Optional[str] = ..., mounted: _Optional[_Union[DiskInfo, _Mapping]] = ..., batches: _Optional[_Iterable[_Union[BatchCheck, _Mapping]]] = ..., extra_count: _Optional[int] = ..., extra: _Optional[_Iterable[str]] = ..., ok: _Optional[bool] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class ExportRequest(_message.Message):
+    __slots__ = ("name", "dest")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DEST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dest: str
+    def __init__(self, name: _Optional[str] = ..., dest: _Optional[str] = ...) -> None: ...
+
+class ExportResponse(_message.Message):
+    __slots__ = ("paths", "total", "successful", "failed", "seconds")
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSFUL_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    total: int
+    successful: int
+    failed: int
+    seconds: float
+    def __init__(self, paths: _Optional[_Iterable[str]] = ..., total: _Optional[int] = ..., successful: _Optional[int] = ..., failed: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...

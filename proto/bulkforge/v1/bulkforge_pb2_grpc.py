@@ -104,6 +104,11 @@ class BulkforgeStub:
                 request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.VerifyResponse.FromString,
                 _registered_method=True)
+        self.Export = channel.unary_unary(
+                '/bulkforge.v1.Bulkforge/Export',
+                request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.ExportRequest.SerializeToString,
+                response_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.ExportResponse.FromString,
+                _registered_method=True)
         self.System = channel.unary_unary(
                 '/bulkforge.v1.Bulkforge/System',
                 request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.SystemRequest.SerializeToString,
@@ -215,6 +220,14 @@ class BulkforgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Export(self, request, context):
+        """Write the outcome of an item (scenes) job under dest: successful_tokens.parquet,
+        failed_tokens.parquet and progress.json, each atomically, from one snapshot.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def System(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -301,6 +314,11 @@ def add_BulkforgeServicer_to_server(servicer, server):
                     servicer.Verify,
                     request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.VerifyRequest.FromString,
                     response_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.VerifyResponse.SerializeToString,
+            ),
+            'Export': grpc.unary_unary_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.ExportRequest.FromString,
+                    response_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.ExportResponse.SerializeToString,
             ),
             'System': grpc.unary_unary_rpc_method_handler(
                     servicer.System,
@@ -691,6 +709,33 @@ class Bulkforge:
             '/bulkforge.v1.Bulkforge/Verify',
             bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.VerifyRequest.SerializeToString,
             bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulkforge.v1.Bulkforge/Export',
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.ExportRequest.SerializeToString,
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.ExportResponse.FromString,
             options,
             channel_credentials,
             insecure,

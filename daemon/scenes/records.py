@@ -1,0 +1,333 @@
+"""Scene rows: registration, shard claims, the outcome of a written shard, retry and reads.
+
+Every function takes a connection and runs inside a writer operation or a
+reader call. A shard is a batch row of its job: claimed `active` with its
+items `running`, and moved to `complete` in the same transaction that commits
+its items `done` or `failed`, which happens only once its files are durable.
+"""
+
+import json
+from dataclasses import dataclass
+
+import apsw
+
+from bulkforge.daemon.machines import batch as batch_machine
+from bulkforge.daemon.machines import scene as scene_machine
+from bulkforge.daemon.machines.batch import BatchState
+from bulkforge.daemon.machines.scene import SceneState
+from bulkforge.daemon.scenes.items import ItemChunk
+from bulkforge.daemon.store import guarded_update, now_ms
+
+S = SceneState
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """What processing one item needs to know of it."""
+
+    id: int
+    key: str
+    url: str | None
+    meta: str | None
+    attempts: int
+
+    def kept(self) -> dict:
+        return json.loads(self.meta) if self.meta else {}
+
+
+@dataclass(frozen=True)
+class Claimed:
+    shard: int
+    items: list[ItemRow]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How one item ended, as the store records it."""
+
+    id: int
+    state: SceneState
+    attempts: int
+    size: int | None = None
+    step: str | None = None
+    error_class: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Registration:
+    rows_total: int
+    rows_read: int
+    done: bool
+    rejected: int
+    first_rejected: str
+
+
+# -- registration ------------------------------------------------------------------------------
+
+
+def open_registration(conn: apsw.Connection, job_id: int, rows_total: int) -> None:
+    conn.execute(
+        "INSERT INTO scene_inputs (job_id, rows_total, done) VALUES (?, ?, ?)",
+        (job_id, rows_total, int(rows_total == 0)),
+    )
+
+
+def registration(conn: apsw.Connection, job_id: int) -> Registration | None:
+    row = conn.execute(
+        "SELECT rows_total, rows_read, done, rejected, coalesce(first_rejected, '') "
+        "FROM scene_inputs WHERE job_id = ?",
+        (job_id,),
+    ).fetchone()
+    return Registration(row[0], row[1], bool(row[2]), row[3], row[4]) if row else None
+
+
+def register_chunk(conn: apsw.Connection, job_id: int, chunk: ItemChunk, at: int) -> int:
+    """Insert a chunk's items, skipping keys the job has already; returns rows skipped.
+
+    `at` is the input row the chunk starts at: a chunk committed before a crash is
+    not registered twice, because its progress row moved with it.
+    """
+    progress = registration(conn, job_id)
+    assert progress is not None
+    if progress.rows_read != at:
+        return 0  # registered already (a repeated call after a lost answer)
+    (last_id,) = conn.execute("SELECT coalesce(max(id), 0) FROM scenes").fetchone()
+    stamp = now_ms()
+    conn.executemany(
+        "INSERT INTO scenes (job_id, key, url, meta, updated_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (job_id, key) DO NOTHING",
+        [
+            (job_id, key, url, meta, stamp)
+            for key, url, meta in zip(chunk.keys, chunk.urls, chunk.metas, strict=True)
+        ],
+    )
+    # Rows got ids above last_id: counting them is cheaper than asking per key.
+    inserted = conn.execute(
+        "SELECT count(*) FROM scenes WHERE id > ? AND job_id = ?", (last_id, job_id)
+    ).fetchone()[0]
+    rejected = [r.describe() for r in chunk.rejected]
+    if inserted < len(chunk.keys):
+        rejected += _repeated_keys(conn, job_id, chunk, last_id)
+    conn.execute(
+        "UPDATE scene_inputs SET rows_read = rows_read + ?, rejected = rejected + ?, "
+        "first_rejected = coalesce(first_rejected, ?), done = (rows_read + ? >= rows_total) "
+        "WHERE job_id = ?",
+        (chunk.read, len(rejected), rejected[0] if rejected else None, chunk.read, job_id),
+    )
+    return len(rejected)
+
+
+def _repeated_keys(conn: apsw.Connection, job_id: int, chunk: ItemChunk, last_id: int) -> list:
+    """The rows of a chunk whose key an earlier row had (only looked for when there are some)."""
+    seen: set[str] = set()
+    found = []
+    for key, row in zip(chunk.keys, chunk.rows, strict=True):
+        (item_id,) = conn.execute(
+            "SELECT id FROM scenes WHERE job_id = ? AND key = ?", (job_id, key)
+        ).fetchone()
+        if key in seen or item_id <= last_id:
+            found.append(f"{chunk.source} row {row}: the key {key!r} is repeated (first kept)")
+        seen.add(key)
+    return found
+
+
+def finish_registration(conn: apsw.Connection, job_id: int) -> None:
+    conn.execute("UPDATE scene_inputs SET done = 1 WHERE job_id = ?", (job_id,))
+
+
+# -- shards ------------------------------------------------------------------------------------
+
+_ITEM_COLUMNS = "id, key, url, meta, attempts"
+
+
+def claim_shard(
+    conn: apsw.Connection, job_id: int, size: int, whole_only: bool, busy: set[int]
+) -> Claimed | None:
+    """The next shard to work on: an interrupted one first, else `size` new items.
+
+    whole_only: while the input is still being registered, wait for a full shard
+    rather than cut a short one.
+    """
+    resumed = _interrupted_shard(conn, job_id, busy)
+    if resumed is not None:
+        return resumed
+    rows = conn.execute(
+        f"SELECT {_ITEM_COLUMNS} FROM scenes WHERE job_id = ? AND state = 'pending' "
+        "AND shard IS NULL ORDER BY id LIMIT ?",
+        (job_id, size),
+    ).fetchall()
+    if not rows or (whole_only and len(rows) < size):
+        return None
+    (shard,) = conn.execute(
+        "SELECT coalesce(max(idx) + 1, 0) FROM batches WHERE job_id = ?", (job_id,)
+    ).fetchone()
+    stamp = now_ms()
+    conn.execute(
+        "INSERT INTO batches (job_id, idx, state, files, updated_at, started_at) "
+        "VALUES (?, ?, 'active', ?, ?, ?)",
+        (job_id, shard, len(rows), stamp, stamp),
+    )
+    scene_machine.check_transition(S.PENDING, S.RUNNING)
+    conn.executemany(
+        "UPDATE scenes SET state = 'running', shard = ?, updated_at = ? "
+        "WHERE id = ? AND state = 'pending'",
+        [(shard, stamp, row[0]) for row in rows],
+    )
+    return Claimed(shard, [ItemRow(*row) for row in rows])
+
+
+def _interrupted_shard(conn: apsw.Connection, job_id: int, busy: set[int]) -> Claimed | None:
+    """A shard whose items a crash or a pause sent back to pending: the same items again."""
+    for (shard,) in conn.execute(
+        "SELECT DISTINCT shard FROM scenes WHERE job_id = ? AND shard IS NOT NULL "
+        "AND state IN ('pending', 'running') ORDER BY shard",
+        (job_id,),
+    ).fetchall():
+        if shard in busy:
+            continue
+        rows = conn.execute(
+            f"SELECT {_ITEM_COLUMNS} FROM scenes WHERE job_id = ? AND shard = ? "
+            "AND state IN ('pending', 'running') ORDER BY id",
+            (job_id, shard),
+        ).fetchall()
+        conn.execute(
+            "UPDATE scenes SET state = 'running', updated_at = ? "
+            "WHERE job_id = ? AND shard = ? AND state = 'pending'",
+            (now_ms(), job_id, shard),
+        )
+        conn.execute(
+            "UPDATE batches SET started_at = ?, updated_at = ? WHERE job_id = ? AND idx = ?",
+            (now_ms(), now_ms(), job_id, shard),
+        )
+        return Claimed(shard, [ItemRow(*row) for row in rows])
+    return None
+
+
+def finish_shard(
+    conn: apsw.Connection, job_id: int, shard: int, finished: list[Finished], size: int
+) -> None:
+    """Commit a written shard: its items done or failed, its batch row complete."""
+    for new in {item.state for item in finished}:
+        scene_machine.check_transition(S.RUNNING, new)
+    stamp = now_ms()
+    conn.executemany(
+        "UPDATE scenes SET state = ?, attempts = ?, size = ?, step = ?, error_class = ?, "
+        "error = ?, finished_at = ?, updated_at = ? WHERE id = ? AND state = 'running'",
+        [
+            (str(f.state), f.attempts, f.size, f.step, f.error_class, f.error, stamp, stamp, f.id)
+            for f in finished
+        ],
+    )
+    (batch_id,) = conn.execute(
+        "SELECT id FROM batches WHERE job_id = ? AND idx = ?", (job_id, shard)
+    ).fetchone()
+    failures = sum(f.state == S.FAILED for f in finished)
+    check = batch_machine.check_transition
+    guarded_update(conn, "batches", batch_id, BatchState.ACTIVE, BatchState.VERIFYING, check)
+    guarded_update(
+        conn,
+        "batches",
+        batch_id,
+        BatchState.VERIFYING,
+        BatchState.COMPLETE,
+        check,
+        files=len(finished),
+        bytes=size,
+        failures=failures,
+        updated_at=stamp,
+    )
+
+
+def release(conn: apsw.Connection, ids: list[int]) -> None:
+    """Items of an interrupted shard back to pending; they keep their shard."""
+    scene_machine.check_transition(S.RUNNING, S.PENDING)
+    conn.executemany(
+        "UPDATE scenes SET state = 'pending', updated_at = ? WHERE id = ? AND state = 'running'",
+        [(now_ms(), item_id) for item_id in ids],
+    )
+
+
+def repair_in_flight(conn: apsw.Connection) -> list[tuple[str, int]]:
+    """Boot repair: items a crash left running go back to pending; (job, count) per job."""
+    scene_machine.check_transition(S.RUNNING, S.PENDING)
+    counts = conn.execute(
+        "SELECT jobs.name, count(*) FROM scenes JOIN jobs ON jobs.id = scenes.job_id "
+        "WHERE scenes.state = 'running' GROUP BY jobs.name"
+    ).fetchall()
+    conn.execute(
+        "UPDATE scenes SET state = 'pending', updated_at = ? WHERE state = 'running'", (now_ms(),)
+    )
+    return counts
+
+
+def has_unfinished(conn: apsw.Connection, job_id: int) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT coalesce(sum(items), 0) FROM scene_counts "
+            "WHERE job_id = ? AND state IN ('pending', 'running')",
+            (job_id,),
+        ).fetchone()[0]
+    )
+
+
+def retry_failed(conn: apsw.Connection, job_id: int, step: str, error: str) -> int:
+    """Failed items matching the filters back to pending, for a new shard."""
+    scene_machine.check_transition(S.FAILED, S.PENDING)
+    conn.execute(
+        "UPDATE scenes SET state = 'pending', attempts = 0, shard = NULL, step = NULL, "
+        "error_class = NULL, error = NULL, finished_at = NULL, updated_at = ? "
+        "WHERE job_id = ? AND state = 'failed' AND (? = '' OR step = ?) "
+        "AND (? = '' OR instr(coalesce(error_class, '') || ': ' || coalesce(error, ''), ?) > 0)",
+        (now_ms(), job_id, step, step, error, error),
+    )
+    return conn.changes()
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+
+def counts(conn: apsw.Connection, job_id: int) -> dict[str, tuple[int, int]]:
+    """State -> (items, bytes)."""
+    return {
+        state: (items, size)
+        for state, items, size in conn.execute(
+            "SELECT state, items, bytes FROM scene_counts WHERE job_id = ? AND items > 0",
+            (job_id,),
+        )
+    }
+
+
+def failed_count(conn: apsw.Connection, job_id: int) -> int:
+    return counts(conn, job_id).get(str(S.FAILED), (0, 0))[0]
+
+
+def failure_groups(conn: apsw.Connection, job_id: int, step: str = "") -> list[tuple]:
+    """(step, error class, count, a sample message), most frequent first."""
+    return conn.execute(
+        "SELECT coalesce(step, ''), coalesce(error_class, ''), count(*), "
+        "coalesce(max(error), '') FROM scenes "
+        "WHERE job_id = ? AND state = 'failed' AND (? = '' OR step = ?) "
+        "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
+        (job_id, step, step),
+    ).fetchall()
+
+
+def failures(conn: apsw.Connection, job_id: int, step: str, limit: int) -> list[tuple]:
+    """(key, url, step, error class, error, attempts) of failed items, in input order."""
+    return conn.execute(
+        "SELECT key, coalesce(url, ''), coalesce(step, ''), coalesce(error_class, ''), "
+        "coalesce(error, ''), attempts FROM scenes "
+        "WHERE job_id = ? AND state = 'failed' AND (? = '' OR step = ?) "
+        "ORDER BY id LIMIT ?",
+        (job_id, step, step, limit),
+    ).fetchall()
+
+
+def throughput(conn: apsw.Connection, job_id: int, bucket_ms: int) -> list[tuple]:
+    """(bucket start ms, items finished, bytes) per bucket, oldest first."""
+    return conn.execute(
+        "SELECT finished_at / ?1 * ?1, count(*), coalesce(sum(size), 0) FROM scenes "
+        "WHERE job_id = ?2 AND state IN ('done', 'failed') GROUP BY 1 ORDER BY 1",
+        (bucket_ms, job_id),
+    ).fetchall()

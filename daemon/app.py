@@ -24,7 +24,7 @@ from bulkforge.daemon.api import Servicer, version
 from bulkforge.daemon.control import Control
 from bulkforge.daemon.downloader import files
 from bulkforge.daemon.downloader.scheduler import Downloader
-from bulkforge.daemon.governor import Governor
+from bulkforge.daemon.governor import Governor, use_lean_memory
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.job import JobState
@@ -138,6 +138,7 @@ def _boot_repair(conn: apsw.Connection) -> None:
 def run(settings: Settings) -> int:
     """Run bfd until SIGTERM/SIGINT or a fatal error; returns the exit code."""
     lifecycle = Lifecycle()
+    use_lean_memory()
     try:
         locks = _take_ownership(settings)
     except StartupRefused as exc:

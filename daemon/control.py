@@ -172,7 +172,7 @@ class Control:
 
     async def pause(self, name: str) -> jobs.JobView:
         job = await self._move(name, JobState.PAUSED, "pause")
-        self._stop_job(job.id)
+        self._stop_job(job.id, cancelled=False)
         return await self.status(name)
 
     async def resume(self, name: str) -> jobs.JobView:
@@ -182,7 +182,7 @@ class Control:
 
     async def cancel(self, name: str) -> jobs.JobView:
         job = await self._move(name, JobState.CANCELLED, "cancel", message="cancelled")
-        self._stop_job(job.id)
+        self._stop_job(job.id, cancelled=True)
         return await self.status(name)
 
     async def retry(self, name: str, step: str, error: str) -> tuple[jobs.JobView, int]:
@@ -228,9 +228,9 @@ class Control:
         workers = self._downloader.governor.workers()
         return await asyncio.to_thread(verify.check, wanted, mounted, workers)
 
-    def _stop_job(self, job_id: int) -> None:
+    def _stop_job(self, job_id: int, cancelled: bool) -> None:
         self._downloader.stop_job(job_id)
-        self._scenes.stop_job(job_id)
+        self._scenes.stop_job(job_id, cancelled)
 
     async def _move(
         self,

@@ -6,6 +6,8 @@ worker processes, and remembers what it is holding back and why, for
 """
 
 import asyncio
+import ctypes
+import ctypes.util
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +25,27 @@ WAITING_FOR_MEMORY = "waiting for memory"
 RSS_EVERY_S = 0.5
 # How far ahead of the average rate a burst may run, in seconds of the cap.
 BURST_S = 0.1
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
+_MALLOC_TRIM = getattr(_LIBC, "malloc_trim", None)
+
+
+def use_lean_memory() -> None:
+    """Arrow through malloc rather than its own pool, so freed buffers are not held for reuse.
+
+    The daemon decodes a chunk of Parquet at a time and lets it go: a pool that keeps
+    the pages of every chunk it has seen only raises RSS.
+    """
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
+def give_back_memory() -> None:
+    """Return freed heap pages to the kernel (glibc keeps them otherwise), where possible."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class Bandwidth:

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bulkforge.daemon.errors import InvalidArgument
 
 CHUNK_ROWS = 16_384
 MAX_KEY_BYTES = 1024
+READ_BUFFER = 1024**2
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,9 @@ def input_files(path: Path) -> list[Path]:
 def open_checked(path: Path, columns: Columns) -> pq.ParquetFile:
     """The Parquet file, with every wanted column present; InvalidArgument saying why not."""
     try:
-        parquet = pq.ParquetFile(path)
+        # No pre-buffering, a small read buffer: a whole row group's columns are not read
+        # ahead (measured: +10 MB of RSS over 2M rows instead of +40 MB).
+        parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER)
     except Exception as exc:
         raise InvalidArgument(f"--input {path}: not a readable Parquet file ({exc})") from None
     names = parquet.schema_arrow.names
@@ -136,8 +138,9 @@ class Input:
         if not groups:
             return
         at = first  # 0-based row of the next batch in the file
+        # One thread: arrow's decoding threads each keep their own malloc arena (RSS).
         batches = parquet.iter_batches(
-            batch_size=rows, row_groups=groups, columns=self.columns.wanted()
+            batch_size=rows, row_groups=groups, columns=self.columns.wanted(), use_threads=False
         )
         for batch in batches:
             if at + batch.num_rows <= skip:
@@ -148,12 +151,12 @@ class Input:
             at += batch.num_rows
 
     def _chunk(self, table: pa.Table, file: Path, at: int) -> ItemChunk:
-        keys = table.column(self.columns.key)
+        keys = table.column(self.columns.key).to_pylist()
         problems = _key_problems(keys)
         metas = _metas(table, self.kept) if self.columns.keep else [None] * table.num_rows
         urls = table.column(self.columns.url).to_pylist()
         chunk = ItemChunk([], [], [], [], [], file, table.num_rows)
-        for offset, key in enumerate(keys.to_pylist()):
+        for offset, key in enumerate(keys):
             row = at + offset + 1
             if offset in problems:
                 chunk.rejected.append(Rejected(file, row, problems[offset]))
@@ -166,20 +169,13 @@ class Input:
         return chunk
 
 
-def _key_problems(keys: pa.ChunkedArray) -> dict[int, str]:
-    """Offsets of the rows whose key cannot name an item, and why (found vectorised)."""
-    text = keys if pa.types.is_string(keys.type) else pc.cast(keys, pa.string())
-    length = pc.binary_length(text)
-    bad = pc.or_kleene(
-        pc.is_null(text), pc.or_(pc.equal(length, 0), pc.greater(length, MAX_KEY_BYTES))
-    )
-    bad = pc.fill_null(bad, True)
+def _key_problems(keys: list) -> dict[int, str]:
+    """Offsets of the rows whose key cannot name an item, and why."""
     found = {}
-    for offset in pc.indices_nonzero(bad).to_pylist():
-        value = keys[offset].as_py()
-        if value is None:
+    for offset, key in enumerate(keys):
+        if key is None:
             found[offset] = "no key (null)"
-        else:
+        elif not (0 < len(str(key).encode()) <= MAX_KEY_BYTES):
             found[offset] = f"the key is empty or longer than {MAX_KEY_BYTES} bytes"
     return found
 

@@ -26,7 +26,7 @@ from loguru import logger
 from bulkforge.daemon import jobs
 from bulkforge.daemon.downloader.fetch import origin_session
 from bulkforge.daemon.errors import InvalidArgument, Refused
-from bulkforge.daemon.governor import Governor
+from bulkforge.daemon.governor import Governor, give_back_memory
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.machines.scene import SceneState
 from bulkforge.daemon.scenes import records
@@ -104,14 +104,18 @@ class Scenes:
     def items_in_flight(self) -> int:
         return sum(run.remaining for run in self._runs.values())
 
-    def stop_job(self, job_id: int) -> None:
-        """Interrupt a paused or cancelled job: its shards' items go back to pending."""
+    def stop_job(self, job_id: int, cancelled: bool) -> None:
+        """Interrupt a paused or cancelled job: its shards' items go back to pending.
+
+        A paused job's input goes on being registered (bookkeeping, no fetching), so
+        its status shows the whole job; a cancelled job's stops.
+        """
         for run in list(self._runs.values()):
             if run.job_id == job_id and run.task is not None:
                 run.task.cancel()
-        if job_id in self._registrars:
+        if cancelled and job_id in self._registrars:
             self._registrars[job_id].cancel()
-        self._prepared.pop(job_id, None)
+            self._prepared.pop(job_id, None)
 
     async def drain(self, timeout: float) -> None:
         self._stopping = True
@@ -227,6 +231,8 @@ class Scenes:
                     lambda conn, chunk=chunk, at=at: records.register_chunk(conn, job.id, chunk, at)
                 )
                 at += chunk.read
+                del chunk
+                await asyncio.to_thread(give_back_memory)
                 self.wake()
             await self._writer.call(lambda conn: records.finish_registration(conn, job.id))
             logger.info("job {}: input registered ({:,} rows)", job.name, at)

@@ -169,10 +169,12 @@ def claim_shard(
         (job_id, shard, len(rows), stamp, stamp),
     )
     scene_machine.check_transition(S.PENDING, S.RUNNING)
-    conn.executemany(
+    # They are the first `size` such rows by id, in this one transaction: their id range
+    # holds exactly them, and one statement moves them all.
+    conn.execute(
         "UPDATE scenes SET state = 'running', shard = ?, updated_at = ? "
-        "WHERE id = ? AND state = 'pending'",
-        [(shard, stamp, row[0]) for row in rows],
+        "WHERE job_id = ? AND state = 'pending' AND shard IS NULL AND id BETWEEN ? AND ?",
+        (shard, stamp, job_id, rows[0][0], rows[-1][0]),
     )
     return Claimed(shard, [ItemRow(*row) for row in rows])
 

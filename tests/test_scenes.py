@@ -354,3 +354,28 @@ def test_duplicates_found_after_the_start_are_skipped_and_reported(daemon, tmp_p
     groups = {g["error_class"]: g for g in failures(daemon, "late")["groups"]}
     assert groups["rejected_row"]["count"] == 2 and groups["no_url"]["count"] == count
     assert "row 20001" in groups["rejected_row"]["sample"]
+
+
+def test_registration_killed_midway_resumes_where_it_stopped(make_daemon, tmp_path):
+    """Each chunk and its progress commit together: no row twice, none lost, after kill -9."""
+    count = 200_000
+    path = tmp_path / "in.parquet"
+    keys = [f"s{n:07d}" for n in range(count)]
+    pq.write_table(pa.table({"key": keys, "url": [None] * count}), path, row_group_size=30_000)
+    daemon = make_daemon().start()
+    submit(daemon, "big", path, tmp_path / "out", "--shard-size", "50000")
+    wait_until_registering = time.monotonic() + 30
+    while (
+        job := daemon.stub.Status(pb.JobRef(name="big"), timeout=10)
+    ).registration.rows_read < 40_000:
+        assert time.monotonic() < wait_until_registering, daemon.log_tail()
+        time.sleep(0.02)
+    assert not job.registration.done, "registered whole before it could be interrupted"
+    daemon.kill9()
+    daemon.start()
+    job = daemon.wait_state("big", ENDED, timeout=120)
+    assert job.registration.done and job.registration.rows_read == count
+    assert dict(job.counts) == {"failed": count} and job.registration.rejected == 0
+    rows = index_rows(tmp_path / "out")
+    assert sorted(row[0] for row in rows) == keys
+    assert daemon.stop() == 0

@@ -215,7 +215,7 @@ class SubmitScenes(BaseModel):
     shard_size: int = Field(default=DEFAULT_SHARD_SIZE, ge=1, le=1_000_000)
     format: Literal["files", "webdataset", "parquet"] = DEFAULT_FORMAT
     steps: list[StepName] = Field(default_factory=lambda: ["fetch"], max_length=32)
-    max_size: int = Field(default=DEFAULT_MAX_SIZE, ge=1)
+    max_size: int = Field(default=DEFAULT_MAX_SIZE, ge=1, le=2 * 1024**3)
     timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=3600)
 
     @classmethod

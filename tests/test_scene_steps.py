@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.scenes.fetch import _extension
 from bulkforge.daemon.scenes.steps import StepFailed, load_steps, run_after_fetch
 
 PLUGIN = """
@@ -78,3 +79,18 @@ def test_steps_that_cannot_be_used_are_refused_at_submit(plugin, names, expected
     with pytest.raises(InvalidArgument) as refused:
         load_steps(names)
     assert expected in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "content_type", "expected"),
+    [
+        ("http://h/a/b.JPG", "", "jpg"),
+        ("http://h/a/b", "image/png", "png"),
+        ("http://h/a/b", "", "bin"),
+        # `<key>.json` is the sample's metadata: content never takes that name.
+        ("http://h/a/b.json", "", "bin"),
+        ("http://h/a/b", "application/json", "bin"),
+    ],
+)
+def test_a_sample_extension_comes_from_the_url_or_the_content_type(url, content_type, expected):
+    assert _extension(url, content_type) == expected

@@ -132,6 +132,11 @@ def test_every_key_ends_once_in_a_shard_or_among_the_failures(daemon, tmp_path):
     assert len(rows) == 600 and len({row[0] for row in rows}) == 600
     ok = {row[0]: row for row in rows if row[1] == "success"}
     assert ok["k00010"][4] == len(data[names[10]]) and ok["k00010"][5] == digests[10]
+    # The kept sha256 is indexed beside the content's, not in its place.
+    ((kept,),) = duckdb.sql(
+        f"SELECT input_sha256 FROM read_parquet('{dest}/00000.parquet') WHERE key = 'k00007'"
+    ).fetchall()
+    assert kept == digests[7]
     assert len(origin.requests(names[5])) == 2
 
 
@@ -177,6 +182,10 @@ PLUGIN = """
 def picky(data, meta):
     if meta["key"].endswith("7"):
         raise ValueError("no sevens")
+    if meta["key"] == "k00013":
+        raise SystemExit(3)  # must fail this item, not stop bfd
+    if meta["key"] == "k00014":
+        return data, None  # not a dict
     return data[::-1], {**meta, "reversed": True}
 """
 
@@ -193,12 +202,14 @@ def test_a_plugin_step_that_raises_fails_those_items_under_its_name(make_daemon,
         dest = tmp_path / "out"
         submit(daemon, "plug", source, dest, "--steps", "fetch,bf_picky:picky", "--format", "files")
         job = daemon.wait_state("plug", ENDED)
-    assert dict(job.counts) == {"done": 45, "failed": 5}
+    assert dict(job.counts) == {"done": 43, "failed": 7}
     listed = failures(daemon, "plug")
     assert {(f["step"], f["error_class"]) for f in listed["failures"]} == {
         ("bf_picky:picky", "plugin")
     }
-    assert all("no sevens" in f["error"] for f in listed["failures"])
+    errors = {f["item"]: f["error"] for f in listed["failures"]}
+    assert all("no sevens" in errors[f"k000{n}7"] for n in range(5))
+    assert "SystemExit" in errors["k00013"] and "TypeError" in errors["k00014"]
     folder = dest / "00000"
     assert (folder / "k00001.jpg").read_bytes() == data[names[1]][::-1]
     assert json.loads((folder / "k00001.json").read_text())["reversed"] is True

@@ -42,7 +42,11 @@ class ItemFetcher:
         """The item's bytes; StepFailed(fetch, class) once no attempt is left."""
         if not url:
             raise StepFailed(FETCH, "no_url", "the input row has no URL")
-        if urlsplit(url).scheme not in ("http", "https"):
+        try:
+            scheme = urlsplit(url).scheme
+        except ValueError as exc:
+            raise StepFailed(FETCH, "bad_url", f"not a URL ({exc}): {url[:200]}") from None
+        if scheme not in ("http", "https"):
             raise StepFailed(FETCH, "bad_url", f"not an http(s) URL: {url[:200]}")
         attempts = 0
         while True:
@@ -106,7 +110,7 @@ def _as_step_failure(failure: Failure, attempts: int) -> StepFailed:
 def _extension(url: str, content_type: str) -> str:
     """The sample's extension: the URL's when it has a short one, else the content type's."""
     found = _EXTENSION.search(urlsplit(url).path)
-    if found:
-        return found.group(1).lower()
     guessed = mimetypes.guess_extension(content_type.split(";")[0].strip())
-    return guessed.lstrip(".") if guessed else "bin"
+    extension = found.group(1).lower() if found else guessed.lstrip(".") if guessed else "bin"
+    # `<key>.json` is the sample's metadata: content must not take that name.
+    return "bin" if extension == "json" else extension

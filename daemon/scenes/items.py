@@ -96,7 +96,7 @@ def open_checked(path: Path, columns: Columns) -> pq.ParquetFile:
 
 def _plain(kind: pa.DataType) -> pa.DataType:
     """The type a kept column has in metadata and shard indexes: JSON's, else a string."""
-    if pa.types.is_integer(kind):
+    if pa.types.is_integer(kind) and kind != pa.uint64():  # uint64 may not fit in int64
         return pa.int64()
     if pa.types.is_floating(kind):
         return pa.float64()
@@ -112,8 +112,7 @@ class Input:
         self.columns = columns
         self.files = [(file, open_checked(file, columns)) for file in input_files(path)]
         self.rows_total = sum(parquet.metadata.num_rows for _, parquet in self.files)
-        first = self.files[0][1].schema_arrow
-        self.kept = pa.schema([pa.field(n, _plain(first.field(n).type)) for n in columns.keep])
+        self.kept = _kept_schema(self.files, columns.keep)
 
     def chunks(self, start: int = 0, rows: int = CHUNK_ROWS) -> Iterator[ItemChunk]:
         """The items from input row `start` (0-based, across the files) on, a chunk at a time."""
@@ -169,6 +168,19 @@ class Input:
         return chunk
 
 
+def _kept_schema(files: list[tuple[Path, pq.ParquetFile]], keep: tuple[str, ...]) -> pa.Schema:
+    """The kept columns' types, the same in every file."""
+    first_file, first = files[0]
+    kept = pa.schema([pa.field(n, _plain(first.schema_arrow.field(n).type)) for n in keep])
+    for file, parquet in files[1:]:
+        other = pa.schema([pa.field(n, _plain(parquet.schema_arrow.field(n).type)) for n in keep])
+        if other != kept:
+            raise InvalidArgument(
+                f"--input: the kept columns of {file} have other types than in {first_file}"
+            )
+    return kept
+
+
 def _key_problems(keys: list) -> dict[int, str]:
     """Offsets of the rows whose key cannot name an item, and why."""
     found = {}
@@ -181,8 +193,9 @@ def _key_problems(keys: list) -> dict[int, str]:
 
 
 def _metas(table: pa.Table, kept: pa.Schema) -> list[str]:
-    """Each row's kept columns as a JSON object, in the types of `kept`."""
+    """Each row's kept columns as a JSON object, in the types of `kept` (NaN as null)."""
     columns = [_plain_values(table.column(field.name), field.type) for field in kept]
+    columns = [[None if v != v else v for v in column] for column in columns]
     return [
         json.dumps(dict(zip(kept.names, values, strict=True)), separators=(",", ":"))
         for values in zip(*columns, strict=True)

@@ -16,15 +16,21 @@ items, so no key ever lands in two shards.
 import asyncio
 import contextlib
 import json
+import shutil
+import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import apsw
+import pyarrow as pa
 from loguru import logger
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.downloader.fetch import origin_session
+from bulkforge.daemon.downloader.install import DiskFatal
 from bulkforge.daemon.errors import InvalidArgument, Refused
 from bulkforge.daemon.governor import Governor, give_back_memory
 from bulkforge.daemon.machines.job import JobState
@@ -45,6 +51,11 @@ FLUSH_ITEMS = 512
 # Shards in flight per job: at least two, so the next one runs while one drains its
 # slowest items; more while they hold fewer items than twice the connections.
 MIN_SHARDS, MAX_SHARDS = 2, 64
+# A shard whose writing fails (a full disk, a bug) is tried again after 2, 4 s, then the job fails.
+SHARD_RETRY_S = 1.0
+SHARD_ATTEMPTS = 3
+# An error message is kept to this many characters (a plug-in may raise with anything).
+MAX_ERROR = 2000
 
 
 @dataclass
@@ -53,7 +64,8 @@ class _Job:
 
     request: ScenesRequest
     steps: list[Step]
-    source: Input | None = None
+    # The kept columns' types, from the input (which must stay until the job has ended).
+    kept: pa.Schema
 
 
 @dataclass
@@ -94,6 +106,8 @@ class Scenes:
         self._registrars: dict[int, asyncio.Task] = {}
         self._releases: set[asyncio.Future] = set()
         self._fetcher: ItemFetcher | None = None
+        # (job, shard) -> (failed writes, monotonic time before which it is not retried)
+        self._shard_errors: dict[tuple[int, int], tuple[int, float]] = {}
 
     # -- what others ask of the pipeline -------------------------------------------------
 
@@ -167,10 +181,13 @@ class Scenes:
         if not progress.done and job.id not in self._registrars:
             task = asyncio.create_task(self._register(job, prepared), name=f"register {job.name}")
             self._registrars[job.id] = task
-        held = self._governor.memory_hold()
+        held = self._governor.memory_hold() or await asyncio.to_thread(
+            self._disk_hold, prepared.request.dest
+        )
         self._note_hold(job, held)
         while not held and not self._stopping and self._wants_shard(job.id, prepared):
             busy = {run.shard for run in self._runs.values() if run.job_id == job.id}
+            busy |= self._cooling(job.id)
             claimed = await self._writer.call(
                 lambda conn, busy=busy: records.claim_shard(
                     conn, job.id, prepared.request.shard_size, not progress.done, busy
@@ -178,9 +195,21 @@ class Scenes:
             )
             if claimed is None:
                 break
+            if self._stopping:  # drained while claiming: give the items back
+                await self._release([item.id for item in claimed.items])
+                return
             self._start_shard(job, prepared, claimed)
         if not self._busy(job.id):
             await self._writer.call(lambda conn: _finish_if_done(conn, job.id))
+
+    def _cooling(self, job_id: int) -> set[int]:
+        """Shards of the job that failed to be written and wait before their next try."""
+        now = time.monotonic()
+        return {
+            shard
+            for (job, shard), (_, until) in self._shard_errors.items()
+            if job == job_id and until > now
+        }
 
     def _wants_shard(self, job_id: int, prepared: _Job) -> bool:
         runs = [run for run in self._runs.values() if run.job_id == job_id]
@@ -188,6 +217,14 @@ class Scenes:
         if len(runs) >= MAX_SHARDS:
             return False
         return len(runs) < MIN_SHARDS or waiting < 2 * self._settings.max_connections
+
+    def _disk_hold(self, dest: Path) -> str | None:
+        """Why no new shard may start on dest: the disk threshold is reached (None: it may)."""
+        try:
+            room = self._governor.disk.room_of(shutil.disk_usage(dest), 0)
+        except OSError:
+            return None  # dest gone: the shard fails on its own, saying so
+        return room.describe(str(dest)) if room.bytes <= 0 else None
 
     def _busy(self, job_id: int) -> bool:
         return job_id in self._registrars or any(r.job_id == job_id for r in self._runs.values())
@@ -205,6 +242,7 @@ class Scenes:
         try:
             request = ScenesRequest.of_spec(job.name, json.loads(job.spec))
             steps = await asyncio.to_thread(load_steps, list(request.steps))
+            source = await asyncio.to_thread(Input, request.input, request.columns)
         except (KeyError, TypeError, ValueError) as exc:
             message = f"the job's stored parameters are unreadable ({exc!r})"
             await self._writer.call(lambda conn: _fail_job(conn, job.id, message))
@@ -213,7 +251,7 @@ class Scenes:
             message = str(exc)
             await self._writer.call(lambda conn: _fail_job(conn, job.id, message))
             return None
-        self._prepared[job.id] = _Job(request, steps)
+        self._prepared[job.id] = _Job(request, steps, source.kept)
         return self._prepared[job.id]
 
     # -- registration ----------------------------------------------------------------------
@@ -236,7 +274,13 @@ class Scenes:
                 self.wake()
             await self._writer.call(lambda conn: records.finish_registration(conn, job.id))
             logger.info("job {}: input registered ({:,} rows)", job.name, at)
-        except Refused as exc:
+        except asyncio.CancelledError:
+            raise
+        except StoreFatal:
+            return
+        except Exception as exc:  # a corrupt row group, a vanished file: the job, not bfd
+            if not isinstance(exc, Refused):
+                logger.opt(exception=exc).error("job {}: registering the input failed", job.name)
             message = f"registering the input failed: {exc}"
             await self._writer.call(lambda conn: _fail_job(conn, job.id, message))
         finally:
@@ -266,17 +310,35 @@ class Scenes:
     def _shard_ended(self, key: tuple[int, int], run: _ShardRun, task: asyncio.Task) -> None:
         if self._runs.get(key) is run:
             del self._runs[key]
-        if task.cancelled() or task.exception() is not None:
-            if not task.cancelled() and not isinstance(task.exception(), StoreFatal):
-                logger.opt(exception=task.exception()).error(
-                    "scenes: shard {} of job {} failed; its items go back to pending",
-                    run.shard,
-                    run.job_id,
-                )
+        error = None if task.cancelled() else task.exception()
+        if task.cancelled() or error is not None:
             release = asyncio.ensure_future(self._release(run.ids))
             self._releases.add(release)
             release.add_done_callback(self._releases.discard)
+        if isinstance(error, DiskFatal):
+            self._on_fatal(error)
+        elif error is not None and not isinstance(error, StoreFatal):
+            self._shard_failed(key, run, error)
         self.wake()
+
+    def _shard_failed(self, key: tuple[int, int], run: _ShardRun, error: BaseException) -> None:
+        """A shard that could not be written waits and tries again; a third failure ends the job."""
+        failures = self._shard_errors.get(key, (0, 0.0))[0] + 1
+        self._shard_errors[key] = (failures, time.monotonic() + SHARD_RETRY_S * 2**failures)
+        logger.opt(exception=error).error(
+            "scenes: shard {} of job {} could not be written (attempt {}); its items go back "
+            "to pending",
+            run.shard,
+            run.job_id,
+            failures,
+        )
+        if failures >= SHARD_ATTEMPTS:
+            message = f"shard {run.shard} could not be written {failures} times: {error!r}"
+            fail = asyncio.ensure_future(
+                self._writer.call(lambda conn: _fail_job(conn, run.job_id, message))
+            )
+            self._releases.add(fail)
+            fail.add_done_callback(self._releases.discard)
 
     async def _release(self, ids: list[int]) -> None:
         with contextlib.suppress(StoreFatal):
@@ -285,23 +347,46 @@ class Scenes:
     async def _run_shard(
         self, job: jobs.JobRow, prepared: _Job, claimed: records.Claimed, run: _ShardRun
     ) -> None:
+        """Fill the shard, then make it durable and commit it; only filling can be interrupted.
+
+        Every call into the shard's writer runs on one thread of its own, in order, so
+        giving the shard up waits for a write in progress instead of racing it.
+        """
         request = prepared.request
-        if prepared.source is None:
-            prepared.source = await asyncio.to_thread(Input, request.input, request.columns)
-        kept = prepared.source.kept
-        writer = await asyncio.to_thread(
-            ShardWriter, request.dest, claimed.shard, request.format, kept
-        )
+        kept = prepared.kept
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard") as thread:
+            loop = asyncio.get_running_loop()
+            writer = await loop.run_in_executor(
+                thread, ShardWriter, request.dest, claimed.shard, request.format, kept
+            )
+            try:
+                await self._fill(writer, thread, prepared, claimed, run)
+            except BaseException:
+                await asyncio.shield(loop.run_in_executor(thread, writer.close_and_abandon))
+                raise
+            # Once every item has ended the shard is finished even if the job is paused now:
+            # a cancel waits for it, so no second run of this shard can start beside it.
+            completion = asyncio.ensure_future(self._complete(job, writer, thread, run))
+            try:
+                await asyncio.shield(completion)
+            except asyncio.CancelledError:
+                await completion
+                raise
+
+    async def _complete(
+        self, job: jobs.JobRow, writer: ShardWriter, thread: ThreadPoolExecutor, run: _ShardRun
+    ) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            await self._fill(writer, prepared, claimed, run)
+            written = await loop.run_in_executor(thread, writer.finish)
         except BaseException:
-            await asyncio.shield(asyncio.to_thread(writer.close_and_abandon))
+            await loop.run_in_executor(thread, writer.close_and_abandon)
             raise
-        written = await asyncio.to_thread(writer.finish)
         finished = run.finished
         await self._writer.call(
-            lambda conn: records.finish_shard(conn, job.id, claimed.shard, finished, written.bytes)
+            lambda conn: records.finish_shard(conn, job.id, run.shard, finished, written.bytes)
         )
+        self._shard_errors.pop((job.id, run.shard), None)
         logger.info(
             "job {}: shard {} written ({} ok, {} failed)",
             job.name,
@@ -311,20 +396,24 @@ class Scenes:
         )
 
     async def _fill(
-        self, writer: ShardWriter, prepared: _Job, claimed: records.Claimed, run: _ShardRun
+        self,
+        writer: ShardWriter,
+        thread: ThreadPoolExecutor,
+        prepared: _Job,
+        claimed: records.Claimed,
+        run: _ShardRun,
     ) -> None:
         """Run every item of the shard, streaming outcomes into the writer as they end."""
+        loop = asyncio.get_running_loop()
         queue = deque(claimed.items)
         collected = _Collected()
         run.finished = collected.finished
-        lock = asyncio.Lock()
 
         async def flush() -> None:
-            async with lock:
-                batch, collected.outcomes = collected.outcomes, []
-                collected.buffered = 0
-                if batch:
-                    await asyncio.to_thread(writer.add, batch)
+            batch, collected.outcomes = collected.outcomes, []
+            collected.buffered = 0
+            if batch:
+                await loop.run_in_executor(thread, writer.add, batch)
 
         async def work() -> None:
             while queue:
@@ -337,47 +426,67 @@ class Scenes:
                 if collected.buffered >= FLUSH_BYTES or len(collected.outcomes) >= FLUSH_ITEMS:
                     await flush()
 
-        workers = min(len(queue), self._settings.max_connections)
-        await asyncio.gather(*(work() for _ in range(workers)))
+        # A TaskGroup: when one worker fails, the others are cancelled and awaited.
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(len(queue), self._settings.max_connections)):
+                    group.create_task(work())
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
         await flush()
 
     async def _process(
         self, prepared: _Job, item: records.ItemRow
     ) -> tuple[Outcome, records.Finished]:
         """One item through its steps: its outcome for the shard and its row for the store."""
+        try:
+            return await self._run_steps(prepared, item)
+        except StepFailed as failed:
+            return _failure(item, failed, item.attempts + failed.attempts)
+        except Exception as exc:  # a bug or odd input must fail this item, not its shard
+            logger.opt(exception=exc).warning("scenes: item {} failed unexpectedly", item.key)
+            failed = StepFailed("internal", type(exc).__name__, f"{type(exc).__name__}: {exc}")
+            return _failure(item, failed, item.attempts + 1)
+
+    async def _run_steps(
+        self, prepared: _Job, item: records.ItemRow
+    ) -> tuple[Outcome, records.Finished]:
         assert self._fetcher is not None
         request = prepared.request
         kept = item.kept()
-        try:
-            async with self._slots:
-                fetched = await self._fetcher.fetch(item.url, request.max_size, request.timeout_s)
-            attempts = item.attempts + fetched.attempts
-            data, meta = fetched.data, {"key": item.key, "url": item.url, **kept}
-            if len(prepared.steps) > 1:
-                data, meta = await asyncio.to_thread(run_after_fetch, prepared.steps, data, meta)
-        except StepFailed as failed:
-            error = str(failed)
-            outcome = Outcome(
-                item.key,
-                kept,
-                FAILED,
-                step=failed.step,
-                error_class=failed.error_class,
-                error=error,
-            )
-            row = records.Finished(
-                item.id,
-                SceneState.FAILED,
-                item.attempts + failed.attempts,
-                step=failed.step,
-                error_class=failed.error_class,
-                error=error,
-            )
-            return outcome, row
+        async with self._slots:
+            fetched = await self._fetcher.fetch(item.url, request.max_size, request.timeout_s)
+        data, meta = fetched.data, {"key": item.key, "url": item.url, **kept}
+        if len(prepared.steps) > 1:
+            data, meta = await asyncio.to_thread(run_after_fetch, prepared.steps, data, meta)
         outcome = Outcome(
             item.key, kept, SUCCESS, data=data, extension=fetched.extension, meta=meta
         )
+        attempts = item.attempts + fetched.attempts
         return outcome, records.Finished(item.id, SceneState.DONE, attempts, size=len(data))
+
+
+def _failure(
+    item: records.ItemRow, failed: StepFailed, attempts: int
+) -> tuple[Outcome, records.Finished]:
+    error = str(failed)[:MAX_ERROR]
+    outcome = Outcome(
+        item.key,
+        item.kept(),
+        FAILED,
+        step=failed.step,
+        error_class=failed.error_class,
+        error=error,
+    )
+    row = records.Finished(
+        item.id,
+        SceneState.FAILED,
+        attempts,
+        step=failed.step,
+        error_class=failed.error_class,
+        error=error,
+    )
+    return outcome, row
 
 
 def _start_job(conn: apsw.Connection, job: jobs.JobRow) -> jobs.JobRow:

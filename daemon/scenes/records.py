@@ -149,6 +149,9 @@ def claim_shard(
     whole_only: while the input is still being registered, wait for a full shard
     rather than cut a short one.
     """
+    (state,) = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if state != "running":
+        return None  # paused or cancelled while this claim waited for the writer
     resumed = _interrupted_shard(conn, job_id, busy)
     if resumed is not None:
         return resumed
@@ -180,7 +183,10 @@ def claim_shard(
 
 
 def _interrupted_shard(conn: apsw.Connection, job_id: int, busy: set[int]) -> Claimed | None:
-    """A shard whose items a crash or a pause sent back to pending: the same items again."""
+    """A shard whose items a crash or a pause sent back to pending: the same items again.
+
+    A shard with an item still running is not taken: its release has not committed yet.
+    """
     for (shard,) in conn.execute(
         "SELECT DISTINCT shard FROM scenes WHERE job_id = ? AND shard IS NOT NULL "
         "AND state IN ('pending', 'running') ORDER BY shard",
@@ -189,20 +195,23 @@ def _interrupted_shard(conn: apsw.Connection, job_id: int, busy: set[int]) -> Cl
         if shard in busy:
             continue
         rows = conn.execute(
-            f"SELECT {_ITEM_COLUMNS} FROM scenes WHERE job_id = ? AND shard = ? "
+            f"SELECT {_ITEM_COLUMNS}, state FROM scenes WHERE job_id = ? AND shard = ? "
             "AND state IN ('pending', 'running') ORDER BY id",
             (job_id, shard),
         ).fetchall()
+        if any(row[-1] == "running" for row in rows):
+            continue
+        stamp = now_ms()
         conn.execute(
             "UPDATE scenes SET state = 'running', updated_at = ? "
             "WHERE job_id = ? AND shard = ? AND state = 'pending'",
-            (now_ms(), job_id, shard),
+            (stamp, job_id, shard),
         )
         conn.execute(
             "UPDATE batches SET started_at = ?, updated_at = ? WHERE job_id = ? AND idx = ?",
-            (now_ms(), now_ms(), job_id, shard),
+            (stamp, stamp, job_id, shard),
         )
-        return Claimed(shard, [ItemRow(*row) for row in rows])
+        return Claimed(shard, [ItemRow(*row[:-1]) for row in rows])
     return None
 
 

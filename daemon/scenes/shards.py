@@ -39,6 +39,8 @@ import pyarrow.parquet as pq
 from bulkforge.daemon.downloader.install import fsync_or_die, sync_files
 
 FORMATS = ("files", "webdataset", "parquet")
+# The index's own columns; a kept column of one of these names is indexed as input_<name>.
+RESERVED = ("key", "status", "step", "error_class", "error", "size", "sha256", "data")
 SUCCESS, FAILED = "success", "failed"
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,199}")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_-]")
@@ -153,7 +155,8 @@ class ShardWriter:
 
     def abandon(self) -> None:
         """Remove the temporary names of this shard (a crash or a cancel left them)."""
-        for name in (self.name, f"{self.name}.tar", f"{self.name}.parquet"):
+        names = (self.name, f"{self.name}.tar", f"{self.name}.parquet", f"{self.name}_stats.json")
+        for name in names:
             temporary = self._temporary(name)
             if temporary.is_dir():
                 shutil.rmtree(temporary)
@@ -165,7 +168,7 @@ class ShardWriter:
     def _index_row(self, outcome: Outcome) -> dict:
         data = outcome.data
         row = {"key": outcome.key}
-        row |= {name: outcome.kept.get(name) for name in self.kept.names}
+        row |= {_indexed(name): outcome.kept.get(name) for name in self.kept.names}
         row |= {
             "status": outcome.status,
             "step": outcome.step,
@@ -177,7 +180,8 @@ class ShardWriter:
         return row
 
     def _schema(self) -> pa.Schema:
-        fields = [pa.field("key", pa.string()), *self.kept]
+        fields = [pa.field("key", pa.string())]
+        fields += [pa.field(_indexed(kept.name), kept.type) for kept in self.kept]
         fields += [pa.field(name, pa.string()) for name in ("status", "step", "error_class")]
         fields += [pa.field("error", pa.string()), pa.field("size", pa.int64())]
         fields.append(pa.field("sha256", pa.string()))
@@ -190,8 +194,7 @@ class ShardWriter:
             return
         base = safe_name(outcome.key)
         write(f"{base}.{outcome.extension}", outcome.data)
-        meta = outcome.meta if outcome.meta is not None else {"key": outcome.key, **outcome.kept}
-        write(f"{base}.json", json.dumps(meta, default=str).encode())
+        write(f"{base}.json", _meta_json(outcome))
 
     def _add_to_tar(self, name: str, data: bytes) -> None:
         assert self._tar is not None
@@ -254,3 +257,17 @@ class ShardWriter:
             "duration_s": round(time.monotonic() - self._started, 3),
         }
         return json.dumps(stats, indent=2).encode()
+
+
+def _indexed(name: str) -> str:
+    return f"input_{name}" if name in RESERVED else name
+
+
+def _meta_json(outcome: Outcome) -> bytes:
+    """The sample's metadata as JSON; what the steps left that is not JSON is dropped."""
+    plain = {"key": outcome.key, **outcome.kept}
+    try:
+        meta = outcome.meta if isinstance(outcome.meta, dict) else plain
+        return json.dumps(meta, default=str, allow_nan=False).encode()
+    except (TypeError, ValueError):  # a cycle, NaN, keys that are not strings
+        return json.dumps(plain, default=str).encode()

@@ -115,11 +115,14 @@ def run_after_fetch(steps: list[Step], data: bytes, meta: dict) -> tuple[bytes, 
             continue
         try:
             result = step.run(data, meta)
+            if not (
+                isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], bytes)
+            ):
+                raise StepFailed(step.name, "plugin", "the step did not return (bytes, dict)")
+            data, meta = result[0], dict(result[1])
         except StepFailed:
             raise
-        except Exception as exc:
+        # BaseException: a plug-in's SystemExit must fail its item, not stop bfd.
+        except BaseException as exc:
             raise StepFailed(step.name, "plugin", f"{type(exc).__name__}: {exc}") from None
-        if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], bytes)):
-            raise StepFailed(step.name, "plugin", "the step did not return (bytes, dict)")
-        data, meta = result[0], dict(result[1])
     return data, meta

@@ -61,13 +61,15 @@ def shard_rows(job: pb.Job) -> list[dict[str, Any]]:
         seconds = None
         if batch.started_at_ms and batch.finished_at_ms:
             seconds = max(0.001, (batch.finished_at_ms - batch.started_at_ms) / 1000)
+        written = batch.state in ("complete", "archived")
         rows.append(
             {
                 "shard": batch.index,
                 "state": batch.state,
                 "items": batch.files,
-                "successes": batch.files - batch.failures,
-                "failures": batch.failures,
+                # Counted when the shard is written; None while it is being filled.
+                "successes": batch.files - batch.failures if written else None,
+                "failures": batch.failures if written else None,
                 "bytes": batch.bytes,
                 "seconds": seconds,
                 "items_per_s": batch.files / seconds if seconds else None,

@@ -117,8 +117,8 @@ def shards_table(job: pb.Job, limit: int) -> Any:
             str(row["shard"]),
             state_text(row["state"]),
             str(row["items"]),
-            str(row["successes"]),
-            str(row["failures"]),
+            "-" if row["successes"] is None else str(row["successes"]),
+            "-" if row["failures"] is None else str(row["failures"]),
             human_bytes(row["bytes"]),
             f"{rate:.1f}" if rate else "-",
         )

@@ -215,6 +215,15 @@ def create_scenes_job(
     existing = existing_job(conn, name, spec)
     if existing is not None:
         return existing, False
+    # Shards are numbered per job: two jobs in one directory would overwrite each other's.
+    other = conn.execute(
+        "SELECT name FROM jobs WHERE kind = 'scenes' AND dest = ? LIMIT 1", (dest,)
+    ).fetchone()
+    if other:
+        raise InvalidArgument(
+            f"--dest {dest} holds the shards of scenes job {other[0]!r}; give each scenes job "
+            "a directory of its own"
+        )
     job_id = insert_job(conn, name, "scenes", spec, dest)
     records.open_registration(conn, job_id, rows_total)
     if first is not None:

@@ -345,6 +345,9 @@ def test_bad_input_is_refused_at_submit_with_a_reason_and_bfd_carries_on(daemon,
         assert "Traceback" not in refused.stderr
     # A null URL is the item's own failure, found where the operator looks for failures.
     submit(daemon, "nullurl", good, tmp_path / "nullurl")
+    shared = daemon.bfctl("submit", "scenes", "second", "--input", str(good), "--key", "key",
+                          "--url", "url", "--dest", str(tmp_path / "nullurl"))  # fmt: skip
+    assert shared.returncode == 1 and "holds the shards of scenes job 'nullurl'" in shared.stderr
     job = daemon.wait_state("nullurl", ENDED)
     listed = failures(daemon, "nullurl")["failures"]
     assert dict(job.counts) == {"failed": 2}

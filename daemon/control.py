@@ -281,7 +281,7 @@ def _first_chunk(request: ScenesRequest) -> tuple[int, ItemChunk | None]:
 
 def _scene_failures(conn: apsw.Connection, job_id: int, step: str, limit: int) -> FailureReport:
     """Failed items by step and class; input rows skipped at registration are one more group."""
-    groups = [files.FailureGroupRow(*row) for row in records.failure_groups(conn, job_id, step)]
+    groups = files.failure_groups(conn, job_id, step, table="scenes")
     progress = records.registration(conn, job_id)
     if progress is not None and progress.rejected and step in ("", "register"):
         groups.append(

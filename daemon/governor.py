@@ -184,6 +184,13 @@ class Governor:
             self._rss = (time.monotonic(), value)
         return value
 
+    def note_hold(self, job: str, held: str | None) -> None:
+        """Remember why a job is held back (None: it is not), for `bfctl system`."""
+        if held:
+            self.holds[job] = held
+        else:
+            self.holds.pop(job, None)
+
     def memory_hold(self) -> str | None:
         """Why new work must wait for memory, or None."""
         rss = self.rss()

@@ -18,6 +18,7 @@ from bulkforge.daemon.machines.file import FileState
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.machines.scene import SceneState
 from bulkforge.daemon.scenes import records
+from bulkforge.daemon.scenes.items import ItemChunk
 from bulkforge.daemon.store import guarded_update, now_ms
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -209,7 +210,12 @@ def insert_job(conn: apsw.Connection, name: str, kind: str, spec: dict, dest: st
 
 
 def create_scenes_job(
-    conn: apsw.Connection, name: str, spec: dict, dest: str, rows_total: int, first
+    conn: apsw.Connection,
+    name: str,
+    spec: dict,
+    dest: str,
+    rows_total: int,
+    first: ItemChunk | None,
 ) -> tuple[JobRow, bool]:
     """A scenes job with its first chunk of items; the rest is registered as it runs."""
     existing = existing_job(conn, name, spec)

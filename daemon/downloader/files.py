@@ -248,12 +248,19 @@ class FailureRow:
     retrying: bool
 
 
-def failure_groups(conn: apsw.Connection, job_id: int, step: str = "") -> list[FailureGroupRow]:
+def failure_groups(
+    conn: apsw.Connection, job_id: int, step: str = "", table: str = "files"
+) -> list[FailureGroupRow]:
+    """Failed rows of a job by step and error class, most frequent first, with a sample.
+
+    `table` is files or scenes: their failure columns are the same.
+    """
+    assert table in ("files", "scenes")
     return [
         FailureGroupRow(*row)
         for row in conn.execute(
             "SELECT coalesce(step, ''), coalesce(error_class, ''), count(*), "
-            "coalesce(max(error), '') FROM files "
+            f"coalesce(max(error), '') FROM {table} "
             "WHERE job_id = ? AND state = 'failed' AND (? = '' OR step = ?) "
             "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
             (job_id, step, step),

@@ -201,6 +201,20 @@ def _rename(item: Installable) -> None:
         raise InstallFailed(Failure("rename", "io", message, True)) from None
 
 
+def replace_durably(temporary: Path, final: Path) -> Path:
+    """fsync a finished temporary file, then rename it over final (the caller fsyncs the dir)."""
+    fsync_or_die(temporary)
+    os.replace(temporary, final)
+    return final
+
+
+def write_durably(path: Path, data: bytes) -> Path:
+    """data under path by way of `.<name>.tmp`, fsynced before the rename."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    return replace_durably(temporary, path)
+
+
 def fsync_or_die(path: Path) -> None:
     """fsync a file or a directory (a directory's fsync makes its entries durable)."""
     try:

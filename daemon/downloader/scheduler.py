@@ -200,7 +200,7 @@ class Downloader:
             if self._stopping:  # drained while this pass was claiming: give them back
                 await asyncio.gather(*(self._release(row.id) for row in plan.claimed))
                 break
-            self._note_hold(job, plan.held)
+            self._governor.note_hold(job.name, plan.held)
             for row in plan.claimed:
                 self._start_transfer(job, row, device)
             for batch in plan.verifying:
@@ -248,12 +248,6 @@ class Downloader:
         reserved = sum(t.remaining for t in self._transfers.values() if t.device == device)
         room = self._governor.disk.room_of(usage, reserved)
         return device, _Room(room.bytes, room.describe(job.dest))
-
-    def _note_hold(self, job: jobs.JobRow, held: str | None) -> None:
-        if held:
-            self._governor.holds[job.name] = held
-        else:
-            self._governor.holds.pop(job.name, None)
 
     def _start_transfer(self, job: jobs.JobRow, row: files.FileRow, device: int | None) -> None:
         transfer = _Transfer(job.id, size=row.size or 0, device=device)

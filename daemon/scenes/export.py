@@ -13,7 +13,6 @@ in pages: a 10M-item job never sits in memory.
 
 import itertools
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ import apsw
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bulkforge.daemon.downloader.install import fsync_or_die
+from bulkforge.daemon.downloader.install import fsync_or_die, replace_durably, write_durably
 from bulkforge.daemon.jobs import JobRow
 from bulkforge.daemon.scenes import records
 from bulkforge.daemon.store import now_ms
@@ -85,7 +84,7 @@ def write(conn: apsw.Connection, job: JobRow, dest: Path) -> Exported:
         "current_batch": current,
         "timestamp": datetime.fromtimestamp(now_ms() / 1000, UTC).isoformat(),
     }
-    _durable(dest / PROGRESS, json.dumps(progress, indent=2).encode() + b"\n")
+    write_durably(dest / PROGRESS, json.dumps(progress, indent=2).encode() + b"\n")
     fsync_or_die(dest)
     return Exported([dest / SUCCESSFUL, dest / FAILED, dest / PROGRESS], total, successful, failed)
 
@@ -113,15 +112,5 @@ def _write_parquet(
             written += len(page)
         if not written:
             out.write_table(schema.empty_table())
-    fsync_or_die(temporary)
-    os.replace(temporary, path)
+    replace_durably(temporary, path)
     return written
-
-
-def _durable(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)

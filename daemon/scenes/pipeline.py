@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import apsw
-import pyarrow as pa
 from loguru import logger
 
 from bulkforge.daemon import jobs
@@ -64,8 +63,8 @@ class _Job:
 
     request: ScenesRequest
     steps: list[Step]
-    # The kept columns' types, from the input (which must stay until the job has ended).
-    kept: pa.Schema
+    # The input, opened and checked (it must stay until the job has ended).
+    source: Input
 
 
 @dataclass
@@ -104,7 +103,7 @@ class Scenes:
         self._prepared: dict[int, _Job] = {}
         self._runs: dict[tuple[int, int], _ShardRun] = {}
         self._registrars: dict[int, asyncio.Task] = {}
-        self._releases: set[asyncio.Future] = set()
+        self._background: set[asyncio.Future] = set()
         self._fetcher: ItemFetcher | None = None
         # (job, shard) -> (failed writes, monotonic time before which it is not retried)
         self._shard_errors: dict[tuple[int, int], tuple[int, float]] = {}
@@ -140,8 +139,8 @@ class Scenes:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
-        if self._releases:
-            await asyncio.wait(list(self._releases), timeout=timeout)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=timeout)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -184,7 +183,7 @@ class Scenes:
         held = self._governor.memory_hold() or await asyncio.to_thread(
             self._disk_hold, prepared.request.dest
         )
-        self._note_hold(job, held)
+        self._governor.note_hold(job.name, held)
         while not held and not self._stopping and self._wants_shard(job.id, prepared):
             busy = {run.shard for run in self._runs.values() if run.job_id == job.id}
             busy |= self._cooling(job.id)
@@ -229,12 +228,6 @@ class Scenes:
     def _busy(self, job_id: int) -> bool:
         return job_id in self._registrars or any(r.job_id == job_id for r in self._runs.values())
 
-    def _note_hold(self, job: jobs.JobRow, held: str | None) -> None:
-        if held:
-            self._governor.holds[job.name] = held
-        else:
-            self._governor.holds.pop(job.name, None)
-
     async def _prepare(self, job: jobs.JobRow) -> _Job | None:
         """The job's request and steps; a plug-in that no longer imports fails the job."""
         if job.id in self._prepared:
@@ -243,15 +236,15 @@ class Scenes:
             request = ScenesRequest.of_spec(job.name, json.loads(job.spec))
             steps = await asyncio.to_thread(load_steps, list(request.steps))
             source = await asyncio.to_thread(Input, request.input, request.columns)
-        except (KeyError, TypeError, ValueError) as exc:
-            message = f"the job's stored parameters are unreadable ({exc!r})"
+        except (Refused, KeyError, TypeError, ValueError) as exc:
+            message = (
+                str(exc)
+                if isinstance(exc, Refused)
+                else f"the job's stored parameters are unreadable ({exc!r})"
+            )
             await self._writer.call(lambda conn: _fail_job(conn, job.id, message))
             return None
-        except Refused as exc:
-            message = str(exc)
-            await self._writer.call(lambda conn: _fail_job(conn, job.id, message))
-            return None
-        self._prepared[job.id] = _Job(request, steps, source.kept)
+        self._prepared[job.id] = _Job(request, steps, source)
         return self._prepared[job.id]
 
     # -- registration ----------------------------------------------------------------------
@@ -261,8 +254,8 @@ class Scenes:
         try:
             progress = await self._readers.call(lambda conn: records.registration(conn, job.id))
             assert progress is not None
-            source = await self._source(prepared, progress.rows_total)
-            chunks = source.chunks(progress.rows_read)
+            _check_unchanged(prepared, progress.rows_total)
+            chunks = prepared.source.chunks(progress.rows_read)
             at = progress.rows_read
             while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
                 await self._writer.call(
@@ -287,16 +280,6 @@ class Scenes:
             self._registrars.pop(job.id, None)
             self.wake()
 
-    async def _source(self, prepared: _Job, rows_total: int) -> Input:
-        request = prepared.request
-        source = await asyncio.to_thread(Input, request.input, request.columns)
-        if source.rows_total != rows_total:
-            raise InvalidArgument(
-                f"{request.input} changed since the job was submitted ({rows_total:,} rows "
-                f"then, {source.rows_total:,} now); submit it again under a new name"
-            )
-        return source
-
     # -- one shard -------------------------------------------------------------------------
 
     def _start_shard(self, job: jobs.JobRow, prepared: _Job, claimed: records.Claimed) -> None:
@@ -312,9 +295,7 @@ class Scenes:
             del self._runs[key]
         error = None if task.cancelled() else task.exception()
         if task.cancelled() or error is not None:
-            release = asyncio.ensure_future(self._release(run.ids))
-            self._releases.add(release)
-            release.add_done_callback(self._releases.discard)
+            self._in_background(self._release(run.ids))
         if isinstance(error, DiskFatal):
             self._on_fatal(error)
         elif error is not None and not isinstance(error, StoreFatal):
@@ -334,11 +315,15 @@ class Scenes:
         )
         if failures >= SHARD_ATTEMPTS:
             message = f"shard {run.shard} could not be written {failures} times: {error!r}"
-            fail = asyncio.ensure_future(
+            self._in_background(
                 self._writer.call(lambda conn: _fail_job(conn, run.job_id, message))
             )
-            self._releases.add(fail)
-            fail.add_done_callback(self._releases.discard)
+
+    def _in_background(self, write) -> None:
+        """A store write nobody awaits; drain waits for it before the store closes."""
+        future = asyncio.ensure_future(write)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
 
     async def _release(self, ids: list[int]) -> None:
         with contextlib.suppress(StoreFatal):
@@ -353,7 +338,7 @@ class Scenes:
         giving the shard up waits for a write in progress instead of racing it.
         """
         request = prepared.request
-        kept = prepared.kept
+        kept = prepared.source.kept
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard") as thread:
             loop = asyncio.get_running_loop()
             writer = await loop.run_in_executor(
@@ -487,6 +472,16 @@ def _failure(
         error=error,
     )
     return outcome, row
+
+
+def _check_unchanged(prepared: _Job, rows_total: int) -> None:
+    """The input still has the rows it had at submit: registration resumes by row number."""
+    request, now = prepared.request, prepared.source.rows_total
+    if now != rows_total:
+        raise InvalidArgument(
+            f"{request.input} changed since the job was submitted ({rows_total:,} rows "
+            f"then, {now:,} now); submit it again under a new name"
+        )
 
 
 def _start_job(conn: apsw.Connection, job: jobs.JobRow) -> jobs.JobRow:

@@ -313,17 +313,6 @@ def failed_count(conn: apsw.Connection, job_id: int) -> int:
     return counts(conn, job_id).get(str(S.FAILED), (0, 0))[0]
 
 
-def failure_groups(conn: apsw.Connection, job_id: int, step: str = "") -> list[tuple]:
-    """(step, error class, count, a sample message), most frequent first."""
-    return conn.execute(
-        "SELECT coalesce(step, ''), coalesce(error_class, ''), count(*), "
-        "coalesce(max(error), '') FROM scenes "
-        "WHERE job_id = ? AND state = 'failed' AND (? = '' OR step = ?) "
-        "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
-        (job_id, step, step),
-    ).fetchall()
-
-
 def failures(conn: apsw.Connection, job_id: int, step: str, limit: int) -> list[tuple]:
     """(key, url, step, error class, error, attempts) of failed items, in input order."""
     return conn.execute(

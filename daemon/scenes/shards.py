@@ -36,7 +36,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bulkforge.daemon.downloader.install import fsync_or_die, sync_files
+from bulkforge.daemon.downloader.install import (
+    fsync_or_die,
+    replace_durably,
+    sync_files,
+    write_durably,
+)
 
 FORMATS = ("files", "webdataset", "parquet")
 # The index's own columns; a kept column of one of these names is indexed as input_<name>.
@@ -76,7 +81,6 @@ class Written:
     successes: int
     failures: int
     bytes: int
-    paths: list[Path]
 
 
 @dataclass
@@ -136,14 +140,14 @@ class ShardWriter:
 
     def finish(self) -> Written:
         """Sync, rename into place, write the index and stats; returns what was written."""
-        paths = [self._finish_data()]
+        self._finish_data()
         if self.format != "parquet":
-            paths.append(self._durable(f"{self.name}.parquet", self._index_bytes()))
-        paths.append(self._durable(f"{self.name}_stats.json", self._stats_bytes()))
+            write_durably(self.dest / f"{self.name}.parquet", self._index_bytes())
+        write_durably(self.dest / f"{self.name}_stats.json", self._stats_bytes())
         fsync_or_die(self.dest)
         successes = sum(row["status"] == SUCCESS for row in self._rows)
         size = sum(row["size"] or 0 for row in self._rows)
-        return Written(successes, len(self._rows) - successes, size, paths)
+        return Written(successes, len(self._rows) - successes, size)
 
     def close_and_abandon(self) -> None:
         """Give the shard up (its items were interrupted): nothing of it stays."""
@@ -211,31 +215,20 @@ class ShardWriter:
     def _finish_data(self) -> Path:
         if self._tar is not None:
             self._tar.close()
-            return self._rename(f"{self.name}.tar", sync=True)
+            return self._rename(f"{self.name}.tar")
         if self._parquet is not None:
             self._parquet.close()
-            return self._rename(f"{self.name}.parquet", sync=True)
+            return self._rename(f"{self.name}.parquet")
         sync_files(self._folder_files)
         fsync_or_die(self._temporary(self.name))
         final = self.dest / self.name
         if final.exists():
             shutil.rmtree(final)
-        return self._rename(self.name, sync=False)
-
-    def _rename(self, name: str, sync: bool) -> Path:
-        temporary, final = self._temporary(name), self.dest / name
-        if sync:
-            fsync_or_die(temporary)
-        os.replace(temporary, final)
+        os.replace(self._temporary(self.name), final)
         return final
 
-    def _durable(self, name: str, data: bytes) -> Path:
-        temporary = self._temporary(name)
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return self._rename(name, sync=False)
+    def _rename(self, name: str) -> Path:
+        return replace_durably(self._temporary(name), self.dest / name)
 
     def _index_bytes(self) -> bytes:
         buffer = pa.BufferOutputStream()

@@ -5,7 +5,7 @@
 
 Build (not timed against the daemon): a state dir whose store is created by
 `store.apply_schema` (so the file-count triggers are in effect), then, in one apsw
-transaction, `jobs.create_download_job` with N rows and the job moved queued -> running ->
+transaction, `register.create_download_job` with N rows and the job moved queued -> running ->
 paused through `jobs.move_job`. URLs point at 127.0.0.1:9, where nothing listens.
 
 Each start: first `files.claim` moves --in-flight rows to downloading (a crash's leftovers, for
@@ -45,7 +45,7 @@ from common import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bulkforge.daemon import jobs, store
-from bulkforge.daemon.downloader import batches, files
+from bulkforge.daemon.downloader import batches, files, register
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
@@ -62,7 +62,7 @@ def build(db_path: Path, n: int, dest: Path, job_state: str) -> dict:
     conn = store.open_connection(db_path)
     store.apply_schema(conn)
     with conn:
-        job, _ = jobs.create_download_job(
+        job, _ = register.create_download_job(
             conn, JOB, {"kind": "download", "n": n}, str(dest), file_entries(n)
         )
         job = jobs.move_job(conn, job, JobState.RUNNING)

@@ -24,7 +24,7 @@ import numpy as np
 import psutil
 from pydantic import TypeAdapter
 
-from bulkforge.daemon.planner import FileSizes, capacity, plan
+from bulkforge.daemon.downloader.planner import FileSizes, capacity, plan
 from bulkforge.daemon.settings import Size
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc

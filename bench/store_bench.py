@@ -4,7 +4,7 @@
                                 [--modes FULL,NORMAL] [--keep]
 
 For each synchronous mode, on a fresh store file in a temp dir under --dir:
-1. insert N file rows for one download job with `jobs.create_download_job`, as one writer op
+1. insert N file rows for one download job with `register.create_download_job`, as one writer op
    (what Submit does; the file-count triggers run for every row);
 2. push N guarded single-row transitions pending -> downloading (`store.guarded_update` with
    the file machine's check, the same write `files.claim` makes), each a separate writer op,
@@ -44,7 +44,8 @@ from common import (
     table,
 )
 
-from bulkforge.daemon import jobs, store
+from bulkforge.daemon import store
+from bulkforge.daemon.downloader import register
 from bulkforge.daemon.machines.file import FileState, check_transition
 
 SYNC_CODES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
@@ -80,7 +81,7 @@ def run_mode(root: Path, mode: str, n: int, producers: int, window: int) -> dict
 
         started = time.perf_counter()
         job, _ = writer.call_sync(
-            lambda c: jobs.create_download_job(
+            lambda c: register.create_download_job(
                 c, "bench", {"kind": "download", "n": n}, str(root / "dest"), file_entries(n)
             )
         )

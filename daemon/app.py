@@ -19,20 +19,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from loguru import logger
 
-from bulkforge.daemon import jobs
-from bulkforge.daemon.api import Servicer, version
+from bulkforge.daemon import jobs, registry
+from bulkforge.daemon.api.servicer import Servicer, version
 from bulkforge.daemon.control import Control
-from bulkforge.daemon.downloader import files
-from bulkforge.daemon.downloader.scheduler import Downloader
 from bulkforge.daemon.governor import Governor, use_lean_memory
-from bulkforge.daemon.machines import batch as batch_machine
-from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.notify import Notifier
-from bulkforge.daemon.scenes import records
-from bulkforge.daemon.scenes.pipeline import Scenes
+from bulkforge.daemon.pipeline import Kinds, Services
 from bulkforge.daemon.settings import Settings
-from bulkforge.daemon.store import SchemaTooNew, Store, StoreFatal, guarded_update, now_ms
+from bulkforge.daemon.store import SchemaTooNew, Store, StoreFatal
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
 
@@ -112,25 +107,10 @@ def _take_ownership(settings: Settings) -> list[int]:
     return locks
 
 
-def _boot_repair(conn: apsw.Connection) -> None:
+def _boot_repair(conn: apsw.Connection, kinds: Kinds) -> None:
     """Every row a crash left in flight moves to a defined state, one log line each."""
-    files.repair_in_flight(conn)
-    for batch_id, index, name in conn.execute(
-        "SELECT batches.id, idx, name FROM batches JOIN jobs ON jobs.id = batches.job_id "
-        "WHERE batches.state = 'verifying'"
-    ).fetchall():
-        guarded_update(
-            conn,
-            "batches",
-            batch_id,
-            BatchState.VERIFYING,
-            BatchState.ACTIVE,
-            batch_machine.check_transition,
-            updated_at=now_ms(),
-        )
-        logger.info("repair: job {} batch {} was verifying at shutdown -> active", name, index)
-    for name, count in records.repair_in_flight(conn):
-        logger.info("repair: job {}: {:,} item(s) were running at shutdown -> pending", name, count)
+    for kind in kinds:
+        kind.repair(conn)
     for job in jobs.jobs_in_states(conn, (JobState.RUNNING,)):
         logger.info("job {} was running at shutdown; it continues", job.name)
 
@@ -155,7 +135,6 @@ def run(settings: Settings) -> int:
             return EXIT_IO_ERROR
         store.start()
         try:
-            store.writer.call_sync(_boot_repair)
             asyncio.run(_serve(settings, store, lifecycle))
         except StoreFatal as exc:
             lifecycle.fatal(exc)
@@ -182,15 +161,12 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
         int(settings.memory_cap),
         settings.cpu_workers,
     )
-    downloader = Downloader(settings, store, governor, lifecycle.fatal)
-    scenes = Scenes(settings, store, governor, lifecycle.fatal)
-    control = Control(store, downloader, scenes)
-    server, health_servicer = await _start_server(settings, store, control, downloader)
-    pipelines = [
-        asyncio.create_task(downloader.run(), name="downloader"),
-        asyncio.create_task(scenes.run(), name="scenes"),
-    ]
-    keepalive = asyncio.create_task(_report(notifier, store, downloader), name="sd_notify")
+    kinds = registry.build(Services(settings, store, governor, lifecycle.fatal))
+    await store.writer.call(lambda conn: _boot_repair(conn, kinds))
+    control = Control(store, kinds, governor, settings)
+    server, health_servicer = await _start_server(settings, control)
+    runners = [asyncio.create_task(kind.runner.run(), name=kind.name) for kind in kinds]
+    keepalive = asyncio.create_task(_report(notifier, store, control), name="sd_notify")
     logger.info(
         "bfd {} ready on {} (state {}, pid {})",
         version(),
@@ -204,21 +180,19 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
     logger.info("stopping: draining transfers (up to {} s)", settings.drain_timeout)
     notifier.stopping("draining")
     await health_servicer.enter_graceful_shutdown()
-    await asyncio.gather(
-        downloader.drain(settings.drain_timeout), scenes.drain(settings.drain_timeout)
-    )
-    for task in (*pipelines, keepalive):
+    await asyncio.gather(*(kind.runner.drain(settings.drain_timeout) for kind in kinds))
+    for task in (*runners, keepalive):
         task.cancel()
-    await asyncio.gather(*pipelines, keepalive, return_exceptions=True)
+    await asyncio.gather(*runners, keepalive, return_exceptions=True)
     await server.stop(grace=1.0)
     await asyncio.to_thread(governor.close)
 
 
 async def _start_server(
-    settings: Settings, store: Store, control: Control, downloader: Downloader
+    settings: Settings, control: Control
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     server = grpc.aio.server()
-    pb_grpc.add_BulkforgeServicer_to_server(Servicer(control, store, settings, downloader), server)
+    pb_grpc.add_BulkforgeServicer_to_server(Servicer(control), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -239,7 +213,7 @@ async def _start_server(
     return server, health_servicer
 
 
-async def _report(notifier: Notifier, store: Store, downloader: Downloader) -> None:
+async def _report(notifier: Notifier, store: Store, control: Control) -> None:
     """Ping the watchdog while the store's writer is alive, and keep STATUS current."""
     interval = notifier.watchdog_interval or STATUS_EVERY_S
     since_status = 0.0
@@ -249,7 +223,5 @@ async def _report(notifier: Notifier, store: Store, downloader: Downloader) -> N
         since_status += interval
         if since_status >= STATUS_EVERY_S:
             since_status = 0.0
-            notifier.status(
-                f"{downloader.active_transfers} transfers; {store.writer.commits} commits"
-            )
+            notifier.status(f"{control.active_transfers} transfers; {store.writer.commits} commits")
         await asyncio.sleep(min(interval, STATUS_EVERY_S))

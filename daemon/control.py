@@ -1,76 +1,103 @@
-"""The verbs of the control API, on the store and the pipelines; the servicer only translates."""
+"""The verbs of the control API, on the store and the job kinds; the servicer only translates.
 
-import asyncio
-import contextlib
+Every verb exists once here, kind-neutral: what differs by kind is asked of the
+job's kind through the seam (`pipeline.py`), and a verb only some kinds offer is
+refused, saying why, for a job of another kind.
+"""
+
 import os
-import uuid
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import apsw
+import psutil
 from loguru import logger
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.disks import identify
-from bulkforge.daemon.downloader import batches, files, verify
-from bulkforge.daemon.downloader.incremental import sizes_on_disk, skip_unchanged
-from bulkforge.daemon.downloader.listing import DownloadRequest, source_pages
-from bulkforge.daemon.downloader.scheduler import Downloader
-from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
+from bulkforge.daemon.errors import FailedPrecondition
+from bulkforge.daemon.failures import FailureGroupRow, FailureReport
+from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.machines.job import TERMINAL, JobState
-from bulkforge.daemon.planner import Space
-from bulkforge.daemon.scenes import export, records
-from bulkforge.daemon.scenes.items import Input, ItemChunk
-from bulkforge.daemon.scenes.pipeline import Scenes
-from bulkforge.daemon.scenes.request import ScenesRequest
-from bulkforge.daemon.scenes.steps import load_steps
-from bulkforge.daemon.store import Store, StoreFatal, now_ms
+from bulkforge.daemon.pipeline import DiskBatches, ItemExport, Kinds
+from bulkforge.daemon.settings import Settings
+from bulkforge.daemon.store import SYNCHRONOUS, Store, now_ms
 
 
 @dataclass
 class Stats:
     view: jobs.JobView
     throughput: list[tuple[int, int, int]]
-    failures: list[files.FailureGroupRow]
+    failures: list[FailureGroupRow]
     elapsed_s: float
     items_per_s: float
     bytes_per_s: float
     bucket_s: int = 60
 
 
+@dataclass(frozen=True)
+class DiskUse:
+    path: str
+    total_bytes: int
+    free_bytes: int
+
+
 @dataclass
-class FailureReport:
-    groups: list[files.FailureGroupRow]
-    failures: list[files.FailureRow] = field(default_factory=list)
-    total: int = 0
+class SystemView:
+    """What the daemon sees of itself and decides: the answer of `bfctl system`."""
+
+    pid: int
+    uptime_s: float
+    state_dir: str
+    socket: str
+    rss_bytes: int
+    memory_cap: int
+    cpu_workers: int
+    disk_threshold: float
+    bandwidth: int
+    active_transfers: int
+    holds: dict[str, str]
+    max_connections: int
+    db_bytes: int
+    wal_bytes: int
+    durability: str
+    commits: int
+    commit_p99_ms: float
+    disks: list[DiskUse] = field(default_factory=list)
 
 
 class Control:
-    def __init__(self, store: Store, downloader: Downloader, scenes: Scenes):
+    def __init__(self, store: Store, kinds: Kinds, governor: Governor, settings: Settings):
+        self._store = store
         self._writer = store.writer
         self._readers = store.readers
-        self._downloader = downloader
-        self._scenes = scenes
-
-    def _wake(self) -> None:
-        self._downloader.wake()
-        self._scenes.wake()
+        self._kinds = kinds
+        self._governor = governor
+        self._settings = settings
+        self._started = time.monotonic()
 
     # -- reads -----------------------------------------------------------------------------
 
     async def status(self, name: str) -> jobs.JobView:
-        view = await self._readers.call(lambda c: jobs.job_view(c, jobs.get_job(c, name)))
+        view = await self._readers.call(lambda c: self._view(c, jobs.get_job(c, name)))
         return self._with_in_flight(view)
 
     async def list(self) -> list[jobs.JobView]:
-        views = await self._readers.call(
-            lambda c: [jobs.job_view(c, job) for job in jobs.all_jobs(c)]
-        )
+        views = await self._readers.call(lambda c: [self._view(c, job) for job in jobs.all_jobs(c)])
         return [self._with_in_flight(view) for view in views]
 
+    def _view(self, conn: apsw.Connection, job: jobs.JobRow) -> jobs.JobView:
+        kind = self._kinds.of(job)
+        view = jobs.job_view(conn, job)
+        view.batch_unit = kind.batch_unit
+        view.item_tones = dict(kind.item_tones)
+        kind.fill_view(conn, view)
+        return view
+
     def _with_in_flight(self, view: jobs.JobView) -> jobs.JobView:
-        """Count the bytes of transfers under way, so progress moves between files."""
-        view.bytes_done += self._downloader.in_flight_bytes(view.job.id)
+        """Count the bytes of work under way, so progress moves between items."""
+        view.bytes_done += self._kinds.of(view.job).runner.in_flight_bytes(view.job.id)
         if view.bytes_total:
             view.bytes_done = min(view.bytes_done, view.bytes_total)
         return view
@@ -78,30 +105,17 @@ class Control:
     async def failures(self, name: str, step: str, limit: int) -> FailureReport:
         def read(conn: apsw.Connection) -> FailureReport:
             job = jobs.get_job(conn, name)
-            if job.kind == "scenes":
-                return _scene_failures(conn, job.id, step, limit)
-            groups = files.failure_groups(conn, job.id, step)
-            report = FailureReport(groups, files.failures(conn, job.id, step, limit))
-            report.total = sum(group.count for group in groups)
-            return report
+            return self._kinds.of(job).failures(conn, job, step, limit)
 
         return await self._readers.call(read)
 
     async def stats(self, name: str) -> Stats:
         def read(conn: apsw.Connection) -> tuple[jobs.JobView, list, list, int]:
             job = jobs.get_job(conn, name)
-            view = jobs.job_view(conn, job)
-            if job.kind == "scenes":
-                bucket = _bucket_ms(view.job)
-                throughput = records.throughput(conn, job.id, bucket)
-                groups = _scene_failures(conn, job.id, "", 0).groups
-                return view, throughput, groups, bucket
-            return (
-                view,
-                files.throughput(conn, job.id),
-                files.failure_groups(conn, job.id),
-                60_000,
-            )
+            kind = self._kinds.of(job)
+            throughput, bucket = kind.throughput(conn, job)
+            groups = kind.failures(conn, job, "", 0).groups
+            return self._view(conn, job), throughput, groups, bucket
 
         view, throughput, groups, bucket = await self._readers.call(read)
         finished = view.job.updated_at if view.job.state in TERMINAL else now_ms()
@@ -112,77 +126,66 @@ class Control:
             view, throughput, groups, elapsed, items / elapsed, size / elapsed, bucket // 1000
         )
 
+    def system(self) -> SystemView:
+        """The daemon, its governor and its store now (file system reads: call in a thread)."""
+        governor, settings, writer = self._governor, self._settings, self._store.writer
+        db_bytes, wal_bytes = self._store.file_sizes()
+        dests = sorted({job.dest for job in self._store.readers.read(jobs.all_jobs)})
+        return SystemView(
+            pid=os.getpid(),
+            uptime_s=time.monotonic() - self._started,
+            state_dir=str(settings.state_dir),
+            socket=str(settings.socket),
+            rss_bytes=governor.rss(),
+            memory_cap=governor.memory_cap,
+            cpu_workers=governor.cpu_workers,
+            disk_threshold=governor.disk.threshold,
+            bandwidth=governor.bandwidth.rate,
+            active_transfers=self.active_transfers,
+            holds=dict(governor.holds),
+            max_connections=settings.max_connections,
+            db_bytes=db_bytes,
+            wal_bytes=wal_bytes,
+            durability=f"synchronous={SYNCHRONOUS}, WAL, group commit",
+            commits=writer.commits,
+            commit_p99_ms=writer.commit_p99_ms(),
+            disks=[_disk_use(path) for path in dests if os.path.isdir(path)],
+        )
+
+    @property
+    def active_transfers(self) -> int:
+        return sum(kind.runner.active_transfers for kind in self._kinds)
+
     # -- writes ----------------------------------------------------------------------------
 
-    async def submit_download(self, request: DownloadRequest) -> tuple[jobs.JobView, bool]:
-        await asyncio.to_thread(_prepare_dest, request.dest)
-        spec = request.spec()
-        # A resubmission answers at once, without listing the source again.
-        existing = await self._readers.call(lambda c: jobs.existing_job(c, request.name, spec))
-        if existing is not None:
-            return await self.status(existing.name), False
-        space = await asyncio.to_thread(_space_of, request)
-        table = f"staged_{uuid.uuid4().hex}"
-        await self._writer.call(lambda c: jobs.stage_open(c, table))
-        try:
-            pages = _with_sizes_on_disk(source_pages(request.source), request.dest)
-            while (staged := await asyncio.to_thread(next, pages, None)) is not None:
-                await self._writer.call(lambda c, staged=staged: jobs.stage_rows(c, table, *staged))
-            job, created = await self._writer.call(
-                lambda c: _create_download_job(c, request, spec, table, space)
-            )
-        finally:
-            with contextlib.suppress(StoreFatal):
-                await self._writer.call(lambda c: jobs.stage_drop(c, table))
+    async def submit(self, name: str, kind_name: str, spec: Any) -> tuple[jobs.JobView, bool]:
+        """A job of the named kind from its spec message; idempotent by name."""
+        kind = self._kinds.named(kind_name)
+        job, created = await kind.submit(kind.parse(name, spec))
+        view = await self.status(job.name)
         if created:
-            self._downloader.wake()
-        return await self.status(job.name), created
+            logger.info("job {} submitted: {:,} items", job.name, view.items_total)
+        return view, created
 
-    async def submit_scenes(self, request: ScenesRequest) -> tuple[jobs.JobView, bool]:
-        await asyncio.to_thread(_prepare_dest, request.dest)
-        spec = request.spec()
-        existing = await self._readers.call(lambda c: jobs.existing_job(c, request.name, spec))
-        if existing is not None:
-            return await self.status(existing.name), False
-        # Plug-ins are imported now: one that does not import refuses the job, not its items.
-        await asyncio.to_thread(load_steps, list(request.steps))
-        rows_total, first = await asyncio.to_thread(_first_chunk, request)
-        job, created = await self._writer.call(
-            lambda c: jobs.create_scenes_job(
-                c, request.name, spec, str(request.dest), rows_total, first
-            )
-        )
-        if created:
-            self._scenes.wake()
-        return await self.status(job.name), created
-
-    async def export(self, name: str, dest: Path) -> export.Exported:
-        await asyncio.to_thread(_prepare_dest, dest)
-
-        def write(conn: apsw.Connection) -> export.Exported:
-            job = jobs.get_job(conn, name)
-            if job.kind != "scenes":
-                raise FailedPrecondition(
-                    f"job {name!r} is a {job.kind} job; export writes the items of a scenes job"
-                )
-            return export.write(conn, job, dest)
-
-        # One read transaction: the three files describe the same moment.
-        return await self._readers.call(write)
+    async def set_limits(self, limits: dict[str, str]) -> None:
+        """Change the governor's limits now; every kind looks at its work again."""
+        self._governor.change(limits)
+        logger.info("governor limits changed: {}", limits)
+        self._kinds.wake()
 
     async def pause(self, name: str) -> jobs.JobView:
         job = await self._move(name, JobState.PAUSED, "pause")
-        self._stop_job(job.id, cancelled=False)
+        self._kinds.of(job).runner.stop_job(job.id, cancelled=False)
         return await self.status(name)
 
     async def resume(self, name: str) -> jobs.JobView:
         await self._move(name, JobState.RUNNING, "resume", only_from=JobState.PAUSED)
-        self._wake()
+        self._kinds.wake()
         return await self.status(name)
 
     async def cancel(self, name: str) -> jobs.JobView:
         job = await self._move(name, JobState.CANCELLED, "cancel", message="cancelled")
-        self._stop_job(job.id, cancelled=True)
+        self._kinds.of(job).runner.stop_job(job.id, cancelled=True)
         return await self.status(name)
 
     async def retry(self, name: str, step: str, error: str) -> tuple[jobs.JobView, int]:
@@ -192,45 +195,45 @@ class Control:
                 raise FailedPrecondition(
                     f"cannot retry job {name!r}: it was cancelled; submit it again under a new name"
                 )
-            if job.kind == "scenes":
-                retried = records.retry_failed(conn, job.id, step, error)
-            else:
-                retried = files.retry_failed(conn, job.id, step, error)
-                batches.reopen_retried(conn, job.id)
+            retried = self._kinds.of(job).retry(conn, job, step, error)
             if retried and job.state == JobState.FAILED:
                 jobs.move_job(conn, job, JobState.QUEUED, message="")
             return retried
 
         retried = await self._writer.call(requeue)
-        self._wake()
+        self._kinds.wake()
         return await self.status(name), retried
 
+    # -- verbs of some kinds ---------------------------------------------------------------
+
+    async def export(self, name: str, dest: str) -> Any:
+        job = await self._job(name)
+        return await self._kinds.capable(ItemExport, job, "export").export(job, dest)
+
     async def continue_job(self, name: str) -> jobs.JobView:
-        await self._readers.call(lambda conn: _download_job(conn, name, "continue"))
-        await self._writer.call(lambda conn: batches.continue_job(conn, name))
-        self._downloader.wake()
+        job = await self._job(name)
+        await self._kinds.capable(DiskBatches, job, "continue").continue_job(job)
         return await self.status(name)
 
-    async def swap(self, name: str, dest: Path | None) -> tuple[jobs.JobView, batches.Swapped]:
-        await self._readers.call(lambda conn: _download_job(conn, name, "swap"))
-        if dest is not None:
-            await asyncio.to_thread(_check_swap_dest, dest)
-        swapped = await self._writer.call(lambda conn: batches.swap(conn, name, dest))
-        self._downloader.wake()
+    async def swap(self, name: str, dest: Path | None) -> tuple[jobs.JobView, Any]:
+        job = await self._job(name)
+        swapped = await self._kinds.capable(DiskBatches, job, "swap").swap(job, dest)
         return await self.status(name), swapped
 
-    async def verify(self, name: str, batch: int | None) -> verify.Verification:
-        dest = await self._readers.call(lambda conn: _download_job(conn, name, "verify").dest)
-        mounted = await asyncio.to_thread(identify, Path(dest))
-        wanted = await self._readers.call(
-            lambda conn: verify.read_wanted(conn, name, batch, mounted)
-        )
-        workers = self._downloader.governor.workers()
-        return await asyncio.to_thread(verify.check, wanted, mounted, workers)
+    async def verify(self, name: str, batch: int | None) -> Any:
+        job = await self._job(name)
+        return await self._kinds.capable(DiskBatches, job, "verify").verify(job, batch)
 
-    def _stop_job(self, job_id: int, cancelled: bool) -> None:
-        self._downloader.stop_job(job_id)
-        self._scenes.stop_job(job_id, cancelled)
+    async def plan(self, request: Any) -> Any:
+        return await self._kinds.offering(DiskBatches).plan(request)
+
+    async def analyze(self, request: Any) -> Any:
+        return await self._kinds.offering(DiskBatches).analyze(request)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _job(self, name: str) -> jobs.JobRow:
+        return await self._readers.call(lambda conn: jobs.get_job(conn, name))
 
     async def _move(
         self,
@@ -248,116 +251,6 @@ class Control:
         return await self._writer.call(move)
 
 
-def _download_job(conn: apsw.Connection, name: str, verb: str) -> jobs.JobRow:
-    """The job, when it is one of files on disks (the verbs of disk batches need one)."""
-    job = jobs.get_job(conn, name)
-    if job.kind != "download":
-        raise FailedPrecondition(
-            f"cannot {verb} job {name!r}: it is a {job.kind} job, which has no disk batches"
-        )
-    return job
-
-
-def _first_chunk(request: ScenesRequest) -> tuple[int, ItemChunk | None]:
-    """Check the input and read its first chunk: what is wrong there refuses the job."""
-    source = Input(request.input, request.columns)
-    if not source.rows_total:
-        raise InvalidArgument(f"--input {request.input}: there are no rows to process")
-    first = next(source.chunks(), None)
-    if first is None:
-        return source.rows_total, None
-    if first.rejected:
-        raise InvalidArgument(f"--input {first.rejected[0].describe()}; every row needs a key")
-    seen: dict[str, int] = {}
-    for key, row in zip(first.keys, first.rows, strict=True):
-        if key in seen:
-            raise InvalidArgument(
-                f"--input {first.source}: rows {seen[key]} and {row} have the same key {key!r}; "
-                "keys must be unique"
-            )
-        seen[key] = row
-    return source.rows_total, first
-
-
-def _scene_failures(conn: apsw.Connection, job_id: int, step: str, limit: int) -> FailureReport:
-    """Failed items by step and class; input rows skipped at registration are one more group."""
-    groups = files.failure_groups(conn, job_id, step, table="scenes")
-    progress = records.registration(conn, job_id)
-    if progress is not None and progress.rejected and step in ("", "register"):
-        groups.append(
-            files.FailureGroupRow(
-                "register", "rejected_row", progress.rejected, progress.first_rejected
-            )
-        )
-    listed = [
-        files.FailureRow(*row, retrying=False)
-        for row in (records.failures(conn, job_id, step, limit) if limit else [])
-    ]
-    return FailureReport(groups, listed, sum(group.count for group in groups))
-
-
-def _bucket_ms(job: jobs.JobRow) -> int:
-    """Throughput buckets: a few dozen over the job's life, at least a second each."""
-    span = max(1, (now_ms() if job.state not in TERMINAL else job.updated_at) - job.created_at)
-    for bucket in (1_000, 5_000, 10_000, 60_000, 300_000, 3_600_000):
-        if span / bucket <= 60:
-            return bucket
-    return 86_400_000
-
-
-def _create_download_job(
-    conn: apsw.Connection, request: DownloadRequest, spec: dict, table: str, space: int | None
-) -> tuple[jobs.JobRow, bool]:
-    """The job from its staged rows, cut into batches when asked, minus what is in place."""
-    job, created = jobs.create_staged_job(conn, request.name, spec, str(request.dest), table)
-    if created and request.batching is not None and space is not None:
-        planned = batches.plan_staged(conn, table, space, request.batching)
-        batches.apply_plan(conn, job.id, planned)
-        logger.info(
-            "job {}: {} batch(es) of at most {:,} bytes, {} oversize file(s) ({})",
-            job.name,
-            len(planned.batches),
-            planned.capacity,
-            planned.oversize_files,
-            planned.oversize_policy,
-        )
-    if created:
-        skip_unchanged(conn, job.id, str(request.dest), table)
-    return job, created
-
-
-def _space_of(request: DownloadRequest) -> int | None:
-    """The bytes per disk of a batched download; `auto` measures dest now."""
-    if request.batching is None:
-        return None
-    return Space.resolve(request.batching.space, str(request.dest)).bytes
-
-
-def _with_sizes_on_disk(pages, dest: Path):
-    """Each page with what is already on disk for it (stat in the listing's thread)."""
-    for page in pages:
-        yield page, sizes_on_disk(dest, page)
-
-
-def _check_swap_dest(dest: Path) -> None:
-    """A swap's new dest must already be there: it is the new disk's mount point."""
-    _check_dest(dest, create=False)
-
-
-def _prepare_dest(dest: Path) -> None:
-    _check_dest(dest, create=True)
-
-
-def _check_dest(dest: Path, create: bool) -> None:
-    if not dest.is_absolute():
-        raise InvalidArgument(f"dest {str(dest)!r} must be an absolute path")
-    if create:
-        try:
-            dest.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InvalidArgument(f"cannot create dest {dest}: {exc.strerror}") from None
-    if not dest.is_dir():
-        hint = "" if create else " (is the new disk mounted?)"
-        raise InvalidArgument(f"dest {dest} is not a directory{hint}")
-    if not os.access(dest, os.W_OK | os.X_OK):
-        raise InvalidArgument(f"bfd may not write into dest {dest} (check its owner and mode)")
+def _disk_use(path: str) -> DiskUse:
+    usage = psutil.disk_usage(path)
+    return DiskUse(path, usage.total, usage.free)

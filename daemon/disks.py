@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psutil
 
+from bulkforge.daemon.errors import InvalidArgument
+
 BY_UUID = Path("/dev/disk/by-uuid")
 BY_LABEL = Path("/dev/disk/by-label")
 
@@ -103,3 +105,30 @@ def _udev_name(directory: Path, device: int) -> str:
 def free_bytes(path: Path) -> int:
     """Bytes an unprivileged writer can still use on path's filesystem."""
     return shutil.disk_usage(path).free
+
+
+def prepare_dest(dest: Path | str) -> Path:
+    """A job's dest, created when missing; refused when bfd may not write there."""
+    return _check_dest(dest, create=True)
+
+
+def check_swap_dest(dest: Path) -> None:
+    """A swap's new dest must already be there: it is the new disk's mount point."""
+    _check_dest(dest, create=False)
+
+
+def _check_dest(given: Path | str, create: bool) -> Path:
+    dest = Path(given)
+    if not str(given) or not dest.is_absolute():
+        raise InvalidArgument(f"dest {str(given)!r} must be an absolute path")
+    if create:
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidArgument(f"cannot create dest {dest}: {exc.strerror}") from None
+    if not dest.is_dir():
+        hint = "" if create else " (is the new disk mounted?)"
+        raise InvalidArgument(f"dest {dest} is not a directory{hint}")
+    if not os.access(dest, os.W_OK | os.X_OK):
+        raise InvalidArgument(f"bfd may not write into dest {dest} (check its owner and mode)")
+    return dest

@@ -10,18 +10,11 @@ from dataclasses import dataclass, field
 
 import apsw
 
-from bulkforge.daemon.downloader.files import retrying_count
-from bulkforge.daemon.downloader.manifest import FileEntry
-from bulkforge.daemon.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from bulkforge.daemon.errors import AlreadyExists, FailedPrecondition, NotFound
+from bulkforge.daemon.machines import Tone
 from bulkforge.daemon.machines import job as job_machine
-from bulkforge.daemon.machines.file import FileState
 from bulkforge.daemon.machines.job import JobState
-from bulkforge.daemon.machines.scene import SceneState
-from bulkforge.daemon.scenes import records
-from bulkforge.daemon.scenes.items import ItemChunk
 from bulkforge.daemon.store import guarded_update, now_ms
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
 @dataclass(frozen=True)
@@ -49,6 +42,17 @@ class BatchView:
     updated_at: int = 0
 
 
+@dataclass(frozen=True)
+class Registration:
+    """How far a job's input has been read into the store (kinds that register as they run)."""
+
+    rows_total: int
+    rows_read: int
+    done: bool
+    rejected: int
+    first_rejected: str
+
+
 @dataclass
 class JobView:
     job: JobRow
@@ -58,8 +62,38 @@ class JobView:
     items_total: int = 0
     retrying: int = 0
     batches: list[BatchView] = field(default_factory=list)
-    # An item (scenes) job's input registration; None for other kinds.
-    registration: records.Registration | None = None
+    # The input's registration, for kinds that register as they run; else None.
+    registration: Registration | None = None
+    # What its batch rows are: "disk" batches or item "shard"s (its kind says).
+    batch_unit: str = "disk"
+    # Its item machine's states in the order they happen, each with its tone.
+    item_tones: dict[str, Tone] = field(default_factory=dict)
+
+    # The derived numbers, defined here once: `status`, `watch` and `stats` carry them.
+    @property
+    def succeeded(self) -> int:
+        """Items that ended well (done, or skipped because already in place)."""
+        return self._in_tone(Tone.OK)
+
+    @property
+    def failed(self) -> int:
+        return self._in_tone(Tone.BAD)
+
+    @property
+    def finished(self) -> int:
+        """Items that ended, well or not: what rates and the ETA count."""
+        return self.succeeded + self.failed
+
+    def ordered_counts(self) -> list[tuple[str, int, Tone]]:
+        """(state, items, tone) in the machine's order; states without items left out."""
+        known = [(s, self.counts[s], t) for s, t in self.item_tones.items() if s in self.counts]
+        others = [
+            (s, n, Tone.IDLE) for s, n in sorted(self.counts.items()) if s not in self.item_tones
+        ]
+        return known + others
+
+    def _in_tone(self, tone: Tone) -> int:
+        return sum(n for s, n in self.counts.items() if self.item_tones.get(s) == tone)
 
 
 JOB_COLUMNS = "id, name, kind, state, spec, dest, message, created_at, updated_at"
@@ -86,12 +120,16 @@ def get_job(conn: apsw.Connection, name: str) -> JobRow:
     return job
 
 
-def jobs_in_states(conn: apsw.Connection, states: Iterable[JobState]) -> list[JobRow]:
+def jobs_in_states(
+    conn: apsw.Connection, states: Iterable[JobState], kind: str | None = None
+) -> list[JobRow]:
+    """Jobs in any of the states, oldest first; only those of one kind when it is given."""
     wanted = [str(state) for state in states]
-    marks = ",".join("?" * len(wanted))
-    cursor = conn.execute(
-        f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY id", wanted
-    )
+    query = f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({','.join('?' * len(wanted))})"
+    if kind is not None:
+        query += " AND kind = ?"
+        wanted.append(kind)
+    cursor = conn.execute(query + " ORDER BY id", wanted)
     return [_job(row) for row in cursor]
 
 
@@ -101,19 +139,6 @@ def all_jobs(conn: apsw.Connection) -> list[JobRow]:
 
 def canonical_spec(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
-
-
-def create_download_job(
-    conn: apsw.Connection, name: str, spec: dict, dest: str, entries: Iterable[FileEntry]
-) -> tuple[JobRow, bool]:
-    """Register a job from entries in the caller's one transaction (stores built in place)."""
-    table = "staged_inline"
-    stage_open(conn, table)
-    try:
-        stage_rows(conn, table, entries)
-        return create_staged_job(conn, name, spec, dest, table)
-    finally:
-        stage_drop(conn, table)
 
 
 def existing_job(conn: apsw.Connection, name: str, spec: dict) -> JobRow | None:
@@ -127,77 +152,6 @@ def existing_job(conn: apsw.Connection, name: str, spec: dict) -> JobRow | None:
     return existing
 
 
-# Registration stages a job's rows in a TEMP table of the writer's connection,
-# page by page, each page its own short transaction; one last transaction
-# creates the job and moves the rows. A refused or crashed submit leaves nothing
-# behind, a long listing never holds the writer, and no listing is held in memory.
-STAGED_COLUMNS = "url, path, size, sha256, md5, etag, checksum_url"
-
-
-def stage_open(conn: apsw.Connection, table: str) -> None:
-    # on_disk: the size of the file already at dest/path when it was listed (NULL: none),
-    # looked up by the listing's thread so the final transaction touches no file system.
-    conn.execute(
-        f"CREATE TEMP TABLE {table} (url TEXT NOT NULL, path TEXT NOT NULL, size INTEGER, "
-        "sha256 TEXT, md5 TEXT, etag TEXT, checksum_url TEXT, on_disk INTEGER)"
-    )
-
-
-def stage_rows(
-    conn: apsw.Connection,
-    table: str,
-    entries: Iterable[FileEntry],
-    on_disk: Iterable[int | None] | None = None,
-) -> None:
-    entries = list(entries)
-    sizes = list(on_disk) if on_disk is not None else [None] * len(entries)
-    conn.executemany(
-        f"INSERT INTO temp.{table} ({STAGED_COLUMNS}, on_disk) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (e.url, e.path, e.size, e.sha256, e.md5, e.etag, e.checksum_url, size)
-            for e, size in zip(entries, sizes, strict=True)
-        ],
-    )
-
-
-def stage_drop(conn: apsw.Connection, table: str) -> None:
-    conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
-
-
-def create_staged_job(
-    conn: apsw.Connection, name: str, spec: dict, dest: str, table: str
-) -> tuple[JobRow, bool]:
-    """Create the job from its staged rows in one transaction; idempotent by name."""
-    existing = existing_job(conn, name, spec)
-    if existing is not None:
-        return existing, False
-    duplicate = conn.execute(
-        f"SELECT path FROM temp.{table} GROUP BY path HAVING count(*) > 1 LIMIT 1"
-    ).fetchone()
-    if duplicate:
-        raise InvalidArgument(
-            f"two entries would both be written to {duplicate[0]!r}; give them distinct paths"
-        )
-    files, total = conn.execute(
-        f"SELECT count(*), coalesce(sum(size), 0) FROM temp.{table}"
-    ).fetchone()
-    if not files:
-        raise InvalidArgument("the source lists no files")
-    stamp = now_ms()
-    job_id = insert_job(conn, name, "download", spec, dest)
-    conn.execute(
-        f"INSERT INTO files (job_id, {STAGED_COLUMNS}, updated_at) "
-        f"SELECT ?, {STAGED_COLUMNS}, ? FROM temp.{table} ORDER BY rowid",
-        (job_id, stamp),
-    )
-    conn.execute(
-        "INSERT INTO batches (job_id, idx, state, files, bytes, updated_at) "
-        "VALUES (?, 0, 'planned', ?, ?, ?)",
-        (job_id, files, total, stamp),
-    )
-    return get_job(conn, name), True
-
-
 def insert_job(conn: apsw.Connection, name: str, kind: str, spec: dict, dest: str) -> int:
     """A new queued job row; returns its id."""
     stamp = now_ms()
@@ -207,34 +161,6 @@ def insert_job(conn: apsw.Connection, name: str, kind: str, spec: dict, dest: st
         (name, kind, canonical_spec(spec), dest, stamp, stamp),
     )
     return conn.last_insert_rowid()
-
-
-def create_scenes_job(
-    conn: apsw.Connection,
-    name: str,
-    spec: dict,
-    dest: str,
-    rows_total: int,
-    first: ItemChunk | None,
-) -> tuple[JobRow, bool]:
-    """A scenes job with its first chunk of items; the rest is registered as it runs."""
-    existing = existing_job(conn, name, spec)
-    if existing is not None:
-        return existing, False
-    # Shards are numbered per job: two jobs in one directory would overwrite each other's.
-    other = conn.execute(
-        "SELECT name FROM jobs WHERE kind = 'scenes' AND dest = ? LIMIT 1", (dest,)
-    ).fetchone()
-    if other:
-        raise InvalidArgument(
-            f"--dest {dest} holds the shards of scenes job {other[0]!r}; give each scenes job "
-            "a directory of its own"
-        )
-    job_id = insert_job(conn, name, "scenes", spec, dest)
-    records.open_registration(conn, job_id, rows_total)
-    if first is not None:
-        records.register_chunk(conn, job_id, first, 0)
-    return get_job(conn, name), True
 
 
 def move_job(
@@ -278,11 +204,8 @@ def require_move(job: JobRow, new: JobState, verb: str, only_from: JobState | No
 
 
 def job_view(conn: apsw.Connection, job: JobRow) -> JobView:
+    """The kind-neutral part of a job's view: the row and its batches; the kind adds counts."""
     view = JobView(job=job)
-    if job.kind == "scenes":
-        _scene_counts(conn, view)
-    else:
-        _file_counts(conn, view)
     view.batches = [
         BatchView(*row)
         for row in conn.execute(
@@ -292,27 +215,3 @@ def job_view(conn: apsw.Connection, job: JobRow) -> JobView:
         )
     ]
     return view
-
-
-def _file_counts(conn: apsw.Connection, view: JobView) -> None:
-    for state, files, size in conn.execute(
-        "SELECT state, files, bytes FROM file_counts WHERE job_id = ? AND files > 0",
-        (view.job.id,),
-    ):
-        view.counts[state] = files
-        view.items_total += files
-        view.bytes_total += size
-        if state in (FileState.DONE, FileState.SKIPPED):
-            view.bytes_done += size
-    view.retrying = retrying_count(conn, view.job.id)
-
-
-def _scene_counts(conn: apsw.Connection, view: JobView) -> None:
-    """Items by state; the total counts rows not yet registered, minus those skipped."""
-    for state, (items, size) in records.counts(conn, view.job.id).items():
-        view.counts[state] = items
-        if state == SceneState.DONE:
-            view.bytes_done = view.bytes_total = size
-    view.registration = records.registration(conn, view.job.id)
-    if view.registration is not None:
-        view.items_total = view.registration.rows_total - view.registration.rejected

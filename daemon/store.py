@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -181,6 +181,65 @@ def guarded_update(
     )
     if conn.changes() != 1:
         raise TransitionConflict(f"{table} {row_id}: expected state {old} when moving to {new}")
+
+
+def guarded_update_where(
+    conn: apsw.Connection,
+    table: str,
+    old: StrEnum,
+    new: StrEnum,
+    check: Callable[[Any, Any], None],
+    where: str,
+    params: Sequence[Any] = (),
+    expected: int | None = None,
+    **columns: Any,
+) -> int:
+    """Move every row matching `where` that is in `old` to `new`, as one statement.
+
+    The move is checked against the machine first. With `expected`, exactly that many
+    rows must move, or the whole operation fails (TransitionConflict): a set claimed
+    or finished must not lose a member silently. Returns the rows moved.
+    """
+    check(old, new)
+    assignments = ", ".join(f"{name} = ?" for name in ("state", *columns))
+    conn.execute(
+        f"UPDATE {table} SET {assignments} WHERE state = ? AND ({where})",
+        (str(new), *columns.values(), str(old), *params),
+    )
+    moved = conn.changes()
+    if expected is not None and moved != expected:
+        raise TransitionConflict(
+            f"{table}: {moved} of {expected} rows moved {old} -> {new}; the others were not {old}"
+        )
+    return moved
+
+
+def guarded_update_each(
+    conn: apsw.Connection,
+    table: str,
+    old: StrEnum,
+    check: Callable[[Any, Any], None],
+    columns: Sequence[str],
+    moves: Sequence[tuple[StrEnum, int, Sequence[Any]]],
+    require_all: bool = True,
+) -> int:
+    """Each (new state, row id, column values) a compare-and-set move from `old`.
+
+    Every distinct move is checked against the machine; with `require_all` a row
+    no longer in `old` fails the whole operation. Returns the rows moved.
+    """
+    for new in {new for new, _, _ in moves}:
+        check(old, new)
+    assignments = ", ".join(f"{name} = ?" for name in ("state", *columns))
+    moved = conn.executemany(
+        f"UPDATE {table} SET {assignments} WHERE id = ? AND state = ? RETURNING id",
+        [(str(new), *values, row_id, str(old)) for new, row_id, values in moves],
+    ).fetchall()
+    if require_all and len(moved) != len(moves):
+        raise TransitionConflict(
+            f"{table}: {len(moves) - len(moved)} of {len(moves)} rows were no longer {old}"
+        )
+    return len(moved)
 
 
 @dataclass

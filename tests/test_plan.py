@@ -9,8 +9,8 @@ from conftest import write_manifest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from bulkforge.daemon.downloader.planner import FileSizes, Oversize, capacity, plan
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.daemon.planner import FileSizes, Oversize, capacity, plan
 
 URL = "http://127.0.0.1:9/"
 

@@ -1,7 +1,7 @@
 """The state store on real SQLite files: schema and migrations, machines, writer, readers.
 
 Nothing is mocked. Each test builds its database in a temporary directory with
-the daemon's own functions (`store.apply_schema`, `jobs.create_download_job`,
+the daemon's own functions (`store.apply_schema`, `register.create_download_job`,
 `files.*`) and checks the result through a second connection.
 """
 
@@ -21,9 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bulkforge.daemon import app, jobs, store
-from bulkforge.daemon.downloader import batches, files
+from bulkforge.daemon import app, jobs, registry, store
+from bulkforge.daemon.downloader import batches, files, register
 from bulkforge.daemon.downloader.manifest import FileEntry
+from bulkforge.daemon.failures import Failure
+from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.machines import IllegalTransition, TransitionConflict
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines import file as file_machine
@@ -32,6 +34,8 @@ from bulkforge.daemon.machines import scene as scene_machine
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.file import FileState
 from bulkforge.daemon.machines.job import JobState
+from bulkforge.daemon.pipeline import Services
+from bulkforge.daemon.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_SQL = REPO / "schema.sql"
@@ -79,7 +83,7 @@ def entries(count: int, prefix: str = "f", sized: bool = True) -> list[FileEntry
 
 def add_job(conn: apsw.Connection, name: str, count: int, sized: bool = True) -> jobs.JobRow:
     with conn:
-        job, created = jobs.create_download_job(
+        job, created = register.create_download_job(
             conn,
             name,
             {"kind": "download", "name": name},
@@ -657,13 +661,13 @@ def test_file_counts_follow_the_transfer_moves(db: apsw.Connection) -> None:
         for row in claimed[:3]:
             files.to_done(db, row.id, 4096)
         files.to_failed(
-            db, claimed[3], FileState.VERIFYING, files.Failure("verify", "checksum", "x", True), now
+            db, claimed[3], FileState.VERIFYING, Failure("verify", "checksum", "x", True), now
         )
         files.to_failed(
             db,
             claimed[6],
             FileState.DOWNLOADING,
-            files.Failure("fetch", "http_404", "y", False),
+            Failure("fetch", "http_404", "y", False),
             None,
         )
     assert counts_from_triggers(db) == counts_from_rows(db)
@@ -723,7 +727,7 @@ def apply_action(
     elif action == "done" and (found := pick(FileState.VERIFYING)):
         files.to_done(conn, found[0], seed % 10_000)
     elif action == "fail" and (found := pick(FileState.DOWNLOADING, FileState.VERIFYING)):
-        failure = files.Failure("fetch", "timeout", "slow", flag)
+        failure = Failure("fetch", "timeout", "slow", flag)
         files.to_failed(
             conn, file_row(conn, found[0]), found[1], failure, now - 1 if flag else None
         )
@@ -776,13 +780,17 @@ def test_boot_repair_through_the_writer(live_store: store.Store) -> None:
     """What `run()` does first: files in flight back to pending, verifying batches to active."""
     writer = live_store.writer
     job = writer.call_sync(
-        lambda c: jobs.create_download_job(c, "boot", {"n": 1}, "/srv/boot", entries(8))[0]
+        lambda c: register.create_download_job(c, "boot", {"n": 1}, "/srv/boot", entries(8))[0]
     )
     writer.call_sync(lambda c: files.claim(c, job.id, 4, store.now_ms()))
     writer.call_sync(
         lambda c: c.execute("UPDATE batches SET state = 'verifying' WHERE job_id = ?", (job.id,))
     )
-    writer.call_sync(app._boot_repair)
+    settings = Settings(state_dir=live_store.path.parent, socket=live_store.path.parent / "s")
+    governor = Governor(0, settings.disk_threshold, 0, 1)
+    kinds = registry.build(Services(settings, live_store, governor, lambda exc: None))
+    writer.call_sync(lambda c: app._boot_repair(c, kinds))
+    governor.close()
     assert peek(live_store.path, "SELECT state, count(*) FROM files GROUP BY 1") == [("pending", 8)]
     assert peek(live_store.path, "SELECT state FROM batches") == [("active",)]
 

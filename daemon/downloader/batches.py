@@ -23,13 +23,13 @@ from loguru import logger
 from bulkforge.daemon import jobs
 from bulkforge.daemon.disks import Disk, free_bytes, identify
 from bulkforge.daemon.downloader.listing import Batching
+from bulkforge.daemon.downloader.planner import FileSizes, Oversize, Plan, check_space, plan
 from bulkforge.daemon.errors import FailedPrecondition
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines import file as file_machine
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.file import FileState
 from bulkforge.daemon.machines.job import JobState
-from bulkforge.daemon.planner import FileSizes, Oversize, Plan, check_space, plan
 from bulkforge.daemon.store import guarded_update, now_ms
 
 # Where a batch's manifest goes on its disk, below the job's dest.

@@ -9,11 +9,9 @@ them; a failed fsync is `DiskFatal`, which stops the daemon.
 import asyncio
 import contextlib
 import dataclasses
-import email.utils
 import errno
 import hashlib
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -21,8 +19,8 @@ from pathlib import Path, PurePosixPath
 import aiohttp
 
 from bulkforge.daemon.downloader.access import PUBLIC, Access
-from bulkforge.daemon.downloader.files import Failure, FileRow
-from bulkforge.daemon.downloader.install import DiskFatal, Installable, fsync_or_die
+from bulkforge.daemon.downloader.files import FileRow
+from bulkforge.daemon.downloader.install import Installable
 from bulkforge.daemon.downloader.paths import has_size, partial_path, resolve_inside
 from bulkforge.daemon.downloader.segments import (
     Ledger,
@@ -33,43 +31,15 @@ from bulkforge.daemon.downloader.segments import (
     fetch_all,
     preallocate,
 )
-from bulkforge.daemon.downloader.sources.binance import parse_checksum_file
+from bulkforge.daemon.durable import DiskFatal, fsync_or_die
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.governor import Bandwidth
-from bulkforge.daemon.settings import Settings
+from bulkforge.daemon.transport import fail, status_failure, transport_failure
 
 CHUNK = 256 * 1024
 # Received bytes gathered before one worker-thread hop writes and hashes them.
 FLUSH_AT = 256 * 1024
 HASH_READ = 1024 * 1024
-# A sidecar is one line; anything longer is not one.
-SIDECAR_MAX = 64 * 1024
-
-
-def origin_session(settings: Settings) -> aiohttp.ClientSession:
-    """The HTTP client of a pipeline: its connection limits and timeouts from settings.
-
-    Bytes are stored as the origin sent them: no transparent decompression.
-    """
-    connector = aiohttp.TCPConnector(
-        limit=settings.max_connections,
-        limit_per_host=settings.per_host_connections,
-        ttl_dns_cache=300,
-    )
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
-    )
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
-
-
-class TransferFailed(Exception):
-    def __init__(self, failure: Failure):
-        super().__init__(failure.message)
-        self.failure = failure
-
-
-def _fail(step: str, error_class: str, message: str, retryable: bool = True, after=None):
-    return TransferFailed(Failure(step, error_class, message, retryable, after))
 
 
 @dataclass(frozen=True)
@@ -123,39 +93,12 @@ def _hash_file(path: Path, hasher, limit: int | None = None) -> int:
     return done
 
 
-def _retry_after(response: aiohttp.ClientResponse) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 def _validator(response: aiohttp.ClientResponse) -> str | None:
     """A validator usable in If-Range: a strong ETag, else Last-Modified."""
     etag = response.headers.get("etag")
     if etag and not etag.startswith("W/"):
         return etag
     return response.headers.get("last-modified")
-
-
-def status_failure(response: aiohttp.ClientResponse) -> TransferFailed:
-    status = response.status
-    reason = f"HTTP {status} {response.reason or ''}".strip()
-    if status in (404, 410):
-        return _fail("connect", "http_4xx", f"{reason}: the origin does not have it", False)
-    if status == 429:
-        return _fail("connect", "http_4xx", reason, True, _retry_after(response))
-    if 400 <= status < 500:
-        return _fail("connect", "http_4xx", reason, status in (408, 425))
-    if status >= 500:
-        return _fail("connect", "http_5xx", reason, True, _retry_after(response))
-    return _fail("connect", "http_other", f"unexpected {reason}")
 
 
 def _range_start(response: aiohttp.ClientResponse) -> int | None:
@@ -193,8 +136,6 @@ class Fetcher:
         on_validator hears the origin's ETag/Last-Modified as soon as the headers
         arrive, so a later resume can send it as If-Range.
         """
-        if row.checksum_url and not row.sha256:
-            row = dataclasses.replace(row, sha256=await self._sidecar_sha256(row, access))
         # Path checks, a matching file already in place, directories and the resume offset:
         # all file system work, so one worker-thread hop instead of stalls on the event loop.
         place = await asyncio.to_thread(self._place, row, dest)
@@ -220,17 +161,17 @@ class Fetcher:
             except _RestartFromZero:
                 await asyncio.to_thread(partial.unlink, True)
                 offset = 0
-        raise _fail("transfer", "range", "the origin keeps refusing to resume or restart")
+        raise fail("transfer", "range", "the origin keeps refusing to resume or restart")
 
     def _place(self, row: FileRow, dest: Path) -> "_Place":
         """Where the file goes and what is already there. Runs in a worker thread."""
         try:
             return self._settle_place(row, dest)
         except InvalidArgument as exc:
-            raise _fail("connect", "path", str(exc), False) from None
+            raise fail("connect", "path", str(exc), False) from None
         except OSError as exc:
             # Untrusted names clash (a file `x` and a file `x/y`), or a component is not ours.
-            raise _fail("transfer", "path", f"cannot place {row.path}: {exc.strerror}") from None
+            raise fail("transfer", "path", f"cannot place {row.path}: {exc.strerror}") from None
 
     def _settle_place(self, row: FileRow, dest: Path) -> "_Place":
         target = resolve_inside(dest, row.path)
@@ -293,7 +234,7 @@ class Fetcher:
                     try:
                         await hashing
                     except OSError as exc:
-                        raise _fail("verify", "io", f"cannot read back {partial}: {exc}") from None
+                        raise fail("verify", "io", f"cannot read back {partial}: {exc}") from None
             finally:
                 if hashing is not None and not hashing.done():
                     hashing.cancel()
@@ -320,7 +261,7 @@ class Fetcher:
                 _accept_range(response, segment, fetch)
                 async for chunk in response.content.iter_chunked(CHUNK):
                     if position + len(chunk) > segment.stop:
-                        raise _fail("transfer", "size", "the origin sent past the range asked")
+                        raise fail("transfer", "size", "the origin sent past the range asked")
                     await fetch.io(_pwrite_all, fetch.fd, chunk, position)
                     position += len(chunk)
                     fetch.progress(len(chunk))
@@ -328,7 +269,7 @@ class Fetcher:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise transport_failure(exc) from None
         if position != segment.stop:
-            raise _fail(
+            raise fail(
                 "transfer",
                 "short_body",
                 f"range {segment.start}-{segment.stop - 1} ended at byte {position}",
@@ -337,22 +278,6 @@ class Fetcher:
             await fetch.io(os.fsync, fetch.fd)
         except OSError as exc:
             raise DiskFatal(f"cannot fsync a range of {fetch.url}: {exc}") from exc
-
-    async def _sidecar_sha256(self, row: FileRow, access: Access) -> str:
-        """The sha256 a `sha256sum`-format sidecar (X.CHECKSUM) gives for this file."""
-        assert row.checksum_url is not None
-        try:
-            url, headers = access.url(row.checksum_url), dict(access.headers)
-            async with self._session.get(url, headers=headers) as response:
-                if response.status != 200:
-                    raise status_failure(response)
-                text = (await response.content.read(SIDECAR_MAX)).decode("utf-8", "replace")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise transport_failure(exc) from None
-        try:
-            return parse_checksum_file(text, PurePosixPath(row.path).name)
-        except ValueError as exc:
-            raise _fail("verify", "checksum", f"bad sidecar {row.checksum_url}: {exc}") from None
 
     async def _stream(
         self,
@@ -401,14 +326,14 @@ class Fetcher:
     ) -> int:
         announced = response.headers.get("content-length")
         if _html_instead_of_file(response, row, offset, announced):
-            raise _fail(
+            raise fail(
                 "transfer",
                 "html",
                 f"the origin answered {response.status} with an HTML page, not the file "
                 "(an error page, a login or a captive portal?)",
             )
         if row.size is not None and announced is not None and offset + int(announced) != row.size:
-            raise _fail(
+            raise fail(
                 "transfer",
                 "size",
                 f"the origin announces {offset + int(announced)} bytes, "
@@ -427,7 +352,7 @@ class Fetcher:
             async for chunk in response.content.iter_chunked(CHUNK):
                 received += len(chunk)
                 if row.size is not None and received > row.size:
-                    raise _fail("transfer", "size", f"more than the {row.size} bytes expected")
+                    raise fail("transfer", "size", f"more than the {row.size} bytes expected")
                 pending.append(chunk)
                 buffered += len(chunk)
                 if buffered >= FLUSH_AT:
@@ -438,8 +363,8 @@ class Fetcher:
             await asyncio.to_thread(sink.finish, pending)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                raise _fail("transfer", "no_space", f"no space left on {partial.parent}") from None
-            raise _fail("transfer", "io", f"cannot write {partial}: {exc.strerror}") from None
+                raise fail("transfer", "no_space", f"no space left on {partial.parent}") from None
+            raise fail("transfer", "io", f"cannot write {partial}: {exc.strerror}") from None
         finally:
             sink.abandon()
         return received
@@ -466,9 +391,9 @@ class Fetcher:
     @staticmethod
     def verify(row: FileRow, received: Received) -> None:
         if row.size is not None and received.size != row.size:
-            raise _fail("verify", "size", f"received {received.size} bytes, expected {row.size}")
+            raise fail("verify", "size", f"received {received.size} bytes, expected {row.size}")
         if received.expected is not None and received.digest != received.expected:
-            raise _fail(
+            raise fail(
                 "verify",
                 "checksum",
                 f"{received.kind} mismatch: got {received.digest}, expected {received.expected}",
@@ -488,7 +413,7 @@ def _prepare_dir(dest: Path, directory: Path) -> None:
     Nothing is cached: operators empty or swap destinations under a running daemon.
     """
     if not dest.is_dir():
-        raise _fail(
+        raise fail(
             "transfer", "dest", f"destination {dest} does not exist (disk unmounted or removed?)"
         )
     missing = []
@@ -502,30 +427,8 @@ def _prepare_dir(dest: Path, directory: Path) -> None:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise _fail("transfer", "io", f"cannot create {path}: {exc.strerror}") from None
+            raise fail("transfer", "io", f"cannot create {path}: {exc.strerror}") from None
         fsync_or_die(path.parent)
-
-
-def transport_failure(exc: BaseException) -> TransferFailed:
-    """The step and error class of an aiohttp or timeout error."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return _fail("connect", "timeout", "timed out connecting")
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        return _fail("transfer", "timeout", "the origin went silent (read timeout)")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return _fail("connect", "connect", f"cannot connect: {exc.os_error}")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return _fail("transfer", "short_body", f"the origin broke off: {_cause(exc)}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
-        return _fail("transfer", "reset", f"connection lost: {_cause(exc)}")
-    return _fail("transfer", "http", f"{type(exc).__name__}: {exc}")
-
-
-def _cause(exc: BaseException) -> str:
-    """aiohttp wraps the interesting error (a reset, a short body) one or two levels down."""
-    while exc.__cause__ is not None and str(exc.__cause__):
-        exc = exc.__cause__
-    return str(exc) or type(exc).__name__
 
 
 def _html_instead_of_file(

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import apsw
 from loguru import logger
 
+from bulkforge.daemon.failures import Failure, FailureRow, retry_filter
 from bulkforge.daemon.machines.file import FileState, check_transition
-from bulkforge.daemon.store import guarded_update, now_ms
+from bulkforge.daemon.store import guarded_update, guarded_update_where, now_ms
 
 S = FileState
 CLAIM_COLUMNS = "id, job_id, url, path, size, sha256, md5, etag, validator, attempts, checksum_url"
@@ -31,16 +32,6 @@ class FileRow:
     validator: str | None
     attempts: int
     checksum_url: str | None = None
-
-
-@dataclass(frozen=True)
-class Failure:
-    step: str
-    error_class: str
-    message: str
-    retryable: bool
-    # Seconds the origin asked us to wait (Retry-After), if it did.
-    retry_after: float | None = None
 
 
 # No budget: more bytes than any disk holds.
@@ -187,16 +178,23 @@ def retry_failed(conn: apsw.Connection, job_id: int, step: str, error: str) -> i
 
     Not those of an archived batch (its disk is gone) nor oversize ones (no batch holds them).
     """
-    check_transition(S.FAILED, S.PENDING)
-    conn.execute(
-        "UPDATE files SET state = 'pending', attempts = 0, retry_at = NULL, step = NULL, "
-        "error_class = NULL, error = NULL, updated_at = ? "
-        "WHERE job_id = ? AND state = 'failed' AND (? = '' OR step = ?) "
-        "AND (? = '' OR instr(coalesce(error_class, '') || ': ' || coalesce(error, ''), ?) > 0) "
-        "AND batch_idx IN (SELECT idx FROM batches WHERE job_id = ? AND state != 'archived')",
-        (now_ms(), job_id, step, step, error, error, job_id),
+    matches, params = retry_filter(step, error)
+    return guarded_update_where(
+        conn,
+        "files",
+        S.FAILED,
+        S.PENDING,
+        check_transition,
+        f"job_id = ? AND {matches} AND batch_idx IN "
+        "(SELECT idx FROM batches WHERE job_id = ? AND state != 'archived')",
+        (job_id, *params, job_id),
+        attempts=0,
+        retry_at=None,
+        step=None,
+        error_class=None,
+        error=None,
+        updated_at=now_ms(),
     )
-    return conn.changes()
 
 
 def retrying_count(conn: apsw.Connection, job_id: int) -> int:
@@ -227,45 +225,6 @@ def repair_in_flight(conn: apsw.Connection) -> int:
         to_pending(conn, file_id, FileState(state))
         logger.info("repair: job {} file {} was {} at shutdown -> pending", job_name, path, state)
     return len(stranded)
-
-
-@dataclass(frozen=True)
-class FailureGroupRow:
-    step: str
-    error_class: str
-    count: int
-    sample: str
-
-
-@dataclass(frozen=True)
-class FailureRow:
-    item: str
-    url: str
-    step: str
-    error_class: str
-    error: str
-    attempts: int
-    retrying: bool
-
-
-def failure_groups(
-    conn: apsw.Connection, job_id: int, step: str = "", table: str = "files"
-) -> list[FailureGroupRow]:
-    """Failed rows of a job by step and error class, most frequent first, with a sample.
-
-    `table` is files or scenes: their failure columns are the same.
-    """
-    assert table in ("files", "scenes")
-    return [
-        FailureGroupRow(*row)
-        for row in conn.execute(
-            "SELECT coalesce(step, ''), coalesce(error_class, ''), count(*), "
-            f"coalesce(max(error), '') FROM {table} "
-            "WHERE job_id = ? AND state = 'failed' AND (? = '' OR step = ?) "
-            "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
-            (job_id, step, step),
-        )
-    ]
 
 
 def failures(conn: apsw.Connection, job_id: int, step: str, limit: int) -> list[FailureRow]:

@@ -20,35 +20,20 @@ which the next run finds and checks by checksum (`Fetcher._matching_target`).
 """
 
 import asyncio
-import ctypes
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bulkforge.daemon.downloader.files import Failure
+from bulkforge.daemon.durable import (
+    SYNCFS_REPORTS_ERRORS,
+    DiskFatal,
+    sync_directories,
+    sync_filesystems,
+)
+from bulkforge.daemon.failures import Failure
 
 # Files taken into one group at most; a group's syncs cost about the same for 1 or 1,000.
 GROUP_MAX = 1024
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_SYNCFS = getattr(_LIBC, "syncfs", None)
-
-
-def _kernel_at_least(major: int, minor: int) -> bool:
-    try:
-        found = tuple(int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
-    except ValueError:
-        return False
-    return found >= (major, minor)
-
-
-# syncfs only returns write-back errors since Linux 5.8; before that it cannot stand in
-# for the per-file fsync that would report them.
-SYNCFS_REPORTS_ERRORS = _SYNCFS is not None and _kernel_at_least(5, 8)
-
-
-class DiskFatal(Exception):
-    """fsync or rename failed: what is on disk is unknown, so the daemon must stop."""
 
 
 class InstallFailed(Exception):
@@ -124,7 +109,7 @@ def install_group(items: list[Installable]) -> list[Exception | None]:
     """
     directories = {item.target.parent for item in items}
     if SYNCFS_REPORTS_ERRORS:
-        _sync_filesystems(directories)
+        sync_filesystems(directories)
     outcomes: list[Exception | None] = []
     for item in items:
         try:
@@ -134,42 +119,8 @@ def install_group(items: list[Installable]) -> list[Exception | None]:
             outcomes.append(None)
         except InstallFailed as exc:
             outcomes.append(exc)
-    if _SYNCFS is not None:
-        _sync_filesystems(directories)
-    else:
-        for directory in directories:
-            fsync_or_die(directory)
+    sync_directories(directories)
     return outcomes
-
-
-def sync_files(paths: list[Path]) -> None:
-    """Make written files durable: one syncfs per filesystem, else an fsync each."""
-    if SYNCFS_REPORTS_ERRORS:
-        _sync_filesystems({path.parent for path in paths})
-        return
-    for path in paths:
-        fsync_or_die(path)
-
-
-def _sync_filesystems(directories: set[Path]) -> None:
-    """One syncfs for each filesystem the directories are on."""
-    assert _SYNCFS is not None
-    seen: set[int] = set()
-    for directory in directories:
-        try:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            continue  # its files fail on their own below, with their names
-        try:
-            device = os.fstat(fd).st_dev
-            if device in seen:
-                continue
-            seen.add(device)
-            if _SYNCFS(fd) != 0:
-                error = ctypes.get_errno()
-                raise DiskFatal(f"cannot sync the filesystem of {directory}: {os.strerror(error)}")
-        finally:
-            os.close(fd)
 
 
 def _check_and_sync(item: Installable, fsync: bool) -> None:
@@ -199,29 +150,3 @@ def _rename(item: Installable) -> None:
     except OSError as exc:
         message = f"cannot rename into {item.target}: {exc.strerror}"
         raise InstallFailed(Failure("rename", "io", message, True)) from None
-
-
-def replace_durably(temporary: Path, final: Path) -> Path:
-    """fsync a finished temporary file, then rename it over final (the caller fsyncs the dir)."""
-    fsync_or_die(temporary)
-    os.replace(temporary, final)
-    return final
-
-
-def write_durably(path: Path, data: bytes) -> Path:
-    """data under path by way of `.<name>.tmp`, fsynced before the rename."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    return replace_durably(temporary, path)
-
-
-def fsync_or_die(path: Path) -> None:
-    """fsync a file or a directory (a directory's fsync makes its entries durable)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise DiskFatal(f"cannot fsync {path}: {exc}") from exc

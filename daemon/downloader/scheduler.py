@@ -13,6 +13,7 @@ slot through that would leave the connections idle.
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -20,18 +21,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.downloader import batches, files, segments
+from bulkforge.daemon.downloader import batches, files, register, segments
 from bulkforge.daemon.downloader.access import Access, access_for
-from bulkforge.daemon.downloader.fetch import Fetcher, TransferFailed, origin_session
-from bulkforge.daemon.downloader.install import DiskFatal, Installer, InstallFailed
+from bulkforge.daemon.downloader.fetch import Fetcher
+from bulkforge.daemon.downloader.install import Installer, InstallFailed
 from bulkforge.daemon.downloader.listing import Batching
-from bulkforge.daemon.downloader.retry import backoff_s
 from bulkforge.daemon.downloader.segments import Ledger
+from bulkforge.daemon.downloader.sources.binance import sidecar_sha256
+from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.errors import Refused
+from bulkforge.daemon.failures import Failure, backoff_s
 from bulkforge.daemon.governor import (
     WAITING_FOR_MEMORY,
     WAITING_FOR_SPACE,
@@ -43,8 +47,10 @@ from bulkforge.daemon.machines.file import IN_FLIGHT, FileState
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import Store, StoreFatal, now_ms
+from bulkforge.daemon.transport import TransferFailed, origin_session
 
 IDLE_POLL_S = 1.0
+LIVE = (JobState.QUEUED, JobState.RUNNING)
 # Files claimed per transfer slot (see _slots).
 CLAIM_AHEAD = 2
 # How often a job held back by the disk threshold looks again for freed space.
@@ -106,6 +112,7 @@ class Downloader:
         self._wake = asyncio.Event()
         self._stopping = False
         self._fetcher: Fetcher | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._installer = Installer()
         # Transfers on the network at once; twice as many files are claimed, so a
         # freed slot finds its next file ready instead of waiting for a claim to commit.
@@ -119,21 +126,13 @@ class Downloader:
         self._wake.set()
 
     @property
-    def governor(self) -> Governor:
-        return self._governor
-
-    def holds(self) -> dict[str, str]:
-        """Jobs the governor holds back now, and why."""
-        return dict(self._governor.holds)
-
-    @property
     def active_transfers(self) -> int:
         return len(self._transfers)
 
     def in_flight_bytes(self, job_id: int) -> int:
         return sum(t.bytes for t in self._transfers.values() if t.job_id == job_id)
 
-    def stop_job(self, job_id: int) -> None:
+    def stop_job(self, job_id: int, cancelled: bool) -> None:
         """Interrupt the transfers of a paused or cancelled job; their partials stay."""
         for transfer in list(self._transfers.values()):
             if transfer.job_id == job_id and transfer.task is not None:
@@ -156,6 +155,7 @@ class Downloader:
     async def run(self) -> None:
         settings = self._settings
         async with origin_session(settings) as session:
+            self._session = session
             ledger = Ledger(self._writer, int(settings.segment_size), settings.segments_per_file)
             self._fetcher = Fetcher(session, self._governor.bandwidth, ledger)
             while not self._stopping:
@@ -181,14 +181,12 @@ class Downloader:
     async def _schedule(self) -> int | None:
         """One pass over the live download jobs; returns when the next retry falls due."""
         live = await self._readers.call(
-            lambda conn: jobs.jobs_in_states(conn, (JobState.QUEUED, JobState.RUNNING))
+            lambda conn: jobs.jobs_in_states(conn, LIVE, kind=register.KIND)
         )
         next_due: int | None = None
         for job in live:
             if self._stopping:
                 break
-            if job.kind != "download":
-                continue
             free = CLAIM_AHEAD * self._settings.max_connections - self._receiving()
             busy = any(t.job_id == job.id for t in self._transfers.values())
             device, room = await self._room(job)
@@ -273,6 +271,7 @@ class Downloader:
         state = FileState.DOWNLOADING
         try:
             async with self._slots:
+                row = await self._with_sidecar_checksum(row, job)
                 received = await self._fetcher.receive(
                     row,
                     Path(job.dest),
@@ -305,9 +304,19 @@ class Downloader:
             pass  # the writer has already asked the daemon to stop
         except Exception:
             logger.exception("job {} file {}: unexpected error in transfer", job.name, row.path)
-            failure = files.Failure("internal", "bug", "internal error; see the bfd log", False)
+            failure = Failure("internal", "bug", "internal error; see the bfd log", False)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._record_failure(row, state, failure))
+
+    async def _with_sidecar_checksum(self, row: files.FileRow, job: jobs.JobRow) -> files.FileRow:
+        """A zip listed with a `.CHECKSUM` sidecar is verified against the sidecar's sha256."""
+        if not row.checksum_url or row.sha256:
+            return row
+        assert self._session is not None
+        digest = await sidecar_sha256(
+            self._session, row.checksum_url, row.path, await self._access_for(job)
+        )
+        return dataclasses.replace(row, sha256=digest)
 
     async def _access_for(self, job: jobs.JobRow) -> Access:
         """The job's credentials for its requests, built once (boto3 is slow to start)."""
@@ -315,7 +324,7 @@ class Downloader:
             try:
                 self._access[job.id] = await asyncio.to_thread(access_for, job.spec)
             except Refused as exc:
-                raise TransferFailed(files.Failure("connect", "auth", str(exc), False)) from None
+                raise TransferFailed(Failure("connect", "auth", str(exc), False)) from None
         return self._access[job.id]
 
     def _remember_validator(self, file_id: int, validator: str | None) -> None:
@@ -323,9 +332,7 @@ class Downloader:
         # applies operations in order, so it precedes this file's next transition.
         self._writer.submit(lambda conn: files.record_validator(conn, file_id, validator))
 
-    async def _record_failure(
-        self, row: files.FileRow, state: FileState, failure: files.Failure
-    ) -> None:
+    async def _record_failure(self, row: files.FileRow, state: FileState, failure: Failure) -> None:
         retry_at = self._retry_at(row.attempts + 1, failure)
         await self._writer.call(lambda conn: files.to_failed(conn, row, state, failure, retry_at))
         logger.info(
@@ -338,7 +345,7 @@ class Downloader:
             "" if retry_at else ", not retried automatically",
         )
 
-    def _retry_at(self, attempts: int, failure: files.Failure) -> int | None:
+    def _retry_at(self, attempts: int, failure: Failure) -> int | None:
         delay = backoff_s(self._settings, attempts, failure)
         return None if delay is None else now_ms() + int(delay * 1000)
 

@@ -3,6 +3,17 @@
 from enum import StrEnum
 
 
+class Tone(StrEnum):
+    """How a state reads to a person; clients colour by tone and never list states themselves."""
+
+    WAITING = "waiting"
+    ACTIVE = "active"
+    HELD = "held"
+    OK = "ok"
+    BAD = "bad"
+    IDLE = "idle"
+
+
 class IllegalTransition(Exception):
     """A move the machine's table does not allow: a bug in the caller, never overwritten."""
 

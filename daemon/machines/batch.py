@@ -2,7 +2,7 @@
 
 from enum import StrEnum
 
-from bulkforge.daemon.machines import check_move
+from bulkforge.daemon.machines import Tone, check_move
 
 
 class BatchState(StrEnum):
@@ -19,6 +19,14 @@ class BatchState(StrEnum):
 
 
 S = BatchState
+
+TONE: dict[BatchState, Tone] = {
+    S.PLANNED: Tone.WAITING,
+    S.ACTIVE: Tone.ACTIVE,
+    S.VERIFYING: Tone.ACTIVE,
+    S.COMPLETE: Tone.OK,
+    S.ARCHIVED: Tone.IDLE,
+}
 
 MOVES: frozenset[tuple[BatchState, BatchState]] = frozenset(
     {

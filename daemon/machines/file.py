@@ -2,7 +2,7 @@
 
 from enum import StrEnum
 
-from bulkforge.daemon.machines import check_move
+from bulkforge.daemon.machines import Tone, check_move
 
 
 class FileState(StrEnum):
@@ -24,6 +24,16 @@ class FileState(StrEnum):
 S = FileState
 
 IN_FLIGHT = frozenset({S.DOWNLOADING, S.VERIFYING})
+
+# How each state reads: an item whose tone is ok succeeded, bad failed; both have ended.
+TONE: dict[FileState, Tone] = {
+    S.PENDING: Tone.WAITING,
+    S.DOWNLOADING: Tone.ACTIVE,
+    S.VERIFYING: Tone.ACTIVE,
+    S.DONE: Tone.OK,
+    S.SKIPPED: Tone.OK,
+    S.FAILED: Tone.BAD,
+}
 
 MOVES: frozenset[tuple[FileState, FileState]] = frozenset(
     {

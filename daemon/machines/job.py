@@ -2,7 +2,7 @@
 
 from enum import StrEnum
 
-from bulkforge.daemon.machines import check_move
+from bulkforge.daemon.machines import Tone, check_move
 
 
 class JobState(StrEnum):
@@ -26,6 +26,16 @@ S = JobState
 
 TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED})
 LIVE = frozenset({S.QUEUED, S.RUNNING, S.PAUSED, S.AWAITING_SWAP})
+
+TONE: dict[JobState, Tone] = {
+    S.QUEUED: Tone.WAITING,
+    S.RUNNING: Tone.ACTIVE,
+    S.PAUSED: Tone.HELD,
+    S.AWAITING_SWAP: Tone.HELD,
+    S.COMPLETED: Tone.OK,
+    S.FAILED: Tone.BAD,
+    S.CANCELLED: Tone.IDLE,
+}
 
 MOVES: frozenset[tuple[JobState, JobState]] = frozenset(
     {

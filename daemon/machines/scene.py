@@ -2,7 +2,7 @@
 
 from enum import StrEnum
 
-from bulkforge.daemon.machines import check_move
+from bulkforge.daemon.machines import Tone, check_move
 
 
 class SceneState(StrEnum):
@@ -17,6 +17,14 @@ class SceneState(StrEnum):
 
 
 S = SceneState
+
+# How each state reads: an item whose tone is ok succeeded, bad failed; both have ended.
+TONE: dict[SceneState, Tone] = {
+    S.PENDING: Tone.WAITING,
+    S.RUNNING: Tone.ACTIVE,
+    S.DONE: Tone.OK,
+    S.FAILED: Tone.BAD,
+}
 
 MOVES: frozenset[tuple[SceneState, SceneState]] = frozenset(
     {

@@ -21,7 +21,7 @@ import apsw
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bulkforge.daemon.downloader.install import fsync_or_die, replace_durably, write_durably
+from bulkforge.daemon.durable import fsync_or_die, replace_durably, write_durably
 from bulkforge.daemon.jobs import JobRow
 from bulkforge.daemon.scenes import records
 from bulkforge.daemon.store import now_ms

@@ -15,12 +15,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bulkforge.daemon.downloader.fetch import TransferFailed, status_failure, transport_failure
-from bulkforge.daemon.downloader.files import Failure
-from bulkforge.daemon.downloader.retry import backoff_s
+from bulkforge.daemon.failures import Failure, backoff_s
 from bulkforge.daemon.governor import Bandwidth
 from bulkforge.daemon.scenes.steps import FETCH, StepFailed
 from bulkforge.daemon.settings import Settings
+from bulkforge.daemon.transport import TransferFailed, status_failure, transport_failure
 
 _EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,5})$")
 

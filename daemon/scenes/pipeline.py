@@ -28,8 +28,7 @@ import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.downloader.fetch import origin_session
-from bulkforge.daemon.downloader.install import DiskFatal
+from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.errors import InvalidArgument, Refused
 from bulkforge.daemon.governor import Governor, give_back_memory
 from bulkforge.daemon.machines.job import JobState
@@ -42,8 +41,10 @@ from bulkforge.daemon.scenes.shards import FAILED, SUCCESS, Outcome, ShardWriter
 from bulkforge.daemon.scenes.steps import Step, StepFailed, load_steps, run_after_fetch
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import Store, StoreFatal
+from bulkforge.daemon.transport import origin_session
 
 IDLE_POLL_S = 1.0
+LIVE = (JobState.QUEUED, JobState.RUNNING)
 # Outcomes gathered before one thread hop streams them into the shard's files.
 FLUSH_BYTES = 4 * 1024**2
 FLUSH_ITEMS = 512
@@ -114,8 +115,13 @@ class Scenes:
         self._wake.set()
 
     @property
-    def items_in_flight(self) -> int:
+    def active_transfers(self) -> int:
+        """Items whose steps are running or waiting for a connection."""
         return sum(run.remaining for run in self._runs.values())
+
+    def in_flight_bytes(self, job_id: int) -> int:
+        """A shard's bytes count once it is written: nothing is counted before."""
+        return 0
 
     def stop_job(self, job_id: int, cancelled: bool) -> None:
         """Interrupt a paused or cancelled job: its shards' items go back to pending.
@@ -161,13 +167,12 @@ class Scenes:
 
     async def _schedule(self) -> None:
         live = await self._readers.call(
-            lambda conn: jobs.jobs_in_states(conn, (JobState.QUEUED, JobState.RUNNING))
+            lambda conn: jobs.jobs_in_states(conn, LIVE, kind=records.KIND)
         )
         for job in live:
             if self._stopping:
                 return
-            if job.kind == "scenes":
-                await self._schedule_job(job)
+            await self._schedule_job(job)
 
     async def _schedule_job(self, job: jobs.JobRow) -> None:
         prepared = await self._prepare(job)

@@ -11,13 +11,23 @@ from dataclasses import dataclass
 
 import apsw
 
+from bulkforge.daemon import jobs
+from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.failures import retry_filter
+from bulkforge.daemon.jobs import Registration
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines import scene as scene_machine
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.scene import SceneState
 from bulkforge.daemon.scenes.items import ItemChunk
-from bulkforge.daemon.store import guarded_update, now_ms
+from bulkforge.daemon.store import (
+    guarded_update,
+    guarded_update_each,
+    guarded_update_where,
+    now_ms,
+)
 
+KIND = "scenes"
 S = SceneState
 
 
@@ -54,16 +64,35 @@ class Finished:
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class Registration:
-    rows_total: int
-    rows_read: int
-    done: bool
-    rejected: int
-    first_rejected: str
-
-
 # -- registration ------------------------------------------------------------------------------
+
+
+def create_job(
+    conn: apsw.Connection,
+    name: str,
+    spec: dict,
+    dest: str,
+    rows_total: int,
+    first: ItemChunk | None,
+) -> tuple[jobs.JobRow, bool]:
+    """A scenes job with its first chunk of items; the rest is registered as it runs."""
+    existing = jobs.existing_job(conn, name, spec)
+    if existing is not None:
+        return existing, False
+    # Shards are numbered per job: two jobs in one directory would overwrite each other's.
+    other = conn.execute(
+        "SELECT name FROM jobs WHERE kind = ? AND dest = ? LIMIT 1", (KIND, dest)
+    ).fetchone()
+    if other:
+        raise InvalidArgument(
+            f"--dest {dest} holds the shards of scenes job {other[0]!r}; give each scenes job "
+            "a directory of its own"
+        )
+    job_id = jobs.insert_job(conn, name, KIND, spec, dest)
+    open_registration(conn, job_id, rows_total)
+    if first is not None:
+        register_chunk(conn, job_id, first, 0)
+    return jobs.get_job(conn, name), True
 
 
 def open_registration(conn: apsw.Connection, job_id: int, rows_total: int) -> None:
@@ -139,6 +168,16 @@ def finish_registration(conn: apsw.Connection, job_id: int) -> None:
 # -- shards ------------------------------------------------------------------------------------
 
 _ITEM_COLUMNS = "id, key, url, meta, attempts"
+# What finishing an item writes beside its state (Finished's fields, then the times).
+FINISHED_COLUMNS = (
+    "attempts",
+    "size",
+    "step",
+    "error_class",
+    "error",
+    "finished_at",
+    "updated_at",
+)
 
 
 def claim_shard(
@@ -167,17 +206,32 @@ def claim_shard(
     ).fetchone()
     stamp = now_ms()
     conn.execute(
-        "INSERT INTO batches (job_id, idx, state, files, updated_at, started_at) "
-        "VALUES (?, ?, 'active', ?, ?, ?)",
-        (job_id, shard, len(rows), stamp, stamp),
+        "INSERT INTO batches (job_id, idx, state, files, updated_at) "
+        "VALUES (?, ?, 'planned', ?, ?)",
+        (job_id, shard, len(rows), stamp),
     )
-    scene_machine.check_transition(S.PENDING, S.RUNNING)
+    guarded_update(
+        conn,
+        "batches",
+        conn.last_insert_rowid(),
+        BatchState.PLANNED,
+        BatchState.ACTIVE,
+        batch_machine.check_transition,
+        started_at=stamp,
+    )
     # They are the first `size` such rows by id, in this one transaction: their id range
     # holds exactly them, and one statement moves them all.
-    conn.execute(
-        "UPDATE scenes SET state = 'running', shard = ?, updated_at = ? "
-        "WHERE job_id = ? AND state = 'pending' AND shard IS NULL AND id BETWEEN ? AND ?",
-        (shard, stamp, job_id, rows[0][0], rows[-1][0]),
+    guarded_update_where(
+        conn,
+        "scenes",
+        S.PENDING,
+        S.RUNNING,
+        scene_machine.check_transition,
+        "job_id = ? AND shard IS NULL AND id BETWEEN ? AND ?",
+        (job_id, rows[0][0], rows[-1][0]),
+        expected=len(rows),
+        shard=shard,
+        updated_at=stamp,
     )
     return Claimed(shard, [ItemRow(*row) for row in rows])
 
@@ -202,10 +256,16 @@ def _interrupted_shard(conn: apsw.Connection, job_id: int, busy: set[int]) -> Cl
         if any(row[-1] == "running" for row in rows):
             continue
         stamp = now_ms()
-        conn.execute(
-            "UPDATE scenes SET state = 'running', updated_at = ? "
-            "WHERE job_id = ? AND shard = ? AND state = 'pending'",
-            (stamp, job_id, shard),
+        guarded_update_where(
+            conn,
+            "scenes",
+            S.PENDING,
+            S.RUNNING,
+            scene_machine.check_transition,
+            "job_id = ? AND shard = ?",
+            (job_id, shard),
+            expected=len(rows),
+            updated_at=stamp,
         )
         conn.execute(
             "UPDATE batches SET started_at = ?, updated_at = ? WHERE job_id = ? AND idx = ?",
@@ -219,14 +279,15 @@ def finish_shard(
     conn: apsw.Connection, job_id: int, shard: int, finished: list[Finished], size: int
 ) -> None:
     """Commit a written shard: its items done or failed, its batch row complete."""
-    for new in {item.state for item in finished}:
-        scene_machine.check_transition(S.RUNNING, new)
     stamp = now_ms()
-    conn.executemany(
-        "UPDATE scenes SET state = ?, attempts = ?, size = ?, step = ?, error_class = ?, "
-        "error = ?, finished_at = ?, updated_at = ? WHERE id = ? AND state = 'running'",
+    guarded_update_each(
+        conn,
+        "scenes",
+        S.RUNNING,
+        scene_machine.check_transition,
+        FINISHED_COLUMNS,
         [
-            (str(f.state), f.attempts, f.size, f.step, f.error_class, f.error, stamp, stamp, f.id)
+            (f.state, f.id, (f.attempts, f.size, f.step, f.error_class, f.error, stamp, stamp))
             for f in finished
         ],
     )
@@ -251,23 +312,38 @@ def finish_shard(
 
 
 def release(conn: apsw.Connection, ids: list[int]) -> None:
-    """Items of an interrupted shard back to pending; they keep their shard."""
-    scene_machine.check_transition(S.RUNNING, S.PENDING)
-    conn.executemany(
-        "UPDATE scenes SET state = 'pending', updated_at = ? WHERE id = ? AND state = 'running'",
-        [(now_ms(), item_id) for item_id in ids],
+    """Items of an interrupted shard back to pending; they keep their shard.
+
+    Not all of them need still be running: a shard interrupted right after it was
+    written has its items committed already, and those stay as they are.
+    """
+    stamp = now_ms()
+    guarded_update_each(
+        conn,
+        "scenes",
+        S.RUNNING,
+        scene_machine.check_transition,
+        ("updated_at",),
+        [(S.PENDING, item_id, (stamp,)) for item_id in ids],
+        require_all=False,
     )
 
 
 def repair_in_flight(conn: apsw.Connection) -> list[tuple[str, int]]:
     """Boot repair: items a crash left running go back to pending; (job, count) per job."""
-    scene_machine.check_transition(S.RUNNING, S.PENDING)
     counts = conn.execute(
         "SELECT jobs.name, count(*) FROM scenes JOIN jobs ON jobs.id = scenes.job_id "
         "WHERE scenes.state = 'running' GROUP BY jobs.name"
     ).fetchall()
-    conn.execute(
-        "UPDATE scenes SET state = 'pending', updated_at = ? WHERE state = 'running'", (now_ms(),)
+    guarded_update_where(
+        conn,
+        "scenes",
+        S.RUNNING,
+        S.PENDING,
+        scene_machine.check_transition,
+        "1",
+        expected=sum(count for _, count in counts),
+        updated_at=now_ms(),
     )
     return counts
 
@@ -284,15 +360,23 @@ def has_unfinished(conn: apsw.Connection, job_id: int) -> bool:
 
 def retry_failed(conn: apsw.Connection, job_id: int, step: str, error: str) -> int:
     """Failed items matching the filters back to pending, for a new shard."""
-    scene_machine.check_transition(S.FAILED, S.PENDING)
-    conn.execute(
-        "UPDATE scenes SET state = 'pending', attempts = 0, shard = NULL, step = NULL, "
-        "error_class = NULL, error = NULL, finished_at = NULL, updated_at = ? "
-        "WHERE job_id = ? AND state = 'failed' AND (? = '' OR step = ?) "
-        "AND (? = '' OR instr(coalesce(error_class, '') || ': ' || coalesce(error, ''), ?) > 0)",
-        (now_ms(), job_id, step, step, error, error),
+    matches, params = retry_filter(step, error)
+    return guarded_update_where(
+        conn,
+        "scenes",
+        S.FAILED,
+        S.PENDING,
+        scene_machine.check_transition,
+        f"job_id = ? AND {matches}",
+        (job_id, *params),
+        attempts=0,
+        shard=None,
+        step=None,
+        error_class=None,
+        error=None,
+        finished_at=None,
+        updated_at=now_ms(),
     )
-    return conn.changes()
 
 
 # -- reads -------------------------------------------------------------------------------------

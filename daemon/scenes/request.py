@@ -1,9 +1,15 @@
 """A scenes job as submitted: what to read, how to process each item, where shards go."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from bulkforge.daemon.scenes.items import Columns
+from bulkforge.daemon.validation import JobName, parse_size
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 DEFAULT_SHARD_SIZE = 10_000
 DEFAULT_FORMAT = "webdataset"
@@ -50,4 +56,68 @@ class ScenesRequest:
             steps=tuple(spec["steps"]),
             max_size=spec["max_size"],
             timeout_s=spec["timeout_s"],
+        )
+
+
+ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+StepName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class SubmitScenes(BaseModel):
+    """A scenes job as the request gives it, checked before anything is read."""
+
+    name: JobName
+    input: Annotated[str, StringConstraints(min_length=1)]
+    key: ColumnName
+    url: ColumnName
+    keep: list[ColumnName] = Field(default_factory=list, max_length=256)
+    dest: Annotated[str, StringConstraints(min_length=1)]
+    shard_size: int = Field(default=DEFAULT_SHARD_SIZE, ge=1, le=1_000_000)
+    format: Literal["files", "webdataset", "parquet"] = DEFAULT_FORMAT
+    steps: list[StepName] = Field(default_factory=lambda: ["fetch"], max_length=32)
+    max_size: int = Field(default=DEFAULT_MAX_SIZE, ge=1, le=2 * 1024**3)
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=3600)
+
+    @classmethod
+    def of(cls, name: str, spec: pb.ScenesSpec) -> "SubmitScenes":
+        given: dict = {
+            "name": name,
+            "input": spec.input,
+            "key": spec.key,
+            "url": spec.url,
+            "keep": list(spec.keep),
+            "dest": spec.dest,
+        }
+        if spec.shard_size:
+            given["shard_size"] = spec.shard_size
+        if spec.format:
+            given["format"] = spec.format
+        if spec.steps:
+            given["steps"] = list(spec.steps)
+        if spec.max_size:
+            given["max_size"] = parse_size(spec.max_size, "--max-size")
+        if spec.timeout_s:
+            given["timeout_s"] = spec.timeout_s
+        return cls.model_validate(given)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SubmitScenes":
+        for what, path in (("--input", self.input), ("--dest", self.dest)):
+            if not os.path.isabs(path):
+                raise ValueError(f"{what} {path!r} must be an absolute path")
+        if len(set(self.keep)) != len(self.keep):
+            raise ValueError("--keep names a column twice")
+        return self
+
+    def request(self) -> ScenesRequest:
+        return ScenesRequest(
+            name=self.name,
+            input=Path(self.input),
+            columns=Columns(self.key, self.url, tuple(self.keep)),
+            dest=Path(self.dest),
+            shard_size=self.shard_size,
+            format=self.format,
+            steps=tuple(self.steps),
+            max_size=self.max_size,
+            timeout_s=self.timeout_s,
         )

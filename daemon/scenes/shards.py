@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bulkforge.daemon.downloader.install import (
+from bulkforge.daemon.durable import (
     fsync_or_die,
     replace_durably,
     sync_files,

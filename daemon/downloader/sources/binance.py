@@ -2,18 +2,25 @@
 
 The sidecar holds the zip's sha256 in `sha256sum` format; it is the strongest checksum the
 source offers (the S3 ETag of a multipart upload is no digest at all), so the downloader
-verifies the zip against it, and keeps the sidecar too.
+verifies the zip against it, and keeps the sidecar too: the listing pairs each zip with its
+sidecar's URL, and a transfer fetches the sidecar's digest before the zip.
 """
 
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import PurePosixPath
 
+import aiohttp
+
+from bulkforge.daemon.downloader.access import Access
 from bulkforge.daemon.downloader.manifest import FileEntry
+from bulkforge.daemon.transport import fail, status_failure, transport_failure
 
 CHECKSUM_SUFFIX = ".CHECKSUM"
 # "<hex>  name" (text mode) or "<hex> *name" (binary mode); a single space is tolerated.
 CHECKSUM_LINE = re.compile(r"^(?P<digest>[0-9a-fA-F]{64}) [ *]?(?P<name>.+)$")
+# A sidecar is one line; anything longer is not one.
+SIDECAR_MAX = 64 * 1024
 
 
 def is_sidecar(entry: FileEntry) -> bool:
@@ -74,3 +81,21 @@ def parse_checksum_file(text: str, expected_name: str) -> str:
             return match["digest"].lower()
         names.append(name)
     raise ValueError(f"checksum file names {', '.join(map(repr, names[:5]))}, not {wanted!r}")
+
+
+async def sidecar_sha256(
+    session: aiohttp.ClientSession, checksum_url: str, path: str, access: Access
+) -> str:
+    """The sha256 that the sidecar at checksum_url gives for the file at path."""
+    try:
+        url, headers = access.url(checksum_url), dict(access.headers)
+        async with session.get(url, headers=headers) as response:
+            if response.status != 200:
+                raise status_failure(response)
+            text = (await response.content.read(SIDECAR_MAX)).decode("utf-8", "replace")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise transport_failure(exc) from None
+    try:
+        return parse_checksum_file(text, PurePosixPath(path).name)
+    except ValueError as exc:
+        raise fail("verify", "checksum", f"bad sidecar {checksum_url}: {exc}") from None

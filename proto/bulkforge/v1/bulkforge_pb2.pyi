@@ -87,7 +87,7 @@ class SubmitResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("index", "state", "bytes", "files", "disk", "disk_info", "failures", "started_at_ms", "finished_at_ms")
+    __slots__ = ("index", "state", "bytes", "files", "disk", "disk_info", "failures", "started_at_ms", "finished_at_ms", "tone", "settled")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +97,8 @@ class Batch(_message.Message):
     FAILURES_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    TONE_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_FIELD_NUMBER: _ClassVar[int]
     index: int
     state: str
     bytes: int
@@ -106,7 +108,9 @@ class Batch(_message.Message):
     failures: int
     started_at_ms: int
     finished_at_ms: int
-    def __init__(self, index: _Optional[int] = ..., state: _Optional[str] = ..., bytes: _Optional[int] = ..., files: _Optional[int] = ..., disk: _Optional[str] = ..., disk_info: _Optional[_Union[DiskInfo, _Mapping]] = ..., failures: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ...) -> None: ...
+    tone: str
+    settled: bool
+    def __init__(self, index: _Optional[int] = ..., state: _Optional[str] = ..., bytes: _Optional[int] = ..., files: _Optional[int] = ..., disk: _Optional[str] = ..., disk_info: _Optional[_Union[DiskInfo, _Mapping]] = ..., failures: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., tone: _Optional[str] = ..., settled: _Optional[bool] = ...) -> None: ...
 
 class DiskInfo(_message.Message):
     __slots__ = ("mount", "device", "fsid", "fstype", "uuid", "label")
@@ -125,7 +129,7 @@ class DiskInfo(_message.Message):
     def __init__(self, mount: _Optional[str] = ..., device: _Optional[str] = ..., fsid: _Optional[str] = ..., fstype: _Optional[str] = ..., uuid: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("name", "kind", "state", "counts", "bytes_done", "bytes_total", "batches", "dest", "message", "items_total", "retrying", "created_at_ms", "updated_at_ms", "registration")
+    __slots__ = ("name", "kind", "state", "counts", "bytes_done", "bytes_total", "batches", "dest", "message", "items_total", "retrying", "created_at_ms", "updated_at_ms", "registration", "finished", "succeeded", "failed", "states", "batch_unit", "tone")
     class CountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +151,12 @@ class Job(_message.Message):
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     REGISTRATION_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_UNIT_FIELD_NUMBER: _ClassVar[int]
+    TONE_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     state: str
@@ -161,7 +171,23 @@ class Job(_message.Message):
     created_at_ms: int
     updated_at_ms: int
     registration: Registration
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[Batch, _Mapping]]] = ..., dest: _Optional[str] = ..., message: _Optional[str] = ..., items_total: _Optional[int] = ..., retrying: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., registration: _Optional[_Union[Registration, _Mapping]] = ...) -> None: ...
+    finished: int
+    succeeded: int
+    failed: int
+    states: _containers.RepeatedCompositeFieldContainer[StateCount]
+    batch_unit: str
+    tone: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[Batch, _Mapping]]] = ..., dest: _Optional[str] = ..., message: _Optional[str] = ..., items_total: _Optional[int] = ..., retrying: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., registration: _Optional[_Union[Registration, _Mapping]] = ..., finished: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., states: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., batch_unit: _Optional[str] = ..., tone: _Optional[str] = ...) -> None: ...
+
+class StateCount(_message.Message):
+    __slots__ = ("state", "count", "tone")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    TONE_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    count: int
+    tone: str
+    def __init__(self, state: _Optional[str] = ..., count: _Optional[int] = ..., tone: _Optional[str] = ...) -> None: ...
 
 class Registration(_message.Message):
     __slots__ = ("rows_read", "rows_total", "done", "rejected", "first_rejected")

@@ -1,0 +1,49 @@
+"""The one place where refusals become gRPC status codes with a message a person can act on."""
+
+import functools
+from collections.abc import Callable
+
+import grpc
+from loguru import logger
+from pydantic import ValidationError
+
+from bulkforge.daemon import errors
+from bulkforge.daemon.store import StoreFatal
+from bulkforge.daemon.validation import describe
+
+STATUS_OF = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    # Not UNAVAILABLE: that says bfd itself is unreachable or stopping.
+    errors.SourceUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    if isinstance(exc, errors.Refused):
+        await context.abort(STATUS_OF[type(exc)], str(exc))
+    if isinstance(exc, ValidationError):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, describe(exc))
+    if isinstance(exc, StoreFatal):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"bfd is stopping: {exc}")
+    logger.opt(exception=exc).error("internal error answering a request")
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({exc}); see the bfd log")
+
+
+def refusals(method: Callable) -> Callable:
+    """Turn refusals and validation errors of a unary method into status codes."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise  # context.abort() was called already; let it through untouched
+        except Exception as exc:
+            await abort(context, exc)
+
+    return wrapper

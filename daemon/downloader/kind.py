@@ -1,0 +1,209 @@
+"""The download kind behind the seam: files from a source onto disks, batch by batch."""
+
+import asyncio
+import contextlib
+import time
+import uuid
+from pathlib import Path
+
+import apsw
+from loguru import logger
+
+from bulkforge.daemon import jobs
+from bulkforge.daemon.disks import check_swap_dest, identify, prepare_dest
+from bulkforge.daemon.downloader import batches, files, register, verify
+from bulkforge.daemon.downloader.analyze import Analysis, analyze
+from bulkforge.daemon.downloader.incremental import sizes_on_disk, skip_unchanged
+from bulkforge.daemon.downloader.listing import DownloadRequest, source_pages
+from bulkforge.daemon.downloader.planner import Plan, Space, check_space, plan_source
+from bulkforge.daemon.downloader.request import PlanArgs, SourceSpec, SubmitDownload
+from bulkforge.daemon.downloader.scheduler import Downloader
+from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.failures import FailureReport, failure_groups
+from bulkforge.daemon.machines import batch as batch_machine
+from bulkforge.daemon.machines import file as file_machine
+from bulkforge.daemon.machines.batch import BatchState
+from bulkforge.daemon.machines.file import FileState
+from bulkforge.daemon.pipeline import DiskBatches, JobKind, Services
+from bulkforge.daemon.store import StoreFatal, guarded_update, now_ms
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+DEFAULT_LARGEST = 10
+THROUGHPUT_BUCKET_MS = 60_000
+
+
+class DownloadKind(JobKind, DiskBatches):
+    name = register.KIND
+    batch_unit = "disk"
+    item_tones = file_machine.TONE
+
+    def __init__(self, services: Services):
+        super().__init__(services)
+        self._writer = services.store.writer
+        self._readers = services.store.readers
+        self._downloader = Downloader(
+            services.settings, services.store, services.governor, services.on_fatal
+        )
+
+    @property
+    def runner(self) -> Downloader:
+        return self._downloader
+
+    def parse(self, name: str, spec: pb.DownloadSpec) -> DownloadRequest:
+        return SubmitDownload.of(name, spec).request()
+
+    # -- submit ----------------------------------------------------------------------------
+
+    async def submit(self, request: DownloadRequest) -> tuple[jobs.JobRow, bool]:
+        await asyncio.to_thread(prepare_dest, request.dest)
+        spec = request.spec()
+        # A resubmission answers at once, without listing the source again.
+        existing = await self._readers.call(lambda c: jobs.existing_job(c, request.name, spec))
+        if existing is not None:
+            return existing, False
+        space = await asyncio.to_thread(_space_of, request)
+        table = f"staged_{uuid.uuid4().hex}"
+        await self._writer.call(lambda c: register.stage_open(c, table))
+        try:
+            pages = _with_sizes_on_disk(source_pages(request.source), request.dest)
+            while (staged := await asyncio.to_thread(next, pages, None)) is not None:
+                await self._writer.call(
+                    lambda c, staged=staged: register.stage_rows(c, table, *staged)
+                )
+            job, created = await self._writer.call(
+                lambda c: _create_job(c, request, spec, table, space)
+            )
+        finally:
+            with contextlib.suppress(StoreFatal):
+                await self._writer.call(lambda c: register.stage_drop(c, table))
+        if created:
+            self._downloader.wake()
+        return job, created
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
+        for state, count, size in conn.execute(
+            "SELECT state, files, bytes FROM file_counts WHERE job_id = ? AND files > 0",
+            (view.job.id,),
+        ):
+            view.counts[state] = count
+            view.items_total += count
+            view.bytes_total += size
+            if state in (FileState.DONE, FileState.SKIPPED):
+                view.bytes_done += size
+        view.retrying = files.retrying_count(conn, view.job.id)
+
+    def failures(
+        self, conn: apsw.Connection, job: jobs.JobRow, step: str, limit: int
+    ) -> FailureReport:
+        groups = failure_groups(conn, "files", job.id, step)
+        listed = files.failures(conn, job.id, step, limit) if limit else []
+        return FailureReport(groups, listed, sum(group.count for group in groups))
+
+    def throughput(self, conn: apsw.Connection, job: jobs.JobRow) -> tuple[list[tuple], int]:
+        return files.throughput(conn, job.id, THROUGHPUT_BUCKET_MS), THROUGHPUT_BUCKET_MS
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def retry(self, conn: apsw.Connection, job: jobs.JobRow, step: str, error: str) -> int:
+        retried = files.retry_failed(conn, job.id, step, error)
+        batches.reopen_retried(conn, job.id)
+        return retried
+
+    def repair(self, conn: apsw.Connection) -> None:
+        files.repair_in_flight(conn)
+        for batch_id, index, name in conn.execute(
+            "SELECT batches.id, idx, name FROM batches JOIN jobs ON jobs.id = batches.job_id "
+            "WHERE batches.state = 'verifying' AND jobs.kind = ?",
+            (self.name,),
+        ).fetchall():
+            guarded_update(
+                conn,
+                "batches",
+                batch_id,
+                BatchState.VERIFYING,
+                BatchState.ACTIVE,
+                batch_machine.check_transition,
+                updated_at=now_ms(),
+            )
+            logger.info("repair: job {} batch {} was verifying at shutdown -> active", name, index)
+
+    # -- disk batches ----------------------------------------------------------------------
+
+    async def continue_job(self, job: jobs.JobRow) -> None:
+        await self._writer.call(lambda conn: batches.continue_job(conn, job.name))
+        self._downloader.wake()
+
+    async def swap(self, job: jobs.JobRow, dest: Path | None) -> batches.Swapped:
+        if dest is not None:
+            await asyncio.to_thread(check_swap_dest, dest)
+        swapped = await self._writer.call(lambda conn: batches.swap(conn, job.name, dest))
+        self._downloader.wake()
+        return swapped
+
+    async def verify(self, job: jobs.JobRow, batch: int | None) -> verify.Verification:
+        mounted = await asyncio.to_thread(identify, Path(job.dest))
+        wanted = await self._readers.call(
+            lambda conn: verify.read_wanted(conn, job.name, batch, mounted)
+        )
+        workers = self.services.governor.workers()
+        return await asyncio.to_thread(verify.check, wanted, mounted, workers)
+
+    async def plan(self, request: pb.PlanRequest) -> tuple[Plan, Space, float]:
+        args = PlanArgs.of(request)
+        source = SourceSpec.of(request.source).source()
+        started = time.perf_counter()
+        space = await asyncio.to_thread(Space.resolve, args.space, request.source.dest)
+        plan = await asyncio.to_thread(
+            plan_source, source, space, args.safety_margin, args.oversize
+        )
+        return plan, space, time.perf_counter() - started
+
+    async def analyze(self, request: pb.AnalyzeRequest) -> tuple[Analysis, int | None]:
+        if request.largest < 0:
+            raise InvalidArgument("largest must not be negative")
+        source = SourceSpec.of(request.source).source()
+        limit = None
+        if request.space:
+            args = PlanArgs.of(request)
+            space = await asyncio.to_thread(Space.resolve, args.space, request.source.dest)
+            limit = check_space(space.bytes, args.safety_margin)
+        summary = await asyncio.to_thread(
+            lambda: analyze(source_pages(source), request.largest or DEFAULT_LARGEST, limit)
+        )
+        return summary, limit
+
+
+def _create_job(
+    conn: apsw.Connection, request: DownloadRequest, spec: dict, table: str, space: int | None
+) -> tuple[jobs.JobRow, bool]:
+    """The job from its staged rows, cut into batches when asked, minus what is in place."""
+    job, created = register.create_staged_job(conn, request.name, spec, str(request.dest), table)
+    if created and request.batching is not None and space is not None:
+        planned = batches.plan_staged(conn, table, space, request.batching)
+        batches.apply_plan(conn, job.id, planned)
+        logger.info(
+            "job {}: {} batch(es) of at most {:,} bytes, {} oversize file(s) ({})",
+            job.name,
+            len(planned.batches),
+            planned.capacity,
+            planned.oversize_files,
+            planned.oversize_policy,
+        )
+    if created:
+        skip_unchanged(conn, job.id, str(request.dest), table)
+    return job, created
+
+
+def _space_of(request: DownloadRequest) -> int | None:
+    """The bytes per disk of a batched download; `auto` measures dest now."""
+    if request.batching is None:
+        return None
+    return Space.resolve(request.batching.space, str(request.dest)).bytes
+
+
+def _with_sizes_on_disk(pages, dest: Path):
+    """Each page with what is already on disk for it (stat in the listing's thread)."""
+    for page in pages:
+        yield page, sizes_on_disk(dest, page)

@@ -1,0 +1,99 @@
+"""Registering a download: its listing staged page by page, then the job in one transaction.
+
+Registration stages a job's rows in a TEMP table of the writer's connection,
+page by page, each page its own short transaction; one last transaction
+creates the job and moves the rows. A refused or crashed submit leaves nothing
+behind, a long listing never holds the writer, and no listing is held in memory.
+
+Functions taking a connection run inside one writer operation.
+"""
+
+from collections.abc import Iterable
+
+import apsw
+
+from bulkforge.daemon import jobs
+from bulkforge.daemon.downloader.manifest import FileEntry
+from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.store import now_ms
+
+KIND = "download"
+
+STAGED_COLUMNS = "url, path, size, sha256, md5, etag, checksum_url"
+
+
+def stage_open(conn: apsw.Connection, table: str) -> None:
+    # on_disk: the size of the file already at dest/path when it was listed (NULL: none),
+    # looked up by the listing's thread so the final transaction touches no file system.
+    conn.execute(
+        f"CREATE TEMP TABLE {table} (url TEXT NOT NULL, path TEXT NOT NULL, size INTEGER, "
+        "sha256 TEXT, md5 TEXT, etag TEXT, checksum_url TEXT, on_disk INTEGER)"
+    )
+
+
+def stage_rows(
+    conn: apsw.Connection,
+    table: str,
+    entries: Iterable[FileEntry],
+    on_disk: Iterable[int | None] | None = None,
+) -> None:
+    entries = list(entries)
+    sizes = list(on_disk) if on_disk is not None else [None] * len(entries)
+    conn.executemany(
+        f"INSERT INTO temp.{table} ({STAGED_COLUMNS}, on_disk) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (e.url, e.path, e.size, e.sha256, e.md5, e.etag, e.checksum_url, size)
+            for e, size in zip(entries, sizes, strict=True)
+        ],
+    )
+
+
+def stage_drop(conn: apsw.Connection, table: str) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+
+
+def create_staged_job(
+    conn: apsw.Connection, name: str, spec: dict, dest: str, table: str
+) -> tuple[jobs.JobRow, bool]:
+    """Create the job from its staged rows in one transaction; idempotent by name."""
+    existing = jobs.existing_job(conn, name, spec)
+    if existing is not None:
+        return existing, False
+    duplicate = conn.execute(
+        f"SELECT path FROM temp.{table} GROUP BY path HAVING count(*) > 1 LIMIT 1"
+    ).fetchone()
+    if duplicate:
+        raise InvalidArgument(
+            f"two entries would both be written to {duplicate[0]!r}; give them distinct paths"
+        )
+    files, total = conn.execute(
+        f"SELECT count(*), coalesce(sum(size), 0) FROM temp.{table}"
+    ).fetchone()
+    if not files:
+        raise InvalidArgument("the source lists no files")
+    stamp = now_ms()
+    job_id = jobs.insert_job(conn, name, KIND, spec, dest)
+    conn.execute(
+        f"INSERT INTO files (job_id, {STAGED_COLUMNS}, updated_at) "
+        f"SELECT ?, {STAGED_COLUMNS}, ? FROM temp.{table} ORDER BY rowid",
+        (job_id, stamp),
+    )
+    conn.execute(
+        "INSERT INTO batches (job_id, idx, state, files, bytes, updated_at) "
+        "VALUES (?, 0, 'planned', ?, ?, ?)",
+        (job_id, files, total, stamp),
+    )
+    return jobs.get_job(conn, name), True
+
+
+def create_download_job(
+    conn: apsw.Connection, name: str, spec: dict, dest: str, entries: Iterable[FileEntry]
+) -> tuple[jobs.JobRow, bool]:
+    """Register a job from entries in the caller's one transaction (stores built in place)."""
+    table = "staged_inline"
+    stage_open(conn, table)
+    try:
+        stage_rows(conn, table, entries)
+        return create_staged_job(conn, name, spec, dest, table)
+    finally:
+        stage_drop(conn, table)

@@ -1,0 +1,96 @@
+"""Durable writes, the one way every pipeline makes bytes survive a crash.
+
+A file is written under a temporary name, fsynced, renamed into place, and the
+directory that gained the name is fsynced; only then may a row say the work is
+done. Groups of files use one `syncfs()` per filesystem instead of an fsync each.
+An fsync that fails leaves what is on disk unknown: `DiskFatal`, and the daemon stops.
+"""
+
+import ctypes
+import os
+from pathlib import Path
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+SYNCFS_CALL = getattr(_LIBC, "syncfs", None)
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        found = tuple(int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return found >= (major, minor)
+
+
+# syncfs only returns write-back errors since Linux 5.8; before that it cannot stand in
+# for the per-file fsync that would report them.
+SYNCFS_REPORTS_ERRORS = SYNCFS_CALL is not None and _kernel_at_least(5, 8)
+
+
+class DiskFatal(Exception):
+    """fsync or rename failed: what is on disk is unknown, so the daemon must stop."""
+
+
+def sync_files(paths: list[Path]) -> None:
+    """Make written files durable: one syncfs per filesystem, else an fsync each."""
+    if SYNCFS_REPORTS_ERRORS:
+        sync_filesystems({path.parent for path in paths})
+        return
+    for path in paths:
+        fsync_or_die(path)
+
+
+def sync_directories(directories: set[Path]) -> None:
+    """Make the entries of directories durable: a syncfs per filesystem, else an fsync each."""
+    if SYNCFS_CALL is not None:
+        sync_filesystems(directories)
+        return
+    for directory in directories:
+        fsync_or_die(directory)
+
+
+def sync_filesystems(directories: set[Path]) -> None:
+    """One syncfs for each filesystem the directories are on."""
+    assert SYNCFS_CALL is not None
+    seen: set[int] = set()
+    for directory in directories:
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue  # its files fail on their own below, with their names
+        try:
+            device = os.fstat(fd).st_dev
+            if device in seen:
+                continue
+            seen.add(device)
+            if SYNCFS_CALL(fd) != 0:
+                error = ctypes.get_errno()
+                raise DiskFatal(f"cannot sync the filesystem of {directory}: {os.strerror(error)}")
+        finally:
+            os.close(fd)
+
+
+def replace_durably(temporary: Path, final: Path) -> Path:
+    """fsync a finished temporary file, then rename it over final (the caller fsyncs the dir)."""
+    fsync_or_die(temporary)
+    os.replace(temporary, final)
+    return final
+
+
+def write_durably(path: Path, data: bytes) -> Path:
+    """data under path by way of `.<name>.tmp`, fsynced before the rename."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    return replace_durably(temporary, path)
+
+
+def fsync_or_die(path: Path) -> None:
+    """fsync a file or a directory (a directory's fsync makes its entries durable)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise DiskFatal(f"cannot fsync {path}: {exc}") from exc

@@ -1,0 +1,101 @@
+"""The failure model every job kind shares: what failed, where, and whether to try again.
+
+A failure names its step (connect, transfer, verify, fetch, a plug-in step …), an
+error class (http_5xx, timeout, checksum …) and a message, so `bfctl failures`
+and `bfctl retry --step/--error` speak one language for every kind. Each kind
+keeps its failed rows in its own table with the same failure columns (state,
+step, error_class, error); the reads and the retry filter here work on any of them.
+"""
+
+import random
+import re
+from dataclasses import dataclass, field
+
+import apsw
+
+from bulkforge.daemon.settings import Settings
+
+_TABLE = re.compile(r"^[a-z_]+$")
+
+
+@dataclass(frozen=True)
+class Failure:
+    step: str
+    error_class: str
+    message: str
+    retryable: bool
+    # Seconds the origin asked us to wait (Retry-After), if it did.
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class FailureGroupRow:
+    step: str
+    error_class: str
+    count: int
+    sample: str
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    item: str
+    url: str
+    step: str
+    error_class: str
+    error: str
+    attempts: int
+    retrying: bool
+
+
+@dataclass
+class FailureReport:
+    """A job's failures: grouped by step and class, some listed, and how many in all."""
+
+    groups: list[FailureGroupRow]
+    failures: list[FailureRow] = field(default_factory=list)
+    total: int = 0
+
+
+def backoff_s(settings: Settings, attempts: int, failure: Failure) -> float | None:
+    """Seconds before attempt `attempts + 1`, or None when the failure is final.
+
+    Exponential backoff with full jitter, never sooner than the origin's Retry-After
+    (bounded by retry_after_max, so a hostile header cannot park an item for days).
+    """
+    if not failure.retryable or attempts >= settings.max_attempts:
+        return None
+    ceiling = min(settings.retry_max_delay, settings.retry_base_delay * 2 ** (attempts - 1))
+    delay = random.uniform(0, ceiling)
+    if failure.retry_after is not None:
+        delay = max(delay, min(failure.retry_after, settings.retry_after_max))
+    return delay
+
+
+def failure_groups(
+    conn: apsw.Connection, table: str, job_id: int, step: str = ""
+) -> list[FailureGroupRow]:
+    """Failed rows of a job in a kind's item table by step and error class, most first."""
+    if not _TABLE.match(table):
+        raise ValueError(f"not an item table: {table!r}")
+    return [
+        FailureGroupRow(*row)
+        for row in conn.execute(
+            "SELECT coalesce(step, ''), coalesce(error_class, ''), count(*), "
+            f"coalesce(max(error), '') FROM {table} "
+            "WHERE job_id = ?2 AND state = 'failed' AND (?1 = '' OR step = ?1) "
+            "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
+            (step, job_id),
+        )
+    ]
+
+
+def retry_filter(step: str, error: str) -> tuple[str, tuple[str, ...]]:
+    """The SQL condition (and its parameters) of `bfctl retry --step S --error SUBSTRING`.
+
+    An empty filter matches every failed row; the error matches anywhere in "class: message".
+    """
+    return (
+        "(? = '' OR step = ?) AND "
+        "(? = '' OR instr(coalesce(error_class, '') || ': ' || coalesce(error, ''), ?) > 0)",
+        (step, step, error, error),
+    )

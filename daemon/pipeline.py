@@ -1,0 +1,189 @@
+"""The seam every job kind plugs into, and the registry that holds the kinds.
+
+A job kind (download, scenes, …) is one package under `daemon/` that provides a
+`JobKind`: how a submit request is validated, how its job and items are created
+in the writer, its part of a job's status view, its failures, retry and boot
+repair, and a `Runner` that does the work. The daemon (`app.py`), `Control` and
+the servicer loop over the registry; nothing outside a kind's package names it.
+
+Verbs only some kinds have are capabilities: a kind that cuts its jobs into
+disk batches is a `DiskBatches`, one whose items can be exported is an
+`ItemExport`. Control asks the registry for the capability and refuses the
+verb, saying why, when the job's kind has none.
+
+Every method taking a connection runs inside one writer operation or one reader
+call; none opens its own transaction.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import apsw
+
+from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
+from bulkforge.daemon.failures import FailureReport
+from bulkforge.daemon.governor import Governor
+from bulkforge.daemon.jobs import JobRow, JobView
+from bulkforge.daemon.machines import Tone
+from bulkforge.daemon.settings import Settings
+from bulkforge.daemon.store import Store
+
+K = TypeVar("K")
+
+
+@dataclass(frozen=True)
+class Services:
+    """What every kind's runner is built from: the daemon's shared parts."""
+
+    settings: Settings
+    store: Store
+    governor: Governor
+    # Called from any thread when a disk or the store can no longer be trusted.
+    on_fatal: Callable[[BaseException], None]
+
+
+class Runner(Protocol):
+    """The asyncio side of a kind: one long-running task and what others ask of it."""
+
+    async def run(self) -> None:
+        """Work on the kind's live jobs until drained."""
+
+    def wake(self) -> None:
+        """Look at the jobs again now (one was submitted, resumed, retried …)."""
+
+    def stop_job(self, job_id: int, cancelled: bool) -> None:
+        """Interrupt a paused or cancelled job's work; what it leaves goes back to pending."""
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking work, interrupt what runs, and wait up to timeout for it to settle."""
+
+    def in_flight_bytes(self, job_id: int) -> int:
+        """Bytes of work under way for the job and not yet in the store's counts."""
+
+    @property
+    def active_transfers(self) -> int:
+        """Transfers (or items) on the network now."""
+
+
+class JobKind(ABC):
+    """One kind of job behind the seam; one instance per daemon run."""
+
+    #: The kind's name: stored in jobs.kind, and the SubmitRequest spec field that carries it.
+    name: str
+    #: What the status table calls its batch rows: "disk" batches or item "shard"s.
+    batch_unit: str = "disk"
+    #: Its item machine's states in the order they happen, each with its tone (machines/).
+    item_tones: Mapping[str, Tone]
+
+    def __init__(self, services: Services):
+        self.services = services
+
+    @property
+    @abstractmethod
+    def runner(self) -> Runner: ...
+
+    @abstractmethod
+    def parse(self, name: str, spec: Any) -> Any:
+        """The submit request from its proto message, validated; raises ValidationError."""
+
+    @abstractmethod
+    async def submit(self, request: Any) -> tuple[JobRow, bool]:
+        """Create the job and its first items in the writer; (job, created). Idempotent."""
+
+    @abstractmethod
+    def fill_view(self, conn: apsw.Connection, view: JobView) -> None:
+        """The kind's part of a status view: counts by item state, bytes, totals."""
+
+    @abstractmethod
+    def failures(self, conn: apsw.Connection, job: JobRow, step: str, limit: int) -> FailureReport:
+        """Failed items by step and error class, and up to `limit` of them listed."""
+
+    @abstractmethod
+    def throughput(self, conn: apsw.Connection, job: JobRow) -> tuple[list[tuple], int]:
+        """((bucket start ms, items, bytes) per bucket, bucket length in ms)."""
+
+    @abstractmethod
+    def retry(self, conn: apsw.Connection, job: JobRow, step: str, error: str) -> int:
+        """Failed items matching the filters back to pending; how many."""
+
+    @abstractmethod
+    def repair(self, conn: apsw.Connection) -> None:
+        """Boot repair: rows a crash left in flight move to a defined state, one log line each."""
+
+
+class DiskBatches(ABC):
+    """A kind whose jobs fill disks batch by batch, and whose sources can be planned dry."""
+
+    @abstractmethod
+    async def continue_job(self, job: JobRow) -> None: ...
+
+    @abstractmethod
+    async def swap(self, job: JobRow, dest: Path | None) -> Any: ...
+
+    @abstractmethod
+    async def verify(self, job: JobRow, batch: int | None) -> Any: ...
+
+    @abstractmethod
+    async def plan(self, request: Any) -> Any: ...
+
+    @abstractmethod
+    async def analyze(self, request: Any) -> Any: ...
+
+
+class ItemExport(ABC):
+    """A kind whose items' outcomes can be exported as files."""
+
+    @abstractmethod
+    async def export(self, job: JobRow, dest: str) -> Any:
+        """The job's items' outcomes as files under dest (an absolute path, created)."""
+
+
+# What a job of a kind lacking a capability is told, by capability.
+_LACKS = {
+    DiskBatches: ", which has no disk batches",
+    ItemExport: "; export writes the items of an item job",
+}
+
+
+class Kinds:
+    """The registry: every kind of this daemon, by name."""
+
+    def __init__(self, kinds: Iterable[JobKind]):
+        self._by_name = {kind.name: kind for kind in kinds}
+
+    def __iter__(self):
+        return iter(self._by_name.values())
+
+    def named(self, name: str) -> JobKind:
+        """The kind a submit request names; refused when bfd knows none by that name."""
+        kind = self._by_name.get(name)
+        if kind is None:
+            known = " or ".join(sorted(self._by_name))
+            raise InvalidArgument(f"the request names no job spec ({known})")
+        return kind
+
+    def of(self, job: JobRow) -> JobKind:
+        return self._by_name[job.kind]
+
+    def capable(self, capability: type[K], job: JobRow, verb: str) -> K:
+        """The job's kind as the capability a verb needs; refused, saying why, without it."""
+        kind = self.of(job)
+        if not isinstance(kind, capability):
+            raise FailedPrecondition(
+                f"cannot {verb} job {job.name!r}: it is a {job.kind} job{_LACKS[capability]}"
+            )
+        return kind
+
+    def offering(self, capability: type[K]) -> K:
+        """The kind that offers a job-less capability (planning a source)."""
+        for kind in self:
+            if isinstance(kind, capability):
+                return kind
+        raise FailedPrecondition("no job kind of this bfd offers that")
+
+    def wake(self) -> None:
+        for kind in self:
+            kind.runner.wake()

@@ -1,0 +1,14 @@
+"""Every job kind this daemon runs, one line each: the only place that names them all."""
+
+from bulkforge.daemon.downloader.kind import DownloadKind
+from bulkforge.daemon.pipeline import JobKind, Kinds, Services
+from bulkforge.daemon.scenes.kind import ScenesKind
+
+KINDS: tuple[type[JobKind], ...] = (
+    DownloadKind,
+    ScenesKind,
+)
+
+
+def build(services: Services) -> Kinds:
+    return Kinds(kind(services) for kind in KINDS)

@@ -1,0 +1,139 @@
+"""The scenes kind behind the seam: millions of items through steps into shards."""
+
+import asyncio
+
+import apsw
+from loguru import logger
+
+from bulkforge.daemon import jobs
+from bulkforge.daemon.disks import prepare_dest
+from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.failures import FailureGroupRow, FailureReport, FailureRow, failure_groups
+from bulkforge.daemon.machines import scene as scene_machine
+from bulkforge.daemon.machines.job import TERMINAL
+from bulkforge.daemon.machines.scene import SceneState
+from bulkforge.daemon.pipeline import ItemExport, JobKind, Services
+from bulkforge.daemon.scenes import export, records
+from bulkforge.daemon.scenes.items import Input, ItemChunk
+from bulkforge.daemon.scenes.pipeline import Scenes
+from bulkforge.daemon.scenes.request import ScenesRequest, SubmitScenes
+from bulkforge.daemon.scenes.steps import load_steps
+from bulkforge.daemon.store import now_ms
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+
+class ScenesKind(JobKind, ItemExport):
+    name = records.KIND
+    batch_unit = "shard"
+    item_tones = scene_machine.TONE
+
+    def __init__(self, services: Services):
+        super().__init__(services)
+        self._writer = services.store.writer
+        self._readers = services.store.readers
+        self._scenes = Scenes(
+            services.settings, services.store, services.governor, services.on_fatal
+        )
+
+    @property
+    def runner(self) -> Scenes:
+        return self._scenes
+
+    def parse(self, name: str, spec: pb.ScenesSpec) -> ScenesRequest:
+        return SubmitScenes.of(name, spec).request()
+
+    async def submit(self, request: ScenesRequest) -> tuple[jobs.JobRow, bool]:
+        await asyncio.to_thread(prepare_dest, request.dest)
+        spec = request.spec()
+        existing = await self._readers.call(lambda c: jobs.existing_job(c, request.name, spec))
+        if existing is not None:
+            return existing, False
+        # Plug-ins are imported now: one that does not import refuses the job, not its items.
+        await asyncio.to_thread(load_steps, list(request.steps))
+        rows_total, first = await asyncio.to_thread(_first_chunk, request)
+        job, created = await self._writer.call(
+            lambda c: records.create_job(
+                c, request.name, spec, str(request.dest), rows_total, first
+            )
+        )
+        if created:
+            self._scenes.wake()
+        return job, created
+
+    def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
+        """Items by state; the total counts rows not yet registered, minus those skipped."""
+        for state, (items, size) in records.counts(conn, view.job.id).items():
+            view.counts[state] = items
+            if state == SceneState.DONE:
+                view.bytes_done = view.bytes_total = size
+        view.registration = records.registration(conn, view.job.id)
+        if view.registration is not None:
+            view.items_total = view.registration.rows_total - view.registration.rejected
+
+    def failures(
+        self, conn: apsw.Connection, job: jobs.JobRow, step: str, limit: int
+    ) -> FailureReport:
+        """Failed items by step and class; input rows skipped at registration are one more group."""
+        groups = failure_groups(conn, "scenes", job.id, step)
+        progress = records.registration(conn, job.id)
+        if progress is not None and progress.rejected and step in ("", "register"):
+            groups.append(
+                FailureGroupRow(
+                    "register", "rejected_row", progress.rejected, progress.first_rejected
+                )
+            )
+        listed = [
+            FailureRow(*row, retrying=False)
+            for row in (records.failures(conn, job.id, step, limit) if limit else [])
+        ]
+        return FailureReport(groups, listed, sum(group.count for group in groups))
+
+    def throughput(self, conn: apsw.Connection, job: jobs.JobRow) -> tuple[list[tuple], int]:
+        bucket = _bucket_ms(job)
+        return records.throughput(conn, job.id, bucket), bucket
+
+    def retry(self, conn: apsw.Connection, job: jobs.JobRow, step: str, error: str) -> int:
+        return records.retry_failed(conn, job.id, step, error)
+
+    def repair(self, conn: apsw.Connection) -> None:
+        for name, count in records.repair_in_flight(conn):
+            logger.info(
+                "repair: job {}: {:,} item(s) were running at shutdown -> pending", name, count
+            )
+
+    async def export(self, job: jobs.JobRow, given: str) -> export.Exported:
+        dest = await asyncio.to_thread(prepare_dest, given)
+        # One read transaction: the three files describe the same moment.
+        return await self._readers.call(
+            lambda conn: export.write(conn, jobs.get_job(conn, job.name), dest)
+        )
+
+
+def _first_chunk(request: ScenesRequest) -> tuple[int, ItemChunk | None]:
+    """Check the input and read its first chunk: what is wrong there refuses the job."""
+    source = Input(request.input, request.columns)
+    if not source.rows_total:
+        raise InvalidArgument(f"--input {request.input}: there are no rows to process")
+    first = next(source.chunks(), None)
+    if first is None:
+        return source.rows_total, None
+    if first.rejected:
+        raise InvalidArgument(f"--input {first.rejected[0].describe()}; every row needs a key")
+    seen: dict[str, int] = {}
+    for key, row in zip(first.keys, first.rows, strict=True):
+        if key in seen:
+            raise InvalidArgument(
+                f"--input {first.source}: rows {seen[key]} and {row} have the same key {key!r}; "
+                "keys must be unique"
+            )
+        seen[key] = row
+    return source.rows_total, first
+
+
+def _bucket_ms(job: jobs.JobRow) -> int:
+    """Throughput buckets: a few dozen over the job's life, at least a second each."""
+    span = max(1, (now_ms() if job.state not in TERMINAL else job.updated_at) - job.created_at)
+    for bucket in (1_000, 5_000, 10_000, 60_000, 300_000, 3_600_000):
+        if span / bucket <= 60:
+            return bucket
+    return 86_400_000

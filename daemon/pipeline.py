@@ -15,6 +15,7 @@ Every method taking a connection runs inside one writer operation or one reader
 call; none opens its own transaction.
 """
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -23,10 +24,11 @@ from typing import Any, Protocol, TypeVar
 
 import apsw
 
+from bulkforge.daemon.disks import prepare_dest
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.failures import FailureReport
 from bulkforge.daemon.governor import Governor
-from bulkforge.daemon.jobs import JobRow, JobView
+from bulkforge.daemon.jobs import JobRow, JobView, existing_job
 from bulkforge.daemon.machines import Tone
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import Store
@@ -68,6 +70,16 @@ class Runner(Protocol):
         """Transfers (or items) on the network now."""
 
 
+class Request(Protocol):
+    """What every kind's validated submit request offers."""
+
+    name: str
+    dest: Path
+
+    def spec(self) -> dict:
+        """The canonical parameters: stored with the job, compared for idempotence."""
+
+
 class JobKind(ABC):
     """One kind of job behind the seam; one instance per daemon run."""
 
@@ -80,18 +92,40 @@ class JobKind(ABC):
 
     def __init__(self, services: Services):
         self.services = services
+        self.writer = services.store.writer
+        self.readers = services.store.readers
 
     @property
     @abstractmethod
     def runner(self) -> Runner: ...
 
     @abstractmethod
-    def parse(self, name: str, spec: Any) -> Any:
+    def parse(self, name: str, spec: Any) -> Request:
         """The submit request from its proto message, validated; raises ValidationError."""
 
+    async def submit(self, request: Request) -> tuple[JobRow, bool]:
+        """The job of the request, created unless one of that name and spec exists.
+
+        A resubmission answers at once, from the store, without reading the input again;
+        the same name with other parameters is refused (ALREADY_EXISTS).
+        """
+        await asyncio.to_thread(prepare_dest, request.dest)
+        spec = request.spec()
+        existing = await self.readers.call(lambda c: existing_job(c, request.name, spec))
+        if existing is not None:
+            return existing, False
+        job, created = await self.create(request, spec)
+        if created:
+            self.runner.wake()
+        return job, created
+
     @abstractmethod
-    async def submit(self, request: Any) -> tuple[JobRow, bool]:
-        """Create the job and its first items in the writer; (job, created). Idempotent."""
+    async def create(self, request: Any, spec: dict) -> tuple[JobRow, bool]:
+        """Read what the request names and create the job and its first items in the writer.
+
+        The last writer operation creates the job row idempotently (jobs.existing_job):
+        two submits of one name may race to it.
+        """
 
     @abstractmethod
     def fill_view(self, conn: apsw.Connection, view: JobView) -> None:

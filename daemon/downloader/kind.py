@@ -10,7 +10,7 @@ import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.disks import check_swap_dest, identify, prepare_dest
+from bulkforge.daemon.disks import check_swap_dest, identify
 from bulkforge.daemon.downloader import batches, files, register, verify
 from bulkforge.daemon.downloader.analyze import Analysis, analyze
 from bulkforge.daemon.downloader.incremental import sizes_on_disk, skip_unchanged
@@ -39,8 +39,6 @@ class DownloadKind(JobKind, DiskBatches):
 
     def __init__(self, services: Services):
         super().__init__(services)
-        self._writer = services.store.writer
-        self._readers = services.store.readers
         self._downloader = Downloader(
             services.settings, services.store, services.governor, services.on_fatal
         )
@@ -54,30 +52,23 @@ class DownloadKind(JobKind, DiskBatches):
 
     # -- submit ----------------------------------------------------------------------------
 
-    async def submit(self, request: DownloadRequest) -> tuple[jobs.JobRow, bool]:
-        await asyncio.to_thread(prepare_dest, request.dest)
-        spec = request.spec()
-        # A resubmission answers at once, without listing the source again.
-        existing = await self._readers.call(lambda c: jobs.existing_job(c, request.name, spec))
-        if existing is not None:
-            return existing, False
+    async def create(self, request: DownloadRequest, spec: dict) -> tuple[jobs.JobRow, bool]:
+        """List the source into a staging table page by page, then create the job from it."""
         space = await asyncio.to_thread(_space_of, request)
         table = f"staged_{uuid.uuid4().hex}"
-        await self._writer.call(lambda c: register.stage_open(c, table))
+        await self.writer.call(lambda c: register.stage_open(c, table))
         try:
             pages = _with_sizes_on_disk(source_pages(request.source), request.dest)
             while (staged := await asyncio.to_thread(next, pages, None)) is not None:
-                await self._writer.call(
+                await self.writer.call(
                     lambda c, staged=staged: register.stage_rows(c, table, *staged)
                 )
-            job, created = await self._writer.call(
+            job, created = await self.writer.call(
                 lambda c: _create_job(c, request, spec, table, space)
             )
         finally:
             with contextlib.suppress(StoreFatal):
-                await self._writer.call(lambda c: register.stage_drop(c, table))
-        if created:
-            self._downloader.wake()
+                await self.writer.call(lambda c: register.stage_drop(c, table))
         return job, created
 
     # -- reads -----------------------------------------------------------------------------
@@ -132,19 +123,19 @@ class DownloadKind(JobKind, DiskBatches):
     # -- disk batches ----------------------------------------------------------------------
 
     async def continue_job(self, job: jobs.JobRow) -> None:
-        await self._writer.call(lambda conn: batches.continue_job(conn, job.name))
+        await self.writer.call(lambda conn: batches.continue_job(conn, job.name))
         self._downloader.wake()
 
     async def swap(self, job: jobs.JobRow, dest: Path | None) -> batches.Swapped:
         if dest is not None:
             await asyncio.to_thread(check_swap_dest, dest)
-        swapped = await self._writer.call(lambda conn: batches.swap(conn, job.name, dest))
+        swapped = await self.writer.call(lambda conn: batches.swap(conn, job.name, dest))
         self._downloader.wake()
         return swapped
 
     async def verify(self, job: jobs.JobRow, batch: int | None) -> verify.Verification:
         mounted = await asyncio.to_thread(identify, Path(job.dest))
-        wanted = await self._readers.call(
+        wanted = await self.readers.call(
             lambda conn: verify.read_wanted(conn, job.name, batch, mounted)
         )
         workers = self.services.governor.workers()

@@ -29,8 +29,6 @@ class ScenesKind(JobKind, ItemExport):
 
     def __init__(self, services: Services):
         super().__init__(services)
-        self._writer = services.store.writer
-        self._readers = services.store.readers
         self._scenes = Scenes(
             services.settings, services.store, services.governor, services.on_fatal
         )
@@ -42,16 +40,12 @@ class ScenesKind(JobKind, ItemExport):
     def parse(self, name: str, spec: pb.ScenesSpec) -> ScenesRequest:
         return SubmitScenes.of(name, spec).request()
 
-    async def submit(self, request: ScenesRequest) -> tuple[jobs.JobRow, bool]:
-        await asyncio.to_thread(prepare_dest, request.dest)
-        spec = request.spec()
-        existing = await self._readers.call(lambda c: jobs.existing_job(c, request.name, spec))
-        if existing is not None:
-            return existing, False
+    async def create(self, request: ScenesRequest, spec: dict) -> tuple[jobs.JobRow, bool]:
+        """Check the steps and the input's first chunk; the job starts with that chunk."""
         # Plug-ins are imported now: one that does not import refuses the job, not its items.
         await asyncio.to_thread(load_steps, list(request.steps))
         rows_total, first = await asyncio.to_thread(_first_chunk, request)
-        job, created = await self._writer.call(
+        job, created = await self.writer.call(
             lambda c: records.create_job(
                 c, request.name, spec, str(request.dest), rows_total, first
             )
@@ -104,7 +98,7 @@ class ScenesKind(JobKind, ItemExport):
     async def export(self, job: jobs.JobRow, given: str) -> export.Exported:
         dest = await asyncio.to_thread(prepare_dest, given)
         # One read transaction: the three files describe the same moment.
-        return await self._readers.call(
+        return await self.readers.call(
             lambda conn: export.write(conn, jobs.get_job(conn, job.name), dest)
         )
 

@@ -28,12 +28,16 @@ def job_to_dict(job: pb.Job) -> dict[str, Any]:
         "kind": job.kind,
         "state": job.state,
         "counts": dict(sorted(job.counts.items())),
+        "finished": job.finished,
+        "succeeded": job.succeeded,
+        "failed": job.failed,
         "bytes_done": job.bytes_done,
         "bytes_total": job.bytes_total,
         "items_total": job.items_total,
         "retrying": job.retrying,
         "dest": job.dest,
         "message": job.message,
+        "batch_unit": job.batch_unit,
         "batches": [
             {
                 "index": batch.index,
@@ -61,15 +65,15 @@ def shard_rows(job: pb.Job) -> list[dict[str, Any]]:
         seconds = None
         if batch.started_at_ms and batch.finished_at_ms:
             seconds = max(0.001, (batch.finished_at_ms - batch.started_at_ms) / 1000)
-        written = batch.state in ("complete", "archived")
         rows.append(
             {
                 "shard": batch.index,
                 "state": batch.state,
+                "tone": batch.tone,
                 "items": batch.files,
                 # Counted when the shard is written; None while it is being filled.
-                "successes": batch.files - batch.failures if written else None,
-                "failures": batch.failures if written else None,
+                "successes": batch.files - batch.failures if batch.settled else None,
+                "failures": batch.failures if batch.settled else None,
                 "bytes": batch.bytes,
                 "seconds": seconds,
                 "items_per_s": batch.files / seconds if seconds else None,
@@ -114,7 +118,7 @@ def stats_to_dict(response: pb.StatsResponse) -> dict[str, Any]:
         "bytes_per_s": response.bytes_per_s,
         "success_rate": success_rate(response.job),
         "bucket_s": response.bucket_s,
-        "shards": shard_rows(response.job) if response.job.kind == "scenes" else None,
+        "shards": shard_rows(response.job) if response.job.batch_unit == "shard" else None,
         "throughput": [
             {"start": iso_utc(bucket.start_ms), "items": bucket.items, "bytes": bucket.bytes}
             for bucket in response.throughput
@@ -125,8 +129,7 @@ def stats_to_dict(response: pb.StatsResponse) -> dict[str, Any]:
 
 def success_rate(job: pb.Job) -> float | None:
     """Successes among the items that ended, or None before any did."""
-    done, failed = job.counts.get("done", 0), job.counts.get("failed", 0)
-    return done / (done + failed) if done + failed else None
+    return job.succeeded / job.finished if job.finished else None
 
 
 def scalar_fields(message: Message) -> dict[str, Any]:

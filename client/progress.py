@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
-from bulkforge.client.render import human_bytes, human_duration, items_finished, percent
+from bulkforge.client.render import human_bytes, human_duration, percent
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 # Often enough to show life in a log, rarely enough not to flood it.
@@ -38,7 +38,7 @@ def progress_fields(event: pb.WatchEvent) -> dict[str, str]:
     return {
         "state": job.state,
         "bytes": f"{human_bytes(job.bytes_done)} / {human_bytes(job.bytes_total)}",
-        "items": f"{items_finished(job)}/{job.items_total} files",
+        "items": f"{job.finished}/{job.items_total} files",
         "rate": f"{event.items_per_s:.0f} files/s  {human_bytes(event.bytes_per_s)}/s",
         "eta": f"ETA {eta}",
     }
@@ -49,7 +49,7 @@ def bar_position(job: pb.Job) -> tuple[float | None, float]:
     if job.bytes_total:
         return job.bytes_total, job.bytes_done
     if job.items_total:
-        return job.items_total, items_finished(job)
+        return job.items_total, job.finished
     return None, 0
 
 
@@ -84,7 +84,7 @@ def live_view(event: pb.WatchEvent):
     top.add_column(no_wrap=True, justify="right")
     top.add_row(
         styled(event.job.name, "bold"),
-        state_text(event.job.state),
+        state_text(event.job.state, event.job.tone),
         ProgressBar(total=total, completed=completed),
         styled(f"{share} {fields['eta']}"),
     )

@@ -11,23 +11,14 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
-# Item states in the order they happen, so a summary reads like the pipeline; others follow.
-ITEM_STATE_ORDER = ("pending", "downloading", "running", "verifying", "done", "skipped", "failed")
-FINISHED_ITEM_STATES = ("done", "skipped")
-STATE_STYLES = {
-    "queued": "blue",
-    "running": "cyan",
-    "paused": "yellow",
-    "awaiting_swap": "magenta",
-    "completed": "green",
-    "failed": "red",
-    "cancelled": "dim",
-    "done": "green",
-    "skipped": "green",
-    "downloading": "cyan",
-    "verifying": "cyan",
+# Colours by the tone bfd gives each state; the states themselves are bfd's to know.
+TONE_STYLES = {
+    "waiting": "blue",
     "active": "cyan",
-    "complete": "green",
+    "held": "yellow",
+    "ok": "green",
+    "bad": "red",
+    "idle": "dim",
 }
 MAX_THROUGHPUT_ROWS = 30
 MAX_SHARD_ROWS = 10
@@ -58,18 +49,8 @@ def ago(ms: int) -> str:
     return human_duration(max(0.0, time.time() - ms / 1000)) + " ago"
 
 
-def items_finished(job: pb.Job) -> int:
-    return sum(job.counts.get(state, 0) for state in FINISHED_ITEM_STATES)
-
-
 def percent(done: int, total: int) -> str:
     return f"{100 * done / total:.1f}%" if total else "-"
-
-
-def ordered_counts(job: pb.Job) -> list[tuple[str, int]]:
-    known = [(state, job.counts[state]) for state in ITEM_STATE_ORDER if state in job.counts]
-    others = sorted((s, n) for s, n in job.counts.items() if s not in ITEM_STATE_ORDER)
-    return known + others
 
 
 def console(stderr: bool = False) -> "Console":
@@ -85,14 +66,14 @@ def styled(value: Any, style: str = "") -> "Text":
     return Text(str(value), style=style)
 
 
-def state_text(state: str) -> "Text":
-    return styled(state, STATE_STYLES.get(state, ""))
+def state_text(state: str, tone: str) -> "Text":
+    return styled(state, TONE_STYLES.get(tone, ""))
 
 
 def print_job(job: pb.Job) -> None:
     out = console()
     out.print(job_summary(job))
-    if job.kind == "scenes":
+    if job.batch_unit == "shard":
         if job.batches:
             out.print(shards_table(job, MAX_SHARD_ROWS))
     elif job.batches:
@@ -115,7 +96,7 @@ def shards_table(job: pb.Job, limit: int) -> Any:
         rate = row["items_per_s"]
         table.add_row(
             str(row["shard"]),
-            state_text(row["state"]),
+            state_text(row["state"], row["tone"]),
             str(row["items"]),
             "-" if row["successes"] is None else str(row["successes"]),
             "-" if row["failures"] is None else str(row["failures"]),
@@ -132,10 +113,16 @@ def job_summary(job: pb.Job) -> Any:
     grid.add_column(style="bold")
     grid.add_column()
     title = styled(f"{job.name} ({job.kind}) ", "bold")
-    title.append_text(state_text(job.state))
+    title.append_text(state_text(job.state, job.tone))
     grid.add_row("job", title)
-    counts = "  ".join(f"{state} {count}" for state, count in ordered_counts(job))
-    grid.add_row("items", styled(f"{items_finished(job)}/{job.items_total} finished   {counts}"))
+    counts = "  ".join(f"{entry.state} {entry.count}" for entry in job.states)
+    grid.add_row(
+        "items",
+        styled(
+            f"{job.finished}/{job.items_total} finished ({job.succeeded} ok, {job.failed} failed)"
+            f"   {counts}"
+        ),
+    )
     grid.add_row(
         "bytes",
         styled(
@@ -177,7 +164,7 @@ def batches_table(batches: Iterable[pb.Batch]) -> Any:
     for batch in batches:
         table.add_row(
             str(batch.index),
-            state_text(batch.state),
+            state_text(batch.state, batch.tone),
             str(batch.files),
             human_bytes(batch.bytes),
             styled(batch.disk or "-"),
@@ -201,8 +188,8 @@ def print_jobs(jobs: Iterable[pb.Job]) -> None:
         table.add_row(
             styled(job.name),
             styled(job.kind),
-            state_text(job.state),
-            f"{items_finished(job)}/{job.items_total}",
+            state_text(job.state, job.tone),
+            f"{job.finished}/{job.items_total}",
             f"{human_bytes(job.bytes_done)} / {human_bytes(job.bytes_total)}",
             ago(job.updated_at_ms),
         )
@@ -295,7 +282,7 @@ def print_stats(response: pb.StatsResponse) -> None:
         out.print(table)
     if response.failures:
         out.print(failure_groups_table(response.failures))
-    if response.job.kind == "scenes" and response.job.batches:
+    if response.job.batch_unit == "shard" and response.job.batches:
         out.print(shards_table(response.job, MAX_THROUGHPUT_ROWS))
 
 

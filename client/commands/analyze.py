@@ -4,7 +4,7 @@ import argparse
 
 from bulkforge.client.commands.base import add_command
 from bulkforge.client.commands.plan import check_plan
-from bulkforge.client.commands.submit import add_source_flags, source_spec
+from bulkforge.client.commands.submit.download import add_source_flags, source_spec
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import analysis_to_dict, print_json
 from bulkforge.client.render import print_analysis

@@ -217,7 +217,7 @@ def download_and_verify(
     job = download(endpoint, manifest, dest, show=not args.json)
     bad = unverified(dest, files)
     seconds = time.monotonic() - started
-    ok = job.state == "completed" and not bad
+    ok = job.tone == "ok" and not bad
     total = sum(file.size for file in files)
     if args.json:
         print_json(
@@ -253,7 +253,7 @@ def download(endpoint: Endpoint, manifest: Path, dest: Path, show: bool) -> pb.J
                 raise ClientError("bfd ended the watch without any news of the job")
             if show:
                 print_job(event.job)
-            if show and event.job.state != "completed":
+            if show and event.job.tone != "ok":
                 request = pb.FailuresRequest(name=JOB_NAME, limit=10)
                 print_failures(stub.Failures(request, timeout=30), JOB_NAME)
     except grpc.RpcError as exc:

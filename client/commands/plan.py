@@ -3,7 +3,7 @@
 import argparse
 
 from bulkforge.client.commands.base import add_command
-from bulkforge.client.commands.submit import (
+from bulkforge.client.commands.submit.download import (
     add_plan_flags,
     add_source_flags,
     check_manifest,

@@ -3,7 +3,7 @@
 import argparse
 
 from bulkforge.client.commands.base import add_command, add_job_name
-from bulkforge.client.commands.submit import daemon_path
+from bulkforge.client.commands.submit.common import daemon_path
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import disk_to_dict, job_to_dict, print_json
 from bulkforge.client.render import print_job

@@ -9,8 +9,9 @@ from bulkforge.client.progress import follow
 from bulkforge.client.render import print_job
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
-# awaiting_swap ends a watch successfully: the batch is done and the next step is the operator's.
-SUCCESS_STATES = frozenset({"completed", "awaiting_swap"})
+# A watch that ends on an ok tone (completed) or a held one (awaiting a disk swap: the batch
+# is done and the next step is the operator's) ends well; the daemon gives each state its tone.
+SUCCESS_TONES = frozenset({"ok", "held"})
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,15 +46,13 @@ def stopped_watching(name: str) -> int:
 
 def outcome(job: pb.Job) -> int:
     """Exit 0 when the job ended well (or waits for a disk swap), else say why and exit 1."""
-    if job.state in SUCCESS_STATES:
+    if job.tone in SUCCESS_TONES:
         return EXIT_OK
     reason = f": {job.message}" if job.message else ""
-    if job.state == "failed":
+    if job.tone == "bad":
         # The daemon's message usually says what to do next; add a pointer only when it is silent.
         hint = reason or f"; see `bfctl failures {job.name}`"
-        report(f"job {job.name!r} failed{hint}")
-    elif job.state == "cancelled":
-        report(f"job {job.name!r} was cancelled{reason}")
+        report(f"job {job.name!r} {job.state}{hint}")
     else:
         report(f"the watch ended while job {job.name!r} is {job.state}{reason}")
     return EXIT_REFUSED

@@ -1,20 +1,16 @@
-"""bfctl submit KIND NAME ...: create a job. Submitting the same again changes nothing."""
+"""bfctl submit download NAME (--manifest F | --s3 URL | --hf REPO | --url URL...) --dest D."""
 
 import argparse
-import os
 from pathlib import Path
 
 from bulkforge.client.commands.base import add_command, add_job_name
+from bulkforge.client.commands.submit.common import daemon_path, print_submitted
 from bulkforge.client.connection import call_timeout
-from bulkforge.client.documents import job_to_dict, print_json
 from bulkforge.client.errors import UsageError
-from bulkforge.client.render import print_job
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = add_command(subparsers, "submit", "create a job (idempotent by name)", None)
-    kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
+def register(kinds: argparse._SubParsersAction) -> None:
     download = add_command(kinds, "download", "download files into a directory", run_download)
     add_job_name(download)
     add_source_flags(download)
@@ -26,79 +22,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="start each next batch at once instead of waiting for `continue` or `swap`",
     )
     download.set_defaults(check=check_download)
-    register_scenes(kinds)
-
-
-def register_scenes(kinds: argparse._SubParsersAction) -> None:
-    scenes = add_command(kinds, "scenes", "process the items of a Parquet into shards", run_scenes)
-    add_job_name(scenes)
-    scenes.add_argument(
-        "--input", required=True, metavar="F", help="a Parquet file or a directory of *.parquet"
-    )
-    scenes.add_argument("--key", required=True, metavar="COL", help="the column of unique keys")
-    scenes.add_argument("--url", required=True, metavar="COL", help="the column of item URLs")
-    scenes.add_argument(
-        "--keep",
-        default="",
-        metavar="COL,...",
-        help="input columns copied into each item's metadata and shard index",
-    )
-    scenes.add_argument("--dest", required=True, metavar="D", help="directory the shards go in")
-    scenes.add_argument(
-        "--shard-size", type=int, default=0, metavar="N", help="items per shard (default 10000)"
-    )
-    scenes.add_argument(
-        "--format",
-        choices=("files", "webdataset", "parquet"),
-        default="",
-        help="shard format (default webdataset)",
-    )
-    scenes.add_argument(
-        "--steps",
-        default="fetch",
-        metavar="S,...",
-        help="steps in order, fetch first: fetch, verify, decode or module:function",
-    )
-    scenes.add_argument(
-        "--max-size", default="", metavar="BYTES", help="largest item fetch accepts (64MiB)"
-    )
-    scenes.add_argument(
-        "--timeout", type=float, default=0, metavar="S", help="seconds per fetch attempt (30)"
-    )
-    scenes.set_defaults(check=check_scenes)
-
-
-def check_scenes(args: argparse.Namespace) -> None:
-    remote = bool(args.target)
-    args.dest = daemon_path(args.dest, remote=remote, what="--dest")
-    args.input = daemon_path(args.input, remote=remote, what="--input")
-    if not remote and not Path(args.input).exists():
-        raise UsageError(f"--input {args.input}: no such file or directory")
-    if args.shard_size < 0:
-        raise UsageError("--shard-size must be positive")
-
-
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def run_scenes(args: argparse.Namespace, stub) -> int:
-    spec = pb.ScenesSpec(
-        input=args.input,
-        key=args.key,
-        url=args.url,
-        keep=_names(args.keep),
-        dest=args.dest,
-        shard_size=args.shard_size,
-        format=args.format,
-        steps=_names(args.steps),
-        max_size=args.max_size,
-        timeout_s=args.timeout,
-    )
-    response = stub.Submit(
-        pb.SubmitRequest(name=args.name, scenes=spec), timeout=call_timeout(args, default=None)
-    )
-    return _print_submitted(args, response)
 
 
 def add_source_flags(parser: argparse.ArgumentParser) -> None:
@@ -175,14 +98,6 @@ def check_download(args: argparse.Namespace) -> None:
     check_manifest(args)
 
 
-def daemon_path(path: str, remote: bool, what: str) -> str:
-    if os.path.isabs(path):
-        return path
-    if remote:
-        raise UsageError(f"{what} {path}: with --target, give an absolute path on bfd's node")
-    return os.path.abspath(path)
-
-
 def run_download(args: argparse.Namespace, stub) -> int:
     spec = source_spec(args)
     spec.dest = args.dest
@@ -193,16 +108,4 @@ def run_download(args: argparse.Namespace, stub) -> int:
         spec.safety_margin = args.safety_margin
     request = pb.SubmitRequest(name=args.name, download=spec)
     response = stub.Submit(request, timeout=call_timeout(args, default=None))
-    return _print_submitted(args, response)
-
-
-def _print_submitted(args: argparse.Namespace, response: pb.SubmitResponse) -> int:
-    if args.json:
-        print_json({"created": response.created, "job": job_to_dict(response.job)})
-        return 0
-    if response.created:
-        print(f"created job {args.name!r}; follow it with `bfctl watch {args.name}`")
-    else:
-        print(f"job {args.name!r} already exists with these parameters; nothing changed")
-    print_job(response.job)
-    return 0
+    return print_submitted(args, response)

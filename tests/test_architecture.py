@@ -1,0 +1,100 @@
+"""The layering ARCHITECTURE.md promises, checked by walking the imports with `ast`.
+
+Job kinds are the packages under daemon/ that hold a `kind.py`. The core and the
+shared modules import no kind; kinds do not import each other; only the registry
+names them; and no module outside a kind compares anything with a kind's name.
+"""
+
+import ast
+from pathlib import Path
+
+from bulkforge.daemon.registry import KINDS
+
+DAEMON = Path(__file__).resolve().parent.parent / "daemon"
+PREFIX = "bulkforge.daemon."
+REGISTRY = DAEMON / "registry.py"
+# The core: nothing here may know that any kind exists.
+CORE = ("store", "machines", "jobs", "governor", "errors")
+
+
+def kind_packages() -> list[str]:
+    return sorted(p.parent.name for p in DAEMON.glob("*/kind.py"))
+
+
+def daemon_modules() -> list[Path]:
+    return sorted(DAEMON.rglob("*.py"))
+
+
+def imported(path: Path) -> set[str]:
+    """Every bulkforge.daemon module path imports (module or package), by dotted name."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name.removeprefix(PREFIX) for name in names if name.startswith(PREFIX)}
+
+
+def kinds_imported(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in imported(path)} & set(kind_packages())
+
+
+def owner(path: Path) -> str:
+    """The top-level part of daemon/ a module belongs to: a package name or a module name."""
+    return path.relative_to(DAEMON).parts[0].removesuffix(".py")
+
+
+def test_the_tree_has_kinds_to_check() -> None:
+    assert {"downloader", "scenes"} <= set(kind_packages())
+
+
+def test_core_modules_import_no_kind() -> None:
+    offenders = {
+        str(path.relative_to(DAEMON)): kinds_imported(path)
+        for path in daemon_modules()
+        if owner(path) in CORE and kinds_imported(path)
+    }
+    assert offenders == {}
+
+
+def test_kinds_do_not_import_each_other() -> None:
+    offenders = {
+        str(path.relative_to(DAEMON)): kinds_imported(path) - {owner(path)}
+        for path in daemon_modules()
+        if owner(path) in kind_packages() and kinds_imported(path) - {owner(path)}
+    }
+    assert offenders == {}
+
+
+def test_only_the_registry_imports_the_kinds() -> None:
+    offenders = {
+        str(path.relative_to(DAEMON)): kinds_imported(path)
+        for path in daemon_modules()
+        if owner(path) not in kind_packages() and path != REGISTRY and kinds_imported(path)
+    }
+    assert offenders == {}
+
+
+def test_nothing_outside_a_kind_names_one() -> None:
+    """A string equal to a kind's stored name ("download", "scenes") only inside that kind."""
+    names = {kind.name for kind in KINDS}
+    assert names >= {"download", "scenes"}
+    offenders = []
+    for path in daemon_modules():
+        if owner(path) in kind_packages():
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                offenders.append(f"{path.relative_to(DAEMON)}:{node.lineno} {node.value!r}")
+    assert offenders == []
+
+
+def test_the_checks_see_a_violation(tmp_path: Path) -> None:
+    """The walker is not vacuous: an import of a kind from a core module is found."""
+    planted = tmp_path / "jobs.py"
+    planted.write_text(
+        "from bulkforge.daemon.scenes import records\nimport bulkforge.daemon.downloader.files\n"
+    )
+    assert {name.split(".")[0] for name in imported(planted)} == {"scenes", "downloader"}

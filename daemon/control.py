@@ -5,6 +5,7 @@ job's kind through the seam (`pipeline.py`), and a verb only some kinds offer is
 refused, saying why, for a job of another kind.
 """
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass, field
@@ -88,16 +89,21 @@ class Control:
         return [self._with_in_flight(view) for view in views]
 
     def _view(self, conn: apsw.Connection, job: jobs.JobRow) -> jobs.JobView:
-        kind = self._kinds.of(job)
+        """The job's view; a job of a kind this bfd does not run still shows its row."""
         view = jobs.job_view(conn, job)
-        view.batch_unit = kind.batch_unit
-        view.item_tones = dict(kind.item_tones)
-        kind.fill_view(conn, view)
+        kind = self._kinds.find(job)
+        if kind is not None:
+            view.batch_unit = kind.batch_unit
+            view.item_tones = dict(kind.item_tones)
+            kind.fill_view(conn, view)
         return view
 
     def _with_in_flight(self, view: jobs.JobView) -> jobs.JobView:
         """Count the bytes of work under way, so progress moves between items."""
-        view.bytes_done += self._kinds.of(view.job).runner.in_flight_bytes(view.job.id)
+        kind = self._kinds.find(view.job)
+        if kind is None:
+            return view
+        view.bytes_done += kind.runner.in_flight_bytes(view.job.id)
         if view.bytes_total:
             view.bytes_done = min(view.bytes_done, view.bytes_total)
         return view
@@ -126,8 +132,13 @@ class Control:
             view, throughput, groups, elapsed, items / elapsed, size / elapsed, bucket // 1000
         )
 
-    def system(self) -> SystemView:
-        """The daemon, its governor and its store now (file system reads: call in a thread)."""
+    async def system(self) -> SystemView:
+        """The daemon, its governor and its store now."""
+        # What the event loop changes is read on it; the store and the disks in a thread.
+        active, holds = self.active_transfers, dict(self._governor.holds)
+        return await asyncio.to_thread(self._system, active, holds)
+
+    def _system(self, active_transfers: int, holds: dict[str, str]) -> SystemView:
         governor, settings, writer = self._governor, self._settings, self._store.writer
         db_bytes, wal_bytes = self._store.file_sizes()
         dests = sorted({job.dest for job in self._store.readers.read(jobs.all_jobs)})
@@ -141,8 +152,8 @@ class Control:
             cpu_workers=governor.cpu_workers,
             disk_threshold=governor.disk.threshold,
             bandwidth=governor.bandwidth.rate,
-            active_transfers=self.active_transfers,
-            holds=dict(governor.holds),
+            active_transfers=active_transfers,
+            holds=holds,
             max_connections=settings.max_connections,
             db_bytes=db_bytes,
             wal_bytes=wal_bytes,
@@ -245,6 +256,7 @@ class Control:
     ) -> jobs.JobRow:
         def move(conn: apsw.Connection) -> jobs.JobRow:
             job = jobs.get_job(conn, name)
+            self._kinds.of(job)  # a job no runner here can stop is not moved
             jobs.require_move(job, new, verb, only_from)
             return jobs.move_job(conn, job, new, message=message)
 

@@ -65,7 +65,7 @@ class JobView:
     # The input's registration, for kinds that register as they run; else None.
     registration: Registration | None = None
     # What its batch rows are: "disk" batches or item "shard"s (its kind says).
-    batch_unit: str = "disk"
+    batch_unit: str = ""
     # Its item machine's states in the order they happen, each with its tone.
     item_tones: dict[str, Tone] = field(default_factory=dict)
 

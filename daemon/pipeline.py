@@ -86,7 +86,7 @@ class JobKind(ABC):
     #: The kind's name: stored in jobs.kind, and the SubmitRequest spec field that carries it.
     name: str
     #: What the status table calls its batch rows: "disk" batches or item "shard"s.
-    batch_unit: str = "disk"
+    batch_unit: str
     #: Its item machine's states in the order they happen, each with its tone (machines/).
     item_tones: Mapping[str, Tone]
 
@@ -199,8 +199,19 @@ class Kinds:
             raise InvalidArgument(f"the request names no job spec ({known})")
         return kind
 
+    def find(self, job: JobRow) -> JobKind | None:
+        """The job's kind, or None for a kind this bfd does not run (a newer bfd stored it)."""
+        return self._by_name.get(job.kind)
+
     def of(self, job: JobRow) -> JobKind:
-        return self._by_name[job.kind]
+        """The job's kind; a job of a kind this bfd does not run is refused, saying so."""
+        kind = self.find(job)
+        if kind is None:
+            raise FailedPrecondition(
+                f"job {job.name!r} is a {job.kind} job, which this bfd does not run "
+                "(was it submitted to a newer bfd on this state dir?)"
+            )
+        return kind
 
     def capable(self, capability: type[K], job: JobRow, verb: str) -> K:
         """The job's kind as the capability a verb needs; refused, saying why, without it."""

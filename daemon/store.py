@@ -198,7 +198,8 @@ def guarded_update_where(
 
     The move is checked against the machine first. With `expected`, exactly that many
     rows must move, or the whole operation fails (TransitionConflict): a set claimed
-    or finished must not lose a member silently. Returns the rows moved.
+    or finished must not lose a member silently. Returns the rows moved. `where` binds
+    plain `?` parameters, after the ones of the SET clause (never numbered `?N`).
     """
     check(old, new)
     assignments = ", ".join(f"{name} = ?" for name in ("state", *columns))

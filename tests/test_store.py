@@ -473,6 +473,93 @@ def test_guarded_update_refuses_an_illegal_move_before_writing(db: apsw.Connecti
     assert db.total_changes() == changes
 
 
+def test_a_set_move_moves_its_rows_and_counts_them(db: apsw.Connection) -> None:
+    job = add_job(db, "set", 6)
+    ids = ids_in(db, job.id, FileState.PENDING)
+    with db:
+        db.execute("UPDATE files SET state = 'downloading' WHERE id = ?", (ids[0],))
+    with db:
+        moved = store.guarded_update_where(
+            db,
+            "files",
+            FileState.PENDING,
+            FileState.SKIPPED,
+            file_machine.check_transition,
+            "job_id = ? AND id <= ?",
+            (job.id, ids[3]),
+            expected=3,
+            updated_at=7,
+        )
+    # The row already downloading is not in the set: the three others are.
+    assert moved == 3
+    assert ids_in(db, job.id, FileState.SKIPPED) == ids[1:4]
+    assert ids_in(db, job.id, FileState.DOWNLOADING) == [ids[0]]
+
+
+def test_a_set_move_short_of_its_expected_rows_fails_whole(db: apsw.Connection) -> None:
+    job = add_job(db, "short", 4)
+    ids = ids_in(db, job.id, FileState.PENDING)
+    with db:
+        db.execute("UPDATE files SET state = 'downloading' WHERE id = ?", (ids[0],))
+    with pytest.raises(TransitionConflict, match="3 of 4 rows"), db:
+        store.guarded_update_where(
+            db,
+            "files",
+            FileState.PENDING,
+            FileState.SKIPPED,
+            file_machine.check_transition,
+            "job_id = ?",
+            (job.id,),
+            expected=4,
+        )
+    assert ids_in(db, job.id, FileState.PENDING) == ids[1:]
+    with pytest.raises(IllegalTransition), db:
+        store.guarded_update_where(
+            db, "files", FileState.PENDING, FileState.DONE, file_machine.check_transition, "1"
+        )
+    assert ids_in(db, job.id, FileState.PENDING) == ids[1:]
+
+
+def test_each_row_its_own_move_all_or_nothing(db: apsw.Connection) -> None:
+    job = add_job(db, "each", 3)
+    ids = ids_in(db, job.id, FileState.PENDING)
+    moves = [
+        (FileState.SKIPPED, ids[0], (1,)),
+        (FileState.FAILED, ids[1], (2,)),
+        (FileState.SKIPPED, ids[2], (3,)),
+    ]
+    with db:
+        db.execute("UPDATE files SET state = 'downloading' WHERE id = ?", (ids[2],))
+    with pytest.raises(TransitionConflict, match="1 of 3 rows"), db:
+        store.guarded_update_each(
+            db, "files", FileState.PENDING, file_machine.check_transition, ("updated_at",), moves
+        )
+    assert ids_in(db, job.id, FileState.PENDING) == ids[:2]
+    with db:
+        moved = store.guarded_update_each(
+            db,
+            "files",
+            FileState.PENDING,
+            file_machine.check_transition,
+            ("updated_at",),
+            moves,
+            require_all=False,
+        )
+    assert moved == 2
+    assert ids_in(db, job.id, FileState.SKIPPED) == [ids[0]]
+    assert ids_in(db, job.id, FileState.FAILED) == [ids[1]]
+    assert db.execute("SELECT updated_at FROM files WHERE id = ?", (ids[1],)).fetchone() == (2,)
+    with pytest.raises(IllegalTransition), db:
+        store.guarded_update_each(
+            db,
+            "files",
+            FileState.FAILED,
+            file_machine.check_transition,
+            (),
+            [(FileState.DONE, ids[1], ())],
+        )
+
+
 # -- the writer ------------------------------------------------------------------------------
 
 

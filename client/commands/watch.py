@@ -53,6 +53,8 @@ def outcome(job: pb.Job) -> int:
         # The daemon's message usually says what to do next; add a pointer only when it is silent.
         hint = reason or f"; see `bfctl failures {job.name}`"
         report(f"job {job.name!r} {job.state}{hint}")
+    elif job.tone == "idle":
+        report(f"job {job.name!r} was {job.state}{reason}")
     else:
         report(f"the watch ended while job {job.name!r} is {job.state}{reason}")
     return EXIT_REFUSED

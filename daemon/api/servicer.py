@@ -122,8 +122,7 @@ class Servicer(pb_grpc.BulkforgeServicer):
     async def System(self, request: pb.SystemRequest, context) -> pb.SystemResponse:
         if request.set:
             await self._control.set_limits(dict(request.set))
-        system = await asyncio.to_thread(self._control.system)
-        return messages.system_message(system, version())
+        return messages.system_message(await self._control.system(), version())
 
     async def Watch(self, request: pb.WatchRequest, context) -> AsyncIterator[pb.WatchEvent]:
         try:

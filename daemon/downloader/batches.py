@@ -12,7 +12,6 @@ Functions taking a connection run inside one writer operation.
 """
 
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,13 +23,14 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.disks import Disk, free_bytes, identify
 from bulkforge.daemon.downloader.listing import Batching
 from bulkforge.daemon.downloader.planner import FileSizes, Oversize, Plan, check_space, plan
+from bulkforge.daemon.durable import fsync_or_die, replace_durably
 from bulkforge.daemon.errors import FailedPrecondition
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines import file as file_machine
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.file import FileState
 from bulkforge.daemon.machines.job import JobState
-from bulkforge.daemon.store import guarded_update, now_ms
+from bulkforge.daemon.store import guarded_update, guarded_update_each, now_ms
 
 # Where a batch's manifest goes on its disk, below the job's dest.
 MANIFEST_DIR = ".bulkforge"
@@ -93,22 +93,18 @@ def _settle_oversize(conn: apsw.Connection, file_ids: list[int], planned: Plan) 
         return
     stamp = now_ms()
     if planned.oversize_policy == Oversize.SKIP:
-        file_machine.check_transition(FileState.PENDING, FileState.SKIPPED)
-        conn.executemany(
-            "UPDATE files SET state = 'skipped', batch_idx = -1, finished_at = ?, "
-            "updated_at = ? WHERE id = ? AND state = 'pending'",
-            [(stamp, stamp, file_id) for file_id in file_ids],
+        columns: tuple[str, ...] = ("batch_idx", "finished_at", "updated_at")
+        moves = [(FileState.SKIPPED, file_id, (-1, stamp, stamp)) for file_id in file_ids]
+    else:
+        message = (
+            f"larger than a batch can hold ({planned.capacity} bytes = space x margin); "
+            "submit with --oversize own-batch or skip, or a larger --space"
         )
-        return
-    file_machine.check_transition(FileState.PENDING, FileState.FAILED)
-    message = (
-        f"larger than a batch can hold ({planned.capacity} bytes = space x margin); "
-        "submit with --oversize own-batch or skip, or a larger --space"
-    )
-    conn.executemany(
-        "UPDATE files SET state = 'failed', batch_idx = -1, step = 'plan', "
-        "error_class = 'oversize', error = ?, updated_at = ? WHERE id = ? AND state = 'pending'",
-        [(message, stamp, file_id) for file_id in file_ids],
+        columns = ("batch_idx", "step", "error_class", "error", "updated_at")
+        values = (-1, "plan", "oversize", message, stamp)
+        moves = [(FileState.FAILED, file_id, values) for file_id in file_ids]
+    guarded_update_each(
+        conn, "files", FileState.PENDING, file_machine.check_transition, columns, moves
     )
 
 
@@ -239,21 +235,21 @@ def manifest_rows(conn: apsw.Connection, job_id: int, index: int) -> list[dict]:
 
 
 def write_manifest(path: Path, header: dict, rows: list[dict]) -> None:
-    """Write the manifest durably: a temp name, fsync, rename, fsync the directory."""
-    path.parent.mkdir(exist_ok=True)
+    """Write the manifest durably: a temp name, fsync, rename, fsync the directory.
+
+    OSError: the disk would not take it (the job pauses, saying why); DiskFatal: an
+    fsync failed, and what is on that disk is unknown.
+    """
+    if not path.parent.is_dir():
+        path.parent.mkdir()
+        fsync_or_die(path.parent.parent)
     temporary = path.with_name(path.name + ".tmp")
     with temporary.open("w") as handle:
         handle.write(json.dumps(header, sort_keys=True) + "\n")
         for row in rows:
             handle.write(json.dumps(row, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    replace_durably(temporary, path)
+    fsync_or_die(path.parent)
     logger.info("batch manifest {} written ({} files)", path, len(rows))
 
 

@@ -14,7 +14,7 @@ from loguru import logger
 
 from bulkforge.daemon.downloader.manifest import FileEntry
 from bulkforge.daemon.machines.file import FileState, check_transition
-from bulkforge.daemon.store import now_ms
+from bulkforge.daemon.store import guarded_update_each, now_ms
 
 # Staged rows first (CROSS JOIN fixes the order): only those with a file already on disk
 # can be skipped, and each finds its new row by the (job_id, path) index. The other way
@@ -42,22 +42,24 @@ def skip_unchanged(conn: apsw.Connection, job_id: int, dest: str, staged: str) -
     `staged` is the registration's staging table, which carries the size each
     file had on disk when it was listed: no file system call happens here.
     """
-    check_transition(FileState.PENDING, FileState.SKIPPED)
     candidates = conn.execute(
         UNCHANGED.format(staged=staged), {"job": job_id, "dest": dest}
     ).fetchall()
     unchanged_paths = {path for _, path, _ in candidates}
     stamp = now_ms()
-    skipped = 0
-    for file_id, path, checksum_url in candidates:
-        if checksum_url and f"{path}.CHECKSUM" not in unchanged_paths:
-            continue  # its sidecar changed upstream: fetch it again
-        conn.execute(
-            "UPDATE files SET state = 'skipped', finished_at = ?, updated_at = ? "
-            "WHERE id = ? AND state = 'pending'",
-            (stamp, stamp, file_id),
-        )
-        skipped += conn.changes()
+    skipped = guarded_update_each(
+        conn,
+        "files",
+        FileState.PENDING,
+        check_transition,
+        ("finished_at", "updated_at"),
+        [
+            (FileState.SKIPPED, file_id, (stamp, stamp))
+            for file_id, path, checksum_url in candidates
+            # A zip whose sidecar changed upstream is fetched again.
+            if not checksum_url or f"{path}.CHECKSUM" in unchanged_paths
+        ],
+    )
     if skipped:
         logger.info("{} file(s) unchanged since an earlier job at {}: skipped", skipped, dest)
     return skipped

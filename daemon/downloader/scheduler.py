@@ -44,13 +44,12 @@ from bulkforge.daemon.governor import (
 )
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.file import IN_FLIGHT, FileState
-from bulkforge.daemon.machines.job import JobState
+from bulkforge.daemon.machines.job import RUNNABLE, JobState
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import Store, StoreFatal, now_ms
 from bulkforge.daemon.transport import TransferFailed, origin_session
 
 IDLE_POLL_S = 1.0
-LIVE = (JobState.QUEUED, JobState.RUNNING)
 # Files claimed per transfer slot (see _slots).
 CLAIM_AHEAD = 2
 # How often a job held back by the disk threshold looks again for freed space.
@@ -181,7 +180,7 @@ class Downloader:
     async def _schedule(self) -> int | None:
         """One pass over the live download jobs; returns when the next retry falls due."""
         live = await self._readers.call(
-            lambda conn: jobs.jobs_in_states(conn, LIVE, kind=register.KIND)
+            lambda conn: jobs.jobs_in_states(conn, RUNNABLE, kind=register.KIND)
         )
         next_due: int | None = None
         for job in live:
@@ -217,6 +216,9 @@ class Downloader:
             path = batches.manifest_path(Path(job.dest), job.name, batch.index)
             try:
                 await asyncio.to_thread(batches.write_manifest, path, header, rows)
+            except DiskFatal as exc:
+                self._on_fatal(exc)
+                return
             except OSError as exc:
                 await self._writer.call(
                     lambda conn, error=exc: _manifest_failed(conn, job, batch, error)

@@ -26,11 +26,13 @@ S = JobState
 
 TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED})
 LIVE = frozenset({S.QUEUED, S.RUNNING, S.PAUSED, S.AWAITING_SWAP})
+# The states in which a kind's runner takes a job's work.
+RUNNABLE = (S.QUEUED, S.RUNNING)
 
 TONE: dict[JobState, Tone] = {
     S.QUEUED: Tone.WAITING,
     S.RUNNING: Tone.ACTIVE,
-    S.PAUSED: Tone.HELD,
+    S.PAUSED: Tone.IDLE,
     S.AWAITING_SWAP: Tone.HELD,
     S.COMPLETED: Tone.OK,
     S.FAILED: Tone.BAD,

@@ -45,14 +45,11 @@ class ScenesKind(JobKind, ItemExport):
         # Plug-ins are imported now: one that does not import refuses the job, not its items.
         await asyncio.to_thread(load_steps, list(request.steps))
         rows_total, first = await asyncio.to_thread(_first_chunk, request)
-        job, created = await self.writer.call(
+        return await self.writer.call(
             lambda c: records.create_job(
                 c, request.name, spec, str(request.dest), rows_total, first
             )
         )
-        if created:
-            self._scenes.wake()
-        return job, created
 
     def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
         """Items by state; the total counts rows not yet registered, minus those skipped."""

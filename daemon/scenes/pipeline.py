@@ -31,7 +31,7 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.errors import InvalidArgument, Refused
 from bulkforge.daemon.governor import Governor, give_back_memory
-from bulkforge.daemon.machines.job import JobState
+from bulkforge.daemon.machines.job import RUNNABLE, JobState
 from bulkforge.daemon.machines.scene import SceneState
 from bulkforge.daemon.scenes import records
 from bulkforge.daemon.scenes.fetch import ItemFetcher
@@ -44,7 +44,6 @@ from bulkforge.daemon.store import Store, StoreFatal
 from bulkforge.daemon.transport import origin_session
 
 IDLE_POLL_S = 1.0
-LIVE = (JobState.QUEUED, JobState.RUNNING)
 # Outcomes gathered before one thread hop streams them into the shard's files.
 FLUSH_BYTES = 4 * 1024**2
 FLUSH_ITEMS = 512
@@ -101,6 +100,8 @@ class Scenes:
         self._wake = asyncio.Event()
         self._stopping = False
         self._slots = asyncio.Semaphore(settings.max_connections)
+        # Items holding one of the slots: fetching now.
+        self._fetching = 0
         self._prepared: dict[int, _Job] = {}
         self._runs: dict[tuple[int, int], _ShardRun] = {}
         self._registrars: dict[int, asyncio.Task] = {}
@@ -116,8 +117,8 @@ class Scenes:
 
     @property
     def active_transfers(self) -> int:
-        """Items whose steps are running or waiting for a connection."""
-        return sum(run.remaining for run in self._runs.values())
+        """Items being fetched now (each holds a connection)."""
+        return self._fetching
 
     def in_flight_bytes(self, job_id: int) -> int:
         """A shard's bytes count once it is written: nothing is counted before."""
@@ -167,7 +168,7 @@ class Scenes:
 
     async def _schedule(self) -> None:
         live = await self._readers.call(
-            lambda conn: jobs.jobs_in_states(conn, LIVE, kind=records.KIND)
+            lambda conn: jobs.jobs_in_states(conn, RUNNABLE, kind=records.KIND)
         )
         for job in live:
             if self._stopping:
@@ -445,7 +446,11 @@ class Scenes:
         request = prepared.request
         kept = item.kept()
         async with self._slots:
-            fetched = await self._fetcher.fetch(item.url, request.max_size, request.timeout_s)
+            self._fetching += 1
+            try:
+                fetched = await self._fetcher.fetch(item.url, request.max_size, request.timeout_s)
+            finally:
+                self._fetching -= 1
         data, meta = fetched.data, {"key": item.key, "url": item.url, **kept}
         if len(prepared.steps) > 1:
             data, meta = await asyncio.to_thread(run_after_fetch, prepared.steps, data, meta)

@@ -23,10 +23,6 @@ CHECKSUM_LINE = re.compile(r"^(?P<digest>[0-9a-fA-F]{64}) [ *]?(?P<name>.+)$")
 SIDECAR_MAX = 64 * 1024
 
 
-def is_sidecar(entry: FileEntry) -> bool:
-    return entry.path.endswith(CHECKSUM_SUFFIX)
-
-
 def pair_checksums(entries: Iterable[FileEntry]) -> Iterator[FileEntry]:
     """Every entry, in order; a file listed right before its `.CHECKSUM` gets its checksum_url.
 

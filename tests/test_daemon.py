@@ -157,3 +157,27 @@ def test_boot_repair_moves_every_in_flight_row_and_logs_it(make_daemon):
     states = conn.execute("SELECT state FROM scenes UNION ALL SELECT state FROM files").fetchall()
     conn.close()
     assert states == [("pending",), ("pending",)]
+
+
+def test_a_job_of_a_kind_this_bfd_does_not_run_lists_and_is_refused(make_daemon):
+    """A newer bfd may have stored a kind this one lacks: shown, never touched, never INTERNAL."""
+    daemon = make_daemon()
+    daemon.state_dir.mkdir(parents=True)
+    conn = store.open_connection(daemon.state_dir / "bulkforge.db")
+    store.apply_schema(conn)
+    with conn:
+        conn.execute(
+            "INSERT INTO jobs (name, kind, state, spec, dest, created_at, updated_at) "
+            "VALUES ('later', 'clean', 'running', '{}', '/tmp', 0, 0)"
+        )
+    conn.close()
+    daemon.start()
+    listed = daemon.bfctl_json("list")
+    assert [(job["name"], job["kind"], job["state"]) for job in listed["jobs"]] == [
+        ("later", "clean", "running")
+    ]
+    paused = daemon.bfctl("pause", "later")
+    assert paused.returncode == 1
+    assert "clean job, which this bfd does not run" in paused.stderr
+    assert daemon.bfctl_json("status", "later")["state"] == "running"
+    assert daemon.stop() == 0

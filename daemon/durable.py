@@ -70,6 +70,25 @@ def sync_filesystems(directories: set[Path]) -> None:
             os.close(fd)
 
 
+def make_dirs(directory: Path, root: Path) -> None:
+    """mkdir -p of directory below root, fsyncing each parent whose entries changed.
+
+    root itself must exist already (a job's dest is never created here). OSError when
+    a directory cannot be made; DiskFatal when an fsync fails.
+    """
+    missing = []
+    walk = directory
+    while walk != root and not walk.exists():
+        missing.append(walk)
+        walk = walk.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        fsync_or_die(path.parent)
+
+
 def replace_durably(temporary: Path, final: Path) -> Path:
     """fsync a finished temporary file, then rename it over final (the caller fsyncs the dir)."""
     fsync_or_die(temporary)

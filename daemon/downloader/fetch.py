@@ -31,7 +31,7 @@ from bulkforge.daemon.downloader.segments import (
     fetch_all,
     preallocate,
 )
-from bulkforge.daemon.durable import DiskFatal, fsync_or_die
+from bulkforge.daemon.durable import DiskFatal, make_dirs
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.governor import Bandwidth
 from bulkforge.daemon.transport import fail, status_failure, transport_failure
@@ -416,19 +416,10 @@ def _prepare_dir(dest: Path, directory: Path) -> None:
         raise fail(
             "transfer", "dest", f"destination {dest} does not exist (disk unmounted or removed?)"
         )
-    missing = []
-    walk = directory
-    while walk != dest and not walk.exists():
-        missing.append(walk)
-        walk = walk.parent
-    for path in reversed(missing):
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise fail("transfer", "io", f"cannot create {path}: {exc.strerror}") from None
-        fsync_or_die(path.parent)
+    try:
+        make_dirs(directory, dest)
+    except OSError as exc:
+        raise fail("transfer", "io", f"cannot create {exc.filename}: {exc.strerror}") from None
 
 
 def _html_instead_of_file(

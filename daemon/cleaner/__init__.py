@@ -1,0 +1,1 @@
+"""The cleaner: Binance zips into partitioned, deduplicated Parquet (not yet a job kind)."""

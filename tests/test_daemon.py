@@ -128,25 +128,27 @@ def test_a_full_state_disk_stops_the_daemon_with_an_error(make_daemon, tmpfs, tm
     assert "I/O" in daemon.log.read_text() or "full" in daemon.log.read_text().lower()
 
 
-def test_boot_repair_moves_every_in_flight_row_and_logs_it(make_daemon):
-    daemon = make_daemon()
+def seed_store(daemon, *statements: str) -> None:
+    """The store before bfd's first start, holding rows as a crash or a newer bfd left them."""
     daemon.state_dir.mkdir(parents=True)
     conn = store.open_connection(daemon.state_dir / "bulkforge.db")
     store.apply_schema(conn)
     with conn:
-        conn.execute(
-            "INSERT INTO jobs (id, name, kind, state, spec, dest, created_at, updated_at) "
-            "VALUES (1, 'items', 'scenes', 'running', '{}', '/tmp', 0, 0)"
-        )
-        conn.execute(
-            "INSERT INTO scenes (job_id, key, state, updated_at) "
-            "VALUES (1, 'token-7', 'running', 0)"
-        )
-        conn.execute(
-            "INSERT INTO files (job_id, url, path, state, updated_at) "
-            "VALUES (1, 'http://127.0.0.1:9/a', 'a', 'verifying', 0)"
-        )
+        for statement in statements:
+            conn.execute(statement)
     conn.close()
+
+
+def test_boot_repair_moves_every_in_flight_row_and_logs_it(make_daemon):
+    daemon = make_daemon()
+    seed_store(
+        daemon,
+        "INSERT INTO jobs (id, name, kind, state, spec, dest, created_at, updated_at) "
+        "VALUES (1, 'items', 'scenes', 'running', '{}', '/tmp', 0, 0)",
+        "INSERT INTO scenes (job_id, key, state, updated_at) VALUES (1, 'token-7', 'running', 0)",
+        "INSERT INTO files (job_id, url, path, state, updated_at) "
+        "VALUES (1, 'http://127.0.0.1:9/a', 'a', 'verifying', 0)",
+    )
     daemon.start()
     assert daemon.stop() == 0
     log = daemon.log.read_text()
@@ -162,15 +164,11 @@ def test_boot_repair_moves_every_in_flight_row_and_logs_it(make_daemon):
 def test_a_job_of_a_kind_this_bfd_does_not_run_lists_and_is_refused(make_daemon):
     """A newer bfd may have stored a kind this one lacks: shown, never touched, never INTERNAL."""
     daemon = make_daemon()
-    daemon.state_dir.mkdir(parents=True)
-    conn = store.open_connection(daemon.state_dir / "bulkforge.db")
-    store.apply_schema(conn)
-    with conn:
-        conn.execute(
-            "INSERT INTO jobs (name, kind, state, spec, dest, created_at, updated_at) "
-            "VALUES ('later', 'clean', 'running', '{}', '/tmp', 0, 0)"
-        )
-    conn.close()
+    seed_store(
+        daemon,
+        "INSERT INTO jobs (name, kind, state, spec, dest, created_at, updated_at) "
+        "VALUES ('later', 'clean', 'running', '{}', '/tmp', 0, 0)",
+    )
     daemon.start()
     listed = daemon.bfctl_json("list")
     assert [(job["name"], job["kind"], job["state"]) for job in listed["jobs"]] == [

@@ -318,7 +318,7 @@ def curl_parallel(work: Path, rows: list[dict], connections: int) -> list[str]:
 class Bfd:
     """One bfd with a fresh state dir; samples its peak RSS (with children) and WAL size."""
 
-    def __init__(self, work: Path, name: str, connections: int):
+    def __init__(self, work: Path, name: str, connections: int, extra: dict | None = None):
         self.state = fresh(work / f"bfd-state-{name}")
         self.socket_dir = Path(tempfile.mkdtemp(prefix="bfb-"))  # short: unix socket path limit
         self.log = (work / f"bfd-{name}.log").open("w")
@@ -328,6 +328,7 @@ class Bfd:
             "--log-level": "WARNING",
             "--max-connections": connections,
             "--per-host-connections": connections,
+            **(extra or {}),
         }
         command = [sys.executable, "-m", "bulkforge.daemon"]
         for flag, value in flags.items():
@@ -344,14 +345,14 @@ class Bfd:
         self.submit_s: list[float] = []
 
     def download(self, name: str, manifest: Path, dest: Path) -> None:
+        spec = pb.DownloadSpec(manifest=str(manifest), dest=str(dest))
+        self.run_job(pb.SubmitRequest(name=name, download=spec))
+
+    def run_job(self, request: pb.SubmitRequest) -> pb.Job:
         """Submit a job and wait for it to end; exit with its failures unless completed."""
+        name = request.name
         started = time.perf_counter()
-        self.stub.Submit(
-            pb.SubmitRequest(
-                name=name, download=pb.DownloadSpec(manifest=str(manifest), dest=str(dest))
-            ),
-            timeout=120,
-        )
+        self.stub.Submit(request, timeout=120)
         self.submit_s.append(time.perf_counter() - started)
         while True:
             job = self.stub.Status(pb.JobRef(name=name), timeout=30)
@@ -363,6 +364,7 @@ class Bfd:
             failures = self.stub.Failures(pb.FailuresRequest(name=name), timeout=30)
             groups = [(g.step, g.error_class, g.count, g.sample) for g in failures.groups]
             sys.exit(f"bulkforge job ended {job.state}: {dict(job.counts)}; failures: {groups}")
+        return job
 
     def sample(self) -> None:
         """Read from outside (psutil, stat) so sampling adds no work to the daemon."""

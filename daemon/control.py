@@ -21,7 +21,7 @@ from bulkforge.daemon.errors import FailedPrecondition
 from bulkforge.daemon.failures import FailureGroupRow, FailureReport
 from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.machines.job import TERMINAL, JobState
-from bulkforge.daemon.pipeline import DiskBatches, ItemExport, Kinds
+from bulkforge.daemon.pipeline import DiskBatches, ItemExport, Kinds, Rerun
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import SYNCHRONOUS, Store, now_ms
 
@@ -190,7 +190,13 @@ class Control:
         return await self.status(name)
 
     async def resume(self, name: str) -> jobs.JobView:
-        await self._move(name, JobState.RUNNING, "resume", only_from=JobState.PAUSED)
+        """A paused job goes on; an ended job of a kind that re-reads its input runs again."""
+        job = await self._job(name)
+        ended = job.state in (JobState.COMPLETED, JobState.FAILED)
+        if ended and isinstance(self._kinds.of(job), Rerun):
+            await self._move(name, JobState.QUEUED, "resume", only_from=job.state, message="")
+        else:
+            await self._move(name, JobState.RUNNING, "resume", only_from=JobState.PAUSED)
         self._kinds.wake()
         return await self.status(name)
 

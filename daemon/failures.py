@@ -9,11 +9,14 @@ step, error_class, error); the reads and the retry filter here work on any of th
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import apsw
 
 from bulkforge.daemon.settings import Settings
+from bulkforge.daemon.store import guarded_update_where, now_ms
 
 _TABLE = re.compile(r"^[a-z_]+$")
 
@@ -98,4 +101,36 @@ def retry_filter(step: str, error: str) -> tuple[str, tuple[str, ...]]:
         "(? = '' OR step = ?) AND "
         "(? = '' OR instr(coalesce(error_class, '') || ': ' || coalesce(error, ''), ?) > 0)",
         (step, step, error, error),
+    )
+
+
+def requeue_failed(
+    conn: apsw.Connection,
+    table: str,
+    moves: tuple[StrEnum, StrEnum, Callable],
+    job_id: int,
+    step: str,
+    error: str,
+    **reset,
+) -> int:
+    """`bfctl retry`: a job's failed rows matching the filters back to pending; how many.
+
+    moves is (failed, pending, the machine's check); reset names further columns to set.
+    """
+    failed, pending, check = moves
+    matches, params = retry_filter(step, error)
+    return guarded_update_where(
+        conn,
+        table,
+        failed,
+        pending,
+        check,
+        f"job_id = ? AND {matches}",
+        (job_id, *params),
+        step=None,
+        error_class=None,
+        error=None,
+        finished_at=None,
+        updated_at=now_ms(),
+        **reset,
     )

@@ -6,12 +6,17 @@ worker processes, and remembers what it is holding back and why, for
 """
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import multiprocessing
+import os
+import shutil
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +30,10 @@ WAITING_FOR_MEMORY = "waiting for memory"
 RSS_EVERY_S = 0.5
 # How far ahead of the average rate a burst may run, in seconds of the cap.
 BURST_S = 0.1
+# How often a worker process looks whether bfd, its parent, is still there.
+ORPHAN_CHECK_S = 0.5
+# How long closing waits for a worker's piece of work before ending the worker.
+CLOSE_WAIT_S = 5.0
 
 
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
@@ -40,6 +49,23 @@ def use_lean_memory() -> None:
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())
+
+
+def start_worker() -> None:
+    """Each worker process's start: lean memory, and its own end once bfd is gone.
+
+    A bfd killed with -9 cannot stop its workers; each notices its parent is gone
+    and exits, so none goes on writing beside the next bfd.
+    """
+    use_lean_memory()
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 def give_back_memory() -> None:
@@ -152,14 +178,29 @@ class Governor:
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.cpu_workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.cpu_workers, mp_context=context, initializer=start_worker
+            )
             self._pool_size = self.cpu_workers
         return self._pool
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Stop the workers: queued work is dropped, running work gets CLOSE_WAIT_S to end.
+
+        Whatever a worker is ended in the middle of is written under a temp name and
+        taken up again by the next bfd.
+        """
+        if self._pool is None:
+            return
+        # The pool's own processes: not multiprocessing's resource tracker, which ends with bfd.
+        pids = set(getattr(self._pool, "_processes", None) or ())
+        workers = [child for child in psutil.Process().children() if child.pid in pids]
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+        _, alive = psutil.wait_procs(workers, timeout=CLOSE_WAIT_S)
+        for worker in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
 
     def change(self, given: dict[str, str]) -> None:
         """Apply `bfctl system --set` values: all of them, or none when one is invalid."""
@@ -190,6 +231,18 @@ class Governor:
             self.holds[job] = held
         else:
             self.holds.pop(job, None)
+
+    def disk_hold(self, dest: Path) -> str | None:
+        """Why no new piece of work may start writing into dest: the threshold is reached.
+
+        None when it may, and when dest cannot be measured (gone): the work then fails
+        on its own, saying so.
+        """
+        try:
+            room = self.disk.room_of(shutil.disk_usage(dest), 0)
+        except OSError:
+            return None
+        return room.describe(str(dest)) if room.bytes <= 0 else None
 
     def memory_hold(self) -> str | None:
         """Why new work must wait for memory, or None."""

@@ -5,16 +5,18 @@ or a reader call; none of them opens its own transaction.
 """
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import apsw
+from loguru import logger
 
 from bulkforge.daemon.errors import AlreadyExists, FailedPrecondition, NotFound
 from bulkforge.daemon.machines import Tone
 from bulkforge.daemon.machines import job as job_machine
 from bulkforge.daemon.machines.job import JobState
-from bulkforge.daemon.store import guarded_update, now_ms
+from bulkforge.daemon.store import guarded_update, guarded_update_where, now_ms
 
 
 @dataclass(frozen=True)
@@ -215,3 +217,47 @@ def job_view(conn: apsw.Connection, job: JobRow) -> JobView:
         )
     ]
     return view
+
+
+def start_job(conn: apsw.Connection, job: JobRow) -> JobRow:
+    """A queued job a runner takes up: running, its message cleared."""
+    job = move_job(conn, job, JobState.RUNNING, message="")
+    logger.info("job {} started", job.name)
+    return job
+
+
+def fail_live_job(conn: apsw.Connection, job_id: int, message: str) -> None:
+    """Fail a queued or running job for a reason of its own (its input is unreadable …)."""
+    job = job_by_id(conn, job_id)
+    if job is None or job.state not in (JobState.QUEUED, JobState.RUNNING):
+        return
+    if job.state == JobState.QUEUED:
+        job = move_job(conn, job, JobState.RUNNING)
+    move_job(conn, job, JobState.FAILED, message=message)
+    logger.error("job {} failed: {}", job.name, message)
+
+
+def repair_running(
+    conn: apsw.Connection, table: str, moves: tuple[StrEnum, StrEnum, Callable]
+) -> list[tuple[str, int]]:
+    """Boot repair of an item table: rows a crash left running back to pending.
+
+    moves is (running, pending, the machine's check); answers (job name, rows) per job.
+    """
+    running, pending, check = moves
+    counts = conn.execute(
+        f"SELECT jobs.name, count(*) FROM {table} AS items JOIN jobs ON jobs.id = items.job_id "
+        "WHERE items.state = ? GROUP BY jobs.name",
+        (str(running),),
+    ).fetchall()
+    guarded_update_where(
+        conn,
+        table,
+        running,
+        pending,
+        check,
+        "1",
+        expected=sum(count for _, count in counts),
+        updated_at=now_ms(),
+    )
+    return counts

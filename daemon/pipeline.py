@@ -8,30 +8,36 @@ the servicer loop over the registry; nothing outside a kind's package names it.
 
 Verbs only some kinds have are capabilities: a kind that cuts its jobs into
 disk batches is a `DiskBatches`, one whose items can be exported is an
-`ItemExport`. Control asks the registry for the capability and refuses the
-verb, saying why, when the job's kind has none.
+`ItemExport`, one whose ended jobs `resume` runs again over their input is a
+`Rerun`, one whose jobs put verified files on disk for another job to consume
+is a `VerifiedFiles`. Control (or a consuming kind, through `kinds`) asks the
+registry for the capability and refuses the verb, saying why, when the job's
+kind has none.
 
 Every method taking a connection runs inside one writer operation or one reader
 call; none opens its own transaction.
 """
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import apsw
+from loguru import logger
 
 from bulkforge.daemon.disks import prepare_dest
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.failures import FailureReport
 from bulkforge.daemon.governor import Governor
-from bulkforge.daemon.jobs import JobRow, JobView, existing_job
+from bulkforge.daemon.jobs import JobRow, JobView, existing_job, jobs_in_states
 from bulkforge.daemon.machines import Tone
+from bulkforge.daemon.machines.job import RUNNABLE
 from bulkforge.daemon.settings import Settings
-from bulkforge.daemon.store import Store
+from bulkforge.daemon.store import Store, StoreFatal
 
 K = TypeVar("K")
 
@@ -70,6 +76,63 @@ class Runner(Protocol):
         """Transfers (or items) on the network now."""
 
 
+class JobLoop(ABC):
+    """What most runners share: a pass over the kind's live jobs whenever woken, and at
+    least every IDLE_POLL_S; store writes nobody awaits, waited for by the drain."""
+
+    #: The kind whose queued and running jobs each pass looks at.
+    kind_name: str
+    IDLE_POLL_S = 1.0
+
+    def __init__(self, services: Services):
+        self._readers = services.store.readers
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._background: set[asyncio.Future] = set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @abstractmethod
+    async def _schedule_job(self, job: JobRow) -> None:
+        """One job's part of a pass: start what it may start now."""
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                live = await self._readers.call(
+                    lambda conn: jobs_in_states(conn, RUNNABLE, kind=self.kind_name)
+                )
+                for job in live:
+                    if self._stopping:
+                        return
+                    await self._schedule_job(job)
+            except StoreFatal:
+                return
+            except Exception:
+                logger.exception("{}: a scheduling pass failed; retrying in 1 s", self.kind_name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.IDLE_POLL_S)
+
+    def _in_background(self, write: Awaitable) -> None:
+        """A store write nobody awaits; the drain waits for it before the store closes."""
+        future = asyncio.ensure_future(write)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+
+    async def _stop_tasks(self, tasks: list[asyncio.Task], timeout: float) -> None:
+        """The drain's common part: take nothing new, cancel tasks, wait for them and writes."""
+        self._stopping = True
+        self.wake()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=timeout)
+
+
 class Request(Protocol):
     """What every kind's validated submit request offers."""
 
@@ -94,6 +157,9 @@ class JobKind(ABC):
         self.services = services
         self.writer = services.store.writer
         self.readers = services.store.readers
+        # Every kind of this daemon, set by the registry: for a kind that consumes another's
+        # jobs (clean --after a download), through a capability, never by name.
+        self.kinds: Kinds | None = None
 
     @property
     @abstractmethod
@@ -175,10 +241,31 @@ class ItemExport(ABC):
         """The job's items' outcomes as files under dest (an absolute path, created)."""
 
 
+class Rerun:
+    """A kind whose ended jobs `resume` queues again: each start reads its input as it is now."""
+
+
+# A verified file: (its row id, the directory its path is relative to, path, sha256 if known).
+VerifiedFile = tuple[int, str, str, str | None]
+
+
+class VerifiedFiles(ABC):
+    """A kind whose jobs put verified files on disk that another job may consume."""
+
+    @abstractmethod
+    def verified_files(
+        self, conn: apsw.Connection, job: JobRow, after: int
+    ) -> tuple[list[VerifiedFile], int]:
+        """Files the job, and later jobs of its kind into its dest, have verified, id > after,
+        in id order (a path verified again by a later job comes again, later); and the id
+        up to which every file has settled for good: the next call's `after`."""
+
+
 # What a job of a kind lacking a capability is told, by capability.
 _LACKS = {
     DiskBatches: ", which has no disk batches",
     ItemExport: "; export writes the items of an item job",
+    VerifiedFiles: ", which puts no verified files on disk",
 }
 
 
@@ -187,6 +274,8 @@ class Kinds:
 
     def __init__(self, kinds: Iterable[JobKind]):
         self._by_name = {kind.name: kind for kind in kinds}
+        for kind in self:
+            kind.kinds = self
 
     def __iter__(self):
         return iter(self._by_name.values())

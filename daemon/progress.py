@@ -4,7 +4,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from bulkforge.daemon.jobs import JobView
+from bulkforge.daemon.jobs import JobRow, JobView
+from bulkforge.daemon.machines.job import TERMINAL
+from bulkforge.daemon.store import now_ms
 
 
 @dataclass(frozen=True)
@@ -34,3 +36,12 @@ class Rates:
         elif items_rate > 0:
             eta = (view.items_total - view.finished) / items_rate
         return Pace(bytes_rate, items_rate, eta)
+
+
+def throughput_bucket_ms(job: JobRow) -> int:
+    """Throughput buckets for `bfctl stats`: a few dozen over the job's life, a second at least."""
+    span = max(1, (now_ms() if job.state not in TERMINAL else job.updated_at) - job.created_at)
+    for bucket in (1_000, 5_000, 10_000, 60_000, 300_000, 3_600_000):
+        if span / bucket <= 60:
+            return bucket
+    return 86_400_000

@@ -1,5 +1,6 @@
 """Every job kind this daemon runs, one line each: the only place that names them all."""
 
+from bulkforge.daemon.cleaner.kind import CleanKind
 from bulkforge.daemon.downloader.kind import DownloadKind
 from bulkforge.daemon.pipeline import JobKind, Kinds, Services
 from bulkforge.daemon.scenes.kind import ScenesKind
@@ -7,6 +8,7 @@ from bulkforge.daemon.scenes.kind import ScenesKind
 KINDS: tuple[type[JobKind], ...] = (
     DownloadKind,
     ScenesKind,
+    CleanKind,
 )
 
 

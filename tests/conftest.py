@@ -14,12 +14,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import grpc
 import pytest
+from botocore.config import Config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moto.server import ThreadedMotoServer
 
@@ -271,6 +274,40 @@ def moto_endpoint() -> Iterator[str]:
     yield f"http://{host}:{port}"
     server.stop()
     werkzeug.setLevel(level)
+
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def admin_client(endpoint: str):
+    """The tests' own client, with explicit dummy keys so it never depends on the env."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(max_pool_connections=8, request_checksum_calculation="when_required"),
+    )
+
+
+def public_bucket(endpoint: str, objects: dict[str, bytes]) -> str:
+    """A bucket whose objects anyone may GET, as data.binance.vision's are."""
+    client = admin_client(endpoint)
+    name = f"pub-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=name)
+    for key, data in objects.items():
+        client.put_object(Bucket=name, Key=key, Body=data, ACL="public-read")
+    return name
+
+
+def sha256sum_line(data: bytes, name: str) -> bytes:
+    return f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode()
 
 
 class Tmpfs:

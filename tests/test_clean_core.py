@@ -7,6 +7,7 @@ rows, not by the cleaner. DuckDB reads what was written.
 """
 
 import hashlib
+import json
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from bulkforge.daemon.cleaner import partition
 from bulkforge.daemon.cleaner.layout import NotInLayout, parse_path
 from bulkforge.daemon.cleaner.parse import CleanFailed, parse_zip
 from bulkforge.daemon.cleaner.schema import TABLES
+from bulkforge.daemon.cleaner.series import SeriesTask, ZipInput, clean_series
 from tests.binance_data import (
     AGG_HEADER,
     KLINE_HEADER,
@@ -163,22 +165,22 @@ def test_a_truncated_zip_and_a_csv_of_the_wrong_width_fail_with_their_step(tmp_p
     assert (wide.value.step, wide.value.error_class) == ("schema", "wrong_column_count")
 
 
-def _clean(root: Path, relatives: list[str], out: Path) -> dict[date, partition.PartitionStats]:
-    """What a clean job does per series: every partition its zips feed, built and written."""
+def _clean(root: Path, relatives: list[str], out: Path, empty=None) -> dict[date, dict]:
+    """What a clean job's worker does for one series: every partition its zips feed."""
     out.mkdir(parents=True, exist_ok=True)  # a job's dest exists before it runs
-    parsed = {relative: _parse(root, relative) for relative in relatives}
-    sources = {relative: parse_path(relative) for relative in relatives}
-    days = sorted({day for source in sources.values() for day in source.dates()})
+    zips = [
+        ZipInput(n, relative, str(root), 0, 0, None, home=True)
+        for n, relative in enumerate(relatives)
+    ]
+    series = {parse_path(relative).series_dir for relative in relatives}
+    assert len(series) == 1
+    result = clean_series(SeriesTask(str(out), series.pop(), tuple(zips), empty or {}))
     written = {}
-    for day in days:
-        feeding = [r for r in relatives if day in sources[r].dates()]
-        table = TABLES[sources[feeding[0]].series[:2]]
-        rows, stats = partition.build([parsed[r].rows for r in feeding], table, day)
-        if rows.num_rows:
-            directory = partition.partition_dir(out, sources[feeding[0]].series, day)
-            partition.write(directory, out, rows, stats)
-            written[day] = stats
-    return written
+    for stats in out.rglob(partition.STATS_FILE):
+        written[date.fromisoformat(stats.parent.name.removeprefix("date="))] = json.loads(
+            stats.read_text()
+        )
+    return written, result
 
 
 def test_duplicates_across_days_within_files_and_monthly_beside_daily(tmp_path) -> None:
@@ -194,11 +196,16 @@ def test_duplicates_across_days_within_files_and_monthly_beside_daily(tmp_path) 
     write_zip(root, relatives[1], day2_lines)
     monthly = trades_path("um", "BTCUSDT", DAY, monthly=True)
     write_zip(root, monthly, trade_lines(first + second, "um"))
-    written = _clean(root, [*relatives, monthly], out)
+    written, result = _clean(root, [*relatives, monthly], out)
+    assert result.parsed == 3 and sorted(result.built) == [
+        (DAY + timedelta(days=n)).isoformat() for n in range(-1, 32)
+    ]
     assert sorted(written) == [DAY, day2]
-    assert written[DAY].rows_out == 400 and written[day2].rows_out == 400
-    assert written[DAY].duplicates == 400 + 50 + 1  # the monthly copy, the doubled rows, the spill
-    assert written[DAY].missing_ids == 0 and written[day2].largest_id_gap == 0
+    assert written[DAY]["rows_out"] == 400 and written[day2]["rows_out"] == 400
+    # The monthly copy, the doubled rows, the spill.
+    assert written[DAY]["duplicates"] == 400 + 50 + 1
+    assert written[DAY]["missing_ids"] == 0 and written[day2]["largest_id_gap"] == 0
+    assert [s["path"] for s in written[DAY]["sources"]] == sorted([*relatives, monthly])
     every = first + second
     found = duckdb.sql(
         f"SELECT symbol, CAST(date AS VARCHAR), count(*), count(DISTINCT id), min(time), "
@@ -221,6 +228,12 @@ def test_duplicates_across_days_within_files_and_monthly_beside_daily(tmp_path) 
         f"SELECT epoch_us(time) FROM read_parquet('{out}/**/*.parquet') ORDER BY time, id"
     ).fetchall()
     assert [t for (t,) in times] == [r.time_us // 1000 * 1000 for r in every]
+    # Again over the same output, told which days came out empty: nothing is read or written.
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    empty = {day: digest for day, (digest, rows) in result.built.items() if not rows}
+    _, again = _clean(root, [*relatives, monthly], out, empty)
+    assert (again.parsed, again.built) == (0, {})
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
 
 
 def test_the_same_inputs_give_the_same_bytes_and_a_change_rewrites_only_its_days(tmp_path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from botocore.config import Config
+from conftest import admin_client
 
 from bulkforge.daemon.downloader.manifest import FileEntry
 from bulkforge.daemon.downloader.sources.binance import (
@@ -47,18 +47,6 @@ def aws_environment(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-def admin_client(endpoint: str):
-    """The tests' own client, with explicit dummy keys so it never depends on the env."""
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(max_pool_connections=8, request_checksum_calculation="when_required"),
-    )
 
 
 def new_bucket(endpoint: str, objects: dict[str, bytes]) -> str:

@@ -4,43 +4,16 @@ import hashlib
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
-from conftest import FAST_RETRIES, Daemon
+from conftest import (
+    AWS_ENV,
+    FAST_RETRIES,
+    Daemon,
+    admin_client,
+    public_bucket,
+    sha256sum_line,
+)
 from hf_server import HubFile, HubServer
-
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-
-
-def admin_client(endpoint: str):
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(request_checksum_calculation="when_required"),
-    )
-
-
-def public_bucket(endpoint: str, objects: dict[str, bytes]) -> str:
-    """A bucket whose objects anyone may GET, as data.binance.vision's are."""
-    client = admin_client(endpoint)
-    name = f"pub-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=name)
-    for key, data in objects.items():
-        client.put_object(Bucket=name, Key=key, Body=data, ACL="public-read")
-    return name
-
-
-def sha256sum_line(data: bytes, name: str) -> bytes:
-    return f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode()
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines import file as file_machine
 from bulkforge.daemon.machines import job as job_machine
 from bulkforge.daemon.machines import scene as scene_machine
+from bulkforge.daemon.machines import zip as zip_machine
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.file import FileState
 from bulkforge.daemon.machines.job import JobState
@@ -48,12 +49,14 @@ MACHINES: dict[str, ModuleType] = {
     "files": file_machine,
     "batches": batch_machine,
     "scenes": scene_machine,
+    "clean_zips": zip_machine,
 }
 STATE_ENUMS: dict[str, type[StrEnum]] = {
     "jobs": JobState,
     "files": FileState,
     "batches": BatchState,
     "scenes": scene_machine.SceneState,
+    "clean_zips": zip_machine.ZipState,
 }
 
 
@@ -339,6 +342,11 @@ def test_the_database_enforces_the_state_check(db: apsw.Connection, table: str) 
     job = add_job(db, "enforced", 1)
     with db:
         db.execute("INSERT INTO scenes (job_id, key, updated_at) VALUES (?, 'k', 0)", (job.id,))
+        db.execute(
+            "INSERT INTO clean_zips (job_id, path, series, first_day, last_day, size, mtime_ns, "
+            "updated_at) VALUES (?, 'z.zip', 's', '2024-01-01', '2024-01-01', 1, 0, 0)",
+            (job.id,),
+        )
     assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 1
     with pytest.raises(apsw.ConstraintError), db:
         db.execute(f"UPDATE {table} SET state = 'bogus'")

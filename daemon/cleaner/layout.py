@@ -61,6 +61,14 @@ class ZipSource:
         """The rows this zip adds to: one output table, partitioned by date."""
         return (self.market, self.kind, self.symbol, self.interval)
 
+    @property
+    def series_dir(self) -> str:
+        """The series' directory below the output root (Hive style), also its name in the store."""
+        parts = [f"market={self.market}", f"kind={self.kind}", f"symbol={self.symbol}"]
+        if self.interval is not None:
+            parts.append(f"interval={self.interval}")
+        return "/".join(parts)
+
     def dates(self) -> list[date]:
         """The partitions this zip may feed: its own days and one on either side.
 

@@ -6,10 +6,13 @@ row is kept does not depend on the order the zips were read), sorted by time the
 key, written with fixed options. The same inputs always give the same bytes.
 """
 
+import contextlib
+import itertools
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,8 @@ from bulkforge.daemon.cleaner.schema import TIME, Table
 from bulkforge.daemon.durable import fsync_or_die, make_dirs, replace_durably, write_durably
 
 DATA_FILE = "data.parquet"
+DAY_US = 86_400 * 10**6
+EPOCH = date(1970, 1, 1)
 STATS_FILE = "stats.json"
 # Fixed writer options: part of what makes a partition's bytes a function of its rows.
 WRITE_OPTIONS = {
@@ -36,6 +41,8 @@ WRITE_OPTIONS = {
 
 @dataclass
 class PartitionStats:
+    # sha256 of the sources' names and sha256s: equal digests, equal bytes.
+    digest: str
     rows_in: int
     rows_out: int
     duplicates: int
@@ -50,29 +57,50 @@ class PartitionStats:
     pyarrow: str = pa.__version__
 
 
-def partition_dir(root: Path, series: tuple, day: date) -> Path:
-    """root/market=…/kind=…/symbol=…/[interval=…/]date=YYYY-MM-DD (Hive style)."""
-    market, kind, symbol, interval = series
-    path = root / f"market={market}" / f"kind={kind}" / f"symbol={symbol}"
-    if interval is not None:
-        path = path / f"interval={interval}"
-    return path / f"date={day.isoformat()}"
+def partition_dir(root: Path, series: str, day: date) -> Path:
+    """root/SERIES/date=YYYY-MM-DD, SERIES being market=…/kind=…/symbol=…[/interval=…]."""
+    return root / series / f"date={day.isoformat()}"
 
 
-def build(parts: list[pa.Table], table: Table, day: date) -> tuple[pa.Table, PartitionStats]:
-    """The partition's rows from its inputs' rows, and their stats (sources left empty)."""
+def split_by_day(rows: pa.Table, table: Table) -> dict[date, pa.Table]:
+    """A zip's rows by the UTC day of their time: most zips' rows are all of one day."""
+    if not rows.num_rows:
+        return {}
+    days = rows[table.time].cast(pa.int64()).to_numpy() // DAY_US
+    first, last = int(days.min()), int(days.max())
+    if first == last:
+        return {EPOCH + timedelta(days=first): rows}
+    order = np.argsort(days, kind="stable")
+    ordered = rows.take(pa.array(order))
+    bounds = np.searchsorted(days[order], np.arange(first, last + 2))
+    return {
+        EPOCH + timedelta(days=first + n): ordered.slice(start, stop - start)
+        for n, (start, stop) in enumerate(itertools.pairwise(bounds))
+        if stop > start
+    }
+
+
+def build(parts: list[pa.Table], table: Table, digest: str) -> tuple[pa.Table, PartitionStats]:
+    """The partition's rows from its inputs' rows of its day, and their stats (no sources)."""
     rows = pa.concat_tables(parts) if parts else table.schema.empty_table()
-    rows = rows.filter(_on_day(rows[table.time], day))
     rows_in = rows.num_rows
     rows = _first_of_each_key(rows, table)
     rows = rows.take(pc.sort_indices(rows, [(table.time, "ascending"), (table.key, "ascending")]))
-    return rows, _stats(rows, table, rows_in)
+    return rows, _stats(rows, table, rows_in, digest)
 
 
 def write(directory: Path, root: Path, rows: pa.Table, stats: PartitionStats) -> None:
-    """The partition's data and stats, each under a temp name, fsynced and renamed."""
+    """The partition's data, then its stats, each under a temp name, fsynced and renamed.
+
+    The stats go last: a crash between the two leaves stats whose digest does not
+    match the sources, so the partition is rebuilt, never taken as finished.
+    The temp name is the writer's own: a worker orphaned by a killed bfd may still
+    be writing the same partition, with the same bytes.
+    """
     make_dirs(directory, root)
-    temporary = directory / f".{DATA_FILE}.tmp"
+    for stale in directory.glob(f".{DATA_FILE}.*.tmp"):  # left by a worker killed mid-write
+        stale.unlink(missing_ok=True)
+    temporary = directory / f".{DATA_FILE}.{os.getpid()}.tmp"
     pq.write_table(rows, temporary, **WRITE_OPTIONS)
     replace_durably(temporary, directory / DATA_FILE)
     document = json.dumps(asdict(stats), indent=2, sort_keys=True) + "\n"
@@ -80,10 +108,23 @@ def write(directory: Path, root: Path, rows: pa.Table, stats: PartitionStats) ->
     fsync_or_die(directory)
 
 
-def _on_day(times: pa.ChunkedArray, day: date) -> pa.ChunkedArray:
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    bounds = [pa.scalar(moment, type=TIME) for moment in (start, start + timedelta(days=1))]
-    return pc.and_(pc.greater_equal(times, bounds[0]), pc.less(times, bounds[1]))
+def remove(directory: Path) -> None:
+    """A partition none of whose sources has a row on its day any more: stats first, then data."""
+    removed = False
+    for name in (STATS_FILE, DATA_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+            removed = True
+    if removed:
+        fsync_or_die(directory)
+
+
+def recorded_digest(directory: Path) -> str | None:
+    """The digest in a partition's stats on disk; None when it has none or it is unreadable."""
+    try:
+        return json.loads((directory / STATS_FILE).read_bytes()).get("digest")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _first_of_each_key(rows: pa.Table, table: Table) -> pa.Table:
@@ -110,7 +151,7 @@ def _first_of_each_key(rows: pa.Table, table: Table) -> pa.Table:
     return pa.concat_tables([rows.filter(pa.array(~in_group)), copies.filter(pa.array(first))])
 
 
-def _stats(rows: pa.Table, table: Table, rows_in: int) -> PartitionStats:
+def _stats(rows: pa.Table, table: Table, rows_in: int, digest: str) -> PartitionStats:
     times = rows[table.time]
     null_rate = {
         name: (rows[name].null_count / rows.num_rows if rows.num_rows else 0.0)
@@ -123,6 +164,7 @@ def _stats(rows: pa.Table, table: Table, rows_in: int) -> PartitionStats:
         missing = int(ids[-1] - ids[0] + 1 - len(ids))
         largest = int(steps.max() - 1) if len(steps) else 0
     return PartitionStats(
+        digest=digest,
         rows_in=rows_in,
         rows_out=rows.num_rows,
         duplicates=rows_in - rows.num_rows,

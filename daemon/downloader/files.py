@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import apsw
 from loguru import logger
 
+from bulkforge.daemon import jobs
 from bulkforge.daemon.failures import Failure, FailureRow, retry_filter
 from bulkforge.daemon.machines.file import FileState, check_transition
 from bulkforge.daemon.store import guarded_update, guarded_update_where, now_ms
@@ -247,3 +248,36 @@ def throughput(conn: apsw.Connection, job_id: int, bucket_ms: int = 60_000) -> l
         "WHERE job_id = ?2 AND state = 'done' GROUP BY 1 ORDER BY 1",
         (bucket_ms, job_id),
     ).fetchall()
+
+
+def verified(conn: apsw.Connection, job: jobs.JobRow, after: int) -> tuple[list[tuple], int]:
+    """Files the job and later download jobs into its dest have on disk, verified, id > after.
+
+    Also the frontier: every file at or below it has settled for good (done or
+    skipped), so the next call may start there. A file still to come, or failed
+    and perhaps retried, holds the frontier back.
+    """
+    family = [
+        job_id
+        for (job_id,) in conn.execute(
+            "SELECT id FROM jobs WHERE kind = ? AND dest = ? AND id >= ?",
+            (job.kind, job.dest, job.id),
+        )
+    ]
+    marks = ",".join("?" * len(family))
+    found = conn.execute(
+        f"SELECT files.id, ?, files.path, files.sha256 FROM files WHERE job_id IN ({marks}) "
+        "AND id > ? AND state IN ('done', 'skipped') ORDER BY id",
+        (job.dest, *family, after),
+    ).fetchall()
+    unsettled = [
+        conn.execute(
+            "SELECT min(id) FROM files WHERE job_id = ? "
+            "AND state IN ('pending', 'downloading', 'verifying', 'failed')",
+            (job_id,),
+        ).fetchone()[0]
+        for job_id in family
+    ]
+    waiting = [first for first in unsettled if first is not None]
+    frontier = min(waiting) - 1 if waiting else max([0, *(row[0] for row in found)])
+    return found, max(after, frontier)

@@ -24,7 +24,7 @@ from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines import file as file_machine
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.file import FileState
-from bulkforge.daemon.pipeline import DiskBatches, JobKind, Services
+from bulkforge.daemon.pipeline import DiskBatches, JobKind, Services, VerifiedFile, VerifiedFiles
 from bulkforge.daemon.store import StoreFatal, guarded_update, now_ms
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
@@ -32,7 +32,7 @@ DEFAULT_LARGEST = 10
 THROUGHPUT_BUCKET_MS = 60_000
 
 
-class DownloadKind(JobKind, DiskBatches):
+class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
     name = register.KIND
     batch_unit = "disk"
     item_tones = file_machine.TONE
@@ -121,6 +121,11 @@ class DownloadKind(JobKind, DiskBatches):
             logger.info("repair: job {} batch {} was verifying at shutdown -> active", name, index)
 
     # -- disk batches ----------------------------------------------------------------------
+
+    def verified_files(
+        self, conn: apsw.Connection, job: jobs.JobRow, after: int
+    ) -> tuple[list[VerifiedFile], int]:
+        return files.verified(conn, job, after)
 
     async def continue_job(self, job: jobs.JobRow) -> None:
         await self.writer.call(lambda conn: batches.continue_job(conn, job.name))

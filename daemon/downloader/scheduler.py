@@ -442,12 +442,11 @@ def _device_and_usage(dest: Path) -> tuple[int, Usage]:
 
 def _start_job(conn: apsw.Connection, job: jobs.JobRow) -> jobs.JobRow:
     """queued -> running; the first planned batch starts unless some batch is active."""
-    job = jobs.move_job(conn, job, JobState.RUNNING, message="")
+    job = jobs.start_job(conn, job)
     if not batches.in_states(conn, job.id, (BatchState.ACTIVE, BatchState.VERIFYING)):
         upcoming = batches.in_states(conn, job.id, (BatchState.PLANNED,))
         if upcoming:
             batches.activate(conn, upcoming[0], Path(job.dest))
-    logger.info("job {} started", job.name)
     return job
 
 

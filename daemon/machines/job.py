@@ -48,8 +48,10 @@ MOVES: frozenset[tuple[JobState, JobState]] = frozenset(
         (S.AWAITING_SWAP, S.RUNNING),
         (S.RUNNING, S.COMPLETED),
         (S.RUNNING, S.FAILED),
-        # `retry` after the job ended with failures queues it again.
+        # `retry` after the job ended with failures queues it again; so does `resume` of
+        # an ended job whose kind re-reads its input (a clean job cleans what changed).
         (S.FAILED, S.QUEUED),
+        (S.COMPLETED, S.QUEUED),
         *((live, S.CANCELLED) for live in LIVE),
     }
 )

@@ -8,17 +8,17 @@ from loguru import logger
 from bulkforge.daemon import jobs
 from bulkforge.daemon.disks import prepare_dest
 from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.exports import Exported
 from bulkforge.daemon.failures import FailureGroupRow, FailureReport, FailureRow, failure_groups
 from bulkforge.daemon.machines import scene as scene_machine
-from bulkforge.daemon.machines.job import TERMINAL
 from bulkforge.daemon.machines.scene import SceneState
 from bulkforge.daemon.pipeline import ItemExport, JobKind, Services
+from bulkforge.daemon.progress import throughput_bucket_ms
 from bulkforge.daemon.scenes import export, records
 from bulkforge.daemon.scenes.items import Input, ItemChunk
 from bulkforge.daemon.scenes.pipeline import Scenes
 from bulkforge.daemon.scenes.request import ScenesRequest, SubmitScenes
 from bulkforge.daemon.scenes.steps import load_steps
-from bulkforge.daemon.store import now_ms
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
@@ -29,9 +29,7 @@ class ScenesKind(JobKind, ItemExport):
 
     def __init__(self, services: Services):
         super().__init__(services)
-        self._scenes = Scenes(
-            services.settings, services.store, services.governor, services.on_fatal
-        )
+        self._scenes = Scenes(services)
 
     @property
     def runner(self) -> Scenes:
@@ -80,7 +78,7 @@ class ScenesKind(JobKind, ItemExport):
         return FailureReport(groups, listed, sum(group.count for group in groups))
 
     def throughput(self, conn: apsw.Connection, job: jobs.JobRow) -> tuple[list[tuple], int]:
-        bucket = _bucket_ms(job)
+        bucket = throughput_bucket_ms(job)
         return records.throughput(conn, job.id, bucket), bucket
 
     def retry(self, conn: apsw.Connection, job: jobs.JobRow, step: str, error: str) -> int:
@@ -92,7 +90,7 @@ class ScenesKind(JobKind, ItemExport):
                 "repair: job {}: {:,} item(s) were running at shutdown -> pending", name, count
             )
 
-    async def export(self, job: jobs.JobRow, given: str) -> export.Exported:
+    async def export(self, job: jobs.JobRow, given: str) -> Exported:
         dest = await asyncio.to_thread(prepare_dest, given)
         # One read transaction: the three files describe the same moment.
         return await self.readers.call(
@@ -119,12 +117,3 @@ def _first_chunk(request: ScenesRequest) -> tuple[int, ItemChunk | None]:
             )
         seen[key] = row
     return source.rows_total, first
-
-
-def _bucket_ms(job: jobs.JobRow) -> int:
-    """Throughput buckets: a few dozen over the job's life, at least a second each."""
-    span = max(1, (now_ms() if job.state not in TERMINAL else job.updated_at) - job.created_at)
-    for bucket in (1_000, 5_000, 10_000, 60_000, 300_000, 3_600_000):
-        if span / bucket <= 60:
-            return bucket
-    return 86_400_000

@@ -16,13 +16,10 @@ items, so no key ever lands in two shards.
 import asyncio
 import contextlib
 import json
-import shutil
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import apsw
 from loguru import logger
@@ -30,20 +27,19 @@ from loguru import logger
 from bulkforge.daemon import jobs
 from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.errors import InvalidArgument, Refused
-from bulkforge.daemon.governor import Governor, give_back_memory
-from bulkforge.daemon.machines.job import RUNNABLE, JobState
+from bulkforge.daemon.governor import give_back_memory
+from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.machines.scene import SceneState
+from bulkforge.daemon.pipeline import JobLoop, Services
 from bulkforge.daemon.scenes import records
 from bulkforge.daemon.scenes.fetch import ItemFetcher
 from bulkforge.daemon.scenes.items import Input
 from bulkforge.daemon.scenes.request import ScenesRequest
 from bulkforge.daemon.scenes.shards import FAILED, SUCCESS, Outcome, ShardWriter
 from bulkforge.daemon.scenes.steps import Step, StepFailed, load_steps, run_after_fetch
-from bulkforge.daemon.settings import Settings
-from bulkforge.daemon.store import Store, StoreFatal
+from bulkforge.daemon.store import StoreFatal
 from bulkforge.daemon.transport import origin_session
 
-IDLE_POLL_S = 1.0
 # Outcomes gathered before one thread hop streams them into the shard's files.
 FLUSH_BYTES = 4 * 1024**2
 FLUSH_ITEMS = 512
@@ -84,36 +80,27 @@ class _Collected:
     buffered: int = 0
 
 
-class Scenes:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        governor: Governor,
-        on_fatal: Callable[[BaseException], None],
-    ):
+class Scenes(JobLoop):
+    kind_name = records.KIND
+
+    def __init__(self, services: Services):
+        super().__init__(services)
+        settings = services.settings
         self._settings = settings
-        self._governor = governor
-        self._writer = store.writer
-        self._readers = store.readers
-        self._on_fatal = on_fatal
-        self._wake = asyncio.Event()
-        self._stopping = False
+        self._governor = services.governor
+        self._writer = services.store.writer
+        self._on_fatal = services.on_fatal
         self._slots = asyncio.Semaphore(settings.max_connections)
         # Items holding one of the slots: fetching now.
         self._fetching = 0
         self._prepared: dict[int, _Job] = {}
         self._runs: dict[tuple[int, int], _ShardRun] = {}
         self._registrars: dict[int, asyncio.Task] = {}
-        self._background: set[asyncio.Future] = set()
         self._fetcher: ItemFetcher | None = None
         # (job, shard) -> (failed writes, monotonic time before which it is not retried)
         self._shard_errors: dict[tuple[int, int], tuple[int, float]] = {}
 
     # -- what others ask of the pipeline -------------------------------------------------
-
-    def wake(self) -> None:
-        self._wake.set()
 
     @property
     def active_transfers(self) -> int:
@@ -138,16 +125,8 @@ class Scenes:
             self._prepared.pop(job_id, None)
 
     async def drain(self, timeout: float) -> None:
-        self._stopping = True
-        self.wake()
         tasks = [run.task for run in self._runs.values() if run.task is not None]
-        tasks += list(self._registrars.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
-        if self._background:
-            await asyncio.wait(list(self._background), timeout=timeout)
+        await self._stop_tasks(tasks + list(self._registrars.values()), timeout)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -155,39 +134,21 @@ class Scenes:
         settings = self._settings
         async with origin_session(settings) as session:
             self._fetcher = ItemFetcher(session, settings, self._governor.bandwidth)
-            while not self._stopping:
-                self._wake.clear()
-                try:
-                    await self._schedule()
-                except StoreFatal:
-                    return
-                except Exception:
-                    logger.exception("scenes: a scheduling pass failed; retrying in 1 s")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
-
-    async def _schedule(self) -> None:
-        live = await self._readers.call(
-            lambda conn: jobs.jobs_in_states(conn, RUNNABLE, kind=records.KIND)
-        )
-        for job in live:
-            if self._stopping:
-                return
-            await self._schedule_job(job)
+            await self._loop()
 
     async def _schedule_job(self, job: jobs.JobRow) -> None:
         prepared = await self._prepare(job)
         if prepared is None:
             return
         if job.state == JobState.QUEUED:
-            job = await self._writer.call(lambda conn: _start_job(conn, job))
+            job = await self._writer.call(lambda conn: jobs.start_job(conn, job))
         progress = await self._readers.call(lambda conn: records.registration(conn, job.id))
         assert progress is not None
         if not progress.done and job.id not in self._registrars:
             task = asyncio.create_task(self._register(job, prepared), name=f"register {job.name}")
             self._registrars[job.id] = task
         held = self._governor.memory_hold() or await asyncio.to_thread(
-            self._disk_hold, prepared.request.dest
+            self._governor.disk_hold, prepared.request.dest
         )
         self._governor.note_hold(job.name, held)
         while not held and not self._stopping and self._wants_shard(job.id, prepared):
@@ -223,14 +184,6 @@ class Scenes:
             return False
         return len(runs) < MIN_SHARDS or waiting < 2 * self._settings.max_connections
 
-    def _disk_hold(self, dest: Path) -> str | None:
-        """Why no new shard may start on dest: the disk threshold is reached (None: it may)."""
-        try:
-            room = self._governor.disk.room_of(shutil.disk_usage(dest), 0)
-        except OSError:
-            return None  # dest gone: the shard fails on its own, saying so
-        return room.describe(str(dest)) if room.bytes <= 0 else None
-
     def _busy(self, job_id: int) -> bool:
         return job_id in self._registrars or any(r.job_id == job_id for r in self._runs.values())
 
@@ -248,7 +201,7 @@ class Scenes:
                 if isinstance(exc, Refused)
                 else f"the job's stored parameters are unreadable ({exc!r})"
             )
-            await self._writer.call(lambda conn: _fail_job(conn, job.id, message))
+            await self._writer.call(lambda conn: jobs.fail_live_job(conn, job.id, message))
             return None
         self._prepared[job.id] = _Job(request, steps, source)
         return self._prepared[job.id]
@@ -281,7 +234,7 @@ class Scenes:
             if not isinstance(exc, Refused):
                 logger.opt(exception=exc).error("job {}: registering the input failed", job.name)
             message = f"registering the input failed: {exc}"
-            await self._writer.call(lambda conn: _fail_job(conn, job.id, message))
+            await self._writer.call(lambda conn: jobs.fail_live_job(conn, job.id, message))
         finally:
             self._registrars.pop(job.id, None)
             self.wake()
@@ -322,14 +275,8 @@ class Scenes:
         if failures >= SHARD_ATTEMPTS:
             message = f"shard {run.shard} could not be written {failures} times: {error!r}"
             self._in_background(
-                self._writer.call(lambda conn: _fail_job(conn, run.job_id, message))
+                self._writer.call(lambda conn: jobs.fail_live_job(conn, run.job_id, message))
             )
-
-    def _in_background(self, write) -> None:
-        """A store write nobody awaits; drain waits for it before the store closes."""
-        future = asyncio.ensure_future(write)
-        self._background.add(future)
-        future.add_done_callback(self._background.discard)
 
     async def _release(self, ids: list[int]) -> None:
         with contextlib.suppress(StoreFatal):
@@ -492,22 +439,6 @@ def _check_unchanged(prepared: _Job, rows_total: int) -> None:
             f"{request.input} changed since the job was submitted ({rows_total:,} rows "
             f"then, {now:,} now); submit it again under a new name"
         )
-
-
-def _start_job(conn: apsw.Connection, job: jobs.JobRow) -> jobs.JobRow:
-    job = jobs.move_job(conn, job, JobState.RUNNING, message="")
-    logger.info("job {} started", job.name)
-    return job
-
-
-def _fail_job(conn: apsw.Connection, job_id: int, message: str) -> None:
-    job = jobs.job_by_id(conn, job_id)
-    if job is None or job.state not in (JobState.QUEUED, JobState.RUNNING):
-        return
-    if job.state == JobState.QUEUED:
-        job = jobs.move_job(conn, job, JobState.RUNNING)
-    jobs.move_job(conn, job, JobState.FAILED, message=message)
-    logger.error("job {} failed: {}", job.name, message)
 
 
 def _finish_if_done(conn: apsw.Connection, job_id: int) -> None:

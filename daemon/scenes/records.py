@@ -13,7 +13,7 @@ import apsw
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.daemon.failures import retry_filter
+from bulkforge.daemon.failures import requeue_failed
 from bulkforge.daemon.jobs import Registration
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines import scene as scene_machine
@@ -29,6 +29,7 @@ from bulkforge.daemon.store import (
 
 KIND = "scenes"
 S = SceneState
+MACHINE = scene_machine.check_transition
 
 
 @dataclass(frozen=True)
@@ -331,21 +332,7 @@ def release(conn: apsw.Connection, ids: list[int]) -> None:
 
 def repair_in_flight(conn: apsw.Connection) -> list[tuple[str, int]]:
     """Boot repair: items a crash left running go back to pending; (job, count) per job."""
-    counts = conn.execute(
-        "SELECT jobs.name, count(*) FROM scenes JOIN jobs ON jobs.id = scenes.job_id "
-        "WHERE scenes.state = 'running' GROUP BY jobs.name"
-    ).fetchall()
-    guarded_update_where(
-        conn,
-        "scenes",
-        S.RUNNING,
-        S.PENDING,
-        scene_machine.check_transition,
-        "1",
-        expected=sum(count for _, count in counts),
-        updated_at=now_ms(),
-    )
-    return counts
+    return jobs.repair_running(conn, "scenes", (S.RUNNING, S.PENDING, MACHINE))
 
 
 def has_unfinished(conn: apsw.Connection, job_id: int) -> bool:
@@ -360,26 +347,8 @@ def has_unfinished(conn: apsw.Connection, job_id: int) -> bool:
 
 def retry_failed(conn: apsw.Connection, job_id: int, step: str, error: str) -> int:
     """Failed items matching the filters back to pending, for a new shard."""
-    matches, params = retry_filter(step, error)
-    return guarded_update_where(
-        conn,
-        "scenes",
-        S.FAILED,
-        S.PENDING,
-        scene_machine.check_transition,
-        f"job_id = ? AND {matches}",
-        (job_id, *params),
-        attempts=0,
-        shard=None,
-        step=None,
-        error_class=None,
-        error=None,
-        finished_at=None,
-        updated_at=now_ms(),
-    )
-
-
-# -- reads -------------------------------------------------------------------------------------
+    moves = (S.FAILED, S.PENDING, MACHINE)
+    return requeue_failed(conn, "scenes", moves, job_id, step, error, attempts=0, shard=None)
 
 
 def counts(conn: apsw.Connection, job_id: int) -> dict[str, tuple[int, int]]:

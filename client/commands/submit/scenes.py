@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from bulkforge.client.commands.base import add_command, add_job_name
-from bulkforge.client.commands.submit.common import daemon_path, print_submitted
+from bulkforge.client.commands.submit.common import daemon_path, names, print_submitted
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.errors import UsageError
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
@@ -59,20 +59,16 @@ def check_scenes(args: argparse.Namespace) -> None:
         raise UsageError("--shard-size must be positive")
 
 
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
 def run_scenes(args: argparse.Namespace, stub) -> int:
     spec = pb.ScenesSpec(
         input=args.input,
         key=args.key,
         url=args.url,
-        keep=_names(args.keep),
+        keep=names(args.keep),
         dest=args.dest,
         shard_size=args.shard_size,
         format=args.format,
-        steps=_names(args.steps),
+        steps=names(args.steps),
         max_size=args.max_size,
         timeout_s=args.timeout,
     )

@@ -68,15 +68,31 @@ class ScenesSpec(_message.Message):
     timeout_s: float
     def __init__(self, input: _Optional[str] = ..., key: _Optional[str] = ..., url: _Optional[str] = ..., keep: _Optional[_Iterable[str]] = ..., dest: _Optional[str] = ..., shard_size: _Optional[int] = ..., format: _Optional[str] = ..., steps: _Optional[_Iterable[str]] = ..., max_size: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
 
+class CleanSpec(_message.Message):
+    __slots__ = ("input", "after", "dest", "kinds", "markets")
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    DEST_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    MARKETS_FIELD_NUMBER: _ClassVar[int]
+    input: str
+    after: str
+    dest: str
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    markets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, input: _Optional[str] = ..., after: _Optional[str] = ..., dest: _Optional[str] = ..., kinds: _Optional[_Iterable[str]] = ..., markets: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class SubmitRequest(_message.Message):
-    __slots__ = ("name", "download", "scenes")
+    __slots__ = ("name", "download", "scenes", "clean")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DOWNLOAD_FIELD_NUMBER: _ClassVar[int]
     SCENES_FIELD_NUMBER: _ClassVar[int]
+    CLEAN_FIELD_NUMBER: _ClassVar[int]
     name: str
     download: DownloadSpec
     scenes: ScenesSpec
-    def __init__(self, name: _Optional[str] = ..., download: _Optional[_Union[DownloadSpec, _Mapping]] = ..., scenes: _Optional[_Union[ScenesSpec, _Mapping]] = ...) -> None: ...
+    clean: CleanSpec
+    def __init__(self, name: _Optional[str] = ..., download: _Optional[_Union[DownloadSpec, _Mapping]] = ..., scenes: _Optional[_Union[ScenesSpec, _Mapping]] = ..., clean: _Optional[_Union[CleanSpec, _Mapping]] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("job", "created")

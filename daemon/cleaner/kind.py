@@ -1,0 +1,120 @@
+"""The clean kind behind the seam: Binance zips into partitioned, deduplicated Parquet."""
+
+import asyncio
+
+import apsw
+from loguru import logger
+
+from bulkforge.daemon import jobs
+from bulkforge.daemon.cleaner import export, records
+from bulkforge.daemon.cleaner.request import CleanRequest, SubmitClean
+from bulkforge.daemon.cleaner.runner import Cleaner, Source
+from bulkforge.daemon.cleaner.scan import Scan, scan_directory, scan_files
+from bulkforge.daemon.disks import prepare_dest
+from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.exports import Exported
+from bulkforge.daemon.failures import FailureReport, FailureRow, failure_groups
+from bulkforge.daemon.machines import zip as zip_machine
+from bulkforge.daemon.machines.zip import ZipState
+from bulkforge.daemon.pipeline import ItemExport, JobKind, Rerun, Services, VerifiedFiles
+from bulkforge.daemon.progress import throughput_bucket_ms
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+
+class CleanKind(JobKind, Rerun, ItemExport):
+    name = records.KIND
+    batch_unit = ""
+    item_tones = zip_machine.TONE
+
+    def __init__(self, services: Services):
+        super().__init__(services)
+        self._cleaner = Cleaner(services, self._scan)
+
+    @property
+    def runner(self) -> Cleaner:
+        return self._cleaner
+
+    def parse(self, name: str, spec: pb.CleanSpec) -> CleanRequest:
+        return SubmitClean.of(name, spec).request()
+
+    async def create(self, request: CleanRequest, spec: dict) -> tuple[jobs.JobRow, bool]:
+        """Check the input is there; its zips are registered when the job starts."""
+        if request.input is not None:
+            await asyncio.to_thread(_check_directory, request)
+        else:
+            await self.readers.call(lambda conn: self._download(conn, request.after or ""))
+        return await self.writer.call(
+            lambda conn: records.create_job(conn, request.name, spec, str(request.dest))
+        )
+
+    def _download(self, conn: apsw.Connection, name: str) -> tuple[jobs.JobRow, VerifiedFiles]:
+        """The job --after names, and its kind as the capability that lists verified files."""
+        assert self.kinds is not None
+        job = jobs.get_job(conn, name)
+        return job, self.kinds.capable(VerifiedFiles, job, "clean after")
+
+    async def _scan(
+        self, job: jobs.JobRow, request: CleanRequest, whole: bool
+    ) -> tuple[Source, Scan]:
+        """The job's zips as they are now: all of them (whole), or a download's newly verified."""
+        if request.input is not None:
+            source = Source(str(request.input), None)
+            if not whole:
+                return source, Scan()
+            return source, await asyncio.to_thread(scan_directory, request.input, request.wants)
+
+        def verified(conn: apsw.Connection):
+            download, kind = self._download(conn, request.after or "")
+            after = 0 if whole else records.inputs(conn, job.id).seen_file_id
+            return download, kind.verified_files(conn, download, after)
+
+        # The download's state is read before its files: once it has ended, nothing is missed.
+        download, (found, frontier) = await self.readers.call(verified)
+        scan = await asyncio.to_thread(scan_files, found, request.wants)
+        scan.seen_file_id = frontier
+        return Source(download.dest, download), scan
+
+    def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
+        for state, (zips, size) in records.counts(conn, view.job.id).items():
+            view.counts[state] = zips
+            view.items_total += zips
+            view.bytes_total += size
+            if state == ZipState.DONE:
+                view.bytes_done = size
+
+    def failures(
+        self, conn: apsw.Connection, job: jobs.JobRow, step: str, limit: int
+    ) -> FailureReport:
+        """Failed zips by step and class (zips outside the layout are not failures: the job's
+        message and stats.json count them)."""
+        groups = failure_groups(conn, "clean_zips", job.id, step)
+        listed = [
+            FailureRow(*row, retrying=False)
+            for row in (records.failures(conn, job.id, step, limit) if limit else [])
+        ]
+        return FailureReport(groups, listed, sum(group.count for group in groups))
+
+    def throughput(self, conn: apsw.Connection, job: jobs.JobRow) -> tuple[list[tuple], int]:
+        bucket = throughput_bucket_ms(job)
+        return records.throughput(conn, job.id, bucket), bucket
+
+    def retry(self, conn: apsw.Connection, job: jobs.JobRow, step: str, error: str) -> int:
+        return records.retry_failed(conn, job.id, step, error)
+
+    def repair(self, conn: apsw.Connection) -> None:
+        for name, count in records.repair_in_flight(conn):
+            logger.info(
+                "repair: job {}: {:,} zip(s) were being cleaned at shutdown -> pending", name, count
+            )
+
+    async def export(self, job: jobs.JobRow, given: str) -> Exported:
+        dest = await asyncio.to_thread(prepare_dest, given)
+        # One read transaction: both files describe the same moment.
+        return await self.readers.call(
+            lambda conn: export.write(conn, jobs.get_job(conn, job.name), dest)
+        )
+
+
+def _check_directory(request: CleanRequest) -> None:
+    if request.input is None or not request.input.is_dir():
+        raise InvalidArgument(f"--input {request.input}: not a directory bfd can read")

@@ -1,0 +1,192 @@
+"""Cleaning one series (market, kind, symbol[, interval]) in a worker process.
+
+The daemon hands a worker every usable zip of the series; the worker answers
+what each zip turned out to be and which partitions it built. A partition is a
+pure function of its source zips, so it is rebuilt only when the digest of
+those sources (their names and sha256) differs from the one it was built from:
+on disk in its stats.json, or in the store for a day none of whose sources had
+a row. Days are built in order and a zip is parsed once, when the first day it
+feeds is built, and let go after the last; a zip feeds its own days and one on
+either side (trades published a day late), so no more than a few zips are held
+at a time.
+
+Everything here runs in a worker process: it takes and returns plain data, and
+never touches the store.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+
+from bulkforge.daemon.cleaner import partition
+from bulkforge.daemon.cleaner.layout import parse_path
+from bulkforge.daemon.cleaner.parse import CleanFailed, parse_zip
+from bulkforge.daemon.cleaner.schema import TABLES, Table
+from bulkforge.daemon.governor import give_back_memory
+
+
+@dataclass(frozen=True)
+class ZipInput:
+    id: int
+    # Relative to the layout root: the name a partition's stats list it by.
+    path: str
+    root: str
+    size: int
+    mtime_ns: int
+    # Its sha256 when known for that size and mtime (verified by a download, or cleaned).
+    sha256: str | None
+    # Claimed by this task: the task's outcome for it is committed.
+    home: bool
+
+    @property
+    def file(self) -> Path:
+        return Path(self.root) / self.path
+
+
+@dataclass(frozen=True)
+class SeriesTask:
+    dest: str
+    series: str
+    zips: tuple[ZipInput, ...]
+    # Days recorded in the store as built with no rows: day (ISO) -> digest.
+    empty: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ZipOutcome:
+    sha256: str | None = None
+    size: int = 0
+    mtime_ns: int = 0
+    rows_in: int | None = None
+    rejected: dict[str, int] | None = None
+    # (step, error class, message) when it could not be used.
+    failure: tuple[str, str, str] | None = None
+
+
+@dataclass
+class SeriesResult:
+    zips: dict[int, ZipOutcome]
+    # Days built this time: day (ISO) -> (digest, rows written; 0 means no file).
+    built: dict[str, tuple[str, int]] = field(default_factory=dict)
+    parsed: int = 0
+    rows_out: int = 0
+
+
+def clean_series(task: SeriesTask) -> SeriesResult:
+    """Bring every partition of the series up to date with its zips; what each zip turned out."""
+    try:
+        return _Cleaning(task).run()
+    finally:
+        give_back_memory()
+
+
+class _Cleaning:
+    def __init__(self, task: SeriesTask):
+        self.task = task
+        self.dest = Path(task.dest)
+        # In path order: a partition's stats list its sources in a fixed order.
+        self.zips = sorted(task.zips, key=lambda z: z.path)
+        self.sources = {z.id: parse_path(z.path) for z in task.zips}
+        first = self.sources[task.zips[0].id]
+        self.table: Table = TABLES[(first.market, first.kind)]
+        self.result = SeriesResult({z.id: _identify(z) for z in task.zips})
+        self.parsed: dict[int, dict[date, pa.Table]] = {}
+
+    def usable(self, zip_input: ZipInput) -> bool:
+        return self.result.zips[zip_input.id].failure is None
+
+    def feeding(self, day: date) -> list[ZipInput]:
+        """The usable zips whose rows may fall on day, in path order."""
+        return [z for z in self.zips if self.usable(z) and day in self.dates(z)]
+
+    def dates(self, zip_input: ZipInput) -> list[date]:
+        return self.sources[zip_input.id].dates()
+
+    def run(self) -> SeriesResult:
+        days = {day for z in self.zips if self.usable(z) for day in self.dates(z)}
+        days |= {date.fromisoformat(day) for day in self.task.empty}
+        stale = sorted(day for day in days if not self.up_to_date(day))
+        last_use = {}
+        for day in stale:
+            for z in self.feeding(day):
+                last_use[z.id] = day
+        for day in stale:
+            self.build(day)
+            for zip_id in [z for z, last in last_use.items() if last == day]:
+                self.parsed.pop(zip_id, None)
+        return self.result
+
+    def up_to_date(self, day: date) -> bool:
+        digest = self.digest(self.feeding(day))
+        directory = partition.partition_dir(self.dest, self.task.series, day)
+        if partition.recorded_digest(directory) == digest:
+            return True
+        return (
+            self.task.empty.get(day.isoformat()) == digest
+            and not (directory / partition.DATA_FILE).exists()
+        )
+
+    def digest(self, zips: list[ZipInput]) -> str:
+        named = [(z.path, self.result.zips[z.id].sha256) for z in zips]
+        return hashlib.sha256(json.dumps(sorted(named)).encode()).hexdigest()
+
+    def build(self, day: date) -> None:
+        """One day's partition from its zips' rows of that day: written, or removed if none."""
+        for z in self.feeding(day):
+            if z.id not in self.parsed:
+                self.parse(z)
+        sources = self.feeding(day)  # without any that failed to parse just now
+        digest = self.digest(sources)
+        parts = [self.parsed[z.id][day] for z in sources if day in self.parsed[z.id]]
+        rows, stats = partition.build(parts, self.table, digest)
+        stats.sources = [self.described(z) for z in sources]
+        directory = partition.partition_dir(self.dest, self.task.series, day)
+        if rows.num_rows:
+            partition.write(directory, self.dest, rows, stats)
+        else:
+            partition.remove(directory)
+        self.result.built[day.isoformat()] = (digest, rows.num_rows)
+        self.result.rows_out += rows.num_rows
+
+    def parse(self, zip_input: ZipInput) -> None:
+        outcome = self.result.zips[zip_input.id]
+        try:
+            parsed = parse_zip(zip_input.file, self.table)
+        except CleanFailed as failed:
+            outcome.failure = (failed.step, failed.error_class, str(failed))
+            return
+        self.result.parsed += 1
+        outcome.rows_in = parsed.rows_in
+        outcome.rejected = dict(sorted(parsed.rejected.items()))
+        self.parsed[zip_input.id] = partition.split_by_day(parsed.rows, self.table)
+
+    def described(self, zip_input: ZipInput) -> dict:
+        outcome = self.result.zips[zip_input.id]
+        return {
+            "path": zip_input.path,
+            "sha256": outcome.sha256,
+            "rows_in": outcome.rows_in,
+            "rejected": outcome.rejected,
+        }
+
+
+def _identify(zip_input: ZipInput) -> ZipOutcome:
+    """The zip's size, mtime and sha256 now: hashed again only when its size or mtime moved."""
+    try:
+        status = zip_input.file.stat()
+        same = (status.st_size, status.st_mtime_ns) == (zip_input.size, zip_input.mtime_ns)
+        sha256 = zip_input.sha256 if same and zip_input.sha256 else _sha256(zip_input.file)
+    except FileNotFoundError:
+        return ZipOutcome(failure=("open", "missing", f"{zip_input.path}: no longer there"))
+    except OSError as exc:
+        return ZipOutcome(failure=("open", "io", f"{zip_input.path}: {exc.strerror or exc}"))
+    return ZipOutcome(sha256, status.st_size, status.st_mtime_ns)
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()

@@ -8,6 +8,7 @@ rows, not by the cleaner. DuckDB reads what was written.
 
 import hashlib
 import json
+import zipfile
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -158,6 +159,14 @@ def test_a_truncated_zip_and_a_csv_of_the_wrong_width_fail_with_their_step(tmp_p
     with pytest.raises(CleanFailed) as broken:
         _parse(tmp_path, relative)
     assert (broken.value.step, broken.value.error_class) == ("open", "bad_zip")
+    relative = trades_path("spot", "ETHUSDT", DAY)
+    path = write_zip(tmp_path, relative, trade_lines(trades(DAY, 1, 2000), "spot"))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside the deflated member: its CRC no longer matches
+    path.write_bytes(bytes(data))
+    with pytest.raises(CleanFailed) as corrupt:
+        _parse(tmp_path, relative)
+    assert (corrupt.value.step, corrupt.value.error_class) == ("open", "bad_zip")
     relative = trades_path("um", "BTCUSDT", DAY)
     write_zip(tmp_path, relative, trade_lines(trades(DAY, 1, 5), "spot"))  # 7 fields, not 6
     with pytest.raises(CleanFailed) as wide:
@@ -261,3 +270,14 @@ def test_the_same_inputs_give_the_same_bytes_and_a_change_rewrites_only_its_days
     differing = sorted(name.split("/")[3] for name in before if before[name] != after[name])
     # Day 2's own partition, and its neighbours only if a changed row fell on them (none does).
     assert differing == [f"date={days[2].isoformat()}"]
+
+
+def test_a_stored_zip_is_read_as_well_as_a_deflated_one(tmp_path) -> None:
+    relative = trades_path("spot", "BTCUSDT", DAY)
+    rows = trades(DAY, 1, 100)
+    path = tmp_path / relative
+    path.parent.mkdir(parents=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr(path.stem + ".csv", "\n".join(trade_lines(rows, "spot")) + "\n")
+    parsed = _parse(tmp_path, relative)
+    assert parsed.rows["id"].to_pylist() == [r.id for r in rows]

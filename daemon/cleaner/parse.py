@@ -8,6 +8,7 @@ saying why (`CleanFailed` with its step: open, parse or schema).
 """
 
 import io
+import struct
 import zipfile
 import zlib
 from collections import Counter
@@ -17,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from isal import isal_zlib
 
 from bulkforge.daemon.cleaner.schema import BOOL, F64, TIME, Table
 
@@ -27,6 +29,8 @@ _FLOAT = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 _INT = r"^[-+]?\d+$"
 _BOOLS = ["true", "false", "True", "False", "TRUE", "FALSE"]
 BLOCK = 16 * 1024**2
+# A zip's local file header: signature … file name length, extra field length.
+LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 
 
 class CleanFailed(Exception):
@@ -82,16 +86,37 @@ def parse_zip(path: Path, table: Table) -> Parsed:
 def _inflate(path: Path) -> bytes:
     """The bytes of the zip's one CSV; a broken or odd zip fails at step `open`."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        data = path.read_bytes()
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = [m for m in archive.infolist() if not m.is_dir()]
             if len(members) != 1 or not members[0].filename.lower().endswith(".csv"):
                 names = ", ".join(m.filename for m in members[:5]) or "nothing"
                 raise CleanFailed("open", "layout", f"{path.name} holds {names}, not one CSV")
-            return archive.read(members[0])
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            if members[0].compress_type != zipfile.ZIP_DEFLATED:
+                return archive.read(members[0])
+        return _inflate_member(data, members[0])
+    except (zipfile.BadZipFile, zlib.error, isal_zlib.error, EOFError) as exc:
         raise CleanFailed("open", "bad_zip", f"{path.name}: {exc}") from None
     except OSError as exc:
         raise CleanFailed("open", "io", f"{path.name}: {exc.strerror or exc}") from None
+
+
+def _inflate_member(data: bytes, member: zipfile.ZipInfo) -> bytes:
+    """A deflated member inflated by ISA-L, twice as fast as zlib (what zipfile would use).
+
+    zipfile takes no other inflater, so the member's bytes are found from its local
+    header here; the CRC and size are checked as zipfile checks them.
+    """
+    start = member.header_offset
+    header = data[start : start + LOCAL_HEADER.size]
+    if len(header) < LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"no local header for {member.filename}")
+    name_length, extra_length = LOCAL_HEADER.unpack(header)[-2:]
+    begin = start + LOCAL_HEADER.size + name_length + extra_length
+    inflated = isal_zlib.decompress(data[begin : begin + member.compress_size], -15)
+    if len(inflated) != member.file_size or isal_zlib.crc32(inflated) != member.CRC:
+        raise zipfile.BadZipFile(f"{member.filename}: CRC or size does not match")
+    return inflated
 
 
 def _has_header(data: bytes) -> bool:
@@ -125,6 +150,8 @@ def _drop_unreadable(raw: pa.Table, table: Table, rejected: Counter) -> pa.Table
     for spec in table.schema:
         column = raw[spec.name]
         if not pa.types.is_string(column.type):
+            if not column.null_count:  # read typed: only an empty field can be wrong
+                continue
             valid, reason = pc.is_valid(column), "empty_field"
         elif spec.type == BOOL:
             valid, reason = pc.is_in(column, value_set=pa.array(_BOOLS)), "not_a_bool"

@@ -32,8 +32,10 @@ WRITE_OPTIONS = {
     "compression": "zstd",
     # pyarrow's default level: level 3 wrote 5% smaller files in 45% more time.
     "compression_level": 1,
+    # Plain encoding under zstd: on 200k trades dictionaries made the write 2.8x slower
+    # and the file 34% larger (ids, times and prices are mostly distinct within a page).
+    "use_dictionary": False,
     "row_group_size": 1 << 20,
-    "use_dictionary": True,
     "write_statistics": True,
     "version": "2.6",
 }
@@ -85,7 +87,9 @@ def build(parts: list[pa.Table], table: Table, digest: str) -> tuple[pa.Table, P
     rows = pa.concat_tables(parts) if parts else table.schema.empty_table()
     rows_in = rows.num_rows
     rows = _first_of_each_key(rows, table)
-    rows = rows.take(pc.sort_indices(rows, [(table.time, "ascending"), (table.key, "ascending")]))
+    if not _in_order(rows, table):
+        order = [(table.time, "ascending"), (table.key, "ascending")]
+        rows = rows.take(pc.sort_indices(rows, order))
     return rows, _stats(rows, table, rows_in, digest)
 
 
@@ -135,8 +139,8 @@ def _first_of_each_key(rows: pa.Table, table: Table) -> pa.Table:
     """
     if not rows.num_rows:
         return rows
-    keys = rows[table.key].cast(pa.int64()).to_numpy()
-    ordered = np.sort(keys)
+    keys = _int64(rows[table.key])
+    ordered = _sorted(keys)
     repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
     if not len(repeated):
         return rows
@@ -151,6 +155,27 @@ def _first_of_each_key(rows: pa.Table, table: Table) -> pa.Table:
     return pa.concat_tables([rows.filter(pa.array(~in_group)), copies.filter(pa.array(first))])
 
 
+def _int64(column: pa.ChunkedArray) -> np.ndarray:
+    return column.cast(pa.int64()).to_numpy()
+
+
+def _sorted(values: np.ndarray) -> np.ndarray:
+    """values in order: as they are when they already are (Binance's files mostly are)."""
+    return values if _ascending(values) else np.sort(values)
+
+
+def _ascending(values: np.ndarray) -> bool:
+    return bool(np.all(values[1:] >= values[:-1]))
+
+
+def _in_order(rows: pa.Table, table: Table) -> bool:
+    """Whether the rows are already by (time, key): a check costs far less than a sort."""
+    times, keys = _int64(rows[table.time]), _int64(rows[table.key])
+    later = times[1:] > times[:-1]
+    tied = (times[1:] == times[:-1]) & (keys[1:] > keys[:-1])
+    return bool(np.all(later | tied))
+
+
 def _stats(rows: pa.Table, table: Table, rows_in: int, digest: str) -> PartitionStats:
     times = rows[table.time]
     null_rate = {
@@ -159,7 +184,7 @@ def _stats(rows: pa.Table, table: Table, rows_in: int, digest: str) -> Partition
     }
     missing = largest = None
     if table.schema.field(table.key).type != TIME and rows.num_rows:
-        ids = np.sort(rows[table.key].to_numpy())
+        ids = _sorted(_int64(rows[table.key]))
         steps = np.diff(ids)
         missing = int(ids[-1] - ids[0] + 1 - len(ids))
         largest = int(steps.max() - 1) if len(steps) else 0

@@ -200,6 +200,8 @@ def test_a_corpus_with_every_defect_lands_its_good_data_and_fails_its_bad_zips(
     # 250 rows, again in the monthly, and 50 doubled: 550 in, 250 out.
     assert (day_stats["rows_in"], day_stats["rows_out"], day_stats["duplicates"]) == (550, 250, 300)
     assert day_stats["missing_ids"] == 0 and len(day_stats["sources"]) == 3
+    spot_day2 = dest / "market=spot/kind=trades/symbol=BTCUSDT/date=2024-03-02/stats.json"
+    assert json.loads(spot_day2.read_text())["rows_rejected"] == {"not_a_number": 1}
     job_stats = json.loads((dest / "_jobs/c1/stats.json").read_text())
     assert job_stats["rows_rejected"] == {"not_a_number": 1}
     assert job_stats["rows_out"] == sum(row[3] for row in corpus.expected()) + 40 + 90
@@ -248,6 +250,44 @@ def test_a_corpus_with_every_defect_lands_its_good_data_and_fails_its_bad_zips(
     assert dict(job.counts) == {"done": 10, "failed": 1}
     corpus.add("spot", "XRPUSDT", xrp)
     assert trade_aggregates(dest) == corpus.expected()
+
+
+def test_kinds_and_markets_filter_and_bad_requests_are_refused_with_reasons(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    corpus = write_corpus(tmp_path / "in")
+    dest = tmp_path / "out"
+    job = clean(
+        daemon, "k", "--input", str(corpus.root), "--dest", str(dest), "--kinds", "klines,aggTrades"
+    )
+    assert job.state == "completed" and dict(job.counts) == {"done": 2}
+    assert "9 zip(s) left out by --kinds/--markets" in job.message
+    assert sorted(p.parent.name for p in dest.glob("market=*/*")) == [
+        "market=spot",
+        "market=um",
+    ]
+    refusals = {
+        "both": pb.CleanSpec(input=str(corpus.root), after="k", dest=str(dest)),
+        "neither": pb.CleanSpec(dest=str(dest)),
+        "relative": pb.CleanSpec(input="in", dest=str(dest)),
+        "kind": pb.CleanSpec(input=str(corpus.root), dest=str(dest), kinds=["bookTicker"]),
+        "inside": pb.CleanSpec(input=str(corpus.root), dest=str(corpus.root / "out")),
+    }
+    for name, spec in refusals.items():
+        with pytest.raises(grpc.RpcError) as refused:
+            daemon.stub.Submit(pb.SubmitRequest(name=name, clean=spec), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+    with pytest.raises(grpc.RpcError) as not_a_download:
+        daemon.stub.Submit(
+            pb.SubmitRequest(name="x", clean=pb.CleanSpec(after="k", dest=str(dest))), timeout=10
+        )
+    assert not_a_download.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "puts no verified files" in not_a_download.value.details()
+    written = stamps(dest)
+    resumed = daemon.bfctl("resume", "k")  # an ended clean job runs again; nothing changed
+    assert resumed.returncode == 0, resumed.stderr
+    assert daemon.wait_state("k", ENDED).state == "completed"
+    assert stamps(dest) == written and written
 
 
 def test_clean_after_a_download_cleans_each_verified_zip(

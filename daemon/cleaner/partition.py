@@ -56,6 +56,8 @@ class PartitionStats:
     missing_ids: int | None
     largest_id_gap: int | None
     sources: list[dict] = field(default_factory=list)
+    # Rows the day's own daily zip rejected, by reason.
+    rows_rejected: dict[str, int] = field(default_factory=dict)
     pyarrow: str = pa.__version__
 
 

@@ -144,6 +144,7 @@ class _Cleaning:
         parts = [self.parsed[z.id][day] for z in sources if day in self.parsed[z.id]]
         rows, stats = partition.build(parts, self.table, digest)
         stats.sources = [self.described(z) for z in sources]
+        stats.rows_rejected = self.rejected_on(day, sources)
         directory = partition.partition_dir(self.dest, self.task.series, day)
         if rows.num_rows:
             partition.write(directory, self.dest, rows, stats)
@@ -163,6 +164,17 @@ class _Cleaning:
         outcome.rows_in = parsed.rows_in
         outcome.rejected = dict(sorted(parsed.rejected.items()))
         self.parsed[zip_input.id] = partition.split_by_day(parsed.rows, self.table)
+
+    def rejected_on(self, day: date, sources: list[ZipInput]) -> dict[str, int]:
+        """Rows rejected by the day's own daily zips, by reason (a monthly zip's rejects
+        belong to no one day: its entry in sources, and the job's stats, count them)."""
+        rejected: dict[str, int] = {}
+        for z in sources:
+            source = self.sources[z.id]
+            if not source.monthly and source.first == day:
+                for reason, count in (self.result.zips[z.id].rejected or {}).items():
+                    rejected[reason] = rejected.get(reason, 0) + count
+        return dict(sorted(rejected.items()))
 
     def described(self, zip_input: ZipInput) -> dict:
         outcome = self.result.zips[zip_input.id]

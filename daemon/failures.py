@@ -7,9 +7,11 @@ keeps its failed rows in its own table with the same failure columns (state,
 step, error_class, error); the reads and the retry filter here work on any of them.
 """
 
+import errno
 import random
 import re
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -134,3 +136,13 @@ def requeue_failed(
         updated_at=now_ms(),
         **reset,
     )
+
+
+def worker_failure(error: BaseException, what: str) -> tuple[str, str]:
+    """(error class, message) of work a worker process failed at; what names the work."""
+    if isinstance(error, BrokenProcessPool):
+        return "worker_died", f"the worker process {what} died (out of memory?)"
+    if isinstance(error, OSError):
+        name = errno.errorcode.get(error.errno or 0, "io").lower()
+        return name, f"{what} failed: {error}"
+    return type(error).__name__, f"{type(error).__name__}: {error}"

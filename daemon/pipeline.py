@@ -20,8 +20,9 @@ call; none opens its own transaction.
 
 import asyncio
 import contextlib
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -131,6 +132,34 @@ class JobLoop(ABC):
             await asyncio.wait(tasks, timeout=timeout)
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout)
+
+
+class Cooldowns:
+    """Work whose run failed (a full disk, a worker killed) waits 2 s, then 4 s, before
+    its next try; the third failure is final. Keys are the runner's own."""
+
+    def __init__(self, base_s: float = 1.0, attempts: int = 3):
+        self.base_s = base_s
+        self.attempts = attempts
+        # key -> (failures, monotonic time before which it is not tried again)
+        self._failed: dict[Hashable, tuple[int, float]] = {}
+
+    def failed(self, key: Hashable) -> tuple[int, bool]:
+        """Count a failure: (how many so far, whether it was the last allowed)."""
+        count = self._failed.get(key, (0, 0.0))[0] + 1
+        if count >= self.attempts:
+            self._failed.pop(key, None)
+            return count, True
+        self._failed[key] = (count, time.monotonic() + self.base_s * 2**count)
+        return count, False
+
+    def cooling(self) -> set:
+        """Keys that must not be tried yet."""
+        now = time.monotonic()
+        return {key for key, (_, until) in self._failed.items() if until > now}
+
+    def succeeded(self, key: Hashable) -> None:
+        self._failed.pop(key, None)
 
 
 class Request(Protocol):

@@ -2,6 +2,7 @@
 
 from bulkforge.daemon.cleaner.kind import CleanKind
 from bulkforge.daemon.downloader.kind import DownloadKind
+from bulkforge.daemon.generator.kind import GenerateKind
 from bulkforge.daemon.pipeline import JobKind, Kinds, Services
 from bulkforge.daemon.scenes.kind import ScenesKind
 
@@ -9,6 +10,7 @@ KINDS: tuple[type[JobKind], ...] = (
     DownloadKind,
     ScenesKind,
     CleanKind,
+    GenerateKind,
 )
 
 

@@ -30,6 +30,7 @@ from bulkforge.daemon.machines import IllegalTransition, TransitionConflict
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines import file as file_machine
 from bulkforge.daemon.machines import job as job_machine
+from bulkforge.daemon.machines import part as part_machine
 from bulkforge.daemon.machines import scene as scene_machine
 from bulkforge.daemon.machines import zip as zip_machine
 from bulkforge.daemon.machines.batch import BatchState
@@ -50,6 +51,7 @@ MACHINES: dict[str, ModuleType] = {
     "batches": batch_machine,
     "scenes": scene_machine,
     "clean_zips": zip_machine,
+    "generate_parts": part_machine,
 }
 STATE_ENUMS: dict[str, type[StrEnum]] = {
     "jobs": JobState,
@@ -57,6 +59,7 @@ STATE_ENUMS: dict[str, type[StrEnum]] = {
     "batches": BatchState,
     "scenes": scene_machine.SceneState,
     "clean_zips": zip_machine.ZipState,
+    "generate_parts": part_machine.PartState,
 }
 
 
@@ -345,6 +348,11 @@ def test_the_database_enforces_the_state_check(db: apsw.Connection, table: str) 
         db.execute(
             "INSERT INTO clean_zips (job_id, path, series, first_day, last_day, size, mtime_ns, "
             "updated_at) VALUES (?, 'z.zip', 's', '2024-01-01', '2024-01-01', 1, 0, 0)",
+            (job.id,),
+        )
+        db.execute(
+            "INSERT INTO generate_parts (job_id, table_name, idx, start_row, rows, updated_at) "
+            "VALUES (?, 't', 0, 0, 1, 0)",
             (job.id,),
         )
     assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 1

@@ -17,12 +17,10 @@ partition, built again the next time if the store never heard of it.
 
 import asyncio
 import contextlib
-import errno
 import json
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import apsw
@@ -34,8 +32,9 @@ from bulkforge.daemon.cleaner.request import CleanRequest
 from bulkforge.daemon.cleaner.scan import Scan
 from bulkforge.daemon.cleaner.series import SeriesResult, SeriesTask, clean_series
 from bulkforge.daemon.durable import DiskFatal
+from bulkforge.daemon.failures import worker_failure
 from bulkforge.daemon.machines.job import TERMINAL, JobState
-from bulkforge.daemon.pipeline import JobLoop, Services
+from bulkforge.daemon.pipeline import Cooldowns, JobLoop, Services
 from bulkforge.daemon.store import StoreFatal
 
 # A series whose cleaning failed (a full disk, a worker killed) waits 2, 4 s, then its zips fail.
@@ -76,8 +75,8 @@ class Cleaner(JobLoop):
         # (dest, series) -> the worker's future, until the worker is done with it: no second
         # worker starts on a series another may still be writing (even one given up on).
         self._writing: dict[tuple[str, str], Future] = {}
-        # (job, series) -> (failed runs, monotonic time before which it is not tried again)
-        self._errors: dict[tuple[int, str], tuple[int, float]] = {}
+        # (job, series) whose last run failed
+        self._cooldowns = Cooldowns(SERIES_RETRY_S, SERIES_ATTEMPTS)
 
     # -- what others ask of the pipeline -------------------------------------------------
 
@@ -128,9 +127,8 @@ class Cleaner(JobLoop):
         if free <= 0:
             return
         dest = str(request.dest)
-        now = time.monotonic()
         busy = {series for (d, series) in self._writing if d == dest}
-        busy |= {s for (j, s), (_, until) in self._errors.items() if j == job.id and until > now}
+        busy |= {series for (j, series) in self._cooldowns.cooling() if j == job.id}
         claimed = await self._writer.call(
             lambda conn: records.claim_series(conn, job.id, source.root, busy, free)
         )
@@ -158,7 +156,7 @@ class Cleaner(JobLoop):
         done, failed = await self._writer.call(
             lambda conn: records.finish_series(conn, job.id, dest, run.claimed, result)
         )
-        self._errors.pop((job.id, series), None)
+        self._cooldowns.succeeded((job.id, series))
         logger.info(
             "job {}: {} cleaned in {:.1f} s ({} zip(s) parsed, {} partition(s) rebuilt, "
             "{:,} rows; {} done, {} failed)",
@@ -187,16 +185,14 @@ class Cleaner(JobLoop):
     def _series_failed(self, key: tuple[int, str], error: BaseException) -> None:
         """A series that failed waits, then is tried again; the third failure fails its zips."""
         job_id, series = key
-        failures = self._errors.get(key, (0, 0.0))[0] + 1
-        self._errors[key] = (failures, time.monotonic() + SERIES_RETRY_S * 2**failures)
+        failures, final = self._cooldowns.failed(key)
         logger.opt(exception=error).error(
             "clean: series {} of job {} failed (attempt {})", series, job_id, failures
         )
-        if failures < SERIES_ATTEMPTS:
+        if not final:
             self._in_background(self._release(job_id, series))
             return
-        self._errors.pop(key, None)
-        error_class, message = _failure_of(error)
+        error_class, message = worker_failure(error, "writing its partitions")
         self._in_background(
             self._writer.call(
                 lambda conn: records.fail_series(conn, job_id, series, error_class, message)
@@ -253,12 +249,3 @@ def _end_job(conn: apsw.Connection, job_id: int, summary: report.Summary) -> Non
         return
     jobs.move_job(conn, job, JobState.COMPLETED, message="; ".join(notes))
     logger.info("job {} completed ({:,} rows out)", job.name, summary.rows_out)
-
-
-def _failure_of(error: BaseException) -> tuple[str, str]:
-    if isinstance(error, BrokenProcessPool):
-        return "worker_died", "the worker process cleaning it died (out of memory?)"
-    if isinstance(error, OSError):
-        name = errno.errorcode.get(error.errno or 0, "io").lower()
-        return name, f"writing its partitions failed: {error}"
-    return type(error).__name__, f"{type(error).__name__}: {error}"

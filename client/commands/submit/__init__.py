@@ -6,9 +6,9 @@ One module per job kind; adding a kind adds its module to KINDS.
 import argparse
 
 from bulkforge.client.commands.base import add_command
-from bulkforge.client.commands.submit import clean, download, scenes
+from bulkforge.client.commands.submit import clean, download, generate, scenes
 
-KINDS = (download, scenes, clean)
+KINDS = (download, scenes, clean, generate)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -82,17 +82,39 @@ class CleanSpec(_message.Message):
     markets: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, input: _Optional[str] = ..., after: _Optional[str] = ..., dest: _Optional[str] = ..., kinds: _Optional[_Iterable[str]] = ..., markets: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class GenerateSpec(_message.Message):
+    __slots__ = ("spec_text", "spec_name", "rows", "seed", "format", "sql_dialect", "dest", "chunk_rows")
+    SPEC_TEXT_FIELD_NUMBER: _ClassVar[int]
+    SPEC_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SQL_DIALECT_FIELD_NUMBER: _ClassVar[int]
+    DEST_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ROWS_FIELD_NUMBER: _ClassVar[int]
+    spec_text: str
+    spec_name: str
+    rows: int
+    seed: int
+    format: str
+    sql_dialect: str
+    dest: str
+    chunk_rows: int
+    def __init__(self, spec_text: _Optional[str] = ..., spec_name: _Optional[str] = ..., rows: _Optional[int] = ..., seed: _Optional[int] = ..., format: _Optional[str] = ..., sql_dialect: _Optional[str] = ..., dest: _Optional[str] = ..., chunk_rows: _Optional[int] = ...) -> None: ...
+
 class SubmitRequest(_message.Message):
-    __slots__ = ("name", "download", "scenes", "clean")
+    __slots__ = ("name", "download", "scenes", "clean", "generate")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DOWNLOAD_FIELD_NUMBER: _ClassVar[int]
     SCENES_FIELD_NUMBER: _ClassVar[int]
     CLEAN_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     download: DownloadSpec
     scenes: ScenesSpec
     clean: CleanSpec
-    def __init__(self, name: _Optional[str] = ..., download: _Optional[_Union[DownloadSpec, _Mapping]] = ..., scenes: _Optional[_Union[ScenesSpec, _Mapping]] = ..., clean: _Optional[_Union[CleanSpec, _Mapping]] = ...) -> None: ...
+    generate: GenerateSpec
+    def __init__(self, name: _Optional[str] = ..., download: _Optional[_Union[DownloadSpec, _Mapping]] = ..., scenes: _Optional[_Union[ScenesSpec, _Mapping]] = ..., clean: _Optional[_Union[CleanSpec, _Mapping]] = ..., generate: _Optional[_Union[GenerateSpec, _Mapping]] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("job", "created")

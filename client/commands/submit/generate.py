@@ -1,0 +1,65 @@
+"""bfctl submit generate NAME --spec F --rows N --dest D: synthetic related tables."""
+
+import argparse
+from pathlib import Path
+
+from bulkforge.client.commands.base import add_command, add_job_name
+from bulkforge.client.commands.submit.common import daemon_path, print_submitted
+from bulkforge.client.connection import call_timeout
+from bulkforge.client.errors import UsageError
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+MAX_SPEC_BYTES = 1024**2
+
+
+def register(kinds: argparse._SubParsersAction) -> None:
+    generate = add_command(
+        kinds, "generate", "generate related synthetic tables from a spec", run_generate
+    )
+    add_job_name(generate)
+    generate.add_argument(
+        "--spec", required=True, metavar="F", help="the tables and columns (.toml, .json, .yaml)"
+    )
+    generate.add_argument("--rows", required=True, type=int, metavar="N", help="rows to scale by")
+    generate.add_argument("--seed", type=int, default=0, metavar="S", help="the seed (default 0)")
+    generate.add_argument(
+        "--format", choices=("parquet", "csv", "jsonl", "sql"), default="", help="(parquet)"
+    )
+    generate.add_argument(
+        "--sql-dialect", choices=("sqlite", "postgres", "mysql"), default="", help="(sqlite)"
+    )
+    generate.add_argument("--dest", required=True, metavar="D", help="one folder per table")
+    generate.add_argument(
+        "--chunk-rows", type=int, default=0, metavar="K", help="rows per part file (1,000,000)"
+    )
+    generate.set_defaults(check=check_generate)
+
+
+def check_generate(args: argparse.Namespace) -> None:
+    args.dest = daemon_path(args.dest, remote=bool(args.target), what="--dest")
+    path = Path(args.spec)
+    try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise UsageError(f"--spec {path}: larger than {MAX_SPEC_BYTES:,} bytes")
+        args.spec_text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--spec {path}: cannot be read ({exc})") from None
+    if args.rows < 1 or args.seed < 0 or args.chunk_rows < 0:
+        raise UsageError("--rows must be at least 1, --seed and --chunk-rows not negative")
+
+
+def run_generate(args: argparse.Namespace, stub) -> int:
+    spec = pb.GenerateSpec(
+        spec_text=args.spec_text,
+        spec_name=Path(args.spec).name,
+        rows=args.rows,
+        seed=args.seed,
+        format=args.format,
+        sql_dialect=args.sql_dialect,
+        dest=args.dest,
+        chunk_rows=args.chunk_rows,
+    )
+    response = stub.Submit(
+        pb.SubmitRequest(name=args.name, generate=spec), timeout=call_timeout(args, default=None)
+    )
+    return print_submitted(args, response)

@@ -1,0 +1,251 @@
+"""Column values as a function of (seed, table, column, row number), vectorised.
+
+`Dataset(spec, counts, seed).table(name).rows(start, count)` is one chunk of a table
+as an Arrow table; any chunk can be made alone, in any order, by any process, and
+the same rows always come out the same. Each column draws from streams of its own
+(streams.py), so adding a column changes no other; a foreign key draws its parent
+row per child and reads the parent's column there, so every key resolves.
+"""
+
+from datetime import UTC, date
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bulkforge.daemon.generator import locale, streams
+from bulkforge.daemon.generator import spec as s
+from bulkforge.daemon.generator.text import decimal, join
+
+EPOCH = date(1970, 1, 1)
+
+
+class Dataset:
+    """Every table of a spec at its row counts, for one seed."""
+
+    def __init__(self, spec: s.Spec, counts: dict[str, int], seed: int):
+        self.spec = spec
+        self.counts = counts
+        self.seed = seed
+        self._tables: dict[str, TableValues] = {}
+
+    def table(self, name: str) -> "TableValues":
+        if name not in self._tables:
+            self._tables[name] = TableValues(self, name)
+        return self._tables[name]
+
+
+class TableValues:
+    def __init__(self, dataset: Dataset, name: str):
+        self.dataset = dataset
+        self.name = name
+        self.spec = dataset.spec.tables[name]
+        self.count = dataset.counts[name]
+
+    def rows(self, start: int, count: int) -> pa.Table:
+        """Rows [start, start + count) with every column, in the spec's order."""
+        rows = np.arange(start, start + count, dtype=np.int64)
+        return pa.table({name: self.column(name, rows) for name in self.spec.columns})
+
+    def key(self, column: str, *purpose: str) -> int:
+        return streams.stream_key(self.dataset.seed, self.name, column, *purpose)
+
+    def column(self, name: str, rows: np.ndarray) -> pa.Array:
+        """The column's values at the given row numbers (any order, repeats allowed)."""
+        column = self.spec.columns[name]
+        values = _MAKERS[type(column)](self, name, column, rows)
+        if column.null:
+            nulls = streams.uniform(self.key(name, "null"), rows) < column.null
+            values = pc.if_else(pa.array(nulls), pa.scalar(None, values.type), values)
+        return values
+
+    def parent_rows(self, name: str, column: s.ForeignKey, rows: np.ndarray) -> np.ndarray:
+        """The parent row each child row points to."""
+        parents = self.dataset.counts[column.table]
+        key = self.key(name, "parent")
+        if column.distribution == "uniform":
+            return streams.below(key, rows, parents)
+        return _power_law(streams.uniform(key, rows), parents, column.a)
+
+
+def _sequence(table: TableValues, name: str, column: s.Sequence, rows: np.ndarray) -> pa.Array:
+    return pa.array(column.start + rows * column.step, type=pa.int64())
+
+
+def _distributed(table: TableValues, name: str, column, rows: np.ndarray) -> np.ndarray:
+    """Floats in [min, max] drawn by the column's distribution."""
+    key = table.key(name)
+    low, high = float(column.min), float(column.max)
+    if column.distribution == "uniform":
+        return low + streams.uniform(key, rows) * (high - low)
+    if column.distribution == "zipf":
+        span = max(1, int(high - low) + 1)
+        return low + _power_law(streams.uniform(key, rows), span, column.a)
+    z = column.mean + column.sd * streams.normal(key, rows)
+    return np.clip(np.exp(z) if column.distribution == "lognormal" else z, low, high)
+
+
+def _integers(table: TableValues, name: str, column: s.Integers, rows: np.ndarray) -> pa.Array:
+    if column.unique:
+        values = column.min + streams.permute(table.key(name), rows, column.distinct())
+    elif column.distribution == "uniform":
+        values = column.min + streams.below(table.key(name), rows, column.distinct())
+    else:
+        values = np.rint(_distributed(table, name, column, rows)).astype(np.int64)
+    return pa.array(values, type=pa.int64())
+
+
+def _floats(table: TableValues, name: str, column: s.Floats, rows: np.ndarray) -> pa.Array:
+    values = _distributed(table, name, column, rows)
+    if column.digits is not None:
+        values = np.round(values, column.digits)
+    return pa.array(values, type=pa.float64())
+
+
+def _choice(table: TableValues, name: str, column: s.Choice, rows: np.ndarray) -> pa.Array:
+    options = pa.array(column.values)
+    return options.take(_indices(table, name, column, rows, len(column.values), column.weights))
+
+
+def _boolean(table: TableValues, name: str, column: s.Boolean, rows: np.ndarray) -> pa.Array:
+    return pa.array(streams.uniform(table.key(name), rows) < column.p)
+
+
+def _date(table: TableValues, name: str, column: s.DateRange, rows: np.ndarray) -> pa.Array:
+    days = _indices(table, name, column, rows, column.distinct())
+    return pa.array(days + (column.start - EPOCH).days, type=pa.int32()).cast(pa.date32())
+
+
+def _timestamp(
+    table: TableValues, name: str, column: s.TimestampRange, rows: np.ndarray
+) -> pa.Array:
+    seconds = _indices(table, name, column, rows, column.distinct())
+    start = column.start if column.start.tzinfo else column.start.replace(tzinfo=UTC)
+    micros = (int(start.timestamp()) + seconds) * 1_000_000
+    return pa.array(micros, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+
+
+def _words(table: TableValues, name: str, column: s.Words, rows: np.ndarray) -> pa.Array:
+    return locale.words(column.kind).take(
+        _indices(table, name, column, rows, locale.size(column.kind))
+    )
+
+
+def _composed(table: TableValues, name: str, column: s.FullName, rows: np.ndarray) -> pa.Array:
+    """Full names, addresses and phone numbers: one index over all their combinations."""
+    index = _indices(table, name, column, rows, column.distinct())
+    if column.kind == "full_name":
+        last = locale.size("last_name")
+        return join([locale.words("first_name").take(index // last), " ",
+                      locale.words("last_name").take(index % last)])  # fmt: skip
+    if column.kind == "address":
+        streets, suffixes = locale.size("street"), locale.size("street_suffixes")
+        number, rest = np.divmod(index, streets * suffixes)
+        return join([decimal(number + 1), " ",
+                      locale.words("street").take(rest // suffixes), " ",
+                      locale.words("street_suffixes").take(rest % suffixes)])  # fmt: skip
+    formats = locale.phone_formats()
+    digits = formats[0].count("#")
+    form, number = np.divmod(index, 10**digits)
+    prefix = pa.array([f.split("#", 1)[0] for f in formats]).take(form)
+    text = pc.utf8_lpad(decimal(number), width=digits, padding="0")
+    return join([prefix, pc.utf8_slice_codeunits(text, 0, 3), "-",
+                  pc.utf8_slice_codeunits(text, 3, digits)])  # fmt: skip
+
+
+def _email(table: TableValues, name: str, column: s.Email, rows: np.ndarray) -> pa.Array:
+    """first.last{n}@domain, lowercased, n the row's number: unique whatever the names."""
+    parts = []
+    for source in (column.first, column.last):
+        text = pc.utf8_lower(pc.cast(table.column(source, rows), pa.string()))
+        parts.append(pc.replace_substring_regex(pc.fill_null(text, "x"), r"[^a-z0-9]", ""))
+    domain = pa.array(column.domains).take(
+        streams.below(table.key(name, "domain"), rows, len(column.domains))
+    )
+    number = decimal(rows + 1)
+    return join([parts[0], ".", parts[1], number, "@", domain])
+
+
+def _pattern(table: TableValues, name: str, column: s.Pattern, rows: np.ndarray) -> pa.Array:
+    positions = s.parse_pattern(column.pattern)
+    choices: dict[int, np.ndarray] = {}
+    varying = [at for at, chars in enumerate(positions) if len(chars) > 1]
+    if column.unique:
+        # One index over every combination, read as a mixed-radix number, last place first.
+        index = streams.permute(table.key(name), rows, min(column.distinct(), 2**62))
+        for at in reversed(varying):
+            index, choices[at] = np.divmod(index, len(positions[at]))
+    else:
+        for slot, at in enumerate(varying):
+            key = table.key(name, str(slot))
+            choices[at] = streams.below(key, rows, len(positions[at]))
+    return join(
+        [
+            pa.array(list(chars)).take(choices[at]) if at in choices else chars
+            for at, chars in enumerate(positions)
+        ]
+    )
+
+
+def _foreign_key(table: TableValues, name: str, column: s.ForeignKey, rows: np.ndarray):
+    parents = table.parent_rows(name, column, rows)
+    return _at_parents(table.dataset.table(column.table), column.column, parents)
+
+
+def _lookup(table: TableValues, name: str, column: s.Lookup, rows: np.ndarray) -> pa.Array:
+    via = table.spec.columns[column.via]
+    parents = table.parent_rows(column.via, via, rows)
+    return _at_parents(table.dataset.table(via.table), column.column, parents)
+
+
+def _at_parents(parent: TableValues, column: str, rows: np.ndarray) -> pa.Array:
+    """A parent's column at many child rows: each distinct parent row is made once."""
+    distinct, where = np.unique(rows, return_inverse=True)
+    if len(distinct) > len(rows) // 2:
+        return parent.column(column, rows)
+    return parent.column(column, distinct).take(where)
+
+
+def _indices(
+    table: TableValues,
+    name: str,
+    column: s.Column,
+    rows: np.ndarray,
+    n: int,
+    weights: list[float] | None = None,
+) -> np.ndarray:
+    """An index in [0, n) per row: a permutation when unique, weighted when weights are given."""
+    if column.unique:
+        return streams.permute(table.key(name), rows, n)
+    if weights is None:
+        return streams.below(table.key(name), rows, n)
+    cumulative = np.cumsum(np.asarray(weights, dtype=np.float64))
+    drawn = streams.uniform(table.key(name), rows) * cumulative[-1]
+    return np.minimum(np.searchsorted(cumulative, drawn, side="right"), n - 1)
+
+
+def _power_law(u: np.ndarray, n: int, a: float) -> np.ndarray:
+    """Ranks 0..n-1 from uniforms, P(rank k) falling as (k+1)^-a (a bounded zipf)."""
+    if abs(a - 1.0) < 1e-9:
+        ranks = np.exp(u * np.log(n + 1.0)) - 1.0
+    else:
+        top = (n + 1.0) ** (1.0 - a)
+        ranks = (1.0 + u * (top - 1.0)) ** (1.0 / (1.0 - a)) - 1.0
+    return np.minimum(ranks.astype(np.int64), n - 1)
+
+
+_MAKERS = {
+    s.Sequence: _sequence,
+    s.Integers: _integers,
+    s.Floats: _floats,
+    s.Choice: _choice,
+    s.Boolean: _boolean,
+    s.DateRange: _date,
+    s.TimestampRange: _timestamp,
+    s.Words: _words,
+    s.FullName: _composed,
+    s.Email: _email,
+    s.Pattern: _pattern,
+    s.ForeignKey: _foreign_key,
+    s.Lookup: _lookup,
+}

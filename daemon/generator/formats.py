@@ -1,0 +1,163 @@
+"""A chunk of a table as the bytes of one part file: Parquet, CSV, JSON Lines or SQL.
+
+Every writer is vectorised over Arrow arrays (no Python object per row) and
+deterministic: the same chunk always gives the same bytes. JSON and SQL text is
+built column by column: each value rendered as a literal, then joined into rows.
+"""
+
+import io
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from bulkforge.daemon.generator import spec as s
+from bulkforge.daemon.generator.text import join
+
+FORMATS = ("parquet", "csv", "jsonl", "sql")
+DIALECTS = ("sqlite", "postgres", "mysql")
+EXTENSIONS = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl", "sql": "sql"}
+PARQUET_OPTIONS = {
+    "compression": "zstd",
+    "compression_level": 1,
+    "row_group_size": 1 << 20,
+    "version": "2.6",
+}
+# Rows per INSERT statement.
+INSERT_ROWS = 1000
+
+
+def part_name(index: int, fmt: str) -> str:
+    return f"part-{index:05d}.{EXTENSIONS[fmt]}"
+
+
+def render(rows: pa.Table, fmt: str, table: str, dialect: str = "sqlite") -> bytes:
+    """The part file's bytes for these rows of the table."""
+    if fmt == "parquet":
+        sink = io.BytesIO()
+        pq.write_table(rows, sink, **PARQUET_OPTIONS)
+        return sink.getvalue()
+    if fmt == "csv":
+        sink = io.BytesIO()
+        pacsv.write_csv(rows, sink, pacsv.WriteOptions(quoting_style="needed"))
+        return sink.getvalue()
+    if fmt == "jsonl":
+        return _lines(_json_objects(rows))
+    return _inserts(rows, table, dialect)
+
+
+def _lines(text: pa.Array) -> bytes:
+    if not len(text):
+        return b""
+    return "\n".join(text.to_pylist()).encode() + b"\n"
+
+
+def _json_objects(rows: pa.Table) -> pa.Array:
+    pieces: list = ["{"]
+    for n, name in enumerate(rows.column_names):
+        pieces += ["," if n else "", f'"{name}":', _json_values(rows[name])]
+    pieces.append("}")
+    return join(pieces)
+
+
+def _json_values(column: pa.ChunkedArray) -> pa.Array:
+    kind = column.type
+    if pa.types.is_boolean(kind):
+        text = pc.if_else(column, "true", "false")
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        text = pc.cast(column, pa.string())
+    elif pa.types.is_timestamp(kind):
+        text = _quoted(_iso_timestamp(column))
+    else:  # strings and dates
+        text = _quoted(pc.cast(column, pa.string()))
+    return pc.fill_null(text, "null")
+
+
+def _quoted(text: pa.Array) -> pa.Array:
+    """A JSON string: quotes and backslashes escaped (specs refuse control characters)."""
+    escaped = pc.replace_substring(text, "\\", "\\\\")
+    escaped = pc.replace_substring(escaped, '"', '\\"')
+    return join(['"', escaped, '"'])
+
+
+def _iso_timestamp(column: pa.ChunkedArray) -> pa.Array:
+    return pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ")
+
+
+def _inserts(rows: pa.Table, table: str, dialect: str) -> bytes:
+    """Batched multi-row INSERT statements in the dialect."""
+    if not rows.num_rows:
+        return b""
+    names = ", ".join(quote_name(name, dialect) for name in rows.column_names)
+    pieces: list = ["("]
+    for n, name in enumerate(rows.column_names):
+        pieces += [", " if n else "", _sql_values(rows[name], dialect)]
+    pieces.append(")")
+    tuples = join(pieces).to_pylist()
+    head = f"INSERT INTO {quote_name(table, dialect)} ({names}) VALUES\n"
+    statements = [
+        head + ",\n".join(tuples[at : at + INSERT_ROWS]) + ";\n"
+        for at in range(0, len(tuples), INSERT_ROWS)
+    ]
+    return "".join(statements).encode()
+
+
+def _sql_values(column: pa.ChunkedArray, dialect: str) -> pa.Array:
+    kind = column.type
+    if pa.types.is_boolean(kind):
+        text = pc.if_else(column, "TRUE", "FALSE")
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        text = pc.cast(column, pa.string())
+    else:
+        literal = (
+            pc.strftime(column, format="%Y-%m-%d %H:%M:%S")
+            if pa.types.is_timestamp(kind)
+            else pc.cast(column, pa.string())
+        )
+        if dialect == "mysql":
+            literal = pc.replace_substring(literal, "\\", "\\\\")
+        text = join(["'", pc.replace_substring(literal, "'", "''"), "'"])
+    return pc.fill_null(text, "NULL")
+
+
+def quote_name(name: str, dialect: str) -> str:
+    return f"`{name}`" if dialect == "mysql" else f'"{name}"'
+
+
+def create_tables(spec: s.Spec, order: list[str], types: dict, dialect: str) -> str:
+    """CREATE TABLE statements, parents first, with keys, references and NOT NULL."""
+    statements = []
+    for table in order:
+        lines = []
+        for name, column in spec.tables[table].columns.items():
+            line = f"  {quote_name(name, dialect)} {_sql_type(types[table][name], dialect)}"
+            if not column.null:
+                line += " NOT NULL"
+            if column.primary_key:
+                line += " PRIMARY KEY"
+            elif column.unique:
+                line += " UNIQUE"
+            if isinstance(column, s.ForeignKey):
+                target = (
+                    f"{quote_name(column.table, dialect)}({quote_name(column.column, dialect)})"
+                )
+                line += f" REFERENCES {target}"
+            lines.append(line)
+        body = ",\n".join(lines)
+        statements.append(f"CREATE TABLE {quote_name(table, dialect)} (\n{body}\n);\n")
+    return "".join(statements)
+
+
+def _sql_type(kind: pa.DataType, dialect: str) -> str:
+    if pa.types.is_boolean(kind):
+        return "BOOLEAN"
+    if pa.types.is_integer(kind):
+        return "BIGINT"
+    if pa.types.is_floating(kind):
+        return "DOUBLE PRECISION" if dialect == "postgres" else "DOUBLE"
+    if pa.types.is_date(kind):
+        return "DATE"
+    if pa.types.is_timestamp(kind):
+        return "TIMESTAMP" if dialect != "mysql" else "DATETIME"
+    return "TEXT" if dialect != "mysql" else "VARCHAR(255)"

@@ -1,0 +1,94 @@
+"""The generate kind behind the seam: synthetic related tables, part by part."""
+
+import asyncio
+from pathlib import Path
+
+import apsw
+from loguru import logger
+
+from bulkforge.daemon import jobs
+from bulkforge.daemon.durable import fsync_or_die, write_durably
+from bulkforge.daemon.failures import FailureReport, FailureRow, failure_groups
+from bulkforge.daemon.generator import formats, records
+from bulkforge.daemon.generator.columns import Dataset
+from bulkforge.daemon.generator.request import GenerateRequest, SubmitGenerate
+from bulkforge.daemon.generator.runner import Generator
+from bulkforge.daemon.machines import part as part_machine
+from bulkforge.daemon.machines.part import PartState
+from bulkforge.daemon.pipeline import JobKind, Services
+from bulkforge.daemon.progress import throughput_bucket_ms
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+SCHEMA_FILE = "schema.sql"
+
+
+class GenerateKind(JobKind):
+    name = records.KIND
+    batch_unit = ""
+    item_tones = part_machine.TONE
+
+    def __init__(self, services: Services):
+        super().__init__(services)
+        self._generator = Generator(services)
+
+    @property
+    def runner(self) -> Generator:
+        return self._generator
+
+    def parse(self, name: str, spec: pb.GenerateSpec) -> GenerateRequest:
+        return SubmitGenerate.of(name, spec).request()
+
+    async def create(self, request: GenerateRequest, spec: dict) -> tuple[jobs.JobRow, bool]:
+        """Every part of every table; for SQL, the CREATE TABLE statements written first."""
+        counts = request.counts()
+        order = request.model.order()
+        dest = str(request.dest)
+        await self.readers.call(lambda conn: records.refuse_shared_dest(conn, dest))
+        if request.format == "sql":
+            await asyncio.to_thread(_write_schema, request, counts, order)
+        return await self.writer.call(
+            lambda conn: records.create_job(
+                conn, request.name, spec, dest, counts, order, request.chunk_rows
+            )
+        )
+
+    def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
+        for state, (parts, size) in records.counts(conn, view.job.id).items():
+            view.counts[state] = parts
+            view.items_total += parts
+            if state == PartState.DONE:
+                view.bytes_done = view.bytes_total = size
+
+    def failures(
+        self, conn: apsw.Connection, job: jobs.JobRow, step: str, limit: int
+    ) -> FailureReport:
+        groups = failure_groups(conn, "generate_parts", job.id, step)
+        listed = [
+            FailureRow(*row, retrying=False)
+            for row in (records.failures(conn, job.id, step, limit) if limit else [])
+        ]
+        return FailureReport(groups, listed, sum(group.count for group in groups))
+
+    def throughput(self, conn: apsw.Connection, job: jobs.JobRow) -> tuple[list[tuple], int]:
+        bucket = throughput_bucket_ms(job)
+        return records.throughput(conn, job.id, bucket), bucket
+
+    def retry(self, conn: apsw.Connection, job: jobs.JobRow, step: str, error: str) -> int:
+        return records.retry_failed(conn, job.id, step, error)
+
+    def repair(self, conn: apsw.Connection) -> None:
+        for name, count in records.repair_in_flight(conn):
+            logger.info("repair: job {}: {:,} part(s) were being made -> pending", name, count)
+
+
+def _write_schema(request: GenerateRequest, counts: dict[str, int], order: list[str]) -> None:
+    """DEST/schema.sql: the tables' CREATE statements, parents first, with their keys."""
+    dataset = Dataset(request.model, counts, request.seed)
+    types = {
+        table: {field.name: field.type for field in dataset.table(table).rows(0, 1).schema}
+        for table in order
+    }
+    text = formats.create_tables(request.model, order, types, request.dialect)
+    path = Path(request.dest) / SCHEMA_FILE
+    write_durably(path, text.encode())
+    fsync_or_die(path.parent)

@@ -1,0 +1,73 @@
+"""One part of a table, made in a worker process: generated, rendered, written durably.
+
+A part is rows [start, start + rows) of one table: a pure function of the job's
+spec, rows and seed, so a part made again after a crash, by another worker or at
+another time, has the same bytes. The file is written under a temp name, fsynced,
+renamed and its directory fsynced before the worker answers; only then does the
+daemon record the part done.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bulkforge.daemon.durable import fsync_or_die, make_dirs, write_durably
+from bulkforge.daemon.generator import formats
+from bulkforge.daemon.generator import spec as s
+from bulkforge.daemon.generator.columns import Dataset
+from bulkforge.daemon.governor import give_back_memory
+
+
+@dataclass(frozen=True)
+class PartTask:
+    # The job's spec document (spec, rows, seed …) as stored: plain data for a worker.
+    job_spec: str
+    table: str
+    index: int
+    start: int
+    rows: int
+
+    @property
+    def stored(self) -> dict:
+        return json.loads(self.job_spec)
+
+
+@dataclass(frozen=True)
+class PartWritten:
+    path: str
+    size: int
+    sha256: str
+
+
+# The dataset of each job spec a worker has seen: parsed and checked once per process.
+_DATASETS: dict[str, Dataset] = {}
+
+
+def make_part(task: PartTask) -> PartWritten:
+    stored = task.stored
+    try:
+        rows = _dataset(task.job_spec).table(task.table).rows(task.start, task.rows)
+        data = formats.render(rows, stored["format"], task.table, stored["sql_dialect"])
+        del rows
+        dest = Path(stored["dest"])
+        path = part_path(dest, task.table, task.index, stored["format"])
+        make_dirs(path.parent, dest)
+        write_durably(path, data)
+        fsync_or_die(path.parent)
+        return PartWritten(str(path), len(data), hashlib.sha256(data).hexdigest())
+    finally:
+        give_back_memory()
+
+
+def part_path(dest: Path, table: str, index: int, fmt: str) -> Path:
+    return dest / table / formats.part_name(index, fmt)
+
+
+def _dataset(job_spec: str) -> Dataset:
+    if job_spec not in _DATASETS:
+        stored = json.loads(job_spec)
+        model = s.Spec.model_validate(stored["spec"])
+        _DATASETS.clear()  # one job at a time is plenty to keep
+        _DATASETS[job_spec] = Dataset(model, model.check(stored["rows"]), stored["seed"])
+    return _DATASETS[job_spec]

@@ -1,0 +1,115 @@
+"""A generate job as submitted: the spec, how many rows, which seed, which format, where."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints, model_validator
+
+from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.generator import spec as s
+from bulkforge.daemon.generator.formats import DIALECTS, FORMATS
+from bulkforge.daemon.validation import JobName
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+DEFAULT_CHUNK_ROWS = 1_000_000
+MAX_SPEC_BYTES = 1024**2
+assert set(FORMATS) == {"parquet", "csv", "jsonl", "sql"} and set(DIALECTS) == {
+    "sqlite",
+    "postgres",
+    "mysql",
+}
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    name: str
+    dest: Path
+    model: s.Spec
+    rows: int
+    seed: int
+    format: str
+    dialect: str
+    chunk_rows: int
+
+    def spec(self) -> dict:
+        """The canonical parameters, the spec itself among them: a job never rereads a file."""
+        return {
+            "spec": self.model.model_dump(mode="json"),
+            "rows": self.rows,
+            "seed": self.seed,
+            "format": self.format,
+            "sql_dialect": self.dialect,
+            "dest": str(self.dest),
+            "chunk_rows": self.chunk_rows,
+        }
+
+    @classmethod
+    def of_spec(cls, name: str, stored: dict) -> "GenerateRequest":
+        return cls(
+            name=name,
+            dest=Path(stored["dest"]),
+            model=s.Spec.model_validate(stored["spec"]),
+            rows=stored["rows"],
+            seed=stored["seed"],
+            format=stored["format"],
+            dialect=stored["sql_dialect"],
+            chunk_rows=stored["chunk_rows"],
+        )
+
+    def counts(self) -> dict[str, int]:
+        return self.model.check(self.rows)
+
+
+class SubmitGenerate(BaseModel):
+    """A generate job as the request gives it; the spec itself is checked by spec.load."""
+
+    name: JobName
+    spec_text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SPEC_BYTES)]
+    spec_name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    rows: int = Field(ge=1, le=s.MAX_ROWS)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    format: Literal["parquet", "csv", "jsonl", "sql"] = "parquet"
+    sql_dialect: Literal["sqlite", "postgres", "mysql"] = "sqlite"
+    dest: Annotated[str, StringConstraints(min_length=1)]
+    chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, ge=1, le=100_000_000)
+
+    @classmethod
+    def of(cls, name: str, spec: pb.GenerateSpec) -> "SubmitGenerate":
+        given: dict = {
+            "name": name,
+            "spec_text": spec.spec_text,
+            "spec_name": spec.spec_name,
+            "rows": spec.rows,
+            "seed": spec.seed,
+            "dest": spec.dest,
+        }
+        for field in ("format", "sql_dialect", "chunk_rows"):
+            if getattr(spec, field):
+                given[field] = getattr(spec, field)
+        return cls.model_validate(given)
+
+    @model_validator(mode="after")
+    def _absolute(self) -> "SubmitGenerate":
+        if not os.path.isabs(self.dest):
+            raise ValueError(f"--dest {self.dest!r} must be an absolute path")
+        return self
+
+    def request(self) -> GenerateRequest:
+        """The request with its spec loaded and checked at --rows: refused, naming the field."""
+        model = s.load(self.spec_text, self.spec_name)
+        try:
+            model.check(self.rows)
+        except ValueError as exc:
+            raise InvalidArgument(f"{self.spec_name}: {exc}") from None
+        return GenerateRequest(
+            name=self.name,
+            dest=Path(self.dest),
+            model=model,
+            rows=self.rows,
+            seed=self.seed,
+            format=self.format,
+            dialect=self.sql_dialect,
+            chunk_rows=self.chunk_rows,
+        )

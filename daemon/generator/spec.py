@@ -1,0 +1,405 @@
+"""A generation spec: tables, their row counts, and a generator for each column.
+
+Given as TOML, JSON or YAML; validated here, at submit, so that whatever is wrong is
+refused with the table and column named and nothing is written:
+
+    [tables.students]
+    scale = 1.0                       # times --rows (or `rows = N`)
+    [tables.students.columns]
+    student_id = { kind = "sequence" }
+    first_name = { kind = "first_name" }
+    email      = { kind = "email", first = "first_name", last = "last_name", unique = true }
+    gpa        = { kind = "float", min = 0, max = 4, distribution = "normal", sd = 0.5 }
+    department = { kind = "foreign_key", table = "departments", column = "department_id" }
+
+Refused: an unknown generator, a foreign key to a missing table or column, a cycle of
+foreign keys, a unique column with fewer distinct values than rows, zero or negative rows.
+"""
+
+import json
+import math
+import re
+import tomllib
+from datetime import date, datetime
+from graphlib import CycleError, TopologicalSorter
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.generator import locale
+from bulkforge.daemon.validation import describe
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_ROWS = 10**10
+
+
+class Column(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The share of rows that are null, drawn per row.
+    null: float = Field(default=0.0, ge=0.0, lt=1.0)
+    unique: bool = False
+    # The table's key in SQL output: unique and never null.
+    primary_key: bool = False
+
+    @model_validator(mode="after")
+    def _key(self) -> "Column":
+        if self.primary_key and self.null:
+            raise ValueError("a primary key cannot be null")
+        if self.primary_key and not (self.unique or isinstance(self, Sequence)):
+            raise ValueError("a primary key must be a sequence or unique")
+        return self
+
+    def distinct(self) -> int | None:
+        """How many distinct values it can take (None: unbounded)."""
+        return None
+
+    def parents(self) -> list[tuple[str, str]]:
+        """(table, column) it reads from another table."""
+        return []
+
+    def siblings(self) -> list[str]:
+        """Columns of its own table it is derived from."""
+        return []
+
+
+class Sequence(Column):
+    kind: Literal["sequence"]
+    start: int = 1
+    step: int = 1
+
+    @model_validator(mode="after")
+    def _moves(self) -> "Sequence":
+        if self.step == 0:
+            raise ValueError("step must not be 0")
+        return self
+
+
+class Distributed(Column):
+    distribution: Literal["uniform", "normal", "lognormal", "zipf"] = "uniform"
+    # normal: mean, sd; lognormal: mean and sd of the log; zipf: exponent a (> 0).
+    mean: float = 0.0
+    sd: float = Field(default=1.0, gt=0)
+    a: float = Field(default=1.2, gt=0)
+
+
+class Integers(Distributed):
+    kind: Literal["integer"]
+    min: int
+    max: int
+
+    def distinct(self) -> int | None:
+        return self.max - self.min + 1
+
+    @model_validator(mode="after")
+    def _range(self) -> "Integers":
+        if self.max < self.min:
+            raise ValueError(f"max {self.max} is below min {self.min}")
+        if self.unique and self.distribution != "uniform":
+            raise ValueError("a unique integer column must be uniform")
+        return self
+
+
+class Floats(Distributed):
+    kind: Literal["float"]
+    min: float
+    max: float
+    digits: int | None = Field(default=None, ge=0, le=12)
+
+    @model_validator(mode="after")
+    def _range(self) -> "Floats":
+        if not self.max > self.min:
+            raise ValueError(f"max {self.max} must be above min {self.min}")
+        if self.unique:
+            raise ValueError("a float column cannot be unique")
+        return self
+
+
+class Choice(Column):
+    kind: Literal["choice"]
+    values: list[str | int | float | bool] = Field(min_length=1, max_length=100_000)
+    weights: list[float] | None = None
+
+    def distinct(self) -> int | None:
+        return len(set(self.values))
+
+    @model_validator(mode="after")
+    def _weights(self) -> "Choice":
+        if any(isinstance(v, str) and _CONTROL.search(v) for v in self.values):
+            raise ValueError("values must not hold control characters")
+        if self.weights is not None:
+            if len(self.weights) != len(self.values):
+                raise ValueError(f"{len(self.weights)} weights for {len(self.values)} values")
+            if any(w < 0 for w in self.weights) or not sum(self.weights) > 0:
+                raise ValueError("weights must be positive")
+        if len({type(v) for v in self.values}) > 1:
+            raise ValueError("values must all be of one type")
+        if self.unique and self.weights is not None:
+            raise ValueError("a unique choice takes no weights")
+        return self
+
+
+class Boolean(Column):
+    kind: Literal["boolean"]
+    p: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    def distinct(self) -> int | None:
+        return 2
+
+
+class DateRange(Column):
+    kind: Literal["date"]
+    start: date
+    end: date
+
+    def distinct(self) -> int | None:
+        return (self.end - self.start).days + 1
+
+    @model_validator(mode="after")
+    def _range(self) -> "DateRange":
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+
+class TimestampRange(Column):
+    kind: Literal["timestamp"]
+    start: datetime
+    end: datetime
+
+    def distinct(self) -> int | None:
+        return int((self.end - self.start).total_seconds()) + 1
+
+    @model_validator(mode="after")
+    def _range(self) -> "TimestampRange":
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+
+class Words(Column):
+    """Values from the bundled locale data: names, cities, streets, words."""
+
+    kind: Literal["first_name", "last_name", "city", "street", "word"]
+
+    def distinct(self) -> int | None:
+        return locale.size(self.kind)
+
+
+class FullName(Column):
+    kind: Literal["full_name", "address", "phone"]
+
+    def distinct(self) -> int | None:
+        return locale.combinations(self.kind)
+
+
+class Email(Column):
+    """first.last{row}@example.org from two name columns of the table: unique by the row."""
+
+    kind: Literal["email"]
+    first: str
+    last: str
+    domains: list[str] = Field(default=["example.com", "example.org", "example.net"], min_length=1)
+
+    def siblings(self) -> list[str]:
+        return [self.first, self.last]
+
+
+class Pattern(Column):
+    """A pattern of literals, classes ([A-Z], [a-z0-9], \\d) and counts ({3})."""
+
+    kind: Literal["pattern"]
+    pattern: str = Field(min_length=1, max_length=200)
+
+    def distinct(self) -> int | None:
+        return math.prod(len(chars) for chars in parse_pattern(self.pattern) if len(chars) > 1)
+
+    @model_validator(mode="after")
+    def _parses(self) -> "Pattern":
+        if _CONTROL.search(self.pattern):
+            raise ValueError("the pattern must not hold control characters")
+        parse_pattern(self.pattern)
+        return self
+
+
+class ForeignKey(Column):
+    """A parent's column at a parent row drawn per child: uniform, or zipf-skewed."""
+
+    kind: Literal["foreign_key"]
+    table: str
+    column: str
+    distribution: Literal["uniform", "zipf"] = "uniform"
+    a: float = Field(default=1.2, gt=0)
+
+    def parents(self) -> list[tuple[str, str]]:
+        return [(self.table, self.column)]
+
+
+class Lookup(Column):
+    """The parent row's other column, for the parent a foreign key of this table chose."""
+
+    kind: Literal["lookup"]
+    via: str  # a foreign_key column of this table
+    column: str  # a column of that key's table
+
+    def siblings(self) -> list[str]:
+        return [self.via]
+
+
+AnyColumn = Annotated[
+    Sequence
+    | Integers
+    | Floats
+    | Choice
+    | Boolean
+    | DateRange
+    | TimestampRange
+    | Words
+    | FullName
+    | Email
+    | Pattern
+    | ForeignKey
+    | Lookup,
+    Field(discriminator="kind"),
+]
+
+
+class Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rows: int | None = Field(default=None, ge=1, le=MAX_ROWS)
+    scale: float | None = Field(default=None, gt=0)
+    columns: dict[Name, AnyColumn] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> "Table":
+        keys = [name for name, column in self.columns.items() if column.primary_key]
+        if len(keys) > 1:
+            raise ValueError(f"more than one primary key: {', '.join(keys)}")
+        if self.rows is not None and self.scale is not None:
+            raise ValueError("give rows or scale, not both")
+        return self
+
+    def count(self, rows: int) -> int:
+        """Its rows for --rows N: its own count, or N scaled (at least 1)."""
+        if self.rows is not None:
+            return self.rows
+        return max(1, round(rows * (self.scale if self.scale is not None else 1.0)))
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tables: dict[Name, Table] = Field(min_length=1, max_length=256)
+
+    def order(self) -> list[str]:
+        """Tables parents first; refused when foreign keys form a cycle."""
+        graph = {
+            name: {parent for column in table.columns.values() for parent, _ in column.parents()}
+            for name, table in self.tables.items()
+        }
+        try:
+            return list(TopologicalSorter(graph).static_order())
+        except CycleError as cycle:
+            raise ValueError(f"foreign keys form a cycle: {' -> '.join(cycle.args[1])}") from None
+
+    def check(self, rows: int) -> dict[str, int]:
+        """Every table's row count for --rows N, after checking what depends on it."""
+        counts = {name: table.count(rows) for name, table in self.tables.items()}
+        for name, table in self.tables.items():
+            for column_name, column in table.columns.items():
+                where = f"tables.{name}.columns.{column_name}"
+                _check_references(self, name, column, where)
+                distinct = column.distinct()
+                if column.unique and distinct is not None and distinct < counts[name]:
+                    raise ValueError(
+                        f"{where}: unique, but it has {distinct:,} distinct values for "
+                        f"{counts[name]:,} rows"
+                    )
+        self.order()
+        return counts
+
+
+def _check_references(spec: Spec, name: str, column: Column, where: str) -> None:
+    table = spec.tables[name]
+    for parent, parent_column in column.parents():
+        if parent not in spec.tables:
+            raise ValueError(f"{where}: foreign key to a missing table {parent!r}")
+        if parent_column not in spec.tables[parent].columns:
+            raise ValueError(f"{where}: foreign key to a missing column {parent}.{parent_column}")
+    for sibling in column.siblings():
+        if sibling not in table.columns:
+            raise ValueError(f"{where}: names a missing column {name}.{sibling}")
+    if isinstance(column, Lookup):
+        via = table.columns[column.via]
+        if not isinstance(via, ForeignKey):
+            raise ValueError(f"{where}: via {column.via!r} is not a foreign_key column")
+        if column.column not in spec.tables[via.table].columns:
+            raise ValueError(f"{where}: {via.table} has no column {column.column!r}")
+
+
+_CLASS = re.compile(r"\[([^\]]+)\]|\\d|\\(.)|(.)")
+_COUNT = re.compile(r"\{(\d{1,3})\}")
+
+
+def parse_pattern(pattern: str) -> list[str]:
+    """The pattern as a list of positions, each the characters it may hold."""
+    positions: list[str] = []
+    at = 0
+    while at < len(pattern):
+        match = _CLASS.match(pattern, at)
+        assert match is not None
+        if match.group(1) is not None:
+            chars = _expand(match.group(1))
+        elif match.group(0) == r"\d":
+            chars = "0123456789"
+        else:
+            chars = match.group(2) or match.group(3)
+        at = match.end()
+        count = _COUNT.match(pattern, at)
+        repeat = 1
+        if count:
+            repeat = int(count.group(1))
+            at = count.end()
+        positions += [chars] * repeat
+    if len(positions) > 200:
+        raise ValueError(f"pattern {pattern!r} is longer than 200 characters")
+    return positions
+
+
+def _expand(body: str) -> str:
+    chars = []
+    at = 0
+    while at < len(body):
+        if at + 2 < len(body) and body[at + 1] == "-":
+            low, high = body[at], body[at + 2]
+            if ord(high) < ord(low):
+                raise ValueError(f"[{body}]: {low}-{high} is an empty range")
+            chars += [chr(c) for c in range(ord(low), ord(high) + 1)]
+            at += 3
+        else:
+            chars.append(body[at])
+            at += 1
+    return "".join(dict.fromkeys(chars))
+
+
+def load(text: str, name: str) -> Spec:
+    """A spec from the text of a .toml, .json or .yaml file; refused with the field named."""
+    try:
+        if name.endswith(".toml"):
+            document = tomllib.loads(text)
+        elif name.endswith(".json"):
+            document = json.loads(text)
+        elif name.endswith((".yaml", ".yml")):
+            document = yaml.safe_load(text)
+        else:
+            raise InvalidArgument(f"{name}: a spec is a .toml, .json or .yaml file")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise InvalidArgument(f"{name}: not valid: {exc}") from None
+    try:
+        return Spec.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidArgument(f"{name}: {describe(exc)}") from None

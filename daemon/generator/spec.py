@@ -337,6 +337,8 @@ def _check_references(spec: Spec, name: str, column: Column, where: str) -> None
         via = table.columns[column.via]
         if not isinstance(via, ForeignKey):
             raise ValueError(f"{where}: via {column.via!r} is not a foreign_key column")
+        if via.table not in spec.tables:
+            raise ValueError(f"{where}: via {column.via!r}, a key to a missing table {via.table!r}")
         if column.column not in spec.tables[via.table].columns:
             raise ValueError(f"{where}: {via.table} has no column {column.column!r}")
 

@@ -285,3 +285,56 @@ def test_bad_requests_are_refused_and_nothing_is_written(daemon: Daemon, tmp_pat
         spec = pb.GenerateSpec(spec_text=SPEC, spec_name="s.toml", rows=5, dest="rel")
         daemon.stub.Submit(pb.SubmitRequest(name="z", generate=spec), timeout=10)
     assert relative.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.slow
+def test_the_courses_preset_at_a_million_students_keeps_every_constraint(
+    make_daemon, tmp_path: Path
+) -> None:
+    daemon = make_daemon("--cpu-workers", "2").start()
+    dest = tmp_path / "school"
+    dest.mkdir()
+    submitted = daemon.bfctl(
+        "submit", "generate", "school", "--preset", "courses", "--rows", "1000000",
+        "--seed", "9", "--dest", str(dest),
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    job = daemon.wait_state("school", {"completed", "failed"}, timeout=300)
+    assert job.state == "completed", daemon.log_tail()
+    db = duckdb.connect()
+    for table in ("departments", "teachers", "students", "classrooms", "time_slots", "courses"):
+        db.execute(f"CREATE VIEW {table} AS SELECT * FROM '{dest}/{table}/*.parquet'")
+    db.execute(f"CREATE VIEW enrollments AS SELECT * FROM '{dest}/enrollments/*.parquet'")
+    sizes = db.execute(
+        "SELECT (SELECT count(*) FROM students), (SELECT count(*) FROM courses), "
+        "(SELECT count(*) FROM enrollments)"
+    ).fetchall()[0]
+    assert sizes[:2] == (1_000_000, 50_000) and sizes[2] > 4_000_000
+    violations = {
+        "teacher without department": "SELECT count(*) FROM teachers ANTI JOIN departments "
+        "USING (department_id)",
+        "course without teacher": "SELECT count(*) FROM courses ANTI JOIN teachers "
+        "USING (teacher_id)",
+        "course without slot": "SELECT count(*) FROM courses c ANTI JOIN time_slots t "
+        "ON c.slot = t.slot_id",
+        "enrollment without student": "SELECT count(*) FROM enrollments ANTI JOIN students "
+        "USING (student_id)",
+        "enrollment without course": "SELECT count(*) FROM enrollments ANTI JOIN courses "
+        "USING (course_id)",
+        "duplicate emails": "SELECT count(*) - count(DISTINCT email) FROM students",
+        "duplicate ids": "SELECT count(*) - count(DISTINCT student_id) FROM students",
+        "over capacity": "SELECT count(*) FROM (SELECT course_id, term, count(*) AS n, "
+        "any_value(capacity) AS cap FROM enrollments JOIN courses USING (course_id) "
+        "GROUP BY ALL HAVING n > cap)",
+        "slot collision": "SELECT count(*) FROM (SELECT student_id, term, slot, count(*) AS n "
+        "FROM enrollments JOIN courses USING (course_id) GROUP BY ALL HAVING n > 1)",
+        "grade in the current term": "SELECT count(*) FROM enrollments "
+        "WHERE term = '2026-fall' AND grade IS NOT NULL",
+        "past term without grade": "SELECT count(*) FROM enrollments "
+        "WHERE term != '2026-fall' AND grade IS NULL",
+        "teacher outside the department": "SELECT count(*) FROM courses c JOIN teachers t "
+        "USING (teacher_id) WHERE c.department_id != t.department_id",
+    }
+    found = {what: db.execute(sql).fetchall()[0][0] for what, sql in violations.items()}
+    assert found == dict.fromkeys(violations, 0)
+    assert daemon.stop() == 0

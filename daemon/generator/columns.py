@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from bulkforge.daemon.generator import locale, streams
 from bulkforge.daemon.generator import spec as s
+from bulkforge.daemon.generator.enrollments import EnrollmentValues
 from bulkforge.daemon.generator.text import decimal, join
 
 EPOCH = date(1970, 1, 1)
@@ -25,13 +26,17 @@ class Dataset:
 
     def __init__(self, spec: s.Spec, counts: dict[str, int], seed: int):
         self.spec = spec
-        self.counts = counts
+        self.counts = dict(counts)
         self.seed = seed
-        self._tables: dict[str, TableValues] = {}
+        self._tables: dict = {}
+        for name in spec.order():  # a derived table's rows follow from its parents
+            if spec.tables[name].enrollments:
+                self.counts[name] = self.table(name).count
 
-    def table(self, name: str) -> "TableValues":
+    def table(self, name: str) -> "TableValues | EnrollmentValues":
         if name not in self._tables:
-            self._tables[name] = TableValues(self, name)
+            derived = self.spec.tables[name].enrollments is not None
+            self._tables[name] = (EnrollmentValues if derived else TableValues)(self, name)
         return self._tables[name]
 
 
@@ -105,6 +110,10 @@ def _floats(table: TableValues, name: str, column: s.Floats, rows: np.ndarray) -
 def _choice(table: TableValues, name: str, column: s.Choice, rows: np.ndarray) -> pa.Array:
     options = pa.array(column.values)
     return options.take(_indices(table, name, column, rows, len(column.values), column.weights))
+
+
+def _cycle(table: TableValues, name: str, column: s.Cycle, rows: np.ndarray) -> pa.Array:
+    return pa.array(column.values).take((rows // column.repeat) % len(column.values))
 
 
 def _boolean(table: TableValues, name: str, column: s.Boolean, rows: np.ndarray) -> pa.Array:
@@ -239,6 +248,7 @@ _MAKERS = {
     s.Integers: _integers,
     s.Floats: _floats,
     s.Choice: _choice,
+    s.Cycle: _cycle,
     s.Boolean: _boolean,
     s.DateRange: _date,
     s.TimestampRange: _timestamp,

@@ -130,7 +130,7 @@ def create_tables(spec: s.Spec, order: list[str], types: dict, dialect: str) -> 
     statements = []
     for table in order:
         lines = []
-        for name, column in spec.tables[table].columns.items():
+        for name, column in spec.tables[table].schema_columns().items():
             line = f"  {quote_name(name, dialect)} {_sql_type(types[table][name], dialect)}"
             if not column.null:
                 line += " NOT NULL"

@@ -40,12 +40,12 @@ class GenerateKind(JobKind):
 
     async def create(self, request: GenerateRequest, spec: dict) -> tuple[jobs.JobRow, bool]:
         """Every part of every table; for SQL, the CREATE TABLE statements written first."""
-        counts = request.counts()
-        order = request.model.order()
+        dataset = await asyncio.to_thread(Dataset, request.model, request.counts(), request.seed)
+        counts, order = dataset.counts, request.model.order()
         dest = str(request.dest)
         await self.readers.call(lambda conn: records.refuse_shared_dest(conn, dest))
         if request.format == "sql":
-            await asyncio.to_thread(_write_schema, request, counts, order)
+            await asyncio.to_thread(_write_schema, request, dataset, order)
         return await self.writer.call(
             lambda conn: records.create_job(
                 conn, request.name, spec, dest, counts, order, request.chunk_rows
@@ -81,9 +81,8 @@ class GenerateKind(JobKind):
             logger.info("repair: job {}: {:,} part(s) were being made -> pending", name, count)
 
 
-def _write_schema(request: GenerateRequest, counts: dict[str, int], order: list[str]) -> None:
+def _write_schema(request: GenerateRequest, dataset: Dataset, order: list[str]) -> None:
     """DEST/schema.sql: the tables' CREATE statements, parents first, with their keys."""
-    dataset = Dataset(request.model, counts, request.seed)
     types = {
         table: {field.name: field.type for field in dataset.table(table).rows(0, 1).schema}
         for table in order

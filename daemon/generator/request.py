@@ -14,6 +14,8 @@ from bulkforge.daemon.validation import JobName
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 DEFAULT_CHUNK_ROWS = 1_000_000
+PRESETS_DIR = Path(__file__).with_name("presets")
+PRESETS = ("courses",)
 MAX_SPEC_BYTES = 1024**2
 assert set(FORMATS) == {"parquet", "csv", "jsonl", "sql"} and set(DIALECTS) == {
     "sqlite",
@@ -62,12 +64,19 @@ class GenerateRequest:
         return self.model.check(self.rows)
 
 
+def preset(name: str) -> tuple[str, str]:
+    """A bundled spec's text and file name."""
+    path = PRESETS_DIR / f"{name}.toml"
+    return path.read_text(encoding="utf-8"), path.name
+
+
 class SubmitGenerate(BaseModel):
     """A generate job as the request gives it; the spec itself is checked by spec.load."""
 
     name: JobName
-    spec_text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SPEC_BYTES)]
-    spec_name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    spec_text: Annotated[str, StringConstraints(max_length=MAX_SPEC_BYTES)] = ""
+    spec_name: Annotated[str, StringConstraints(max_length=255)] = ""
+    preset: Literal["", *PRESETS] = ""
     rows: int = Field(ge=1, le=s.MAX_ROWS)
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     format: Literal["parquet", "csv", "jsonl", "sql"] = "parquet"
@@ -81,6 +90,7 @@ class SubmitGenerate(BaseModel):
             "name": name,
             "spec_text": spec.spec_text,
             "spec_name": spec.spec_name,
+            "preset": spec.preset,
             "rows": spec.rows,
             "seed": spec.seed,
             "dest": spec.dest,
@@ -94,15 +104,20 @@ class SubmitGenerate(BaseModel):
     def _absolute(self) -> "SubmitGenerate":
         if not os.path.isabs(self.dest):
             raise ValueError(f"--dest {self.dest!r} must be an absolute path")
+        if bool(self.spec_text) == bool(self.preset):
+            raise ValueError("give exactly one of --spec F and --preset NAME")
+        if self.spec_text and not self.spec_name:
+            raise ValueError("spec_name is missing: its extension says TOML, JSON or YAML")
         return self
 
     def request(self) -> GenerateRequest:
         """The request with its spec loaded and checked at --rows: refused, naming the field."""
-        model = s.load(self.spec_text, self.spec_name)
+        text, name = (self.spec_text, self.spec_name) if self.spec_text else preset(self.preset)
+        model = s.load(text, name)
         try:
             model.check(self.rows)
         except ValueError as exc:
-            raise InvalidArgument(f"{self.spec_name}: {exc}") from None
+            raise InvalidArgument(f"{name}: {exc}") from None
         return GenerateRequest(
             name=self.name,
             dest=Path(self.dest),

@@ -142,6 +142,25 @@ class Choice(Column):
         return self
 
 
+class Cycle(Column):
+    """values in turn: row r takes values[(r // repeat) % len(values)] (days, periods, slots)."""
+
+    kind: Literal["cycle"]
+    values: list[str | int] = Field(min_length=1, max_length=100_000)
+    repeat: int = Field(default=1, ge=1)
+
+    def distinct(self) -> int | None:
+        return len(set(self.values))
+
+    @model_validator(mode="after")
+    def _plain(self) -> "Cycle":
+        if len({type(v) for v in self.values}) > 1:
+            raise ValueError("values must all be of one type")
+        if any(isinstance(v, str) and _CONTROL.search(v) for v in self.values):
+            raise ValueError("values must not hold control characters")
+        return self
+
+
 class Boolean(Column):
     kind: Literal["boolean"]
     p: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -254,6 +273,7 @@ AnyColumn = Annotated[
     | Integers
     | Floats
     | Choice
+    | Cycle
     | Boolean
     | DateRange
     | TimestampRange
@@ -267,15 +287,97 @@ AnyColumn = Annotated[
 ]
 
 
+class Enrollments(BaseModel):
+    """A table of seats: students in courses, per term, as courses' capacities allow.
+
+    Each course runs every term at its slot; a course fills a share of its capacity
+    (fill_min..fill_max, per course). A student is never in two courses of one slot in
+    one term, no course is over capacity, and only terms before the current one have
+    grades. Its rows: enrollment_id, student_id, course_id, term, grade.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    students: str = "students"
+    student_key: str = "student_id"
+    courses: str = "courses"
+    course_key: str = "course_id"
+    capacity: str = "capacity"
+    slot: str = "slot"
+    terms: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9 _-]{1,32}$")]] = Field(
+        min_length=1, max_length=100
+    )
+    current_term: str
+    fill_min: float = Field(default=0.5, gt=0, le=1)
+    fill_max: float = Field(default=1.0, gt=0, le=1)
+    grades: list[str] = Field(default=["A", "B", "C", "D", "F"], min_length=1)
+    grade_weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Enrollments":
+        if self.current_term not in self.terms:
+            raise ValueError(f"current_term {self.current_term!r} is not one of the terms")
+        if len(set(self.terms)) != len(self.terms):
+            raise ValueError("terms are listed twice")
+        if self.fill_max < self.fill_min:
+            raise ValueError("fill_max is below fill_min")
+        if self.grade_weights is not None and len(self.grade_weights) != len(self.grades):
+            raise ValueError("one weight per grade")
+        return self
+
+    def columns(self) -> dict[str, Column]:
+        """Its columns as the SQL schema declares them (their values are its own)."""
+        return {
+            "enrollment_id": Sequence(kind="sequence", primary_key=True),
+            "student_id": ForeignKey(
+                kind="foreign_key", table=self.students, column=self.student_key
+            ),
+            "course_id": ForeignKey(kind="foreign_key", table=self.courses, column=self.course_key),
+            "term": Choice(kind="choice", values=list(self.terms)),
+            "grade": Choice(kind="choice", values=list(self.grades), null=0.5),
+        }
+
+    def check(self, spec: "Spec", where: str) -> None:
+        needed = [
+            (self.students, self.student_key),
+            (self.courses, self.course_key),
+            (self.courses, self.capacity),
+            (self.courses, self.slot),
+        ]
+        for table, column in needed:
+            if table not in spec.tables or column not in spec.tables[table].columns:
+                raise ValueError(f"{where}: names a missing column {table}.{column}")
+        courses = spec.tables[self.courses].columns
+        if not isinstance(courses[self.capacity], Integers) or courses[self.capacity].min < 1:
+            raise ValueError(f"{where}: {self.courses}.{self.capacity} must be an integer >= 1")
+        slot = courses[self.slot]
+        if not isinstance(slot, Cycle) or slot.repeat != 1:
+            raise ValueError(f"{where}: {self.courses}.{self.slot} must be a cycle (repeat 1)")
+
+
 class Table(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rows: int | None = Field(default=None, ge=1, le=MAX_ROWS)
     scale: float | None = Field(default=None, gt=0)
-    columns: dict[Name, AnyColumn] = Field(min_length=1)
+    columns: dict[Name, AnyColumn] = Field(default_factory=dict)
+    # A table derived from others (its rows and columns are its own), instead of columns.
+    enrollments: Enrollments | None = None
+
+    def schema_columns(self) -> dict[str, Column]:
+        return self.enrollments.columns() if self.enrollments else dict(self.columns)
+
+    def parents(self) -> set[str]:
+        if self.enrollments:
+            return {self.enrollments.students, self.enrollments.courses}
+        return {parent for column in self.columns.values() for parent, _ in column.parents()}
 
     @model_validator(mode="after")
     def _one_key(self) -> "Table":
+        if bool(self.columns) == bool(self.enrollments):
+            raise ValueError("give columns, or enrollments, not both")
+        if self.enrollments and (self.rows or self.scale):
+            raise ValueError("an enrollments table's rows follow from its courses")
         keys = [name for name, column in self.columns.items() if column.primary_key]
         if len(keys) > 1:
             raise ValueError(f"more than one primary key: {', '.join(keys)}")
@@ -297,19 +399,21 @@ class Spec(BaseModel):
 
     def order(self) -> list[str]:
         """Tables parents first; refused when foreign keys form a cycle."""
-        graph = {
-            name: {parent for column in table.columns.values() for parent, _ in column.parents()}
-            for name, table in self.tables.items()
-        }
+        graph = {name: table.parents() for name, table in self.tables.items()}
         try:
             return list(TopologicalSorter(graph).static_order())
         except CycleError as cycle:
             raise ValueError(f"foreign keys form a cycle: {' -> '.join(cycle.args[1])}") from None
 
     def check(self, rows: int) -> dict[str, int]:
-        """Every table's row count for --rows N, after checking what depends on it."""
-        counts = {name: table.count(rows) for name, table in self.tables.items()}
+        """Every table's row count for --rows N (derived tables left out: their data
+        decides), after checking what depends on it."""
+        counts = {
+            name: table.count(rows) for name, table in self.tables.items() if not table.enrollments
+        }
         for name, table in self.tables.items():
+            if table.enrollments:
+                table.enrollments.check(self, f"tables.{name}.enrollments")
             for column_name, column in table.columns.items():
                 where = f"tables.{name}.columns.{column_name}"
                 _check_references(self, name, column, where)

@@ -1,4 +1,4 @@
-"""bfctl submit generate NAME --spec F --rows N --dest D: synthetic related tables."""
+"""bfctl submit generate NAME (--spec F | --preset courses) --rows N --dest D: synthetic tables."""
 
 import argparse
 from pathlib import Path
@@ -17,8 +17,10 @@ def register(kinds: argparse._SubParsersAction) -> None:
         kinds, "generate", "generate related synthetic tables from a spec", run_generate
     )
     add_job_name(generate)
-    generate.add_argument(
-        "--spec", required=True, metavar="F", help="the tables and columns (.toml, .json, .yaml)"
+    source = generate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--spec", metavar="F", help="the tables and columns (.toml, .json, .yaml)")
+    source.add_argument(
+        "--preset", choices=("courses",), help="a bundled spec (courses: students = --rows)"
     )
     generate.add_argument("--rows", required=True, type=int, metavar="N", help="rows to scale by")
     generate.add_argument("--seed", type=int, default=0, metavar="S", help="the seed (default 0)")
@@ -37,6 +39,11 @@ def register(kinds: argparse._SubParsersAction) -> None:
 
 def check_generate(args: argparse.Namespace) -> None:
     args.dest = daemon_path(args.dest, remote=bool(args.target), what="--dest")
+    if args.rows < 1 or args.seed < 0 or args.chunk_rows < 0:
+        raise UsageError("--rows must be at least 1, --seed and --chunk-rows not negative")
+    args.spec_text = ""
+    if args.spec is None:
+        return
     path = Path(args.spec)
     try:
         if path.stat().st_size > MAX_SPEC_BYTES:
@@ -44,14 +51,13 @@ def check_generate(args: argparse.Namespace) -> None:
         args.spec_text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--spec {path}: cannot be read ({exc})") from None
-    if args.rows < 1 or args.seed < 0 or args.chunk_rows < 0:
-        raise UsageError("--rows must be at least 1, --seed and --chunk-rows not negative")
 
 
 def run_generate(args: argparse.Namespace, stub) -> int:
     spec = pb.GenerateSpec(
         spec_text=args.spec_text,
-        spec_name=Path(args.spec).name,
+        spec_name=Path(args.spec).name if args.spec else "",
+        preset=args.preset or "",
         rows=args.rows,
         seed=args.seed,
         format=args.format,

@@ -83,7 +83,7 @@ class CleanSpec(_message.Message):
     def __init__(self, input: _Optional[str] = ..., after: _Optional[str] = ..., dest: _Optional[str] = ..., kinds: _Optional[_Iterable[str]] = ..., markets: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GenerateSpec(_message.Message):
-    __slots__ = ("spec_text", "spec_name", "rows", "seed", "format", "sql_dialect", "dest", "chunk_rows")
+    __slots__ = ("spec_text", "spec_name", "rows", "seed", "format", "sql_dialect", "dest", "chunk_rows", "preset")
     SPEC_TEXT_FIELD_NUMBER: _ClassVar[int]
     SPEC_NAME_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class GenerateSpec(_message.Message):
     SQL_DIALECT_FIELD_NUMBER: _ClassVar[int]
     DEST_FIELD_NUMBER: _ClassVar[int]
     CHUNK_ROWS_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
     spec_text: str
     spec_name: str
     rows: int
@@ -100,7 +101,8 @@ class GenerateSpec(_message.Message):
     sql_dialect: str
     dest: str
     chunk_rows: int
-    def __init__(self, spec_text: _Optional[str] = ..., spec_name: _Optional[str] = ..., rows: _Optional[int] = ..., seed: _Optional[int] = ..., format: _Optional[str] = ..., sql_dialect: _Optional[str] = ..., dest: _Optional[str] = ..., chunk_rows: _Optional[int] = ...) -> None: ...
+    preset: str
+    def __init__(self, spec_text: _Optional[str] = ..., spec_name: _Optional[str] = ..., rows: _Optional[int] = ..., seed: _Optional[int] = ..., format: _Optional[str] = ..., sql_dialect: _Optional[str] = ..., dest: _Optional[str] = ..., chunk_rows: _Optional[int] = ..., preset: _Optional[str] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("name", "download", "scenes", "clean", "generate")

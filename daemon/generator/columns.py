@@ -164,15 +164,24 @@ def _composed(table: TableValues, name: str, column: s.FullName, rows: np.ndarra
 
 def _email(table: TableValues, name: str, column: s.Email, rows: np.ndarray) -> pa.Array:
     """first.last{n}@domain, lowercased, n the row's number: unique whatever the names."""
-    parts = []
-    for source in (column.first, column.last):
-        text = pc.utf8_lower(pc.cast(table.column(source, rows), pa.string()))
-        parts.append(pc.replace_substring_regex(pc.fill_null(text, "x"), r"[^a-z0-9]", ""))
+    parts = [_for_email(table, source, rows) for source in (column.first, column.last)]
     domain = pa.array(column.domains).take(
         streams.below(table.key(name, "domain"), rows, len(column.domains))
     )
     number = decimal(rows + 1)
     return join([parts[0], ".", parts[1], number, "@", domain])
+
+
+def _for_email(table: TableValues, name: str, rows: np.ndarray) -> pa.Array:
+    """A column as an email spells it: lowercase letters and digits ("x" for a null)."""
+    source = table.spec.columns[name]
+    if isinstance(source, s.Words) and not source.null:
+        # The same draws as the column, from the word list cleaned once.
+        return locale.for_email(source.kind).take(
+            _indices(table, name, source, rows, locale.size(source.kind))
+        )
+    text = pc.utf8_lower(pc.cast(table.column(name, rows), pa.string()))
+    return pc.replace_substring_regex(pc.fill_null(text, "x"), r"[^a-z0-9]", "")
 
 
 def _pattern(table: TableValues, name: str, column: s.Pattern, rows: np.ndarray) -> pa.Array:

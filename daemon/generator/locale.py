@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 DATA = Path(__file__).with_name("data") / "en.json"
 # Street numbers of an address run 1..9999.
@@ -31,6 +32,12 @@ def _data() -> dict:
 def words(kind: str) -> pa.Array:
     """The values a word kind takes (first_name, city …), or another list of the data."""
     return pa.array(_data()[WORD_LISTS.get(kind, kind)], type=pa.string())
+
+
+@cache
+def for_email(kind: str) -> pa.Array:
+    """A word kind's values lowercased, letters and digits only: as an email spells them."""
+    return pc.replace_substring_regex(pc.utf8_lower(words(kind)), r"[^a-z0-9]", "")
 
 
 def size(kind: str) -> int:

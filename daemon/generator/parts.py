@@ -40,6 +40,8 @@ class PartWritten:
     sha256: str
 
 
+# Distinct values up to which a column is dictionary-encoded in Parquet.
+FEW = 1 << 16
 # The dataset of each job spec a worker has seen: parsed and checked once per process.
 _DATASETS: dict[str, Dataset] = {}
 
@@ -47,8 +49,10 @@ _DATASETS: dict[str, Dataset] = {}
 def make_part(task: PartTask) -> PartWritten:
     stored = task.stored
     try:
-        rows = _dataset(task.job_spec).table(task.table).rows(task.start, task.rows)
-        data = formats.render(rows, stored["format"], task.table, stored["sql_dialect"])
+        dataset = _dataset(task.job_spec)
+        rows = dataset.table(task.table).rows(task.start, task.rows)
+        few = few_values(dataset, task.table)
+        data = formats.render(rows, stored["format"], task.table, stored["sql_dialect"], few)
         del rows
         dest = Path(stored["dest"])
         path = part_path(dest, task.table, task.index, stored["format"])
@@ -58,6 +62,18 @@ def make_part(task: PartTask) -> PartWritten:
         return PartWritten(str(path), len(data), hashlib.sha256(data).hexdigest())
     finally:
         give_back_memory()
+
+
+def few_values(dataset: Dataset, table: str) -> list[str]:
+    """Columns of at most FEW distinct values (worth a dictionary), in the table's order."""
+    found = []
+    for name, column in dataset.spec.tables[table].schema_columns().items():
+        distinct = column.distinct()
+        for parent, _ in column.parents():
+            distinct = dataset.counts[parent]
+        if distinct is not None and distinct <= FEW and not column.unique:
+            found.append(name)
+    return found
 
 
 def part_path(dest: Path, table: str, index: int, fmt: str) -> Path:

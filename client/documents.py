@@ -53,6 +53,7 @@ def job_to_dict(job: pb.Job) -> dict[str, Any]:
             for batch in job.batches
         ],
         "registration": scalar_fields(job.registration) if job.HasField("registration") else None,
+        "tables": [scalar_fields(table) for table in job.tables],
         "created_at": iso_utc(job.created_at_ms),
         "updated_at": iso_utc(job.updated_at_ms),
     }

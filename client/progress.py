@@ -38,8 +38,8 @@ def progress_fields(event: pb.WatchEvent) -> dict[str, str]:
     return {
         "state": job.state,
         "bytes": f"{human_bytes(job.bytes_done)} / {human_bytes(job.bytes_total)}",
-        "items": f"{job.finished}/{job.items_total} files",
-        "rate": f"{event.items_per_s:.0f} files/s  {human_bytes(event.bytes_per_s)}/s",
+        "items": f"{job.finished}/{job.items_total} items",
+        "rate": f"{event.items_per_s:.0f} items/s  {human_bytes(event.bytes_per_s)}/s",
         "eta": f"ETA {eta}",
     }
 
@@ -89,16 +89,27 @@ def live_view(event: pb.WatchEvent):
         styled(f"{share} {fields['eta']}"),
     )
     bottom = styled(f"  {fields['bytes']}   {fields['items']}   {fields['rate']}", "dim")
-    return Group(top, bottom)
+    tables = [styled(f"  {line}", "dim") for line in table_lines(event.job)]
+    return Group(top, bottom, *tables)
+
+
+def table_lines(job: pb.Job) -> list[str]:
+    """A line per table of a job that writes tables: rows done of all, and rows/s now."""
+    return [
+        f"{table.name}: {table.rows_done:,}/{table.rows_total:,} rows  "
+        f"{table.rows_per_s:,.0f} rows/s"
+        for table in job.tables
+    ]
 
 
 def plain_line(event: pb.WatchEvent) -> str:
     job = event.job
     fields = progress_fields(event)
     share = percent(job.bytes_done, job.bytes_total)
+    tables = "".join(f"\n  {line}" for line in table_lines(job))
     return (
         f"{time.strftime('%H:%M:%S')} {job.name}: {fields['state']}  {fields['items']}  "
-        f"{fields['bytes']} ({share})  {fields['rate']}  {fields['eta']}"
+        f"{fields['bytes']} ({share})  {fields['rate']}  {fields['eta']}{tables}"
     )
 
 

@@ -73,11 +73,32 @@ def state_text(state: str, tone: str) -> "Text":
 def print_job(job: pb.Job) -> None:
     out = console()
     out.print(job_summary(job))
+    if job.tables:
+        out.print(tables_table(job))
     if job.batch_unit == "shard":
         if job.batches:
             out.print(shards_table(job, MAX_SHARD_ROWS))
     elif job.batches:
         out.print(batches_table(job.batches))
+
+
+def tables_table(job: pb.Job) -> Any:
+    """A job that writes tables: rows and parts done per table, and rows/s now."""
+    from rich.table import Table
+
+    table = Table(title="tables", title_justify="left")
+    table.add_column("table")
+    for column in ("rows", "of", "parts", "rows/s"):
+        table.add_column(column, justify="right")
+    for row in job.tables:
+        table.add_row(
+            row.name,
+            f"{row.rows_done:,}",
+            f"{row.rows_total:,}",
+            f"{row.parts_done}/{row.parts_total}",
+            f"{row.rows_per_s:,.0f}" if row.rows_per_s else "-",
+        )
+    return table
 
 
 def shards_table(job: pb.Job, limit: int) -> Any:
@@ -282,6 +303,8 @@ def print_stats(response: pb.StatsResponse) -> None:
         out.print(table)
     if response.failures:
         out.print(failure_groups_table(response.failures))
+    if response.job.tables:
+        out.print(tables_table(response.job))
     if response.job.batch_unit == "shard" and response.job.batches:
         out.print(shards_table(response.job, MAX_THROUGHPUT_ROWS))
 

@@ -55,6 +55,18 @@ class Registration:
     first_rejected: str
 
 
+@dataclass(frozen=True)
+class TableProgress:
+    """One table of a job that writes tables: rows and parts done, and its recent rate."""
+
+    name: str
+    rows_done: int
+    rows_total: int
+    parts_done: int
+    parts_total: int
+    rows_per_s: float
+
+
 @dataclass
 class JobView:
     job: JobRow
@@ -70,6 +82,8 @@ class JobView:
     batch_unit: str = ""
     # Its item machine's states in the order they happen, each with its tone.
     item_tones: dict[str, Tone] = field(default_factory=dict)
+    # A job that writes tables: each table's progress.
+    tables: list[TableProgress] = field(default_factory=list)
 
     # The derived numbers, defined here once: `status`, `watch` and `stats` carry them.
     @property

@@ -180,6 +180,13 @@ def test_constraints_hold_in_the_output(daemon: Daemon, tmp_path: Path) -> None:
     dest = tmp_path / "out"
     job = generate(daemon, "g", write_spec(tmp_path), dest, "--rows", "50000", "--seed", "3")
     assert job.state == "completed" and dict(job.counts) == {"done": 2}
+    tables = daemon.bfctl_json("status", "g")["tables"]
+    assert [(t["name"], t["rows_done"], t["rows_total"], t["parts_done"]) for t in tables] == [
+        ("departments", 12, 12, 1),
+        ("students", 50000, 50000, 1),
+    ]
+    stats = daemon.bfctl("stats", "g")
+    assert stats.returncode == 0 and "students" in stats.stdout and "50,000" in stats.stdout
     students = f"read_parquet('{dest}/students/*.parquet')"
     departments = f"read_parquet('{dest}/departments/*.parquet')"
     checks = duckdb.sql(

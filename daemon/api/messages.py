@@ -42,6 +42,7 @@ def job_message(view: jobs.JobView) -> pb.Job:
         created_at_ms=job.created_at,
         updated_at_ms=job.updated_at,
         registration=_registration(view.registration),
+        tables=[pb.TableProgress(**vars(table)) for table in view.tables],
     )
 
 

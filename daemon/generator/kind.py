@@ -17,9 +17,11 @@ from bulkforge.daemon.machines import part as part_machine
 from bulkforge.daemon.machines.part import PartState
 from bulkforge.daemon.pipeline import JobKind, Services
 from bulkforge.daemon.progress import throughput_bucket_ms
+from bulkforge.daemon.store import now_ms
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 SCHEMA_FILE = "schema.sql"
+RATE_WINDOW_S = 10
 
 
 class GenerateKind(JobKind):
@@ -58,6 +60,16 @@ class GenerateKind(JobKind):
             view.items_total += parts
             if state == PartState.DONE:
                 view.bytes_done = view.bytes_total = size
+        # Rows per second over the last RATE_WINDOW_S, or the job's life when shorter.
+        now = now_ms()
+        since = max(view.job.created_at, now - RATE_WINDOW_S * 1000)
+        span_s = max(1e-3, (now - since) / 1000)
+        view.tables = [
+            jobs.TableProgress(name, done, total, parts_done, parts, recent / span_s)
+            for name, done, total, parts_done, parts, recent in records.rows_by_table(
+                conn, view.job.id, since
+            )
+        ]
 
     def failures(
         self, conn: apsw.Connection, job: jobs.JobRow, step: str, limit: int

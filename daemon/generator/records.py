@@ -161,13 +161,17 @@ def counts(conn: apsw.Connection, job_id: int) -> dict[str, tuple[int, int]]:
     }
 
 
-def rows_by_table(conn: apsw.Connection, job_id: int) -> list[tuple[str, int, int, int, int]]:
-    """(table, rows written, rows in all, parts done, parts) per table, parents first."""
+def rows_by_table(
+    conn: apsw.Connection, job_id: int, since_ms: int = 0
+) -> list[tuple[str, int, int, int, int, int]]:
+    """(table, rows written, rows in all, parts done, parts, rows written since since_ms)
+    per table, parents first."""
     return conn.execute(
         "SELECT table_name, sum(CASE WHEN state = 'done' THEN rows ELSE 0 END), sum(rows), "
-        "sum(state = 'done'), count(*) FROM generate_parts WHERE job_id = ? "
-        "GROUP BY table_name ORDER BY min(id)",
-        (job_id,),
+        "sum(state = 'done'), count(*), "
+        "sum(CASE WHEN state = 'done' AND finished_at >= ? THEN rows ELSE 0 END) "
+        "FROM generate_parts WHERE job_id = ? GROUP BY table_name ORDER BY min(id)",
+        (since_ms, job_id),
     ).fetchall()
 
 

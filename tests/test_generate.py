@@ -9,6 +9,7 @@ import hashlib
 import json
 import sqlite3
 import time
+import tomllib
 from pathlib import Path
 
 import duckdb
@@ -16,6 +17,7 @@ import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from conftest import Daemon
 
 from bulkforge.daemon.errors import InvalidArgument
@@ -133,6 +135,15 @@ def test_a_bad_spec_is_refused_naming_the_field(change: tuple[str, str], named: 
     assert named in str(refused.value)
 
 
+def test_the_same_spec_as_json_or_yaml_is_the_same_spec() -> None:
+    document = tomllib.loads(SPEC)
+    as_toml = s.load(SPEC, "school.toml")
+    assert s.load(json.dumps(document, default=str), "school.json") == as_toml
+    assert s.load(yaml.safe_dump(document), "school.yaml") == as_toml
+    with pytest.raises(InvalidArgument, match=r"school\.ini"):
+        s.load(SPEC, "school.ini")
+
+
 def test_a_cycle_of_foreign_keys_is_refused() -> None:
     text = """
 [tables.a.columns]
@@ -231,13 +242,15 @@ def test_every_format_loads_in_its_natural_reader(daemon: Daemon, tmp_path: Path
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
         with pytest.raises(sqlite3.IntegrityError):
             db.execute("INSERT INTO students (student_id) VALUES (1000)")
-    loaded = duckdb.connect()
-    for part in parts:
+    postgres = tmp_path / "postgres"
+    args = ("--rows", "3000", "--format", "sql", "--sql-dialect", "postgres")
+    assert generate(daemon, "pg", spec, postgres, *args).state == "completed"
+    assert "DOUBLE PRECISION" in (postgres / "schema.sql").read_text()
+    loaded = duckdb.connect()  # DuckDB speaks PostgreSQL's SQL
+    for part in [postgres / "schema.sql", *sorted(postgres.glob("*/*.sql"))]:
         loaded.execute(part.read_text())
-    assert loaded.execute("SELECT count(*), count(DISTINCT email) FROM students").fetchone() == (
-        3000,
-        3000,
-    )
+    counted = loaded.execute("SELECT count(*), count(DISTINCT email) FROM students").fetchall()
+    assert counted == [(3000, 3000)]
 
 
 def test_kill_9_twice_and_resumed_gives_the_same_bytes(make_daemon, tmp_path: Path) -> None:

@@ -60,6 +60,12 @@ class FailureReport:
     failures: list[FailureRow] = field(default_factory=list)
     total: int = 0
 
+    @classmethod
+    def of(cls, groups: list[FailureGroupRow], rows: list[tuple]) -> "FailureReport":
+        """A kind's report from its groups and its listed rows (none retry by themselves)."""
+        listed = [FailureRow(*row, retrying=False) for row in rows]
+        return cls(groups, listed, sum(group.count for group in groups))
+
 
 def backoff_s(settings: Settings, attempts: int, failure: Failure) -> float | None:
     """Seconds before attempt `attempts + 1`, or None when the failure is final.

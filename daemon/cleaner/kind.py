@@ -13,7 +13,7 @@ from bulkforge.daemon.cleaner.scan import Scan, scan_directory, scan_files
 from bulkforge.daemon.disks import prepare_dest
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.exports import Exported
-from bulkforge.daemon.failures import FailureReport, FailureRow, failure_groups
+from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.machines import zip as zip_machine
 from bulkforge.daemon.machines.zip import ZipState
 from bulkforge.daemon.pipeline import ItemExport, JobKind, Rerun, Services, VerifiedFiles
@@ -88,11 +88,8 @@ class CleanKind(JobKind, Rerun, ItemExport):
         """Failed zips by step and class (zips outside the layout are not failures: the job's
         message and stats.json count them)."""
         groups = failure_groups(conn, "clean_zips", job.id, step)
-        listed = [
-            FailureRow(*row, retrying=False)
-            for row in (records.failures(conn, job.id, step, limit) if limit else [])
-        ]
-        return FailureReport(groups, listed, sum(group.count for group in groups))
+        rows = records.failures(conn, job.id, step, limit) if limit else []
+        return FailureReport.of(groups, rows)
 
     def throughput(self, conn: apsw.Connection, job: jobs.JobRow) -> tuple[list[tuple], int]:
         bucket = throughput_bucket_ms(job)

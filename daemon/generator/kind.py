@@ -8,7 +8,7 @@ from loguru import logger
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.durable import fsync_or_die, write_durably
-from bulkforge.daemon.failures import FailureReport, FailureRow, failure_groups
+from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.generator import formats, records
 from bulkforge.daemon.generator.columns import Dataset
 from bulkforge.daemon.generator.request import GenerateRequest, SubmitGenerate
@@ -75,11 +75,8 @@ class GenerateKind(JobKind):
         self, conn: apsw.Connection, job: jobs.JobRow, step: str, limit: int
     ) -> FailureReport:
         groups = failure_groups(conn, "generate_parts", job.id, step)
-        listed = [
-            FailureRow(*row, retrying=False)
-            for row in (records.failures(conn, job.id, step, limit) if limit else [])
-        ]
-        return FailureReport(groups, listed, sum(group.count for group in groups))
+        rows = records.failures(conn, job.id, step, limit) if limit else []
+        return FailureReport.of(groups, rows)
 
     def throughput(self, conn: apsw.Connection, job: jobs.JobRow) -> tuple[list[tuple], int]:
         bucket = throughput_bucket_ms(job)

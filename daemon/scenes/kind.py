@@ -9,7 +9,7 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.disks import prepare_dest
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.exports import Exported
-from bulkforge.daemon.failures import FailureGroupRow, FailureReport, FailureRow, failure_groups
+from bulkforge.daemon.failures import FailureGroupRow, FailureReport, failure_groups
 from bulkforge.daemon.machines import scene as scene_machine
 from bulkforge.daemon.machines.scene import SceneState
 from bulkforge.daemon.pipeline import ItemExport, JobKind, Services
@@ -71,11 +71,8 @@ class ScenesKind(JobKind, ItemExport):
                     "register", "rejected_row", progress.rejected, progress.first_rejected
                 )
             )
-        listed = [
-            FailureRow(*row, retrying=False)
-            for row in (records.failures(conn, job.id, step, limit) if limit else [])
-        ]
-        return FailureReport(groups, listed, sum(group.count for group in groups))
+        rows = records.failures(conn, job.id, step, limit) if limit else []
+        return FailureReport.of(groups, rows)
 
     def throughput(self, conn: apsw.Connection, job: jobs.JobRow) -> tuple[list[tuple], int]:
         bucket = throughput_bucket_ms(job)

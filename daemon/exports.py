@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import apsw
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from bulkforge.daemon.durable import fsync_or_die, replace_durably, write_durably
 
@@ -27,10 +25,12 @@ class Exported:
     failed: int
 
 
-def write_parquet(
-    conn: apsw.Connection, path: Path, schema: pa.Schema, sql: str, params: tuple
-) -> int:
-    """The query's rows as a Parquet file of the schema, written durably; how many."""
+def write_parquet(conn: apsw.Connection, path: Path, schema, sql: str, params: tuple) -> int:
+    """The query's rows as a Parquet file of the schema (a pyarrow.Schema), written
+    durably; how many. pyarrow is imported here, by the first export, not by bfd's start."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     temporary = path.with_name(f".{path.name}.tmp")
     written = 0
     cursor = conn.execute(sql, params)

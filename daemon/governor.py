@@ -9,12 +9,13 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import importlib
 import multiprocessing
 import os
 import shutil
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,12 @@ def start_worker() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
+def call_named(target: str, *args):
+    """In a worker: import target's module and call it (see Governor.submit)."""
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)(*args)
 
 
 def give_back_memory() -> None:
@@ -183,6 +190,14 @@ class Governor:
             )
             self._pool_size = self.cpu_workers
         return self._pool
+
+    def submit(self, target: str, *args) -> Future:
+        """Run `module:function` with args in a worker process.
+
+        The function is named, not passed: the worker imports its module, so what only a
+        pipeline's work needs (pyarrow, numpy …) is never loaded into bfd itself.
+        """
+        return self.workers().submit(call_named, target, *args)
 
     def close(self) -> None:
         """Stop the workers: queued work is dropped, running work gets CLOSE_WAIT_S to end.

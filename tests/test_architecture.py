@@ -6,7 +6,11 @@ names them; and no module outside a kind compares anything with a kind's name.
 """
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from bulkforge.daemon.registry import KINDS
 
@@ -106,3 +110,14 @@ def test_architecture_md_names_every_part_of_the_daemon() -> None:
     parts = [f"{p.name}/" for p in DAEMON.iterdir() if (p / "__init__.py").exists()]
     parts += [p.name for p in DAEMON.glob("*.py") if p.name != "__init__.py"]
     assert sorted(part for part in parts if part not in text) == []
+
+
+@pytest.mark.parametrize(
+    "module", ["bulkforge.daemon.cleaner.kind", "bulkforge.daemon.generator.kind"]
+)
+def test_a_kind_leaves_what_only_its_work_needs_to_the_workers(module: str) -> None:
+    """bfd imports the kind; pyarrow and numpy are imported by the worker doing the work."""
+    code = f"import sys, {module}; print(sorted({{'pyarrow', 'numpy'}} & set(sys.modules)))"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "[]"

@@ -19,7 +19,8 @@ from bulkforge.daemon.cleaner import partition
 from bulkforge.daemon.cleaner.layout import NotInLayout, parse_path
 from bulkforge.daemon.cleaner.parse import CleanFailed, parse_zip
 from bulkforge.daemon.cleaner.schema import TABLES
-from bulkforge.daemon.cleaner.series import SeriesTask, ZipInput, clean_series
+from bulkforge.daemon.cleaner.series import clean_series
+from bulkforge.daemon.cleaner.work import SeriesTask, ZipInput
 from tests.binance_data import (
     AGG_HEADER,
     KLINE_HEADER,

@@ -6,7 +6,7 @@ import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.cleaner import export, records
+from bulkforge.daemon.cleaner import records
 from bulkforge.daemon.cleaner.request import CleanRequest, SubmitClean
 from bulkforge.daemon.cleaner.runner import Cleaner, Source
 from bulkforge.daemon.cleaner.scan import Scan, scan_directory, scan_files
@@ -105,6 +105,8 @@ class CleanKind(JobKind, Rerun, ItemExport):
             )
 
     async def export(self, job: jobs.JobRow, given: str) -> Exported:
+        from bulkforge.daemon.cleaner import export  # pyarrow: loaded by the first export
+
         dest = await asyncio.to_thread(prepare_dest, given)
         # One read transaction: both files describe the same moment.
         return await self.readers.call(

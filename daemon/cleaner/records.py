@@ -12,7 +12,7 @@ import apsw
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.cleaner.scan import Found, Scan
-from bulkforge.daemon.cleaner.series import SeriesResult, ZipInput
+from bulkforge.daemon.cleaner.work import SeriesResult, ZipInput
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.failures import requeue_failed
 from bulkforge.daemon.machines import zip as zip_machine

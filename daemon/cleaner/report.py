@@ -9,16 +9,18 @@ the distinct source zips (a monthly zip feeds many partitions, and counts once).
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import apsw
-import pyarrow as pa
 
-from bulkforge.daemon.cleaner import partition, records
+from bulkforge.daemon.cleaner import records
 from bulkforge.daemon.durable import make_dirs, write_durably
 from bulkforge.daemon.jobs import JobRow
 
 JOBS_DIR = "_jobs"
+# A partition's stats file (partition.py writes it; not imported here: it needs pyarrow).
+STATS_FILE = "stats.json"
 
 
 @dataclass
@@ -41,7 +43,8 @@ class Summary:
     null_rate: dict[str, float] = field(default_factory=dict)
     missing_ids: int = 0
     largest_id_gap: int = 0
-    pyarrow: str = pa.__version__
+    # The version that wrote the partitions (read without importing it into bfd).
+    pyarrow: str = field(default_factory=lambda: version("pyarrow"))
 
     def notes(self) -> list[str]:
         """What an operator should know of the input besides the failures."""
@@ -78,7 +81,7 @@ def gather(conn: apsw.Connection, job: JobRow) -> Summary:
 
 
 def path_of(dest: Path, name: str) -> Path:
-    return dest / JOBS_DIR / name / partition.STATS_FILE
+    return dest / JOBS_DIR / name / STATS_FILE
 
 
 def write(dest: Path, summary: Summary) -> None:
@@ -96,7 +99,7 @@ def _sum_partitions(dest: Path, summary: Summary) -> None:
     nulls: Counter = Counter()
     times: list[str] = []
     for series in summary.series:
-        for stats_file in sorted((dest / series).glob(f"date=*/{partition.STATS_FILE}")):
+        for stats_file in sorted((dest / series).glob(f"date=*/{STATS_FILE}")):
             stats = json.loads(stats_file.read_bytes())
             summary.partitions += 1
             summary.rows_in += stats["rows_in"]

@@ -30,7 +30,7 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.cleaner import records, report
 from bulkforge.daemon.cleaner.request import CleanRequest
 from bulkforge.daemon.cleaner.scan import Scan
-from bulkforge.daemon.cleaner.series import SeriesResult, SeriesTask, clean_series
+from bulkforge.daemon.cleaner.work import SeriesResult, SeriesTask
 from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.failures import worker_failure
 from bulkforge.daemon.machines.job import TERMINAL, JobState
@@ -40,6 +40,10 @@ from bulkforge.daemon.store import StoreFatal
 # A series whose cleaning failed (a full disk, a worker killed) waits 2, 4 s, then its zips fail.
 SERIES_RETRY_S = 1.0
 SERIES_ATTEMPTS = 3
+
+
+# Run in a worker by name: bfd itself never imports the cleaning (pyarrow).
+CLEAN_SERIES = "bulkforge.daemon.cleaner.series:clean_series"
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ class Cleaner(JobLoop):
         empty = await self._readers.call(lambda conn: records.empty_days(conn, dest, series))
         task = SeriesTask(dest, series, tuple(run.claimed.zips), empty)
         started = time.monotonic()
-        future = self._governor.workers().submit(clean_series, task)
+        future = self._governor.submit(CLEAN_SERIES, task)
         self._writing[(dest, series)] = future
         future.add_done_callback(lambda _, key=(dest, series): self._writing.pop(key, None))
         result: SeriesResult = await asyncio.wrap_future(future)

@@ -15,8 +15,6 @@ import pyarrow.parquet as pq
 from bulkforge.daemon.generator import spec as s
 from bulkforge.daemon.generator.text import join
 
-FORMATS = ("parquet", "csv", "jsonl", "sql")
-DIALECTS = ("sqlite", "postgres", "mysql")
 EXTENSIONS = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl", "sql": "sql"}
 PARQUET_OPTIONS = {
     "compression": "zstd",

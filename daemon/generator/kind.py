@@ -9,8 +9,7 @@ from loguru import logger
 from bulkforge.daemon import jobs
 from bulkforge.daemon.durable import fsync_or_die, write_durably
 from bulkforge.daemon.failures import FailureReport, failure_groups
-from bulkforge.daemon.generator import formats, records
-from bulkforge.daemon.generator.columns import Dataset
+from bulkforge.daemon.generator import records
 from bulkforge.daemon.generator.request import GenerateRequest, SubmitGenerate
 from bulkforge.daemon.generator.runner import Generator
 from bulkforge.daemon.machines import part as part_machine
@@ -41,7 +40,13 @@ class GenerateKind(JobKind):
         return SubmitGenerate.of(name, spec).request()
 
     async def create(self, request: GenerateRequest, spec: dict) -> tuple[jobs.JobRow, bool]:
-        """Every part of every table; for SQL, the CREATE TABLE statements written first."""
+        """Every part of every table; for SQL, the CREATE TABLE statements written first.
+
+        Counting a derived table's rows needs the generator itself (numpy, pyarrow): it is
+        loaded here, by the first generate job, not by bfd's start.
+        """
+        from bulkforge.daemon.generator.columns import Dataset
+
         dataset = await asyncio.to_thread(Dataset, request.model, request.counts(), request.seed)
         counts, order = dataset.counts, request.model.order()
         dest = str(request.dest)
@@ -90,8 +95,10 @@ class GenerateKind(JobKind):
             logger.info("repair: job {}: {:,} part(s) were being made -> pending", name, count)
 
 
-def _write_schema(request: GenerateRequest, dataset: Dataset, order: list[str]) -> None:
+def _write_schema(request: GenerateRequest, dataset, order: list[str]) -> None:
     """DEST/schema.sql: the tables' CREATE statements, parents first, with their keys."""
+    from bulkforge.daemon.generator import formats
+
     types = {
         table: {field.name: field.type for field in dataset.table(table).rows(0, 1).schema}
         for table in order

@@ -8,9 +8,6 @@ import json
 from functools import cache
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 DATA = Path(__file__).with_name("data") / "en.json"
 # Street numbers of an address run 1..9999.
 STREET_NUMBERS = 9999
@@ -29,19 +26,24 @@ def _data() -> dict:
 
 
 @cache
-def words(kind: str) -> pa.Array:
-    """The values a word kind takes (first_name, city …), or another list of the data."""
+def words(kind: str):
+    """The values a word kind takes (first_name, city …), or another list of the data,
+    as a pyarrow array (imported here: checking a spec needs only the sizes)."""
+    import pyarrow as pa
+
     return pa.array(_data()[WORD_LISTS.get(kind, kind)], type=pa.string())
 
 
 @cache
-def for_email(kind: str) -> pa.Array:
+def for_email(kind: str):
     """A word kind's values lowercased, letters and digits only: as an email spells them."""
+    import pyarrow.compute as pc
+
     return pc.replace_substring_regex(pc.utf8_lower(words(kind)), r"[^a-z0-9]", "")
 
 
 def size(kind: str) -> int:
-    return len(words(kind))
+    return len(_data()[WORD_LISTS.get(kind, kind)])
 
 
 def phone_formats() -> list[str]:

@@ -9,36 +9,14 @@ daemon record the part done.
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from bulkforge.daemon.durable import fsync_or_die, make_dirs, write_durably
 from bulkforge.daemon.generator import formats
 from bulkforge.daemon.generator import spec as s
 from bulkforge.daemon.generator.columns import Dataset
+from bulkforge.daemon.generator.work import PartTask, PartWritten
 from bulkforge.daemon.governor import give_back_memory
-
-
-@dataclass(frozen=True)
-class PartTask:
-    # The job's spec document (spec, rows, seed …) as stored: plain data for a worker.
-    job_spec: str
-    table: str
-    index: int
-    start: int
-    rows: int
-
-    @property
-    def stored(self) -> dict:
-        return json.loads(self.job_spec)
-
-
-@dataclass(frozen=True)
-class PartWritten:
-    path: str
-    size: int
-    sha256: str
-
 
 # Distinct values up to which a column is dictionary-encoded in Parquet.
 FEW = 1 << 16

@@ -9,7 +9,6 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.generator import spec as s
-from bulkforge.daemon.generator.formats import DIALECTS, FORMATS
 from bulkforge.daemon.validation import JobName
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
@@ -17,11 +16,8 @@ DEFAULT_CHUNK_ROWS = 1_000_000
 PRESETS_DIR = Path(__file__).with_name("presets")
 PRESETS = ("courses",)
 MAX_SPEC_BYTES = 1024**2
-assert set(FORMATS) == {"parquet", "csv", "jsonl", "sql"} and set(DIALECTS) == {
-    "sqlite",
-    "postgres",
-    "mysql",
-}
+FORMATS = ("parquet", "csv", "jsonl", "sql")
+DIALECTS = ("sqlite", "postgres", "mysql")
 
 
 @dataclass(frozen=True)
@@ -79,8 +75,8 @@ class SubmitGenerate(BaseModel):
     preset: Literal["", *PRESETS] = ""
     rows: int = Field(ge=1, le=s.MAX_ROWS)
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
-    format: Literal["parquet", "csv", "jsonl", "sql"] = "parquet"
-    sql_dialect: Literal["sqlite", "postgres", "mysql"] = "sqlite"
+    format: Literal[*FORMATS] = "parquet"
+    sql_dialect: Literal[*DIALECTS] = "sqlite"
     dest: Annotated[str, StringConstraints(min_length=1)]
     chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, ge=1, le=100_000_000)
 

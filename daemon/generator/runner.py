@@ -19,10 +19,13 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.failures import worker_failure
 from bulkforge.daemon.generator import records
-from bulkforge.daemon.generator.parts import PartTask, PartWritten, make_part
+from bulkforge.daemon.generator.work import PartTask, PartWritten
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.pipeline import Cooldowns, JobLoop, Services
 from bulkforge.daemon.store import StoreFatal
+
+# Run in a worker by name: bfd itself never imports the generating (numpy, pyarrow).
+MAKE_PART = "bulkforge.daemon.generator.parts:make_part"
 
 
 class Generator(JobLoop):
@@ -81,7 +84,7 @@ class Generator(JobLoop):
         if part.id in self._cooldowns.cooling():
             await asyncio.sleep(self._cooldowns.base_s * 2)
         started = time.monotonic()
-        future = self._governor.workers().submit(make_part, task)
+        future = self._governor.submit(MAKE_PART, task)
         written: PartWritten = await asyncio.wrap_future(future)
         await self._writer.call(
             lambda conn: records.finish(conn, part.id, written.size, written.sha256)

@@ -8,6 +8,7 @@ from loguru import logger
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.durable import fsync_or_die, write_durably
+from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.generator import records
 from bulkforge.daemon.generator.request import GenerateRequest, SubmitGenerate
@@ -21,6 +22,8 @@ from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 SCHEMA_FILE = "schema.sql"
 RATE_WINDOW_S = 10
+# Parts of one job: each is a row in the store and a file on disk.
+MAX_PARTS = 1_000_000
 
 
 class GenerateKind(JobKind):
@@ -49,6 +52,12 @@ class GenerateKind(JobKind):
 
         dataset = await asyncio.to_thread(Dataset, request.model, request.counts(), request.seed)
         counts, order = dataset.counts, request.model.order()
+        parts = sum(-(-count // request.chunk_rows) for count in counts.values())
+        if parts > MAX_PARTS:
+            raise InvalidArgument(
+                f"{parts:,} parts of --chunk-rows {request.chunk_rows:,}: at most {MAX_PARTS:,} "
+                "per job; give a larger --chunk-rows"
+            )
         dest = str(request.dest)
         await self.readers.call(lambda conn: records.refuse_shared_dest(conn, dest))
         if request.format == "sql":

@@ -25,6 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
 import apsw
@@ -32,11 +33,12 @@ from loguru import logger
 
 from bulkforge.daemon.disks import prepare_dest
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
-from bulkforge.daemon.failures import FailureReport
+from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.jobs import JobRow, JobView, existing_job, jobs_in_states
 from bulkforge.daemon.machines import Tone
 from bulkforge.daemon.machines.job import RUNNABLE
+from bulkforge.daemon.progress import throughput_bucket_ms
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import Store, StoreFatal
 
@@ -241,6 +243,37 @@ class JobKind(ABC):
     @abstractmethod
     def repair(self, conn: apsw.Connection) -> None:
         """Boot repair: rows a crash left in flight move to a defined state, one log line each."""
+
+
+class ItemRows:
+    """failures, throughput, retry and repair of a kind whose items sit in one table with
+    the shared failure columns (scenes, clean, generate). The kind names the table, what
+    an item is called, and its records module: failures(conn, job_id, step, limit),
+    throughput(conn, job_id, bucket_ms), retry_failed(conn, job_id, step, error) and
+    repair_in_flight(conn) -> [(job name, count)]."""
+
+    item_table: str
+    # "item(s) were running": what boot repair logs before "at shutdown -> pending".
+    in_flight: str
+    records: ModuleType
+
+    def failures(self, conn: apsw.Connection, job: JobRow, step: str, limit: int):
+        groups = failure_groups(conn, self.item_table, job.id, step)
+        rows = self.records.failures(conn, job.id, step, limit) if limit else []
+        return FailureReport.of(groups, rows)
+
+    def throughput(self, conn: apsw.Connection, job: JobRow) -> tuple[list[tuple], int]:
+        bucket = throughput_bucket_ms(job)
+        return self.records.throughput(conn, job.id, bucket), bucket
+
+    def retry(self, conn: apsw.Connection, job: JobRow, step: str, error: str) -> int:
+        return self.records.retry_failed(conn, job.id, step, error)
+
+    def repair(self, conn: apsw.Connection) -> None:
+        for name, count in self.records.repair_in_flight(conn):
+            logger.info(
+                "repair: job {}: {:,} {} at shutdown -> pending", name, count, self.in_flight
+            )
 
 
 class DiskBatches(ABC):

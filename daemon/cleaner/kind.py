@@ -3,7 +3,6 @@
 import asyncio
 
 import apsw
-from loguru import logger
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.cleaner import records
@@ -13,16 +12,16 @@ from bulkforge.daemon.cleaner.scan import Scan, scan_directory, scan_files
 from bulkforge.daemon.disks import prepare_dest
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.exports import Exported
-from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.machines import zip as zip_machine
 from bulkforge.daemon.machines.zip import ZipState
-from bulkforge.daemon.pipeline import ItemExport, JobKind, Rerun, Services, VerifiedFiles
-from bulkforge.daemon.progress import throughput_bucket_ms
+from bulkforge.daemon.pipeline import ItemExport, ItemRows, JobKind, Rerun, Services, VerifiedFiles
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
-class CleanKind(JobKind, Rerun, ItemExport):
+class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
     name = records.KIND
+    item_table, records = "clean_zips", records
+    in_flight = "zip(s) were being cleaned"
     batch_unit = ""
     item_tones = zip_machine.TONE
 
@@ -81,28 +80,6 @@ class CleanKind(JobKind, Rerun, ItemExport):
             view.bytes_total += size
             if state == ZipState.DONE:
                 view.bytes_done = size
-
-    def failures(
-        self, conn: apsw.Connection, job: jobs.JobRow, step: str, limit: int
-    ) -> FailureReport:
-        """Failed zips by step and class (zips outside the layout are not failures: the job's
-        message and stats.json count them)."""
-        groups = failure_groups(conn, "clean_zips", job.id, step)
-        rows = records.failures(conn, job.id, step, limit) if limit else []
-        return FailureReport.of(groups, rows)
-
-    def throughput(self, conn: apsw.Connection, job: jobs.JobRow) -> tuple[list[tuple], int]:
-        bucket = throughput_bucket_ms(job)
-        return records.throughput(conn, job.id, bucket), bucket
-
-    def retry(self, conn: apsw.Connection, job: jobs.JobRow, step: str, error: str) -> int:
-        return records.retry_failed(conn, job.id, step, error)
-
-    def repair(self, conn: apsw.Connection) -> None:
-        for name, count in records.repair_in_flight(conn):
-            logger.info(
-                "repair: job {}: {:,} zip(s) were being cleaned at shutdown -> pending", name, count
-            )
 
     async def export(self, job: jobs.JobRow, given: str) -> Exported:
         from bulkforge.daemon.cleaner import export  # pyarrow: loaded by the first export

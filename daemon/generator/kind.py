@@ -4,19 +4,16 @@ import asyncio
 from pathlib import Path
 
 import apsw
-from loguru import logger
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.durable import fsync_or_die, write_durably
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.generator import records
 from bulkforge.daemon.generator.request import GenerateRequest, SubmitGenerate
 from bulkforge.daemon.generator.runner import Generator
 from bulkforge.daemon.machines import part as part_machine
 from bulkforge.daemon.machines.part import PartState
-from bulkforge.daemon.pipeline import JobKind, Services
-from bulkforge.daemon.progress import throughput_bucket_ms
+from bulkforge.daemon.pipeline import ItemRows, JobKind, Services
 from bulkforge.daemon.store import now_ms
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
@@ -26,8 +23,10 @@ RATE_WINDOW_S = 10
 MAX_PARTS = 1_000_000
 
 
-class GenerateKind(JobKind):
+class GenerateKind(ItemRows, JobKind):
     name = records.KIND
+    item_table, records = "generate_parts", records
+    in_flight = "part(s) were being made"
     batch_unit = ""
     item_tones = part_machine.TONE
 
@@ -84,24 +83,6 @@ class GenerateKind(JobKind):
                 conn, view.job.id, since
             )
         ]
-
-    def failures(
-        self, conn: apsw.Connection, job: jobs.JobRow, step: str, limit: int
-    ) -> FailureReport:
-        groups = failure_groups(conn, "generate_parts", job.id, step)
-        rows = records.failures(conn, job.id, step, limit) if limit else []
-        return FailureReport.of(groups, rows)
-
-    def throughput(self, conn: apsw.Connection, job: jobs.JobRow) -> tuple[list[tuple], int]:
-        bucket = throughput_bucket_ms(job)
-        return records.throughput(conn, job.id, bucket), bucket
-
-    def retry(self, conn: apsw.Connection, job: jobs.JobRow, step: str, error: str) -> int:
-        return records.retry_failed(conn, job.id, step, error)
-
-    def repair(self, conn: apsw.Connection) -> None:
-        for name, count in records.repair_in_flight(conn):
-            logger.info("repair: job {}: {:,} part(s) were being made -> pending", name, count)
 
 
 def _write_schema(request: GenerateRequest, dataset, order: list[str]) -> None:

@@ -3,17 +3,15 @@
 import asyncio
 
 import apsw
-from loguru import logger
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.disks import prepare_dest
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.exports import Exported
-from bulkforge.daemon.failures import FailureGroupRow, FailureReport, failure_groups
+from bulkforge.daemon.failures import FailureGroupRow, FailureReport
 from bulkforge.daemon.machines import scene as scene_machine
 from bulkforge.daemon.machines.scene import SceneState
-from bulkforge.daemon.pipeline import ItemExport, JobKind, Services
-from bulkforge.daemon.progress import throughput_bucket_ms
+from bulkforge.daemon.pipeline import ItemExport, ItemRows, JobKind, Services
 from bulkforge.daemon.scenes import export, records
 from bulkforge.daemon.scenes.items import Input, ItemChunk
 from bulkforge.daemon.scenes.pipeline import Scenes
@@ -22,8 +20,10 @@ from bulkforge.daemon.scenes.steps import load_steps
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
-class ScenesKind(JobKind, ItemExport):
+class ScenesKind(ItemRows, JobKind, ItemExport):
     name = records.KIND
+    item_table, records = "scenes", records
+    in_flight = "item(s) were running"
     batch_unit = "shard"
     item_tones = scene_machine.TONE
 
@@ -63,29 +63,15 @@ class ScenesKind(JobKind, ItemExport):
         self, conn: apsw.Connection, job: jobs.JobRow, step: str, limit: int
     ) -> FailureReport:
         """Failed items by step and class; input rows skipped at registration are one more group."""
-        groups = failure_groups(conn, "scenes", job.id, step)
+        report = super().failures(conn, job, step, limit)
         progress = records.registration(conn, job.id)
         if progress is not None and progress.rejected and step in ("", "register"):
-            groups.append(
-                FailureGroupRow(
-                    "register", "rejected_row", progress.rejected, progress.first_rejected
-                )
+            rejected = FailureGroupRow(
+                "register", "rejected_row", progress.rejected, progress.first_rejected
             )
-        rows = records.failures(conn, job.id, step, limit) if limit else []
-        return FailureReport.of(groups, rows)
-
-    def throughput(self, conn: apsw.Connection, job: jobs.JobRow) -> tuple[list[tuple], int]:
-        bucket = throughput_bucket_ms(job)
-        return records.throughput(conn, job.id, bucket), bucket
-
-    def retry(self, conn: apsw.Connection, job: jobs.JobRow, step: str, error: str) -> int:
-        return records.retry_failed(conn, job.id, step, error)
-
-    def repair(self, conn: apsw.Connection) -> None:
-        for name, count in records.repair_in_flight(conn):
-            logger.info(
-                "repair: job {}: {:,} item(s) were running at shutdown -> pending", name, count
-            )
+            report.groups.append(rejected)
+            report.total += rejected.count
+        return report
 
     async def export(self, job: jobs.JobRow, given: str) -> Exported:
         dest = await asyncio.to_thread(prepare_dest, given)

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import apsw
 import grpc
-from conftest import FAST_RETRIES, Daemon, make_dataset, manifest_rows, wait_until, write_manifest
+from conftest import (
+    FAST_RETRIES,
+    Daemon,
+    make_dataset,
+    manifest_rows,
+    run_bfctl,
+    wait_until,
+    write_manifest,
+)
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from origin import Fault, FaultKind, Origin
 
@@ -181,3 +189,10 @@ def test_a_job_of_a_kind_this_bfd_does_not_run_lists_and_is_refused(make_daemon)
     assert "transcode job, which this bfd does not run" in paused.stderr
     assert daemon.bfctl_json("status", "later")["state"] == "running"
     assert daemon.stop() == 0
+
+
+def test_bfctl_demo_runs_the_main_job_end_to_end() -> None:
+    """README's first command: a local origin, a bfd of its own, files downloaded and verified."""
+    done = run_bfctl("demo", "--files", "20", "--size", "8192", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "demo ok: 20 files" in done.stdout and "Traceback" not in done.stderr

@@ -42,7 +42,7 @@ from resource import RUSAGE_CHILDREN, RUSAGE_SELF
 import psutil
 import pyarrow.parquet as pq
 from common import REPO
-from download_bench import Bfd, fresh, machine
+from download_bench import Bfd, fresh, record_section
 
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
@@ -262,15 +262,12 @@ def report(args, work: Path, total: int, results: dict[str, list[dict]]) -> None
     document = {"rows": total, "best": best, "ratios": ratios, "params": vars(args)}
     print(json.dumps(document))
     if args.record:
-        command = " ".join(["python bench/clean_bench.py", *sys.argv[1:]])
-        section = (
-            f"\n## Clean: {total:,} Binance trade rows into Parquet\n\n"
-            f"Machine: {machine(work)}. Command: `{command}`. "
-            f"{args.symbols} symbols x {args.days} daily zips x {args.rows:,} rows.\n\n"
-            f"{text}\n"
+        record_section(
+            f"Clean: {total:,} Binance trade rows into Parquet",
+            work,
+            text,
+            f" {args.symbols} symbols x {args.days} daily zips x {args.rows:,} rows.",
         )
-        with (REPO / "bench" / "RESULTS.md").open("a") as results_file:
-            results_file.write(section)
 
 
 if __name__ == "__main__":

@@ -549,6 +549,16 @@ def machine(work: Path) -> str:
     )
 
 
+def record_section(heading: str, work: Path, text: str, details: str = "") -> None:
+    """Append a results section to bench/RESULTS.md: the machine, this command, the text."""
+    command = " ".join([f"python bench/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    section = (
+        f"\n## {heading}\n\nMachine: {machine(work)}. Command: `{command}`.{details}\n\n{text}\n"
+    )
+    with Path(__file__).with_name("RESULTS.md").open("a") as results:
+        results.write(section)
+
+
 # ---------------------------------------------------------------- main
 
 

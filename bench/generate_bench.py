@@ -34,7 +34,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 from common import REPO
-from download_bench import Bfd, fresh, machine
+from download_bench import Bfd, fresh, record_section
 
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
@@ -230,13 +230,7 @@ def report(args, work: Path, results: dict[str, dict]) -> None:
     print(text)
     print(json.dumps({"results": results, "params": vars(args)}))
     if args.record:
-        command = " ".join(["python bench/generate_bench.py", *sys.argv[1:]])
-        section = (
-            f"\n## Generate: the courses preset into Parquet\n\n"
-            f"Machine: {machine(work)}. Command: `{command}`.\n\n{text}\n"
-        )
-        with (REPO / "bench" / "RESULTS.md").open("a") as results_file:
-            results_file.write(section)
+        record_section("Generate: the courses preset into Parquet", work, text)
 
 
 if __name__ == "__main__":

@@ -385,15 +385,3 @@ def job_zips(conn: apsw.Connection, job_id: int) -> list[tuple]:
         "WHERE job_id = ? ORDER BY path",
         (job_id,),
     ).fetchall()
-
-
-def built_days(conn: apsw.Connection, dest: str, series: list[str]) -> list[tuple]:
-    """(series, day, rows) of the partitions recorded under dest for those series."""
-    found = []
-    for name in series:
-        found += conn.execute(
-            "SELECT series, day, rows FROM clean_partitions WHERE dest = ? AND series = ? "
-            "ORDER BY day",
-            (dest, name),
-        ).fetchall()
-    return found

@@ -28,6 +28,7 @@ from bulkforge.daemon.notify import Notifier
 from bulkforge.daemon.pipeline import Kinds, Services
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import SchemaTooNew, Store, StoreFatal
+from bulkforge.daemon.transfer.engine import Engine
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
 
@@ -160,8 +161,11 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
         settings.disk_threshold,
         int(settings.memory_cap),
         settings.cpu_workers,
+        settings.max_connections,
+        settings.per_host_connections,
     )
-    kinds = registry.build(Services(settings, store, governor, lifecycle.fatal))
+    transfers = Engine(settings, governor)
+    kinds = registry.build(Services(settings, store, governor, transfers, lifecycle.fatal))
     await store.writer.call(lambda conn: _boot_repair(conn, kinds))
     control = Control(store, kinds, governor, settings)
     server, health_servicer = await _start_server(settings, control)
@@ -184,6 +188,7 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
     for task in (*runners, keepalive):
         task.cancel()
     await asyncio.gather(*runners, keepalive, return_exceptions=True)
+    await transfers.close()
     await server.stop(grace=1.0)
     await asyncio.to_thread(governor.close)
 

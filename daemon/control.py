@@ -154,7 +154,7 @@ class Control:
             bandwidth=governor.bandwidth.rate,
             active_transfers=active_transfers,
             holds=holds,
-            max_connections=settings.max_connections,
+            max_connections=governor.max_connections,
             db_bytes=db_bytes,
             wal_bytes=wal_bytes,
             durability=f"synchronous={SYNCHRONOUS}, WAL, group commit",

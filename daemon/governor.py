@@ -15,6 +15,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +46,11 @@ def use_lean_memory() -> None:
     """Arrow through malloc rather than its own pool, so freed buffers are not held for reuse.
 
     The daemon decodes a chunk of Parquet at a time and lets it go: a pool that keeps
-    the pages of every chunk it has seen only raises RSS.
+    the pages of every chunk it has seen only raises RSS. Said through the environment,
+    which Arrow reads when first loaded (by bfd or by a worker, which inherits it), so
+    nothing imports pyarrow before a job needs it.
     """
-    import pyarrow as pa
-
-    pa.set_memory_pool(pa.system_memory_pool())
+    os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
 
 
 def start_worker() -> None:
@@ -155,6 +156,8 @@ class Limits(BaseModel):
     disk_threshold: float | None = Field(default=None, gt=0, le=1)
     memory_cap: Size | None = None
     cpu_workers: int | None = Field(default=None, ge=1, le=1024)
+    max_connections: int | None = Field(default=None, ge=1, le=1024)
+    per_host_connections: int | None = Field(default=None, ge=1, le=1024)
 
 
 class Governor:
@@ -164,11 +167,17 @@ class Governor:
         disk_threshold: float = 1.0,
         memory_cap: int = 0,
         cpu_workers: int = 1,
+        max_connections: int = 16,
+        per_host_connections: int = 16,
     ):
         self.bandwidth = Bandwidth(bandwidth)
         self.disk = DiskThreshold(disk_threshold)
         self.memory_cap = memory_cap
         self.cpu_workers = cpu_workers
+        # Requests on the network at once: across every job, and to any one origin host.
+        self.max_connections = max_connections
+        self.per_host_connections = per_host_connections
+        self._listeners: list[Callable[[], None]] = []
         # job name -> why the governor holds it back now.
         self.holds: dict[str, str] = {}
         self._rss = (0.0, 0)  # (when measured, bytes)
@@ -228,6 +237,16 @@ class Governor:
             self.memory_cap = int(limits.memory_cap)
         if limits.cpu_workers is not None:
             self.cpu_workers = limits.cpu_workers
+        if limits.max_connections is not None:
+            self.max_connections = limits.max_connections
+        if limits.per_host_connections is not None:
+            self.per_host_connections = limits.per_host_connections
+        for listener in self._listeners:
+            listener()
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call listener (on the event loop) after every change of the limits."""
+        self._listeners.append(listener)
 
     def rss(self) -> int:
         """RSS of the daemon and its worker processes, measured at most every RSS_EVERY_S."""

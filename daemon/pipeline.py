@@ -41,6 +41,7 @@ from bulkforge.daemon.machines.job import RUNNABLE
 from bulkforge.daemon.progress import throughput_bucket_ms
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import Store, StoreFatal
+from bulkforge.daemon.transfer.engine import Engine
 
 K = TypeVar("K")
 
@@ -52,6 +53,8 @@ class Services:
     settings: Settings
     store: Store
     governor: Governor
+    # The one HTTP client and connection budget of every kind.
+    transfers: Engine
     # Called from any thread when a disk or the store can no longer be trusted.
     on_fatal: Callable[[BaseException], None]
 
@@ -100,7 +103,7 @@ class JobLoop(ABC):
     async def _schedule_job(self, job: JobRow) -> None:
         """One job's part of a pass: start what it may start now."""
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
         while not self._stopping:
             self._wake.clear()
             try:

@@ -181,6 +181,61 @@ class Request:
     conn: int = 0
 
 
+class Meter:
+    """Open connections and requests being answered, now and at their peak.
+
+    `of(address)` is the part of them that came in on one of the origin's listening
+    addresses (see Origin's `aliases`): each address is another host to a client.
+    Updated on the origin's one event loop, so no count races another.
+    """
+
+    def __init__(self) -> None:
+        self.connections = self.peak_connections = 0
+        self.requests = self.peak_requests = 0
+        self._parts: dict[str, Meter] = {}
+
+    def of(self, address: str) -> Meter:
+        return self._parts.setdefault(address, Meter())
+
+    def connection(self, address: str, delta: int) -> None:
+        for meter in (self, self.of(address)):
+            meter.connections += delta
+            meter.peak_connections = max(meter.peak_connections, meter.connections)
+
+    def request(self, address: str, delta: int) -> None:
+        for meter in (self, self.of(address)):
+            meter.requests += delta
+            meter.peak_requests = max(meter.peak_requests, meter.requests)
+
+    def reset_peaks(self) -> None:
+        """Peaks from now on (what is open now is their floor)."""
+        for meter in (self, *self._parts.values()):
+            meter.peak_connections, meter.peak_requests = meter.connections, meter.requests
+
+
+def _address(transport: Any) -> str:
+    """The origin's address a connection came in on."""
+    return transport.get_extra_info("sockname")[0]
+
+
+class _MeteredServer(web.Server):
+    """aiohttp's low-level server, telling a meter of every connection opened and lost."""
+
+    def __init__(self, *args: Any, meter: Meter, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._meter = meter
+        self._addresses: dict[Any, str] = {}
+
+    def connection_made(self, handler: Any, transport: Any) -> None:
+        super().connection_made(handler, transport)
+        self._addresses[handler] = _address(transport)
+        self._meter.connection(self._addresses[handler], +1)
+
+    def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self._meter.connection(self._addresses.pop(handler), -1)
+
+
 class RequestLog:
     """A list of ``Request`` records, safe to read from one thread while another appends."""
 
@@ -422,21 +477,29 @@ class _Server:
         log: RequestLog | None,
         log_file: IO[str] | None = None,
     ) -> None:
+        self.meter = Meter()
         self.files = files
         self.faults = faults
         self.log = log
         self.log_file = log_file
         self.stopping: asyncio.Event | None = None
 
-    async def start(self, host: str, port: int) -> tuple[web.ServerRunner, int]:
+    async def start(
+        self, host: str, port: int, aliases: tuple[str, ...] = ()
+    ) -> tuple[web.ServerRunner, int]:
         self.stopping = asyncio.Event()
         # handler_cancellation: a client that gives up on a stalled body frees its handler.
-        server = web.Server(self.handle, handler_cancellation=True, access_log=None)
+        server = _MeteredServer(
+            self.handle, handler_cancellation=True, access_log=None, meter=self.meter
+        )
         runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         site = web.TCPSite(runner, host, port, backlog=1024)
         await site.start()
-        return runner, runner.addresses[0][1]
+        port = runner.addresses[0][1]
+        for alias in aliases:
+            await web.TCPSite(runner, alias, port, backlog=1024).start()
+        return runner, port
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         record = Request(
@@ -450,9 +513,12 @@ class _Server:
             at=time.monotonic(),
             conn=_peer_port(request),
         )
+        address = _address(request.transport)
+        self.meter.request(address, +1)
         try:
             return await self._respond(request, record)
         finally:
+            self.meter.request(address, -1)
             if self.log_file is not None:
                 self.log_file.write(json.dumps(dataclasses.asdict(record)) + "\n")
                 self.log_file.flush()
@@ -666,7 +732,10 @@ class Origin(BackgroundServer):
         root: str | os.PathLike[str] | None = None,
         host: str = HOST,
         port: int = 0,
+        aliases: tuple[str, ...] = (),
     ) -> None:
+        """`aliases`: more loopback addresses (127.0.0.2 …) to serve the same files on, the
+        same port; to a client each is another host (see `url_for`)."""
         super().__init__()
         if files is not None and root is not None:
             raise ValueError("give files or root, not both")
@@ -675,8 +744,11 @@ class Origin(BackgroundServer):
         self._faults = _Faults(faults)
         self.log = RequestLog()
         self._server = _Server(store, self._faults, self.log)
+        # Connections and requests open at this origin, in all and per address.
+        self.meter = self._server.meter
         self._host = host
         self._port = port
+        self._aliases = aliases
 
     @property
     def url(self) -> str:
@@ -684,8 +756,10 @@ class Origin(BackgroundServer):
             raise RuntimeError("origin is not running")
         return f"http://{self._host}:{self.port}"
 
-    def url_for(self, name: str) -> str:
-        return f"{self.url}/{quote(name.removeprefix('/'))}"
+    def url_for(self, name: str, host: str | None = None) -> str:
+        """The URL of a file, on `host` (one of the aliases) when given."""
+        base = self.url if host is None else f"http://{host}:{self.port}"
+        return f"{base}/{quote(name.removeprefix('/'))}"
 
     def set_file(self, name: str, data: bytes) -> None:
         """Add or replace a file; the new content gets a new ETag and a later Last-Modified."""
@@ -713,7 +787,7 @@ class Origin(BackgroundServer):
         return bytes_served(self.log, path)
 
     async def _serve(self):
-        runner, self.port = await self._server.start(self._host, self._port)
+        runner, self.port = await self._server.start(self._host, self._port, self._aliases)
 
         async def shutdown() -> None:
             assert self._server.stopping is not None

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.daemon.scenes.items import Columns, Input
+from bulkforge.daemon.scenes.items import Input
+from bulkforge.daemon.scenes.request import Columns
 
 
 def chunks(path, columns, rows=16_384, start=0):

@@ -38,6 +38,7 @@ from bulkforge.daemon.machines.file import FileState
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.pipeline import Services
 from bulkforge.daemon.settings import Settings
+from bulkforge.daemon.transfer.engine import Engine
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_SQL = REPO / "schema.sql"
@@ -891,7 +892,8 @@ def test_boot_repair_through_the_writer(live_store: store.Store) -> None:
     )
     settings = Settings(state_dir=live_store.path.parent, socket=live_store.path.parent / "s")
     governor = Governor(0, settings.disk_threshold, 0, 1)
-    kinds = registry.build(Services(settings, live_store, governor, lambda exc: None))
+    engine = Engine(settings, governor)
+    kinds = registry.build(Services(settings, live_store, governor, engine, lambda exc: None))
     writer.call_sync(lambda c: app._boot_repair(c, kinds))
     governor.close()
     assert peek(live_store.path, "SELECT state, count(*) FROM files GROUP BY 1") == [("pending", 8)]

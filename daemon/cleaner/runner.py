@@ -103,9 +103,6 @@ class Cleaner(JobLoop):
 
     # -- the loop --------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        await self._loop()
-
     async def _schedule_job(self, job: jobs.JobRow) -> None:
         try:
             request = CleanRequest.of_spec(job.name, json.loads(job.spec))

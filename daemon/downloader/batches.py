@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import apsw
-import numpy as np
 from loguru import logger
 
 from bulkforge.daemon import jobs
@@ -67,10 +66,10 @@ def apply_plan(conn: apsw.Connection, job_id: int, planned: Plan) -> None:
     conn.execute("DELETE FROM batches WHERE job_id = ?", (job_id,))
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS batch_of (id INTEGER PRIMARY KEY, idx INTEGER)")
     conn.execute("DELETE FROM temp.batch_of")
-    ids = np.arange(first_id, first_id + planned.assignment.size)
+    assignment = planned.assignment.tolist()
     conn.executemany(
         "INSERT INTO temp.batch_of (id, idx) VALUES (?, ?)",
-        zip(ids.tolist(), planned.assignment.tolist(), strict=True),
+        enumerate(assignment, start=first_id),
     )
     conn.execute(
         "UPDATE files SET batch_idx = b.idx FROM temp.batch_of AS b "
@@ -83,7 +82,7 @@ def apply_plan(conn: apsw.Connection, job_id: int, planned: Plan) -> None:
         "VALUES (?, ?, 'planned', ?, ?, ?)",
         [(job_id, b.index, b.files, b.bytes, stamp) for b in planned.batches],
     )
-    oversize = [int(first_id + i) for i in np.flatnonzero(planned.assignment < 0)]
+    oversize = [first_id + i for i, batch in enumerate(assignment) if batch < 0]
     _settle_oversize(conn, oversize, planned)
 
 

@@ -15,13 +15,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from bulkforge.daemon.downloader.access import PUBLIC, Access
 from bulkforge.daemon.downloader.files import FileRow
 from bulkforge.daemon.downloader.install import Installable
 from bulkforge.daemon.downloader.paths import has_size, partial_path, resolve_inside
+from bulkforge.daemon.downloader.register import KIND
 from bulkforge.daemon.downloader.segments import (
     Ledger,
     PrefixHasher,
@@ -33,8 +33,11 @@ from bulkforge.daemon.downloader.segments import (
 )
 from bulkforge.daemon.durable import DiskFatal, make_dirs
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.daemon.governor import Bandwidth
-from bulkforge.daemon.transport import fail, status_failure, transport_failure
+from bulkforge.daemon.transfer.classify import fail, status_failure
+from bulkforge.daemon.transfer.engine import Engine
+
+if TYPE_CHECKING:
+    from aiohttp import ClientResponse
 
 CHUNK = 256 * 1024
 # Received bytes gathered before one worker-thread hop writes and hashes them.
@@ -93,7 +96,7 @@ def _hash_file(path: Path, hasher, limit: int | None = None) -> int:
     return done
 
 
-def _validator(response: aiohttp.ClientResponse) -> str | None:
+def _validator(response: "ClientResponse") -> str | None:
     """A validator usable in If-Range: a strong ETag, else Last-Modified."""
     etag = response.headers.get("etag")
     if etag and not etag.startswith("W/"):
@@ -101,7 +104,7 @@ def _validator(response: aiohttp.ClientResponse) -> str | None:
     return response.headers.get("last-modified")
 
 
-def _range_start(response: aiohttp.ClientResponse) -> int | None:
+def _range_start(response: "ClientResponse") -> int | None:
     content_range = response.headers.get("content-range", "")
     try:
         unit, rest = content_range.split(" ", 1)
@@ -111,16 +114,10 @@ def _range_start(response: aiohttp.ClientResponse) -> int | None:
 
 
 class Fetcher:
-    """Transfers files over one shared aiohttp session.
+    """Transfers files through the transfer engine, a connection slot per request."""
 
-    The byte path uses aiohttp rather than httpx: profiled on 2,000 x 256 KiB from
-    loopback nginx, httpcore's per-request pool bookkeeping took ~15% of the event
-    loop and the whole client path most of the rest (see bench/RESULTS.md).
-    """
-
-    def __init__(self, session: aiohttp.ClientSession, bandwidth: Bandwidth, ledger: Ledger):
-        self._session = session
-        self._bandwidth = bandwidth
+    def __init__(self, engine: Engine, ledger: Ledger):
+        self._engine = engine
         self._ledger = ledger
 
     async def receive(
@@ -207,13 +204,12 @@ class Fetcher:
             segments, resuming = await self._ledger.plan(row.id, row.size), False
         fd = await asyncio.to_thread(_open_for_ranges, partial, row.size, resuming)
         fetch = RangeFetch(
-            session=self._session,
             url=access.url(row.url),
             headers=access.headers,
             fd=fd,
             validator=row.validator if resuming else None,
             progress=progress,
-            throttle=self._bandwidth.take,
+            throttle=self._engine.throttle,
             on_validator=on_validator,
         )
         try:
@@ -256,18 +252,15 @@ class Fetcher:
         if fetch.validator:
             headers["if-range"] = fetch.validator
         position = segment.start
-        try:
-            async with self._session.get(fetch.url, headers=headers) as response:
-                _accept_range(response, segment, fetch)
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    if position + len(chunk) > segment.stop:
-                        raise fail("transfer", "size", "the origin sent past the range asked")
-                    await fetch.io(_pwrite_all, fetch.fd, chunk, position)
-                    position += len(chunk)
-                    fetch.progress(len(chunk))
-                    await fetch.throttle(len(chunk))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise transport_failure(exc) from None
+        async with self._engine.exchange(fetch.url, label=KIND, headers=headers) as response:
+            _accept_range(response, segment, fetch)
+            async for chunk in response.content.iter_chunked(CHUNK):
+                if position + len(chunk) > segment.stop:
+                    raise fail("transfer", "size", "the origin sent past the range asked")
+                await fetch.io(_pwrite_all, fetch.fd, chunk, position)
+                position += len(chunk)
+                fetch.progress(len(chunk))
+                await fetch.throttle(len(chunk))
         if position != segment.stop:
             raise fail(
                 "transfer",
@@ -293,22 +286,20 @@ class Fetcher:
         if offset:
             headers["range"] = f"bytes={offset}-"
             headers["if-range"] = row.validator or ""
-        try:
-            async with self._session.get(access.url(row.url), headers=headers) as response:
-                offset = self._accept(response, row, offset)
-                validator = _validator(response)
-                if validator != row.validator:
-                    on_validator(validator)
-                hasher, expected, kind = _hasher(row)
-                if offset and hasher is not None:
-                    await asyncio.to_thread(_hash_file, partial, hasher, offset)
-                size = await self._write_body(response, partial, offset, hasher, row, progress)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise transport_failure(exc) from None
+        url = access.url(row.url)
+        async with self._engine.exchange(url, label=KIND, headers=headers) as response:
+            offset = self._accept(response, row, offset)
+            validator = _validator(response)
+            if validator != row.validator:
+                on_validator(validator)
+            hasher, expected, kind = _hasher(row)
+            if offset and hasher is not None:
+                await asyncio.to_thread(_hash_file, partial, hasher, offset)
+            size = await self._write_body(response, partial, offset, hasher, row, progress)
         digest = hasher.hexdigest() if hasher else None
         return Received(partial, target, size, digest, expected, kind)
 
-    def _accept(self, response: aiohttp.ClientResponse, row: FileRow, offset: int) -> int:
+    def _accept(self, response: "ClientResponse", row: FileRow, offset: int) -> int:
         """Check the status; returns the offset the body starts at (0 when it restarts)."""
         status = response.status
         if status == 200:
@@ -359,7 +350,7 @@ class Fetcher:
                     await asyncio.to_thread(sink.write, pending)
                     pending, buffered = [], 0
                 progress(len(chunk))
-                await self._bandwidth.take(len(chunk))
+                await self._engine.throttle(len(chunk))
             await asyncio.to_thread(sink.finish, pending)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
@@ -423,7 +414,7 @@ def _prepare_dir(dest: Path, directory: Path) -> None:
 
 
 def _html_instead_of_file(
-    response: aiohttp.ClientResponse, row: FileRow, offset: int, announced: str | None
+    response: "ClientResponse", row: FileRow, offset: int, announced: str | None
 ) -> bool:
     """An HTML page where a file that is not HTML, or not of this size, was expected."""
     if not response.content_type.startswith("text/html"):
@@ -433,7 +424,7 @@ def _html_instead_of_file(
     return row.size is None or announced is None or offset + int(announced) != row.size
 
 
-def _accept_range(response: aiohttp.ClientResponse, segment: Segment, fetch: RangeFetch) -> None:
+def _accept_range(response: "ClientResponse", segment: Segment, fetch: RangeFetch) -> None:
     """A 206 for exactly this range of the same version, or the file goes back to one stream."""
     if response.status == 200:
         raise RangesRefused()

@@ -39,9 +39,7 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
 
     def __init__(self, services: Services):
         super().__init__(services)
-        self._downloader = Downloader(
-            services.settings, services.store, services.governor, services.on_fatal
-        )
+        self._downloader = Downloader(services)
 
     @property
     def runner(self) -> Downloader:

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from bulkforge.daemon.downloader.paths import path_from_url, safe_relative_path
@@ -78,6 +77,8 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    import pyarrow.parquet as pq  # only a Parquet manifest needs Arrow
+
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:

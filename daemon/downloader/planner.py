@@ -9,8 +9,11 @@ Files larger than a batch can hold are set apart, never dropped: the operator
 chooses (`fail`, the default, `skip`, or `own-batch`, one batch each).
 
 Sizes and directory numbers are held in numpy arrays, not one Python object per
-file, so a million files plan in about a second and a few tens of MB.
+file, so a million files plan in about a second and a few tens of MB. numpy is
+imported by the functions that plan: an idle bfd, which never plans, goes without.
 """
+
+from __future__ import annotations
 
 import heapq
 from array import array
@@ -18,13 +21,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from bulkforge.daemon.disks import describe_disk, free_bytes
 from bulkforge.daemon.downloader.listing import Source, source_pages
 from bulkforge.daemon.downloader.manifest import FileEntry
 from bulkforge.daemon.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # A directory is moved whole to the next batch when that wastes at most this share of a disk.
 KEEP_TOGETHER_WASTE = 0.05
@@ -97,7 +102,7 @@ class FileSizes:
         self._dir_ids: dict[str, int] = {}
         self._oversize: list[tuple[int, str]] = []  # a min-heap of the largest
 
-    def add_pages(self, pages: Iterable[list[FileEntry]]) -> "FileSizes":
+    def add_pages(self, pages: Iterable[list[FileEntry]]) -> FileSizes:
         for page in pages:
             for entry in page:
                 self.add(entry.path, entry.size)
@@ -121,6 +126,8 @@ class FileSizes:
 
     def directory_rank(self) -> np.ndarray:
         """For each directory number, its place among the directories in name order."""
+        import numpy as np
+
         names = sorted(self._dir_ids.items())
         rank = np.empty(len(names), dtype=np.int64)
         rank[[number for _, number in names]] = np.arange(len(names))
@@ -129,6 +136,8 @@ class FileSizes:
 
 def plan(sizes: FileSizes, space: int, margin: float, oversize: Oversize = Oversize.FAIL) -> Plan:
     """Batches for the gathered files, which must have been gathered for this space and margin."""
+    import numpy as np
+
     limit = check_space(space, margin)
     if sizes.limit != limit:
         raise ValueError("the sizes were gathered for another batch limit")
@@ -185,6 +194,8 @@ def _next_fit(
     size: np.ndarray, dirs: np.ndarray, limit: int, order: np.ndarray, assignment: np.ndarray
 ) -> list[PlannedBatch]:
     """Fill batches in order; sizes and dirs are sorted by directory, order maps them back."""
+    import numpy as np
+
     if not size.size:
         return []
     starts = np.flatnonzero(np.r_[True, dirs[1:] != dirs[:-1]])
@@ -240,6 +251,8 @@ class _Batches:
 
     def split(self, start: int, end: int) -> None:
         """Spread one directory over as many batches as it needs, filling each in order."""
+        import numpy as np
+
         running = np.cumsum(self.size[start:end])
         taken, base = 0, 0
         count = end - start
@@ -264,12 +277,12 @@ class Space:
     source: str
 
     @classmethod
-    def resolve(cls, space: int | str, dest: str) -> "Space":
+    def resolve(cls, space: int | str, dest: str) -> Space:
         """A given number of bytes, or `auto` measured on dest (file system work: a thread)."""
         return cls.measured(dest) if space == "auto" else cls(int(space), "given")
 
     @classmethod
-    def measured(cls, dest: str) -> "Space":
+    def measured(cls, dest: str) -> Space:
         """`auto`: the free space of dest's filesystem now."""
         if not dest:
             raise InvalidArgument("--space auto measures the free space of --dest: give --dest")

@@ -1,14 +1,17 @@
 """The downloader pipeline: hands the files of running download jobs to transfers.
 
-One asyncio task loops: start queued jobs, claim as many files as there are
-free transfer slots, and finish jobs that have nothing left. Each transfer is a
-task of its own; every state it reaches is committed through the writer.
+One asyncio task loops: start queued jobs, claim files for the connections of
+the transfer engine (CLAIM_AHEAD per connection), and finish jobs that have
+nothing left. Each transfer is a task of its own; every state it reaches is
+committed through the writer. Each request of a transfer holds one slot of the
+engine's connection budget, shared with every other kind, while it is on the
+network.
 
-A slot is held while a file is waiting for or receiving its bytes. Once they
-are verified the slot is free for the next file while this one waits for the
-installer to make its group durable and for the writer to commit it `done`:
-small files spend longer being made durable than being received, so holding the
-slot through that would leave the connections idle.
+A file counts as receiving while it waits for or receives its bytes. Once they
+are verified the next file is claimed while this one waits for the installer to
+make its group durable and for the writer to commit it `done`: small files
+spend longer being made durable than being received, so waiting for that would
+leave the connections idle.
 """
 
 import asyncio
@@ -17,11 +20,9 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import apsw
 from loguru import logger
 
@@ -39,15 +40,14 @@ from bulkforge.daemon.failures import Failure, backoff_s
 from bulkforge.daemon.governor import (
     WAITING_FOR_MEMORY,
     WAITING_FOR_SPACE,
-    Governor,
     Usage,
 )
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.file import IN_FLIGHT, FileState
 from bulkforge.daemon.machines.job import RUNNABLE, JobState
-from bulkforge.daemon.settings import Settings
-from bulkforge.daemon.store import Store, StoreFatal, now_ms
-from bulkforge.daemon.transport import TransferFailed, origin_session
+from bulkforge.daemon.pipeline import Services
+from bulkforge.daemon.store import StoreFatal, now_ms
+from bulkforge.daemon.transfer.classify import TransferFailed
 
 IDLE_POLL_S = 1.0
 # Files claimed per transfer slot (see _slots).
@@ -95,27 +95,19 @@ class _Plan:
 
 
 class Downloader:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        governor: Governor,
-        on_fatal: Callable[[BaseException], None],
-    ):
-        self._settings = settings
-        self._governor = governor
-        self._writer = store.writer
-        self._readers = store.readers
-        self._on_fatal = on_fatal
+    def __init__(self, services: Services):
+        settings = self._settings = services.settings
+        self._governor = services.governor
+        self._engine = services.transfers
+        self._writer = services.store.writer
+        self._readers = services.store.readers
+        self._on_fatal = services.on_fatal
         self._transfers: dict[int, _Transfer] = {}
         self._wake = asyncio.Event()
         self._stopping = False
-        self._fetcher: Fetcher | None = None
-        self._session: aiohttp.ClientSession | None = None
+        ledger = Ledger(self._writer, int(settings.segment_size), settings.segments_per_file)
+        self._fetcher = Fetcher(self._engine, ledger)
         self._installer = Installer()
-        # Transfers on the network at once; twice as many files are claimed, so a
-        # freed slot finds its next file ready instead of waiting for a claim to commit.
-        self._slots = asyncio.Semaphore(settings.max_connections)
         self._access: dict[int, Access] = {}
         self._releases: set[asyncio.Future] = set()
 
@@ -126,7 +118,7 @@ class Downloader:
 
     @property
     def active_transfers(self) -> int:
-        return len(self._transfers)
+        return self._engine.budget.busy(register.KIND)
 
     def in_flight_bytes(self, job_id: int) -> int:
         return sum(t.bytes for t in self._transfers.values() if t.job_id == job_id)
@@ -152,23 +144,18 @@ class Downloader:
     # -- the loop --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        settings = self._settings
-        async with origin_session(settings) as session:
-            self._session = session
-            ledger = Ledger(self._writer, int(settings.segment_size), settings.segments_per_file)
-            self._fetcher = Fetcher(session, self._governor.bandwidth, ledger)
-            while not self._stopping:
-                self._wake.clear()
-                try:
-                    next_due = await self._schedule()
-                except StoreFatal:
-                    return
-                except Exception:
-                    # A pass that fails (a busy store, a disk gone from under describe_disk)
-                    # must not end the pipeline while the daemon keeps accepting jobs.
-                    logger.exception("downloader: a scheduling pass failed; retrying in 1 s")
-                    next_due = now_ms() + 1000
-                await self._sleep_until(next_due)
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                next_due = await self._schedule()
+            except StoreFatal:
+                return
+            except Exception:
+                # A pass that fails (a busy store, a disk gone from under describe_disk)
+                # must not end the pipeline while the daemon keeps accepting jobs.
+                logger.exception("downloader: a scheduling pass failed; retrying in 1 s")
+                next_due = now_ms() + 1000
+            await self._sleep_until(next_due)
 
     async def _sleep_until(self, due_ms: int | None) -> None:
         delay = IDLE_POLL_S
@@ -186,7 +173,7 @@ class Downloader:
         for job in live:
             if self._stopping:
                 break
-            free = CLAIM_AHEAD * self._settings.max_connections - self._receiving()
+            free = CLAIM_AHEAD * self._governor.max_connections - self._receiving()
             busy = any(t.job_id == job.id for t in self._transfers.values())
             device, room = await self._room(job)
             plan = await self._writer.call(
@@ -230,7 +217,7 @@ class Downloader:
     def _receiving(self) -> int:
         return sum(1 for t in self._transfers.values() if t.receiving)
 
-    def _slot_freed(self, transfer: _Transfer) -> None:
+    def _received(self, transfer: _Transfer) -> None:
         transfer.receiving = False
         self.wake()
 
@@ -269,28 +256,26 @@ class Downloader:
     # -- one transfer ----------------------------------------------------------------------
 
     async def _transfer(self, job: jobs.JobRow, row: files.FileRow, transfer: _Transfer) -> None:
-        assert self._fetcher is not None
         state = FileState.DOWNLOADING
         try:
-            async with self._slots:
-                row = await self._with_sidecar_checksum(row, job)
-                received = await self._fetcher.receive(
-                    row,
-                    Path(job.dest),
-                    transfer.add,
-                    lambda v: self._remember_validator(row.id, v),
-                    await self._access_for(job),
-                )
-                # Not awaited: the writer applies operations in order, so this lands before
-                # the `done` below, and a file's verification need not wait for a commit.
-                self._writer.submit(lambda conn: files.to_verifying(conn, row.id))
-                state = FileState.VERIFYING
-                try:
-                    Fetcher.verify(row, received)
-                except TransferFailed:
-                    await self._fetcher.discard(row, received)
-                    raise
-            self._slot_freed(transfer)
+            row = await self._with_sidecar_checksum(row, job)
+            received = await self._fetcher.receive(
+                row,
+                Path(job.dest),
+                transfer.add,
+                lambda v: self._remember_validator(row.id, v),
+                await self._access_for(job),
+            )
+            # Not awaited: the writer applies operations in order, so this lands before
+            # the `done` below, and a file's verification need not wait for a commit.
+            self._writer.submit(lambda conn: files.to_verifying(conn, row.id))
+            state = FileState.VERIFYING
+            try:
+                Fetcher.verify(row, received)
+            except TransferFailed:
+                await self._fetcher.discard(row, received)
+                raise
+            self._received(transfer)
             try:
                 await self._installer.install(received.installable())
             except InstallFailed as exc:
@@ -314,9 +299,8 @@ class Downloader:
         """A zip listed with a `.CHECKSUM` sidecar is verified against the sidecar's sha256."""
         if not row.checksum_url or row.sha256:
             return row
-        assert self._session is not None
         digest = await sidecar_sha256(
-            self._session, row.checksum_url, row.path, await self._access_for(job)
+            self._engine, register.KIND, row.checksum_url, row.path, await self._access_for(job)
         )
         return dataclasses.replace(row, sha256=digest)
 

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-import aiohttp
 import apsw
 
 from bulkforge.daemon.store import Writer
@@ -90,7 +89,6 @@ RANGE_IO = ThreadPoolExecutor(max_workers=8, thread_name_prefix="range-io")
 class RangeFetch:
     """What fetching the ranges of one file shares."""
 
-    session: aiohttp.ClientSession
     url: str
     headers: Mapping[str, str]
     fd: int

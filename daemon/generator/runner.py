@@ -56,9 +56,6 @@ class Generator(JobLoop):
     async def drain(self, timeout: float) -> None:
         await self._stop_tasks([task for _, task in self._runs.values()], timeout)
 
-    async def run(self) -> None:
-        await self._loop()
-
     async def _schedule_job(self, job: jobs.JobRow) -> None:
         if job.state == JobState.QUEUED:
             job = await self._writer.call(lambda conn: jobs.start_job(conn, job))

@@ -20,20 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.scenes.request import Columns
 
 CHUNK_ROWS = 16_384
 MAX_KEY_BYTES = 1024
 READ_BUFFER = 1024**2
-
-
-@dataclass(frozen=True)
-class Columns:
-    key: str
-    url: str
-    keep: tuple[str, ...] = ()
-
-    def wanted(self) -> list[str]:
-        return list(dict.fromkeys([self.key, self.url, *self.keep]))
 
 
 @dataclass(frozen=True)

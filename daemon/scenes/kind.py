@@ -1,6 +1,11 @@
-"""The scenes kind behind the seam: millions of items through steps into shards."""
+"""The scenes kind behind the seam: millions of items through steps into shards.
+
+The modules that touch Arrow (items, shards, export) are imported when a job first
+needs them, so an idle bfd does not carry pyarrow.
+"""
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import apsw
 
@@ -12,12 +17,14 @@ from bulkforge.daemon.failures import FailureGroupRow, FailureReport
 from bulkforge.daemon.machines import scene as scene_machine
 from bulkforge.daemon.machines.scene import SceneState
 from bulkforge.daemon.pipeline import ItemExport, ItemRows, JobKind, Services
-from bulkforge.daemon.scenes import export, records
-from bulkforge.daemon.scenes.items import Input, ItemChunk
+from bulkforge.daemon.scenes import records
 from bulkforge.daemon.scenes.pipeline import Scenes
 from bulkforge.daemon.scenes.request import ScenesRequest, SubmitScenes
 from bulkforge.daemon.scenes.steps import load_steps
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+if TYPE_CHECKING:
+    from bulkforge.daemon.scenes.items import ItemChunk
 
 
 class ScenesKind(ItemRows, JobKind, ItemExport):
@@ -74,6 +81,8 @@ class ScenesKind(ItemRows, JobKind, ItemExport):
         return report
 
     async def export(self, job: jobs.JobRow, given: str) -> Exported:
+        from bulkforge.daemon.scenes import export
+
         dest = await asyncio.to_thread(prepare_dest, given)
         # One read transaction: the three files describe the same moment.
         return await self.readers.call(
@@ -81,8 +90,10 @@ class ScenesKind(ItemRows, JobKind, ItemExport):
         )
 
 
-def _first_chunk(request: ScenesRequest) -> tuple[int, ItemChunk | None]:
+def _first_chunk(request: ScenesRequest) -> "tuple[int, ItemChunk | None]":
     """Check the input and read its first chunk: what is wrong there refuses the job."""
+    from bulkforge.daemon.scenes.items import Input
+
     source = Input(request.input, request.columns)
     if not source.rows_total:
         raise InvalidArgument(f"--input {request.input}: there are no rows to process")

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import apsw
 from loguru import logger
@@ -32,13 +33,14 @@ from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.machines.scene import SceneState
 from bulkforge.daemon.pipeline import JobLoop, Services
 from bulkforge.daemon.scenes import records
-from bulkforge.daemon.scenes.fetch import ItemFetcher
-from bulkforge.daemon.scenes.items import Input
+from bulkforge.daemon.scenes.fetch import ItemFetcher, RetryLater
 from bulkforge.daemon.scenes.request import ScenesRequest
 from bulkforge.daemon.scenes.shards import FAILED, SUCCESS, Outcome, ShardWriter
 from bulkforge.daemon.scenes.steps import Step, StepFailed, load_steps, run_after_fetch
 from bulkforge.daemon.store import StoreFatal
-from bulkforge.daemon.transport import origin_session
+
+if TYPE_CHECKING:
+    from bulkforge.daemon.scenes.items import Input
 
 # Outcomes gathered before one thread hop streams them into the shard's files.
 FLUSH_BYTES = 4 * 1024**2
@@ -60,7 +62,7 @@ class _Job:
     request: ScenesRequest
     steps: list[Step]
     # The input, opened and checked (it must stay until the job has ended).
-    source: Input
+    source: "Input"
 
 
 @dataclass
@@ -90,13 +92,11 @@ class Scenes(JobLoop):
         self._governor = services.governor
         self._writer = services.store.writer
         self._on_fatal = services.on_fatal
-        self._slots = asyncio.Semaphore(settings.max_connections)
-        # Items holding one of the slots: fetching now.
-        self._fetching = 0
+        self._transfers = services.transfers
         self._prepared: dict[int, _Job] = {}
         self._runs: dict[tuple[int, int], _ShardRun] = {}
         self._registrars: dict[int, asyncio.Task] = {}
-        self._fetcher: ItemFetcher | None = None
+        self._fetcher = ItemFetcher(services.transfers, settings)
         # (job, shard) -> (failed writes, monotonic time before which it is not retried)
         self._shard_errors: dict[tuple[int, int], tuple[int, float]] = {}
 
@@ -105,7 +105,7 @@ class Scenes(JobLoop):
     @property
     def active_transfers(self) -> int:
         """Items being fetched now (each holds a connection)."""
-        return self._fetching
+        return self._transfers.budget.busy(records.KIND)
 
     def in_flight_bytes(self, job_id: int) -> int:
         """A shard's bytes count once it is written: nothing is counted before."""
@@ -129,12 +129,6 @@ class Scenes(JobLoop):
         await self._stop_tasks(tasks + list(self._registrars.values()), timeout)
 
     # -- the loop --------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        settings = self._settings
-        async with origin_session(settings) as session:
-            self._fetcher = ItemFetcher(session, settings, self._governor.bandwidth)
-            await self._loop()
 
     async def _schedule_job(self, job: jobs.JobRow) -> None:
         prepared = await self._prepare(job)
@@ -182,7 +176,7 @@ class Scenes(JobLoop):
         waiting = sum(run.remaining for run in runs)
         if len(runs) >= MAX_SHARDS:
             return False
-        return len(runs) < MIN_SHARDS or waiting < 2 * self._settings.max_connections
+        return len(runs) < MIN_SHARDS or waiting < 2 * self._governor.max_connections
 
     def _busy(self, job_id: int) -> bool:
         return job_id in self._registrars or any(r.job_id == job_id for r in self._runs.values())
@@ -191,6 +185,9 @@ class Scenes(JobLoop):
         """The job's request and steps; a plug-in that no longer imports fails the job."""
         if job.id in self._prepared:
             return self._prepared[job.id]
+        # Arrow is loaded with the first job that runs, not by an idle bfd.
+        from bulkforge.daemon.scenes.items import Input
+
         try:
             request = ScenesRequest.of_spec(job.name, json.loads(job.spec))
             steps = await asyncio.to_thread(load_steps, list(request.steps))
@@ -343,7 +340,7 @@ class Scenes(JobLoop):
     ) -> None:
         """Run every item of the shard, streaming outcomes into the writer as they end."""
         loop = asyncio.get_running_loop()
-        queue = deque(claimed.items)
+        backlog = _Backlog(claimed.items)
         collected = _Collected()
         run.finished = collected.finished
 
@@ -354,9 +351,13 @@ class Scenes(JobLoop):
                 await loop.run_in_executor(thread, writer.add, batch)
 
         async def work() -> None:
-            while queue:
-                item = queue.popleft()
-                outcome, finished = await self._process(prepared, item)
+            while (entry := await backlog.next()) is not None:
+                item, tried = entry
+                try:
+                    outcome, finished = await self._process(prepared, item, tried)
+                except RetryLater as again:
+                    backlog.later(item, again)
+                    continue
                 run.remaining -= 1
                 collected.outcomes.append(outcome)
                 collected.finished.append(finished)
@@ -367,37 +368,38 @@ class Scenes(JobLoop):
         # A TaskGroup: when one worker fails, the others are cancelled and awaited.
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(len(queue), self._settings.max_connections)):
+                for _ in range(min(len(backlog), self._governor.max_connections)):
                     group.create_task(work())
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None
+        finally:
+            backlog.close()
         await flush()
 
     async def _process(
-        self, prepared: _Job, item: records.ItemRow
+        self, prepared: _Job, item: records.ItemRow, tried: int
     ) -> tuple[Outcome, records.Finished]:
-        """One item through its steps: its outcome for the shard and its row for the store."""
+        """One item through its steps: its outcome for the shard and its row for the store.
+
+        RetryLater when its fetch is to be tried again after a wait.
+        """
         try:
-            return await self._run_steps(prepared, item)
+            return await self._run_steps(prepared, item, tried)
         except StepFailed as failed:
             return _failure(item, failed, item.attempts + failed.attempts)
+        except RetryLater:
+            raise
         except Exception as exc:  # a bug or odd input must fail this item, not its shard
             logger.opt(exception=exc).warning("scenes: item {} failed unexpectedly", item.key)
             failed = StepFailed("internal", type(exc).__name__, f"{type(exc).__name__}: {exc}")
             return _failure(item, failed, item.attempts + 1)
 
     async def _run_steps(
-        self, prepared: _Job, item: records.ItemRow
+        self, prepared: _Job, item: records.ItemRow, tried: int
     ) -> tuple[Outcome, records.Finished]:
-        assert self._fetcher is not None
         request = prepared.request
         kept = item.kept()
-        async with self._slots:
-            self._fetching += 1
-            try:
-                fetched = await self._fetcher.fetch(item.url, request.max_size, request.timeout_s)
-            finally:
-                self._fetching -= 1
+        fetched = await self._fetcher.fetch(item.url, request.max_size, request.timeout_s, tried)
         data, meta = fetched.data, {"key": item.key, "url": item.url, **kept}
         if len(prepared.steps) > 1:
             data, meta = await asyncio.to_thread(run_after_fetch, prepared.steps, data, meta)
@@ -406,6 +408,44 @@ class Scenes(JobLoop):
         )
         attempts = item.attempts + fetched.attempts
         return outcome, records.Finished(item.id, SceneState.DONE, attempts, size=len(data))
+
+
+class _Backlog:
+    """A shard's items still to run. An item to be tried again is put aside for its
+    backoff and comes back after it, so its wait holds neither a connection nor one
+    of the shard's workers."""
+
+    def __init__(self, items: list[records.ItemRow]):
+        # (item, attempts already made in this run)
+        self._ready: deque[tuple[records.ItemRow, int]] = deque((item, 0) for item in items)
+        self._later: set[asyncio.TimerHandle] = set()
+        self._arrived = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._ready)
+
+    async def next(self) -> tuple[records.ItemRow, int] | None:
+        """The next item to run, waiting for one put aside; None once none is left."""
+        while not self._ready:
+            if not self._later:
+                return None
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self._ready.popleft()
+
+    def later(self, item: records.ItemRow, again: RetryLater) -> None:
+        def back() -> None:
+            self._later.discard(handle)
+            self._ready.append((item, again.attempts))
+            self._arrived.set()
+
+        handle = asyncio.get_running_loop().call_later(again.delay, back)
+        self._later.add(handle)
+
+    def close(self) -> None:
+        for handle in self._later:
+            handle.cancel()
+        self._later.clear()
 
 
 def _failure(

@@ -6,8 +6,11 @@ items `running`, and moved to `complete` in the same transaction that commits
 its items `done` or `failed`, which happens only once its files are durable.
 """
 
+from __future__ import annotations
+
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import apsw
 
@@ -19,13 +22,15 @@ from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines import scene as scene_machine
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.scene import SceneState
-from bulkforge.daemon.scenes.items import ItemChunk
 from bulkforge.daemon.store import (
     guarded_update,
     guarded_update_each,
     guarded_update_where,
     now_ms,
 )
+
+if TYPE_CHECKING:
+    from bulkforge.daemon.scenes.items import ItemChunk
 
 KIND = "scenes"
 S = SceneState

@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
-from bulkforge.daemon.scenes.items import Columns
 from bulkforge.daemon.validation import JobName, parse_size
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
@@ -15,6 +14,18 @@ DEFAULT_SHARD_SIZE = 10_000
 DEFAULT_FORMAT = "webdataset"
 DEFAULT_MAX_SIZE = 64 * 1024**2
 DEFAULT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The input's columns an item is made of: its key, its URL, those kept beside it."""
+
+    key: str
+    url: str
+    keep: tuple[str, ...] = ()
+
+    def wanted(self) -> list[str]:
+        return list(dict.fromkeys([self.key, self.url, *self.keep]))
 
 
 @dataclass(frozen=True)

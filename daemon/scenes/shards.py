@@ -31,10 +31,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from bulkforge.daemon.durable import (
     fsync_or_die,
@@ -42,6 +39,10 @@ from bulkforge.daemon.durable import (
     sync_files,
     write_durably,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 FORMATS = ("files", "webdataset", "parquet")
 # The index's own columns; a kept column of one of these names is indexed as input_<name>.
@@ -90,16 +91,21 @@ class ShardWriter:
     dest: Path
     index: int
     format: str
-    kept: pa.Schema = field(default_factory=lambda: pa.schema([]))
+    # The kept columns of the index; none when None.
+    kept: "pa.Schema | None" = None
     _rows: list[dict] = field(default_factory=list)
     _started: float = field(default_factory=time.monotonic)
     _tar: tarfile.TarFile | None = None
     _folder_files: list[Path] = field(default_factory=list)
-    _parquet: pq.ParquetWriter | None = None
+    _parquet: "pq.ParquetWriter | None" = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"unknown shard format {self.format!r}")
+        if self.kept is None:
+            import pyarrow as pa
+
+            self.kept = pa.schema([])
         self.dest.mkdir(parents=True, exist_ok=True)
         self.abandon()  # what an interrupted write of this shard left
         if self.format == "webdataset":
@@ -110,6 +116,8 @@ class ShardWriter:
         elif self.format == "files":
             self._temporary(self.name).mkdir()
         else:
+            import pyarrow.parquet as pq
+
             self._parquet = pq.ParquetWriter(
                 self._temporary(f"{self.name}.parquet"), self._schema()
             )
@@ -128,6 +136,8 @@ class ShardWriter:
             for outcome in outcomes:
                 self._add_members(outcome, self._add_to_tar)
         elif self._parquet is not None:
+            import pyarrow as pa
+
             for row, outcome in zip(rows, outcomes, strict=True):
                 row["data"] = outcome.data
             self._parquet.write_table(pa.Table.from_pylist(rows, schema=self._schema()))
@@ -183,7 +193,9 @@ class ShardWriter:
         }
         return row
 
-    def _schema(self) -> pa.Schema:
+    def _schema(self) -> "pa.Schema":
+        import pyarrow as pa
+
         fields = [pa.field("key", pa.string())]
         fields += [pa.field(_indexed(kept.name), kept.type) for kept in self.kept]
         fields += [pa.field(name, pa.string()) for name in ("status", "step", "error_class")]
@@ -231,6 +243,9 @@ class ShardWriter:
         return replace_durably(self._temporary(name), self.dest / name)
 
     def _index_bytes(self) -> bytes:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         buffer = pa.BufferOutputStream()
         pq.write_table(pa.Table.from_pylist(self._rows, schema=self._schema()), buffer)
         return buffer.getvalue().to_pybytes()

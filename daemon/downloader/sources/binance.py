@@ -10,11 +10,10 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import PurePosixPath
 
-import aiohttp
-
 from bulkforge.daemon.downloader.access import Access
 from bulkforge.daemon.downloader.manifest import FileEntry
-from bulkforge.daemon.transport import fail, status_failure, transport_failure
+from bulkforge.daemon.transfer.classify import fail, status_failure
+from bulkforge.daemon.transfer.engine import Engine
 
 CHECKSUM_SUFFIX = ".CHECKSUM"
 # "<hex>  name" (text mode) or "<hex> *name" (binary mode); a single space is tolerated.
@@ -80,17 +79,14 @@ def parse_checksum_file(text: str, expected_name: str) -> str:
 
 
 async def sidecar_sha256(
-    session: aiohttp.ClientSession, checksum_url: str, path: str, access: Access
+    engine: Engine, label: str, checksum_url: str, path: str, access: Access
 ) -> str:
     """The sha256 that the sidecar at checksum_url gives for the file at path."""
-    try:
-        url, headers = access.url(checksum_url), dict(access.headers)
-        async with session.get(url, headers=headers) as response:
-            if response.status != 200:
-                raise status_failure(response)
-            text = (await response.content.read(SIDECAR_MAX)).decode("utf-8", "replace")
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise transport_failure(exc) from None
+    url, headers = access.url(checksum_url), dict(access.headers)
+    async with engine.exchange(url, label=label, headers=headers) as response:
+        if response.status != 200:
+            raise status_failure(response)
+        text = (await response.content.read(SIDECAR_MAX)).decode("utf-8", "replace")
     try:
         return parse_checksum_file(text, PurePosixPath(path).name)
     except ValueError as exc:

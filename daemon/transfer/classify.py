@@ -1,33 +1,16 @@
-"""HTTP for every pipeline: one session per pipeline, one classification of failures.
+"""The one classification of transfer failures, for every kind.
 
 An origin's answer or a transport error becomes a `Failure` with a step and an
 error class (http_4xx, http_5xx, timeout, connect, reset, short_body), so files
-and items fail, retry and report in the same words.
+and items fail, retry and report in the same words. aiohttp is imported only
+once an error of its own is to be classified: by then it is loaded.
 """
 
 import email.utils
 import time
-
-import aiohttp
+from typing import Any
 
 from bulkforge.daemon.failures import Failure
-from bulkforge.daemon.settings import Settings
-
-
-def origin_session(settings: Settings) -> aiohttp.ClientSession:
-    """The HTTP client of a pipeline: its connection limits and timeouts from settings.
-
-    Bytes are stored as the origin sent them: no transparent decompression.
-    """
-    connector = aiohttp.TCPConnector(
-        limit=settings.max_connections,
-        limit_per_host=settings.per_host_connections,
-        ttl_dns_cache=300,
-    )
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
-    )
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
 
 
 class TransferFailed(Exception):
@@ -43,7 +26,7 @@ def fail(
     return TransferFailed(Failure(step, error_class, message, retryable, after))
 
 
-def retry_after(response: aiohttp.ClientResponse) -> float | None:
+def retry_after(response: Any) -> float | None:
     value = response.headers.get("retry-after")
     if value is None:
         return None
@@ -56,7 +39,7 @@ def retry_after(response: aiohttp.ClientResponse) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def status_failure(response: aiohttp.ClientResponse) -> TransferFailed:
+def status_failure(response: Any) -> TransferFailed:
     status = response.status
     reason = f"HTTP {status} {response.reason or ''}".strip()
     if status in (404, 410):
@@ -72,6 +55,8 @@ def status_failure(response: aiohttp.ClientResponse) -> TransferFailed:
 
 def transport_failure(exc: BaseException) -> TransferFailed:
     """The step and error class of an aiohttp or timeout error."""
+    import aiohttp
+
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return fail("connect", "timeout", "timed out connecting")
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):

@@ -1,0 +1,2 @@
+"""One transfer engine for every kind: a shared connection budget, one HTTP client,
+one classification of failures. See `engine.py`."""

@@ -3,7 +3,7 @@
     python bench/scenes_bench.py [--items 200000] [--size 20480] [--shard-size 10000]
                                  [--processes 2] [--threads 16] [--runs 1]
                                  [--reencode default|skip|off] [--tools bulkforge,img2dataset]
-                                 [--peer-venv D] [--work D] [--keep] [--record]
+                                 [--peer-venv D] [--work D] [--drop-caches] [--keep] [--record]
 
 nginx (Debian package nginx or nginx-light) serves --items JPEGs of exactly --size bytes on
 127.0.0.1, hard links to a few generated images under distinct names. The input is one Parquet
@@ -20,6 +20,12 @@ With resize_mode=no img2dataset still decodes every image and re-encodes it (see
 --reencode skip (skip_reencode) keeps the bytes but still decodes, --reencode off
 (disable_all_reencoding) neither decodes nor re-encodes, which is what bulkforge's
 fetch,verify steps do.
+
+Both tools get the same start: nginx keeps connections open (keepalive_requests 100000) and
+logs nothing, every run writes back what the previous tool left (sync), --drop-caches (root)
+empties the page cache before each tool, so neither finds the JPEGs or the input already in
+memory, and the order alternates run by run (run 1 in --tools order, run 2 reversed, ...), so
+with --runs 2 each tool goes first once.
 
 Prints a table, the ratio bulkforge / img2dataset and one JSON line; --record appends a
 section to bench/RESULTS.md.
@@ -355,9 +361,14 @@ def run_all(args, work: Path, python: Path | None, input_parquet: Path) -> dict[
     }
     results: dict[str, list[dict]] = {tool: [] for tool in args.tools}
     for run in range(args.runs):
-        for tool in list(results):
+        order = list(results) if run % 2 == 0 else list(reversed(results))
+        for tool in order:
+            if tool not in results:
+                continue
             dest = fresh(work / f"out-{tool}")
             os.sync()  # no tool pays for the previous one's writeback
+            if args.drop_caches:
+                Path("/proc/sys/vm/drop_caches").write_text("3\n")
             try:
                 result = runners[tool](dest, work / f"{tool}-run{run + 1}.log")
             except NotImplementedError as exc:  # a tool not built yet: the others still run
@@ -366,8 +377,9 @@ def run_all(args, work: Path, python: Path | None, input_parquet: Path) -> dict[
                 continue
             finally:
                 shutil.rmtree(dest, ignore_errors=True)
+            result["position"] = order.index(tool) + 1
             results[tool].append(result)
-            print(f"run {run + 1}: {tool} {line(args, result)}", flush=True)
+            print(f"run {run + 1}: {tool} (#{result['position']}) {line(args, result)}", flush=True)
     return results
 
 
@@ -395,6 +407,7 @@ def summarize(args, work: Path, results: dict[str, list[dict]], version: str | N
         "threads": args.threads,
         "reencode": args.reencode,
         "runs": args.runs,
+        "drop_caches": args.drop_caches,
         "img2dataset_version": version,
         "items_per_s_median": {tool: round(value, 1) for tool, value in rate.items()},
         "per_run": {tool: [_rounded(r) for r in rs] for tool, rs in results.items()},
@@ -554,6 +567,9 @@ def parse_args() -> argparse.Namespace:
         "--work",
         help="working directory, kept with its generated items for reuse (default: "
         "a new temp dir, deleted at the end unless --keep)",
+    )
+    parser.add_argument(
+        "--drop-caches", action="store_true", help="(root) empty the page cache before each tool"
     )
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")

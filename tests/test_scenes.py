@@ -393,3 +393,28 @@ def test_registration_killed_midway_resumes_where_it_stopped(make_daemon, tmp_pa
     rows = index_rows(tmp_path / "out")
     assert sorted(row[0] for row in rows) == keys
     assert daemon.stop() == 0
+
+
+def test_keys_and_kept_values_of_any_text_are_registered_exactly(daemon, tmp_path):
+    """Registration hands SQLite a chunk as JSON: quotes, backslashes, accents, emoji and
+    control characters must come back byte for byte, in the shard and in the store."""
+    odd = ['clé "quoted"', "back\\slash", "emoji 😀 k", "tab\tnew\nline", "null\x00byte"]
+    data = items(len(odd))
+    with Origin(data) as origin:
+        urls = [origin.url_for(name) for name in data]
+        table = {"key": odd, "url": urls, "caption": [f"«{key}»" for key in odd]}
+        path = tmp_path / "in.parquet"
+        pq.write_table(pa.table(table), path)
+        submit(daemon, "odd", path, tmp_path / "out", "--keep", "caption")
+        job = daemon.wait_state("odd", ENDED)
+    assert job.state == "completed", job.message
+    metas = {}
+    for tar in sorted((tmp_path / "out").glob("*.tar")):
+        for sample in wds.WebDataset(str(tar), shardshuffle=False):
+            meta = json.loads(sample["json"])
+            metas[meta["key"]] = meta["caption"]
+    assert metas == {key: f"«{key}»" for key in odd}
+    exported = daemon.bfctl_json("export", "odd", "--dest", str(tmp_path / "export"))
+    assert exported["successful"] == len(odd)
+    tokens = pq.read_table(tmp_path / "export" / "successful_tokens.parquet")
+    assert sorted(tokens.column("scene_token").to_pylist()) == sorted(odd)

@@ -206,14 +206,20 @@ class Scenes(JobLoop):
     # -- registration ----------------------------------------------------------------------
 
     async def _register(self, job: jobs.JobRow, prepared: _Job) -> None:
-        """Register the rest of the input, a chunk per commit, from where it stopped."""
+        """Register the rest of the input, a chunk per commit, from where it stopped.
+
+        The next chunk is read while the writer inserts this one: the store, not the
+        Parquet, sets the pace.
+        """
         try:
             progress = await self._readers.call(lambda conn: records.registration(conn, job.id))
             assert progress is not None
             _check_unchanged(prepared, progress.rows_total)
             chunks = prepared.source.chunks(progress.rows_read)
             at = progress.rows_read
-            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            reading = asyncio.ensure_future(asyncio.to_thread(next, chunks, None))
+            while (chunk := await reading) is not None:
+                reading = asyncio.ensure_future(asyncio.to_thread(next, chunks, None))
                 await self._writer.call(
                     lambda conn, chunk=chunk, at=at: records.register_chunk(conn, job.id, chunk, at)
                 )

@@ -256,7 +256,7 @@ def many_scenario(args, work: Path, source: Path, base: str) -> Scenario:
             "aria2c": aria2c(work, "many", rows, [f"-j{n}", "-x1"]),
             "curl": curl_parallel(work, rows, n),
         },
-        targets={"aria2c": 1.5, "curl": 1.0},
+        targets={"aria2c": 2.0, "curl": 0.5},
         note=f"bulkforge verifies sha256 and fsyncs each file and its directory before "
         f"committing; aria2c -j{n} verifies sha256 without fsync; curl --parallel does neither.",
         params={"files": args.files, "size": args.size},

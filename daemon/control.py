@@ -60,6 +60,7 @@ class SystemView:
     active_transfers: int
     holds: dict[str, str]
     max_connections: int
+    per_host_connections: int
     db_bytes: int
     wal_bytes: int
     durability: str
@@ -155,6 +156,7 @@ class Control:
             active_transfers=active_transfers,
             holds=holds,
             max_connections=governor.max_connections,
+            per_host_connections=governor.per_host_connections,
             db_bytes=db_bytes,
             wal_bytes=wal_bytes,
             durability=f"synchronous={SYNCHRONOUS}, WAL, group commit",

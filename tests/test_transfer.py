@@ -116,8 +116,9 @@ def test_system_set_changes_the_connection_limit_of_a_running_job(make_daemon, t
         daemon = make_daemon(*FAST_RETRIES, "--max-connections", "6").start()
         submit_download(daemon, tmp_path, origin, HOSTS[:1], files.download)
         wait_until(lambda: origin.meter.peak_requests == 6, what="six requests at once")
-        shown = daemon.bfctl_json("system", "--set", "max_connections=2")
-        assert shown["max_connections"] == 2
+        limits = ("--set", "max_connections=2", "--set", "per_host_connections=4")
+        shown = daemon.bfctl_json("system", *limits)
+        assert (shown["max_connections"], shown["per_host_connections"]) == (2, 4)
         time.sleep(0.6)  # the requests granted under the old limit end (0.25 s stall each)
         origin.meter.reset_peaks()
         job = daemon.wait_state("dl", ENDED, timeout=120)

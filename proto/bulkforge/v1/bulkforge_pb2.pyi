@@ -391,7 +391,7 @@ class Disk(_message.Message):
     def __init__(self, path: _Optional[str] = ..., total_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ...) -> None: ...
 
 class SystemResponse(_message.Message):
-    __slots__ = ("version", "pid", "uptime_s", "state_dir", "socket", "rss_bytes", "memory_cap", "cpu_workers", "disk_threshold", "bandwidth", "active_transfers", "max_connections", "db_bytes", "wal_bytes", "durability", "disks", "commits", "commit_p99_ms", "holds")
+    __slots__ = ("version", "pid", "uptime_s", "state_dir", "socket", "rss_bytes", "memory_cap", "cpu_workers", "disk_threshold", "bandwidth", "active_transfers", "max_connections", "db_bytes", "wal_bytes", "durability", "disks", "commits", "commit_p99_ms", "holds", "per_host_connections")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
@@ -411,6 +411,7 @@ class SystemResponse(_message.Message):
     COMMITS_FIELD_NUMBER: _ClassVar[int]
     COMMIT_P99_MS_FIELD_NUMBER: _ClassVar[int]
     HOLDS_FIELD_NUMBER: _ClassVar[int]
+    PER_HOST_CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     version: str
     pid: int
     uptime_s: float
@@ -430,7 +431,8 @@ class SystemResponse(_message.Message):
     commits: int
     commit_p99_ms: float
     holds: _containers.RepeatedCompositeFieldContainer[Hold]
-    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., state_dir: _Optional[str] = ..., socket: _Optional[str] = ..., rss_bytes: _Optional[int] = ..., memory_cap: _Optional[int] = ..., cpu_workers: _Optional[int] = ..., disk_threshold: _Optional[float] = ..., bandwidth: _Optional[int] = ..., active_transfers: _Optional[int] = ..., max_connections: _Optional[int] = ..., db_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., durability: _Optional[str] = ..., disks: _Optional[_Iterable[_Union[Disk, _Mapping]]] = ..., commits: _Optional[int] = ..., commit_p99_ms: _Optional[float] = ..., holds: _Optional[_Iterable[_Union[Hold, _Mapping]]] = ...) -> None: ...
+    per_host_connections: int
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., state_dir: _Optional[str] = ..., socket: _Optional[str] = ..., rss_bytes: _Optional[int] = ..., memory_cap: _Optional[int] = ..., cpu_workers: _Optional[int] = ..., disk_threshold: _Optional[float] = ..., bandwidth: _Optional[int] = ..., active_transfers: _Optional[int] = ..., max_connections: _Optional[int] = ..., db_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., durability: _Optional[str] = ..., disks: _Optional[_Iterable[_Union[Disk, _Mapping]]] = ..., commits: _Optional[int] = ..., commit_p99_ms: _Optional[float] = ..., holds: _Optional[_Iterable[_Union[Hold, _Mapping]]] = ..., per_host_connections: _Optional[int] = ...) -> None: ...
 
 class Hold(_message.Message):
     __slots__ = ("job", "reason")

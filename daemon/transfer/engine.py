@@ -7,7 +7,10 @@ for exactly as long as the request is on the network. Waiting between retries
 happens in the caller, outside any slot. Transport errors come out classified
 (`classify.py`), in the words `bfctl failures` uses.
 
-aiohttp is imported with the first request, so an idle bfd does not carry it.
+aiohttp is imported with the first request, so an idle bfd does not carry it. It
+carries the bytes rather than httpx: profiled on 2,000 x 256 KiB from loopback nginx,
+httpcore's per-request pool bookkeeping took ~15% of the event loop (bench/RESULTS.md).
+The transfer workers are to use libcurl instead (bench/client_bench.py).
 """
 
 from collections.abc import AsyncIterator, Mapping

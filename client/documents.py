@@ -147,6 +147,7 @@ def system_to_dict(response: pb.SystemResponse) -> dict[str, Any]:
     document = scalar_fields(response)
     document["disks"] = [scalar_fields(disk) for disk in response.disks]
     document["holds"] = [scalar_fields(hold) for hold in response.holds]
+    document["transfer_worker_pids"] = list(response.transfer_worker_pids)
     return document
 
 

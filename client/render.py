@@ -340,6 +340,11 @@ def print_system(response: pb.SystemResponse) -> None:
     for field, value in scalar_fields(response).items():
         show = SYSTEM_FORMATS.get(field, str)
         grid.add_row(system_label(field), styled(show(value)))
+    running = (
+        ", ".join(map(str, response.transfer_worker_pids))
+        or "none (they start with the first transfer)"
+    )
+    grid.add_row(system_label("transfer_worker_pids"), styled(running))
     out = console()
     out.print(grid)
     if response.disks:

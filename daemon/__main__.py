@@ -32,6 +32,9 @@ def parser() -> argparse.ArgumentParser:
     flags.add_argument("--bandwidth", metavar="RATE", help="e.g. 100MB/s; 0 = no cap")
     flags.add_argument("--max-connections", type=int, metavar="N", help="concurrent transfers")
     flags.add_argument("--per-host-connections", type=int, metavar="N", help="per origin host")
+    flags.add_argument(
+        "--transfer-workers", type=int, metavar="N", help="processes carrying the bytes"
+    )
     flags.add_argument("--segment-size", metavar="SIZE", help="parallel range size, e.g. 32MiB")
     flags.add_argument("--segments-per-file", type=int, metavar="N", help="ranges at once")
     flags.add_argument("--max-attempts", type=int, metavar="N", help="attempts per file")

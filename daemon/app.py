@@ -163,11 +163,12 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
         settings.cpu_workers,
         settings.max_connections,
         settings.per_host_connections,
+        settings.transfer_workers,
     )
     transfers = Engine(settings, governor)
     kinds = registry.build(Services(settings, store, governor, transfers, lifecycle.fatal))
     await store.writer.call(lambda conn: _boot_repair(conn, kinds))
-    control = Control(store, kinds, governor, settings)
+    control = Control(store, kinds, governor, settings, transfers)
     server, health_servicer = await _start_server(settings, control)
     runners = [asyncio.create_task(kind.runner.run(), name=kind.name) for kind in kinds]
     keepalive = asyncio.create_task(_report(notifier, store, control), name="sd_notify")

@@ -24,6 +24,7 @@ from bulkforge.daemon.machines.job import TERMINAL, JobState
 from bulkforge.daemon.pipeline import DiskBatches, ItemExport, Kinds, Rerun
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import SYNCHRONOUS, Store, now_ms
+from bulkforge.daemon.transfer.engine import Engine
 
 
 @dataclass
@@ -61,6 +62,8 @@ class SystemView:
     holds: dict[str, str]
     max_connections: int
     per_host_connections: int
+    transfer_workers: int
+    transfer_worker_pids: list[int]
     db_bytes: int
     wal_bytes: int
     durability: str
@@ -70,13 +73,16 @@ class SystemView:
 
 
 class Control:
-    def __init__(self, store: Store, kinds: Kinds, governor: Governor, settings: Settings):
+    def __init__(
+        self, store: Store, kinds: Kinds, governor: Governor, settings: Settings, transfers: Engine
+    ):
         self._store = store
         self._writer = store.writer
         self._readers = store.readers
         self._kinds = kinds
         self._governor = governor
         self._settings = settings
+        self._transfers = transfers
         self._started = time.monotonic()
 
     # -- reads -----------------------------------------------------------------------------
@@ -137,9 +143,12 @@ class Control:
         """The daemon, its governor and its store now."""
         # What the event loop changes is read on it; the store and the disks in a thread.
         active, holds = self.active_transfers, dict(self._governor.holds)
-        return await asyncio.to_thread(self._system, active, holds)
+        worker_pids = tuple(self._transfers.workers.pids())
+        return await asyncio.to_thread(self._system, active, holds, worker_pids)
 
-    def _system(self, active_transfers: int, holds: dict[str, str]) -> SystemView:
+    def _system(
+        self, active_transfers: int, holds: dict[str, str], worker_pids: tuple[int, ...]
+    ) -> SystemView:
         governor, settings, writer = self._governor, self._settings, self._store.writer
         db_bytes, wal_bytes = self._store.file_sizes()
         dests = sorted({job.dest for job in self._store.readers.read(jobs.all_jobs)})
@@ -157,6 +166,8 @@ class Control:
             holds=holds,
             max_connections=governor.max_connections,
             per_host_connections=governor.per_host_connections,
+            transfer_workers=governor.transfer_workers,
+            transfer_worker_pids=list(worker_pids),
             db_bytes=db_bytes,
             wal_bytes=wal_bytes,
             durability=f"synchronous={SYNCHRONOUS}, WAL, group commit",

@@ -5,7 +5,6 @@ worker processes, and remembers what it is holding back and why, for
 `bfctl system` and the jobs' messages.
 """
 
-import asyncio
 import contextlib
 import ctypes
 import ctypes.util
@@ -23,6 +22,7 @@ from pathlib import Path
 import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
+from bulkforge.daemon.bandwidth import Bandwidth
 from bulkforge.daemon.settings import Rate, Size
 
 # The start of a job's message while the disk threshold holds it back.
@@ -30,8 +30,6 @@ WAITING_FOR_SPACE = "waiting for space"
 WAITING_FOR_MEMORY = "waiting for memory"
 # RSS is measured at most this often (each scheduling pass asks).
 RSS_EVERY_S = 0.5
-# How far ahead of the average rate a burst may run, in seconds of the cap.
-BURST_S = 0.1
 # How often a worker process looks whether bfd, its parent, is still there.
 ORPHAN_CHECK_S = 0.5
 # How long closing waits for a worker's piece of work before ending the worker.
@@ -80,30 +78,6 @@ def give_back_memory() -> None:
     """Return freed heap pages to the kernel (glibc keeps them otherwise), where possible."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
-
-
-class Bandwidth:
-    """A token bucket shared by every transfer. A rate of 0 means no cap.
-
-    Takers may run into debt; each then sleeps until the bucket has paid it back,
-    so concurrent transfers share the cap and the long-run rate is exact.
-    """
-
-    def __init__(self, bytes_per_s: int):
-        self.rate = bytes_per_s
-        self._tokens = 0.0
-        self._last = time.monotonic()
-
-    async def take(self, count: int) -> None:
-        if self.rate <= 0:
-            return
-        now = time.monotonic()
-        burst = self.rate * BURST_S
-        self._tokens = min(burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        self._tokens -= count
-        if self._tokens < 0:
-            await asyncio.sleep(-self._tokens / self.rate)
 
 
 @dataclass(frozen=True)
@@ -158,6 +132,7 @@ class Limits(BaseModel):
     cpu_workers: int | None = Field(default=None, ge=1, le=1024)
     max_connections: int | None = Field(default=None, ge=1, le=1024)
     per_host_connections: int | None = Field(default=None, ge=1, le=1024)
+    transfer_workers: int | None = Field(default=None, ge=1, le=64)
 
 
 class Governor:
@@ -169,6 +144,7 @@ class Governor:
         cpu_workers: int = 1,
         max_connections: int = 16,
         per_host_connections: int = 16,
+        transfer_workers: int = 1,
     ):
         self.bandwidth = Bandwidth(bandwidth)
         self.disk = DiskThreshold(disk_threshold)
@@ -177,6 +153,8 @@ class Governor:
         # Requests on the network at once: across every job, and to any one origin host.
         self.max_connections = max_connections
         self.per_host_connections = per_host_connections
+        # Processes that carry the bytes of every transfer (daemon/transfer/workers.py).
+        self.transfer_workers = transfer_workers
         self._listeners: list[Callable[[], None]] = []
         # job name -> why the governor holds it back now.
         self.holds: dict[str, str] = {}
@@ -241,6 +219,8 @@ class Governor:
             self.max_connections = limits.max_connections
         if limits.per_host_connections is not None:
             self.per_host_connections = limits.per_host_connections
+        if limits.transfer_workers is not None:
+            self.transfer_workers = limits.transfer_workers
         for listener in self._listeners:
             listener()
 

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     per_host_connections: int = Field(
         default=16, ge=1, le=1024, description="Concurrent transfers to any one origin host."
     )
+    transfer_workers: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1),
+        ge=1,
+        le=64,
+        description="Processes that carry the bytes of every transfer (each a libcurl multi "
+        "handle); started with the first transfer.",
+    )
     segment_size: Size = Field(
         default=ByteSize(32 * 1024**2),
         ge=1024**2,

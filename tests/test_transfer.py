@@ -7,14 +7,21 @@ loop, it is two hosts to the daemon and its counts never race each other.
 """
 
 import hashlib
+import os
 import random
+import signal
+import tarfile
 import time
+from collections import Counter
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 from conftest import FAST_RETRIES, Dataset, manifest_rows, sha256_file, wait_until, write_manifest
 from origin import Fault, FaultKind, Origin
+
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 ENDED = {"completed", "failed", "cancelled"}
 SLOW = {"*": Fault(FaultKind.STALL, after_bytes=0, seconds=0.25)}
@@ -126,4 +133,159 @@ def test_system_set_changes_the_connection_limit_of_a_running_job(make_daemon, t
         assert origin.meter.peak_requests == 2
         refused = daemon.bfctl("system", "--set", "max_connections=0")
         assert refused.returncode != 0 and "max_connections" in refused.stderr
+        assert daemon.stop() == 0
+
+
+# -- transfer workers: processes that carry the bytes --------------------------------------
+
+
+def worker_pids(daemon, count: int | None = None) -> list[int]:
+    """The running transfer workers as bfd reports them (waiting for `count` of them)."""
+
+    def listed() -> list[int]:
+        return list(daemon.stub.System(pb.SystemRequest(), timeout=10).transfer_worker_pids)
+
+    if count is not None:
+        wait_until(lambda: len(listed()) == count, what=f"{count} transfer workers", timeout=30)
+    return listed()
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only its zombie (nothing of it runs)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def done_count(daemon, name: str) -> int:
+    return daemon.stub.Status(pb.JobRef(name=name), timeout=10).counts["done"]
+
+
+def tar_samples(dest: Path) -> Counter:
+    """(key, bytes) of every sample's content in every shard."""
+    seen: Counter = Counter()
+    for path in sorted(dest.glob("*.tar")):
+        with tarfile.open(path) as tar:
+            for member in tar.getmembers():
+                stem, _, extension = member.name.rpartition(".")
+                if extension == "jpg":
+                    seen[(stem, tar.extractfile(member).read())] += 1
+    return seen
+
+
+def test_kill_9_of_a_transfer_worker_mid_download_loses_and_repeats_nothing(make_daemon, tmp_path):
+    files = Files(160)
+    with Origin(files.download, SLOW) as origin:
+        daemon = make_daemon(*FAST_RETRIES, "--transfer-workers", "2").start()
+        submit_download(daemon, tmp_path, origin, HOSTS[:1], files.download)
+        wait_until(lambda: done_count(daemon, "dl") >= 20, what="20 files done")
+        victim, survivor = worker_pids(daemon, 2)
+        os.kill(victim, signal.SIGKILL)
+        # bfd answers at once, and starts a successor beside the survivor.
+        wait_until(lambda: victim not in worker_pids(daemon), what="the dead worker noticed")
+        assert len(daemon.bfctl_json("list")["jobs"]) == 1
+        assert done_count(daemon, "dl") < len(files.download), "killed too late to prove much"
+        job = daemon.wait_state("dl", ENDED, timeout=120)
+        assert job.state == "completed", job.message
+        assert dict(job.counts) == {"done": len(files.download)}
+        for name, data in files.download.items():
+            assert sha256_file(tmp_path / "files" / name) == hashlib.sha256(data).hexdigest()
+            # Fetched once, or once more if it was in the killed worker's hands.
+            assert len(origin.requests(name)) <= 2, name
+        pids = worker_pids(daemon, 2)
+        assert survivor in pids and victim not in pids
+        assert "transfer worker" in daemon.log.read_text()
+        assert not list((tmp_path / "files").rglob("*.partial"))
+        assert daemon.stop() == 0
+
+
+def test_kill_9_of_a_transfer_worker_mid_scenes_keeps_every_item_once(make_daemon, tmp_path):
+    files = Files(240)
+    names = list(files.scenes)
+    with Origin(files.scenes, SLOW) as origin:
+        daemon = make_daemon(*FAST_RETRIES, "--transfer-workers", "2").start()
+        submit_scenes(daemon, tmp_path, origin, HOSTS[:1], names, "--shard-size", "40")
+        wait_until(lambda: done_count(daemon, "sc") >= 30, what="30 items done")
+        victim = worker_pids(daemon, 2)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: victim not in worker_pids(daemon), what="the dead worker noticed")
+        assert done_count(daemon, "sc") < len(names), "killed too late to prove much"
+        job = daemon.wait_state("sc", ENDED, timeout=120)
+        assert job.state == "completed", job.message
+        assert daemon.stop() == 0
+    samples = tar_samples(tmp_path / "shards")
+    expected = {(f"k{n:03d}", files.scenes[name]) for n, name in enumerate(names)}
+    assert set(samples) == expected, "an item is missing or its bytes differ"
+    assert set(samples.values()) == {1}, "an item was stored twice"
+
+
+def test_workers_end_with_a_killed_daemon_and_the_restart_repairs(make_daemon, tmp_path):
+    files = Files(160)
+    with Origin(files.download, SLOW) as origin:
+        daemon = make_daemon(*FAST_RETRIES, "--transfer-workers", "2").start()
+        submit_download(daemon, tmp_path, origin, HOSTS[:1], files.download)
+        wait_until(lambda: done_count(daemon, "dl") >= 20, what="20 files done")
+        pids = worker_pids(daemon, 2)
+        daemon.kill9()
+        wait_until(lambda: all(gone(pid) for pid in pids), what="the workers to end", timeout=5)
+        dest = tmp_path / "files"
+        before = {path: path.stat().st_size for path in dest.rglob("*") if path.is_file()}
+        time.sleep(1.0)  # a worker still running would go on writing partials here
+        after = {path: path.stat().st_size for path in dest.rglob("*") if path.is_file()}
+        assert before == after, "something went on writing after bfd was killed"
+        daemon.start()
+        job = daemon.wait_state("dl", ENDED, timeout=120)
+        assert job.state == "completed", job.message
+        for name, data in files.download.items():
+            assert sha256_file(dest / name) == hashlib.sha256(data).hexdigest()
+        assert daemon.stop() == 0
+
+
+def test_system_set_transfer_workers_resizes_the_pool_while_a_job_runs(make_daemon, tmp_path):
+    files = Files(240)
+    with Origin(files.download, SLOW) as origin:
+        daemon = make_daemon(*FAST_RETRIES, "--transfer-workers", "1").start()
+        assert worker_pids(daemon) == [], "workers start with the first transfer, not before"
+        submit_download(daemon, tmp_path, origin, HOSTS[:1], files.download)
+        first = worker_pids(daemon, 1)
+        shown = daemon.bfctl_json("system", "--set", "transfer_workers=3")
+        assert shown["transfer_workers"] == 3
+        grown = worker_pids(daemon, 3)
+        assert set(first) <= set(grown)
+        daemon.bfctl_json("system", "--set", "transfer_workers=1")
+        shrunk = worker_pids(daemon, 1)
+        assert done_count(daemon, "dl") < len(files.download), "the job ended before the test"
+        job = daemon.wait_state("dl", ENDED, timeout=120)
+        assert job.state == "completed", job.message
+        for name, data in files.download.items():
+            assert sha256_file(tmp_path / "files" / name) == hashlib.sha256(data).hexdigest()
+        assert worker_pids(daemon) == shrunk
+        refused = daemon.bfctl("system", "--set", "transfer_workers=0")
+        assert refused.returncode != 0 and "transfer_workers" in refused.stderr
+        assert daemon.stop() == 0
+
+
+def test_a_worker_that_keeps_dying_is_restarted_ever_later_and_reported(make_daemon, tmp_path):
+    files = Files(200)
+    with Origin(files.download, SLOW) as origin:
+        daemon = make_daemon(*FAST_RETRIES, "--transfer-workers", "1").start()
+        submit_download(daemon, tmp_path, origin, HOSTS[:1], files.download)
+        starts = []
+        for _ in range(4):
+            (pid,) = worker_pids(daemon, 1)
+            starts.append(time.monotonic())
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda pid=pid: pid not in worker_pids(daemon), what="death noticed")
+        (pid,) = worker_pids(daemon, 1)
+        restarted = time.monotonic()
+        holds = daemon.bfctl_json("system")["holds"]
+        # The fourth death in a minute waits 2 s before the next start (0, 0.5, 1, 2 s).
+        assert restarted - starts[-1] >= 1.8
+        assert any("died 4 times" in hold["reason"] for hold in holds), holds
+        job = daemon.wait_state("dl", ENDED, timeout=120)
+        assert job.state == "completed", job.message
+        assert not any(
+            "transfer worker" in h["reason"] for h in daemon.bfctl_json("system")["holds"]
+        )
         assert daemon.stop() == 0

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=limit,
         metavar="KEY=VALUE",
         help="change a limit now: bandwidth=50MB/s, disk_threshold=0.8, memory_cap=4GiB, "
-        "cpu_workers=4, max_connections=32, per_host_connections=8 (until bfd restarts); "
+        "cpu_workers=4, max_connections=32, per_host_connections=8, transfer_workers=2 "
+        "(until bfd restarts); "
         "repeat for more",
     )
 

@@ -9,13 +9,11 @@ them; a failed fsync is `DiskFatal`, which stops the daemon.
 import asyncio
 import contextlib
 import dataclasses
-import errno
 import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 from bulkforge.daemon.downloader.access import PUBLIC, Access
 from bulkforge.daemon.downloader.files import FileRow
@@ -31,17 +29,18 @@ from bulkforge.daemon.downloader.segments import (
     fetch_all,
     preallocate,
 )
-from bulkforge.daemon.durable import DiskFatal, make_dirs
+from bulkforge.daemon.durable import make_dirs
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.daemon.transfer.classify import fail, status_failure
 from bulkforge.daemon.transfer.engine import Engine
+from bulkforge.daemon.transfer.failed import fail
+from bulkforge.daemon.transfer.protocol import (
+    RANGES_REFUSED,
+    RESTART,
+    ToFile,
+    ToRange,
+    validator_of,
+)
 
-if TYPE_CHECKING:
-    from aiohttp import ClientResponse
-
-CHUNK = 256 * 1024
-# Received bytes gathered before one worker-thread hop writes and hashes them.
-FLUSH_AT = 256 * 1024
 HASH_READ = 1024 * 1024
 
 
@@ -94,23 +93,6 @@ def _hash_file(path: Path, hasher, limit: int | None = None) -> int:
                 hasher.update(block)
             done += len(block)
     return done
-
-
-def _validator(response: "ClientResponse") -> str | None:
-    """A validator usable in If-Range: a strong ETag, else Last-Modified."""
-    etag = response.headers.get("etag")
-    if etag and not etag.startswith("W/"):
-        return etag
-    return response.headers.get("last-modified")
-
-
-def _range_start(response: "ClientResponse") -> int | None:
-    content_range = response.headers.get("content-range", "")
-    try:
-        unit, rest = content_range.split(" ", 1)
-        return int(rest.split("-", 1)[0]) if unit == "bytes" else None
-    except ValueError:
-        return None
 
 
 class Fetcher:
@@ -202,48 +184,42 @@ class Fetcher:
             # Done ranges count only in the partial they were written to, of the same version.
             await self._ledger.forget(row.id)
             segments, resuming = await self._ledger.plan(row.id, row.size), False
-        fd = await asyncio.to_thread(_open_for_ranges, partial, row.size, resuming)
+        await asyncio.to_thread(_preallocate, partial, row.size, resuming)
         fetch = RangeFetch(
             url=access.url(row.url),
             headers=access.headers,
-            fd=fd,
+            partial=str(partial),
             validator=row.validator if resuming else None,
             progress=progress,
-            throttle=self._engine.throttle,
             on_validator=on_validator,
         )
+        progress(sum(s.stop - s.start for s in segments if s.done))
+        hasher, expected, kind = _hasher(row)
+        prefix = PrefixHasher(hasher, str(partial), segments) if hasher else None
+        hashing = asyncio.create_task(prefix.run()) if prefix else None
         try:
-            progress(sum(s.stop - s.start for s in segments if s.done))
-            hasher, expected, kind = _hasher(row)
-            prefix = PrefixHasher(hasher, str(partial), segments) if hasher else None
-            hashing = asyncio.create_task(prefix.run()) if prefix else None
-            try:
-                await fetch_all(
-                    fetch,
-                    segments,
-                    self._ledger,
-                    row.id,
-                    self._fetch_range,
-                    prefix.mark_done if prefix else lambda idx: None,
-                )
-                if hashing is not None:
-                    try:
-                        await hashing
-                    except OSError as exc:
-                        raise fail("verify", "io", f"cannot read back {partial}: {exc}") from None
-            finally:
-                if hashing is not None and not hashing.done():
-                    hashing.cancel()
-                    await asyncio.gather(hashing, return_exceptions=True)
+            await fetch_all(
+                fetch,
+                segments,
+                self._ledger,
+                row.id,
+                self._fetch_range,
+                prefix.mark_done if prefix else lambda idx: None,
+            )
+            if hashing is not None:
+                try:
+                    await hashing
+                except OSError as exc:
+                    raise fail("verify", "io", f"cannot read back {partial}: {exc}") from None
         finally:
-            # Cancelled ranges may still be writing in their threads: never close under them.
-            await asyncio.shield(fetch.settle())
-            os.close(fd)
+            if hashing is not None and not hashing.done():
+                hashing.cancel()
+                await asyncio.gather(hashing, return_exceptions=True)
         digest = hasher.hexdigest() if hasher else None
         return Received(partial, target, row.size, digest, expected, kind)
 
     async def _fetch_range(self, fetch: RangeFetch, segment: Segment) -> None:
-        """One range into its place in the partial, fsynced before the caller marks it done."""
+        """One range into its place in the partial, fsynced (by the worker) before it returns."""
         headers = {
             **fetch.headers,
             "accept-encoding": "identity",
@@ -251,26 +227,18 @@ class Fetcher:
         }
         if fetch.validator:
             headers["if-range"] = fetch.validator
-        position = segment.start
-        async with self._engine.exchange(fetch.url, label=KIND, headers=headers) as response:
-            _accept_range(response, segment, fetch)
-            async for chunk in response.content.iter_chunked(CHUNK):
-                if position + len(chunk) > segment.stop:
-                    raise fail("transfer", "size", "the origin sent past the range asked")
-                await fetch.io(_pwrite_all, fetch.fd, chunk, position)
-                position += len(chunk)
-                fetch.progress(len(chunk))
-                await fetch.throttle(len(chunk))
-        if position != segment.stop:
-            raise fail(
-                "transfer",
-                "short_body",
-                f"range {segment.start}-{segment.stop - 1} ended at byte {position}",
-            )
-        try:
-            await fetch.io(os.fsync, fetch.fd)
-        except OSError as exc:
-            raise DiskFatal(f"cannot fsync a range of {fetch.url}: {exc}") from exc
+        sink = ToRange(fetch.partial, segment.start, segment.stop)
+        answer = await self._engine.run(
+            fetch.url, sink, label=KIND, headers=headers, progress=fetch.progress
+        )
+        if answer.refused == RANGES_REFUSED:
+            raise RangesRefused()
+        validator = validator_of(answer.headers)
+        if fetch.validator is None:
+            fetch.validator = validator
+            fetch.on_validator(validator)
+        elif validator != fetch.validator:
+            raise RangesRefused()  # the file changed between two of its ranges
 
     async def _stream(
         self,
@@ -286,79 +254,28 @@ class Fetcher:
         if offset:
             headers["range"] = f"bytes={offset}-"
             headers["if-range"] = row.validator or ""
-        url = access.url(row.url)
-        async with self._engine.exchange(url, label=KIND, headers=headers) as response:
-            offset = self._accept(response, row, offset)
-            validator = _validator(response)
-            if validator != row.validator:
+        _, expected, kind = _hasher(row)
+        sink = ToFile(str(partial), offset, kind, row.size, _html_may_be_the_file(row.path))
+        told = row.validator
+
+        def heard(validator: str | None) -> None:
+            nonlocal told
+            if validator != told:
+                told = validator
                 on_validator(validator)
-            hasher, expected, kind = _hasher(row)
-            if offset and hasher is not None:
-                await asyncio.to_thread(_hash_file, partial, hasher, offset)
-            size = await self._write_body(response, partial, offset, hasher, row, progress)
-        digest = hasher.hexdigest() if hasher else None
-        return Received(partial, target, size, digest, expected, kind)
 
-    def _accept(self, response: "ClientResponse", row: FileRow, offset: int) -> int:
-        """Check the status; returns the offset the body starts at (0 when it restarts)."""
-        status = response.status
-        if status == 200:
-            return 0
-        if status == 206 and offset:
-            if _range_start(response) != offset:
-                raise _RestartFromZero()
-            return offset
-        if status == 416 and offset:
+        answer = await self._engine.run(
+            access.url(row.url),
+            sink,
+            label=KIND,
+            headers=headers,
+            progress=progress,
+            on_head=heard,
+        )
+        if answer.refused == RESTART:
             raise _RestartFromZero()
-        raise status_failure(response)
-
-    async def _write_body(
-        self, response, partial: Path, offset: int, hasher, row: FileRow, progress
-    ) -> int:
-        announced = response.headers.get("content-length")
-        if _html_instead_of_file(response, row, offset, announced):
-            raise fail(
-                "transfer",
-                "html",
-                f"the origin answered {response.status} with an HTML page, not the file "
-                "(an error page, a login or a captive portal?)",
-            )
-        if row.size is not None and announced is not None and offset + int(announced) != row.size:
-            raise fail(
-                "transfer",
-                "size",
-                f"the origin announces {offset + int(announced)} bytes, "
-                f"the manifest says {row.size}",
-            )
-        received = offset
-        if offset:
-            progress(offset)
-        sink = _PartialSink(partial, offset, hasher)
-        # Creating the file, copying into the page cache and hashing cost more of the
-        # event loop than the network does: they run in a worker thread, a hop per
-        # FLUSH_AT bytes, so a small file is opened, written and closed in one hop.
-        pending: list[bytes] = []
-        buffered = 0
-        try:
-            async for chunk in response.content.iter_chunked(CHUNK):
-                received += len(chunk)
-                if row.size is not None and received > row.size:
-                    raise fail("transfer", "size", f"more than the {row.size} bytes expected")
-                pending.append(chunk)
-                buffered += len(chunk)
-                if buffered >= FLUSH_AT:
-                    await asyncio.to_thread(sink.write, pending)
-                    pending, buffered = [], 0
-                progress(len(chunk))
-                await self._engine.throttle(len(chunk))
-            await asyncio.to_thread(sink.finish, pending)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise fail("transfer", "no_space", f"no space left on {partial.parent}") from None
-            raise fail("transfer", "io", f"cannot write {partial}: {exc.strerror}") from None
-        finally:
-            sink.abandon()
-        return received
+        heard(validator_of(answer.headers))
+        return Received(partial, target, answer.size, answer.digest, expected, kind)
 
     def _matching_target(self, row: FileRow, target: Path) -> Received | None:
         """A target already in place whose checksum proves it (a crash after the rename).
@@ -413,84 +330,19 @@ def _prepare_dir(dest: Path, directory: Path) -> None:
         raise fail("transfer", "io", f"cannot create {exc.filename}: {exc.strerror}") from None
 
 
-def _html_instead_of_file(
-    response: "ClientResponse", row: FileRow, offset: int, announced: str | None
-) -> bool:
-    """An HTML page where a file that is not HTML, or not of this size, was expected."""
-    if not response.content_type.startswith("text/html"):
-        return False
-    if PurePosixPath(row.path).suffix.lower() in (".html", ".htm"):
-        return False
-    return row.size is None or announced is None or offset + int(announced) != row.size
+def _html_may_be_the_file(path: str) -> bool:
+    """An HTML answer is an error page unless the file itself is HTML."""
+    return PurePosixPath(path).suffix.lower() in (".html", ".htm")
 
 
-def _accept_range(response: "ClientResponse", segment: Segment, fetch: RangeFetch) -> None:
-    """A 206 for exactly this range of the same version, or the file goes back to one stream."""
-    if response.status == 200:
-        raise RangesRefused()
-    if response.status != 206:
-        raise status_failure(response)
-    if _range_start(response) != segment.start:
-        raise RangesRefused()
-    validator = _validator(response)
-    if fetch.validator is None:
-        fetch.validator = validator
-        fetch.on_validator(validator)
-    elif validator != fetch.validator:
-        raise RangesRefused()
-
-
-def _open_for_ranges(partial: Path, size: int, resuming: bool) -> int:
+def _preallocate(partial: Path, size: int, resuming: bool) -> None:
     fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    if not resuming:
-        os.ftruncate(fd, 0)  # nothing of an older partial is trusted
-    preallocate(fd, size)
-    return fd
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
-
-
-class _PartialSink:
-    """Appends received chunks to the partial file and the hasher, in order."""
-
-    def __init__(self, partial: Path, offset: int, hasher):
-        self._partial = partial
-        self._offset = offset
-        self._hasher = hasher
-        self.handle = None
-
-    def open(self) -> None:
-        # No symlink planted at <path>.partial may carry the bytes outside dest.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
-        self.handle = os.fdopen(os.open(self._partial, flags, 0o644), "wb")
-        self.handle.seek(self._offset)
-        self.handle.truncate()
-
-    def write(self, chunks: list[bytes]) -> None:
-        if self.handle is None:
-            self.open()
-        for chunk in chunks:
-            self.handle.write(chunk)
-            if self._hasher is not None:
-                self._hasher.update(chunk)
-
-    def finish(self, chunks: list[bytes]) -> None:
-        """Write the last chunks and close; a failed final flush is an error like any write."""
-        self.write(chunks)
-        handle, self.handle = self.handle, None
-        handle.close()
-
-    def abandon(self) -> None:
-        """Close after a failure; the partial is resumed or replaced later."""
-        if self.handle is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self.handle.close()
-            self.handle = None
+    try:
+        if not resuming:
+            os.ftruncate(fd, 0)  # nothing of an older partial is trusted
+        preallocate(fd, size)
+    finally:
+        os.close(fd)
 
 
 class _RestartFromZero(Exception):

@@ -4,12 +4,16 @@ Every function takes a connection and runs inside a writer operation or a
 reader call; the file machine's table is checked before every write.
 """
 
+import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
+from bulkforge.daemon.downloader.paths import partial_path, resolve_inside
+from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.failures import Failure, FailureRow, retry_filter
 from bulkforge.daemon.machines.file import FileState, check_transition
 from bulkforge.daemon.store import guarded_update, guarded_update_where, now_ms
@@ -216,16 +220,28 @@ def failed_count(conn: apsw.Connection, job_id: int) -> int:
 
 
 def repair_in_flight(conn: apsw.Connection) -> int:
-    """Boot repair: files a crash left downloading or verifying go back to pending."""
+    """Boot repair: files a crash left downloading or verifying go back to pending.
+
+    A partial without the origin's validator cannot be resumed (it is fetched again
+    from zero): it is removed, so it does not hold space that the disk threshold
+    would otherwise keep the file itself from.
+    """
     stranded = conn.execute(
-        "SELECT files.id, files.state, files.path, jobs.name FROM files "
-        "JOIN jobs ON jobs.id = files.job_id "
+        "SELECT files.id, files.state, files.path, files.validator, jobs.name, jobs.dest "
+        "FROM files JOIN jobs ON jobs.id = files.job_id "
         "WHERE files.state IN ('downloading', 'verifying')"
     ).fetchall()
-    for file_id, state, path, job_name in stranded:
+    for file_id, state, path, validator, job_name, dest in stranded:
         to_pending(conn, file_id, FileState(state))
         logger.info("repair: job {} file {} was {} at shutdown -> pending", job_name, path, state)
+        if validator is None:
+            _drop_partial(Path(dest), path)
     return len(stranded)
+
+
+def _drop_partial(dest: Path, path: str) -> None:
+    with contextlib.suppress(InvalidArgument, OSError):
+        partial_path(resolve_inside(dest, path)).unlink(missing_ok=True)
 
 
 def failures(conn: apsw.Connection, job_id: int, step: str, limit: int) -> list[FailureRow]:

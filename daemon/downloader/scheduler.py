@@ -47,7 +47,7 @@ from bulkforge.daemon.machines.file import IN_FLIGHT, FileState
 from bulkforge.daemon.machines.job import RUNNABLE, JobState
 from bulkforge.daemon.pipeline import Services
 from bulkforge.daemon.store import StoreFatal, now_ms
-from bulkforge.daemon.transfer.classify import TransferFailed
+from bulkforge.daemon.transfer.failed import TransferFailed
 
 IDLE_POLL_S = 1.0
 # Files claimed per transfer slot (see _slots).

@@ -2,8 +2,8 @@
 
 The ranges of a file are planned once and stored. Each range is fetched with
 its own `Range` request (with `If-Range` once the origin's validator is known),
-written in place with pwrite into a partial preallocated to the full size, and
-marked done only after the partial is fsynced. After a restart only the ranges
+written in place by a transfer worker into a partial preallocated to the full
+size, and marked done only after the worker fsynced it. After a restart only the ranges
 not done are fetched. The whole file is hashed once at the end. An origin that
 answers a range with 200 (it ignores Range, or the file changed) sends the file
 back to a single stream from zero.
@@ -12,8 +12,7 @@ back to a single stream from zero.
 import asyncio
 import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import apsw
 
@@ -80,35 +79,16 @@ class Ledger:
         await self._writer.call(lambda c: forget(c, file_id))
 
 
-# Range writes and fsyncs get their own threads: a multi-GB file must not crowd out
-# the store's readers (status, watch) on the loop's default executor.
-RANGE_IO = ThreadPoolExecutor(max_workers=8, thread_name_prefix="range-io")
-
-
 @dataclass
 class RangeFetch:
     """What fetching the ranges of one file shares."""
 
     url: str
     headers: Mapping[str, str]
-    fd: int
+    partial: str
     validator: str | None
     progress: Callable[[int], None]
-    throttle: Callable[[int], object]
     on_validator: Callable[[str | None], None]
-    pending: set[Future] = field(default_factory=set)
-
-    async def io(self, fn: Callable, *args) -> None:
-        """Run fn(*args) on the range threads; tracked, so the fd outlives every call."""
-        future = RANGE_IO.submit(fn, *args)
-        self.pending.add(future)
-        future.add_done_callback(self.pending.discard)
-        await asyncio.wrap_future(future)
-
-    async def settle(self) -> None:
-        """Wait for writes still running after their range was cancelled."""
-        if self.pending:
-            await asyncio.to_thread(wait, list(self.pending))
 
 
 class PrefixHasher:

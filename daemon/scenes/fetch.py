@@ -18,8 +18,8 @@ from bulkforge.daemon.failures import Failure, backoff_s
 from bulkforge.daemon.scenes.records import KIND
 from bulkforge.daemon.scenes.steps import FETCH, StepFailed
 from bulkforge.daemon.settings import Settings
-from bulkforge.daemon.transfer.classify import TransferFailed
 from bulkforge.daemon.transfer.engine import Engine
+from bulkforge.daemon.transfer.failed import TransferFailed
 
 _EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,5})$")
 

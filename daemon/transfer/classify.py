@@ -1,33 +1,26 @@
 """The one classification of transfer failures, for every kind.
 
-An origin's answer or a transport error becomes a `Failure` with a step and an
-error class (http_4xx, http_5xx, timeout, connect, reset, short_body), so files
-and items fail, retry and report in the same words. aiohttp is imported only
-once an error of its own is to be classified: by then it is loaded.
+An origin's answer or a libcurl error becomes a `Miss` with a step and an error
+class (http_4xx, http_5xx, timeout, connect, reset, short_body), so files and
+items fail, retry and report in the same words. Runs in the transfer workers:
+standard library only.
 """
 
 import email.utils
 import time
-from typing import Any
 
-from bulkforge.daemon.failures import Failure
+import pycurl
 
+from bulkforge.daemon.transfer.protocol import Miss
 
-class TransferFailed(Exception):
-    def __init__(self, failure: Failure):
-        super().__init__(failure.message)
-        self.failure = failure
-
-
-def fail(
-    step: str, error_class: str, message: str, retryable: bool = True, after: float | None = None
-) -> TransferFailed:
-    """A failure to raise: retryable unless the origin said it never will be."""
-    return TransferFailed(Failure(step, error_class, message, retryable, after))
+# libcurl's error codes (curl/curl.h), by what they mean for a retry.
+_CONNECT = {pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_RESOLVE_PROXY, pycurl.E_COULDNT_CONNECT}
+_RESET = {pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR, pycurl.E_GOT_NOTHING}
+_SHORT = {pycurl.E_PARTIAL_FILE}
 
 
-def retry_after(response: Any) -> float | None:
-    value = response.headers.get("retry-after")
+def retry_after(headers: dict[str, str]) -> float | None:
+    value = headers.get("retry-after")
     if value is None:
         return None
     if value.strip().isdigit():
@@ -39,39 +32,39 @@ def retry_after(response: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def status_failure(response: Any) -> TransferFailed:
-    status = response.status
-    reason = f"HTTP {status} {response.reason or ''}".strip()
+def status_miss(status: int, reason: str, headers: dict[str, str]) -> Miss:
+    said = f"HTTP {status} {reason}".strip()
     if status in (404, 410):
-        return fail("connect", "http_4xx", f"{reason}: the origin does not have it", False)
+        return Miss("connect", "http_4xx", f"{said}: the origin does not have it", False)
     if status == 429:
-        return fail("connect", "http_4xx", reason, True, retry_after(response))
+        return Miss("connect", "http_4xx", said, True, retry_after(headers))
     if 400 <= status < 500:
-        return fail("connect", "http_4xx", reason, status in (408, 425))
+        return Miss("connect", "http_4xx", said, status in (408, 425))
     if status >= 500:
-        return fail("connect", "http_5xx", reason, True, retry_after(response))
-    return fail("connect", "http_other", f"unexpected {reason}")
+        return Miss("connect", "http_5xx", said, True, retry_after(headers))
+    return Miss("connect", "http_other", f"unexpected {said}")
 
 
-def transport_failure(exc: BaseException) -> TransferFailed:
-    """The step and error class of an aiohttp or timeout error."""
-    import aiohttp
-
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return fail("connect", "timeout", "timed out connecting")
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        return fail("transfer", "timeout", "the origin went silent (read timeout)")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return fail("connect", "connect", f"cannot connect: {exc.os_error}")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return fail("transfer", "short_body", f"the origin broke off: {cause(exc)}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
-        return fail("transfer", "reset", f"connection lost: {cause(exc)}")
-    return fail("transfer", "http", f"{type(exc).__name__}: {exc}")
+def curl_miss(code: int, message: str, connected: bool) -> Miss:
+    """The step and error class of a libcurl error; `connected` once the origin answered."""
+    if code == pycurl.E_OPERATION_TIMEDOUT:
+        if not connected:
+            return Miss("connect", "timeout", "timed out connecting")
+        return Miss("transfer", "timeout", f"the transfer took too long ({message})")
+    if code in _CONNECT:
+        return Miss("connect", "connect", f"cannot connect: {message}")
+    if code in _SHORT:
+        return Miss("transfer", "short_body", f"the origin broke off: {message}")
+    if code in _RESET:
+        return Miss("transfer", "reset", f"connection lost: {message}")
+    return Miss("transfer", "http", f"curl error {code}: {message}")
 
 
-def cause(exc: BaseException) -> str:
-    """aiohttp wraps the interesting error (a reset, a short body) one or two levels down."""
-    while exc.__cause__ is not None and str(exc.__cause__):
-        exc = exc.__cause__
-    return str(exc) or type(exc).__name__
+def read_timeout(seconds: float) -> Miss:
+    return Miss("transfer", "timeout", f"the origin went silent for {seconds:g} s (read timeout)")
+
+
+def too_large(size: int, limit: int) -> Miss:
+    return Miss(
+        "transfer", "too_large", f"the body is over {limit:,} bytes ({size:,} so far)", False
+    )

@@ -1,27 +1,24 @@
-"""The transfer engine: the one HTTP client every kind hands its requests to.
+"""The transfer engine: the one way every kind moves bytes over HTTP.
 
 Downloads, scenes (and later the fleet) do not open sessions of their own: each
-request goes through `exchange` or `get`, which holds one slot of the shared
+request goes through `run` (or `get`), which holds one slot of the shared
 `Budget` (a global and a per-host connection limit across every job and kind)
-for exactly as long as the request is on the network. Waiting between retries
-happens in the caller, outside any slot. Transport errors come out classified
-(`classify.py`), in the words `bfctl failures` uses.
-
-aiohttp is imported with the first request, so an idle bfd does not carry it. It
-carries the bytes rather than httpx: profiled on 2,000 x 256 KiB from loopback nginx,
-httpcore's per-request pool bookkeeping took ~15% of the event loop (bench/RESULTS.md).
-The transfer workers are to use libcurl instead (bench/client_bench.py).
+for exactly as long as the request is on the network, and hands it to a
+transfer worker process (workers.py) that carries the bytes into the order's
+sink. Waiting between retries happens in the caller, outside any slot. Failures
+come out classified (`classify.py`), in the words `bfctl failures` uses.
 """
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.transfer.budget import Budget
-from bulkforge.daemon.transfer.classify import fail, status_failure, transport_failure
+from bulkforge.daemon.transfer.failed import failed_by
+from bulkforge.daemon.transfer.protocol import Answer, Sink, ToMemory, validator_of
+from bulkforge.daemon.transfer.workers import Workers
 
 
 @dataclass(frozen=True)
@@ -30,91 +27,60 @@ class Body:
     content_type: str
 
 
+def _ignore(_: object) -> None:
+    pass
+
+
 class Engine:
     def __init__(self, settings: Settings, governor: Governor):
-        self._settings = settings
-        self._governor = governor
         self.budget = Budget(lambda: (governor.max_connections, governor.per_host_connections))
         governor.on_change(self.budget.grant)
-        self._session: Any = None
+        self.workers = Workers(settings, governor)
 
-    async def throttle(self, count: int) -> None:
-        """Wait as the one bandwidth bucket asks for `count` bytes received."""
-        await self._governor.bandwidth.take(count)
+    async def run(
+        self,
+        url: str,
+        sink: Sink,
+        *,
+        label: str,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+        progress: Callable[[int], None] = _ignore,
+        on_head: Callable[[str | None], None] = _ignore,
+    ) -> Answer:
+        """A GET of url into sink, holding a slot while it runs.
 
-    @asynccontextmanager
-    async def exchange(
+        Raises TransferFailed when the origin or the network failed it, DiskFatal when
+        its bytes could not be made durable; a refusal (protocol.RESTART, RANGES_REFUSED)
+        comes back in the answer. progress hears the bytes in the sink as they grow;
+        on_head the origin's validator before the body of a large file.
+        """
+        async with self.budget.slot(url, label):
+            answer = await self.workers.run(
+                url, dict(headers or {}), sink, timeout_s, progress, on_head
+            )
+        if answer.fatal:
+            raise DiskFatal(answer.fatal)
+        if answer.miss is not None:
+            if answer.size:
+                on_head(validator_of(answer.headers))  # bytes a later attempt may resume
+            raise failed_by(answer.miss)
+        return answer
+
+    async def get(
         self,
         url: str,
         *,
         label: str,
-        headers: Mapping[str, str] | None = None,
+        max_size: int,
         timeout_s: float | None = None,
-    ) -> AsyncIterator[Any]:
-        """A GET and its response, holding a slot until the block ends (body read or not).
-
-        An aiohttp or timeout error inside the block comes out as TransferFailed.
-        """
-        import aiohttp
-
-        options: dict[str, Any] = {"headers": headers}
-        if timeout_s is not None:
-            options["timeout"] = self._timeout(total=timeout_s)
-        async with self.budget.slot(url, label):
-            try:
-                async with self._open().get(url, **options) as response:
-                    yield response
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise transport_failure(exc) from None
-
-    async def get(self, url: str, *, label: str, max_size: int, timeout_s: float) -> Body:
+        headers: dict[str, str] | None = None,
+    ) -> Body:
         """A whole body of at most max_size bytes, answered 200 and as long as announced."""
-        async with self.exchange(url, label=label, timeout_s=timeout_s) as response:
-            if response.status != 200:
-                raise status_failure(response)
-            announced = response.content_length
-            if announced is not None and announced > max_size:
-                raise _too_large(announced, max_size)
-            parts, size = [], 0
-            async for chunk in response.content.iter_any():
-                size += len(chunk)
-                if size > max_size:
-                    raise _too_large(size, max_size)
-                await self.throttle(len(chunk))
-                parts.append(chunk)
-            if announced is not None and size != announced:
-                raise fail("transfer", "short_body", f"got {size} of {announced} bytes")
-            return Body(b"".join(parts), response.headers.get("content-type", ""))
+        answer = await self.run(
+            url, ToMemory(max_size), label=label, headers=headers, timeout_s=timeout_s
+        )
+        return Body(answer.data or b"", answer.headers.get("content-type", ""))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _open(self) -> Any:
-        """The session, opened at the first request. The budget, not aiohttp, limits it.
-
-        Bytes are stored as the origin sent them: no transparent decompression.
-        """
-        if self._session is None:
-            import aiohttp
-
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout(total=None), auto_decompress=False
-            )
-        return self._session
-
-    def _timeout(self, total: float | None) -> Any:
-        import aiohttp
-
-        settings = self._settings
-        return aiohttp.ClientTimeout(
-            total=total, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
-        )
-
-
-def _too_large(size: int, limit: int) -> Exception:
-    return fail(
-        "transfer", "too_large", f"the body is over {limit:,} bytes ({size:,} so far)", False
-    )
+        await self.workers.close()

@@ -12,8 +12,8 @@ from pathlib import PurePosixPath
 
 from bulkforge.daemon.downloader.access import Access
 from bulkforge.daemon.downloader.manifest import FileEntry
-from bulkforge.daemon.transfer.classify import fail, status_failure
 from bulkforge.daemon.transfer.engine import Engine
+from bulkforge.daemon.transfer.failed import fail
 
 CHECKSUM_SUFFIX = ".CHECKSUM"
 # "<hex>  name" (text mode) or "<hex> *name" (binary mode); a single space is tolerated.
@@ -83,10 +83,8 @@ async def sidecar_sha256(
 ) -> str:
     """The sha256 that the sidecar at checksum_url gives for the file at path."""
     url, headers = access.url(checksum_url), dict(access.headers)
-    async with engine.exchange(url, label=label, headers=headers) as response:
-        if response.status != 200:
-            raise status_failure(response)
-        text = (await response.content.read(SIDECAR_MAX)).decode("utf-8", "replace")
+    body = await engine.get(url, label=label, max_size=SIDECAR_MAX, headers=headers)
+    text = body.data.decode("utf-8", "replace")
     try:
         return parse_checksum_file(text, PurePosixPath(path).name)
     except ValueError as exc:

@@ -6,6 +6,7 @@ verifies the zip against it, and keeps the sidecar too: the listing pairs each z
 sidecar's URL, and a transfer fetches the sidecar's digest before the zip.
 """
 
+import dataclasses
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import PurePosixPath
@@ -32,7 +33,7 @@ def pair_checksums(entries: Iterable[FileEntry]) -> Iterator[FileEntry]:
     for entry in entries:
         if held is not None:
             if entry.path == held.path + CHECKSUM_SUFFIX:
-                held = held.model_copy(update={"checksum_url": entry.url})
+                held = dataclasses.replace(held, checksum_url=entry.url)
             yield held
         held = entry
     if held is not None:

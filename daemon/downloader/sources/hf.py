@@ -35,7 +35,7 @@ from huggingface_hub.utils import (
 # Not re-exported by huggingface_hub.utils; we wrap it rather than copy what it sets up.
 from huggingface_hub.utils._http import default_client_factory
 
-from bulkforge.daemon.downloader.manifest import FileEntry
+from bulkforge.daemon.downloader.manifest import FileEntry, listed_entry
 from bulkforge.daemon.downloader.paths import safe_relative_path
 from bulkforge.daemon.errors import InvalidArgument, Refused, SourceUnavailable
 
@@ -207,7 +207,7 @@ class HFRepo:
         # its git blob ("blob <size>\0" + bytes), not a checksum of the bytes alone, so those are
         # verified by size.
         sha256 = file.lfs.sha256.lower() if file.lfs is not None else None
-        return FileEntry(
+        return listed_entry(
             url=f"{self._resolve_base}/{sha}/{quote(file.path)}",
             path=path,
             size=file.size,

@@ -14,7 +14,7 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
-from bulkforge.daemon.downloader.manifest import FileEntry
+from bulkforge.daemon.downloader.manifest import FileEntry, listed_entry
 from bulkforge.daemon.downloader.paths import safe_relative_path
 from bulkforge.daemon.errors import InvalidArgument, SourceUnavailable
 
@@ -191,7 +191,7 @@ class S3Listing:
 
     def _entry(self, key: str, relative: str, obj: dict[str, Any]) -> FileEntry:
         etag = obj.get("ETag", "").strip('"') or None
-        return FileEntry(
+        return listed_entry(
             url=self.location.object_url(key),
             path=safe_relative_path(relative),
             size=obj.get("Size"),

@@ -72,7 +72,8 @@ class _Pending:
     host: str
     progress: Callable[[int], None]
     on_head: Callable[[str | None], None]
-    future: asyncio.Future
+    # The answer from the worker it went to last (a new one each time it is sent).
+    future: asyncio.Future = field(init=False)
     reported: int = 0
     lost: int = 0
 
@@ -124,17 +125,15 @@ class Workers:
         on_head: Callable[[str | None], None],
     ) -> Answer:
         """Carry one order through a worker; its answer, whatever the origin said."""
-        future = asyncio.get_running_loop().create_future()
         order = Order(next(self._ids), url, headers, sink, timeout_s)
-        pending = _Pending(order, host_of(url), progress, on_head, future)
+        pending = _Pending(order, host_of(url), progress, on_head)
         while True:
             worker = await self._worker_for(pending.host)
             if worker is None:
                 return Answer(order.id, miss=Miss("transfer", "stopping", "bfd is stopping"))
-            pending.future = asyncio.get_running_loop().create_future()
-            self._assign(worker, pending)
+            answered = self._assign(worker, pending)
             try:
-                return await asyncio.shield(pending.future)
+                return await asyncio.shield(answered)
             except WorkerLost:
                 pending.lost += 1
                 if pending.lost >= LOST_MAX:
@@ -144,10 +143,13 @@ class Workers:
                 await self._cancel(worker, pending)
                 raise
 
-    def _assign(self, worker: _Worker, pending: _Pending) -> None:
+    def _assign(self, worker: _Worker, pending: _Pending) -> asyncio.Future:
+        """Send the order to worker; the future of its answer there."""
+        pending.future = asyncio.get_running_loop().create_future()
         worker.pending[pending.order.id] = pending
         worker.by_host[pending.host] += 1
         worker.send(pending.order)
+        return pending.future
 
     async def _cancel(self, worker: _Worker, pending: _Pending) -> None:
         """Tell the worker to drop the transfer and wait until it has: it writes no more."""

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.scenes.request import Columns
 
-CHUNK_ROWS = 16_384
+CHUNK_ROWS = 8_192
 MAX_KEY_BYTES = 1024
 READ_BUFFER = 1024**2
 

@@ -112,8 +112,9 @@ class Fetcher:
     ) -> Received:
         """Bytes of row into its partial (resuming when possible), hashed on the way.
 
-        on_validator hears the origin's ETag/Last-Modified as soon as the headers
-        arrive, so a later resume can send it as If-Range.
+        on_validator hears the origin's ETag/Last-Modified, so a later resume can send it
+        as If-Range: before the body of a large file (or one of unknown size), else when
+        the transfer ends, and also when it fails with bytes already in the partial.
         """
         # A fresh row's place is a few system calls (path checks, directories): cheaper on the
         # loop than a hop to a thread, which queued for 8 ms a file at 1,000 files/s. A row that

@@ -223,11 +223,11 @@ def guarded_update_each(
     columns: Sequence[str],
     moves: Sequence[tuple[StrEnum, int, Sequence[Any]]],
     require_all: bool = True,
-) -> int:
+) -> list[int]:
     """Each (new state, row id, column values) a compare-and-set move from `old`.
 
     Every distinct move is checked against the machine; with `require_all` a row
-    no longer in `old` fails the whole operation. Returns the rows moved.
+    no longer in `old` fails the whole operation. Returns the ids of the rows moved.
     """
     for new in {new for new, _, _ in moves}:
         check(old, new)
@@ -240,7 +240,7 @@ def guarded_update_each(
         raise TransitionConflict(
             f"{table}: {len(moves) - len(moved)} of {len(moves)} rows were no longer {old}"
         )
-    return len(moved)
+    return [row_id for (row_id,) in moved]
 
 
 @dataclass

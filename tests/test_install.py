@@ -62,8 +62,16 @@ def test_an_already_installed_target_is_synced_not_renamed(tmp_path):
 def test_concurrent_installs_share_groups(tmp_path):
     items = [_partial(tmp_path, f"f{i}", os.urandom(64)) for i in range(200)]
 
+    committed: list[list] = []
+
+    async def commit(group: list) -> list:
+        # A group is committed only once all of it is in place under its final name.
+        assert all(item.target.exists() and not item.partial.exists() for item in group)
+        committed.append(group)
+        return [None] * len(group)
+
     async def install_all() -> Installer:
-        installer = Installer()
+        installer = Installer(commit)
         await asyncio.gather(*(installer.install(item) for item in items))
         return installer
 
@@ -71,4 +79,20 @@ def test_concurrent_installs_share_groups(tmp_path):
     assert installer.files == 200
     # All were queued before the first group began: far fewer groups than files.
     assert installer.groups < 10
-    assert all(item.target.exists() and not item.partial.exists() for item in items)
+    assert len(committed) == installer.groups
+    assert sorted(id(item) for group in committed for item in group) == sorted(map(id, items))
+
+
+def test_a_file_the_commit_refuses_fails_alone(tmp_path):
+    items = [_partial(tmp_path, f"f{i}", os.urandom(64)) for i in range(3)]
+
+    async def commit(group: list) -> list:
+        return [RuntimeError("no longer verifying") if i is items[1] else None for i in group]
+
+    async def install_all() -> list:
+        installer = Installer(commit)
+        return await asyncio.gather(*map(installer.install, items), return_exceptions=True)
+
+    outcomes = asyncio.run(install_all())
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], RuntimeError)

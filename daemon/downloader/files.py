@@ -16,7 +16,12 @@ from bulkforge.daemon.downloader.paths import partial_path, resolve_inside
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.failures import Failure, FailureRow, retry_filter
 from bulkforge.daemon.machines.file import FileState, check_transition
-from bulkforge.daemon.store import guarded_update, guarded_update_where, now_ms
+from bulkforge.daemon.store import (
+    guarded_update,
+    guarded_update_each,
+    guarded_update_where,
+    now_ms,
+)
 
 S = FileState
 CLAIM_COLUMNS = "id, job_id, url, path, size, sha256, md5, etag, validator, attempts, checksum_url"
@@ -120,26 +125,34 @@ def has_pending(conn: apsw.Connection, job_id: int) -> bool:
     )
 
 
-def to_verifying(conn: apsw.Connection, file_id: int) -> None:
-    guarded_update(
-        conn, "files", file_id, S.DOWNLOADING, S.VERIFYING, check_transition, updated_at=now_ms()
-    )
-
-
-def to_done(conn: apsw.Connection, file_id: int, size: int) -> None:
-    """Commit a file whose bytes are already fsynced and renamed into place."""
-    stamp = now_ms()
+def to_verifying(conn: apsw.Connection, file_id: int, validator: str | None) -> None:
+    """Received whole; the validator lets a crash before `done` find the file by checksum."""
     guarded_update(
         conn,
         "files",
         file_id,
+        S.DOWNLOADING,
         S.VERIFYING,
-        S.DONE,
         check_transition,
-        size=size,
-        retry_at=None,
-        finished_at=stamp,
-        updated_at=stamp,
+        validator=validator,
+        updated_at=now_ms(),
+    )
+
+
+def to_done(conn: apsw.Connection, sizes: dict[int, int]) -> list[int]:
+    """Commit files (id -> size) whose bytes are already fsynced and renamed into place.
+
+    Returns the ids moved; a file no longer verifying (paused under its install) stays.
+    """
+    stamp = now_ms()
+    return guarded_update_each(
+        conn,
+        "files",
+        S.VERIFYING,
+        check_transition,
+        ("size", "retry_at", "finished_at", "updated_at"),
+        [(S.DONE, file_id, (size, None, stamp, stamp)) for file_id, size in sizes.items()],
+        require_all=False,
     )
 
 

@@ -47,18 +47,20 @@ def skip_unchanged(conn: apsw.Connection, job_id: int, dest: str, staged: str) -
     ).fetchall()
     unchanged_paths = {path for _, path, _ in candidates}
     stamp = now_ms()
-    skipped = guarded_update_each(
-        conn,
-        "files",
-        FileState.PENDING,
-        check_transition,
-        ("finished_at", "updated_at"),
-        [
-            (FileState.SKIPPED, file_id, (stamp, stamp))
-            for file_id, path, checksum_url in candidates
-            # A zip whose sidecar changed upstream is fetched again.
-            if not checksum_url or f"{path}.CHECKSUM" in unchanged_paths
-        ],
+    skipped = len(
+        guarded_update_each(
+            conn,
+            "files",
+            FileState.PENDING,
+            check_transition,
+            ("finished_at", "updated_at"),
+            [
+                (FileState.SKIPPED, file_id, (stamp, stamp))
+                for file_id, path, checksum_url in candidates
+                # A zip whose sidecar changed upstream is fetched again.
+                if not checksum_url or f"{path}.CHECKSUM" in unchanged_paths
+            ],
+        )
     )
     if skipped:
         logger.info("{} file(s) unchanged since an earlier job at {}: skipped", skipped, dest)

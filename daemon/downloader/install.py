@@ -14,13 +14,16 @@ makes the whole group durable at once:
 3. a second `syncfs()` commits all the renames at once (without it, each
    directory that gained a name is fsynced).
 
-Only then do the callers' awaits return, and only then do they commit `done`.
-A crash anywhere in between leaves partials or renamed-but-uncommitted files,
-which the next run finds and checks by checksum (`Fetcher._matching_target`).
+Only then is the group committed `done`, in one store operation for all of it
+(the installer's `commit`), and only then do the callers' awaits return; the
+next group is synced meanwhile. A crash anywhere in between leaves partials or
+renamed-but-uncommitted files, which the next run finds and checks by checksum
+(`Fetcher._matching_target`).
 """
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +56,14 @@ class Installable:
     size: int
     # The target was already in place and matching (renamed before a crash): only sync it.
     installed: bool = False
+    # The file's row, for the commit.
+    file_id: int = 0
+    # Fetched as ranges (its segment rows go with the commit).
+    ranged: bool = False
+
+
+# Records a durable group as done: per item None, or why it could not be.
+Commit = Callable[[list[Installable]], Awaitable[list[Exception | None]]]
 
 
 @dataclass
@@ -64,14 +75,19 @@ class _Waiting:
 class Installer:
     """Groups the installs of concurrent transfers; one group is synced at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, commit: Commit) -> None:
+        self._commit = commit
         self._queue: list[_Waiting] = []
         self._worker: asyncio.Task | None = None
+        self._committing: set[asyncio.Task] = set()
         self.groups = 0
         self.files = 0
 
     async def install(self, item: Installable) -> None:
-        """Return once item is durable under its final name; raises InstallFailed or DiskFatal."""
+        """Return once item is durable under its final name and committed.
+
+        Raises InstallFailed or DiskFatal, or what the commit raised (StoreFatal).
+        """
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Waiting(item, future))
         if self._worker is None or self._worker.done():
@@ -89,8 +105,24 @@ class Installer:
             else:
                 self.groups += 1
                 self.files += len(group)
-            for waiting, outcome in zip(group, outcomes, strict=True):
-                _settle(waiting.future, outcome)
+            # Committed while the next group syncs.
+            task = asyncio.create_task(self._commit_and_settle(group, outcomes))
+            self._committing.add(task)
+            task.add_done_callback(self._committing.discard)
+
+    async def _commit_and_settle(
+        self, group: list[_Waiting], outcomes: list[Exception | None]
+    ) -> None:
+        durable = [w for w, outcome in zip(group, outcomes, strict=True) if outcome is None]
+        settled = dict(zip(map(id, group), outcomes, strict=True))
+        if durable:
+            try:
+                committed = await self._commit([w.item for w in durable])
+            except Exception as exc:
+                committed = [exc] * len(durable)
+            settled.update(zip(map(id, durable), committed, strict=True))
+        for waiting in group:
+            _settle(waiting.future, settled[id(waiting)])
 
 
 def _settle(future: asyncio.Future, outcome: Exception | None) -> None:

@@ -30,7 +30,7 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.downloader import batches, files, register, segments
 from bulkforge.daemon.downloader.access import Access, access_for
 from bulkforge.daemon.downloader.fetch import Fetcher
-from bulkforge.daemon.downloader.install import Installer, InstallFailed
+from bulkforge.daemon.downloader.install import Installable, Installer, InstallFailed
 from bulkforge.daemon.downloader.listing import Batching
 from bulkforge.daemon.downloader.segments import Ledger
 from bulkforge.daemon.downloader.sources.binance import sidecar_sha256
@@ -42,6 +42,7 @@ from bulkforge.daemon.governor import (
     WAITING_FOR_SPACE,
     Usage,
 )
+from bulkforge.daemon.machines import TransitionConflict
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.file import IN_FLIGHT, FileState
 from bulkforge.daemon.machines.job import RUNNABLE, JobState
@@ -107,7 +108,7 @@ class Downloader:
         self._stopping = False
         ledger = Ledger(self._writer, int(settings.segment_size), settings.segments_per_file)
         self._fetcher = Fetcher(self._engine, ledger)
-        self._installer = Installer()
+        self._installer = Installer(self._commit_done)
         self._access: dict[int, Access] = {}
         self._releases: set[asyncio.Future] = set()
 
@@ -268,7 +269,7 @@ class Downloader:
             )
             # Not awaited: the writer applies operations in order, so this lands before
             # the `done` below, and a file's verification need not wait for a commit.
-            self._writer.submit(lambda conn: files.to_verifying(conn, row.id))
+            self._writer.submit(lambda conn: files.to_verifying(conn, row.id, received.validator))
             state = FileState.VERIFYING
             try:
                 Fetcher.verify(row, received)
@@ -277,10 +278,9 @@ class Downloader:
                 raise
             self._received(transfer)
             try:
-                await self._installer.install(received.installable())
+                await self._installer.install(received.installable(row.id))
             except InstallFailed as exc:
                 raise TransferFailed(exc.failure) from None
-            await self._writer.call(lambda conn: _done(conn, row.id, received.size))
         except TransferFailed as exc:
             # Shielded: a pause landing now must not drop the failure's record.
             await asyncio.shield(self._record_failure(row, state, exc.failure))
@@ -294,6 +294,10 @@ class Downloader:
             failure = Failure("internal", "bug", "internal error; see the bfd log", False)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._record_failure(row, state, failure))
+
+    async def _commit_done(self, durable: list[Installable]) -> list[Exception | None]:
+        """One store operation moves a whole durable group to done."""
+        return await self._writer.call(lambda conn: _done(conn, durable))
 
     async def _with_sidecar_checksum(self, row: files.FileRow, job: jobs.JobRow) -> files.FileRow:
         """A zip listed with a `.CHECKSUM` sidecar is verified against the sidecar's sha256."""
@@ -340,9 +344,18 @@ class Downloader:
             await self._writer.call(lambda conn: _release_in_flight(conn, file_id))
 
 
-def _done(conn: apsw.Connection, file_id: int, size: int) -> None:
-    files.to_done(conn, file_id, size)
-    segments.forget(conn, file_id)
+def _done(conn: apsw.Connection, durable: list[Installable]) -> list[Exception | None]:
+    """Per file None, or why it is not done (it was paused or cancelled under its install)."""
+    moved = set(files.to_done(conn, {item.file_id: item.size for item in durable}))
+    for item in durable:
+        if item.ranged and item.file_id in moved:
+            segments.forget(conn, item.file_id)
+    return [
+        None
+        if item.file_id in moved
+        else TransitionConflict(f"file {item.file_id} was no longer verifying when it was done")
+        for item in durable
+    ]
 
 
 def _batch_complete(conn: apsw.Connection, job: jobs.JobRow, batch: batches.BatchRow) -> None:

@@ -131,7 +131,7 @@ def register(daemon: Daemon, source: Path, dest: Path) -> dict:
     spec = pb.ScenesSpec(input=str(source), key="key", url="url", dest=str(dest), shard_size=SHARD)
     daemon.stub.Submit(pb.SubmitRequest(name=NAME, scenes=spec), timeout=600)
     submit_s = time.perf_counter() - started
-    daemon.stub.Pause(pb.JobRef(name=NAME), timeout=30)
+    pause(daemon)
     peak = baseline
     while True:
         peak = max(peak, daemon.rss())
@@ -147,6 +147,22 @@ def register(daemon: Daemon, source: Path, dest: Path) -> dict:
         "rss_peak_mb": peak / 2**20,
         "rss_after_mb": daemon.rss() / 2**20,
     }
+
+
+def pause(daemon: Daemon) -> None:
+    """Hold the items back (their URLs lead nowhere), while registration goes on.
+
+    A job between two states may refuse the pause for a moment: ask again for up to 10 s.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            daemon.stub.Pause(pb.JobRef(name=NAME), timeout=30)
+            return
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def latency(call, samples: int) -> dict:
@@ -180,7 +196,11 @@ def run(args, work: Path) -> None:
     print(f"wrote {args.rows:,} rows in {time.perf_counter() - started:.1f} s", flush=True)
     daemon = Daemon(work)
     first_start = daemon.start()
-    registered = register(daemon, source, work / "shards")
+    try:
+        registered = register(daemon, source, work / "shards")
+    except BaseException:
+        daemon.stop(kill=True)  # never leave a bfd behind
+        raise
     print(f"registered in {registered['register_s']:.1f} s", flush=True)
     status = latency(lambda: daemon.stub.Status(pb.JobRef(name=NAME), timeout=30), args.samples)
     failures = latency(

@@ -10,6 +10,7 @@ import traceback
 
 import grpc
 
+from bulkforge.client import flags
 from bulkforge.client.commands import (
     analyze,
     cancel,
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=flags.seconds(allow_zero=True),
         default=None,
         metavar="S",
         help="seconds per call (default 30; none for submit, analyze and plan, which list "

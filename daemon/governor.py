@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from pydantic import BaseModel, ConfigDict, Field
 
 from bulkforge.daemon.bandwidth import Bandwidth
-from bulkforge.daemon.settings import Rate, Size
+from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.proto.units import parse_limit
 
 # The start of a job's message while the disk threshold holds it back.
 WAITING_FOR_SPACE = "waiting for space"
@@ -121,20 +121,6 @@ class DiskThreshold:
         return Room(total, total - free, reserved, self.threshold)
 
 
-class Limits(BaseModel):
-    """The limits `bfctl system --set` may change while bfd runs (the config sets them at start)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    bandwidth: Rate | None = None
-    disk_threshold: float | None = Field(default=None, gt=0, le=1)
-    memory_cap: Size | None = None
-    cpu_workers: int | None = Field(default=None, ge=1, le=1024)
-    max_connections: int | None = Field(default=None, ge=1, le=1024)
-    per_host_connections: int | None = Field(default=None, ge=1, le=1024)
-    transfer_workers: int | None = Field(default=None, ge=1, le=64)
-
-
 class Governor:
     def __init__(
         self,
@@ -206,21 +192,17 @@ class Governor:
 
     def change(self, given: dict[str, str]) -> None:
         """Apply `bfctl system --set` values: all of them, or none when one is invalid."""
-        limits = Limits.model_validate(given)
-        if limits.bandwidth is not None:
-            self.bandwidth.rate = int(limits.bandwidth)
-        if limits.disk_threshold is not None:
-            self.disk.threshold = limits.disk_threshold
-        if limits.memory_cap is not None:
-            self.memory_cap = int(limits.memory_cap)
-        if limits.cpu_workers is not None:
-            self.cpu_workers = limits.cpu_workers
-        if limits.max_connections is not None:
-            self.max_connections = limits.max_connections
-        if limits.per_host_connections is not None:
-            self.per_host_connections = limits.per_host_connections
-        if limits.transfer_workers is not None:
-            self.transfer_workers = limits.transfer_workers
+        try:
+            limits = {key: parse_limit(key, value) for key, value in given.items()}
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        for key, value in limits.items():
+            if key == "bandwidth":
+                self.bandwidth.rate = int(value)
+            elif key == "disk_threshold":
+                self.disk.threshold = float(value)
+            else:
+                setattr(self, key, value)
         for listener in self._listeners:
             listener()
 

@@ -1,7 +1,7 @@
 """The one settings model of bfd: flags > BULKFORGE_* environment > TOML file > defaults."""
 
 import os
-import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,25 +14,14 @@ from pydantic_settings import (
 )
 
 from bulkforge.proto.defaults import default_socket
+from bulkforge.proto.units import parse_rate, parse_size
 
 DEFAULT_CONFIG = Path("/etc/bulkforge/bfd.toml")
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*(?:/s)?\s*$")
 
-
-def _strict(pattern: re.Pattern, example: str):
-    """ByteSize parses a prefix and ignores the rest ('1.5.5GB' -> 1); refuse such input."""
-
-    def parse(value: Any) -> Any:
-        if isinstance(value, str):
-            match = pattern.match(value)
-            if not match:
-                raise ValueError(f"not a size: {value!r} (use e.g. {example})")
-            return f"{match.group(1)}{match.group(2)}"
-        return value
-
-    return parse
+def _parsed(parse: Callable[[str], int]):
+    """Strings go through the one parser bfctl uses too; numbers pass as they are."""
+    return lambda value: parse(value) if isinstance(value, str) else value
 
 
 def default_state_dir() -> Path:
@@ -44,8 +33,8 @@ def default_state_dir() -> Path:
     return Path(base) / "bulkforge"
 
 
-Size = Annotated[ByteSize, BeforeValidator(_strict(_SIZE, "2GiB"))]
-Rate = Annotated[ByteSize, BeforeValidator(_strict(_RATE, "100MB/s"))]
+Size = Annotated[ByteSize, BeforeValidator(_parsed(parse_size))]
+Rate = Annotated[ByteSize, BeforeValidator(_parsed(parse_rate))]
 
 
 class Settings(BaseSettings):

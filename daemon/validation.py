@@ -2,14 +2,13 @@
 
 from typing import Annotated
 
-from pydantic import StringConstraints, TypeAdapter, ValidationError
+from pydantic import StringConstraints, ValidationError
 
 from bulkforge.daemon import errors
-from bulkforge.daemon.settings import Size
+from bulkforge.proto import units
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 JobName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-SIZE = TypeAdapter(Size)
 
 FRIENDLY = {
     "missing": "missing",
@@ -34,6 +33,6 @@ def _message(error) -> str:
 
 def parse_size(value: str, flag: str) -> int:
     try:
-        return int(SIZE.validate_python(value.strip()))
-    except ValidationError:
-        raise errors.InvalidArgument(f"{flag} {value!r} is not a size (e.g. 64MiB)") from None
+        return units.parse_size(value)
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"{flag}: {exc}") from None

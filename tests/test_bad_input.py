@@ -121,6 +121,11 @@ def test_usage_errors_exit_2(daemon, tmp_path):
         (pb.SubmitRequest(name="x", download=pb.DownloadSpec(manifest="m.jsonl", dest="/tmp/x")), "absolute"),  # noqa: E501
         (pb.SubmitRequest(name="x", download=pb.DownloadSpec(dest="/tmp/x")), "exactly one source"),
         (pb.SubmitRequest(name="x", download=pb.DownloadSpec(urls=pb.UrlList(urls=["http://h/"]), dest="/tmp/x")), "give it a path"),  # noqa: E501
+        # What bfctl refuses before calling, bfd refuses too, in the same words.
+        (pb.SubmitRequest(name="x", download=pb.DownloadSpec(urls=pb.UrlList(urls=[URL]), dest="/tmp/x", space="0")), "positive"),  # noqa: E501
+        (pb.SubmitRequest(name="x", download=pb.DownloadSpec(urls=pb.UrlList(urls=[URL]), dest="/tmp/x", space="-1")), "'-1' is negative"),  # noqa: E501
+        (pb.SubmitRequest(name="x", download=pb.DownloadSpec(urls=pb.UrlList(urls=[URL]), dest="/tmp/x", space="1XB")), "'1XB' is not a size"),  # noqa: E501
+        (pb.SubmitRequest(name="x", download=pb.DownloadSpec(urls=pb.UrlList(urls=[URL]), dest="/tmp/x", space="1TB", safety_margin=0)), "(0, 1]"),  # noqa: E501
     ],
 )  # fmt: skip
 def test_malformed_grpc_requests_get_invalid_argument(daemon, request_, expected):

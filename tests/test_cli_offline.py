@@ -42,7 +42,7 @@ def missing_socket(tmp_path: Path) -> str:
             "not allowed with",
         ),
         (("status",), "required: NAME"),
-        (("failures", "job1", "--limit", "many"), "invalid int value"),
+        (("failures", "job1", "--limit", "many"), "'many' is not a whole number"),
         (("--socket", "a.sock", "--target", "h:1", "list"), "not allowed with"),
     ],
 )
@@ -121,3 +121,122 @@ def test_refused_connection_on_a_stale_socket_exits_3(tmp_path: Path) -> None:
     assert result.returncode == EXIT_UNREACHABLE, result.stderr
     assert f"cannot reach bfd at {stale}" in result.stderr
     assert result.stdout == ""
+
+
+# Every flag with a unit or a range: (the command before the flag, the flag, bad values).
+# bfctl refuses each before it connects: exit 2, the flag named, nothing on stdout.
+_DOWNLOAD = ("submit", "download", "j", "--manifest", "/m.jsonl", "--dest", "/d")
+_SCENES = ("submit", "scenes", "j", "--input", "/i", "--key", "k", "--url", "u", "--dest", "/d")
+_GENERATE = ("submit", "generate", "j", "--preset", "courses", "--dest", "/d")
+SIZES = ["0x", "abc", "1XB", "-1", "1.5.5GB", "5GB/s", ""]
+SPACES = [*SIZES, "0", "0GB"]
+FRACTIONS = ["0", "-0.1", "1.01", "x", "nan", ""]
+BAD_VALUES = {
+    ((), "--timeout"): ["-1", "x", "nan", "inf"],
+    (("analyze", "--manifest", "/m.jsonl"), "--largest"): ["0", "-1", "x", "1.5", "10001"],
+    (("analyze", "--manifest", "/m.jsonl"), "--space"): SPACES,
+    (("analyze", "--manifest", "/m.jsonl"), "--safety-margin"): FRACTIONS,
+    (("plan", "--manifest", "/m.jsonl"), "--space"): SPACES,
+    (("plan", "--manifest", "/m.jsonl", "--space", "1TB"), "--safety-margin"): FRACTIONS,
+    (_DOWNLOAD, "--space"): SPACES,
+    (_DOWNLOAD, "--safety-margin"): FRACTIONS,
+    (_SCENES, "--shard-size"): ["0", "-1", "x", "1000001"],
+    (_SCENES, "--max-size"): [*SIZES, "0", "3GiB"],
+    (_SCENES, "--fetch-timeout"): ["0", "-1", "x", "3601", "nan"],
+    (_GENERATE, "--rows"): ["0", "-1", "x", "1e3", "10000000001"],
+    ((*_GENERATE, "--rows", "10"), "--seed"): ["-1", "x", str(2**63)],
+    ((*_GENERATE, "--rows", "10"), "--chunk-rows"): ["0", "x", "100000001"],
+    (("verify", "j"), "--batch"): ["-1", "x"],
+    (("failures", "j"), "--limit"): ["0", "-1", "x", "10001"],
+    (("watch", "j"), "--interval"): ["0", "-1", "x", "inf"],
+    (("demo",), "--files"): ["0", "-1", "x"],
+    (("demo",), "--size"): SIZES,
+    (("system",), "--set"): [
+        "foo=1",
+        "=1",
+        "bandwidth",
+        "bandwidth=fast",
+        "memory_cap=-1",
+        "disk_threshold=0",
+        "disk_threshold=2",
+        "cpu_workers=0",
+        "max_connections=x",
+        "per_host_connections=1025",
+        "transfer_workers=65",
+    ],
+}
+
+
+def _argv(before: tuple[str, ...], flag: str, value: str) -> list[str]:
+    if not before:  # a global flag goes before the command
+        return [f"{flag}={value}", "list"]
+    return [*before, f"{flag}={value}"]
+
+
+@pytest.mark.parametrize(
+    ("before", "flag", "value"),
+    [(before, flag, value) for (before, flag), values in BAD_VALUES.items() for value in values],
+)
+def test_a_bad_value_of_a_numeric_or_size_flag_is_a_usage_error(
+    before: tuple[str, ...], flag: str, value: str, capsys
+) -> None:
+    from bulkforge.client.__main__ import build_parser
+
+    with pytest.raises(SystemExit) as ended:
+        build_parser().parse_args(_argv(before, flag, value))
+    captured = capsys.readouterr()
+    assert ended.value.code == EXIT_USAGE
+    assert f"argument {flag}" in captured.err and captured.out == ""
+    assert "Traceback" not in captured.err
+
+
+def _flags_with_a_type(parser, path=()) -> set[tuple[tuple[str, ...], str]]:
+    """(command words, option) of every option that converts its value, in every command."""
+    import argparse
+
+    found = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= _flags_with_a_type(sub, (*path, name))
+        elif action.type is not None and action.option_strings:
+            found.add((path, action.option_strings[-1]))
+    return found
+
+
+def test_the_table_of_bad_values_covers_every_flag_with_a_type() -> None:
+    from bulkforge.client.__main__ import build_parser
+
+    tabled = {(_command(before), flag) for before, flag in BAD_VALUES}
+    typed = _flags_with_a_type(build_parser())
+    assert len(typed) >= 15, typed
+    missing = typed - tabled
+    assert not missing, f"flags with a type but no bad values in the table: {missing}"
+
+
+def _command(before: tuple[str, ...]) -> tuple[str, ...]:
+    """The command words of an argv: up to the job name or the first option."""
+    words = []
+    for word in before:
+        if word == "j" or word.startswith("-"):
+            break
+        words.append(word)
+    return tuple(words)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--timeout", "0", "list"],
+        ["plan", "--manifest", "/m", "--space", "931GiB", "--safety-margin", "1"],
+        ["plan", "--manifest", "/m", "--space", "auto", "--dest", "/d"],
+        ["demo", "--size", "1GB", "--files", "1"],
+        [*_SCENES, "--max-size", "64MiB", "--shard-size", "1000000", "--fetch-timeout", "0.5"],
+        ["system", "--set", "bandwidth=400Mbit/s", "--set", "disk_threshold=0.8"],
+        ["system", "--set", "memory_cap=0"],
+    ],
+)
+def test_good_values_pass_the_same_checks(argv: list[str]) -> None:
+    from bulkforge.client.__main__ import build_parser
+
+    build_parser().parse_args(argv)  # raises SystemExit when refused

@@ -1,7 +1,11 @@
 """The governor's limits change at runtime, and the memory cap holds new work back."""
 
+import grpc
+import pytest
 from conftest import make_dataset, manifest_rows, wait_until, write_manifest
 from origin import Origin
+
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def test_limits_change_at_runtime_all_or_none(daemon):
@@ -14,13 +18,17 @@ def test_limits_change_at_runtime_all_or_none(daemon):
     assert changed["memory_cap"] == 3 * 1024**3
     assert changed["cpu_workers"] == 3
     for bad, expected in (
-        (["--set", "disk_threshold=1.5", "--set", "bandwidth=1MB/s"], "disk_threshold"),
-        (["--set", "bandwidth=fast"], "bandwidth"),
-        (["--set", "nosuch=1"], "nosuch"),
+        ({"disk_threshold": "1.5", "bandwidth": "1MB/s"}, "disk_threshold: 1.5 is not in (0, 1]"),
+        ({"bandwidth": "fast"}, "bandwidth: 'fast' is not a size"),
+        ({"nosuch": "1"}, "'nosuch' is not a limit bfd has; the limits are bandwidth"),
     ):
-        done = daemon.bfctl("system", *bad)
-        assert done.returncode == 1, done.stdout
-        assert expected in done.stderr and "Traceback" not in done.stderr
+        # bfd refuses all of them (bfctl, which checks the same way, never sends them).
+        with pytest.raises(grpc.RpcError) as refused:
+            daemon.stub.System(pb.SystemRequest(set=bad), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert expected in refused.value.details()
+        done = daemon.bfctl("system", *(f"--set={k}={v}" for k, v in bad.items()))
+        assert done.returncode == 2 and expected in done.stderr, done.stderr
     after = daemon.bfctl_json("system")
     assert after["bandwidth"] == 50_000_000 and after["disk_threshold"] == 0.8
     usage = daemon.bfctl("system", "--set", "bandwidth")

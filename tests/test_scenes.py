@@ -111,7 +111,7 @@ def test_every_key_ends_once_in_a_shard_or_among_the_failures(daemon, tmp_path):
             "caption,sha256",
             "--steps",
             "fetch,verify",
-            "--timeout",
+            "--fetch-timeout",
             "2",
         )
         assert submitted["created"] is True

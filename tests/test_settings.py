@@ -129,3 +129,16 @@ def test_explicit_missing_config_is_an_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     with pytest.raises(FileNotFoundError, match=r"nope\.toml"):
         load_settings({}, missing)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("512", 512), ("1KB", 1000), ("1kib", 1024), ("1.5GB", 1_500_000_000), (" 10 TB ", 10**13)],
+)
+def test_sizes_read_the_same_in_bfd_settings_and_bfctl(text: str, expected: int) -> None:
+    from bulkforge.client.flags import size
+    from bulkforge.proto.units import parse_rate
+
+    assert Settings(memory_cap=text).memory_cap == expected
+    assert size()(text) == expected
+    assert parse_rate(f"{text}/s") == expected

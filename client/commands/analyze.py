@@ -2,6 +2,7 @@
 
 import argparse
 
+from bulkforge.client import flags
 from bulkforge.client.commands.base import add_command
 from bulkforge.client.commands.plan import check_plan
 from bulkforge.client.commands.submit.download import add_source_flags, source_spec
@@ -9,21 +10,30 @@ from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import analysis_to_dict, print_json
 from bulkforge.client.render import print_analysis
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import MAX_LARGEST
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "analyze", "summarise a source without downloading", run)
     add_source_flags(parser)
     parser.add_argument(
-        "--largest", type=int, default=10, metavar="N", help="list the N largest files"
+        "--largest",
+        type=flags.count(1, MAX_LARGEST),
+        default=10,
+        metavar="N",
+        help="list the N largest files",
     )
     parser.add_argument(
         "--space",
+        type=flags.space,
         metavar="BYTES|auto",
         help="one disk's space: also list the files larger than one batch could hold",
     )
     parser.add_argument(
-        "--safety-margin", type=float, metavar="M", help="share of a disk a batch may fill (0.9)"
+        "--safety-margin",
+        type=flags.fraction,
+        metavar="M",
+        help="share of a disk a batch may fill (0.9)",
     )
     parser.add_argument("--dest", metavar="D", help="the disk --space auto measures")
     parser.set_defaults(check=check_plan)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from bulkforge.client import flags
 from bulkforge.client.commands.base import add_command
 from bulkforge.client.connection import Endpoint, open_stub, socket_endpoint
 from bulkforge.client.documents import job_to_dict, print_json
@@ -50,24 +51,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         subparsers, "demo", "download generated files through a real bfd on loopback", run
     )
     parser.add_argument(
-        "--files", type=at_least(1), default=200, metavar="N", help="how many files (200)"
+        "--files", type=flags.count(1), default=200, metavar="N", help="how many files (200)"
     )
     parser.add_argument(
-        "--size", type=at_least(0), default=262144, metavar="BYTES", help="bytes per file (256 KiB)"
+        "--size",
+        type=flags.size(0),
+        default=262144,
+        metavar="BYTES",
+        help="bytes per file, e.g. 1MiB (256 KiB)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     # The demo starts its own daemon, so main must not connect to one first.
     parser.set_defaults(standalone=True)
-
-
-def at_least(minimum: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
-        return value
-
-    return parse
 
 
 def run(args: argparse.Namespace, stub: None = None) -> int:

@@ -2,11 +2,13 @@
 
 import argparse
 
+from bulkforge.client import flags
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import failures_to_dict, print_json
 from bulkforge.client.render import print_failures
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import MAX_FAILURES_LIMIT
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--step", default="", help="only failures of this step")
     parser.add_argument(
         "--limit",
-        type=int,
+        type=flags.count(1, MAX_FAILURES_LIMIT),
         default=0,
         metavar="N",
         help="how many failed items to list besides the groups (default: the daemon's, 100)",

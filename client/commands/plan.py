@@ -19,7 +19,7 @@ from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "plan", "cut a source into batches that fit one disk", run)
     add_source_flags(parser)
-    add_plan_flags(parser)
+    add_plan_flags(parser, space_required=True)
     parser.add_argument("--dest", metavar="D", help="the disk --space auto measures")
     parser.set_defaults(check=check_plan)
 

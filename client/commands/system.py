@@ -2,6 +2,7 @@
 
 import argparse
 
+from bulkforge.client import flags
 from bulkforge.client.commands.base import add_command
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import print_json, system_to_dict
@@ -15,20 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set",
         action="append",
         default=[],
-        type=limit,
+        type=flags.limit,
         metavar="KEY=VALUE",
         help="change a limit now: bandwidth=50MB/s, disk_threshold=0.8, memory_cap=4GiB, "
         "cpu_workers=4, max_connections=32, per_host_connections=8, transfer_workers=2 "
         "(until bfd restarts); "
         "repeat for more",
     )
-
-
-def limit(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip() or not value.strip():
-        raise argparse.ArgumentTypeError(f"{text!r}: give KEY=VALUE, e.g. bandwidth=50MB/s")
-    return key.strip(), value.strip()
 
 
 def run(args: argparse.Namespace, stub) -> int:

@@ -2,6 +2,7 @@
 
 import argparse
 
+from bulkforge.client import flags
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import print_json, verification_to_dict
@@ -16,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_job_name(parser)
     parser.add_argument(
         "--batch",
-        type=int,
+        type=flags.count(0),
         metavar="K",
         help="the batch to check (default: every batch that went to the disk mounted now)",
     )

@@ -2,6 +2,7 @@
 
 import argparse
 
+from bulkforge.client import flags
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.documents import print_json, watch_event_to_dict
 from bulkforge.client.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, ClientError, report
@@ -18,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "watch", "follow a job's progress until it ends", run)
     add_job_name(parser)
     parser.add_argument(
-        "--interval", type=float, default=1.0, metavar="S", help="seconds between updates"
+        "--interval", type=flags.seconds(), default=1.0, metavar="S", help="seconds between updates"
     )
 
 

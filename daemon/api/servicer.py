@@ -19,11 +19,11 @@ from bulkforge.daemon.store import StoreFatal
 from bulkforge.daemon.validation import JobName
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
+from bulkforge.proto.units import MAX_FAILURES_LIMIT
 
 WATCH_ENDS = TERMINAL | {JobState.AWAITING_SWAP}
 DEFAULT_FAILURES_LIMIT = 100
 # One answer must fit a gRPC message; the groups summarise the rest.
-MAX_FAILURES_LIMIT = 10_000
 
 
 class NameOnly(BaseModel):

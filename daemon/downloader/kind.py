@@ -27,6 +27,7 @@ from bulkforge.daemon.machines.file import FileState
 from bulkforge.daemon.pipeline import DiskBatches, JobKind, Services, VerifiedFile, VerifiedFiles
 from bulkforge.daemon.store import StoreFatal, guarded_update, now_ms
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import MAX_LARGEST
 
 DEFAULT_LARGEST = 10
 THROUGHPUT_BUCKET_MS = 60_000
@@ -155,8 +156,8 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
         return plan, space, time.perf_counter() - started
 
     async def analyze(self, request: pb.AnalyzeRequest) -> tuple[Analysis, int | None]:
-        if request.largest < 0:
-            raise InvalidArgument("largest must not be negative")
+        if not 0 <= request.largest <= MAX_LARGEST:
+            raise InvalidArgument(f"largest must be from 0 to {MAX_LARGEST}")
         source = SourceSpec.of(request.source).source()
         limit = None
         if request.space:

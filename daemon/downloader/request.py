@@ -8,7 +8,6 @@ from pydantic import (
     BaseModel,
     Field,
     StringConstraints,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -16,8 +15,9 @@ from pydantic import (
 from bulkforge.daemon import errors
 from bulkforge.daemon.downloader.listing import Batching, DownloadRequest, Source
 from bulkforge.daemon.downloader.planner import Oversize
-from bulkforge.daemon.validation import SIZE, JobName
+from bulkforge.daemon.validation import JobName
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import parse_size
 
 Glob = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
@@ -78,10 +78,9 @@ class PlanArgs(BaseModel):
         if value == "auto":
             return value
         try:
-            return int(SIZE.validate_python(value))
-        except ValidationError:
-            message = f"{value!r} is not a size (use e.g. 10TB, 931GiB or auto)"
-            raise ValueError(message) from None
+            return parse_size(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}, or auto") from None
 
     @field_validator("safety_margin")
     @classmethod

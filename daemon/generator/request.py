@@ -11,6 +11,7 @@ from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.generator import spec as s
 from bulkforge.daemon.validation import JobName
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import MAX_CHUNK_ROWS, MAX_ROWS, MAX_SEED
 
 DEFAULT_CHUNK_ROWS = 1_000_000
 PRESETS_DIR = Path(__file__).with_name("presets")
@@ -73,12 +74,12 @@ class SubmitGenerate(BaseModel):
     spec_text: Annotated[str, StringConstraints(max_length=MAX_SPEC_BYTES)] = ""
     spec_name: Annotated[str, StringConstraints(max_length=255)] = ""
     preset: Literal["", *PRESETS] = ""
-    rows: int = Field(ge=1, le=s.MAX_ROWS)
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    rows: int = Field(ge=1, le=MAX_ROWS)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     format: Literal[*FORMATS] = "parquet"
     sql_dialect: Literal[*DIALECTS] = "sqlite"
     dest: Annotated[str, StringConstraints(min_length=1)]
-    chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, ge=1, le=100_000_000)
+    chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, ge=1, le=MAX_CHUNK_ROWS)
 
     @classmethod
     def of(cls, name: str, spec: pb.GenerateSpec) -> "SubmitGenerate":

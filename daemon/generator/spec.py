@@ -30,10 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.generator import locale
 from bulkforge.daemon.validation import describe
+from bulkforge.proto.units import MAX_ROWS
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-MAX_ROWS = 10**10
 
 
 class Column(BaseModel):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from bulkforge.daemon.validation import JobName, parse_size
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import MAX_FETCH_TIMEOUT_S, MAX_ITEM_SIZE, MAX_SHARD_SIZE
 
 DEFAULT_SHARD_SIZE = 10_000
 DEFAULT_FORMAT = "webdataset"
@@ -83,11 +84,11 @@ class SubmitScenes(BaseModel):
     url: ColumnName
     keep: list[ColumnName] = Field(default_factory=list, max_length=256)
     dest: Annotated[str, StringConstraints(min_length=1)]
-    shard_size: int = Field(default=DEFAULT_SHARD_SIZE, ge=1, le=1_000_000)
+    shard_size: int = Field(default=DEFAULT_SHARD_SIZE, ge=1, le=MAX_SHARD_SIZE)
     format: Literal["files", "webdataset", "parquet"] = DEFAULT_FORMAT
     steps: list[StepName] = Field(default_factory=lambda: ["fetch"], max_length=32)
-    max_size: int = Field(default=DEFAULT_MAX_SIZE, ge=1, le=2 * 1024**3)
-    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=3600)
+    max_size: int = Field(default=DEFAULT_MAX_SIZE, ge=1, le=MAX_ITEM_SIZE)
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=MAX_FETCH_TIMEOUT_S)
 
     @classmethod
     def of(cls, name: str, spec: pb.ScenesSpec) -> "SubmitScenes":

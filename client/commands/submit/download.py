@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from bulkforge.client import flags
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.commands.submit.common import daemon_path, print_submitted
 from bulkforge.client.connection import call_timeout
@@ -47,16 +48,18 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_plan_flags(parser: argparse.ArgumentParser) -> None:
-    """How batches are cut; `plan` takes the same flags."""
+def add_plan_flags(parser: argparse.ArgumentParser, space_required: bool = False) -> None:
+    """How batches are cut; `plan` takes the same flags (and cannot do without --space)."""
     parser.add_argument(
         "--space",
+        required=space_required,
+        type=flags.space,
         metavar="BYTES|auto",
         help="bytes one disk offers (10TB, 931GiB) or auto: the free space of --dest now",
     )
     parser.add_argument(
         "--safety-margin",
-        type=float,
+        type=flags.fraction,
         metavar="M",
         help="share of each disk a batch may fill, in (0, 1] (default 0.9)",
     )

@@ -3,11 +3,13 @@
 import argparse
 from pathlib import Path
 
+from bulkforge.client import flags
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.commands.submit.common import daemon_path, print_submitted
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.errors import UsageError
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import MAX_CHUNK_ROWS, MAX_ROWS, MAX_SEED
 
 MAX_SPEC_BYTES = 1024**2
 
@@ -22,8 +24,12 @@ def register(kinds: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--preset", choices=("courses",), help="a bundled spec (courses: students = --rows)"
     )
-    generate.add_argument("--rows", required=True, type=int, metavar="N", help="rows to scale by")
-    generate.add_argument("--seed", type=int, default=0, metavar="S", help="the seed (default 0)")
+    generate.add_argument(
+        "--rows", required=True, type=flags.count(1, MAX_ROWS), metavar="N", help="rows to scale by"
+    )
+    generate.add_argument(
+        "--seed", type=flags.count(0, MAX_SEED), default=0, metavar="S", help="the seed (default 0)"
+    )
     generate.add_argument(
         "--format", choices=("parquet", "csv", "jsonl", "sql"), default="", help="(parquet)"
     )
@@ -32,15 +38,17 @@ def register(kinds: argparse._SubParsersAction) -> None:
     )
     generate.add_argument("--dest", required=True, metavar="D", help="one folder per table")
     generate.add_argument(
-        "--chunk-rows", type=int, default=0, metavar="K", help="rows per part file (1,000,000)"
+        "--chunk-rows",
+        type=flags.count(1, MAX_CHUNK_ROWS),
+        default=0,
+        metavar="K",
+        help="rows per part file (1,000,000)",
     )
     generate.set_defaults(check=check_generate)
 
 
 def check_generate(args: argparse.Namespace) -> None:
     args.dest = daemon_path(args.dest, remote=bool(args.target), what="--dest")
-    if args.rows < 1 or args.seed < 0 or args.chunk_rows < 0:
-        raise UsageError("--rows must be at least 1, --seed and --chunk-rows not negative")
     args.spec_text = ""
     if args.spec is None:
         return

@@ -3,11 +3,13 @@
 import argparse
 from pathlib import Path
 
+from bulkforge.client import flags
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.commands.submit.common import daemon_path, names, print_submitted
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.errors import UsageError
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import MAX_FETCH_TIMEOUT_S, MAX_ITEM_SIZE, MAX_SHARD_SIZE
 
 
 def register(kinds: argparse._SubParsersAction) -> None:
@@ -26,7 +28,11 @@ def register(kinds: argparse._SubParsersAction) -> None:
     )
     scenes.add_argument("--dest", required=True, metavar="D", help="directory the shards go in")
     scenes.add_argument(
-        "--shard-size", type=int, default=0, metavar="N", help="items per shard (default 10000)"
+        "--shard-size",
+        type=flags.count(1, MAX_SHARD_SIZE),
+        default=0,
+        metavar="N",
+        help="items per shard (default 10000)",
     )
     scenes.add_argument(
         "--format",
@@ -41,10 +47,18 @@ def register(kinds: argparse._SubParsersAction) -> None:
         help="steps in order, fetch first: fetch, verify, decode or module:function",
     )
     scenes.add_argument(
-        "--max-size", default="", metavar="BYTES", help="largest item fetch accepts (64MiB)"
+        "--max-size",
+        type=flags.size(1, MAX_ITEM_SIZE),
+        default=0,
+        metavar="BYTES",
+        help="largest item fetch accepts (64MiB)",
     )
     scenes.add_argument(
-        "--timeout", type=float, default=0, metavar="S", help="seconds per fetch attempt (30)"
+        "--fetch-timeout",
+        type=flags.seconds(high=MAX_FETCH_TIMEOUT_S),
+        default=0,
+        metavar="S",
+        help="seconds per fetch attempt (30)",
     )
     scenes.set_defaults(check=check_scenes)
 
@@ -55,8 +69,6 @@ def check_scenes(args: argparse.Namespace) -> None:
     args.input = daemon_path(args.input, remote=remote, what="--input")
     if not remote and not Path(args.input).exists():
         raise UsageError(f"--input {args.input}: no such file or directory")
-    if args.shard_size < 0:
-        raise UsageError("--shard-size must be positive")
 
 
 def run_scenes(args: argparse.Namespace, stub) -> int:
@@ -69,8 +81,8 @@ def run_scenes(args: argparse.Namespace, stub) -> int:
         shard_size=args.shard_size,
         format=args.format,
         steps=names(args.steps),
-        max_size=args.max_size,
-        timeout_s=args.timeout,
+        max_size=str(args.max_size or ""),
+        timeout_s=args.fetch_timeout,
     )
     response = stub.Submit(
         pb.SubmitRequest(name=args.name, scenes=spec), timeout=call_timeout(args, default=None)

@@ -1,0 +1,124 @@
+"""How both ends of the API write quantities: sizes, rates, and the limits bfd may change.
+
+bfctl checks every size, rate and limit with these before it calls bfd, so a bad value is
+a usage error that says what is wrong; bfd parses its config, flags and requests with the
+same functions, so whatever one end accepts the other does too. Standard library only:
+bfctl starts fast.
+"""
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15, "e": 10**18}
+# 64MiB, 10TB, 1.5g, 512 (bytes); case does not matter. Bits for rates: 100Mbit/s.
+UNITS: dict[str, float] = {
+    "": 1,
+    "b": 1,
+    **{prefix: scale for prefix, scale in _DECIMAL.items()},
+    **{f"{prefix}b": scale for prefix, scale in _DECIMAL.items()},
+    **{f"{prefix}ib": 1024 ** (i + 1) for i, prefix in enumerate(_DECIMAL)},
+    "bit": 1 / 8,
+    **{f"{prefix}bit": scale / 8 for prefix, scale in _DECIMAL.items()},
+}
+_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)")
+SIZE_EXAMPLE = "64MiB, 10TB or 512"
+RATE_EXAMPLE = "50MB/s or 400Mbit/s"
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size such as '64MiB' or '1.5GB'; ValueError saying what is wrong."""
+    return _bytes(text.strip(), SIZE_EXAMPLE)
+
+
+def parse_rate(text: str) -> int:
+    """Bytes per second of a rate such as '50MB/s' (the '/s' may be left out)."""
+    value = text.strip()
+    return _bytes(value.removesuffix("/s").rstrip(), RATE_EXAMPLE)
+
+
+def _bytes(text: str, example: str) -> int:
+    match = _QUANTITY.fullmatch(text)
+    if text.startswith("-"):
+        raise ValueError(f"{_shown(text)} is negative; give a size such as {example}")
+    if not match or match[2].lower() not in UNITS:
+        raise ValueError(f"{_shown(text)} is not a size; give e.g. {example}")
+    return int(float(match[1]) * UNITS[match[2].lower()])
+
+
+def _shown(text: str) -> str:
+    """The value as given, cut short: a refusal must not echo a megabyte back."""
+    return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
+def parse_count(text: str, low: int, high: int | None = None) -> int:
+    """A whole number in [low, high]."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{_shown(text)} is not a whole number") from None
+    return _within(value, low, high)
+
+
+def parse_fraction(text: str) -> float:
+    """A share in (0, 1], such as 0.9."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{_shown(text)} is not a number; give a share such as 0.9") from None
+    if not 0 < value <= 1:
+        raise ValueError(f"{value:g} is not in (0, 1]; give a share such as 0.9")
+    return value
+
+
+def _within(value: int, low: int, high: int | None) -> int:
+    if value < low or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"from {low} to {high}"
+        raise ValueError(f"{value} is out of range: give a number {bounds}")
+    return value
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit `bfctl system --set` may change while bfd runs."""
+
+    parse: Callable[[str], int | float]
+    example: str
+
+
+def _count(low: int, high: int) -> Callable[[str], int]:
+    return lambda text: parse_count(text, low, high)
+
+
+LIMITS: dict[str, Limit] = {
+    "bandwidth": Limit(parse_rate, "bandwidth=50MB/s (0: no cap)"),
+    "disk_threshold": Limit(parse_fraction, "disk_threshold=0.8"),
+    "memory_cap": Limit(parse_size, "memory_cap=4GiB (0: no cap)"),
+    "cpu_workers": Limit(_count(1, 1024), "cpu_workers=4"),
+    "max_connections": Limit(_count(1, 1024), "max_connections=32"),
+    "per_host_connections": Limit(_count(1, 1024), "per_host_connections=8"),
+    "transfer_workers": Limit(_count(1, 64), "transfer_workers=2"),
+}
+
+
+def parse_limit(key: str, text: str) -> int | float:
+    """The value of one `system --set KEY=VALUE`; ValueError naming the limits there are."""
+    limit = LIMITS.get(key)
+    if limit is None:
+        known = ", ".join(LIMITS)
+        raise ValueError(f"{_shown(key)} is not a limit bfd has; the limits are {known}")
+    try:
+        return limit.parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc} (e.g. {limit.example})") from None
+
+
+# Bounds of request fields: bfctl refuses a flag outside them, bfd a request.
+MAX_SHARD_SIZE = 1_000_000  # items per shard
+MAX_ITEM_SIZE = 2 * 1024**3  # bytes one scenes item may have
+MAX_FETCH_TIMEOUT_S = 3600  # seconds per scenes fetch attempt
+MAX_ROWS = 10**10  # rows a generate job scales to
+MAX_CHUNK_ROWS = 100_000_000  # rows per generated part file
+MAX_SEED = 2**63 - 1
+MAX_FAILURES_LIMIT = 10_000  # failed items one `failures` answer lists
+MAX_LARGEST = 10_000  # largest files one `analyze` answer lists

@@ -218,6 +218,33 @@ class Control:
         self._kinds.of(job).runner.stop_job(job.id, cancelled=True)
         return await self.status(name)
 
+    async def remove(self, name: str) -> tuple[jobs.JobView, int]:
+        """Forget an ended job (its rows; its files stay), so its name is free again.
+
+        Returns its last view and how many items it had.
+        """
+        view = await self.status(name)
+
+        def remove(conn: apsw.Connection) -> None:
+            job = jobs.get_job(conn, name)
+            if job.state not in TERMINAL:
+                raise FailedPrecondition(
+                    f"job {name!r} is {job.state}: only an ended job can be removed; "
+                    f"`bfctl cancel {name}` first"
+                )
+            for other in jobs.all_jobs(conn):
+                if other.state not in TERMINAL and self._kinds.of(other).reads(other) == name:
+                    raise FailedPrecondition(
+                        f"job {other.name!r} ({other.state}) reads job {name!r}: "
+                        f"let it end or `bfctl cancel {other.name}` first"
+                    )
+            jobs.remove_job(conn, job)
+
+        await self._writer.call(remove)
+        job = view.job
+        logger.info("job {} removed ({}; its files stay in {})", name, job.state, job.dest)
+        return view, view.items_total
+
     async def retry(self, name: str, step: str, error: str) -> tuple[jobs.JobView, int]:
         def requeue(conn: apsw.Connection) -> int:
             job = jobs.get_job(conn, name)

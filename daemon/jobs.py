@@ -163,7 +163,8 @@ def existing_job(conn: apsw.Connection, name: str, spec: dict) -> JobRow | None:
     if existing is not None and existing.spec != canonical_spec(spec):
         raise AlreadyExists(
             f"a job named {name!r} already exists with other parameters; "
-            "pick another name or cancel that job"
+            f"pick another name, or free this one with `bfctl remove {name}` once that job "
+            f"has ended (`bfctl cancel {name}` ends it)"
         )
     return existing
 
@@ -207,16 +208,21 @@ def require_move(job: JobRow, new: JobState, verb: str, only_from: JobState | No
     """Refuse an operator's verb the job machine (or the verb) does not allow, saying why."""
     if (job.state, new) in job_machine.MOVES and only_from in (None, job.state):
         return
+    # Each hint names only commands that work in that state (a test runs them).
+    name = job.name
     hints = {
-        JobState.COMPLETED: "it has completed; nothing is left to do",
-        JobState.CANCELLED: "it was cancelled; submit it again under a new name",
-        JobState.FAILED: "it has failed; `bfctl retry` re-queues its failures",
-        JobState.PAUSED: "it is paused; `bfctl resume` continues it",
+        JobState.COMPLETED: f"it has completed; `bfctl remove {name}` forgets it",
+        JobState.CANCELLED: f"it was cancelled; `bfctl remove {name}` forgets it and frees "
+        "its name for a new submit",
+        JobState.FAILED: f"it has failed; `bfctl retry {name}` re-queues its failures, "
+        f"`bfctl remove {name}` forgets it",
+        JobState.PAUSED: f"it is paused; `bfctl resume {name}` continues it",
         JobState.QUEUED: "it has not started yet",
         JobState.RUNNING: "it is running",
-        JobState.AWAITING_SWAP: "it waits for a disk swap; `bfctl swap` or `bfctl continue`",
+        JobState.AWAITING_SWAP: f"it waits for a disk swap; `bfctl swap {name}` once the next "
+        f"disk is in, or `bfctl continue {name}` once this one has room",
     }
-    raise FailedPrecondition(f"cannot {verb} job {job.name!r}: {hints[job.state]}")
+    raise FailedPrecondition(f"cannot {verb} job {name!r}: {hints[job.state]}")
 
 
 def job_view(conn: apsw.Connection, job: JobRow) -> JobView:
@@ -275,3 +281,54 @@ def repair_running(
         updated_at=now_ms(),
     )
     return counts
+
+
+def remove_job(conn: apsw.Connection, job: JobRow) -> None:
+    """Delete the job's row and every row that belongs to it, children before parents.
+
+    Kind-neutral: the rows are found through the schema (every table with a job_id, and
+    the tables whose foreign keys point into those), so a kind's new table needs nothing
+    here.
+    """
+    for table, where in _owned_tables(conn):
+        conn.execute(f"DELETE FROM {table} WHERE {where}", {"job": job.id})
+    conn.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+
+
+def _owned_tables(conn: apsw.Connection) -> list[tuple[str, str]]:
+    """(table, WHERE for the job's rows) in an order that deletes children first."""
+    names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    # table -> [(parent table, our column, its key)]
+    parents = {
+        name: [
+            (fk[2], fk[3], fk[4] or "id") for fk in conn.execute(f"PRAGMA foreign_key_list({name})")
+        ]
+        for name in names
+    }
+    where = {
+        name: "job_id = :job"
+        for name in names
+        if name != "jobs"
+        and "job_id" in {col[1] for col in conn.execute(f"PRAGMA table_info({name})")}
+    }
+    for name in names:  # one level below them: the segments of files
+        for parent, column, key in parents[name]:
+            if name not in where and parent in where:
+                where[name] = f"{column} IN (SELECT {key} FROM {parent} WHERE job_id = :job)"
+    ordered: list[str] = []
+    while len(ordered) < len(where):
+        ready = [
+            name
+            for name in where
+            if name not in ordered
+            and not any(
+                parent == name
+                for child in where
+                if child not in ordered and child != name
+                for parent, _, _ in parents[child]
+            )
+        ]
+        if not ready:
+            raise RuntimeError("the schema's foreign keys among job tables form a cycle")
+        ordered += ready
+    return [(name, where[name]) for name in ordered]

@@ -247,6 +247,10 @@ class JobKind(ABC):
     def repair(self, conn: apsw.Connection) -> None:
         """Boot repair: rows a crash left in flight move to a defined state, one log line each."""
 
+    def reads(self, job: JobRow) -> str | None:
+        """The name of the job whose output this one reads (clean --after), if any."""
+        return None
+
 
 class ItemRows:
     """failures, throughput, retry and repair of a kind whose items sit in one table with

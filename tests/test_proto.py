@@ -20,6 +20,7 @@ RPCS = {
     "Pause",
     "Resume",
     "Cancel",
+    "Remove",
     "Retry",
     "Failures",
     "Stats",

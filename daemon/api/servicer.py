@@ -72,6 +72,12 @@ class Servicer(pb_grpc.BulkforgeServicer):
         return messages.job_message(await self._control.cancel(_name(request)))
 
     @refusals
+    async def Remove(self, request: pb.JobRef, context) -> pb.RemoveResponse:
+        view, items = await self._control.remove(_name(request))
+        job = view.job
+        return pb.RemoveResponse(name=job.name, state=str(job.state), dest=job.dest, items=items)
+
+    @refusals
     async def Retry(self, request: pb.RetryRequest, context) -> pb.RetryResponse:
         view, retried = await self._control.retry(_name(request), request.step, request.error)
         return pb.RetryResponse(job=messages.job_message(view), retried=retried)

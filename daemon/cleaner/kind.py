@@ -1,6 +1,7 @@
 """The clean kind behind the seam: Binance zips into partitioned, deduplicated Parquet."""
 
 import asyncio
+import json
 
 import apsw
 
@@ -45,6 +46,9 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
         return await self.writer.call(
             lambda conn: records.create_job(conn, request.name, spec, str(request.dest))
         )
+
+    def reads(self, job: jobs.JobRow) -> str | None:
+        return CleanRequest.of_spec(job.name, json.loads(job.spec)).after
 
     def _download(self, conn: apsw.Connection, name: str) -> tuple[jobs.JobRow, VerifiedFiles]:
         """The job --after names, and its kind as the capability that lists verified files."""

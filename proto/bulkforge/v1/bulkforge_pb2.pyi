@@ -12,6 +12,18 @@ class JobRef(_message.Message):
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
+class RemoveResponse(_message.Message):
+    __slots__ = ("name", "state", "dest", "items")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DEST_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    dest: str
+    items: int
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., dest: _Optional[str] = ..., items: _Optional[int] = ...) -> None: ...
+
 class UrlList(_message.Message):
     __slots__ = ("urls",)
     URLS_FIELD_NUMBER: _ClassVar[int]

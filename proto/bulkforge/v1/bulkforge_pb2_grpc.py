@@ -64,6 +64,11 @@ class BulkforgeStub:
                 request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.SerializeToString,
                 response_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.Job.FromString,
                 _registered_method=True)
+        self.Remove = channel.unary_unary(
+                '/bulkforge.v1.Bulkforge/Remove',
+                request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.SerializeToString,
+                response_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.RemoveResponse.FromString,
+                _registered_method=True)
         self.Retry = channel.unary_unary(
                 '/bulkforge.v1.Bulkforge/Retry',
                 request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.RetryRequest.SerializeToString,
@@ -159,6 +164,15 @@ class BulkforgeServicer:
 
     def Cancel(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Remove(self, request, context):
+        """Forget a job that has ended (completed, failed or cancelled): its rows go, so its
+        name is free again; the files it wrote under dest stay. FAILED_PRECONDITION while
+        it runs (cancel it first) or while a live job reads it (clean --after).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -274,6 +288,11 @@ def add_BulkforgeServicer_to_server(servicer, server):
                     servicer.Cancel,
                     request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.FromString,
                     response_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.Job.SerializeToString,
+            ),
+            'Remove': grpc.unary_unary_rpc_method_handler(
+                    servicer.Remove,
+                    request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.FromString,
+                    response_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.RemoveResponse.SerializeToString,
             ),
             'Retry': grpc.unary_unary_rpc_method_handler(
                     servicer.Retry,
@@ -493,6 +512,33 @@ class Bulkforge:
             '/bulkforge.v1.Bulkforge/Cancel',
             bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.SerializeToString,
             bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Remove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bulkforge.v1.Bulkforge/Remove',
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.SerializeToString,
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.RemoveResponse.FromString,
             options,
             channel_credentials,
             insecure,

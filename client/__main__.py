@@ -32,6 +32,7 @@ from bulkforge.client.commands import (
     watch,
 )
 from bulkforge.client.commands import list as list_jobs
+from bulkforge.client.commands.base import Parser
 from bulkforge.client.connection import endpoint_from_args, open_stub
 from bulkforge.client.errors import (
     EXIT_INTERRUPTED,
@@ -66,7 +67,7 @@ DEBUG_ENV = "BULKFORGE_DEBUG"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="bfctl",
         description="Control bfd, the bulkforge daemon.",
         epilog="Exit codes: 0 ok, 1 bfd refused, 2 usage error, 3 bfd cannot be reached.",

@@ -22,6 +22,7 @@ from loguru import logger
 from bulkforge.daemon import jobs, registry
 from bulkforge.daemon.api.servicer import Servicer, version
 from bulkforge.daemon.control import Control
+from bulkforge.daemon.disks import missing_parts, remove_empty
 from bulkforge.daemon.governor import Governor, use_lean_memory
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.notify import Notifier
@@ -92,16 +93,24 @@ def _take_ownership(settings: Settings) -> list[int]:
     """Lock the state dir, then the socket; only then is a stale socket ours to remove."""
     if len(str(settings.socket)) > MAX_SOCKET_PATH:
         raise StartupRefused(f"socket path {settings.socket} is too long for a unix socket")
+    # A refused start leaves nothing behind: what it made for itself goes again.
+    made = missing_parts(settings.state_dir) + missing_parts(settings.socket.parent)
+    state_lock = settings.state_dir / "bfd.lock"
+    lock_was_there = state_lock.exists()
     try:
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         settings.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     except OSError as exc:
+        remove_empty(made)
         raise StartupRefused(f"cannot create {exc.filename}: {exc.strerror}") from None
-    locks = [_lock(settings.state_dir / "bfd.lock", f"state dir {settings.state_dir}")]
+    locks = [_lock(state_lock, f"state dir {settings.state_dir}")]
     try:
         locks.append(_lock(Path(f"{settings.socket}.lock"), f"socket {settings.socket}"))
     except StartupRefused:
+        if not lock_was_there:
+            state_lock.unlink()  # ours alone: we hold its flock
         os.close(locks[0])
+        remove_empty(made)
         raise
     with contextlib.suppress(FileNotFoundError):
         settings.socket.unlink()

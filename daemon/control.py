@@ -17,7 +17,7 @@ import psutil
 from loguru import logger
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.errors import FailedPrecondition
+from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.failures import FailureGroupRow, FailureReport
 from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.machines.job import TERMINAL, JobState
@@ -91,8 +91,22 @@ class Control:
         view = await self._readers.call(lambda c: self._view(c, jobs.get_job(c, name)))
         return self._with_in_flight(view)
 
-    async def list(self) -> list[jobs.JobView]:
-        views = await self._readers.call(lambda c: [self._view(c, job) for job in jobs.all_jobs(c)])
+    async def list(self, states: list[str], kind: str) -> list[jobs.JobView]:
+        """Every job, or those in one of `states` and of `kind` when given."""
+        unknown = sorted(set(states) - set(JobState))
+        if unknown:
+            known = ", ".join(JobState)
+            raise InvalidArgument(f"no job state {unknown[0]!r}; the states are {known}")
+        kinds = sorted(k.name for k in self._kinds)
+        if kind and kind not in kinds:
+            raise InvalidArgument(f"no job kind {kind!r}; the kinds are {', '.join(kinds)}")
+
+        def wanted(job: jobs.JobRow) -> bool:
+            return (not states or job.state in states) and (not kind or job.kind == kind)
+
+        views = await self._readers.call(
+            lambda c: [self._view(c, job) for job in jobs.all_jobs(c) if wanted(job)]
+        )
         return [self._with_in_flight(view) for view in views]
 
     def _view(self, conn: apsw.Connection, job: jobs.JobRow) -> jobs.JobView:

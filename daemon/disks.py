@@ -6,9 +6,12 @@ device number, the filesystem id (statfs f_fsid: a new tmpfs or a reformatted
 disk gets a new one), and the UUID and label where udev knows them.
 """
 
+import asyncio
+import contextlib
 import json
 import os
 import shutil
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -110,6 +113,38 @@ def free_bytes(path: Path) -> int:
 def prepare_dest(dest: Path | str) -> Path:
     """A job's dest, created when missing; refused when bfd may not write there."""
     return _check_dest(dest, create=True)
+
+
+@contextlib.asynccontextmanager
+async def dest_for(given: Path | str) -> AsyncIterator[Path]:
+    """prepare_dest for work that may still be refused (a submit, an export).
+
+    If the work is refused, the directories made for it go again (those still empty):
+    a refused command leaves nothing behind.
+    """
+    missing = await asyncio.to_thread(missing_parts, Path(given))
+    dest = await asyncio.to_thread(prepare_dest, given)
+    try:
+        yield dest
+    except Exception:  # refused; not a cancel, which may come after the job was created
+        await asyncio.to_thread(remove_empty, missing)
+        raise
+
+
+def missing_parts(dest: Path) -> list[Path]:
+    """dest and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while dest.is_absolute() and not dest.exists() and dest != dest.parent:
+        missing.append(dest)
+        dest = dest.parent
+    return missing
+
+
+def remove_empty(directories: list[Path]) -> None:
+    """rmdir each that is empty, deepest first (one that is not stays, with what it holds)."""
+    for directory in sorted(set(directories), key=lambda path: len(path.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def check_swap_dest(dest: Path) -> None:

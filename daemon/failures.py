@@ -67,6 +67,12 @@ class FailureReport:
         return cls(groups, listed, sum(group.count for group in groups))
 
 
+# Error classes asked once more and then final: a size that disagrees with the manifest
+# may be one proxy's slip, but if the origin says it twice the file is another size, and
+# further attempts only delay the verdict.
+SECOND_OPINION = frozenset({"size"})
+
+
 def backoff_s(settings: Settings, attempts: int, failure: Failure) -> float | None:
     """Seconds before attempt `attempts + 1`, or None when the failure is final.
 
@@ -74,6 +80,8 @@ def backoff_s(settings: Settings, attempts: int, failure: Failure) -> float | No
     (bounded by retry_after_max, so a hostile header cannot park an item for days).
     """
     if not failure.retryable or attempts >= settings.max_attempts:
+        return None
+    if failure.error_class in SECOND_OPINION and attempts >= 2:
         return None
     ceiling = min(settings.retry_max_delay, settings.retry_base_delay * 2 ** (attempts - 1))
     delay = random.uniform(0, ceiling)

@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 import apsw
 from loguru import logger
 
-from bulkforge.daemon.disks import prepare_dest
+from bulkforge.daemon.disks import dest_for
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.governor import Governor
@@ -209,12 +209,12 @@ class JobKind(ABC):
         A resubmission answers at once, from the store, without reading the input again;
         the same name with other parameters is refused (ALREADY_EXISTS).
         """
-        await asyncio.to_thread(prepare_dest, request.dest)
         spec = request.spec()
-        existing = await self.readers.call(lambda c: existing_job(c, request.name, spec))
-        if existing is not None:
-            return existing, False
-        job, created = await self.create(request, spec)
+        async with dest_for(request.dest):
+            existing = await self.readers.call(lambda c: existing_job(c, request.name, spec))
+            if existing is not None:
+                return existing, False
+            job, created = await self.create(request, spec)
         if created:
             self.runner.wake()
         return job, created

@@ -1,5 +1,6 @@
 """Turn pydantic's validation errors into one line a person can act on."""
 
+from collections.abc import Callable
 from typing import Annotated
 
 from pydantic import StringConstraints, ValidationError
@@ -16,11 +17,20 @@ FRIENDLY = {
 }
 
 
-def describe(exc: ValidationError) -> str:
+# field name -> a function wording what is wrong with a value its pattern refused
+Explain = dict[str, Callable[[object], str]]
+
+
+def describe(exc: ValidationError, explain: Explain | None = None) -> str:
+    """One line for the errors; `explain` words a pattern refusal of a named field."""
     parts = []
     for error in exc.errors():
         field = ".".join(str(loc) for loc in error["loc"]) or "value"
-        parts.append(f"{field}: {_message(error)}")
+        explained = (explain or {}).get(field)
+        if explained and error["type"] == "string_pattern_mismatch":
+            parts.append(f"{field}: {explained(error['input'])}")
+        else:
+            parts.append(f"{field}: {_message(error)}")
     return "; ".join(parts)
 
 

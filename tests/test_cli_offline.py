@@ -34,7 +34,9 @@ def missing_socket(tmp_path: Path) -> str:
     ("args", "complaint"),
     [
         ((), "required: COMMAND"),
-        (("no-such-command",), "invalid choice"),
+        (("no-such-command",), "unknown 'no-such-command'"),
+        (("lsit",), "unknown 'lsit'; did you mean 'list'?"),
+        (("submit", "scens"), "did you mean 'scenes'?"),
         (("submit",), "required: KIND"),
         (("submit", "download", "job1", "--dest", "out"), "one of the arguments"),
         (

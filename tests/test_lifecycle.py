@@ -1,7 +1,9 @@
-"""A job's life as an operator drives it: names freed by `remove`, hints that work."""
+"""What an operator meets driving jobs: names freed by `remove`, hints that work, refusals
+that leave nothing behind, filters, permanent failures classified as permanent."""
 
 import re
 import sqlite3
+import subprocess
 from pathlib import Path
 
 from conftest import Daemon, make_dataset, manifest_rows, wait_until, write_manifest
@@ -132,3 +134,102 @@ def test_every_hint_names_a_command_that_works_in_that_state(daemon, tmp_path):
                 assert done.returncode == 0, (
                     f"hint `bfctl {command} {named}` ({state}): {done.stderr}"
                 )
+
+
+def tree(root: Path) -> set[str]:
+    return {str(path.relative_to(root)) for path in root.rglob("*")}
+
+
+def test_a_refused_command_leaves_no_directory_behind(daemon, tmp_path):
+    area = tmp_path / "area"
+    area.mkdir()
+    before = tree(area)
+    refused = daemon.bfctl(
+        "submit", "download", "ftp", "--url", "ftp://host/a.bin", "--dest", str(area / "x/y/z")
+    )
+    assert refused.returncode == 1
+    assert "only http and https URLs can be fetched, not ftp://" in refused.stderr
+    with Origin({"a.bin": b"a" * 100}, {"deep/er/gone.bin": Fault(FaultKind.STATUS_404)}) as o:
+        rows = [{"url": o.url_for("a.bin"), "path": "a.bin"}]
+        rows.append({"url": o.url_for("deep/er/gone.bin"), "path": "deep/er/gone.bin"})
+        manifest = write_manifest(tmp_path / "m.jsonl", rows)
+        submit(daemon, "dl", manifest, area / "dl")
+        daemon.wait_state("dl", {"failed"})
+    # The 404 made no directory for the file it never got.
+    assert tree(area / "dl") == {"a.bin"}
+    export = daemon.bfctl("export", "dl", "--dest", str(area / "e/f"))
+    assert export.returncode == 1, export.stdout
+    assert tree(area) == before | {"dl", "dl/a.bin"}
+
+
+def test_a_refused_second_bfd_leaves_nothing_in_its_state_dir(daemon, make_daemon, tmp_path):
+    second = make_daemon(root=tmp_path / "second")
+    second.socket = daemon.socket  # the socket the first one holds
+    done = subprocess.run(second.command(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "already uses socket" in done.stderr
+    assert not second.state_dir.exists(), tree(second.root)
+    assert daemon.bfctl_json("list") == {"jobs": []}  # the first one is unharmed
+
+
+def test_a_size_that_disagrees_with_the_manifest_is_asked_once_more_then_final(daemon, tmp_path):
+    with Origin({"a.bin": b"a" * 1000}) as origin:
+        rows = [{"url": origin.url_for("a.bin"), "path": "a.bin", "size": 1234}]
+        submit(daemon, "sized", write_manifest(tmp_path / "m.jsonl", rows), tmp_path / "d")
+        job = daemon.wait_state("sized", {"failed"})
+        requests = len(origin.requests("a.bin"))
+    assert job.retrying == 0 and requests == 2  # max attempts is 4
+    failure = daemon.bfctl_json("failures", "sized")["failures"][0]
+    assert failure["error_class"] == "size" and failure["retrying"] is False
+
+
+def test_list_filters_by_state_and_kind(daemon, tmp_path):
+    with Origin({"a.bin": b"a"}, {"gone.bin": Fault(FaultKind.STATUS_404)}) as origin:
+        ok = write_manifest(tmp_path / "ok.jsonl", [{"url": origin.url_for("a.bin")}])
+        bad = write_manifest(tmp_path / "bad.jsonl", [{"url": origin.url_for("gone.bin")}])
+        submit(daemon, "good", ok, tmp_path / "a")
+        submit(daemon, "bad", bad, tmp_path / "b")
+        daemon.wait_state("good", {"completed"})
+        daemon.wait_state("bad", {"failed"})
+
+    def listed(*flags: str) -> list[str]:
+        return [job["name"] for job in daemon.bfctl_json("list", *flags)["jobs"]]
+
+    assert listed() == ["good", "bad"]
+    assert listed("--state", "failed") == ["bad"]
+    assert listed("--state", "completed,failed", "--kind", "download") == ["good", "bad"]
+    assert listed("--state", "running") == []
+    assert listed("--kind", "scenes") == []
+    for flags, words in (
+        (("--state", "doen"), "no job state 'doen'; the states are queued, running"),
+        (("--kind", "dowload"), "no job kind 'dowload'; the kinds are clean, download"),
+    ):
+        refused = daemon.bfctl("list", *flags)
+        assert refused.returncode == 1 and words in refused.stderr, refused.stderr
+
+
+def test_status_json_batches_say_when_they_started_and_how_many_files_failed(daemon, tmp_path):
+    dataset = make_dataset(6, 1000, seed=33)
+    names = sorted(dataset.files)
+    with Origin(dataset.files, {names[0]: Fault(FaultKind.STATUS_404)}) as origin:
+        rows = manifest_rows(origin, dataset)
+        manifest = write_manifest(tmp_path / "m.jsonl", rows)
+        done = daemon.bfctl(
+            "submit", "download", "cut", "--manifest", str(manifest), "--dest",
+            str(tmp_path / "d"), "--space", "3500", "--safety-margin", "1", "--auto-proceed",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        daemon.wait_state("cut", {"failed"})
+    status = daemon.bfctl_json("status", "cut")
+    with store(daemon) as db:
+        by_batch = dict(
+            db.execute(
+                "SELECT batch_idx, count(*) FROM files WHERE state = 'failed' GROUP BY batch_idx"
+            ).fetchall()
+        )
+        started = dict(db.execute("SELECT idx, started_at FROM batches").fetchall())
+    assert len(status["batches"]) == 2 and sum(by_batch.values()) == 1
+    for batch in status["batches"]:
+        assert batch["failures"] == by_batch.get(batch["index"], 0)
+        assert batch["started_at"] is not None and started[batch["index"]] is not None
+        assert batch["started_at"] <= batch["finished_at"]
+    assert status["failed"] == 1 and status["succeeded"] == 5 and status["finished"] == 6

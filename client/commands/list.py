@@ -3,6 +3,7 @@
 import argparse
 
 from bulkforge.client.commands.base import add_command
+from bulkforge.client.commands.submit.common import names
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import job_to_dict, print_json
 from bulkforge.client.render import print_jobs
@@ -10,11 +11,21 @@ from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    add_command(subparsers, "list", "list jobs", run)
+    parser = add_command(subparsers, "list", "list jobs", run)
+    parser.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        metavar="S[,S...]",
+        help="only jobs in these states (running, failed, completed …); repeatable",
+    )
+    parser.add_argument("--kind", default="", metavar="K", help="only jobs of this kind")
 
 
 def run(args: argparse.Namespace, stub) -> int:
-    response = stub.List(pb.ListRequest(), timeout=call_timeout(args))
+    states = [state for given in args.state for state in names(given)]
+    request = pb.ListRequest(states=states, kind=args.kind)
+    response = stub.List(request, timeout=call_timeout(args))
     if args.json:
         print_json({"jobs": [job_to_dict(job) for job in response.jobs]})
     else:

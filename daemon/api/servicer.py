@@ -53,7 +53,8 @@ class Servicer(pb_grpc.BulkforgeServicer):
 
     @refusals
     async def List(self, request: pb.ListRequest, context) -> pb.ListResponse:
-        return pb.ListResponse(jobs=[messages.job_message(v) for v in await self._control.list()])
+        views = await self._control.list(list(request.states), request.kind)
+        return pb.ListResponse(jobs=[messages.job_message(view) for view in views])
 
     @refusals
     async def Status(self, request: pb.JobRef, context) -> pb.Job:

@@ -143,7 +143,7 @@ def move(conn: apsw.Connection, batch: BatchRow, new: BatchState, **columns) -> 
 def activate(conn: apsw.Connection, batch: BatchRow, dest: Path) -> Disk:
     """Start a planned batch on the disk now mounted at dest, recording that disk."""
     disk = identify(dest)
-    move(conn, batch, BatchState.ACTIVE, disk=disk.to_json())
+    move(conn, batch, BatchState.ACTIVE, disk=disk.to_json(), started_at=now_ms())
     return disk
 
 

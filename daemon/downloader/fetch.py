@@ -124,8 +124,9 @@ class Fetcher:
         Received.validator instead, for the caller to store with the file's next state
         (one write per file, not two).
         """
-        # A fresh row's place is a few system calls (path checks, directories): cheaper on the
-        # loop than a hop to a thread, which queued for 8 ms a file at 1,000 files/s. A row that
+        # A fresh row's place is a few system calls (path checks; the worker makes its
+        # directories once the origin answers with the file): cheaper on the loop than a hop
+        # to a thread, which queued for 8 ms a file at 1,000 files/s. A row that
         # began before may hash a whole file already in place: that goes to a thread.
         if row.validator:
             place = await asyncio.to_thread(self._place, row, dest)
@@ -137,7 +138,7 @@ class Fetcher:
         if self._ledger.wants_segments(row.size):
             try:
                 return await self._receive_ranges(
-                    row, target, partial, progress, on_validator, access
+                    row, dest, target, partial, progress, on_validator, access
                 )
             except RangesRefused:
                 await self._ledger.forget(row.id)
@@ -148,7 +149,7 @@ class Fetcher:
         for _ in range(2):
             try:
                 return await self._stream(
-                    row, target, partial, offset, progress, on_validator, access
+                    row, dest, target, partial, offset, progress, on_validator, access
                 )
             except _RestartFromZero:
                 await asyncio.to_thread(partial.unlink, True)
@@ -173,7 +174,7 @@ class Fetcher:
         existing = self._matching_target(row, target) if row.validator else None
         if existing is not None:
             return _Place(target, partial, existing)
-        _prepare_dir(dest, target.parent)
+        _check_dest(dest)  # its directories are made once the origin answers with the file
         offset = 0
         if row.validator:
             with contextlib.suppress(FileNotFoundError):
@@ -183,6 +184,7 @@ class Fetcher:
     async def _receive_ranges(
         self,
         row: FileRow,
+        dest: Path,
         target: Path,
         partial: Path,
         progress: Callable[[int], None],
@@ -197,6 +199,7 @@ class Fetcher:
             # Done ranges count only in the partial they were written to, of the same version.
             await self._ledger.forget(row.id)
             segments, resuming = await self._ledger.plan(row.id, row.size), False
+        await asyncio.to_thread(_prepare_dir, target.parent, dest)
         await asyncio.to_thread(_preallocate, partial, row.size, resuming)
         fetch = RangeFetch(
             url=access.url(row.url),
@@ -257,6 +260,7 @@ class Fetcher:
     async def _stream(
         self,
         row: FileRow,
+        dest: Path,
         target: Path,
         partial: Path,
         offset: int,
@@ -269,7 +273,8 @@ class Fetcher:
             headers["range"] = f"bytes={offset}-"
             headers["if-range"] = row.validator or ""
         _, expected, kind = _hasher(row)
-        sink = ToFile(str(partial), offset, kind, row.size, _html_may_be_the_file(row.path))
+        html_ok = _html_may_be_the_file(row.path)
+        sink = ToFile(str(partial), offset, kind, row.size, html_ok, str(dest))
         told = row.validator
 
         def heard(validator: str | None) -> None:
@@ -329,10 +334,8 @@ class Fetcher:
         await self._ledger.forget(row.id)
 
 
-def _prepare_dir(dest: Path, directory: Path) -> None:
-    """mkdir -p below dest, fsyncing each parent whose entries changed (power-loss safe).
-
-    The destination itself is never created here: when it is gone, a disk was
+def _check_dest(dest: Path) -> None:
+    """The destination itself is never created here: when it is gone, a disk was
     unmounted or removed, and writing into the bare mount point would be wrong.
     Nothing is cached: operators empty or swap destinations under a running daemon.
     """
@@ -340,6 +343,11 @@ def _prepare_dir(dest: Path, directory: Path) -> None:
         raise fail(
             "transfer", "dest", f"destination {dest} does not exist (disk unmounted or removed?)"
         )
+
+
+def _prepare_dir(directory: Path, dest: Path) -> None:
+    """mkdir -p below dest, fsyncing each parent whose entries changed (power-loss safe)."""
+    _check_dest(dest)
     try:
         make_dirs(directory, dest)
     except OSError as exc:

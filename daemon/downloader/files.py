@@ -113,6 +113,17 @@ def _claimed(conn, sql, job_id, limit, now, budget, before, **extra) -> list[Fil
     return [FileRow(*row) for row in conn.execute(sql, arguments | extra)]
 
 
+def failed_by_batch(conn: apsw.Connection, job_id: int) -> dict[int, int]:
+    """Files failed now (retrying or for good), by batch index."""
+    return dict(
+        conn.execute(
+            "SELECT batch_idx, count(*) FROM files WHERE job_id = ? AND state = 'failed' "
+            "GROUP BY batch_idx",
+            (job_id,),
+        ).fetchall()
+    )
+
+
 def has_pending(conn: apsw.Connection, job_id: int) -> bool:
     """Whether an active batch of the job still has a file waiting to be claimed."""
     return (

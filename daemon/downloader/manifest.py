@@ -157,7 +157,26 @@ def _row(record: Any) -> ManifestRow:
     try:
         return ManifestRow.model_validate(record)
     except ValidationError as exc:
-        raise InvalidArgument(describe(exc)) from None
+        raise InvalidArgument(describe(exc, {"url": url_problem})) from None
+
+
+def url_problem(url: object) -> str:
+    """What is wrong with a URL the pattern refused, in words an operator can act on."""
+    text = str(url)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return f"{_cut(text)} is not a URL; give http://HOST/PATH or https://HOST/PATH"
+    if scheme.lower() not in ("http", "https"):
+        return f"only http and https URLs can be fetched, not {scheme}://"
+    if any(char.isspace() for char in text):
+        return "a URL may not hold spaces or line breaks (encode them as %20)"
+    if not rest or rest[0] in "/?#":
+        return f"{_cut(text)} names no host"
+    return f"{_cut(text)} is not a URL bfd can fetch"
+
+
+def _cut(text: str) -> str:
+    return repr(text if len(text) <= 80 else text[:80] + "…")
 
 
 def read_manifest(path: Path) -> Iterator[FileEntry]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import apsw
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.disks import prepare_dest
+from bulkforge.daemon.disks import dest_for
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.exports import Exported
 from bulkforge.daemon.failures import FailureGroupRow, FailureReport
@@ -83,11 +83,11 @@ class ScenesKind(ItemRows, JobKind, ItemExport):
     async def export(self, job: jobs.JobRow, given: str) -> Exported:
         from bulkforge.daemon.scenes import export
 
-        dest = await asyncio.to_thread(prepare_dest, given)
-        # One read transaction: the three files describe the same moment.
-        return await self.readers.call(
-            lambda conn: export.write(conn, jobs.get_job(conn, job.name), dest)
-        )
+        async with dest_for(given) as dest:
+            # One read transaction: the three files describe the same moment.
+            return await self.readers.call(
+                lambda conn: export.write(conn, jobs.get_job(conn, job.name), dest)
+            )
 
 
 def _first_chunk(request: ScenesRequest) -> "tuple[int, ItemChunk | None]":

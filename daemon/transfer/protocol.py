@@ -47,6 +47,9 @@ class ToFile:
     checksum: str | None
     size: int | None
     html_ok: bool
+    # The job's dest: the partial's missing directories below it are made once the origin
+    # answers with the file (a 404 leaves none behind).
+    root: str = ""
 
 
 @dataclass(frozen=True)

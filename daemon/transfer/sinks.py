@@ -12,7 +12,9 @@ import errno
 import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from bulkforge.daemon.durable import DiskFatal, make_dirs
 from bulkforge.daemon.transfer.classify import status_miss, too_large
 from bulkforge.daemon.transfer.protocol import (
     RANGES_REFUSED,
@@ -119,14 +121,15 @@ class FileSink:
             )
             raise Stop(Miss("transfer", "size", message))
         try:
-            # No symlink planted at <path>.partial may carry the bytes outside dest.
-            self._fd = os.open(order.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            self._fd = _open_partial(order)
             os.ftruncate(self._fd, start)
             os.lseek(self._fd, start, os.SEEK_SET)
             if start and self._hasher is not None:
                 _hash_prefix(order.path, self._hasher, start)
         except OSError as exc:
             raise Stop(_write_miss(exc, order.path)) from None
+        except DiskFatal as exc:
+            raise Stop(fatal=str(exc)) from None
         self.size = start
 
     def _start(self, head: Head) -> int:
@@ -265,7 +268,23 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _open_partial(order: ToFile) -> int:
+    """The partial, open for writing, its missing directories below order.root made first."""
+    # O_NOFOLLOW: no symlink planted at <path>.partial may carry the bytes outside dest.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+    try:
+        return os.open(order.path, flags, 0o644)
+    except FileNotFoundError:
+        if not order.root:
+            raise
+    make_dirs(Path(order.path).parent, Path(order.root))
+    return os.open(order.path, flags, 0o644)
+
+
 def _write_miss(exc: OSError, path: str) -> Miss:
     if exc.errno == errno.ENOSPC:
         return Miss("transfer", "no_space", f"no space left on {os.path.dirname(path)}")
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        # Untrusted names clash (a file `x` and a file `x/y`).
+        return Miss("transfer", "path", f"cannot place {path}: {exc.strerror}")
     return Miss("transfer", "io", f"cannot write {path}: {exc.strerror or exc}")

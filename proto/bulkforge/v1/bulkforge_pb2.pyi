@@ -274,8 +274,12 @@ class Registration(_message.Message):
     def __init__(self, rows_read: _Optional[int] = ..., rows_total: _Optional[int] = ..., done: _Optional[bool] = ..., rejected: _Optional[int] = ..., first_rejected: _Optional[str] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("states", "kind")
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedScalarFieldContainer[str]
+    kind: str
+    def __init__(self, states: _Optional[_Iterable[str]] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class ListResponse(_message.Message):
     __slots__ = ("jobs",)

@@ -6,7 +6,9 @@ Exit codes: 0 ok, 1 the daemon refused (its message on stderr), 2 usage error, 3
 import argparse
 import os
 import sys
+import tempfile
 import traceback
+from pathlib import Path
 
 import grpc
 
@@ -33,7 +35,7 @@ from bulkforge.client.commands import (
 )
 from bulkforge.client.commands import list as list_jobs
 from bulkforge.client.commands.base import Parser
-from bulkforge.client.connection import endpoint_from_args, open_stub
+from bulkforge.client.connection import Endpoint, endpoint_from_args, open_stub
 from bulkforge.client.errors import (
     EXIT_INTERRUPTED,
     EXIT_REFUSED,
@@ -41,6 +43,7 @@ from bulkforge.client.errors import (
     from_rpc_error,
     report,
 )
+from bulkforge.client.private_daemon import is_serving, running_daemon
 
 COMMANDS = (
     submit,
@@ -125,11 +128,34 @@ def dispatch(args: argparse.Namespace) -> int:
     if getattr(args, "standalone", False):
         return args.run(args)
     endpoint = endpoint_from_args(args)
+    if getattr(args, "dry_run", False) and not answers(endpoint):
+        return run_privately(args, endpoint)
+    return run_on(args, endpoint)
+
+
+def run_on(args: argparse.Namespace, endpoint: Endpoint) -> int:
     try:
         with open_stub(endpoint) as stub:
             return args.run(args, stub)
     except grpc.RpcError as exc:
         raise from_rpc_error(exc, endpoint.shown) from None
+
+
+def answers(endpoint: Endpoint) -> bool:
+    """Whether a bfd serves there; over TCP it is assumed (the call will say)."""
+    if endpoint.socket is None:
+        return True
+    return endpoint.socket.exists() and is_serving(endpoint)
+
+
+def run_privately(args: argparse.Namespace, endpoint: Endpoint) -> int:
+    """A dry run needs no daemon: a private bfd reads the source, and nothing is kept."""
+    report(f"no bfd answers at {endpoint.shown}: a private one reads the source (nothing kept)")
+    with (
+        tempfile.TemporaryDirectory(prefix="bulkforge-dry-") as work,
+        running_daemon(Path(work)) as private,
+    ):
+        return run_on(args, private)
 
 
 def unexpected(exc: Exception) -> int:

@@ -33,6 +33,7 @@ def job_to_dict(job: pb.Job) -> dict[str, Any]:
         "failed": job.failed,
         "bytes_done": job.bytes_done,
         "bytes_total": job.bytes_total,
+        "bytes_total_known": job.bytes_total_known,
         "items_total": job.items_total,
         "retrying": job.retrying,
         "dest": job.dest,
@@ -121,7 +122,12 @@ def stats_to_dict(response: pb.StatsResponse) -> dict[str, Any]:
         "bucket_s": response.bucket_s,
         "shards": shard_rows(response.job) if response.job.batch_unit == "shard" else None,
         "throughput": [
-            {"start": iso_utc(bucket.start_ms), "items": bucket.items, "bytes": bucket.bytes}
+            {
+                "start": iso_utc(bucket.start_ms),
+                "items": bucket.items,
+                "bytes": bucket.bytes,
+                "items_per_s": bucket.items_per_s,
+            }
             for bucket in response.throughput
         ],
         "failures": [failure_group_to_dict(group) for group in response.failures],
@@ -154,9 +160,9 @@ def system_to_dict(response: pb.SystemResponse) -> dict[str, Any]:
 def watch_event_to_dict(event: pb.WatchEvent) -> dict[str, Any]:
     return {
         "job": job_to_dict(event.job),
-        "bytes_per_s": event.bytes_per_s,
-        "items_per_s": event.items_per_s,
-        "eta_s": event.eta_s,
+        "bytes_per_s": event.bytes_per_s if event.bytes_per_s >= 0 else None,
+        "items_per_s": event.items_per_s if event.items_per_s >= 0 else None,
+        "eta_s": event.eta_s if event.eta_s >= 0 else None,
     }
 
 

@@ -14,6 +14,12 @@ EXIT_INTERRUPTED = 130
 # not there: both mean "look at bfd", not "fix your request".
 UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
+# What gRPC says when bfd goes away in the middle of a call, in bulkforge's words.
+CONNECTION_LOST = dict.fromkeys(
+    ("Cancelling all calls", "Socket closed", "Connection reset by peer", "Broken pipe"),
+    "bfd closed the connection in the middle of the answer (it stopped or restarted)",
+)
+
 
 class ClientError(Exception):
     """A failure with a message for people and the exit code it stands for."""
@@ -54,8 +60,8 @@ def from_rpc_error(exc: grpc.RpcError, where: str) -> ClientError:
     details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Unreachable(where, "no answer before the deadline (see --timeout)")
-    if code in UNREACHABLE_CODES:
-        return Unreachable(where, details)
+    if code in UNREACHABLE_CODES or details in CONNECTION_LOST:
+        return Unreachable(where, CONNECTION_LOST.get(details, details))
     return ClientError(f"{code.name.lower().replace('_', ' ')}: {details}")
 
 

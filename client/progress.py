@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
-from bulkforge.client.render import human_bytes, human_duration, percent
+from bulkforge.client.render import byte_progress, human_bytes, human_duration
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 # Often enough to show life in a log, rarely enough not to flood it.
@@ -37,16 +37,22 @@ def progress_fields(event: pb.WatchEvent) -> dict[str, str]:
         eta = "-"
     return {
         "state": job.state,
-        "bytes": f"{human_bytes(job.bytes_done)} / {human_bytes(job.bytes_total)}",
+        "bytes": byte_progress(job),
         "items": f"{job.finished}/{job.items_total} items",
-        "rate": f"{event.items_per_s:.0f} items/s  {human_bytes(event.bytes_per_s)}/s",
+        "rate": rate(event),
         "eta": f"ETA {eta}",
     }
 
 
+def rate(event: pb.WatchEvent) -> str:
+    if event.items_per_s < 0:
+        return "rate: measuring"
+    return f"{event.items_per_s:.0f} items/s  {human_bytes(event.bytes_per_s)}/s"
+
+
 def bar_position(job: pb.Job) -> tuple[float | None, float]:
     """(total, completed) of the bar: bytes when sizes are known, else items, else unknown."""
-    if job.bytes_total:
+    if job.bytes_total_known and job.bytes_total:
         return job.bytes_total, job.bytes_done
     if job.items_total:
         return job.items_total, job.finished
@@ -105,11 +111,10 @@ def table_lines(job: pb.Job) -> list[str]:
 def plain_line(event: pb.WatchEvent) -> str:
     job = event.job
     fields = progress_fields(event)
-    share = percent(job.bytes_done, job.bytes_total)
     tables = "".join(f"\n  {line}" for line in table_lines(job))
     return (
         f"{time.strftime('%H:%M:%S')} {job.name}: {fields['state']}  {fields['items']}  "
-        f"{fields['bytes']} ({share})  {fields['rate']}  {fields['eta']}{tables}"
+        f"{fields['bytes']}  {fields['rate']}  {fields['eta']}{tables}"
     )
 
 

@@ -53,6 +53,14 @@ def percent(done: int, total: int) -> str:
     return f"{100 * done / total:.1f}%" if total else "-"
 
 
+def byte_progress(job: pb.Job) -> str:
+    """'1.0 MiB / 4.0 MiB (25.0%)', or '1.0 MiB so far' when no total is known."""
+    if not job.bytes_total_known:
+        return f"{human_bytes(job.bytes_done)} so far"
+    done, total = job.bytes_done, job.bytes_total
+    return f"{human_bytes(done)} / {human_bytes(total)} ({percent(done, total)})"
+
+
 def console(stderr: bool = False) -> "Console":
     from rich.console import Console
 
@@ -146,10 +154,7 @@ def job_summary(job: pb.Job) -> Any:
     )
     grid.add_row(
         "bytes",
-        styled(
-            f"{human_bytes(job.bytes_done)} / {human_bytes(job.bytes_total)} "
-            f"({percent(job.bytes_done, job.bytes_total)})"
-        ),
+        styled(byte_progress(job)),
     )
     if job.HasField("registration") and not job.registration.done:
         registration = job.registration
@@ -211,7 +216,7 @@ def print_jobs(jobs: Iterable[pb.Job]) -> None:
             styled(job.kind),
             state_text(job.state, job.tone),
             f"{job.finished}/{job.items_total}",
-            f"{human_bytes(job.bytes_done)} / {human_bytes(job.bytes_total)}",
+            byte_progress(job),
             ago(job.updated_at_ms),
         )
     if rows:
@@ -280,7 +285,7 @@ def print_stats(response: pb.StatsResponse) -> None:
     shown_rate = f"   {100 * rate:.1f}% succeeded" if rate is not None else ""
     out.print(
         styled(
-            f"elapsed {human_duration(response.elapsed_s)}   "
+            f"elapsed {human_duration(response.elapsed_s)}, on average "
             f"{response.items_per_s:.1f} items/s   {human_bytes(response.bytes_per_s)}/s"
             f"{shown_rate}"
         )
@@ -297,7 +302,7 @@ def print_stats(response: pb.StatsResponse) -> None:
             table.add_row(
                 time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(bucket.start_ms / 1000)),
                 str(bucket.items),
-                f"{bucket.items / bucket_s:.1f}",
+                f"{bucket.items_per_s:.1f}",
                 human_bytes(bucket.bytes),
             )
         out.print(table)

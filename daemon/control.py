@@ -30,7 +30,8 @@ from bulkforge.daemon.transfer.engine import Engine
 @dataclass
 class Stats:
     view: jobs.JobView
-    throughput: list[tuple[int, int, int]]
+    # (bucket start ms, items, bytes, items per second of the bucket the job lived in)
+    throughput: list[tuple[int, int, int, float]]
     failures: list[FailureGroupRow]
     elapsed_s: float
     items_per_s: float
@@ -145,13 +146,16 @@ class Control:
             return self._view(conn, job), throughput, groups, bucket
 
         view, throughput, groups, bucket = await self._readers.call(read)
-        finished = view.job.updated_at if view.job.state in TERMINAL else now_ms()
-        elapsed = max(0.001, (finished - view.job.created_at) / 1000)
+        born = view.job.created_at
+        ended = view.job.updated_at if view.job.state in TERMINAL else now_ms()
+        elapsed = max(0.001, (ended - born) / 1000)
         items = sum(row[1] for row in throughput)
         size = sum(row[2] for row in throughput)
-        return Stats(
-            view, throughput, groups, elapsed, items / elapsed, size / elapsed, bucket // 1000
-        )
+        rated = [
+            (start, count, nbytes, count / _lived_s(start, start + bucket, born, ended))
+            for start, count, nbytes in throughput
+        ]
+        return Stats(view, rated, groups, elapsed, items / elapsed, size / elapsed, bucket // 1000)
 
     async def system(self) -> SystemView:
         """The daemon, its governor and its store now."""
@@ -321,6 +325,11 @@ class Control:
             return jobs.move_job(conn, job, new, message=message)
 
         return await self._writer.call(move)
+
+
+def _lived_s(start: int, stop: int, born: int, ended: int) -> float:
+    """Seconds of [start, stop) the job lived in (ms in, s out; never 0)."""
+    return max(0.001, (min(stop, ended) - max(start, born)) / 1000)
 
 
 def _disk_use(path: str) -> DiskUse:

@@ -73,6 +73,8 @@ class JobView:
     counts: dict[str, int] = field(default_factory=dict)
     bytes_done: int = 0
     bytes_total: int = 0
+    # Whether bytes_total is the whole (every size known up front), not a sum so far.
+    bytes_total_known: bool = False
     items_total: int = 0
     retrying: int = 0
     batches: list[BatchView] = field(default_factory=list)

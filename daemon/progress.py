@@ -11,10 +11,14 @@ from bulkforge.daemon.store import now_ms
 
 @dataclass(frozen=True)
 class Pace:
+    # Negative until two snapshots give a span to measure (a first 0 would be a guess).
     bytes_per_s: float
     items_per_s: float
     # Seconds until done at this pace; negative when unknown.
     eta_s: float
+
+
+UNMEASURED = Pace(-1.0, -1.0, -1.0)
 
 
 class Rates:
@@ -28,10 +32,10 @@ class Rates:
         (t0, b0, i0), (t1, b1, i1) = self._samples[0], self._samples[-1]
         span = t1 - t0
         if span <= 0:
-            return Pace(0.0, 0.0, -1.0)
+            return UNMEASURED
         bytes_rate, items_rate = (b1 - b0) / span, (i1 - i0) / span
         eta = -1.0
-        if view.bytes_total and bytes_rate > 0:
+        if view.bytes_total_known and view.bytes_total and bytes_rate > 0:
             eta = (view.bytes_total - view.bytes_done) / bytes_rate
         elif items_rate > 0:
             eta = (view.items_total - view.finished) / items_rate

@@ -3,6 +3,7 @@
 bfctl runs as a real subprocess, so these tests see exactly what a shell or a script would.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -242,3 +243,25 @@ def test_good_values_pass_the_same_checks(argv: list[str]) -> None:
     from bulkforge.client.__main__ import build_parser
 
     build_parser().parse_args(argv)  # raises SystemExit when refused
+
+
+def test_plan_and_analyze_need_no_running_bfd(tmp_path: Path, missing_socket: str) -> None:
+    rows = [
+        {"url": f"http://127.0.0.1:9/d{i % 3}/f{i}.bin", "path": f"d{i % 3}/f{i}.bin", "size": 400}
+        for i in range(9)
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    planned = bfctl("--socket", missing_socket, "--json", "plan", "--manifest", str(manifest),
+                    "--space", "1000", "--safety-margin", "1")  # fmt: skip
+    assert planned.returncode == 0, planned.stderr
+    assert "no bfd answers at" in planned.stderr and "nothing kept" in planned.stderr
+    plan = json.loads(planned.stdout)
+    assert sum(batch["files"] for batch in plan["batches"]) == 9
+    assert all(batch["bytes"] <= 1000 for batch in plan["batches"])
+    analyzed = bfctl("--socket", missing_socket, "--json", "analyze", "--manifest", str(manifest))
+    assert analyzed.returncode == 0, analyzed.stderr
+    assert json.loads(analyzed.stdout)["files"] == 9
+    # Commands that change state still need the real bfd.
+    listed = bfctl("--socket", missing_socket, "list")
+    assert listed.returncode == EXIT_UNREACHABLE

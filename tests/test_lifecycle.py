@@ -1,6 +1,7 @@
 """What an operator meets driving jobs: names freed by `remove`, hints that work, refusals
 that leave nothing behind, filters, permanent failures classified as permanent."""
 
+import itertools
 import re
 import sqlite3
 import subprocess
@@ -207,7 +208,7 @@ def test_list_filters_by_state_and_kind(daemon, tmp_path):
         assert refused.returncode == 1 and words in refused.stderr, refused.stderr
 
 
-def test_status_json_batches_say_when_they_started_and_how_many_files_failed(daemon, tmp_path):
+def test_batches_say_when_they_started_what_failed_and_hand_over_at_once(daemon, tmp_path):
     dataset = make_dataset(6, 1000, seed=33)
     names = sorted(dataset.files)
     with Origin(dataset.files, {names[0]: Fault(FaultKind.STATUS_404)}) as origin:
@@ -215,7 +216,7 @@ def test_status_json_batches_say_when_they_started_and_how_many_files_failed(dae
         manifest = write_manifest(tmp_path / "m.jsonl", rows)
         done = daemon.bfctl(
             "submit", "download", "cut", "--manifest", str(manifest), "--dest",
-            str(tmp_path / "d"), "--space", "3500", "--safety-margin", "1", "--auto-proceed",
+            str(tmp_path / "d"), "--space", "2500", "--safety-margin", "1", "--auto-proceed",
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         daemon.wait_state("cut", {"failed"})
@@ -227,9 +228,39 @@ def test_status_json_batches_say_when_they_started_and_how_many_files_failed(dae
             ).fetchall()
         )
         started = dict(db.execute("SELECT idx, started_at FROM batches").fetchall())
-    assert len(status["batches"]) == 2 and sum(by_batch.values()) == 1
+    assert len(status["batches"]) == 3 and sum(by_batch.values()) == 1
     for batch in status["batches"]:
         assert batch["failures"] == by_batch.get(batch["index"], 0)
         assert batch["started_at"] is not None and started[batch["index"]] is not None
         assert batch["started_at"] <= batch["finished_at"]
+    # A batch starts as the last one completes and its files are claimed in the same breath,
+    # not at the scheduler's next poll (1 s): two 1 kB files take milliseconds.
+    with store(daemon) as db:
+        spans = db.execute("SELECT started_at, updated_at FROM batches ORDER BY idx").fetchall()
+    gaps = [start - end for (_, end), (start, _) in itertools.pairwise(spans)]
+    lives = [end - start for start, end in spans]
+    assert max(gaps) < 600 and max(lives) < 600, (gaps, lives)
     assert status["failed"] == 1 and status["succeeded"] == 5 and status["finished"] == 6
+
+
+def test_a_pause_does_not_send_the_bytes_received_back(daemon, tmp_path):
+    files = {"a.bin": b"a" * 100_000, "b.bin": b"b" * 100_000}
+    stall = {
+        name: Fault(FaultKind.STALL, after_bytes=40_000, seconds=60, times=1) for name in files
+    }
+    with Origin(files, stall) as origin:
+        rows = [{"url": origin.url_for(n), "path": n, "size": len(d)} for n, d in files.items()]
+        submit(daemon, "halt", write_manifest(tmp_path / "m.jsonl", rows), tmp_path / "d")
+        wait_until(
+            lambda: daemon.bfctl_json("status", "halt")["bytes_done"] >= 80_000,
+            what="both transfers at their stall",
+        )
+        paused = daemon.bfctl_json("pause", "halt")
+        assert paused["state"] == "paused"
+        # The partials stay for the resume, and so does the progress they stand for.
+        assert daemon.bfctl_json("status", "halt")["bytes_done"] >= 80_000
+        assert daemon.bfctl_json("resume", "halt")["bytes_done"] >= 80_000
+        daemon.wait_state("halt", {"completed"})
+    assert daemon.bfctl_json("status", "halt")["bytes_done"] == 200_000
+    for name, data in files.items():
+        assert (tmp_path / "d" / name).read_bytes() == data

@@ -94,3 +94,21 @@ def test_steps_that_cannot_be_used_are_refused_at_submit(plugin, names, expected
 )
 def test_a_sample_extension_comes_from_the_url_or_the_content_type(url, content_type, expected):
     assert _extension(url, content_type) == expected
+
+
+def test_decode_says_what_is_wrong_in_its_own_words():
+    import io
+
+    from PIL import Image
+
+    from bulkforge.daemon.scenes.steps import decode
+
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4), "red").save(png, format="PNG")
+    assert decode(png.getvalue(), {}) == (png.getvalue(), {})
+    for data, words in ((b"<html>nope</html>", "not an image Pillow knows (17 bytes starting"),
+                        (png.getvalue()[:-20], "a broken image")):  # fmt: skip
+        with pytest.raises(StepFailed) as failed:
+            decode(data, {})
+        assert (failed.value.step, failed.value.error_class) == ("decode", "not_an_image")
+        assert words in str(failed.value) and "0x" not in str(failed.value), str(failed.value)

@@ -335,7 +335,7 @@ def test_bad_input_is_refused_at_submit_with_a_reason_and_bfd_carries_on(daemon,
             "cannot import no_such_module_xyz",
         ),
         "notfirst": (["--steps", "verify,fetch"], "the first step must be 'fetch'"),
-        "format": (["--format", "zip"], "invalid choice"),
+        "format": (["--format", "zip"], "unknown 'zip'"),
     }
     for name, (flags, expected) in refusals.items():
         args = ["submit", "scenes", name, "--input", str(good), "--key", "key", "--url", "url",

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of a disk a batch may fill (0.9)",
     )
     parser.add_argument("--dest", metavar="D", help="the disk --space auto measures")
-    parser.set_defaults(check=check_plan)
+    parser.set_defaults(check=check_plan, dry_run=True)
 
 
 def run(args: argparse.Namespace, stub) -> int:

@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_source_flags(parser)
     add_plan_flags(parser, space_required=True)
     parser.add_argument("--dest", metavar="D", help="the disk --space auto measures")
-    parser.set_defaults(check=check_plan)
+    # A dry run: with no bfd running here, a private one answers (__main__.run_privately).
+    parser.set_defaults(check=check_plan, dry_run=True)
 
 
 def check_plan(args: argparse.Namespace) -> None:

@@ -33,6 +33,7 @@ def job_message(view: jobs.JobView) -> pb.Job:
         failed=view.failed,
         bytes_done=view.bytes_done,
         bytes_total=view.bytes_total,
+        bytes_total_known=view.bytes_total_known,
         batch_unit=view.batch_unit,
         batches=[batch_message(b) for b in view.batches],
         dest=job.dest,
@@ -122,8 +123,8 @@ def stats_message(stats: Stats) -> pb.StatsResponse:
     return pb.StatsResponse(
         job=job_message(stats.view),
         throughput=[
-            pb.ThroughputBucket(start_ms=start, items=items, bytes=size)
-            for start, items, size in stats.throughput
+            pb.ThroughputBucket(start_ms=start, items=items, bytes=size, items_per_s=rate)
+            for start, items, size, rate in stats.throughput
         ],
         failures=[group_message(g) for g in stats.failures],
         elapsed_s=stats.elapsed_s,

@@ -84,6 +84,7 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
             view.bytes_total += size
             if state == ZipState.DONE:
                 view.bytes_done = size
+        view.bytes_total_known = True  # each zip's size is known once it is registered
 
     async def export(self, job: jobs.JobRow, given: str) -> Exported:
         from bulkforge.daemon.cleaner import export  # pyarrow: loaded by the first export

@@ -113,6 +113,12 @@ def _claimed(conn, sql, job_id, limit, now, budget, before, **extra) -> list[Fil
     return [FileRow(*row) for row in conn.execute(sql, arguments | extra)]
 
 
+def any_unknown_size(conn: apsw.Connection, job_id: int) -> bool:
+    """Whether some file's size is not known yet (listed without one and not yet fetched)."""
+    query = "SELECT 1 FROM files WHERE job_id = ? AND size IS NULL LIMIT 1"
+    return conn.execute(query, (job_id,)).fetchone() is not None
+
+
 def failed_by_batch(conn: apsw.Connection, job_id: int) -> dict[int, int]:
     """Files failed now (retrying or for good), by batch index."""
     return dict(

@@ -83,6 +83,7 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
             if state in (FileState.DONE, FileState.SKIPPED):
                 view.bytes_done += size
         view.retrying = files.retrying_count(conn, view.job.id)
+        view.bytes_total_known = not files.any_unknown_size(conn, view.job.id)
         failed = files.failed_by_batch(conn, view.job.id)
         for batch in view.batches:
             batch.failures = failed.get(batch.index, 0)

@@ -143,8 +143,8 @@ def plan(sizes: FileSizes, space: int, margin: float, oversize: Oversize = Overs
         raise ValueError("the sizes were gathered for another batch limit")
     if sizes.unknown_size:
         raise InvalidArgument(
-            f"{sizes.unknown_size} file(s) have no size in the source; "
-            "a plan needs every size (give the manifest a size column)"
+            f"{sizes.unknown_size} file(s) have no size; cutting batches needs every size: "
+            "give them in a manifest's size column (URLs given with --url carry none)"
         )
     size = np.frombuffer(sizes.sizes, dtype=np.int64) if sizes.sizes else np.zeros(0, np.int64)
     dirs = np.frombuffer(sizes.dirs, dtype=np.int64) if sizes.dirs else np.zeros(0, np.int64)

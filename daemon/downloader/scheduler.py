@@ -104,6 +104,9 @@ class Downloader:
         self._readers = services.store.readers
         self._on_fatal = services.on_fatal
         self._transfers: dict[int, _Transfer] = {}
+        # Interrupted transfers (a pause): file id -> (job id, bytes in the partial kept for
+        # the resume), still counted as progress so a pause does not send the bytes back.
+        self._kept: dict[int, tuple[int, int]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         ledger = Ledger(self._writer, int(settings.segment_size), settings.segments_per_file)
@@ -122,7 +125,9 @@ class Downloader:
         return self._engine.budget.busy(register.KIND)
 
     def in_flight_bytes(self, job_id: int) -> int:
-        return sum(t.bytes for t in self._transfers.values() if t.job_id == job_id)
+        """Bytes received of files not yet done: in flight, or kept by a pause."""
+        flying = sum(t.bytes for t in self._transfers.values() if t.job_id == job_id)
+        return flying + sum(size for job, size in self._kept.values() if job == job_id)
 
     def stop_job(self, job_id: int, cancelled: bool) -> None:
         """Interrupt the transfers of a paused or cancelled job; their partials stay."""
@@ -239,6 +244,7 @@ class Downloader:
 
     def _start_transfer(self, job: jobs.JobRow, row: files.FileRow, device: int | None) -> None:
         transfer = _Transfer(job.id, size=row.size or 0, device=device)
+        self._kept.pop(row.id, None)  # counted again as it resumes
         self._transfers[row.id] = transfer
         transfer.task = asyncio.create_task(self._transfer(job, row, transfer))
         transfer.task.add_done_callback(lambda task: self._transfer_ended(row.id, transfer, task))
@@ -249,6 +255,8 @@ class Downloader:
             del self._transfers[file_id]
         if task.cancelled():
             # Paused, cancelled or drained: the row goes back to pending, partial kept.
+            if transfer.bytes:
+                self._kept[file_id] = (transfer.job_id, transfer.bytes)
             release = asyncio.ensure_future(self._release(file_id))
             self._releases.add(release)
             release.add_done_callback(self._releases.discard)
@@ -417,10 +425,11 @@ def _plan_job(
     if waiting or plan.verifying:
         return plan
     upcoming = batches.in_states(conn, job_id, (BatchState.PLANNED,))
-    if upcoming:
-        _proceed(conn, job, upcoming[0])
-    else:
+    if not upcoming:
         _finish_job(conn, job)
+    elif _proceed(conn, job, upcoming[0]):
+        # Its files are claimed by the next pass, at once: a batch boundary costs no poll.
+        plan.next_retry_at = now_ms()
     return plan
 
 
@@ -447,15 +456,16 @@ def _start_job(conn: apsw.Connection, job: jobs.JobRow) -> jobs.JobRow:
     return job
 
 
-def _proceed(conn: apsw.Connection, job: jobs.JobRow, upcoming: batches.BatchRow) -> None:
-    """After a batch: start the next one when it fits on the disk now, else wait for a swap."""
+def _proceed(conn: apsw.Connection, job: jobs.JobRow, upcoming: batches.BatchRow) -> bool:
+    """After a batch: start the next one when it fits on the disk now (True), else wait for a
+    swap."""
     batching = Batching.of_spec(json.loads(job.spec))
     margin = batching.margin if batching else 1.0
     fits, free = batches.fits_now(upcoming, Path(job.dest), margin)
     if fits or (batching and batching.auto_proceed):
         disk = batches.activate(conn, upcoming, Path(job.dest))
         logger.info("job {}: batch {} started on {}", job.name, upcoming.index, disk.describe())
-        return
+        return True
     message = (
         f"batch {upcoming.index - 1} is complete; batch {upcoming.index} needs "
         f"{upcoming.bytes:,} bytes and {job.dest} has {free:,} free: swap the disk and run "
@@ -463,6 +473,7 @@ def _proceed(conn: apsw.Connection, job: jobs.JobRow, upcoming: batches.BatchRow
     )
     jobs.move_job(conn, job, JobState.AWAITING_SWAP, message=message)
     logger.info("job {} awaits a disk swap: {}", job.name, message)
+    return False
 
 
 def _finish_job(conn: apsw.Connection, job: jobs.JobRow) -> None:

@@ -63,8 +63,12 @@ def decode(data: bytes, meta: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise StepFailed("decode", "not_an_image", f"not a decodable image: {exc}") from None
+    except UnidentifiedImageError:
+        # Pillow's own words name its in-memory buffer (<_io.BytesIO object at 0x…>).
+        message = f"not an image Pillow knows ({len(data):,} bytes starting {data[:8]!r})"
+        raise StepFailed("decode", "not_an_image", message) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise StepFailed("decode", "not_an_image", f"a broken image: {exc}") from None
     return data, meta
 
 

@@ -181,7 +181,7 @@ class DiskInfo(_message.Message):
     def __init__(self, mount: _Optional[str] = ..., device: _Optional[str] = ..., fsid: _Optional[str] = ..., fstype: _Optional[str] = ..., uuid: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("name", "kind", "state", "counts", "bytes_done", "bytes_total", "batches", "dest", "message", "items_total", "retrying", "created_at_ms", "updated_at_ms", "registration", "finished", "succeeded", "failed", "states", "batch_unit", "tone", "tables")
+    __slots__ = ("name", "kind", "state", "counts", "bytes_done", "bytes_total", "batches", "dest", "message", "items_total", "retrying", "created_at_ms", "updated_at_ms", "registration", "finished", "succeeded", "failed", "states", "batch_unit", "tone", "tables", "bytes_total_known")
     class CountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,7 @@ class Job(_message.Message):
     BATCH_UNIT_FIELD_NUMBER: _ClassVar[int]
     TONE_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_KNOWN_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     state: str
@@ -231,7 +232,8 @@ class Job(_message.Message):
     batch_unit: str
     tone: str
     tables: _containers.RepeatedCompositeFieldContainer[TableProgress]
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[Batch, _Mapping]]] = ..., dest: _Optional[str] = ..., message: _Optional[str] = ..., items_total: _Optional[int] = ..., retrying: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., registration: _Optional[_Union[Registration, _Mapping]] = ..., finished: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., states: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., batch_unit: _Optional[str] = ..., tone: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[TableProgress, _Mapping]]] = ...) -> None: ...
+    bytes_total_known: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[Batch, _Mapping]]] = ..., dest: _Optional[str] = ..., message: _Optional[str] = ..., items_total: _Optional[int] = ..., retrying: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., registration: _Optional[_Union[Registration, _Mapping]] = ..., finished: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., states: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., batch_unit: _Optional[str] = ..., tone: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[TableProgress, _Mapping]]] = ..., bytes_total_known: _Optional[bool] = ...) -> None: ...
 
 class TableProgress(_message.Message):
     __slots__ = ("name", "rows_done", "rows_total", "parts_done", "parts_total", "rows_per_s")
@@ -356,14 +358,16 @@ class FailuresResponse(_message.Message):
     def __init__(self, groups: _Optional[_Iterable[_Union[FailureGroup, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[Failure, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
 
 class ThroughputBucket(_message.Message):
-    __slots__ = ("start_ms", "items", "bytes")
+    __slots__ = ("start_ms", "items", "bytes", "items_per_s")
     START_MS_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_PER_S_FIELD_NUMBER: _ClassVar[int]
     start_ms: int
     items: int
     bytes: int
-    def __init__(self, start_ms: _Optional[int] = ..., items: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+    items_per_s: float
+    def __init__(self, start_ms: _Optional[int] = ..., items: _Optional[int] = ..., bytes: _Optional[int] = ..., items_per_s: _Optional[float] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("job", "throughput", "failures", "elapsed_s", "items_per_s", "bytes_per_s", "bucket_s")

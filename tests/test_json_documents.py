@@ -136,3 +136,85 @@ def json_disk(stored: str) -> str:
     disk = json.loads(stored)
     extra = "".join(f", {key} {disk[key]}" for key in ("uuid", "label") if disk.get(key))
     return f"{disk['mount']} ({disk['fstype']}, dev {disk['device']}{extra})"
+
+
+def test_submit_retry_and_watch_documents(daemon, tmp_path):
+    with Origin({"a.bin": b"a" * 300}) as o:  # gone.bin: 404
+        rows = [{"url": o.url_for(n), "path": n, "size": 300} for n in ("a.bin", "gone.bin")]
+        manifest = write_manifest(tmp_path / "m.jsonl", rows)
+        argv = ("submit", "download", "docs", "--manifest", str(manifest), "--dest", str(tmp_path))
+        submitted = daemon.bfctl_json(*argv)
+        assert submitted.keys() == {"created", "job"} and submitted["created"] is True
+        assert submitted["job"]["name"] == "docs" and submitted["job"]["items_total"] == 2
+        assert daemon.bfctl_json(*argv)["created"] is False  # the same again: nothing new
+        daemon.wait_state("docs", {"failed"})
+        retried = daemon.bfctl_json("retry", "docs")
+        assert retried.keys() == {"retried", "job"} and retried["retried"] == 1
+        assert retried["job"]["counts"].get("failed", 0) == 0
+        watched = daemon.bfctl("--json", "watch", "docs")
+    assert watched.returncode == 1, watched.stderr  # gone.bin is still gone: the job failed
+    event = json.loads(watched.stdout)
+    assert event.keys() == {"job", "bytes_per_s", "items_per_s", "eta_s"}
+    assert event["job"] == daemon.bfctl_json("status", "docs")
+    assert event["job"]["state"] == "failed" and event["job"]["counts"] == {"done": 1, "failed": 1}
+    for rate in ("bytes_per_s", "items_per_s", "eta_s"):
+        assert event[rate] is None or event[rate] >= 0
+
+
+def test_plan_and_analyze_documents_add_up_to_the_manifest(daemon, tmp_path):
+    rows = [
+        {"url": f"http://127.0.0.1:9/{top}/f{i}.{ext}", "path": f"{top}/f{i}.{ext}",
+         "size": 100 * (i + 1), **({"sha256": "0" * 64} if i % 2 else {})}
+        for i, (top, ext) in enumerate([("a", "bin"), ("a", "txt"), ("b", "bin"), ("c", "bin")])
+    ]  # fmt: skip
+    manifest = write_manifest(tmp_path / "m.jsonl", rows)
+    sizes = [row["size"] for row in rows]
+    plan = daemon.bfctl_json("plan", "--manifest", str(manifest), "--space", "500",
+                             "--safety-margin", "1")  # fmt: skip
+    assert (plan["space"], plan["safety_margin"], plan["batch_limit"]) == (500, 1.0, 500)
+    assert (plan["files"], plan["bytes"], plan["space_from"]) == (4, sum(sizes), "given")
+    assert [b["index"] for b in plan["batches"]] == list(range(len(plan["batches"])))
+    assert plan["batches"][-1]["cumulative_files"] == 4
+    assert plan["batches"][-1]["cumulative_bytes"] == sum(sizes)
+    assert plan["peak_bytes"] == max(b["bytes"] for b in plan["batches"]) <= 500
+    assert plan["peak_fill"] == plan["peak_bytes"] / 500
+    for batch in plan["batches"]:
+        assert batch["fill"] == batch["bytes"] / 500 and batch["oversize"] is False
+    assert plan["oversize"] == {"policy": "fail", "files": 0, "bytes": 0, "largest": []}
+    assert plan["seconds"] >= 0
+
+    report = daemon.bfctl_json("analyze", "--manifest", str(manifest), "--space", "350",
+                               "--safety-margin", "1", "--largest", "2")  # fmt: skip
+    assert (report["files"], report["bytes"], report["unknown_size"]) == (4, sum(sizes), 0)
+    assert report["with_checksum"] == 2 and report["batch_limit"] == 350
+    by_ext = {g["key"]: (g["files"], g["bytes"]) for g in report["by_extension"]}
+    assert by_ext == {".bin": (3, 100 + 300 + 400), ".txt": (1, 200)}
+    by_top = {g["key"]: (g["files"], g["bytes"]) for g in report["by_top_dir"]}
+    assert by_top == {"a/": (2, 300), "b/": (1, 300), "c/": (1, 400)}
+    assert report["largest"] == [{"path": "c/f3.bin", "bytes": 400},
+                                 {"path": "b/f2.bin", "bytes": 300}]  # fmt: skip
+    assert report["oversize"] == {
+        "files": 1, "bytes": 400, "largest": [{"path": "c/f3.bin", "bytes": 400}]
+    }  # fmt: skip
+
+
+def test_system_document_says_what_bfd_runs_with(daemon):
+    system = daemon.bfctl_json("system")
+    assert system["pid"] == daemon.proc.pid and system["uptime_s"] > 0
+    assert system["state_dir"] == str(daemon.root / "state")
+    assert system["socket"] == str(daemon.socket)
+    assert (system["max_connections"], system["per_host_connections"]) == (16, 16)
+    assert system["bandwidth"] == 0 and system["disk_threshold"] == 0.9
+    assert system["memory_cap"] == 2 * 1024**3 and system["cpu_workers"] >= 1
+    assert system["transfer_workers"] >= 1 and system["transfer_worker_pids"] == []
+    assert system["active_transfers"] == 0 and system["holds"] == [] and system["disks"] == []
+    assert system["db_bytes"] == (daemon.root / "state" / "bulkforge.db").stat().st_size
+    assert system["wal_bytes"] >= 0 and system["commits"] >= 0 and system["commit_p99_ms"] >= 0
+    assert system["rss_bytes"] > 10 * 2**20 and "WAL" in system["durability"]
+    assert system["version"]
+    assert system.keys() == {
+        "version", "pid", "uptime_s", "state_dir", "socket", "rss_bytes", "memory_cap",
+        "cpu_workers", "disk_threshold", "bandwidth", "active_transfers", "max_connections",
+        "db_bytes", "wal_bytes", "durability", "disks", "commits", "commit_p99_ms", "holds",
+        "per_host_connections", "transfer_workers", "transfer_worker_pids",
+    }  # fmt: skip

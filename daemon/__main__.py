@@ -26,6 +26,21 @@ def parser() -> argparse.ArgumentParser:
     flags.add_argument("--listen", metavar="HOST:PORT", help="also serve gRPC over TLS here")
     flags.add_argument("--tls-cert", type=Path, help="PEM certificate for --listen")
     flags.add_argument("--tls-key", type=Path, help="PEM private key for --listen")
+    flags.add_argument(
+        "--data-root",
+        dest="data_roots",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="jobs may write under DIR only (repeatable; default /, minus system directories)",
+    )
+    flags.add_argument(
+        "--plugin-step",
+        dest="plugin_steps",
+        action="append",
+        metavar="MODULE:FUNCTION",
+        help="a plug-in step scenes jobs may name (repeatable); nothing else is imported",
+    )
     flags.add_argument("--memory-cap", metavar="SIZE", help="e.g. 2GiB")
     flags.add_argument("--cpu-workers", type=int, metavar="N")
     flags.add_argument("--disk-threshold", type=float, metavar="FRACTION", help="e.g. 0.9")

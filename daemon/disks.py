@@ -18,6 +18,8 @@ from pathlib import Path
 import psutil
 
 from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.settings import Settings
+from bulkforge.proto.units import shown
 
 BY_UUID = Path("/dev/disk/by-uuid")
 BY_LABEL = Path("/dev/disk/by-label")
@@ -110,20 +112,76 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def prepare_dest(dest: Path | str) -> Path:
+# Never a place for data, whatever the data roots say (checked as given and as resolved).
+NEVER = tuple(
+    Path(p) for p in ("/proc", "/sys", "/dev", "/run", "/boot", "/etc", "/usr", "/bin", "/sbin",
+                      "/lib", "/lib32", "/lib64")
+)  # fmt: skip
+MAX_DEST_BYTES = 1024
+MAX_DEST_DEPTH = 64
+NAME_MAX = 255
+
+
+@dataclass(frozen=True)
+class Places:
+    """Where bfd may write data: the operator's data roots, never NEVER or its own state."""
+
+    roots: tuple[Path, ...]
+    state_dir: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> "Places":
+        return cls(tuple(settings.data_roots), settings.state_dir)
+
+    def check(self, given: Path | str, what: str = "dest") -> Path:
+        """given as an absolute path inside a data root, or InvalidArgument saying why."""
+        text = str(given)
+        quoted = shown(text, 80)
+        if "\x00" in text:
+            raise InvalidArgument(f"{what} {quoted} contains a NUL byte")
+        path = Path(text)
+        if not text or not path.is_absolute():
+            raise InvalidArgument(f"{what} {quoted} must be an absolute path")
+        if len(text.encode()) > MAX_DEST_BYTES or len(path.parts) > MAX_DEST_DEPTH:
+            raise InvalidArgument(
+                f"{what} {quoted} is longer than {MAX_DEST_BYTES} bytes or "
+                f"{MAX_DEST_DEPTH} directories deep"
+            )
+        if any(len(part.encode()) > NAME_MAX for part in path.parts):
+            raise InvalidArgument(f"{what} {quoted} has a name longer than {NAME_MAX} bytes")
+        resolved = Path(os.path.realpath(path))
+        for never in NEVER:
+            if path.is_relative_to(never) or resolved.is_relative_to(never):
+                raise InvalidArgument(f"{what} {quoted} is under {never}: bfd never writes there")
+        state = Path(os.path.realpath(self.state_dir))
+        if resolved.is_relative_to(state) or state.is_relative_to(resolved):
+            raise InvalidArgument(
+                f"{what} {quoted} holds or is inside bfd's state dir {self.state_dir}"
+            )
+        if not any(resolved.is_relative_to(os.path.realpath(root)) for root in self.roots):
+            roots = ", ".join(map(str, self.roots))
+            raise InvalidArgument(
+                f"{what} {quoted} is outside bfd's data roots ({roots}); the operator "
+                "names them with bfd --data-root"
+            )
+        return path
+
+
+def prepare_dest(dest: Path | str, places: Places) -> Path:
     """A job's dest, created when missing; refused when bfd may not write there."""
-    return _check_dest(dest, create=True)
+    return _check_dest(places.check(dest), create=True)
 
 
 @contextlib.asynccontextmanager
-async def dest_for(given: Path | str) -> AsyncIterator[Path]:
+async def dest_for(given: Path | str, places: Places) -> AsyncIterator[Path]:
     """prepare_dest for work that may still be refused (a submit, an export).
 
     If the work is refused, the directories made for it go again (those still empty):
     a refused command leaves nothing behind.
     """
-    missing = await asyncio.to_thread(missing_parts, Path(given))
-    dest = await asyncio.to_thread(prepare_dest, given)
+    checked = await asyncio.to_thread(places.check, given)
+    missing = await asyncio.to_thread(missing_parts, checked)
+    dest = await asyncio.to_thread(prepare_dest, checked, places)
     try:
         yield dest
     except Exception:  # refused; not a cancel, which may come after the job was created
@@ -147,9 +205,9 @@ def remove_empty(directories: list[Path]) -> None:
             directory.rmdir()
 
 
-def check_swap_dest(dest: Path) -> None:
+def check_swap_dest(dest: Path, places: Places) -> None:
     """A swap's new dest must already be there: it is the new disk's mount point."""
-    _check_dest(dest, create=False)
+    _check_dest(places.check(dest), create=False)
 
 
 def _check_dest(given: Path | str, create: bool) -> Path:

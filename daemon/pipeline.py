@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 import apsw
 from loguru import logger
 
-from bulkforge.daemon.disks import dest_for
+from bulkforge.daemon.disks import Places, dest_for
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.governor import Governor
@@ -210,7 +210,7 @@ class JobKind(ABC):
         the same name with other parameters is refused (ALREADY_EXISTS).
         """
         spec = request.spec()
-        async with dest_for(request.dest):
+        async with dest_for(request.dest, Places.of(self.services.settings)):
             existing = await self.readers.call(lambda c: existing_job(c, request.name, spec))
             if existing is not None:
                 return existing, False

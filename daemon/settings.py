@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     )
     tls_cert: Path | None = Field(default=None, description="PEM certificate for --listen.")
     tls_key: Path | None = Field(default=None, description="PEM private key for --listen.")
+    data_roots: list[Path] = Field(
+        default_factory=lambda: [Path("/")],
+        description="Directories under which job destinations and exports may be "
+        "(repeatable flag --data-root); /proc, /sys, /dev, /etc, /usr, /boot, /run and the "
+        "state dir never. Confine a node to its data disks, e.g. /srv and /mnt.",
+    )
+    plugin_steps: list[str] = Field(
+        default_factory=list,
+        description="Plug-in steps scenes jobs may name, as MODULE:FUNCTION (repeatable flag "
+        "--plugin-step); bfd imports nothing else a request names.",
+    )
     memory_cap: Size = Field(
         default=ByteSize(2 * 1024**3),
         description="RSS the daemon and its workers may use together (e.g. 2GiB); above it "
@@ -149,6 +160,8 @@ class Settings(BaseSettings):
     def _consistent(self) -> "Settings":
         if self.listen and not (self.tls_cert and self.tls_key):
             raise ValueError("listen needs both tls_cert and tls_key")
+        if not self.data_roots or not all(root.is_absolute() for root in self.data_roots):
+            raise ValueError("data_roots must be absolute paths (at least one)")
         if self.retry_max_delay < self.retry_base_delay:
             raise ValueError("retry_max_delay must not be smaller than retry_base_delay")
         return self

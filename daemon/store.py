@@ -122,6 +122,22 @@ def configure(conn: apsw.Connection) -> None:
     conn.execute("PRAGMA journal_size_limit = 67108864")
 
 
+# The store names every job's sources and destinations: its owner's alone, whatever the umask.
+PRIVATE_MODE = 0o600
+
+
+def make_private(path: Path) -> None:
+    """The database (created empty if new) and its -wal and -shm readable by bfd's user only.
+
+    SQLite gives a new -wal or -shm the mode of its database file, so the database's mode
+    is set first; files an older bfd left wider are narrowed.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE))
+    for member in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(member, PRIVATE_MODE)
+
+
 def open_connection(path: Path) -> apsw.Connection:
     conn = apsw.Connection(str(path))
     configure(conn)
@@ -465,6 +481,7 @@ class Store:
     def __init__(self, path: Path, on_fatal: Callable[[BaseException], None]):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(path)
         bootstrap = open_connection(path)
         try:
             self.version = apply_schema(bootstrap)

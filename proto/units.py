@@ -40,15 +40,15 @@ def parse_rate(text: str) -> int:
 def _bytes(text: str, example: str) -> int:
     match = _QUANTITY.fullmatch(text)
     if text.startswith("-"):
-        raise ValueError(f"{_shown(text)} is negative; give a size such as {example}")
+        raise ValueError(f"{shown(text)} is negative; give a size such as {example}")
     if not match or match[2].lower() not in UNITS:
-        raise ValueError(f"{_shown(text)} is not a size; give e.g. {example}")
+        raise ValueError(f"{shown(text)} is not a size; give e.g. {example}")
     return int(float(match[1]) * UNITS[match[2].lower()])
 
 
-def _shown(text: str) -> str:
-    """The value as given, cut short: a refusal must not echo a megabyte back."""
-    return repr(text if len(text) <= 40 else text[:40] + "…")
+def shown(text: str, limit: int = 40) -> str:
+    """The value as given, quoted and cut short: a refusal must not echo a megabyte back."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def parse_count(text: str, low: int, high: int | None = None) -> int:
@@ -56,7 +56,7 @@ def parse_count(text: str, low: int, high: int | None = None) -> int:
     try:
         value = int(text.strip())
     except ValueError:
-        raise ValueError(f"{_shown(text)} is not a whole number") from None
+        raise ValueError(f"{shown(text)} is not a whole number") from None
     return _within(value, low, high)
 
 
@@ -65,7 +65,7 @@ def parse_fraction(text: str) -> float:
     try:
         value = float(text.strip())
     except ValueError:
-        raise ValueError(f"{_shown(text)} is not a number; give a share such as 0.9") from None
+        raise ValueError(f"{shown(text)} is not a number; give a share such as 0.9") from None
     if not 0 < value <= 1:
         raise ValueError(f"{value:g} is not in (0, 1]; give a share such as 0.9")
     return value
@@ -106,7 +106,7 @@ def parse_limit(key: str, text: str) -> int | float:
     limit = LIMITS.get(key)
     if limit is None:
         known = ", ".join(LIMITS)
-        raise ValueError(f"{_shown(key)} is not a limit bfd has; the limits are {known}")
+        raise ValueError(f"{shown(key)} is not a limit bfd has; the limits are {known}")
     try:
         return limit.parse(text)
     except ValueError as exc:

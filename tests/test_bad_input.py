@@ -77,7 +77,13 @@ def test_unknown_jobs_and_illegal_moves(daemon, tmp_path):
         manifest = write_manifest(tmp_path / "m.jsonl", [{"url": origin.url_for("a.bin")}])
         assert (
             daemon.bfctl(
-                "submit", "download", "one", "--manifest", str(manifest), "--dest", str(tmp_path)
+                "submit",
+                "download",
+                "one",
+                "--manifest",
+                str(manifest),
+                "--dest",
+                str(tmp_path / "d"),
             ).returncode
             == 0
         )

@@ -90,6 +90,8 @@ def test_a_dataset_three_times_the_disk_lands_batch_by_batch_with_swaps(daemon, 
             assert "bfctl swap big" in status["message"]
             disks.take_away(tmp_path)
             swapped = daemon.bfctl_json("swap", "big")
+            assert swapped.keys() == {"job", "archived", "disk", "new_disk", "note"}
+            assert swapped["job"]["name"] == "big" and swapped["disk"]["mount"]
             assert swapped["archived"] == [complete[0]["index"]]
             assert swapped["new_disk"] is disks.mounted
         assert job.state == "completed", job.message
@@ -307,7 +309,16 @@ def test_verify_finds_a_flipped_byte_a_missing_file_and_an_extra_file(daemon, tm
         )  # fmt: skip
         assert daemon.wait_state("ver", {"completed", "failed"}).state == "completed"
     clean = daemon.bfctl_json("verify", "ver")
-    assert clean["ok"] and clean["extra_count"] == 0
+    assert clean["ok"] and clean["extra_count"] == 0 and clean["extra"] == []
+    assert clean.keys() == {"ok", "dest", "mounted", "batches", "extra_count", "extra", "seconds"}
+    assert clean["dest"] == str(dest) and clean["mounted"]["mount"] and clean["seconds"] >= 0
+    for batch in clean["batches"]:
+        assert batch.keys() == {
+            "index", "went_to", "on_this_disk", "checked", "missing_count", "missing",
+            "changed_count", "changed",
+        }  # fmt: skip
+        assert batch["on_this_disk"] and batch["went_to"] and batch["missing_count"] == 0
+        assert batch["missing"] == [] and batch["changed"] == [] and batch["changed_count"] == 0
     assert sum(b["checked"] for b in clean["batches"]) == len(dataset.files)
     names = sorted(dataset.files)
     flipped, gone = dest / names[0], dest / names[1]

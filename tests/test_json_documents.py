@@ -142,7 +142,15 @@ def test_submit_retry_and_watch_documents(daemon, tmp_path):
     with Origin({"a.bin": b"a" * 300}) as o:  # gone.bin: 404
         rows = [{"url": o.url_for(n), "path": n, "size": 300} for n in ("a.bin", "gone.bin")]
         manifest = write_manifest(tmp_path / "m.jsonl", rows)
-        argv = ("submit", "download", "docs", "--manifest", str(manifest), "--dest", str(tmp_path))
+        argv = (
+            "submit",
+            "download",
+            "docs",
+            "--manifest",
+            str(manifest),
+            "--dest",
+            str(tmp_path / "d"),
+        )
         submitted = daemon.bfctl_json(*argv)
         assert submitted.keys() == {"created", "job"} and submitted["created"] is True
         assert submitted["job"]["name"] == "docs" and submitted["job"]["items_total"] == 2

@@ -37,7 +37,8 @@ def plugin(tmp_path, monkeypatch):
 
 
 def test_plugins_run_in_order_after_fetch_and_their_failures_name_them(plugin):
-    steps = load_steps(["fetch", f"{plugin}:upper", "verify", f"{plugin}:picky"])
+    offered = [f"{plugin}:upper", f"{plugin}:picky", f"{plugin}:sloppy"]
+    steps = load_steps(["fetch", f"{plugin}:upper", "verify", f"{plugin}:picky"], offered)
     assert [s.name for s in steps] == ["fetch", f"{plugin}:upper", "verify", f"{plugin}:picky"]
     data, meta = run_after_fetch(steps, b"abc", {"key": "k1"})
     assert data == b"ABC" and meta["upper"] is True
@@ -46,7 +47,7 @@ def test_plugins_run_in_order_after_fetch_and_their_failures_name_them(plugin):
     assert failed.value.step == f"{plugin}:picky" and failed.value.error_class == "plugin"
     assert "sevens" in str(failed.value)
     with pytest.raises(StepFailed, match="did not return"):
-        run_after_fetch(load_steps(["fetch", f"{plugin}:sloppy"]), b"x", {"key": "k"})
+        run_after_fetch(load_steps(["fetch", f"{plugin}:sloppy"], offered), b"x", {"key": "k"})
 
 
 def test_verify_refuses_empty_content_and_a_wrong_sha256():
@@ -71,14 +72,28 @@ def test_verify_refuses_empty_content_and_a_wrong_sha256():
         (["verify", "fetch"], "first step must be 'fetch'"),
         (["fetch", "verify", "verify"], "named twice"),
         (["fetch", "resize images"], "neither built in"),
+        (["fetch", "os:system"], "not one bfd offers"),
         ([], "at least one step"),
     ],
 )
 def test_steps_that_cannot_be_used_are_refused_at_submit(plugin, names, expected):
     names = [name.replace("PLUGIN", plugin) for name in names]
+    offered = [name for name in names if ":" in name and not name.startswith("os:")]
+    offered.append("resize images")
     with pytest.raises(InvalidArgument) as refused:
-        load_steps(names)
+        load_steps(names, offered)
     assert expected in str(refused.value)
+
+
+def test_a_step_bfd_does_not_offer_is_refused_before_anything_is_imported(tmp_path, monkeypatch):
+    (tmp_path / "bf_side_effect.py").write_text(
+        "import pathlib\npathlib.Path(__file__).with_suffix('.ran').touch()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(InvalidArgument, match="not one bfd offers"):
+        load_steps(["fetch", "bf_side_effect:run"], ["bf_other:run"])
+    assert "bf_side_effect" not in sys.modules
+    assert not (tmp_path / "bf_side_effect.ran").exists()
 
 
 @pytest.mark.parametrize(

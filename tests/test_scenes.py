@@ -194,7 +194,7 @@ def test_a_plugin_step_that_raises_fails_those_items_under_its_name(make_daemon,
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "bf_picky.py").write_text(PLUGIN)
-    daemon = make_daemon().start(env={"PYTHONPATH": str(plugins)})
+    daemon = make_daemon("--plugin-step", "bf_picky:picky").start(env={"PYTHONPATH": str(plugins)})
     data = items(50)
     names = list(data)
     with Origin(data) as origin:
@@ -244,6 +244,10 @@ def test_export_writes_the_layout_teams_use_and_stats_count_per_shard(daemon, tm
     out = tmp_path / "export"
     exported = daemon.bfctl_json("export", "exp", "--dest", str(out))
     assert (exported["total"], exported["successful"], exported["failed"]) == (120, 118, 2)
+    assert exported.keys() == {"paths", "total", "successful", "failed", "seconds"}
+    files = ("successful_tokens.parquet", "failed_tokens.parquet", "progress.json")
+    assert sorted(exported["paths"]) == sorted(str(out / name) for name in files)
+    assert exported["seconds"] >= 0
     ok = pq.read_table(out / "successful_tokens.parquet")
     assert ok.column_names == ["scene_token", "processed_at", "batch_num"] and ok.num_rows == 118
     bad = pq.read_table(out / "failed_tokens.parquet").to_pylist()
@@ -332,7 +336,7 @@ def test_bad_input_is_refused_at_submit_with_a_reason_and_bfd_carries_on(daemon,
         "text": (["--input", str(tmp_path / "text.parquet")], "not a readable Parquet file"),
         "noimport": (
             ["--steps", "fetch,no_such_module_xyz:run"],
-            "cannot import no_such_module_xyz",
+            "'no_such_module_xyz:run' is not one bfd offers",
         ),
         "notfirst": (["--steps", "verify,fetch"], "the first step must be 'fetch'"),
         "format": (["--format", "zip"], "unknown 'zip'"),

@@ -23,15 +23,28 @@ STATUS_OF = {
 }
 
 
+# A refusal travels in a gRPC trailer (8 KiB, percent-encoded): it echoes at most this much
+# of what it was given (a 20 KB URL, a 1 MB dest), or the client sees "Stream removed".
+MAX_MESSAGE_BYTES = 2000
+
+
+def bounded(message: str) -> str:
+    raw = message.encode()
+    if len(raw) <= MAX_MESSAGE_BYTES:
+        return message
+    return raw[:MAX_MESSAGE_BYTES].decode(errors="ignore") + f"… ({len(raw):,} bytes, cut)"
+
+
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     if isinstance(exc, errors.Refused):
-        await context.abort(STATUS_OF[type(exc)], str(exc))
+        await context.abort(STATUS_OF[type(exc)], bounded(str(exc)))
     if isinstance(exc, ValidationError):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, describe(exc))
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bounded(describe(exc)))
     if isinstance(exc, StoreFatal):
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"bfd is stopping: {exc}")
+        await context.abort(grpc.StatusCode.UNAVAILABLE, bounded(f"bfd is stopping: {exc}"))
     logger.opt(exception=exc).error("internal error answering a request")
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({exc}); see the bfd log")
+    message = f"internal error ({exc}); see the bfd log"
+    await context.abort(grpc.StatusCode.INTERNAL, bounded(message))
 
 
 def refusals(method: Callable) -> Callable:

@@ -10,7 +10,7 @@ from bulkforge.daemon.cleaner import records
 from bulkforge.daemon.cleaner.request import CleanRequest, SubmitClean
 from bulkforge.daemon.cleaner.runner import Cleaner, Source
 from bulkforge.daemon.cleaner.scan import Scan, scan_directory, scan_files
-from bulkforge.daemon.disks import dest_for
+from bulkforge.daemon.disks import Places, dest_for
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.exports import Exported
 from bulkforge.daemon.machines import zip as zip_machine
@@ -89,7 +89,7 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
     async def export(self, job: jobs.JobRow, given: str) -> Exported:
         from bulkforge.daemon.cleaner import export  # pyarrow: loaded by the first export
 
-        async with dest_for(given) as dest:
+        async with dest_for(given, Places.of(self.services.settings)) as dest:
             # One read transaction: both files describe the same moment.
             return await self.readers.call(
                 lambda conn: export.write(conn, jobs.get_job(conn, job.name), dest)

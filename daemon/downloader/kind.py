@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -10,7 +11,7 @@ import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.disks import check_swap_dest, identify
+from bulkforge.daemon.disks import Places, check_swap_dest, identify
 from bulkforge.daemon.downloader import batches, files, register, verify
 from bulkforge.daemon.downloader.analyze import Analysis, analyze
 from bulkforge.daemon.downloader.incremental import sizes_on_disk, skip_unchanged
@@ -136,7 +137,8 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
 
     async def swap(self, job: jobs.JobRow, dest: Path | None) -> batches.Swapped:
         if dest is not None:
-            await asyncio.to_thread(check_swap_dest, dest)
+            places = Places.of(self.services.settings)
+            await asyncio.to_thread(check_swap_dest, dest, places)
         swapped = await self.writer.call(lambda conn: batches.swap(conn, job.name, dest))
         self._downloader.wake()
         return swapped
@@ -175,11 +177,13 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
 
 
 def _create_job(
-    conn: apsw.Connection, request: DownloadRequest, spec: dict, table: str, space: int | None
+    conn: apsw.Connection, request: DownloadRequest, spec: dict, table: str, space: int
 ) -> tuple[jobs.JobRow, bool]:
     """The job from its staged rows, cut into batches when asked, minus what is in place."""
     job, created = register.create_staged_job(conn, request.name, spec, str(request.dest), table)
-    if created and request.batching is not None and space is not None:
+    if created and request.batching is None:
+        register.refuse_larger_than(conn, table, space, f"the filesystem at {request.dest}")
+    if created and request.batching is not None:
         planned = batches.plan_staged(conn, table, space, request.batching)
         batches.apply_plan(conn, job.id, planned)
         logger.info(
@@ -195,10 +199,11 @@ def _create_job(
     return job, created
 
 
-def _space_of(request: DownloadRequest) -> int | None:
-    """The bytes per disk of a batched download; `auto` measures dest now."""
+def _space_of(request: DownloadRequest) -> int:
+    """The bytes per disk of a batched download (`auto` measures dest now); unbatched, the
+    size of the filesystem at dest: no file larger can ever land there."""
     if request.batching is None:
-        return None
+        return shutil.disk_usage(request.dest).total
     return Space.resolve(request.batching.space, str(request.dest)).bytes
 
 

@@ -12,12 +12,19 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from bulkforge.daemon.downloader.paths import path_from_url, safe_relative_path
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.validation import describe
+from bulkforge.proto.units import shown
 
 COLUMNS = ("url", "path", "size", "sha256", "md5", "etag")
 MAX_REPORTED_ERRORS = 10
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
-HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=8192)]
+# No spaces or control characters (a raw NUL, a tab): such a URL cannot be fetched as given.
+HttpUrl = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^https?://[^\s\x00-\x1f\x7f/?#]+[^\s\x00-\x1f\x7f]*$", max_length=8192
+    ),
+]
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$", to_lower=True)]
 Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{32}$", to_lower=True)]
 
@@ -165,18 +172,14 @@ def url_problem(url: object) -> str:
     text = str(url)
     scheme, sep, rest = text.partition("://")
     if not sep:
-        return f"{_cut(text)} is not a URL; give http://HOST/PATH or https://HOST/PATH"
+        return f"{shown(text, 80)} is not a URL; give http://HOST/PATH or https://HOST/PATH"
     if scheme.lower() not in ("http", "https"):
         return f"only http and https URLs can be fetched, not {scheme}://"
-    if any(char.isspace() for char in text):
-        return "a URL may not hold spaces or line breaks (encode them as %20)"
+    if any(char.isspace() or ord(char) < 0x20 or char == "\x7f" for char in text):
+        return "a URL may not hold spaces or control characters (encode a space as %20)"
     if not rest or rest[0] in "/?#":
-        return f"{_cut(text)} names no host"
-    return f"{_cut(text)} is not a URL bfd can fetch"
-
-
-def _cut(text: str) -> str:
-    return repr(text if len(text) <= 80 else text[:80] + "…")
+        return f"{shown(text, 80)} names no host"
+    return f"{shown(text, 80)} is not a URL bfd can fetch"
 
 
 def read_manifest(path: Path) -> Iterator[FileEntry]:
@@ -217,4 +220,4 @@ def entries_from_urls(urls: list[str]) -> Iterator[FileEntry]:
         try:
             yield _entry({"url": url})
         except InvalidArgument as exc:
-            raise InvalidArgument(f"url {number} ({url!r}): {exc}") from None
+            raise InvalidArgument(f"url {number} ({shown(url, 80)}): {exc}") from None

@@ -6,16 +6,18 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.proto.units import shown
 
 PARTIAL_SUFFIX = ".partial"
-MAX_COMPONENT_BYTES = 255
+# A name must leave room for its partial's suffix within the filesystem's 255 bytes.
+MAX_COMPONENT_BYTES = 255 - len(PARTIAL_SUFFIX)
 MAX_PATH_BYTES = 4096
 
-# Plain components (letters, digits, '.', '_', '-'; none starting with '.'), each at most 255
-# bytes: the names of nearly every manifest row. Such a path has nothing to unquote, normalise
-# or refuse but a .partial suffix, so it skips the general checks (and urlsplit), which cost
-# most of the time of reading a million-row manifest.
-_COMPONENT = r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,254}"
+# Plain components (letters, digits, '.', '_', '-'; none starting with '.'), each at most
+# MAX_COMPONENT_BYTES: the names of nearly every manifest row. Such a path has nothing to
+# unquote, normalise or refuse but a .partial suffix, so it skips the general checks (and
+# urlsplit), which cost most of the time of reading a million-row manifest.
+_COMPONENT = rf"[A-Za-z0-9_\-][A-Za-z0-9._\-]{{0,{MAX_COMPONENT_BYTES - 1}}}"
 _PLAIN_PATH = re.compile(rf"(?:{_COMPONENT}/){{0,64}}{_COMPONENT}")
 _PLAIN_URL = re.compile(
     rf"https?://[^/?#\s]+/((?:{_COMPONENT}/){{0,64}}{_COMPONENT})(?:[?#].*)?", re.S
@@ -26,30 +28,34 @@ def safe_relative_path(raw: str) -> str:
     """The normalised relative form of `raw`, or InvalidArgument saying why it is refused."""
     if _is_plain(raw) and _PLAIN_PATH.fullmatch(raw):
         return raw
+    quoted = shown(raw, 100)  # a refusal echoes a short prefix, never a whole long path
     if not raw or not raw.strip():
         raise InvalidArgument("empty path")
     if "\x00" in raw:
-        raise InvalidArgument(f"path {raw!r} contains a NUL byte")
+        raise InvalidArgument(f"path {quoted} contains a NUL byte")
     if "\\" in raw:
-        raise InvalidArgument(f"path {raw!r} contains a backslash; use '/' between directories")
+        raise InvalidArgument(f"path {quoted} contains a backslash; use '/' between directories")
     if raw.startswith("/"):
-        raise InvalidArgument(f"path {raw!r} is absolute; paths must be relative to --dest")
+        raise InvalidArgument(f"path {quoted} is absolute; paths must be relative to --dest")
     # A plain split (PurePosixPath costs 3x as much, per row of a million-row manifest):
     # empty parts are repeated slashes, "." means here; both vanish, as in a POSIX path.
     parts = [part for part in raw.split("/") if part not in ("", ".")]
     if ".." in parts:
-        raise InvalidArgument(f"path {raw!r} escapes the destination ('..')")
+        raise InvalidArgument(f"path {quoted} escapes the destination ('..')")
     if not parts:
-        raise InvalidArgument(f"path {raw!r} names no file")
+        raise InvalidArgument(f"path {quoted} names no file")
     for part in parts:
         if len(part.encode()) > MAX_COMPONENT_BYTES:
-            raise InvalidArgument(f"path {raw!r} has a component longer than 255 bytes")
+            raise InvalidArgument(
+                f"path {quoted} has a name longer than {MAX_COMPONENT_BYTES} bytes "
+                f"(255 less room for {PARTIAL_SUFFIX})"
+            )
     normal = "/".join(parts)
     if len(normal.encode()) > MAX_PATH_BYTES:
-        raise InvalidArgument(f"path {raw!r} is longer than 4096 bytes")
+        raise InvalidArgument(f"path {quoted} is longer than 4096 bytes")
     if normal.endswith(PARTIAL_SUFFIX):
         raise InvalidArgument(
-            f"path {raw!r} ends in {PARTIAL_SUFFIX}, which bfd uses for transfers"
+            f"path {quoted} ends in {PARTIAL_SUFFIX}, which bfd uses for transfers"
         )
     return normal
 
@@ -66,7 +72,7 @@ def path_from_url(url: str) -> str:
         return plain[1]
     remote = unquote(urlsplit(url).path).lstrip("/")
     if not remote or remote.endswith("/"):
-        raise InvalidArgument(f"cannot name a file after {url!r}: give it a path")
+        raise InvalidArgument(f"cannot name a file after {shown(url, 100)}: give it a path")
     return safe_relative_path(remote)
 
 
@@ -76,7 +82,8 @@ def resolve_inside(dest: Path, relative: str) -> Path:
     real_dest = real_path(dest)
     real_parent = real_path(target.parent)
     if os.path.commonpath([real_dest, real_parent]) != real_dest:
-        raise InvalidArgument(f"{relative!r} resolves outside {dest} (a symlink on disk?)")
+        quoted = shown(relative, 100)
+        raise InvalidArgument(f"{quoted} resolves outside {dest} (a symlink on disk?)")
     return target
 
 

@@ -86,6 +86,21 @@ def create_staged_job(
     return jobs.get_job(conn, name), True
 
 
+def refuse_larger_than(conn: apsw.Connection, table: str, limit: int, where: str) -> None:
+    """A file that could never fit (a size of 2^63 - 1 …) is refused now, not waited for."""
+    found = conn.execute(
+        f"SELECT path, size FROM temp.{table} WHERE size > ? ORDER BY size DESC LIMIT 1",
+        (limit,),
+    ).fetchone()
+    if found:
+        path, size = found
+        raise InvalidArgument(
+            f"{path!r} is {size:,} bytes, more than {where} holds ({limit:,} bytes): it could "
+            "never be downloaded there (a wrong size? or cut the job with --space and "
+            "--oversize skip)"
+        )
+
+
 def create_download_job(
     conn: apsw.Connection, name: str, spec: dict, dest: str, entries: Iterable[FileEntry]
 ) -> tuple[jobs.JobRow, bool]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import apsw
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.disks import dest_for
+from bulkforge.daemon.disks import Places, dest_for
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.exports import Exported
 from bulkforge.daemon.failures import FailureGroupRow, FailureReport
@@ -48,7 +48,8 @@ class ScenesKind(ItemRows, JobKind, ItemExport):
     async def create(self, request: ScenesRequest, spec: dict) -> tuple[jobs.JobRow, bool]:
         """Check the steps and the input's first chunk; the job starts with that chunk."""
         # Plug-ins are imported now: one that does not import refuses the job, not its items.
-        await asyncio.to_thread(load_steps, list(request.steps))
+        offered = self.services.settings.plugin_steps
+        await asyncio.to_thread(load_steps, list(request.steps), offered)
         rows_total, first = await asyncio.to_thread(_first_chunk, request)
         return await self.writer.call(
             lambda c: records.create_job(
@@ -83,7 +84,7 @@ class ScenesKind(ItemRows, JobKind, ItemExport):
     async def export(self, job: jobs.JobRow, given: str) -> Exported:
         from bulkforge.daemon.scenes import export
 
-        async with dest_for(given) as dest:
+        async with dest_for(given, Places.of(self.services.settings)) as dest:
             # One read transaction: the three files describe the same moment.
             return await self.readers.call(
                 lambda conn: export.write(conn, jobs.get_job(conn, job.name), dest)

@@ -190,7 +190,8 @@ class Scenes(JobLoop):
 
         try:
             request = ScenesRequest.of_spec(job.name, json.loads(job.spec))
-            steps = await asyncio.to_thread(load_steps, list(request.steps))
+            offered = self._settings.plugin_steps
+            steps = await asyncio.to_thread(load_steps, list(request.steps), offered)
             source = await asyncio.to_thread(Input, request.input, request.columns)
         except (Refused, KeyError, TypeError, ValueError) as exc:
             message = (

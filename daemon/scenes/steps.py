@@ -16,7 +16,7 @@ import importlib.util
 import inspect
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,8 +75,12 @@ def decode(data: bytes, meta: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
 BUILT_IN: dict[str, StepFunction | None] = {FETCH: None, "verify": verify, "decode": decode}
 
 
-def load_steps(names: list[str]) -> list[Step]:
-    """The steps of a job, in order; InvalidArgument naming what cannot be used."""
+def load_steps(names: list[str], offered: Collection[str] = ()) -> list[Step]:
+    """The steps of a job, in order; InvalidArgument naming what cannot be used.
+
+    A plug-in must be one bfd's operator offers (`offered`: bfd --plugin-step): it is
+    imported only then, so a client cannot make bfd import a module of its choosing.
+    """
     if not names:
         raise InvalidArgument("give at least one step (e.g. --steps fetch,verify)")
     if names[0] != FETCH:
@@ -85,6 +89,14 @@ def load_steps(names: list[str]) -> list[Step]:
         raise InvalidArgument(f"a step is named twice in {','.join(names)}")
     if "decode" in names and importlib.util.find_spec("PIL") is None:
         raise InvalidArgument("step 'decode' needs Pillow: pip install 'bulkforge[images]'")
+    for name in names:
+        if name not in BUILT_IN and name not in offered:
+            extra = f"; plug-ins offered: {', '.join(offered)}" if offered else ""
+            raise InvalidArgument(
+                f"step {name[:100]!r} is not one bfd offers: built in are "
+                f"{', '.join(BUILT_IN)}{extra} (the operator offers a plug-in with "
+                "bfd --plugin-step MODULE:FUNCTION)"
+            )
     return [Step(name, BUILT_IN[name] if name in BUILT_IN else _plugin(name)) for name in names]
 
 

@@ -243,6 +243,13 @@ class HFRepo:
             return SourceUnavailable(f"{where}: HF_HUB_OFFLINE is set in bfd's environment")
         if isinstance(exc, httpx2.TransportError):
             return SourceUnavailable(f"cannot reach {self.endpoint} for {self.ref}: {exc!r}")
+        if isinstance(exc, ValueError | KeyError | TypeError):
+            # JSON that does not parse, or lacks what a hub answers with (json's errors
+            # are ValueErrors): the endpoint is not a Hugging Face hub, or is broken.
+            return SourceUnavailable(
+                f"{where} did not answer as a Hugging Face hub does ({type(exc).__name__}: "
+                f"{str(exc)[:120]}); check the endpoint"
+            )
         return None
 
     def _gated_advice(self) -> str:

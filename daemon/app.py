@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import apsw
 import grpc
@@ -32,6 +33,9 @@ from bulkforge.daemon.store import SchemaTooNew, Store, StoreFatal
 from bulkforge.daemon.transfer.engine import Engine
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:  # prometheus-client is imported only when metrics are served
+    from bulkforge.daemon.metrics import Metrics
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -178,6 +182,10 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
     kinds = registry.build(Services(settings, store, governor, transfers, lifecycle.fatal))
     await store.writer.call(lambda conn: _boot_repair(conn, kinds))
     control = Control(store, kinds, governor, settings, transfers)
+    metrics = await _serve_metrics(settings, control, store)
+    if settings.metrics and metrics is None:
+        lifecycle.exit_code = EXIT_REFUSED
+        return
     server, health_servicer = await _start_server(settings, control)
     runners = [asyncio.create_task(kind.runner.run(), name=kind.name) for kind in kinds]
     keepalive = asyncio.create_task(_report(notifier, store, control), name="sd_notify")
@@ -200,7 +208,24 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
     await asyncio.gather(*runners, keepalive, return_exceptions=True)
     await transfers.close()
     await server.stop(grace=1.0)
+    if metrics is not None:
+        await asyncio.to_thread(metrics.close)
     await asyncio.to_thread(governor.close)
+
+
+async def _serve_metrics(settings: Settings, control: Control, store: Store) -> "Metrics | None":
+    """The metrics server when asked for (None also when its address cannot be bound)."""
+    if not settings.metrics:
+        return None
+    from bulkforge.daemon.metrics import Metrics  # prometheus-client: only when served
+
+    metrics = Metrics(control, store, asyncio.get_running_loop())
+    try:
+        control.metrics_address = await asyncio.to_thread(metrics.serve, settings.metrics)
+    except (OSError, ValueError) as exc:
+        logger.error("cannot serve metrics on {}: {}", settings.metrics, exc)
+        return None
+    return metrics
 
 
 async def _start_server(

@@ -71,6 +71,8 @@ class SystemView:
     commits: int
     commit_p99_ms: float
     disks: list[DiskUse] = field(default_factory=list)
+    # Where Prometheus scrapes bfd (HOST:PORT), or "" when metrics are off.
+    metrics_address: str = ""
 
 
 class Control:
@@ -85,6 +87,8 @@ class Control:
         self._settings = settings
         self._transfers = transfers
         self._started = time.monotonic()
+        # Set by app once the metrics server is bound (bfd --metrics).
+        self.metrics_address = ""
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -191,6 +195,7 @@ class Control:
             durability=f"synchronous={SYNCHRONOUS}, WAL, group commit",
             commits=writer.commits,
             commit_p99_ms=writer.commit_p99_ms(),
+            metrics_address=self.metrics_address,
             disks=[_disk_use(path) for path in dests if os.path.isdir(path)],
         )
 

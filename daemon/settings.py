@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         description="Also serve gRPC on HOST:PORT over TLS (needs tls_cert and tls_key). "
         "Off by default.",
     )
+    metrics: str | None = Field(
+        default=None,
+        description="Serve Prometheus metrics on HOST:PORT (http://HOST:PORT/metrics); off by "
+        "default. They carry no secrets but job names: bind to loopback or a private network.",
+    )
     tls_cert: Path | None = Field(default=None, description="PEM certificate for --listen.")
     tls_key: Path | None = Field(default=None, description="PEM private key for --listen.")
     data_roots: list[Path] = Field(

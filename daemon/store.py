@@ -291,6 +291,8 @@ class Writer:
         self._stopped = False
         self.commits = 0
         self.operations = 0
+        # Told the seconds of every group commit (the metrics' histogram, when served).
+        self.on_commit: Callable[[float], None] = lambda seconds: None
         self._conn: apsw.Connection | None = None
 
     def start(self) -> None:
@@ -337,6 +339,11 @@ class Writer:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive() and self._failed is None
+
+    @property
+    def queue_depth(self) -> int:
+        """Operations waiting for the writer now."""
+        return self._queue.qsize()
 
     def commit_p99_ms(self) -> float:
         latencies = sorted(self._latencies_ms)
@@ -395,7 +402,9 @@ class Writer:
             logger.error("a group commit of {} operations was rolled back: {}", len(batch), exc)
             _settle_all([(op, None, exc) for op in batch])
             return True
-        self._latencies_ms.append((time.perf_counter() - started) * 1000)
+        seconds = time.perf_counter() - started
+        self._latencies_ms.append(seconds * 1000)
+        self.on_commit(seconds)
         self.commits += 1
         self.operations += len(batch)
         _settle_all(outcomes)

@@ -224,5 +224,6 @@ def test_system_document_says_what_bfd_runs_with(daemon):
         "version", "pid", "uptime_s", "state_dir", "socket", "rss_bytes", "memory_cap",
         "cpu_workers", "disk_threshold", "bandwidth", "active_transfers", "max_connections",
         "db_bytes", "wal_bytes", "durability", "disks", "commits", "commit_p99_ms", "holds",
-        "per_host_connections", "transfer_workers", "transfer_worker_pids",
+        "per_host_connections", "transfer_workers", "transfer_worker_pids", "metrics_address",
     }  # fmt: skip
+    assert system["metrics_address"] == ""  # started without --metrics

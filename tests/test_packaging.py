@@ -17,7 +17,8 @@ PACKAGING = ROOT / "packaging"
 EXAMPLE_CONFIG = PACKAGING / "bfd.toml"
 UNIT = PACKAGING / "bfd.service"
 # Off by default, so the example shows them commented out rather than set.
-COMMENTED_OUT = {"listen", "tls_cert", "tls_key"}
+# Opt-in listeners: shown commented out, never on by default.
+COMMENTED_OUT = {"listen", "tls_cert", "tls_key", "metrics"}
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +70,7 @@ def test_example_config_sets_every_setting() -> None:
     assert keys <= fields, f"unknown keys in bfd.toml: {sorted(keys - fields)}"
     missing = fields - COMMENTED_OUT - keys
     assert not missing, f"settings missing from bfd.toml: {sorted(missing)}"
-    assert not keys & COMMENTED_OUT, "listen/tls_* must stay commented out (TCP is opt-in)"
+    assert not keys & COMMENTED_OUT, "listen, tls_* and metrics must stay commented out"
 
 
 def test_example_config_shows_commented_out_tls() -> None:

@@ -148,6 +148,21 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     assert result.returncode == 0 and not about_us, output
 
 
+def test_systemd_analyze_security_exposure_is_at_most_1_5() -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed")
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for bfd.service: ([0-9.]+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found[1]) <= 1.5, result.stdout
+
+
 def run(argv: list[str]) -> None:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, f"{argv[0]} failed:\n{result.stdout}{result.stderr}"

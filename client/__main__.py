@@ -83,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
         "runtime directory's bulkforge/bfd.sock)",
     )
     where.add_argument("--target", metavar="HOST:PORT", help="bfd over TCP with TLS")
+    remote = parser.add_argument_group("with --target")
+    remote.add_argument("--tls-ca", metavar="F", help="CA of bfd's certificate ($BULKFORGE_TLS_CA)")
+    remote.add_argument(
+        "--tls-cert", metavar="F", help="client certificate, if bfd asks ($BULKFORGE_TLS_CERT)"
+    )
+    remote.add_argument("--tls-key", metavar="F", help="its private key ($BULKFORGE_TLS_KEY)")
+    remote.add_argument(
+        "--token-file", metavar="F", help="bearer token bfd expects ($BULKFORGE_TOKEN_FILE)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     parser.add_argument(
         "--timeout",

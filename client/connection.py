@@ -16,6 +16,19 @@ from bulkforge.proto.defaults import default_socket
 
 SOCKET_ENV = "BULKFORGE_SOCKET"
 TLS_CA_ENV = "BULKFORGE_TLS_CA"
+TLS_CERT_ENV = "BULKFORGE_TLS_CERT"
+TLS_KEY_ENV = "BULKFORGE_TLS_KEY"
+TOKEN_FILE_ENV = "BULKFORGE_TOKEN_FILE"
+
+
+@dataclass(frozen=True)
+class Remote:
+    """How bfctl proves itself to a bfd over TCP: TLS roots, a client certificate, a token."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    token: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -25,6 +38,7 @@ class Endpoint:
     address: str
     shown: str
     socket: Path | None = None
+    remote: Remote = Remote()
 
 
 def socket_endpoint(path: str | os.PathLike) -> Endpoint:
@@ -35,7 +49,7 @@ def socket_endpoint(path: str | os.PathLike) -> Endpoint:
 def endpoint_from_args(args: argparse.Namespace) -> Endpoint:
     """--target, else --socket, else $BULKFORGE_SOCKET, else the default both sides agree on."""
     if args.target:
-        return Endpoint(address=args.target, shown=args.target)
+        return Endpoint(address=args.target, shown=args.target, remote=remote_from_args(args))
     return socket_endpoint(args.socket or os.environ.get(SOCKET_ENV) or default_socket())
 
 
@@ -63,7 +77,7 @@ def open_channel(endpoint: Endpoint) -> Iterator[grpc.Channel]:
         check_socket(endpoint)
         channel = grpc.insecure_channel(endpoint.address)
     else:
-        channel = grpc.secure_channel(endpoint.address, tls_credentials())
+        channel = grpc.secure_channel(endpoint.address, tls_credentials(endpoint.remote))
     with channel:
         yield channel
 
@@ -80,14 +94,45 @@ def check_socket(endpoint: Endpoint) -> None:
         raise Unreachable(endpoint.shown, "not a socket")
 
 
-def tls_credentials() -> grpc.ChannelCredentials:
-    """The system roots, or the CA named by $BULKFORGE_TLS_CA (a private CA is the usual case)."""
-    ca_file = os.environ.get(TLS_CA_ENV)
-    if not ca_file:
-        return grpc.ssl_channel_credentials()
+def remote_from_args(args: argparse.Namespace) -> Remote:
+    """--tls-ca, --tls-cert, --tls-key and --token-file, else their BULKFORGE_* variables."""
+
+    def given(flag: str, env: str) -> Path | None:
+        value = getattr(args, flag, None) or os.environ.get(env)
+        return Path(value) if value else None
+
+    return Remote(
+        ca=given("tls_ca", TLS_CA_ENV),
+        cert=given("tls_cert", TLS_CERT_ENV),
+        key=given("tls_key", TLS_KEY_ENV),
+        token=given("token_file", TOKEN_FILE_ENV),
+    )
+
+
+def tls_credentials(remote: Remote) -> grpc.ChannelCredentials:
+    """TLS with the system roots or the given CA (a private CA is the usual case), a client
+    certificate when bfd asks for one, and the bearer token on every call when given."""
+    if (remote.cert is None) != (remote.key is None):
+        raise UsageError("give --tls-cert and --tls-key together (a client certificate)")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(remote.ca, "--tls-ca"),
+        private_key=_read(remote.key, "--tls-key"),
+        certificate_chain=_read(remote.cert, "--tls-cert"),
+    )
+    if remote.token is None:
+        return credentials
+    token = (_read(remote.token, "--token-file") or b"").decode().strip()
+    if not token:
+        raise UsageError(f"--token-file {remote.token}: the file is empty")
+    return grpc.composite_channel_credentials(
+        credentials, grpc.access_token_call_credentials(token)
+    )
+
+
+def _read(path: Path | None, flag: str) -> bytes | None:
+    if path is None:
+        return None
     try:
-        return grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes())
+        return path.read_bytes()
     except OSError as exc:
-        raise UsageError(
-            f"{TLS_CA_ENV}={ca_file}: cannot read the CA file ({exc.strerror})"
-        ) from None
+        raise UsageError(f"{flag} {path}: cannot be read ({exc.strerror})") from None

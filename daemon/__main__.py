@@ -28,6 +28,12 @@ def parser() -> argparse.ArgumentParser:
     flags.add_argument("--tls-cert", type=Path, help="PEM certificate for --listen")
     flags.add_argument("--tls-key", type=Path, help="PEM private key for --listen")
     flags.add_argument(
+        "--tls-client-ca", type=Path, help="with --listen: demand client certificates of this CA"
+    )
+    flags.add_argument(
+        "--token-file", type=Path, help="with --listen: the bearer token every TCP call carries"
+    )
+    flags.add_argument(
         "--data-root",
         dest="data_roots",
         action="append",

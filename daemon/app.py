@@ -21,9 +21,11 @@ from grpc_reflection.v1alpha import reflection
 from loguru import logger
 
 from bulkforge.daemon import jobs, registry
+from bulkforge.daemon.api.access import BearerToken, read_token
 from bulkforge.daemon.api.servicer import Servicer, version
 from bulkforge.daemon.control import Control
 from bulkforge.daemon.disks import missing_parts, remove_empty
+from bulkforge.daemon.errors import Refused
 from bulkforge.daemon.governor import Governor, use_lean_memory
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.notify import Notifier
@@ -186,7 +188,14 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
     if settings.metrics and metrics is None:
         lifecycle.exit_code = EXIT_REFUSED
         return
-    server, health_servicer = await _start_server(settings, control)
+    try:
+        servers, health_servicer = await _start_servers(settings, control)
+    except (OSError, RuntimeError, Refused) as exc:  # a port taken, a file unreadable
+        logger.error("cannot serve the API: {}", exc)
+        lifecycle.exit_code = EXIT_REFUSED
+        if metrics is not None:
+            await asyncio.to_thread(metrics.close)
+        return
     runners = [asyncio.create_task(kind.runner.run(), name=kind.name) for kind in kinds]
     keepalive = asyncio.create_task(_report(notifier, store, control), name="sd_notify")
     logger.info(
@@ -207,7 +216,7 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
         task.cancel()
     await asyncio.gather(*runners, keepalive, return_exceptions=True)
     await transfers.close()
-    await server.stop(grace=1.0)
+    await asyncio.gather(*(server.stop(grace=1.0) for server in servers))
     if metrics is not None:
         await asyncio.to_thread(metrics.close)
     await asyncio.to_thread(governor.close)
@@ -228,29 +237,49 @@ async def _serve_metrics(settings: Settings, control: Control, store: Store) -> 
     return metrics
 
 
-async def _start_server(
+async def _start_servers(
     settings: Settings, control: Control
-) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    server = grpc.aio.server()
-    pb_grpc.add_BulkforgeServicer_to_server(Servicer(control), server)
+) -> tuple[list[grpc.aio.Server], health.aio.HealthServicer]:
+    """The unix socket's server, and with --listen a TLS one (token and client CA if set)."""
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
-    server.add_insecure_port(f"unix:{settings.socket}")
+    local = _server(control, health_servicer, [])
+    local.add_insecure_port(f"unix:{settings.socket}")
+    servers = [local]
     if settings.listen:
-        assert settings.tls_cert and settings.tls_key
-        credentials = grpc.ssl_server_credentials(
-            [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
-        )
-        server.add_secure_port(settings.listen, credentials)
-    await server.start()
+        interceptors = [BearerToken(read_token(settings.token_file))] if settings.token_file else []
+        remote = _server(control, health_servicer, interceptors)
+        bound = remote.add_secure_port(settings.listen, _tls(settings))
+        control.listen_address = f"{settings.listen.rpartition(':')[0]}:{bound}"
+        servers.append(remote)
+    for server in servers:
+        await server.start()
     # Group members (operators) may connect; nobody else.
     os.chmod(settings.socket, 0o660)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, health_servicer
+    return servers, health_servicer
+
+
+def _server(
+    control: Control, health_servicer: health.aio.HealthServicer, interceptors: list
+) -> grpc.aio.Server:
+    server = grpc.aio.server(interceptors=interceptors)
+    pb_grpc.add_BulkforgeServicer_to_server(Servicer(control), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    return server
+
+
+def _tls(settings: Settings) -> grpc.ServerCredentials:
+    """bfd's certificate; a client certificate of tls_client_ca demanded when it is set."""
+    assert settings.tls_cert and settings.tls_key
+    pair = [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
+    if settings.tls_client_ca is None:
+        return grpc.ssl_server_credentials(pair)
+    client_ca = settings.tls_client_ca.read_bytes()
+    return grpc.ssl_server_credentials(pair, root_certificates=client_ca, require_client_auth=True)
 
 
 async def _report(notifier: Notifier, store: Store, control: Control) -> None:

@@ -73,6 +73,8 @@ class SystemView:
     disks: list[DiskUse] = field(default_factory=list)
     # Where Prometheus scrapes bfd (HOST:PORT), or "" when metrics are off.
     metrics_address: str = ""
+    # Where the TLS API listens (HOST:PORT), or "" without --listen.
+    listen_address: str = ""
 
 
 class Control:
@@ -87,8 +89,9 @@ class Control:
         self._settings = settings
         self._transfers = transfers
         self._started = time.monotonic()
-        # Set by app once the metrics server is bound (bfd --metrics).
+        # Set by app once they are bound (bfd --metrics, bfd --listen).
         self.metrics_address = ""
+        self.listen_address = ""
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -196,6 +199,7 @@ class Control:
             commits=writer.commits,
             commit_p99_ms=writer.commit_p99_ms(),
             metrics_address=self.metrics_address,
+            listen_address=self.listen_address,
             disks=[_disk_use(path) for path in dests if os.path.isdir(path)],
         )
 

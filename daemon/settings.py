@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     )
     tls_cert: Path | None = Field(default=None, description="PEM certificate for --listen.")
     tls_key: Path | None = Field(default=None, description="PEM private key for --listen.")
+    tls_client_ca: Path | None = Field(
+        default=None,
+        description="With --listen: demand a client certificate signed by this CA (PEM).",
+    )
+    token_file: Path | None = Field(
+        default=None,
+        description="With --listen: a file holding the bearer token every RPC over TCP must "
+        "carry (health checks excepted). The unix socket is guarded by its mode (0660).",
+    )
     data_roots: list[Path] = Field(
         default_factory=lambda: [Path("/")],
         description="Directories under which job destinations and exports may be "
@@ -164,7 +173,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
         if self.listen and not (self.tls_cert and self.tls_key):
-            raise ValueError("listen needs both tls_cert and tls_key")
+            raise ValueError("listen needs both tls_cert and tls_key: bfd serves TCP only over TLS")
+        if (self.tls_client_ca or self.token_file) and not self.listen:
+            raise ValueError("tls_client_ca and token_file guard --listen: give it too")
         if not self.data_roots or not all(root.is_absolute() for root in self.data_roots):
             raise ValueError("data_roots must be absolute paths (at least one)")
         if self.retry_max_delay < self.retry_base_delay:

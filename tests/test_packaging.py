@@ -18,7 +18,7 @@ EXAMPLE_CONFIG = PACKAGING / "bfd.toml"
 UNIT = PACKAGING / "bfd.service"
 # Off by default, so the example shows them commented out rather than set.
 # Opt-in listeners: shown commented out, never on by default.
-COMMENTED_OUT = {"listen", "tls_cert", "tls_key", "metrics"}
+COMMENTED_OUT = {"listen", "tls_cert", "tls_key", "tls_client_ca", "token_file", "metrics"}
 
 
 @pytest.fixture(autouse=True)

@@ -25,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
     flags.add_argument("--socket", type=Path, help="unix socket of the gRPC API")
     flags.add_argument("--listen", metavar="HOST:PORT", help="also serve gRPC over TLS here")
     flags.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics here")
+    flags.add_argument("--max-watches", type=int, metavar="N", help="watch streams at once (64)")
     flags.add_argument("--tls-cert", type=Path, help="PEM certificate for --listen")
     flags.add_argument("--tls-key", type=Path, help="PEM private key for --listen")
     flags.add_argument(

@@ -44,6 +44,7 @@ EXIT_REFUSED = 1
 EXIT_IO_ERROR = 74
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Bulkforge"].full_name
 MAX_SOCKET_PATH = 104
+MAX_REQUEST_BYTES = 4 * 2**20
 STATUS_EVERY_S = 10.0
 
 
@@ -242,12 +243,13 @@ async def _start_servers(
 ) -> tuple[list[grpc.aio.Server], health.aio.HealthServicer]:
     """The unix socket's server, and with --listen a TLS one (token and client CA if set)."""
     health_servicer = health.aio.HealthServicer()
-    local = _server(control, health_servicer, [])
+    servicer = Servicer(control, settings.max_watches)
+    local = _server(servicer, health_servicer, [])
     local.add_insecure_port(f"unix:{settings.socket}")
     servers = [local]
     if settings.listen:
         interceptors = [BearerToken(read_token(settings.token_file))] if settings.token_file else []
-        remote = _server(control, health_servicer, interceptors)
+        remote = _server(servicer, health_servicer, interceptors)
         bound = remote.add_secure_port(settings.listen, _tls(settings))
         control.listen_address = f"{settings.listen.rpartition(':')[0]}:{bound}"
         servers.append(remote)
@@ -261,10 +263,12 @@ async def _start_servers(
 
 
 def _server(
-    control: Control, health_servicer: health.aio.HealthServicer, interceptors: list
+    servicer: Servicer, health_servicer: health.aio.HealthServicer, interceptors: list
 ) -> grpc.aio.Server:
-    server = grpc.aio.server(interceptors=interceptors)
-    pb_grpc.add_BulkforgeServicer_to_server(Servicer(control), server)
+    # A request is small (a manifest travels by path): the largest is a list of URLs.
+    options = [("grpc.max_receive_message_length", MAX_REQUEST_BYTES)]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
+    pb_grpc.add_BulkforgeServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server

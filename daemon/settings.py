@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     )
     tls_cert: Path | None = Field(default=None, description="PEM certificate for --listen.")
     tls_key: Path | None = Field(default=None, description="PEM private key for --listen.")
+    max_watches: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Watch streams open at once, across every client; one more is refused "
+        "(RESOURCE_EXHAUSTED).",
+    )
     tls_client_ca: Path | None = Field(
         default=None,
         description="With --listen: demand a client certificate signed by this CA (PEM).",

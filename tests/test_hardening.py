@@ -7,11 +7,12 @@ state files are private.
 
 import os
 import stat
+import time
 
 import grpc
 import pytest
 from conftest import write_manifest
-from origin import Origin
+from origin import Fault, FaultKind, Origin
 
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
@@ -128,4 +129,41 @@ def test_an_hf_endpoint_that_answers_no_json_is_a_plain_refusal(make_daemon, tmp
     error = refused.value
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, (error.code(), error.details())
     assert "did not answer as a Hugging Face hub does" in error.details()
+    assert daemon.stop() == 0
+
+
+def test_watch_streams_are_capped_and_a_request_has_a_size_limit(make_daemon, tmp_path):
+    daemon = make_daemon("--max-watches", "2").start()
+    with Origin({"a.bin": b"a"}, {"a.bin": Fault(FaultKind.STALL, after_bytes=0, seconds=60)}) as o:
+        spec = pb.DownloadSpec(urls=pb.UrlList(urls=[o.url_for("a.bin")]), dest=str(tmp_path / "d"))
+        daemon.stub.Submit(pb.SubmitRequest(name="slow", download=spec), timeout=30)
+        watching = [daemon.stub.Watch(pb.WatchRequest(name="slow")) for _ in range(2)]
+        for stream in watching:
+            assert next(stream).job.name == "slow"  # both open and answering
+        third = daemon.stub.Watch(pb.WatchRequest(name="slow"))
+        with pytest.raises(grpc.RpcError) as refused:
+            next(third)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "2 watches are open" in refused.value.details()
+        watching[0].cancel()
+        # A closed watch frees its place.
+        again = daemon.stub.Watch(pb.WatchRequest(name="slow"))
+        reopened = False
+        for _ in range(50):
+            try:
+                reopened = next(again).job.name == "slow"
+                break
+            except grpc.RpcError as exc:  # the cancel may not have reached bfd yet
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                again = daemon.stub.Watch(pb.WatchRequest(name="slow"))
+                time.sleep(0.1)
+        assert reopened
+        again.cancel()
+        watching[1].cancel()
+        # A request over 4 MiB is refused by the transport, and bfd carries on.
+        huge = pb.DownloadSpec(urls=pb.UrlList(urls=["http://h/" + "x" * 5_000_000]), dest="/tmp/x")
+        with pytest.raises(grpc.RpcError) as too_big:
+            daemon.stub.Submit(pb.SubmitRequest(name="huge", download=huge), timeout=30)
+        assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert daemon.bfctl_json("status", "slow")["state"] == "running"
     assert daemon.stop() == 0

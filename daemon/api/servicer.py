@@ -35,8 +35,12 @@ def _name(request) -> str:
 
 
 class Servicer(pb_grpc.BulkforgeServicer):
-    def __init__(self, control: Control):
+    """One for every listener of the daemon, so limits such as max_watches are global."""
+
+    def __init__(self, control: Control, max_watches: int):
         self._control = control
+        self._max_watches = max_watches
+        self._watches = 0
 
     @refusals
     async def Submit(self, request: pb.SubmitRequest, context) -> pb.SubmitResponse:
@@ -132,22 +136,35 @@ class Servicer(pb_grpc.BulkforgeServicer):
         return messages.system_message(await self._control.system(), version())
 
     async def Watch(self, request: pb.WatchRequest, context) -> AsyncIterator[pb.WatchEvent]:
+        if self._watches >= self._max_watches:
+            message = (
+                f"{self._watches} watches are open, bfd's limit (max_watches): close one, "
+                "or poll with `bfctl status`"
+            )
+            await abort(context, errors.ResourceExhausted(message))
+        self._watches += 1
         try:
-            name = _name(request)
-            if request.interval_s < 0:
-                raise errors.InvalidArgument("interval_s must not be negative")
-            interval = max(0.1, request.interval_s or 1.0)
-            rates = Rates()
-            while True:
-                # One short read per event: no transaction stays open between messages.
-                view = await self._control.status(name)
-                final = view.job.state in WATCH_ENDS
-                yield messages.watch_event(view, rates.add(view), final)
-                if final:
-                    return
-                await asyncio.sleep(interval)
+            async for event in self._events(request):
+                yield event
         except (errors.Refused, ValidationError, StoreFatal) as exc:
             await abort(context, exc)
+        finally:
+            self._watches -= 1
+
+    async def _events(self, request: pb.WatchRequest) -> AsyncIterator[pb.WatchEvent]:
+        name = _name(request)
+        if request.interval_s < 0:
+            raise errors.InvalidArgument("interval_s must not be negative")
+        interval = max(0.1, request.interval_s or 1.0)
+        rates = Rates()
+        while True:
+            # One short read per event: no transaction stays open between messages.
+            view = await self._control.status(name)
+            final = view.job.state in WATCH_ENDS
+            yield messages.watch_event(view, rates.add(view), final)
+            if final:
+                return
+            await asyncio.sleep(interval)
 
 
 def version() -> str:

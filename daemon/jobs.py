@@ -4,8 +4,9 @@ Functions taking a connection run inside a writer operation (one transaction)
 or a reader call; none of them opens its own transaction.
 """
 
+import contextlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -248,6 +249,18 @@ def start_job(conn: apsw.Connection, job: JobRow) -> JobRow:
     return job
 
 
+def log_about(job: JobRow):
+    """The logger for a line about job: its name and kind travel as fields (in JSON logs)."""
+    return logger.bind(job=job.name, kind=job.kind)
+
+
+@contextlib.contextmanager
+def working_on(job: JobRow) -> Iterator[None]:
+    """Every log line inside, and in the tasks started inside, carries job and kind."""
+    with logger.contextualize(job=job.name, kind=job.kind):
+        yield
+
+
 def fail_live_job(conn: apsw.Connection, job_id: int, message: str) -> None:
     """Fail a queued or running job for a reason of its own (its input is unreadable …)."""
     job = job_by_id(conn, job_id)
@@ -256,7 +269,7 @@ def fail_live_job(conn: apsw.Connection, job_id: int, message: str) -> None:
     if job.state == JobState.QUEUED:
         job = move_job(conn, job, JobState.RUNNING)
     move_job(conn, job, JobState.FAILED, message=message)
-    logger.error("job {} failed: {}", job.name, message)
+    log_about(job).error("job {} failed: {}", job.name, message)
 
 
 def repair_running(

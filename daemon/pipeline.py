@@ -278,7 +278,7 @@ class ItemRows:
 
     def repair(self, conn: apsw.Connection) -> None:
         for name, count in self.records.repair_in_flight(conn):
-            logger.info(
+            logger.bind(job=name, kind=self.name).info(
                 "repair: job {}: {:,} {} at shutdown -> pending", name, count, self.in_flight
             )
 

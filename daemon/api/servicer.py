@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from bulkforge.daemon import errors
 from bulkforge.daemon.api import messages
-from bulkforge.daemon.api.status import abort, refusals
+from bulkforge.daemon.api.status import abort, log_refusal, refusals
 from bulkforge.daemon.control import Control
 from bulkforge.daemon.machines.job import TERMINAL, JobState
 from bulkforge.daemon.progress import Rates
@@ -147,6 +147,7 @@ class Servicer(pb_grpc.BulkforgeServicer):
             async for event in self._events(request):
                 yield event
         except (errors.Refused, ValidationError, StoreFatal) as exc:
+            log_refusal("Watch", request, exc)
             await abort(context, exc)
         finally:
             self._watches -= 1

@@ -4,6 +4,7 @@ import functools
 from collections.abc import Callable
 
 import grpc
+from google.protobuf.message import Message
 from loguru import logger
 from pydantic import ValidationError
 
@@ -35,11 +36,32 @@ def bounded(message: str) -> str:
     return raw[:MAX_MESSAGE_BYTES].decode(errors="ignore") + f"… ({len(raw):,} bytes, cut)"
 
 
+def refusal_text(exc: BaseException) -> str | None:
+    """What a refusal says, bounded; None when exc is no refusal (a bug, a stop)."""
+    if isinstance(exc, errors.Refused):
+        return bounded(str(exc))
+    if isinstance(exc, ValidationError):
+        return bounded(describe(exc))
+    return None
+
+
+def log_refusal(rpc: str, request: object, exc: BaseException) -> None:
+    """One INFO line per refused request, with the job's name (and kind, for a submit)."""
+    text = refusal_text(exc)
+    if text is None:
+        return
+    name = str(getattr(request, "name", ""))[:128]
+    kind = ""
+    if isinstance(request, Message) and "spec" in request.DESCRIPTOR.oneofs_by_name:
+        kind = request.WhichOneof("spec") or ""
+    logger.bind(job=name, kind=kind).info("refused {} of job {!r}: {}", rpc, name, text)
+
+
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     if isinstance(exc, errors.Refused):
-        await context.abort(STATUS_OF[type(exc)], bounded(str(exc)))
+        await context.abort(STATUS_OF[type(exc)], refusal_text(exc))
     if isinstance(exc, ValidationError):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bounded(describe(exc)))
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal_text(exc))
     if isinstance(exc, StoreFatal):
         await context.abort(grpc.StatusCode.UNAVAILABLE, bounded(f"bfd is stopping: {exc}"))
     logger.opt(exception=exc).error("internal error answering a request")
@@ -57,6 +79,7 @@ def refusals(method: Callable) -> Callable:
         except grpc.aio.AbortError:
             raise  # context.abort() was called already; let it through untouched
         except Exception as exc:
+            log_refusal(method.__name__, request, exc)
             await abort(context, exc)
 
     return wrapper

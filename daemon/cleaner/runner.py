@@ -140,7 +140,8 @@ class Cleaner(JobLoop):
             run = _SeriesRun(job.id, series)
             key = (job.id, series.series)
             self._runs[key] = run
-            run.task = asyncio.create_task(self._run_series(job, dest, run))
+            with jobs.working_on(job):
+                run.task = asyncio.create_task(self._run_series(job, dest, run))
             run.task.add_done_callback(lambda task, key=key, run=run: self._ended(key, run, task))
 
     # -- one series ------------------------------------------------------------------------
@@ -246,7 +247,7 @@ def _end_job(conn: apsw.Connection, job_id: int, summary: report.Summary) -> Non
     if summary.failed:
         message = f"{summary.failed:,} zip(s) failed; `bfctl failures {job.name}` lists them"
         jobs.move_job(conn, job, JobState.FAILED, message="; ".join([message, *notes]))
-        logger.warning("job {} ended with failures: {}", job.name, message)
+        jobs.log_about(job).warning("job {} ended with failures: {}", job.name, message)
         return
     jobs.move_job(conn, job, JobState.COMPLETED, message="; ".join(notes))
     logger.info("job {} completed ({:,} rows out)", job.name, summary.rows_out)

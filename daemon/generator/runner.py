@@ -73,7 +73,8 @@ class Generator(JobLoop):
 
     def _start(self, job: jobs.JobRow, part: records.Part) -> None:
         task = PartTask(job.spec, part.table, part.index, part.start, part.rows)
-        run = asyncio.create_task(self._make(job, part, task))
+        with jobs.working_on(job):
+            run = asyncio.create_task(self._make(job, part, task))
         self._runs[part.id] = (job.id, run)
         run.add_done_callback(lambda done: self._ended(part, done))
 
@@ -134,7 +135,7 @@ def _finish_if_done(conn: apsw.Connection, job_id: int) -> None:
     if failed:
         message = f"{failed:,} part(s) failed; `bfctl failures {job.name}` lists them"
         jobs.move_job(conn, job, JobState.FAILED, message=message)
-        logger.warning("job {} ended with failures: {}", job.name, message)
+        jobs.log_about(job).warning("job {} ended with failures: {}", job.name, message)
         return
     rows = sum(row[1] for row in records.rows_by_table(conn, job_id))
     jobs.move_job(conn, job, JobState.COMPLETED, message="")

@@ -139,7 +139,10 @@ class Scenes(JobLoop):
         progress = await self._readers.call(lambda conn: records.registration(conn, job.id))
         assert progress is not None
         if not progress.done and job.id not in self._registrars:
-            task = asyncio.create_task(self._register(job, prepared), name=f"register {job.name}")
+            with jobs.working_on(job):
+                task = asyncio.create_task(
+                    self._register(job, prepared), name=f"register {job.name}"
+                )
             self._registrars[job.id] = task
         held = self._governor.memory_hold() or await asyncio.to_thread(
             self._governor.disk_hold, prepared.request.dest
@@ -250,7 +253,8 @@ class Scenes(JobLoop):
         run = _ShardRun(job.id, claimed.shard, ids, len(ids))
         key = (job.id, claimed.shard)
         self._runs[key] = run
-        run.task = asyncio.create_task(self._run_shard(job, prepared, claimed, run))
+        with jobs.working_on(job):
+            run.task = asyncio.create_task(self._run_shard(job, prepared, claimed, run))
         run.task.add_done_callback(lambda task: self._shard_ended(key, run, task))
 
     def _shard_ended(self, key: tuple[int, int], run: _ShardRun, task: asyncio.Task) -> None:
@@ -501,7 +505,7 @@ def _finish_if_done(conn: apsw.Connection, job_id: int) -> None:
     if failed:
         message = f"{failed:,} item(s) failed; `bfctl failures {job.name}` lists them{skipped}"
         jobs.move_job(conn, job, JobState.FAILED, message=message)
-        logger.warning("job {} ended with failures: {}", job.name, message)
+        jobs.log_about(job).warning("job {} ended with failures: {}", job.name, message)
         return
     jobs.move_job(conn, job, JobState.COMPLETED, message=skipped.lstrip("; "))
     logger.info("job {} completed", job.name)

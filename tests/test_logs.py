@@ -1,0 +1,52 @@
+"""bfd's log as a machine reads it: one JSON object per line (--log-format json, or under
+systemd), and every failure, refusal and repair names its job and kind as fields."""
+
+import json
+
+from conftest import wait_until, write_manifest
+from origin import Fault, FaultKind, Origin
+
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+
+def records(daemon) -> list[dict]:
+    lines = [line for line in daemon.log.read_text().splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in lines]  # every line is one JSON object
+    return [entry["record"] for entry in parsed]
+
+
+def about(entries: list[dict], start: str) -> list[dict]:
+    return [entry for entry in entries if entry["message"].startswith(start)]
+
+
+def test_failures_refusals_and_repairs_name_their_job_and_kind(make_daemon, tmp_path):
+    daemon = make_daemon("--log-format", "json", "--max-attempts", "1").start()
+    faults = {
+        "gone.bin": Fault(FaultKind.STATUS_404),
+        "slow.bin": Fault(FaultKind.STALL, after_bytes=10, seconds=60),
+    }
+    with Origin({"slow.bin": b"s" * 1000}, faults) as origin:
+        gone = write_manifest(tmp_path / "g.jsonl", [{"url": origin.url_for("gone.bin")}])
+        daemon.submit("logged", gone, tmp_path / "a")
+        daemon.wait_state("logged", {"failed"})
+        refused = daemon.bfctl("submit", "download", "bad", "--url", "ftp://x/y", "--dest",
+                               str(tmp_path / "b"))  # fmt: skip
+        assert refused.returncode == 1
+        slow = write_manifest(tmp_path / "s.jsonl", [{"url": origin.url_for("slow.bin")}])
+        daemon.submit("cut", slow, tmp_path / "c")
+        wait_until(lambda: origin.requests("slow.bin"), what="the slow request")
+        daemon.kill9()
+        daemon.start()
+        entries = records(daemon)
+        daemon.stub.Pause(pb.JobRef(name="cut"), timeout=10)
+    assert daemon.stop() == 0
+
+    [failed] = about(entries, "file gone.bin failed")
+    assert failed["extra"] == {"job": "logged", "kind": "download"}
+    [refusal] = about(entries, "refused Submit of job 'bad'")
+    assert refusal["extra"] == {"job": "bad", "kind": "download"}
+    assert "only http and https" in refusal["message"]
+    [repair] = about(entries, "repair: job cut file slow.bin")
+    assert repair["extra"] == {"job": "cut", "kind": "download"}
+    [ended] = about(entries, "job logged failed")
+    assert ended["extra"] == {"job": "logged", "kind": "download"}

@@ -82,6 +82,8 @@ CREATE INDEX files_retry_due ON files (job_id, retry_at)
 CREATE INDEX files_in_flight ON files (state) WHERE state IN ('downloading', 'verifying');
 -- Whether a download's bytes_total is a total: the files whose size nobody knows yet.
 CREATE INDEX files_unknown_size ON files (job_id) WHERE size IS NULL;
+-- Files a crash or a pause interrupted: their bytes already on the disk count for them.
+CREATE INDEX files_interrupted ON files (job_id) WHERE state = 'pending' AND validator IS NOT NULL;
 
 -- The byte ranges of a large file fetched in parallel; a range is done only once its
 -- bytes are fsynced, so a resumed transfer fetches exactly the ranges not done.

@@ -2,7 +2,9 @@
 that leave nothing behind, filters, permanent failures classified as permanent."""
 
 import itertools
+import os
 import re
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -264,3 +266,30 @@ def test_a_pause_does_not_send_the_bytes_received_back(daemon, tmp_path):
     assert daemon.bfctl_json("status", "halt")["bytes_done"] == 200_000
     for name, data in files.items():
         assert (tmp_path / "d" / name).read_bytes() == data
+
+
+def test_a_full_disk_does_not_hold_back_a_file_it_already_holds(make_daemon, tmp_path, tmpfs):
+    """A file interrupted with most of its bytes on a nearly full disk is resumed, not held
+    forever for room it needs only the rest of."""
+    disk = tmpfs("full", "8m")
+    data = os.urandom(3 * 2**20)
+    stall = {"big.bin": Fault(FaultKind.STALL, after_bytes=2_900_000, seconds=60, times=1)}
+    daemon = make_daemon("--disk-threshold", "0.95").start()
+    with Origin({"big.bin": data}, stall) as origin:
+        row = {"url": origin.url_for("big.bin"), "path": "big.bin", "size": len(data)}
+        submit(daemon, "held", write_manifest(tmp_path / "m.jsonl", [row]), disk)
+        wait_until(
+            lambda: daemon.bfctl_json("status", "held")["bytes_done"] >= 2_900_000,
+            what="the transfer at its stall",
+        )
+        daemon.kill9()
+        # Fill the disk: the threshold leaves room for less than the file (3 MiB), more than
+        # the ~250 kB it lacks.
+        usage = shutil.disk_usage(disk)
+        room = 400_000
+        (disk / "filler").write_bytes(b"\0" * (usage.free - int(usage.total * 0.05) - room))
+        daemon.start()
+        job = daemon.wait_state("held", {"completed", "failed"}, timeout=60)
+    assert job.state == "completed", job.message
+    assert (disk / "big.bin").read_bytes() == data
+    assert daemon.stop() == 0

@@ -70,13 +70,19 @@ _PENDING = _CLAIM.format(
 
 
 def claim(
-    conn: apsw.Connection, job_id: int, limit: int, now: int, budget: int = UNLIMITED
+    conn: apsw.Connection,
+    job_id: int,
+    limit: int,
+    now: int,
+    budget: int = UNLIMITED,
+    landed: int = 0,
 ) -> list[FileRow]:
     """Move up to `limit` files of the job's active batches to downloading, within `budget` bytes.
 
-    Pending ones first, batch by batch in id order (the index walk needs no sort),
-    then failed ones whose retry is due. The budget is what the disk threshold
-    leaves; files of unknown size count as empty.
+    Interrupted ones first when their bytes are on the disk already (`landed`: they may use
+    those bytes beside the budget), then pending ones batch by batch in id order (the index
+    walk needs no sort), then failed ones whose retry is due. The budget is what the disk
+    threshold leaves; files of unknown size count as empty.
     """
     active = [
         idx
@@ -87,13 +93,22 @@ def claim(
     ]
     claimed: list[FileRow] = []
     check_transition(S.PENDING, S.DOWNLOADING)
+    marks = ",".join(str(int(idx)) for idx in active)
+    if landed and active:
+        interrupted = _CLAIM.format(
+            where=f"state = 'pending' AND validator IS NOT NULL AND batch_idx IN ({marks})",
+            order="id",
+            old="pending",
+            columns=CLAIM_COLUMNS,
+        )
+        claimed += _claimed(conn, interrupted, job_id, limit, now, budget + landed, claimed)
+        budget += min(landed, sum(row.size or 0 for row in claimed))
     for idx in active:
         if len(claimed) >= limit:
             break
         claimed += _claimed(conn, _PENDING, job_id, limit, now, budget, claimed, batch=idx)
     if active and len(claimed) < limit:
         check_transition(S.FAILED, S.DOWNLOADING)
-        marks = ",".join(str(int(idx)) for idx in active)
         due = _CLAIM.format(
             where=f"state = 'failed' AND retry_at IS NOT NULL AND retry_at <= :now "
             f"AND batch_idx IN ({marks})",
@@ -111,6 +126,18 @@ def _claimed(conn, sql, job_id, limit, now, budget, before, **extra) -> list[Fil
         return []
     arguments = {"job": job_id, "limit": limit - len(before), "now": now, "budget": left}
     return [FileRow(*row) for row in conn.execute(sql, arguments | extra)]
+
+
+def interrupted_paths(conn: apsw.Connection, job_id: int) -> list[str]:
+    """Pending files that began before (a crash, a pause): their bytes may be on disk."""
+    return [
+        path
+        for (path,) in conn.execute(
+            "SELECT path FROM files WHERE job_id = ? AND state = 'pending' "
+            "AND validator IS NOT NULL",
+            (job_id,),
+        )
+    ]
 
 
 def any_unknown_size(conn: apsw.Connection, job_id: int) -> bool:
@@ -257,13 +284,16 @@ def repair_in_flight(conn: apsw.Connection) -> int:
     would otherwise keep the file itself from.
     """
     stranded = conn.execute(
-        "SELECT files.id, files.state, files.path, files.validator, jobs.name, jobs.dest "
+        "SELECT files.id, files.state, files.path, files.validator, jobs.name, jobs.kind, "
+        "jobs.dest "
         "FROM files JOIN jobs ON jobs.id = files.job_id "
         "WHERE files.state IN ('downloading', 'verifying')"
     ).fetchall()
-    for file_id, state, path, validator, job_name, dest in stranded:
+    for file_id, state, path, validator, job_name, kind, dest in stranded:
         to_pending(conn, file_id, FileState(state))
-        logger.info("repair: job {} file {} was {} at shutdown -> pending", job_name, path, state)
+        logger.bind(job=job_name, kind=kind).info(
+            "repair: job {} file {} was {} at shutdown -> pending", job_name, path, state
+        )
         if validator is None:
             _drop_partial(Path(dest), path)
     return len(stranded)

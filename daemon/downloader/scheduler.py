@@ -32,6 +32,7 @@ from bulkforge.daemon.downloader.access import Access, access_for
 from bulkforge.daemon.downloader.fetch import Fetcher
 from bulkforge.daemon.downloader.install import Installable, Installer, InstallFailed
 from bulkforge.daemon.downloader.listing import Batching
+from bulkforge.daemon.downloader.paths import partial_path
 from bulkforge.daemon.downloader.segments import Ledger
 from bulkforge.daemon.downloader.sources.binance import sidecar_sha256
 from bulkforge.daemon.durable import DiskFatal
@@ -81,6 +82,8 @@ class _Transfer:
 class _Room:
     bytes: int
     why: str
+    # Bytes interrupted files already hold on the disk (files.claim: theirs beside bytes).
+    landed: int = 0
 
 
 @dataclass
@@ -240,13 +243,19 @@ class Downloader:
             return device, _Room(0, memory)
         reserved = sum(t.remaining for t in self._transfers.values() if t.device == device)
         room = self._governor.disk.room_of(usage, reserved)
-        return device, _Room(room.bytes, room.describe(job.dest))
+        # Files interrupted by a crash or a pause already hold their bytes there (a partial,
+        # or the file itself renamed before its `done` was committed): they need only the
+        # rest, or a full disk would hold back the very files it already holds.
+        paths = await self._readers.call(lambda conn: files.interrupted_paths(conn, job.id))
+        landed = await asyncio.to_thread(_bytes_on_disk, Path(job.dest), paths) if paths else 0
+        return device, _Room(room.bytes, room.describe(job.dest), landed)
 
     def _start_transfer(self, job: jobs.JobRow, row: files.FileRow, device: int | None) -> None:
         transfer = _Transfer(job.id, size=row.size or 0, device=device)
         self._kept.pop(row.id, None)  # counted again as it resumes
         self._transfers[row.id] = transfer
-        transfer.task = asyncio.create_task(self._transfer(job, row, transfer))
+        with jobs.working_on(job):  # the transfer's log lines name its job and kind
+            transfer.task = asyncio.create_task(self._transfer(job, row, transfer))
         transfer.task.add_done_callback(lambda task: self._transfer_ended(row.id, transfer, task))
 
     def _transfer_ended(self, file_id: int, transfer: _Transfer, task: asyncio.Task) -> None:
@@ -406,7 +415,8 @@ def _plan_job(
     plan = _Plan()
     if free > 0:
         budget = room.bytes if room is not None else files.UNLIMITED
-        plan.claimed = files.claim(conn, job_id, free, now_ms(), budget)
+        landed = room.landed if room is not None else 0
+        plan.claimed = files.claim(conn, job_id, free, now_ms(), budget, landed)
         if not plan.claimed and room is not None and files.has_pending(conn, job_id):
             plan.held = room.why
             plan.next_retry_at = now_ms() + int(SPACE_POLL_S * 1000)
@@ -439,6 +449,18 @@ def _show_hold(conn: apsw.Connection, job: jobs.JobRow, held: str | None) -> Non
         jobs.set_message(conn, job, held)
     elif not held and job.message.startswith((WAITING_FOR_SPACE, WAITING_FOR_MEMORY)):
         jobs.set_message(conn, job, "")
+
+
+def _bytes_on_disk(dest: Path, paths: list[str]) -> int:
+    """Bytes of each path's partial or, failing that, of the file under its name."""
+    total = 0
+    for path in paths:
+        target = dest / path
+        for candidate in (partial_path(target), target):
+            with contextlib.suppress(OSError):
+                total += candidate.stat().st_size
+                break
+    return total
 
 
 def _device_and_usage(dest: Path) -> tuple[int, Usage]:
@@ -481,7 +503,7 @@ def _finish_job(conn: apsw.Connection, job: jobs.JobRow) -> None:
     if failed:
         message = f"{failed} file(s) failed; `bfctl failures {job.name}` lists them"
         jobs.move_job(conn, job, JobState.FAILED, message=message)
-        logger.warning("job {} failed: {}", job.name, message)
+        jobs.log_about(job).warning("job {} failed: {}", job.name, message)
         return
     jobs.move_job(conn, job, JobState.COMPLETED, message="")
     logger.info("job {} completed", job.name)

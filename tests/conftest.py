@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -151,6 +152,19 @@ class Daemon:
 
     def bfctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return run_bfctl("--socket", str(self.socket), *args, timeout=timeout)
+
+    def read_store(self) -> sqlite3.Connection:
+        """The store, read-only, as a test checks what bfd recorded."""
+        path = self.state_dir / "bulkforge.db"
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+    def submit_batched(self, name: str, manifest: Path, dest: Path, space: int) -> None:
+        """A download cut into batches of `space` bytes (margin 1) that go on by themselves."""
+        done = self.bfctl(
+            "submit", "download", name, "--manifest", str(manifest), "--dest", str(dest),
+            "--space", str(space), "--safety-margin", "1", "--auto-proceed",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
 
     def bfctl_json(self, *args: str) -> dict:
         done = self.bfctl("--json", *args)

@@ -17,8 +17,7 @@ def iso(ms: int | None) -> str | None:
 
 
 def read_store(daemon: Daemon, name: str) -> dict:
-    path = daemon.root / "state" / "bulkforge.db"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    with daemon.read_store() as db:
         db.row_factory = sqlite3.Row
         job = dict(db.execute("SELECT * FROM jobs WHERE name = ?", (name,)).fetchone())
         files = [dict(r) for r in db.execute("SELECT * FROM files WHERE job_id = ?", (job["id"],))]
@@ -36,11 +35,7 @@ def run_job(daemon: Daemon, tmp_path: Path) -> tuple[dict, dict]:
     missing = sorted(dataset.files)[2]
     with Origin(dataset.files, {missing: Fault(FaultKind.STATUS_404)}) as origin:
         manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
-        done = daemon.bfctl(
-            "submit", "download", "known", "--manifest", str(manifest), "--dest",
-            str(tmp_path / "d"), "--space", "6000", "--safety-margin", "1", "--auto-proceed",
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
+        daemon.submit_batched("known", manifest, tmp_path / "d", 6000)
         daemon.wait_state("known", {"failed"})
     return read_store(daemon, "known"), {"missing": missing, "dataset": dataset}
 

@@ -5,7 +5,6 @@ import itertools
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -22,18 +21,14 @@ def submit(daemon: Daemon, name: str, manifest: Path, dest: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def store(daemon: Daemon) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{daemon.root / 'state' / 'bulkforge.db'}?mode=ro", uri=True)
-
-
 def job_id(daemon: Daemon, name: str) -> int:
-    with store(daemon) as db:
+    with daemon.read_store() as db:
         return db.execute("SELECT id FROM jobs WHERE name = ?", (name,)).fetchone()[0]
 
 
 def rows_of(daemon: Daemon, job_id: int) -> dict[str, int]:
     """Rows still naming the job, per table (read straight from the store)."""
-    with store(daemon) as db:
+    with daemon.read_store() as db:
         tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         counts = {
             "jobs": db.execute("SELECT count(*) FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
@@ -216,14 +211,10 @@ def test_batches_say_when_they_started_what_failed_and_hand_over_at_once(daemon,
     with Origin(dataset.files, {names[0]: Fault(FaultKind.STATUS_404)}) as origin:
         rows = manifest_rows(origin, dataset)
         manifest = write_manifest(tmp_path / "m.jsonl", rows)
-        done = daemon.bfctl(
-            "submit", "download", "cut", "--manifest", str(manifest), "--dest",
-            str(tmp_path / "d"), "--space", "2500", "--safety-margin", "1", "--auto-proceed",
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
+        daemon.submit_batched("cut", manifest, tmp_path / "d", 2500)
         daemon.wait_state("cut", {"failed"})
     status = daemon.bfctl_json("status", "cut")
-    with store(daemon) as db:
+    with daemon.read_store() as db:
         by_batch = dict(
             db.execute(
                 "SELECT batch_idx, count(*) FROM files WHERE state = 'failed' GROUP BY batch_idx"
@@ -237,7 +228,7 @@ def test_batches_say_when_they_started_what_failed_and_hand_over_at_once(daemon,
         assert batch["started_at"] <= batch["finished_at"]
     # A batch starts as the last one completes and its files are claimed in the same breath,
     # not at the scheduler's next poll (1 s): two 1 kB files take milliseconds.
-    with store(daemon) as db:
+    with daemon.read_store() as db:
         spans = db.execute("SELECT started_at, updated_at FROM batches ORDER BY idx").fetchall()
     gaps = [start - end for (_, end), (start, _) in itertools.pairwise(spans)]
     lives = [end - start for start, end in spans]

@@ -167,21 +167,16 @@ class Places:
         return path
 
 
-def prepare_dest(dest: Path | str, places: Places) -> Path:
-    """A job's dest, created when missing; refused when bfd may not write there."""
-    return _check_dest(places.check(dest), create=True)
-
-
 @contextlib.asynccontextmanager
 async def dest_for(given: Path | str, places: Places) -> AsyncIterator[Path]:
-    """prepare_dest for work that may still be refused (a submit, an export).
+    """A job's or an export's dest, checked against places and created when missing.
 
-    If the work is refused, the directories made for it go again (those still empty):
+    If the work is then refused, the directories made for it go again (those still empty):
     a refused command leaves nothing behind.
     """
     checked = await asyncio.to_thread(places.check, given)
     missing = await asyncio.to_thread(missing_parts, checked)
-    dest = await asyncio.to_thread(prepare_dest, checked, places)
+    dest = await asyncio.to_thread(_check_dest, checked, True)
     try:
         yield dest
     except Exception:  # refused; not a cancel, which may come after the job was created

@@ -82,8 +82,6 @@ class _Transfer:
 class _Room:
     bytes: int
     why: str
-    # Bytes interrupted files already hold on the disk (files.claim: theirs beside bytes).
-    landed: int = 0
 
 
 @dataclass
@@ -243,12 +241,7 @@ class Downloader:
             return device, _Room(0, memory)
         reserved = sum(t.remaining for t in self._transfers.values() if t.device == device)
         room = self._governor.disk.room_of(usage, reserved)
-        # Files interrupted by a crash or a pause already hold their bytes there (a partial,
-        # or the file itself renamed before its `done` was committed): they need only the
-        # rest, or a full disk would hold back the very files it already holds.
-        paths = await self._readers.call(lambda conn: files.interrupted_paths(conn, job.id))
-        landed = await asyncio.to_thread(_bytes_on_disk, Path(job.dest), paths) if paths else 0
-        return device, _Room(room.bytes, room.describe(job.dest), landed)
+        return device, _Room(room.bytes, room.describe(job.dest))
 
     def _start_transfer(self, job: jobs.JobRow, row: files.FileRow, device: int | None) -> None:
         transfer = _Transfer(job.id, size=row.size or 0, device=device)
@@ -415,8 +408,9 @@ def _plan_job(
     plan = _Plan()
     if free > 0:
         budget = room.bytes if room is not None else files.UNLIMITED
-        landed = room.landed if room is not None else 0
-        plan.claimed = files.claim(conn, job_id, free, now_ms(), budget, landed)
+        plan.claimed = files.claim(conn, job_id, free, now_ms(), budget)
+        if not plan.claimed and room is not None:
+            plan.claimed = _claim_what_is_there(conn, job, free, budget)
         if not plan.claimed and room is not None and files.has_pending(conn, job_id):
             plan.held = room.why
             plan.next_retry_at = now_ms() + int(SPACE_POLL_S * 1000)
@@ -449,6 +443,20 @@ def _show_hold(conn: apsw.Connection, job: jobs.JobRow, held: str | None) -> Non
         jobs.set_message(conn, job, held)
     elif not held and job.message.startswith((WAITING_FOR_SPACE, WAITING_FOR_MEMORY)):
         jobs.set_message(conn, job, "")
+
+
+def _claim_what_is_there(
+    conn: apsw.Connection, job: jobs.JobRow, free: int, budget: int
+) -> list[files.FileRow]:
+    """Held for room: files a crash or a pause interrupted may still go on.
+
+    They already hold their bytes on the disk (a partial, or the file itself renamed before
+    its `done` was committed) and need only the rest; without this a nearly full disk would
+    hold back forever the very files it holds. Looked at only when the disk holds the job
+    back: a few stats, in this rare case, beside the claim.
+    """
+    landed = _bytes_on_disk(Path(job.dest), files.interrupted_paths(conn, job.id))
+    return files.claim(conn, job.id, free, now_ms(), budget, landed) if landed else []
 
 
 def _bytes_on_disk(dest: Path, paths: list[str]) -> int:

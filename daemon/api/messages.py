@@ -84,13 +84,14 @@ def _registration(progress: jobs.Registration | None) -> pb.Registration | None:
     )
 
 
-def watch_event(view: jobs.JobView, pace: Pace, final: bool) -> pb.WatchEvent:
+def watch_event(job: pb.Job, pace: Pace, final: bool, observed_at: float) -> pb.WatchEvent:
     return pb.WatchEvent(
-        job=job_message(view),
+        job=job,
         bytes_per_s=pace.bytes_per_s,
         items_per_s=pace.items_per_s,
         eta_s=pace.eta_s,
         final=final,
+        observed_at=observed_at,
     )
 
 

@@ -3,6 +3,7 @@ answers with the message `messages.py` builds. Refusals become status codes in `
 """
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,10 @@ from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
 from bulkforge.proto.units import MAX_FAILURES_LIMIT
 
 WATCH_ENDS = TERMINAL | {JobState.AWAITING_SWAP}
+# A watch reads the store at most ten times a second, and says "still the same" every 10 s.
+MIN_WATCH_INTERVAL_S = 0.1
+MAX_WATCH_INTERVAL_S = 3600.0
+WATCH_HEARTBEAT_S = 10.0
 DEFAULT_FAILURES_LIMIT = 100
 # One answer must fit a gRPC message; the groups summarise the rest.
 
@@ -153,16 +158,30 @@ class Servicer(pb_grpc.BulkforgeServicer):
             self._watches -= 1
 
     async def _events(self, request: pb.WatchRequest) -> AsyncIterator[pb.WatchEvent]:
+        """The job's present state, read when it is about to be sent: bfd never queues events.
+
+        A reader that stops reading fills the stream's HTTP/2 window, and then the next send
+        waits; so what a stream holds is bounded by that window, and once the reader drains
+        it the first event sent is read fresh. Unchanged states are sent only as a heartbeat,
+        so an idle or held job fills no window at all.
+        """
         name = _name(request)
-        if request.interval_s < 0:
-            raise errors.InvalidArgument("interval_s must not be negative")
-        interval = max(0.1, request.interval_s or 1.0)
+        if not 0 <= request.interval_s < math.inf:
+            raise errors.InvalidArgument("interval_s must be a finite number of seconds, 0 or more")
+        wanted = request.interval_s or 1.0
+        interval = min(max(MIN_WATCH_INTERVAL_S, wanted), MAX_WATCH_INTERVAL_S)
+        heartbeat = max(WATCH_HEARTBEAT_S, interval)
         rates = Rates()
+        sent, sent_at = None, -math.inf
         while True:
             # One short read per event: no transaction stays open between messages.
             view = await self._control.status(name)
+            pace = rates.add(view)
+            job = messages.job_message(view)
             final = view.job.state in WATCH_ENDS
-            yield messages.watch_event(view, rates.add(view), final)
+            if final or job != sent or time.monotonic() - sent_at >= heartbeat:
+                yield messages.watch_event(job, pace, final, observed_at=time.time())
+                sent, sent_at = job, time.monotonic()
             if final:
                 return
             await asyncio.sleep(interval)

@@ -129,7 +129,7 @@ def _boot_repair(conn: apsw.Connection, kinds: Kinds) -> None:
     for kind in kinds:
         kind.repair(conn)
     for job in jobs.jobs_in_states(conn, (JobState.RUNNING,)):
-        logger.info("job {} was running at shutdown; it continues", job.name)
+        jobs.log_about(job).info("job {} was running at shutdown; it continues", job.name)
 
 
 def run(settings: Settings) -> int:

@@ -215,7 +215,7 @@ class Control:
         job, created = await kind.submit(kind.parse(name, spec))
         view = await self.status(job.name)
         if created:
-            logger.info("job {} submitted: {:,} items", job.name, view.items_total)
+            jobs.log_about(job).info("job {} submitted: {:,} items", job.name, view.items_total)
         return view, created
 
     async def set_limits(self, limits: dict[str, str]) -> None:
@@ -269,7 +269,9 @@ class Control:
 
         await self._writer.call(remove)
         job = view.job
-        logger.info("job {} removed ({}; its files stay in {})", name, job.state, job.dest)
+        jobs.log_about(job).info(
+            "job {} removed ({}; its files stay in {})", name, job.state, job.dest
+        )
         return view, view.items_total
 
     async def retry(self, name: str, step: str, error: str) -> tuple[jobs.JobView, int]:

@@ -50,3 +50,7 @@ def test_failures_refusals_and_repairs_name_their_job_and_kind(make_daemon, tmp_
     assert repair["extra"] == {"job": "cut", "kind": "download"}
     [ended] = about(entries, "job logged failed")
     assert ended["extra"] == {"job": "logged", "kind": "download"}
+    [submitted] = about(entries, "job cut submitted")
+    assert submitted["extra"] == {"job": "cut", "kind": "download"}
+    [continues] = about(entries, "job cut was running at shutdown")
+    assert continues["extra"] == {"job": "cut", "kind": "download"}

@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class BulkforgeStub:
-    """Missing associated documentation comment in .proto file."""
+    """The control API of one bfd: on its unix socket, and over TLS with bfd --listen. Over TLS,
+    when bfd has a token file, every call but the health checks carries the metadata
+    `authorization: Bearer TOKEN`: UNAUTHENTICATED without it, PERMISSION_DENIED with another.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -127,7 +130,10 @@ class BulkforgeStub:
 
 
 class BulkforgeServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The control API of one bfd: on its unix socket, and over TLS with bfd --listen. Over TLS,
+    when bfd has a token file, every call but the health checks carries the metadata
+    `authorization: Bearer TOKEN`: UNAUTHENTICATED without it, PERMISSION_DENIED with another.
+    """
 
     def Submit(self, request, context):
         """Create a job. Idempotent by name: the same name with the same parameters
@@ -139,31 +145,39 @@ class BulkforgeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every job, oldest first, or those in the states and of the kind asked for.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Status(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One job as it is now; NOT_FOUND when no job has that name.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Pause(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A running job stops its work under way and starts nothing new until Resume.
+        FAILED_PRECONDITION in any other state.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Resume(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A paused job runs again. An ended (completed or failed) clean job is queued again,
+        to clean what changed in its input. FAILED_PRECONDITION otherwise.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Cancel(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Stop a job for good (queued, running, paused or awaiting_swap); its files stay.
+        FAILED_PRECONDITION once it has ended.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -178,33 +192,38 @@ class BulkforgeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Retry(self, request, context):
-        """Move failed items back to pending; filters narrow which ones.
+        """Move failed items back to pending; filters narrow which ones. A failed job is
+        queued again; a cancelled one is refused (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Failures(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A job's failed items, grouped by step and error class, and some of them one by one.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Stats(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A job with its throughput over time, its failure groups and its average rates.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Analyze(self, request, context):
-        """A dry run: list a source and summarise it; nothing is stored or fetched.
+        """A dry run of a download source: list it and summarise it; nothing is stored or
+        fetched.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Plan(self, request, context):
-        """A dry run: cut a source into batches that each fit on one disk; nothing is stored.
+        """A dry run of a download source: cut it into batches that each fit on one disk;
+        nothing is stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -213,6 +232,7 @@ class BulkforgeServicer:
     def Continue(self, request, context):
         """A job awaiting a swap goes on with its next batch on the disk at dest, once that
         disk has room for it (space was freed); FAILED_PRECONDITION says what is missing.
+        Download jobs only, as are Swap and Verify.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -235,22 +255,27 @@ class BulkforgeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Export(self, request, context):
-        """Write the outcome of an item (scenes) job under dest: successful_tokens.parquet,
-        failed_tokens.parquet and progress.json, each atomically, from one snapshot.
+        """Write the outcome of a scenes or clean job into dest, each file atomically, all from
+        one snapshot: successful_tokens.parquet, failed_tokens.parquet and progress.json
+        (scenes), or zips.parquet and progress.json (clean). Other kinds: FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def System(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """What bfd sees of itself and decides (governor limits, store, disks), after applying
+        SystemRequest.set.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """A snapshot of the job at each interval until it reaches a state that
-        needs no more watching (completed, failed, cancelled, awaiting_swap).
+        """Events of one job until it reaches a state that needs no more watching (completed,
+        failed, cancelled, awaiting_swap): its state is read every interval_s and sent when
+        it changed, or unchanged as a heartbeat (see WatchRequest.interval_s). Past bfd's
+        max_watches open streams: RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -358,7 +383,10 @@ def add_BulkforgeServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Bulkforge:
-    """Missing associated documentation comment in .proto file."""
+    """The control API of one bfd: on its unix socket, and over TLS with bfd --listen. Over TLS,
+    when bfd has a token file, every call but the health checks carries the metadata
+    `authorization: Bearer TOKEN`: UNAUTHENTICATED without it, PERMISSION_DENIED with another.
+    """
 
     @staticmethod
     def Submit(request,

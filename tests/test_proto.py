@@ -1,12 +1,22 @@
-"""The committed gRPC stubs are exactly what proto/generate.py makes from the .proto sources."""
+"""The committed gRPC stubs are exactly what proto/generate.py makes from the .proto sources,
+and every part of the contract carries a comment, since other languages generate from it."""
 
 import difflib
 import importlib
 import subprocess
 import sys
+from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import pytest
+from google.protobuf.descriptor_pb2 import (
+    DescriptorProto,
+    EnumDescriptorProto,
+    FileDescriptorProto,
+    FileDescriptorSet,
+)
+from grpc_tools import protoc
 
 from bulkforge.proto import generate
 
@@ -113,3 +123,135 @@ def test_the_service_has_every_rpc() -> None:
         assert callable(getattr(pb_grpc.BulkforgeServicer, name)), name
     assert hasattr(pb_grpc, "BulkforgeStub")
     assert callable(pb_grpc.add_BulkforgeServicer_to_server)
+
+
+# Field numbers of descriptor.proto, which SourceCodeInfo paths are made of.
+FILE_MESSAGES, FILE_ENUMS, FILE_SERVICES = 4, 5, 6
+MESSAGE_FIELDS, MESSAGE_NESTED, MESSAGE_ENUMS, MESSAGE_ONEOFS = 2, 3, 4, 8
+ENUM_VALUES, SERVICE_METHODS = 2, 2
+
+
+Element = tuple[str, str, tuple[int, ...]]
+
+
+def compiled(include: str, protos: list[str], out: Path) -> FileDescriptorSet:
+    """The protos as protoc parsed them, with their comments (SourceCodeInfo); include is
+    an -I argument (DIR, or VIRTUAL=DIR as proto/generate.py maps the sources)."""
+    descriptors = out / "contract.desc"
+    args = [
+        "grpc_tools.protoc",
+        f"-I{include}",
+        f"-I{resources.files('grpc_tools') / '_proto'}",
+        "--include_source_info",
+        f"--descriptor_set_out={descriptors}",
+        *protos,
+    ]
+    assert protoc.main(args) == 0, f"protoc failed on {protos}"
+    return FileDescriptorSet.FromString(descriptors.read_bytes())
+
+
+def uncommented(descriptors: FileDescriptorSet) -> list[str]:
+    """Each service, RPC, message, field, oneof, enum and enum value without a leading or
+    trailing comment, as "what full.name"."""
+    missing = []
+    for file in descriptors.file:
+        comments = {
+            tuple(at.path): (at.leading_comments + at.trailing_comments).strip()
+            for at in file.source_code_info.location
+        }
+        for what, name, path in _elements(file):
+            if not comments.get(path):
+                missing.append(f"{what} {name}")
+    return missing
+
+
+def _elements(file: FileDescriptorProto) -> Iterator[Element]:
+    """(what, full name, SourceCodeInfo path) of every part of a file a reader needs explained."""
+    package = f"{file.package}." if file.package else ""
+    for i, message in enumerate(file.message_type):
+        yield from _message(message, package + message.name, (FILE_MESSAGES, i))
+    for i, enum in enumerate(file.enum_type):
+        yield from _enum(enum, package + enum.name, (FILE_ENUMS, i))
+    for i, service in enumerate(file.service):
+        name = package + service.name
+        yield "service", name, (FILE_SERVICES, i)
+        for j, method in enumerate(service.method):
+            yield "rpc", f"{name}.{method.name}", (FILE_SERVICES, i, SERVICE_METHODS, j)
+
+
+def _message(message: DescriptorProto, name: str, path: tuple[int, ...]) -> Iterator[Element]:
+    if message.options.map_entry:
+        return  # protoc's own entry type of a map field; the field carries the comment
+    yield "message", name, path
+    for i, field in enumerate(message.field):
+        yield "field", f"{name}.{field.name}", (*path, MESSAGE_FIELDS, i)
+    synthetic = {f.oneof_index for f in message.field if f.proto3_optional}
+    for i, oneof in enumerate(message.oneof_decl):
+        if i not in synthetic:  # the hidden oneof of a proto3 `optional` field
+            yield "oneof", f"{name}.{oneof.name}", (*path, MESSAGE_ONEOFS, i)
+    for i, nested in enumerate(message.nested_type):
+        yield from _message(nested, f"{name}.{nested.name}", (*path, MESSAGE_NESTED, i))
+    for i, enum in enumerate(message.enum_type):
+        yield from _enum(enum, f"{name}.{enum.name}", (*path, MESSAGE_ENUMS, i))
+
+
+def _enum(enum: EnumDescriptorProto, name: str, path: tuple[int, ...]) -> Iterator[Element]:
+    yield "enum", name, path
+    for i, value in enumerate(enum.value):
+        yield "enum value", f"{name}.{value.name}", (*path, ENUM_VALUES, i)
+
+
+def test_every_part_of_the_contract_is_commented(tmp_path: Path) -> None:
+    root = REPO / "proto"
+    protos = sorted(f"{generate.VIRTUAL_ROOT}/{p.relative_to(root)}" for p in STUBS.glob("*.proto"))
+    missing = uncommented(compiled(f"{generate.VIRTUAL_ROOT}={root}", protos, tmp_path))
+    assert not missing, (
+        f"{len(missing)} part(s) of the gRPC contract have no comment; say what each means to a "
+        "caller in another language (units, what 0 or empty means, accepted values):\n"
+        + "\n".join(missing)
+    )
+
+
+def test_the_comment_check_finds_each_kind_of_uncommented_part(tmp_path: Path) -> None:
+    """The check above sees leading and trailing comments and misses nothing uncommented."""
+    (tmp_path / "probe.proto").write_text(
+        """syntax = "proto3";
+package probe;
+// Commented.
+service Probe {
+  rpc Bare(Outer) returns (Outer);
+  rpc Said(Outer) returns (Outer);  // Trailing.
+}
+// Commented.
+message Outer {
+  // Commented.
+  string said = 1;
+  string bare = 2;
+  map<string, int64> counts = 3;  // Trailing.
+  optional int32 maybe = 4;  // Trailing.
+  oneof choice {
+    string left = 5;  // Trailing.
+  }
+  message Inner {}
+  // Commented.
+  enum Colour {
+    COLOUR_UNSPECIFIED = 0;  // Trailing.
+    RED = 1;
+  }
+}
+enum Loose {
+  // Commented.
+  LOOSE_UNSPECIFIED = 0;
+}
+"""
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    assert uncommented(compiled(str(tmp_path), ["probe.proto"], out)) == [
+        "field probe.Outer.bare",
+        "oneof probe.Outer.choice",
+        "message probe.Outer.Inner",
+        "enum value probe.Outer.Colour.RED",
+        "enum probe.Loose",
+        "rpc probe.Probe.Bare",
+    ]

@@ -11,6 +11,7 @@ import fcntl
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,6 +61,7 @@ class Lifecycle:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._early = threading.Event()
+        self._fatal_lock = threading.Lock()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
         self._loop, self._stop = loop, asyncio.Event()
@@ -73,10 +75,22 @@ class Lifecycle:
             self._loop.call_soon_threadsafe(self._stop.set)
 
     def fatal(self, exc: BaseException) -> None:
-        """Called from any thread when storage can no longer be trusted."""
-        logger.critical("stopping after an I/O error: {}", exc)
-        self.exit_code = EXIT_IO_ERROR
+        """Called from any thread when storage can no longer be trusted.
+
+        The first fault is the operator's one critical line; those that follow it (every
+        transfer of a dead disk, every commit after a failed one) are its echoes.
+        """
+        with self._fatal_lock:
+            first, self.exit_code = self.exit_code != EXIT_IO_ERROR, EXIT_IO_ERROR
+        if first:
+            logger.critical("stopping after an I/O error: {}", exc)
+        else:
+            logger.debug("also, while stopping: {}", exc)
         self.request_stop()
+
+    def store_failed(self, db_path: Path) -> Callable[[BaseException], None]:
+        """fatal, for the store's writer: its errors (apsw's) do not say which file failed."""
+        return lambda exc: self.fatal(StoreFatal(f"the state store {db_path}: {exc}"))
 
 
 def _lock(path: Path, what: str) -> int:
@@ -143,7 +157,7 @@ def run(settings: Settings) -> int:
         return EXIT_REFUSED
     try:
         try:
-            store = Store(settings.db_path, lifecycle.fatal)
+            store = Store(settings.db_path, lifecycle.store_failed(settings.db_path))
         except SchemaTooNew as exc:
             logger.error("refusing the state store {}: {}", settings.db_path, exc)
             return EXIT_REFUSED

@@ -387,8 +387,7 @@ class Writer:
             outcomes = [self._run_op(conn, op) for op in batch]
             conn.execute("COMMIT")
         except FATAL_ERRORS as exc:
-            self._failed = exc
-            logger.critical("state store I/O failure, stopping: {}", exc)
+            self._failed = exc  # on_fatal says so, once for the whole daemon
             fatal = StoreFatal(f"state store I/O failure: {exc}")
             _settle_all([(op, None, fatal) for op in batch])
             self._on_fatal(exc)

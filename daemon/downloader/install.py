@@ -89,6 +89,9 @@ class Installer:
         Raises InstallFailed or DiskFatal, or what the commit raised (StoreFatal).
         """
         future = asyncio.get_running_loop().create_future()
+        # A caller cancelled meanwhile (a drain) never hears the group's outcome: retrieved
+        # here, an unheard failure is not reported as a lost exception at exit.
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._queue.append(_Waiting(item, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())

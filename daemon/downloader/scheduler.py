@@ -295,7 +295,7 @@ class Downloader:
             # Shielded: a pause landing now must not drop the failure's record.
             await asyncio.shield(self._record_failure(row, state, exc.failure))
         except DiskFatal as exc:
-            logger.critical("job {} file {}: {}", job.name, row.path, exc)
+            logger.error("job {} file {}: {}", job.name, row.path, exc)
             self._on_fatal(exc)
         except StoreFatal:
             pass  # the writer has already asked the daemon to stop

@@ -10,9 +10,8 @@ import tempfile
 import traceback
 from pathlib import Path
 
-import grpc
-
 from bulkforge.client import flags
+from bulkforge.client.api import BulkforgeError, Client, Endpoint, SettingError
 from bulkforge.client.commands import (
     analyze,
     cancel,
@@ -35,12 +34,13 @@ from bulkforge.client.commands import (
 )
 from bulkforge.client.commands import list as list_jobs
 from bulkforge.client.commands.base import Parser
-from bulkforge.client.connection import Endpoint, endpoint_from_args, open_stub
+from bulkforge.client.connection import endpoint_from_args
 from bulkforge.client.errors import (
     EXIT_INTERRUPTED,
     EXIT_REFUSED,
     ClientError,
-    from_rpc_error,
+    from_api_error,
+    from_setting_error,
     report,
 )
 from bulkforge.client.private_daemon import is_serving, running_daemon
@@ -144,10 +144,12 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def run_on(args: argparse.Namespace, endpoint: Endpoint) -> int:
     try:
-        with open_stub(endpoint) as stub:
-            return args.run(args, stub)
-    except grpc.RpcError as exc:
-        raise from_rpc_error(exc, endpoint.shown) from None
+        with Client.at(endpoint) as bfd:
+            return args.run(args, bfd)
+    except BulkforgeError as exc:
+        raise from_api_error(exc, endpoint.shown) from None
+    except SettingError as exc:
+        raise from_setting_error(exc) from None
 
 
 def answers(endpoint: Endpoint) -> bool:

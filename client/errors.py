@@ -2,23 +2,13 @@
 
 import sys
 
-import grpc
+from bulkforge.client import api
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
-
-# A deadline that passes before any answer is, for the operator, the same as a daemon that is
-# not there: both mean "look at bfd", not "fix your request".
-UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-
-# What gRPC says when bfd goes away in the middle of a call, in bulkforge's words.
-CONNECTION_LOST = dict.fromkeys(
-    ("Cancelling all calls", "Socket closed", "Connection reset by peer", "Broken pipe"),
-    "bfd closed the connection in the middle of the answer (it stopped or restarted)",
-)
 
 
 class ClientError(Exception):
@@ -50,19 +40,24 @@ class Unreachable(ClientError):
         )
 
 
-def from_rpc_error(exc: grpc.RpcError, where: str) -> ClientError:
+def from_api_error(exc: api.BulkforgeError, where: str) -> ClientError:
     """Translate a failed call: unreachable (exit 3) or the daemon's refusal (exit 1).
 
-    The daemon writes its messages for people, so they are shown as they are, after the
-    status code's name ("not found: no job named 'x'").
+    A deadline that passes before any answer is, for the operator, the same as a daemon that
+    is not there: both mean "look at bfd", not "fix your request". The daemon writes its
+    messages for people, so they are shown as they are, after the status code's name
+    ("not found: no job named 'x'").
     """
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    if isinstance(exc, api.DeadlineExceeded):
         return Unreachable(where, "no answer before the deadline (see --timeout)")
-    if code in UNREACHABLE_CODES or details in CONNECTION_LOST:
-        return Unreachable(where, CONNECTION_LOST.get(details, details))
-    return ClientError(f"{code.name.lower().replace('_', ' ')}: {details}")
+    if isinstance(exc, api.Unreachable):
+        return Unreachable(where, exc.message)
+    return ClientError(f"{exc.code.name.lower().replace('_', ' ')}: {exc.message}")
+
+
+def from_setting_error(exc: api.SettingError) -> UsageError:
+    """A setting named by its flag: tls_cert is --tls-cert here."""
+    return UsageError(exc.worded(lambda setting: "--" + setting.replace("_", "-")))
 
 
 def report(message: str) -> None:

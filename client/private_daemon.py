@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from bulkforge.client.connection import Endpoint, socket_endpoint
+from bulkforge.client.api import Endpoint, socket_endpoint
 from bulkforge.client.errors import ClientError, report
 
 READY_TIMEOUT_S = 20.0

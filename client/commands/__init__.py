@@ -1,1 +1,2 @@
-"""One module per bfctl command: `register(subparsers)` adds it, `run(args, stub)` does it."""
+"""One module per bfctl command: `register(subparsers)` adds it, `run(args, bfd)` does it through
+the `api.Client`."""

@@ -3,13 +3,13 @@
 import argparse
 
 from bulkforge.client import flags
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command
 from bulkforge.client.commands.plan import check_plan
 from bulkforge.client.commands.submit.download import add_source_flags, source_spec
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import analysis_to_dict, print_json
 from bulkforge.client.render import print_analysis
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.units import MAX_LARGEST
 
 
@@ -39,14 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(check=check_plan, dry_run=True)
 
 
-def run(args: argparse.Namespace, stub) -> int:
+def run(args: argparse.Namespace, bfd: Client) -> int:
     source = source_spec(args)
     if args.dest:
         source.dest = args.dest
-    request = pb.AnalyzeRequest(source=source, largest=args.largest, space=args.space or "")
-    if args.safety_margin is not None:
-        request.safety_margin = args.safety_margin
-    response = stub.Analyze(request, timeout=call_timeout(args, default=None))
+    response = bfd.analyze(
+        source,
+        largest=args.largest,
+        space=args.space or "",
+        safety_margin=args.safety_margin,
+        timeout=call_timeout(args, default=None),
+    )
     if args.json:
         print_json(analysis_to_dict(response))
     else:

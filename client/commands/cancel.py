@@ -2,17 +2,17 @@
 
 import argparse
 
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.commands.status import show_job
 from bulkforge.client.connection import call_timeout
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     add_job_name(add_command(subparsers, "cancel", "stop a job for good", run))
 
 
-def run(args: argparse.Namespace, stub) -> int:
-    job = stub.Cancel(pb.JobRef(name=args.name), timeout=call_timeout(args))
+def run(args: argparse.Namespace, bfd: Client) -> int:
+    job = bfd.cancel(args.name, timeout=call_timeout(args))
     show_job(job, args.json)
     return 0

@@ -2,10 +2,10 @@
 
 import argparse
 
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.commands.status import show_job
 from bulkforge.client.connection import call_timeout
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_job_name(add_command(subparsers, "continue", help_text, run))
 
 
-def run(args: argparse.Namespace, stub) -> int:
-    job = stub.Continue(pb.JobRef(name=args.name), timeout=call_timeout(args))
+def run(args: argparse.Namespace, bfd: Client) -> int:
+    job = bfd.continue_(args.name, timeout=call_timeout(args))
     show_job(job, args.json)
     return 0

@@ -15,13 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
 from bulkforge.client import flags
+from bulkforge.client.api import BulkforgeError, Client, Endpoint
 from bulkforge.client.commands.base import add_command
-from bulkforge.client.connection import Endpoint, open_stub
 from bulkforge.client.documents import job_to_dict, print_json
-from bulkforge.client.errors import ClientError, from_rpc_error, report
+from bulkforge.client.errors import ClientError, from_api_error, report
 from bulkforge.client.private_daemon import running_daemon
 from bulkforge.client.progress import follow
 from bulkforge.client.render import print_failures, print_job
@@ -58,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(standalone=True)
 
 
-def run(args: argparse.Namespace, stub: None = None) -> int:
+def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bulkforge-demo-"))
     try:
         return run_in(workdir, args)
@@ -152,18 +150,17 @@ def download(endpoint: Endpoint, manifest: Path, dest: Path, show: bool) -> pb.J
     """Submit the job and follow it to its end; the final job as the daemon last reported it."""
     spec = pb.DownloadSpec(manifest=str(manifest), dest=str(dest))
     try:
-        with open_stub(endpoint) as stub:
-            stub.Submit(pb.SubmitRequest(name=JOB_NAME, download=spec), timeout=30)
-            event = follow(stub.Watch(pb.WatchRequest(name=JOB_NAME)), show=show)
+        with Client.at(endpoint) as bfd:
+            bfd.submit(JOB_NAME, spec, timeout=30)
+            event = follow(bfd.watch(JOB_NAME), show=show)
             if event is None:
                 raise ClientError("bfd ended the watch without any news of the job")
             if show:
                 print_job(event.job)
             if show and event.job.tone != "ok":
-                request = pb.FailuresRequest(name=JOB_NAME, limit=10)
-                print_failures(stub.Failures(request, timeout=30), JOB_NAME)
-    except grpc.RpcError as exc:
-        raise from_rpc_error(exc, endpoint.shown) from None
+                print_failures(bfd.failures(JOB_NAME, limit=10, timeout=30), JOB_NAME)
+    except BulkforgeError as exc:
+        raise from_api_error(exc, endpoint.shown) from None
     return event.job
 
 

@@ -2,11 +2,11 @@
 
 import argparse
 
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.commands.submit.common import daemon_path
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import print_json
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,9 +25,8 @@ def check(args: argparse.Namespace) -> None:
     args.dest = daemon_path(args.dest, remote=bool(args.target), what="--dest")
 
 
-def run(args: argparse.Namespace, stub) -> int:
-    request = pb.ExportRequest(name=args.name, dest=args.dest)
-    response = stub.Export(request, timeout=call_timeout(args, default=None))
+def run(args: argparse.Namespace, bfd: Client) -> int:
+    response = bfd.export(args.name, args.dest, timeout=call_timeout(args, default=None))
     if args.json:
         print_json(
             {

@@ -3,11 +3,11 @@
 import argparse
 
 from bulkforge.client import flags
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import failures_to_dict, print_json
 from bulkforge.client.render import print_failures
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.units import MAX_FAILURES_LIMIT
 
 
@@ -24,9 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
-def run(args: argparse.Namespace, stub) -> int:
-    request = pb.FailuresRequest(name=args.name, step=args.step, limit=args.limit)
-    response = stub.Failures(request, timeout=call_timeout(args))
+def run(args: argparse.Namespace, bfd: Client) -> int:
+    response = bfd.failures(args.name, step=args.step, limit=args.limit, timeout=call_timeout(args))
     if args.json:
         print_json(failures_to_dict(response))
     else:

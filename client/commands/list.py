@@ -2,12 +2,12 @@
 
 import argparse
 
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command
 from bulkforge.client.commands.submit.common import names
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import job_to_dict, print_json
 from bulkforge.client.render import print_jobs
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,10 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kind", default="", metavar="K", help="only jobs of this kind")
 
 
-def run(args: argparse.Namespace, stub) -> int:
+def run(args: argparse.Namespace, bfd: Client) -> int:
     states = [state for given in args.state for state in names(given)]
-    request = pb.ListRequest(states=states, kind=args.kind)
-    response = stub.List(request, timeout=call_timeout(args))
+    response = bfd.list(states=states, kind=args.kind, timeout=call_timeout(args))
     if args.json:
         print_json({"jobs": [job_to_dict(job) for job in response.jobs]})
     else:

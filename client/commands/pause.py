@@ -2,10 +2,10 @@
 
 import argparse
 
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.commands.status import show_job
 from bulkforge.client.connection import call_timeout
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
-def run(args: argparse.Namespace, stub) -> int:
-    job = stub.Pause(pb.JobRef(name=args.name), timeout=call_timeout(args))
+def run(args: argparse.Namespace, bfd: Client) -> int:
+    job = bfd.pause(args.name, timeout=call_timeout(args))
     show_job(job, args.json)
     return 0

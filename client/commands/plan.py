@@ -2,6 +2,7 @@
 
 import argparse
 
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command
 from bulkforge.client.commands.submit.download import (
     add_plan_flags,
@@ -13,7 +14,6 @@ from bulkforge.client.commands.submit.download import (
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import plan_to_dict, print_json
 from bulkforge.client.render import print_plan
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,18 +31,17 @@ def check_plan(args: argparse.Namespace) -> None:
         args.dest = daemon_path(args.dest, remote=bool(args.target), what="--dest")
 
 
-def plan_request(args: argparse.Namespace, source: pb.DownloadSpec) -> pb.PlanRequest:
-    request = pb.PlanRequest(source=source, space=args.space or "", oversize=args.oversize or "")
-    if args.safety_margin is not None:
-        request.safety_margin = args.safety_margin
-    return request
-
-
-def run(args: argparse.Namespace, stub) -> int:
+def run(args: argparse.Namespace, bfd: Client) -> int:
     source = source_spec(args)
     if args.dest:
         source.dest = args.dest
-    response = stub.Plan(plan_request(args, source), timeout=call_timeout(args, default=None))
+    response = bfd.plan(
+        source,
+        space=args.space or "",
+        oversize=args.oversize or "",
+        safety_margin=args.safety_margin,
+        timeout=call_timeout(args, default=None),
+    )
     if args.json:
         print_json(plan_to_dict(response))
     else:

@@ -2,10 +2,10 @@
 
 import argparse
 
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import print_json
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,8 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_job_name(add_command(subparsers, "remove", summary, run))
 
 
-def run(args: argparse.Namespace, stub) -> int:
-    removed = stub.Remove(pb.JobRef(name=args.name), timeout=call_timeout(args))
+def run(args: argparse.Namespace, bfd: Client) -> int:
+    removed = bfd.remove(args.name, timeout=call_timeout(args))
     if args.json:
         document = {"removed": removed.name, "state": removed.state, "dest": removed.dest}
         print_json(document | {"items": removed.items})

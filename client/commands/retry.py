@@ -2,11 +2,11 @@
 
 import argparse
 
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import job_to_dict, print_json
 from bulkforge.client.render import print_job
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,9 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
-def run(args: argparse.Namespace, stub) -> int:
-    request = pb.RetryRequest(name=args.name, step=args.step, error=args.error)
-    response = stub.Retry(request, timeout=call_timeout(args))
+def run(args: argparse.Namespace, bfd: Client) -> int:
+    response = bfd.retry(args.name, step=args.step, error=args.error, timeout=call_timeout(args))
     if args.json:
         print_json({"retried": response.retried, "job": job_to_dict(response.job)})
     else:

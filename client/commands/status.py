@@ -2,6 +2,7 @@
 
 import argparse
 
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import job_to_dict, print_json
@@ -13,8 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_job_name(add_command(subparsers, "status", "show one job", run))
 
 
-def run(args: argparse.Namespace, stub) -> int:
-    job = stub.Status(pb.JobRef(name=args.name), timeout=call_timeout(args))
+def run(args: argparse.Namespace, bfd: Client) -> int:
+    job = bfd.status(args.name, timeout=call_timeout(args))
     show_job(job, args.json)
     return 0
 

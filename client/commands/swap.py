@@ -2,12 +2,12 @@
 
 import argparse
 
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.commands.submit.common import daemon_path
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import disk_to_dict, job_to_dict, print_json
 from bulkforge.client.render import print_job
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,9 +24,8 @@ def check_swap(args: argparse.Namespace) -> None:
         args.dest = daemon_path(args.dest, remote=bool(args.target), what="--dest")
 
 
-def run(args: argparse.Namespace, stub) -> int:
-    request = pb.SwapRequest(name=args.name, dest=args.dest or "")
-    response = stub.Swap(request, timeout=call_timeout(args))
+def run(args: argparse.Namespace, bfd: Client) -> int:
+    response = bfd.swap(args.name, dest=args.dest or "", timeout=call_timeout(args))
     if args.json:
         print_json(
             {

@@ -3,11 +3,11 @@
 import argparse
 
 from bulkforge.client import flags
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import print_json, system_to_dict
 from bulkforge.client.render import print_system
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,9 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
-def run(args: argparse.Namespace, stub) -> int:
-    request = pb.SystemRequest(set=dict(args.set))
-    response = stub.System(request, timeout=call_timeout(args))
+def run(args: argparse.Namespace, bfd: Client) -> int:
+    response = bfd.system(changes=dict(args.set), timeout=call_timeout(args))
     if args.json:
         print_json(system_to_dict(response))
     else:

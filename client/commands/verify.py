@@ -3,11 +3,11 @@
 import argparse
 
 from bulkforge.client import flags
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import print_json, verification_to_dict
 from bulkforge.client.render import print_verification
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,11 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
-def run(args: argparse.Namespace, stub) -> int:
-    request = pb.VerifyRequest(name=args.name)
-    if args.batch is not None:
-        request.batch = args.batch
-    response = stub.Verify(request, timeout=call_timeout(args, default=None))
+def run(args: argparse.Namespace, bfd: Client) -> int:
+    response = bfd.verify(args.name, batch=args.batch, timeout=call_timeout(args, default=None))
     if args.json:
         print_json(verification_to_dict(response))
     else:

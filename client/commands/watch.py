@@ -3,6 +3,7 @@
 import argparse
 
 from bulkforge.client import flags
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.documents import print_json, watch_event_to_dict
 from bulkforge.client.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, ClientError, report
@@ -23,13 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
-def run(args: argparse.Namespace, stub) -> int:
+def run(args: argparse.Namespace, bfd: Client) -> int:
     # No deadline: a watch lasts as long as the job does.
-    stream = stub.Watch(pb.WatchRequest(name=args.name, interval_s=args.interval))
+    events = bfd.watch(args.name, interval_s=args.interval)
     try:
-        event = follow(stream, show=not args.json)
+        event = follow(events, show=not args.json)
     except KeyboardInterrupt:
-        stream.cancel()
+        events.close()
         return stopped_watching(args.name)
     if event is None:
         raise ClientError(f"bfd ended the watch of job {args.name!r} without any news")

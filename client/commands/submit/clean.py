@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.commands.submit.common import daemon_path, names, print_submitted
 from bulkforge.client.connection import call_timeout
@@ -41,7 +42,7 @@ def check_clean(args: argparse.Namespace) -> None:
             raise UsageError(f"--input {args.input}: no such directory")
 
 
-def run_clean(args: argparse.Namespace, stub) -> int:
+def run_clean(args: argparse.Namespace, bfd: Client) -> int:
     spec = pb.CleanSpec(
         input=args.input or "",
         after=args.after or "",
@@ -49,7 +50,5 @@ def run_clean(args: argparse.Namespace, stub) -> int:
         kinds=names(args.kinds),
         markets=names(args.markets),
     )
-    response = stub.Submit(
-        pb.SubmitRequest(name=args.name, clean=spec), timeout=call_timeout(args, default=None)
-    )
+    response = bfd.submit(args.name, spec, timeout=call_timeout(args, default=None))
     return print_submitted(args, response)

@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from bulkforge.client import flags
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.commands.submit.common import daemon_path, print_submitted
 from bulkforge.client.connection import call_timeout
@@ -101,7 +102,7 @@ def check_download(args: argparse.Namespace) -> None:
     check_manifest(args)
 
 
-def run_download(args: argparse.Namespace, stub) -> int:
+def run_download(args: argparse.Namespace, bfd: Client) -> int:
     spec = source_spec(args)
     spec.dest = args.dest
     spec.space = args.space or ""
@@ -109,6 +110,5 @@ def run_download(args: argparse.Namespace, stub) -> int:
     spec.auto_proceed = args.auto_proceed
     if args.safety_margin is not None:
         spec.safety_margin = args.safety_margin
-    request = pb.SubmitRequest(name=args.name, download=spec)
-    response = stub.Submit(request, timeout=call_timeout(args, default=None))
+    response = bfd.submit(args.name, spec, timeout=call_timeout(args, default=None))
     return print_submitted(args, response)

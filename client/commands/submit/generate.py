@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from bulkforge.client import flags
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.commands.submit.common import daemon_path, print_submitted
 from bulkforge.client.connection import call_timeout
@@ -61,7 +62,7 @@ def check_generate(args: argparse.Namespace) -> None:
         raise UsageError(f"--spec {path}: cannot be read ({exc})") from None
 
 
-def run_generate(args: argparse.Namespace, stub) -> int:
+def run_generate(args: argparse.Namespace, bfd: Client) -> int:
     spec = pb.GenerateSpec(
         spec_text=args.spec_text,
         spec_name=Path(args.spec).name if args.spec else "",
@@ -73,7 +74,5 @@ def run_generate(args: argparse.Namespace, stub) -> int:
         dest=args.dest,
         chunk_rows=args.chunk_rows,
     )
-    response = stub.Submit(
-        pb.SubmitRequest(name=args.name, generate=spec), timeout=call_timeout(args, default=None)
-    )
+    response = bfd.submit(args.name, spec, timeout=call_timeout(args, default=None))
     return print_submitted(args, response)

@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from bulkforge.client import flags
+from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.commands.submit.common import daemon_path, names, print_submitted
 from bulkforge.client.connection import call_timeout
@@ -71,7 +72,7 @@ def check_scenes(args: argparse.Namespace) -> None:
         raise UsageError(f"--input {args.input}: no such file or directory")
 
 
-def run_scenes(args: argparse.Namespace, stub) -> int:
+def run_scenes(args: argparse.Namespace, bfd: Client) -> int:
     spec = pb.ScenesSpec(
         input=args.input,
         key=args.key,
@@ -84,7 +85,5 @@ def run_scenes(args: argparse.Namespace, stub) -> int:
         max_size=str(args.max_size or ""),
         timeout_s=args.fetch_timeout,
     )
-    response = stub.Submit(
-        pb.SubmitRequest(name=args.name, scenes=spec), timeout=call_timeout(args, default=None)
-    )
+    response = bfd.submit(args.name, spec, timeout=call_timeout(args, default=None))
     return print_submitted(args, response)

@@ -7,6 +7,7 @@ An fsync that fails leaves what is on disk unknown: `DiskFatal`, and the daemon 
 """
 
 import ctypes
+import errno
 import os
 from pathlib import Path
 
@@ -28,7 +29,16 @@ SYNCFS_REPORTS_ERRORS = SYNCFS_CALL is not None and _kernel_at_least(5, 8)
 
 
 class DiskFatal(Exception):
-    """fsync or rename failed: what is on disk is unknown, so the daemon must stop."""
+    """An fsync failed, or the disk refused a write: what is on disk is unknown; bfd stops."""
+
+
+def disk_failed(exc: OSError) -> bool:
+    """The disk itself failed (EIO), or its filesystem turned read-only after an error.
+
+    Then a write fails for every file alike, as the sync after it would: the daemon
+    stops (DiskFatal) instead of failing file after file until the job has failed.
+    """
+    return exc.errno in (errno.EIO, errno.EROFS)
 
 
 def sync_files(paths: list[Path]) -> None:

@@ -29,7 +29,7 @@ from bulkforge.daemon.downloader.segments import (
     fetch_all,
     preallocate,
 )
-from bulkforge.daemon.durable import make_dirs
+from bulkforge.daemon.durable import DiskFatal, disk_failed, make_dirs
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.transfer.engine import Engine
 from bulkforge.daemon.transfer.failed import fail
@@ -351,6 +351,8 @@ def _prepare_dir(directory: Path, dest: Path) -> None:
     try:
         make_dirs(directory, dest)
     except OSError as exc:
+        if disk_failed(exc):
+            raise DiskFatal(f"cannot create {exc.filename}: {exc.strerror}") from None
         raise fail("transfer", "io", f"cannot create {exc.filename}: {exc.strerror}") from None
 
 

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bulkforge.daemon.durable import DiskFatal, make_dirs
+from bulkforge.daemon.durable import DiskFatal, disk_failed, make_dirs
 from bulkforge.daemon.transfer.classify import status_miss, too_large
 from bulkforge.daemon.transfer.protocol import (
     RANGES_REFUSED,
@@ -127,7 +127,7 @@ class FileSink:
             if start and self._hasher is not None:
                 _hash_prefix(order.path, self._hasher, start)
         except OSError as exc:
-            raise Stop(_write_miss(exc, order.path)) from None
+            raise _write_stop(exc, order.path) from None
         except DiskFatal as exc:
             raise Stop(fatal=str(exc)) from None
         self.size = start
@@ -152,7 +152,7 @@ class FileSink:
         try:
             _write_all(self._fd, data)
         except OSError as exc:
-            raise Stop(_write_miss(exc, self._order.path)) from None
+            raise _write_stop(exc, self._order.path) from None
         if self._hasher is not None:
             self._hasher.update(data)
         self.size += len(data)
@@ -163,7 +163,7 @@ class FileSink:
         try:
             os.close(fd)
         except OSError as exc:
-            raise Stop(_write_miss(exc, self._order.path)) from None
+            raise _write_stop(exc, self._order.path) from None
         return Held(self.size, self._hasher.hexdigest() if self._hasher else None)
 
     def abandon(self) -> None:
@@ -196,7 +196,7 @@ class RangeSink:
         try:
             self._fd = os.open(self._order.path, os.O_WRONLY | os.O_NOFOLLOW)
         except OSError as exc:
-            raise Stop(_write_miss(exc, self._order.path)) from None
+            raise _write_stop(exc, self._order.path) from None
 
     def write(self, data: bytes) -> None:
         if self._position + len(data) > self._order.stop:
@@ -207,7 +207,7 @@ class RangeSink:
                 written = os.pwrite(self._fd, view, self._position)
                 view, self._position = view[written:], self._position + written
         except OSError as exc:
-            raise Stop(_write_miss(exc, self._order.path)) from None
+            raise _write_stop(exc, self._order.path) from None
 
     def close(self) -> Held:
         """Fsynced before the answer: bfd marks the range done as soon as it hears of it."""
@@ -257,7 +257,9 @@ def _hash_prefix(path: str, hasher, limit: int) -> None:
         while done < limit:
             block = handle.read(min(HASH_READ, limit - done))
             if not block:
-                raise OSError(errno.EIO, f"{path} is shorter than the {limit} bytes resumed")
+                raise Stop(
+                    Miss("transfer", "io", f"{path} is shorter than the {limit} bytes resumed")
+                )
             hasher.update(block)
             done += len(block)
 
@@ -279,6 +281,12 @@ def _open_partial(order: ToFile) -> int:
             raise
     make_dirs(Path(order.path).parent, Path(order.root))
     return os.open(order.path, flags, 0o644)
+
+
+def _write_stop(exc: OSError, path: str) -> Stop:
+    if disk_failed(exc):
+        return Stop(fatal=f"cannot write {path}: {exc.strerror}")
+    return Stop(_write_miss(exc, path))
 
 
 def _write_miss(exc: OSError, path: str) -> Miss:

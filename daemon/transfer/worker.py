@@ -250,12 +250,15 @@ class Worker:
                 transfer = self.by_handle.get(handle)
                 if transfer is None:
                     continue
-                del self.transfers[transfer.order.id]
-                answer = transfer.finish(code, message)
-                self._detach(transfer)
-                self.send(answer)
+                self._end(transfer, code, message)
             if not queued:
                 return
+
+    def _end(self, transfer: Transfer, code: int, message: str = "") -> None:
+        del self.transfers[transfer.order.id]
+        answer = transfer.finish(code, message)
+        self._detach(transfer)
+        self.send(answer)
 
     def _tick(self) -> None:
         """Progress to bfd; paused transfers resumed when the bucket allows; silent ones ended."""
@@ -266,7 +269,12 @@ class Worker:
             if transfer.paused and transfer.resume_at <= now:
                 transfer.paused = False
                 transfer.last_heard = now
-                transfer.handle.pause(pycurl.PAUSE_CONT)
+                try:
+                    transfer.handle.pause(pycurl.PAUSE_CONT)
+                except pycurl.error:
+                    # The body held back met a sink that refused it (its Stop says why).
+                    self._end(transfer, pycurl.E_WRITE_ERROR)
+                    continue
             elif not transfer.paused and now - transfer.last_heard > self._silence(transfer):
                 self._abort(order_id, read_timeout(self.read_timeout))
                 continue

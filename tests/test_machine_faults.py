@@ -1,0 +1,333 @@
+"""Machine faults: the disks under bfd fill up, turn read-only or fail their fsyncs mid-run.
+
+Each fault happens to a real filesystem the test controls (CI runs as root): a small
+tmpfs, or ext4 on a loop device. This kernel may have no device-mapper, so a loop
+device plays dm's `error` target: the filesystem is frozen (as `dmsetup suspend`
+does), its image saved, the backing file cut to nothing and the loop device told its
+new size (as `dmsetup load … error; dmsetup resume`): from then on every write the
+device gets fails with EIO, while the page cache still takes writes. Healing puts the
+saved image back (the device's contents as they were when it failed) and fscks it.
+
+Whatever the fault, bfd must stop by itself with one clear log line and exit 74,
+having told its clients nothing it did not persist; once the fault clears, the next
+bfd repairs and finishes the job byte for byte.
+"""
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import FAST_RETRIES, Daemon, Dataset, make_dataset, manifest_rows, write_manifest
+from origin import Origin
+
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+EXIT_IO_ERROR = 74
+# Not a speed bound: only how long a hung bfd may take before the test says so.
+HANG_S = 120
+# The job is slowed so the fault lands mid-run; it is injected once this many are done.
+BANDWIDTH = "3MB/s"
+DONE_BEFORE_FAULT = 8
+JOB = "faulty"
+
+
+def need(refusal: str | None) -> None:
+    """A capability the test needs: skipped, saying why, where it is missing; in CI a failure.
+
+    CI runs as root on this kind of machine, so a refusal there is a broken machine or
+    a broken test, never a reason to pass without testing.
+    """
+    if refusal is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {refusal}")
+    pytest.skip(refusal)
+
+
+def run(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def refused(done: subprocess.CompletedProcess, what: str) -> str | None:
+    return f"{what} was refused: {done.stderr.strip()}" if done.returncode else None
+
+
+def must(*command: str) -> str:
+    """A step of a fault or of its repair: it failing is a failure of the test."""
+    done = run(*command)
+    assert done.returncode == 0, f"{' '.join(command)}: {done.stderr.strip()}"
+    return done.stdout.strip()
+
+
+@dataclass
+class LoopDisk:
+    """ext4 on a loop device over a sparse image, mounted at point."""
+
+    image: Path
+    point: Path
+    device: str
+    options: str
+
+    @property
+    def saved(self) -> Path:
+        return self.image.with_suffix(".saved")
+
+
+class Machine:
+    """Filesystems a test mounts and breaks; all of them undone at teardown, failed or not."""
+
+    def __init__(self, root: Path):
+        self._root = root
+        self._mounts: list[Path] = []
+        self._loops: list[str] = []
+
+    @staticmethod
+    def refusal() -> str | None:
+        if os.geteuid() != 0:
+            return "mounting filesystems needs root"
+        missing = [tool for tool in ("mount", "losetup", "mkfs.ext4", "e2fsck", "fsfreeze")
+                   if not shutil.which(tool)]  # fmt: skip
+        return f"missing {', '.join(missing)}" if missing else None
+
+    def tmpfs(self, name: str, size: str) -> Path:
+        need(self.refusal())
+        point = self._root / name
+        point.mkdir()
+        mounted = run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point))
+        need(refused(mounted, "mounting a tmpfs"))
+        self._mounts.append(point)
+        return point
+
+    def ext4(self, name: str, journal: bool = True, errors: str = "remount-ro") -> LoopDisk:
+        """A 64 MiB ext4 on a loop device; without a journal, failed writes leave it rw."""
+        need(self.refusal())
+        image, point = self._root / f"{name}.img", self._root / name
+        point.mkdir()
+        with image.open("wb") as handle:
+            handle.truncate(64 * 2**20)
+        attached = run("losetup", "--find", "--show", str(image))
+        need(refused(attached, "attaching a loop device"))
+        device = attached.stdout.strip()
+        self._loops.append(device)
+        features = [] if journal else ["-O", "^has_journal"]
+        must("mkfs.ext4", "-q", "-E", "nodiscard", *features, device)
+        disk = LoopDisk(image, point, device, f"errors={errors}")
+        mounted = run("mount", "-o", disk.options, device, str(point))
+        need(refused(mounted, "mounting ext4 on a loop device"))
+        self._mounts.append(point)
+        return disk
+
+    def fail_device(self, disk: LoopDisk) -> None:
+        """From now on every write to disk's device fails with EIO (dm's `error` target)."""
+        must("fsfreeze", "--freeze", str(disk.point))
+        try:
+            must("cp", "--sparse=always", str(disk.image), str(disk.saved))
+            os.truncate(disk.image, 0)
+            must("losetup", "--set-capacity", disk.device)
+        finally:
+            must("fsfreeze", "--unfreeze", str(disk.point))
+
+    def turn_read_only(self, disk: LoopDisk) -> None:
+        """An ext4 error: mounted errors=remount-ro, the filesystem turns read-only at once."""
+        trigger = Path("/sys/fs/ext4") / Path(disk.device).name / "trigger_fs_error"
+        need(None if trigger.exists() else f"this kernel has no {trigger}")
+        trigger.write_text("a machine-fault test turns this filesystem read-only\n")
+
+    def repair(self, disk: LoopDisk) -> None:
+        """The operator's repair once bfd is gone: unmount, the device back if it failed, fsck."""
+        must("umount", str(disk.point))
+        if disk.saved.exists():
+            must("losetup", "--detach", disk.device)
+            self._loops.remove(disk.device)
+            os.replace(disk.saved, disk.image)
+            disk.device = must("losetup", "--find", "--show", str(disk.image))
+            self._loops.append(disk.device)
+        fsck = run("e2fsck", "-f", "-y", disk.device)
+        assert fsck.returncode in (0, 1), fsck.stdout  # 1: errors corrected
+        must("mount", "-o", disk.options, disk.device, str(disk.point))
+
+    def close(self) -> None:
+        for point in reversed(self._mounts):
+            run("fsfreeze", "--unfreeze", str(point))  # a frozen one would hang what is left
+            run("umount", "--lazy", str(point))
+        for device in self._loops:
+            run("losetup", "--detach", device)  # detached once its last user lets go
+
+
+# What can go wrong with a disk under a running bfd, beyond filling up.
+FAULTS = ["filesystem turns read-only", "device fails"]
+
+
+def breakable_disk(machine: Machine, name: str, fault: str) -> tuple[LoopDisk, Callable]:
+    """A disk, and what breaks it.
+
+    A device whose writes fail is played without ext4's journal: with one, ext4 aborts
+    at the first failed write and turns read-only, and no fsync ever returns EIO.
+    """
+    if fault == "device fails":
+        return machine.ext4(name, journal=False, errors="continue"), machine.fail_device
+    return machine.ext4(name), machine.turn_read_only
+
+
+@pytest.fixture
+def machine(tmp_path: Path) -> Iterator[Machine]:
+    made = Machine(tmp_path)
+    yield made
+    made.close()
+
+
+# -- the run each fault lands in ---------------------------------------------------------
+
+
+@dataclass
+class Run:
+    daemon: Daemon
+    dataset: Dataset
+    dest: Path
+    # The most files any Status answer called done: what the client was told.
+    told_done: int = 0
+
+    def poll(self) -> None:
+        try:
+            job = self.daemon.stub.Status(pb.JobRef(name=JOB), timeout=5)
+        except grpc.RpcError:
+            return  # stopping: it tells nothing more
+        self.told_done = max(self.told_done, job.counts["done"])
+
+
+@contextlib.contextmanager
+def download_run(make_daemon, tmp_path: Path, state: Path, dest: Path) -> Iterator[Run]:
+    """bfd with its state dir under state, downloading a slowed job into dest."""
+    dataset = make_dataset(120, 48_000, vary=32_000, seed=16)
+    daemon = make_daemon(*FAST_RETRIES, "--bandwidth", BANDWIDTH, root=tmp_path / "bfd")
+    daemon.state_dir = state / "state"
+    with Origin(dataset.files) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        daemon.start()
+        daemon.submit(JOB, manifest, dest)
+        yield Run(daemon, dataset, dest)
+
+
+def wait_mid_run(run_: Run) -> None:
+    """Until some files are done and the job still runs: the fault lands mid-run."""
+    deadline = time.monotonic() + HANG_S
+    while run_.told_done < DONE_BEFORE_FAULT:
+        assert time.monotonic() < deadline, f"no progress:\n{run_.daemon.log_tail()}"
+        run_.poll()
+        time.sleep(0.05)
+    job = run_.daemon.stub.Status(pb.JobRef(name=JOB), timeout=10)
+    assert job.state == "running", f"the job ended before the fault: {dict(job.counts)}"
+
+
+def expect_fatal_stop(run_: Run) -> str:
+    """bfd stops by itself: exit 74 and one critical line, no traceback. Returns the line."""
+    daemon = run_.daemon
+    deadline = time.monotonic() + HANG_S
+    while daemon.proc.poll() is None:
+        assert time.monotonic() < deadline, f"bfd did not stop:\n{daemon.log_tail()}"
+        run_.poll()
+        time.sleep(0.05)
+    log = daemon.log.read_text()
+    assert daemon.proc.returncode == EXIT_IO_ERROR, daemon.log_tail()
+    assert "Traceback" not in log, log
+    critical = [line for line in log.splitlines() if "CRITICAL" in line]
+    assert len(critical) == 1, "\n".join(critical)
+    return critical[0]
+
+
+def expect_nothing_told_was_lost(run_: Run) -> None:
+    """The store as the fault left it: each file it calls done is whole, none told is missing."""
+    with contextlib.closing(run_.daemon.read_store()) as conn:
+        done = [path for (path,) in conn.execute("SELECT path FROM files WHERE state = 'done'")]
+    assert len(done) >= run_.told_done, f"told {run_.told_done} done, {len(done)} persisted"
+    for path in done:
+        assert (run_.dest / path).read_bytes() == run_.dataset.files[path], path
+
+
+def expect_finished_after_restart(run_: Run) -> None:
+    daemon = run_.daemon
+    logged = len(daemon.log.read_text())
+    daemon.start()
+    job = daemon.wait_state(JOB, {"completed", "failed"}, timeout=HANG_S)
+    assert job.state == "completed", f"{dict(job.counts)}\n{daemon.log_tail()}"
+    assert dict(job.counts) == {"done": len(run_.dataset.files)}
+    assert daemon.stop() == 0, daemon.log_tail()
+    assert f"job {JOB} was running at shutdown" in daemon.log.read_text()[logged:]
+    for name, data in run_.dataset.files.items():
+        assert (run_.dest / name).read_bytes() == data, name
+    assert not list(run_.dest.rglob("*.partial"))
+
+
+# -- the state dir's disk ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_state_disk_filling_up_stops_bfd_and_a_restart_finishes(machine, make_daemon, tmp_path):
+    disk = machine.tmpfs("state-disk", "8m")
+    with download_run(make_daemon, tmp_path, disk, tmp_path / "dest") as run_:
+        wait_mid_run(run_)
+        wal = run_.daemon.state_dir / "bulkforge.db-wal"
+        # The WAL has not wrapped yet, so the next commit needs space the disk lacks.
+        assert wal.stat().st_size < 1000 * 4096
+        filler = disk / "filler"
+        # Unbuffered: nothing is left to flush (and fail) when the file is closed.
+        with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 65536)
+        line = expect_fatal_stop(run_)
+        assert f"{run_.daemon.state_dir / 'bulkforge.db'}: database or disk is full" in line
+        filler.unlink()
+        expect_nothing_told_was_lost(run_)
+        expect_finished_after_restart(run_)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", FAULTS)
+def test_an_io_error_of_the_state_disk_stops_bfd_and_a_restart_finishes(
+    machine, make_daemon, tmp_path, fault
+):
+    """SQLite's next write is refused (read-only), or its next fsync returns EIO."""
+    disk, break_it = breakable_disk(machine, "state-disk", fault)
+    with download_run(make_daemon, tmp_path, disk.point, tmp_path / "dest") as run_:
+        wait_mid_run(run_)
+        break_it(disk)
+        line = expect_fatal_stop(run_)
+        assert f"{run_.daemon.state_dir / 'bulkforge.db'}: disk I/O error" in line
+        machine.repair(disk)
+        expect_nothing_told_was_lost(run_)
+        expect_finished_after_restart(run_)
+
+
+# -- the data path -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", FAULTS)
+def test_an_io_error_under_dest_marks_nothing_done_and_stops_bfd(
+    machine, make_daemon, tmp_path, fault
+):
+    """A write or a sync under dest fails: bfd stops (exit 74), as for the store.
+
+    Which comes first depends on the moment: a partial's write refused (EIO, or EROFS
+    once ext4 has turned read-only), or the install group's syncfs, which comes before
+    any rename. Either way no file of the group may be called done; the next bfd finds
+    their partials and fetches or checks them again.
+    """
+    disk, break_it = breakable_disk(machine, "dest-disk", fault)
+    dest = disk.point / "dest"
+    dest.mkdir()
+    with download_run(make_daemon, tmp_path, tmp_path, dest) as run_:
+        wait_mid_run(run_)
+        break_it(disk)
+        line = expect_fatal_stop(run_)
+        assert str(dest) in line and ("Input/output error" in line or "Read-only" in line)
+        machine.repair(disk)
+        expect_nothing_told_was_lost(run_)
+        expect_finished_after_restart(run_)

@@ -88,6 +88,24 @@ def test_no_bfd_there_raises_unreachable(tmp_path):
     assert refused.value.code == grpc.StatusCode.UNAVAILABLE
 
 
+def test_a_passed_deadline_and_a_vanished_bfd_raise_the_clients_errors(make_daemon, tmp_path):
+    daemon = make_daemon().start()  # killed below: not the fixture that expects a clean stop
+    stall = {"slow.bin": Fault(FaultKind.STALL, after_bytes=10, seconds=60)}
+    with Origin({"slow.bin": b"s" * 1000}, stall) as origin:
+        urls = pb.UrlList(urls=[origin.url_for("slow.bin")])
+        with Client(daemon.socket) as bfd:
+            bfd.submit("slow", pb.DownloadSpec(urls=urls, dest=str(tmp_path / "d")), timeout=60)
+            with pytest.raises(api.DeadlineExceeded) as late:
+                bfd.wait("slow", timeout=0.5)
+            events = bfd.watch("slow")
+            assert next(events).job.name == "slow"
+            daemon.kill9()
+            with pytest.raises(api.Unreachable) as gone:
+                list(events)
+    assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert gone.value.code == grpc.StatusCode.UNAVAILABLE, gone.value
+
+
 def test_tls_and_a_token_through_the_client(make_daemon, pki):  # noqa: F811
     daemon, address = listening(make_daemon, pki, "--token-file", pki["token"])
     trusted = {"target": address, "tls_ca": pki["ca"]}

@@ -1,0 +1,412 @@
+"""Chaos: one bfd running a job of every kind, killed with SIGKILL at random moments.
+
+A download from a faulty origin, a scenes job, a clean job and a generate job share one
+bfd, which is killed at least KILLS times while their work is in flight and restarted on
+the same state dir. After each kill the store must be sound, still hold everything bfd
+reported finished before it, and what it calls done must be on disk, right. At the end
+every output must be byte-correct (the clean and generate outputs equal to an
+uninterrupted run of the same input) and nothing may be in two places.
+
+The kill moments come from `random.Random(seed)`; the seed is printed, and
+BF_CHAOS_SEED=<seed> runs the same schedule again (timing still varies).
+"""
+
+import hashlib
+import os
+import random
+import secrets
+import tarfile
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import apsw
+import pyarrow.parquet as pq
+import pytest
+from binance_data import write_trades_zip
+from conftest import FAST_RETRIES, Daemon, Dataset, make_dataset, manifest_rows, write_manifest
+from origin import Fault, FaultKind, Origin
+from test_clean import outputs
+from test_crash import check_done_files
+from test_generate import SPEC, digests
+from test_scenes import index_rows, items, shard_samples, write_input
+
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+KILLS = 30
+SEED_VARIABLE = "BF_CHAOS_SEED"
+ENDED = {"completed", "failed", "cancelled"}
+# How long after a job moved on its kill may land: short, so it finds work in flight.
+MOST_DELAY_S = 0.4
+# Generous: only a hang should ever reach it.
+PROGRESS_TIMEOUT_S = 180
+# Sized so that the download and the scenes job are still at work after KILLS kills
+# (their pace is the origins' stalls, not the CPU); the clean and generate jobs, paced by
+# the CPU, take as many of the kills as their work lasts.
+FILES, DOWNLOAD_STALL_S = 400, 0.5
+SCENES, SCENES_STALL_S, SCENE_SHARD = 2400, 0.1, 25
+GONE_EVERY = 97  # every 97th scenes item is gone from its origin
+SERIES, SERIES_ROWS = 6, 80_000  # of the clean job: each series two daily zips, cleaned whole
+GENERATED_ROWS, GENERATED_CHUNK, GENERATED_SEED = 1_000_000, 100_000, 17
+# A job's done items as the store holds them, by kind.
+DONE_ITEMS = {
+    "download": "SELECT path FROM files WHERE job_id = ? AND state = 'done'",
+    "scenes": "SELECT key FROM scenes WHERE job_id = ? AND state = 'done'",
+    "clean": "SELECT path FROM clean_zips WHERE job_id = ? AND state = 'done'",
+    "generate": "SELECT table_name || '/' || idx FROM generate_parts "
+    "WHERE job_id = ? AND state = 'done'",
+}
+COMPLETE_SHARDS = (
+    "SELECT idx FROM batches JOIN jobs ON jobs.id = batches.job_id "
+    "WHERE jobs.name = 'scenes' AND batches.state = 'complete'"
+)
+
+
+def chaos_seed() -> int:
+    seed = int(os.environ.get(SEED_VARIABLE) or secrets.randbelow(2**32))
+    print(f"chaos seed {seed}: replay with {SEED_VARIABLE}={seed}")
+    return seed
+
+
+# -- the inputs ------------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """What the four jobs read, and what each must end with."""
+
+    downloads: Dataset
+    gone: str  # the one file of the manifest its origin never has
+    scene_files: dict[str, bytes]  # origin name -> content, in input order
+    zips: Path
+
+    @property
+    def scenes(self) -> dict[str, bytes]:
+        """Content by key (write_input keys the n-th name k<n>)."""
+        return {f"k{n:05d}": data for n, data in enumerate(self.scene_files.values())}
+
+    @property
+    def scenes_gone(self) -> set[str]:
+        return {f"k{n:05d}" for n in range(0, SCENES, GONE_EVERY)}
+
+    def served(self) -> dict[str, bytes]:
+        """What the download origin has: every file but the gone one."""
+        return {name: data for name, data in self.downloads.files.items() if name != self.gone}
+
+
+def make_inputs(tmp_path: Path) -> Inputs:
+    downloads = make_dataset(FILES, 20_000, vary=20_000, seed=61)
+    return Inputs(
+        downloads=downloads,
+        gone=sorted(downloads.files)[0],
+        scene_files=items(SCENES),
+        zips=write_zips(tmp_path / "zips"),
+    )
+
+
+def write_zips(root: Path) -> Path:
+    day = date(2024, 5, 1)
+    for n in range(SERIES):
+        for d in range(2):
+            first = 1 + d * SERIES_ROWS
+            write_trades_zip(root, "spot", f"{chr(65 + n) * 3}USDT", day + timedelta(days=d),
+                             first, SERIES_ROWS, seed=n + d)  # fmt: skip
+    return root
+
+
+def download_faults(inputs: Inputs) -> dict[str, Fault]:
+    """Every GET of a file pauses half way; some fail once in each way first."""
+    names = sorted(inputs.downloads.files)
+    faults = {"*": Fault(FaultKind.STALL, seconds=DOWNLOAD_STALL_S)}
+    once = (
+        Fault(FaultKind.RESET, times=1),
+        Fault(FaultKind.SHORT_BODY, times=1),
+        Fault(FaultKind.STATUS_503, times=1),
+        Fault(FaultKind.CORRUPT, times=1),
+        Fault(FaultKind.STALL, times=1, after_bytes=1000, seconds=3),
+    )
+    for index, name in enumerate(names[1:60:3]):
+        faults[name] = once[index % len(once)]
+    return faults
+
+
+def scenes_faults(inputs: Inputs) -> dict[str, Fault]:
+    """Every item pauses a little; some fail once; every GONE_EVERY-th is gone for good."""
+    names = list(inputs.scene_files)
+    faults = {"*": Fault(FaultKind.STALL, after_bytes=1, seconds=SCENES_STALL_S)}
+    for name in names[5:200:11]:
+        faults[name] = Fault(FaultKind.STATUS_500, times=1)
+    for name in names[::GONE_EVERY]:
+        faults[name] = Fault(FaultKind.STATUS_404)
+    return faults
+
+
+# -- the jobs --------------------------------------------------------------------------------
+
+
+def clean_spec(inputs: Inputs, dest: Path) -> pb.SubmitRequest:
+    return pb.SubmitRequest(clean=pb.CleanSpec(input=str(inputs.zips), dest=str(dest)))
+
+
+def generate_spec(dest: Path) -> pb.SubmitRequest:
+    dest.mkdir(parents=True, exist_ok=True)
+    spec = pb.GenerateSpec(
+        spec_text=SPEC,
+        spec_name="school.toml",
+        rows=GENERATED_ROWS,
+        seed=GENERATED_SEED,
+        chunk_rows=GENERATED_CHUNK,
+        dest=str(dest),
+    )
+    return pb.SubmitRequest(generate=spec)
+
+
+def submit(daemon: Daemon, name: str, request: pb.SubmitRequest) -> None:
+    request.name = name
+    assert daemon.stub.Submit(request, timeout=60).created
+
+
+@dataclass
+class Jobs:
+    """The four jobs on one bfd, by name, and where each writes."""
+
+    dests: dict[str, Path]
+
+    def status(self, daemon: Daemon) -> dict[str, pb.Job]:
+        return {name: daemon.stub.Status(pb.JobRef(name=name), timeout=30) for name in self.dests}
+
+
+def submit_all(daemon: Daemon, origins: tuple[Origin, Origin], inputs: Inputs, tmp_path: Path):
+    """The four jobs; the download and the scenes job each fetch from their own origin."""
+    jobs = Jobs({name: tmp_path / "out" / name for name in ("dl", "scenes", "clean", "gen")})
+    rows = manifest_rows(origins[0], inputs.downloads)
+    daemon.submit("dl", write_manifest(tmp_path / "dl.jsonl", rows), jobs.dests["dl"])
+    source = write_input(tmp_path / "scenes.parquet", origins[1], list(inputs.scene_files))
+    scenes = pb.ScenesSpec(input=str(source), key="key", url="url", shard_size=SCENE_SHARD,
+                           timeout_s=2, dest=str(jobs.dests["scenes"]))  # fmt: skip
+    submit(daemon, "scenes", pb.SubmitRequest(scenes=scenes))
+    submit(daemon, "clean", clean_spec(inputs, jobs.dests["clean"]))
+    submit(daemon, "gen", generate_spec(jobs.dests["gen"]))
+    return jobs
+
+
+# -- what bfd reported, and what a killed bfd left ------------------------------------------
+
+
+@dataclass
+class Finished:
+    """What bfd reported finished just before a kill: done counts, and done items exported."""
+
+    done: dict[str, int]
+    exported: dict[str, set[str]]
+
+
+def exported_done(daemon: Daemon, name: str, dest: Path) -> set[str]:
+    """The items an export of a scenes or clean job lists as done; none is listed twice."""
+    daemon.stub.Export(pb.ExportRequest(name=name, dest=str(dest)), timeout=60)
+    if name == "scenes":
+        keys = pq.read_table(dest / "successful_tokens.parquet").column("scene_token").to_pylist()
+        failed = pq.read_table(dest / "failed_tokens.parquet").column("scene_token").to_pylist()
+        assert len(set(keys + failed)) == len(keys) + len(failed), "an item exported twice"
+        return set(keys)
+    zips = pq.read_table(dest / "zips.parquet").to_pylist()
+    assert len({z["path"] for z in zips}) == len(zips), "a zip exported twice"
+    return {z["path"] for z in zips if z["state"] == "done"}
+
+
+def sample_finished(daemon: Daemon, jobs: Jobs, exports: Path) -> Finished:
+    statuses = jobs.status(daemon)
+    exported = {name: exported_done(daemon, name, exports / name) for name in ("scenes", "clean")}
+    return Finished({name: job.succeeded for name, job in statuses.items()}, exported)
+
+
+def read_only(daemon: Daemon) -> apsw.Connection:
+    return apsw.Connection(str(daemon.state_dir / "bulkforge.db"), flags=apsw.SQLITE_OPEN_READONLY)
+
+
+def done_in_store(conn: apsw.Connection) -> dict[str, set[str]]:
+    """Each job's done items, as the store holds them."""
+    return {
+        name: {item for (item,) in conn.execute(DONE_ITEMS[kind], (job_id,))}
+        for job_id, name, kind in conn.execute("SELECT id, name, kind FROM jobs")
+    }
+
+
+@dataclass
+class Checked:
+    """Outputs already found right after an earlier kill (each is checked once)."""
+
+    parts: set[tuple[str, int]] = field(default_factory=set)
+    shards: set[int] = field(default_factory=set)
+
+
+def check_store_after_kill(
+    daemon: Daemon, jobs: Jobs, before: Finished, inputs: Inputs, checked: Checked
+) -> None:
+    """The store of a killed bfd is sound, holds all it reported done, and its done is true."""
+    conn = read_only(daemon)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        done = done_in_store(conn)
+        parts = conn.execute(
+            "SELECT table_name, idx, sha256 FROM generate_parts WHERE state = 'done'"
+        ).fetchall()
+        shards = {index for (index,) in conn.execute(COMPLETE_SHARDS)}
+    finally:
+        conn.close()
+    for name, count in before.done.items():
+        assert len(done[name]) >= count, f"{name}: {count} reported done, {len(done[name])} kept"
+    for name, exported in before.exported.items():
+        lost = sorted(exported - done[name])
+        assert not lost, f"{name}: exported done, then lost: {lost}"
+    check_done_files(daemon.state_dir / "bulkforge.db", jobs.dests["dl"])
+    check_parts(jobs.dests["gen"], [p for p in parts if p[:2] not in checked.parts])
+    checked.parts |= {p[:2] for p in parts}
+    check_shards(jobs.dests["scenes"], shards - checked.shards, inputs.scenes)
+    checked.shards |= shards
+
+
+def check_parts(dest: Path, parts: list[tuple[str, int, str]]) -> None:
+    """Each part is on disk with the digest the store recorded for it."""
+    for table, index, sha256 in parts:
+        part = dest / table / f"part-{index:05d}.parquet"
+        assert hashlib.sha256(part.read_bytes()).hexdigest() == sha256, f"{part}: wrong bytes"
+
+
+def check_shards(dest: Path, shards: set[int], contents: dict[str, bytes]) -> None:
+    """Each shard is a whole tar whose samples hold exactly their items' bytes."""
+    for index in shards:
+        with tarfile.open(dest / f"{index:05d}.tar") as tar:
+            for member in tar:
+                key, extension = member.name.rsplit(".", 1)
+                data = tar.extractfile(member).read()
+                assert len(data) == member.size
+                if extension == "jpg":
+                    assert data == contents[key], f"shard {index}: {member.name} wrong"
+
+
+# -- the kills -------------------------------------------------------------------------------
+
+
+def progress(job: pb.Job) -> tuple[int, int]:
+    return job.finished, job.bytes_done
+
+
+def wait_for_progress(daemon: Daemon, name: str) -> None:
+    """Until the job has moved on since this call (or ended): its work is in flight."""
+    start = progress(daemon.stub.Status(pb.JobRef(name=name), timeout=30))
+    deadline = time.monotonic() + PROGRESS_TIMEOUT_S
+    while True:
+        job = daemon.stub.Status(pb.JobRef(name=name), timeout=30)
+        if job.state in ENDED or progress(job) > start:
+            return
+        assert time.monotonic() < deadline, f"{name} made no progress:\n{daemon.log_tail()}"
+        time.sleep(0.02)
+
+
+def unfinished(daemon: Daemon, jobs: Jobs) -> list[str]:
+    return [name for name, job in jobs.status(daemon).items() if job.state not in ENDED]
+
+
+def kill_again_and_again(daemon: Daemon, jobs: Jobs, inputs: Inputs, rng, exports: Path) -> int:
+    """Kill bfd whenever a job chosen at random has just moved on; how many kills landed."""
+    kills = 0
+    checked = Checked()
+    while kills < KILLS and (running := unfinished(daemon, jobs)):
+        target = rng.choice(running)
+        wait_for_progress(daemon, target)
+        time.sleep(rng.uniform(0, MOST_DELAY_S))
+        before = sample_finished(daemon, jobs, exports)
+        daemon.kill9()
+        kills += 1
+        print(f"kill {kills} after {target} moved on; done then: {before.done}", flush=True)
+        check_store_after_kill(daemon, jobs, before, inputs, checked)
+        daemon.start()
+        after = jobs.status(daemon)
+        for name, count in before.done.items():
+            assert after[name].succeeded >= count, f"kill {kills}: {name} lost done items"
+    return kills
+
+
+# -- the end ---------------------------------------------------------------------------------
+
+
+def leftovers(dest: Path) -> list[Path]:
+    """Temporary files: partials, and the dot-named temp files of durable writes."""
+    return [p for p in dest.rglob("*") if p.name.startswith(".") or p.name.endswith(".partial")]
+
+
+def check_final_download(job: pb.Job, inputs: Inputs, dest: Path) -> None:
+    assert job.state == "failed" and dict(job.counts) == {"done": FILES - 1, "failed": 1}, job
+    for name, data in inputs.downloads.files.items():
+        if name != inputs.gone:
+            assert (dest / name).read_bytes() == data, name
+    assert not (dest / inputs.gone).exists()
+
+
+def check_final_scenes(job: pb.Job, inputs: Inputs, dest: Path, exported: set[str]) -> None:
+    ok = set(inputs.scenes) - inputs.scenes_gone
+    assert dict(job.counts) == {"done": len(ok), "failed": len(inputs.scenes_gone)}, job
+    samples = shard_samples(dest)
+    assert set(samples) == ok and set(samples.values()) == {1}, "an item in two shards"
+    check_shards(dest, {int(p.stem) for p in dest.glob("*.tar")}, inputs.scenes)
+    keys = [row[0] for row in index_rows(dest)]
+    assert sorted(keys) == sorted(inputs.scenes), "an item indexed twice or not at all"
+    assert exported == ok
+
+
+def rerun_uninterrupted(daemon: Daemon, inputs: Inputs, root: Path) -> dict[str, Path]:
+    """The clean and generate jobs again, into other dests, with no kill."""
+    references = {"clean-ref": root / "clean", "gen-ref": root / "gen"}
+    submit(daemon, "clean-ref", clean_spec(inputs, references["clean-ref"]))
+    submit(daemon, "gen-ref", generate_spec(references["gen-ref"]))
+    for name in references:
+        assert daemon.wait_state(name, ENDED, timeout=300).state == "completed"
+    return references
+
+
+def check_counts_match_rows(daemon: Daemon) -> None:
+    conn = read_only(daemon)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        for counts, table, column in (("file_counts", "files", "files"),
+                                      ("scene_counts", "scenes", "items")):  # fmt: skip
+            kept = dict(conn.execute(f"SELECT state, {column} FROM {counts} WHERE {column} > 0"))
+            actual = dict(conn.execute(f"SELECT state, count(*) FROM {table} GROUP BY state"))
+            assert kept == actual, (counts, kept, actual)
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_kill_9_again_and_again_across_every_kind_of_job(make_daemon, tmp_path: Path) -> None:
+    rng = random.Random(chaos_seed())
+    started = time.monotonic()
+    inputs = make_inputs(tmp_path)
+    daemon = make_daemon(*FAST_RETRIES, "--cpu-workers", "2", "--max-connections", "8",
+                         "--per-host-connections", "4")  # fmt: skip
+    download_origin = Origin(inputs.served(), download_faults(inputs))
+    with download_origin, Origin(inputs.scene_files, scenes_faults(inputs)) as scenes_origin:
+        daemon.start()
+        jobs = submit_all(daemon, (download_origin, scenes_origin), inputs, tmp_path)
+        kills = kill_again_and_again(daemon, jobs, inputs, rng, tmp_path / "exports")
+        assert kills >= KILLS, f"every job ended after {kills} kills: give them more work"
+        final = {name: daemon.wait_state(name, ENDED, timeout=300) for name in jobs.dests}
+    print(f"chaos: {kills} kills survived, all jobs ended {time.monotonic() - started:.0f} s in")
+    last = sample_finished(daemon, jobs, tmp_path / "exports")
+    check_final_download(final["dl"], inputs, jobs.dests["dl"])
+    check_done_files(daemon.state_dir / "bulkforge.db", jobs.dests["dl"])
+    check_final_scenes(final["scenes"], inputs, jobs.dests["scenes"], last.exported["scenes"])
+    assert final["clean"].state == "completed" and final["gen"].state == "completed"
+    zips = {str(p.relative_to(inputs.zips)) for p in inputs.zips.rglob("*.zip")}
+    assert last.exported["clean"] == zips
+    references = rerun_uninterrupted(daemon, inputs, tmp_path / "ref")
+    assert outputs(jobs.dests["clean"]) == outputs(references["clean-ref"])
+    assert len(outputs(jobs.dests["clean"])) == 2 * 2 * SERIES  # data and stats of each day
+    assert digests(jobs.dests["gen"]) == digests(references["gen-ref"])
+    for name, dest in jobs.dests.items():
+        assert not leftovers(dest), (name, leftovers(dest))
+    assert daemon.stop() == 0, daemon.log_tail()
+    check_counts_match_rows(daemon)

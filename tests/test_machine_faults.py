@@ -59,6 +59,12 @@ def refused(done: subprocess.CompletedProcess, what: str) -> str | None:
     return f"{what} was refused: {done.stderr.strip()}" if done.returncode else None
 
 
+def undo(*command: str) -> None:
+    """A step of a teardown: whatever it meets, the steps after it still run."""
+    with contextlib.suppress(OSError):
+        run(*command)
+
+
 def must(*command: str) -> str:
     """A step of a fault or of its repair: it failing is a failure of the test."""
     done = run(*command)
@@ -89,12 +95,12 @@ class Machine:
         self._loops: list[str] = []
 
     @staticmethod
-    def refusal() -> str | None:
+    def refusal(*tools: str) -> str | None:
+        """Why filesystems cannot be made here with these tools, or None."""
         if os.geteuid() != 0:
             return "mounting filesystems needs root"
-        missing = [tool for tool in ("mount", "losetup", "mkfs.ext4", "e2fsck", "fsfreeze")
-                   if not shutil.which(tool)]  # fmt: skip
-        return f"missing {', '.join(missing)}" if missing else None
+        missing = [tool for tool in ("mount", *tools) if not shutil.which(tool)]
+        return f"this machine has no {', '.join(missing)}" if missing else None
 
     def tmpfs(self, name: str, size: str) -> Path:
         need(self.refusal())
@@ -107,7 +113,7 @@ class Machine:
 
     def ext4(self, name: str, journal: bool = True, errors: str = "remount-ro") -> LoopDisk:
         """A 64 MiB ext4 on a loop device; without a journal, failed writes leave it rw."""
-        need(self.refusal())
+        need(self.refusal("losetup", "mkfs.ext4", "e2fsck", "fsfreeze"))
         image, point = self._root / f"{name}.img", self._root / name
         point.mkdir()
         with image.open("wb") as handle:
@@ -155,10 +161,10 @@ class Machine:
 
     def close(self) -> None:
         for point in reversed(self._mounts):
-            run("fsfreeze", "--unfreeze", str(point))  # a frozen one would hang what is left
-            run("umount", "--lazy", str(point))
+            undo("fsfreeze", "--unfreeze", str(point))  # a frozen one would hang what is left
+            undo("umount", "--lazy", str(point))
         for device in self._loops:
-            run("losetup", "--detach", device)  # detached once its last user lets go
+            undo("losetup", "--detach", device)  # detached once its last user lets go
 
 
 # What can go wrong with a disk under a running bfd, beyond filling up.

@@ -83,11 +83,9 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
             view.bytes_total += size
             if state in (FileState.DONE, FileState.SKIPPED):
                 view.bytes_done += size
-        view.retrying = files.retrying_count(conn, view.job.id)
         view.bytes_total_known = not files.any_unknown_size(conn, view.job.id)
-        failed = files.failed_by_batch(conn, view.job.id)
-        for batch in view.batches:
-            batch.failures = failed.get(batch.index, 0)
+        if view.counts.get(FileState.FAILED):  # else none retries, no batch has failures
+            _fill_failures(conn, view)
 
     def failures(
         self, conn: apsw.Connection, job: jobs.JobRow, step: str, limit: int
@@ -174,6 +172,13 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
             lambda: analyze(source_pages(source), request.largest or DEFAULT_LARGEST, limit)
         )
         return summary, limit
+
+
+def _fill_failures(conn: apsw.Connection, view: jobs.JobView) -> None:
+    view.retrying = files.retrying_count(conn, view.job.id)
+    failed = files.failed_by_batch(conn, view.job.id) if view.batches else {}
+    for batch in view.batches:
+        batch.failures = failed.get(batch.index, 0)
 
 
 def _create_job(

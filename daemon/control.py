@@ -8,6 +8,7 @@ refused, saying why, for a job of another kind.
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,11 @@ from bulkforge.daemon.pipeline import DiskBatches, ItemExport, Kinds, Rerun
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import SYNCHRONOUS, Store, now_ms
 from bulkforge.daemon.transfer.engine import Engine
+
+# How long a job's view read for one `status` (or watch event) answers the others: a poller
+# cannot tell it from an answer that took that much longer, and twenty pollers of one job
+# then cost bfd one store read per interval, not twenty (bench/load_bench.py).
+SHARED_VIEW_S = 0.1
 
 
 @dataclass
@@ -77,6 +83,49 @@ class SystemView:
     listen_address: str = ""
 
 
+class SharedViews:
+    """Each job's latest view, shared by every caller while it is at most `max_age_s` old.
+
+    A caller that arrives while a read is in flight shares that read too. The verbs that
+    change a job read it afresh (`fresh`), so their answer and every `status` after it show
+    the change. A read that fails is not kept. Views shared are never changed by callers.
+    """
+
+    def __init__(self, read: Callable[[str], Awaitable[jobs.JobView]], max_age_s: float):
+        self._read = read
+        self._max_age_s = max_age_s
+        # name -> (when its read started, monotonic; the read)
+        self._latest: dict[str, tuple[float, asyncio.Future[jobs.JobView]]] = {}
+
+    async def get(self, name: str) -> jobs.JobView:
+        latest = self._latest.get(name)
+        if latest is None or time.monotonic() - latest[0] > self._max_age_s:
+            return await self.fresh(name)
+        # Shielded: a caller that gives up (its deadline) does not cancel the others' read.
+        return await asyncio.shield(latest[1])
+
+    async def fresh(self, name: str) -> jobs.JobView:
+        """A read started now, which every caller after this one shares."""
+        started = time.monotonic()
+        self._forget_read_before(started - self._max_age_s)
+        read = asyncio.ensure_future(self._read(name))
+        self._latest[name] = (started, read)
+        read.add_done_callback(lambda done: self._forget_failed(name, done))
+        return await asyncio.shield(read)
+
+    def forget(self, name: str) -> None:
+        self._latest.pop(name, None)
+
+    def _forget_read_before(self, moment: float) -> None:
+        for name in [name for name, (started, _) in self._latest.items() if started < moment]:
+            del self._latest[name]
+
+    def _forget_failed(self, name: str, read: asyncio.Future) -> None:
+        failed = read.cancelled() or read.exception() is not None
+        if failed and self._latest.get(name, (0, None))[1] is read:
+            del self._latest[name]
+
+
 class Control:
     def __init__(
         self, store: Store, kinds: Kinds, governor: Governor, settings: Settings, transfers: Engine
@@ -89,6 +138,7 @@ class Control:
         self._settings = settings
         self._transfers = transfers
         self._started = time.monotonic()
+        self._views = SharedViews(self._read_view, SHARED_VIEW_S)
         # Set by app once they are bound (bfd --metrics, bfd --listen).
         self.metrics_address = ""
         self.listen_address = ""
@@ -96,7 +146,14 @@ class Control:
     # -- reads -----------------------------------------------------------------------------
 
     async def status(self, name: str) -> jobs.JobView:
+        """The job's view, read at most SHARED_VIEW_S ago (and never older than a change
+        made through a verb here)."""
+        return await self._views.get(name)
+
+    async def _read_view(self, name: str) -> jobs.JobView:
+        read_at = time.time()
         view = await self._readers.call(lambda c: self._view(c, jobs.get_job(c, name)))
+        view.read_at = read_at
         return self._with_in_flight(view)
 
     async def list(self, states: list[str], kind: str) -> list[jobs.JobView]:
@@ -213,7 +270,7 @@ class Control:
         """A job of the named kind from its spec message; idempotent by name."""
         kind = self._kinds.named(kind_name)
         job, created = await kind.submit(kind.parse(name, spec))
-        view = await self.status(job.name)
+        view = await self._views.fresh(job.name)
         if created:
             jobs.log_about(job).info("job {} submitted: {:,} items", job.name, view.items_total)
         return view, created
@@ -227,7 +284,7 @@ class Control:
     async def pause(self, name: str) -> jobs.JobView:
         job = await self._move(name, JobState.PAUSED, "pause")
         self._kinds.of(job).runner.stop_job(job.id, cancelled=False)
-        return await self.status(name)
+        return await self._views.fresh(name)
 
     async def resume(self, name: str) -> jobs.JobView:
         """A paused job goes on; an ended job of a kind that re-reads its input runs again."""
@@ -238,19 +295,19 @@ class Control:
         else:
             await self._move(name, JobState.RUNNING, "resume", only_from=JobState.PAUSED)
         self._kinds.wake()
-        return await self.status(name)
+        return await self._views.fresh(name)
 
     async def cancel(self, name: str) -> jobs.JobView:
         job = await self._move(name, JobState.CANCELLED, "cancel", message="cancelled")
         self._kinds.of(job).runner.stop_job(job.id, cancelled=True)
-        return await self.status(name)
+        return await self._views.fresh(name)
 
     async def remove(self, name: str) -> tuple[jobs.JobView, int]:
         """Forget an ended job (its rows; its files stay), so its name is free again.
 
         Returns its last view and how many items it had.
         """
-        view = await self.status(name)
+        view = await self._views.fresh(name)
 
         def remove(conn: apsw.Connection) -> None:
             job = jobs.get_job(conn, name)
@@ -268,6 +325,7 @@ class Control:
             jobs.remove_job(conn, job)
 
         await self._writer.call(remove)
+        self._views.forget(name)
         job = view.job
         jobs.log_about(job).info(
             "job {} removed ({}; its files stay in {})", name, job.state, job.dest
@@ -288,7 +346,7 @@ class Control:
 
         retried = await self._writer.call(requeue)
         self._kinds.wake()
-        return await self.status(name), retried
+        return await self._views.fresh(name), retried
 
     # -- verbs of some kinds ---------------------------------------------------------------
 
@@ -299,12 +357,12 @@ class Control:
     async def continue_job(self, name: str) -> jobs.JobView:
         job = await self._job(name)
         await self._kinds.capable(DiskBatches, job, "continue").continue_job(job)
-        return await self.status(name)
+        return await self._views.fresh(name)
 
     async def swap(self, name: str, dest: Path | None) -> tuple[jobs.JobView, Any]:
         job = await self._job(name)
         swapped = await self._kinds.capable(DiskBatches, job, "swap").swap(job, dest)
-        return await self.status(name), swapped
+        return await self._views.fresh(name), swapped
 
     async def verify(self, name: str, batch: int | None) -> Any:
         job = await self._job(name)

@@ -87,6 +87,8 @@ class JobView:
     item_tones: dict[str, Tone] = field(default_factory=dict)
     # A job that writes tables: each table's progress.
     tables: list[TableProgress] = field(default_factory=list)
+    # When it was read from the store (unix seconds): `status` shares a view for a moment.
+    read_at: float = 0.0
 
     # The derived numbers, defined here once: `status`, `watch` and `stats` carry them.
     @property

@@ -16,7 +16,26 @@ from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 SETTLED = (BatchState.COMPLETE, BatchState.ARCHIVED)
 
 
+# Each job's last view and the message built from it: the callers that share one view
+# (Control.status) share its message too, so it is built once, not once per caller.
+# Emptied past BUILT_KEPT jobs, so removed jobs do not stay.
+_built: dict[int, tuple[jobs.JobView, pb.Job]] = {}
+BUILT_KEPT = 1024
+
+
 def job_message(view: jobs.JobView) -> pb.Job:
+    """The job's message; the same (never changed) object for the same view."""
+    last = _built.get(view.job.id)
+    if last is not None and last[0] is view:
+        return last[1]
+    message = _job_message(view)
+    if len(_built) >= BUILT_KEPT:
+        _built.clear()
+    _built[view.job.id] = (view, message)
+    return message
+
+
+def _job_message(view: jobs.JobView) -> pb.Job:
     job = view.job
     return pb.Job(
         name=job.name,

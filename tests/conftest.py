@@ -19,9 +19,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import boto3
 import grpc
+import psutil
 import pytest
 from botocore.config import Config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -118,6 +120,12 @@ class Daemon:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+
+    def workers(self) -> list[int]:
+        """The processes bfd started that run now (transfer and CPU workers): taken before a
+        kill -9, to wait for them to end as orphans."""
+        assert self.proc is not None
+        return [child.pid for child in psutil.Process(self.proc.pid).children(recursive=True)]
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -225,6 +233,15 @@ def daemon(make_daemon) -> Iterator[Daemon]:
     assert running.stop() == 0, running.log_tail()
 
 
+@pytest.fixture
+def patient_daemon(make_daemon) -> Iterator[Daemon]:
+    """The `daemon`, except that it never gives up on a silent origin: a stall lasts until
+    the test acts on it, however slowly a loaded machine lets the test get there."""
+    running = make_daemon(*FAST_RETRIES, "--read-timeout", "3600").start()
+    yield running
+    assert running.stop() == 0, running.log_tail()
+
+
 @dataclass(frozen=True)
 class Dataset:
     files: dict[str, bytes]
@@ -273,6 +290,14 @@ def wait_until(condition, timeout: float = 30, what: str = "condition") -> None:
     while not condition():
         assert time.monotonic() < deadline, f"{what} never met within {timeout} s"
         time.sleep(0.02)
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only its zombie (nothing of it runs)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 @pytest.fixture(scope="session")
@@ -324,30 +349,34 @@ def sha256sum_line(data: bytes, name: str) -> bytes:
     return f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode()
 
 
+def unavailable(reason: str) -> NoReturn:
+    """This test needs something the machine lacks: a skip that says why, except under CI.
+
+    CI runs as root with systemd's tools installed, so there a missing capability means
+    the run proves less than it claims: with CI=true it fails instead of skipping.
+    """
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true, yet {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 class Tmpfs:
     """Small tmpfs filesystems that play real disks (CI runs as root).
 
-    Calling it mounts one (the test is skipped, saying why, where mounting is
-    refused); `swap` puts a fresh empty filesystem in place of one, as an
-    operator swapping a disk would. Every mount is lazily unmounted at teardown.
+    Calling it mounts one (where mounting is refused, the test is `unavailable`); `swap`
+    puts a fresh empty filesystem in place of one, as an operator swapping a disk would.
+    Every mount is lazily unmounted at teardown.
     """
 
     def __init__(self, root: Path):
         self._root = root
         self.mounts: list[Path] = []
 
-    @staticmethod
-    def refusal() -> str | None:
-        """Why mounting cannot work here, or None."""
-        if os.geteuid() != 0 or not shutil.which("mount"):
-            return "mounting a tmpfs needs root and mount(8); this run has neither"
-        return None
-
     def __call__(self, name: str, size: str) -> Path:
         point = self._root / name
         point.mkdir(exist_ok=True)
-        if reason := self.refusal():
-            pytest.skip(reason)
+        if os.geteuid() != 0 or not shutil.which("mount"):
+            unavailable("mounting a tmpfs needs root and mount(8); this run has neither")
         self._mount(point, size)
         return point
 
@@ -358,7 +387,7 @@ class Tmpfs:
             text=True,
         )
         if done.returncode != 0:
-            pytest.skip(f"mounting a tmpfs was refused here: {done.stderr.strip()}")
+            unavailable(f"mounting a tmpfs was refused here: {done.stderr.strip()}")
         self.mounts.append(point)
 
     def swap(self, point: Path, size: str) -> None:

@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import unavailable
 
 from bulkforge.daemon.settings import Settings, load_settings
 
@@ -59,9 +60,14 @@ def service() -> dict[str, list[str]]:
     return parse_unit(UNIT)["Service"]
 
 
-def test_example_config_loads() -> None:
-    settings = load_settings({}, EXAMPLE_CONFIG)
-    assert isinstance(settings, Settings)
+def test_example_config_loads_as_written() -> None:
+    """What the example sets is what bfd runs with (read, not replaced by defaults)."""
+    written = tomllib.loads(EXAMPLE_CONFIG.read_text())
+    loaded = load_settings({}, EXAMPLE_CONFIG)
+    parsed = Settings.model_validate(written)
+    assert {key: getattr(loaded, key) for key in written} == parsed.model_dump(include=set(written))
+    # The example differs from the defaults somewhere, or the comparison proves nothing.
+    assert loaded.data_roots != Settings.model_fields["data_roots"].default_factory()
 
 
 def test_example_config_sets_every_setting() -> None:
@@ -128,7 +134,7 @@ def test_unit_paths_match_example_config() -> None:
 
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze not installed")
+        unavailable("systemd-analyze is not installed: the unit cannot be verified")
     # verify checks that ExecStart's binary exists: point it at a real one.
     binary = shutil.which("bfd") or sys.executable
     text = re.sub(
@@ -151,7 +157,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
 def test_systemd_analyze_security_exposure_is_at_most_1_5() -> None:
     if shutil.which("systemd-analyze") is None:
         # The figure is systemd's own rating: without the tool there is nothing to rate it.
-        pytest.skip("systemd-analyze not installed: the exposure can only be rated by it")
+        unavailable("systemd-analyze is not installed: the exposure can only be rated by it")
     result = subprocess.run(
         ["systemd-analyze", "security", "--offline=true", str(UNIT)],
         capture_output=True,
@@ -177,7 +183,7 @@ def create_user(root: Path) -> None:
 
 def test_sysusers_creates_user_and_group(tmp_path: Path) -> None:
     if shutil.which("systemd-sysusers") is None:
-        pytest.skip("systemd-sysusers not installed")
+        unavailable("systemd-sysusers is not installed")
     create_user(tmp_path)
     passwd = (tmp_path / "etc" / "passwd").read_text().splitlines()
     (user,) = [line.split(":") for line in passwd if line.startswith("bulkforge:")]
@@ -187,7 +193,7 @@ def test_sysusers_creates_user_and_group(tmp_path: Path) -> None:
 
 def test_tmpfiles_creates_directories(tmp_path: Path) -> None:
     if shutil.which("systemd-tmpfiles") is None or shutil.which("systemd-sysusers") is None:
-        pytest.skip("systemd-tmpfiles not installed")
+        unavailable("systemd-tmpfiles and systemd-sysusers are not both installed")
     # The owner must exist in the alternate root first, as on a node.
     create_user(tmp_path)
     tmpfiles = PACKAGING / "bulkforge.tmpfiles"

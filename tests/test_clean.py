@@ -16,7 +16,7 @@ import duckdb
 import grpc
 import pyarrow.parquet as pq
 import pytest
-from conftest import AWS_ENV, Daemon, public_bucket, sha256sum_line
+from conftest import AWS_ENV, Daemon, gone, public_bucket, sha256sum_line, wait_until
 
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from tests.binance_data import (
@@ -349,8 +349,10 @@ def test_kill_9_while_cleaning_leaves_no_partial_parquet_and_resumes_to_the_same
         job = daemon.stub.Status(pb.JobRef(name="big"), timeout=2)
         assert job.state in ("queued", "running") and time.monotonic() < deadline
         time.sleep(0.05)
+    workers = daemon.workers()
     daemon.kill9()
-    time.sleep(1.0)  # its workers notice they are orphans and end
+    # Its workers notice they are orphans and end: what they wrote is then all there is.
+    wait_until(lambda: all(gone(pid) for pid in workers), what="bfd's orphaned workers to end")
     for data in dest.glob("market=*/**/*.parquet"):
         assert pq.read_metadata(data).num_rows > 0  # complete files only, under their names
     daemon.start()

@@ -4,7 +4,6 @@ import json
 import socket
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import apsw
@@ -60,16 +59,16 @@ def test_socket_is_group_only_and_health_and_reflection_answer(daemon: Daemon):
 
 def test_sigterm_drains_in_flight_transfers_and_a_restart_finishes(make_daemon, tmp_path):
     dataset = make_dataset(6, 400_000, seed=5)
-    stall = {"*": Fault(FaultKind.STALL, after_bytes=100_000, seconds=60)}
-    daemon = make_daemon(*FAST_RETRIES, "--read-timeout", "30")
+    # Stalls, read timeout and drain timeout all outlast stop()'s wait: bfd can only stop
+    # in time by interrupting its transfers, never by waiting them out.
+    stall = {"*": Fault(FaultKind.STALL, after_bytes=100_000, seconds=3600)}
+    daemon = make_daemon(*FAST_RETRIES, "--read-timeout", "3600", "--drain-timeout", "3600")
     with Origin(dataset.files, stall) as origin:
         manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
         daemon.start()
         daemon.submit("drain", manifest, tmp_path / "dest")
         wait_until(lambda: len(origin.log.snapshot()) >= 6 or _stalled(origin))
-        started = time.monotonic()
         assert daemon.stop() == 0
-        assert time.monotonic() - started < 15
         log = daemon.log.read_text()
         assert "stopping: draining" in log and "bfd stopped (exit 0)" in log
         origin.clear_faults()
@@ -131,7 +130,6 @@ def test_a_full_state_disk_stops_the_daemon_with_an_error(make_daemon, tmpfs, tm
     )
     assert answer.returncode in (1, 3)
     assert "Traceback" not in answer.stderr
-    assert daemon.proc is not None
     assert daemon.proc.wait(30) == 74
     assert "I/O" in daemon.log.read_text() or "full" in daemon.log.read_text().lower()
 

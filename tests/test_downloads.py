@@ -133,11 +133,12 @@ def test_every_fault_ends_done_with_right_bytes_or_failed_with_step_and_error(
         assert not (tmp_path / "dest" / name).exists()
 
 
-def test_interrupted_transfer_resumes_with_range_and_if_range(daemon, tmp_path):
+def test_interrupted_transfer_resumes_with_range_and_if_range(patient_daemon, tmp_path):
+    daemon = patient_daemon
     data = make_dataset(1, 3_000_000).files
     (name,) = data
     partial = tmp_path / "dest" / f"{name}.partial"
-    stall = Fault(FaultKind.STALL, after_bytes=2_000_000, seconds=30)
+    stall = Fault(FaultKind.STALL, after_bytes=2_000_000, seconds=3600)
     with Origin(data, {name: stall}) as origin:
         manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, make_ds(data)))
         daemon.submit("resume", manifest, tmp_path / "dest")
@@ -156,11 +157,12 @@ def test_interrupted_transfer_resumes_with_range_and_if_range(daemon, tmp_path):
     assert served[1].bytes_sent == len(data[name]) - kept
 
 
-def test_origin_that_ignores_range_restarts_the_file_from_zero(daemon, tmp_path):
+def test_origin_that_ignores_range_restarts_the_file_from_zero(patient_daemon, tmp_path):
+    daemon = patient_daemon
     data = make_dataset(1, 2_000_000, seed=3).files
     (name,) = data
     partial = tmp_path / "dest" / f"{name}.partial"
-    stall = Fault(FaultKind.STALL, after_bytes=1_000_000, seconds=30)
+    stall = Fault(FaultKind.STALL, after_bytes=1_000_000, seconds=3600)
     with Origin(data, {name: stall}) as origin:
         manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, make_ds(data)))
         daemon.submit("norange", manifest, tmp_path / "dest")
@@ -225,8 +227,9 @@ def test_bandwidth_cap_holds_the_rate(make_daemon, tmp_path):
         daemon.submit("capped", manifest, tmp_path / "dest")
         assert daemon.wait_state("capped", {"completed", "failed"}).state == "completed"
         elapsed = time.monotonic() - started
-    # 4 MB at 2 MB/s: 2 s, less the 0.1 s burst; generous above for a loaded machine.
-    assert 1.8 <= elapsed <= 5.0, elapsed
+    # 4 MB at 2 MB/s: 2 s, less the 0.1 s burst. Only the floor is the cap's to keep (a
+    # loaded machine is slower, never faster); how close it holds is bench/bandwidth_bench.py's.
+    assert elapsed >= 1.8, elapsed
     assert daemon.stop() == 0
 
 
@@ -247,9 +250,10 @@ def test_a_destination_emptied_under_the_daemon_is_recreated(daemon, tmp_path):
 
 
 def test_a_vanished_destination_fails_files_clearly_and_is_not_recreated(make_daemon, tmp_path):
-    daemon = make_daemon(*FAST_RETRIES, "--max-attempts", "2").start()
+    # The stall outlasts the test: the pause, not a read timeout, interrupts the transfer.
+    daemon = make_daemon(*FAST_RETRIES, "--max-attempts", "2", "--read-timeout", "3600").start()
     dest = tmp_path / "mnt"
-    stall = {"a/b.bin": Fault(FaultKind.STALL, after_bytes=10, seconds=60)}
+    stall = {"a/b.bin": Fault(FaultKind.STALL, after_bytes=10, seconds=3600)}
     with Origin({"a/b.bin": b"b" * 100}, stall) as origin:
         manifest = write_manifest(tmp_path / "m.jsonl", [{"url": origin.url_for("a/b.bin")}])
         daemon.submit("vanished", manifest, dest)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import Daemon
+from conftest import Daemon, gone, wait_until
 
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.generator import spec as s
@@ -273,8 +273,10 @@ def test_kill_9_twice_and_resumed_gives_the_same_bytes(make_daemon, tmp_path: Pa
         while len(list(dest.glob("students/*.parquet"))) < before + 2:
             assert time.monotonic() < deadline, daemon.log_tail()
             time.sleep(0.02)
+        workers = daemon.workers()
         daemon.kill9()
-        time.sleep(1.0)  # orphaned workers notice and end
+        # Orphaned workers notice and end: what they wrote is then all there is.
+        wait_until(lambda w=workers: all(map(gone, w)), what="bfd's orphaned workers to end")
         for part in dest.glob("students/*.parquet"):
             pq.read_metadata(part)  # whatever is visible is whole
         daemon.start()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import wait_until
 from origin import Fault, FaultKind, Origin, OriginProcess, make_etag
 
 ORIGIN_PY = Path(__file__).with_name("origin.py")
@@ -234,24 +235,22 @@ def test_ignore_range_sends_200_with_everything(origin: Origin, client: httpx.Cl
 
 
 def test_stall_times_out_the_client_without_blocking_others(origin: Origin) -> None:
-    origin.set_fault("a.bin", Fault("stall", after_bytes=100, seconds=5))
+    # A stall no test outlives: the other request is served during it or not at all.
+    origin.set_fault("a.bin", Fault("stall", after_bytes=100, seconds=3600))
     caught: list[BaseException] = []
 
     def stalled_get() -> None:
         try:
-            httpx.get(origin.url_for("a.bin"), timeout=httpx.Timeout(5, read=0.5))
+            httpx.get(origin.url_for("a.bin"), timeout=httpx.Timeout(30, read=0.5))
         except BaseException as exc:
             caught.append(exc)
 
     thread = threading.Thread(target=stalled_get)
-    started = time.monotonic()
     thread.start()
-    while not origin.requests("a.bin"):
-        time.sleep(0.01)
-    r = httpx.get(origin.url_for("dir/b c.bin"), timeout=5)  # served while the other stalls
+    wait_until(lambda: origin.requests("a.bin"), what="the stalled request")
+    r = httpx.get(origin.url_for("dir/b c.bin"), timeout=30)  # served while the other stalls
     assert r.content == OTHER
-    assert time.monotonic() - started < 2  # far less than the 5 s stall
-    thread.join(5)
+    thread.join(30)
     assert len(caught) == 1 and isinstance(caught[0], httpx.ReadTimeout)
     assert origin.requests("a.bin")[0].bytes_sent == 100
 
@@ -349,28 +348,29 @@ def test_log_records_every_request_and_byte(origin: Origin, client: httpx.Client
     assert len(origin.log) == 0 and origin.bytes_served() == 0
 
 
-def test_keep_alive_throughput(origin: Origin) -> None:
+def test_keep_alive_serves_many_requests_on_one_connection(origin: Origin) -> None:
+    """How fast it serves them is the benches' to show: they all fetch from this origin."""
     files = {f"f{i}": os.urandom(64 * 1024 + i) for i in range(4)}
     for name, data in files.items():
         origin.set_file(name, data)
-    started = time.monotonic()
-    with httpx.Client(timeout=5) as c:
+    with httpx.Client(timeout=30) as c:
         for i in range(300):
-            assert len(c.get(origin.url_for(f"f{i % 4}")).content) == 64 * 1024 + i % 4
-    # Measured ~0.2 s (httpx is the slower end); the bound only catches a pathological origin.
-    assert time.monotonic() - started < 3
+            assert c.get(origin.url_for(f"f{i % 4}")).content == files[f"f{i % 4}"]
+    assert len(origin.log) == 300
     assert len({r.conn for r in origin.log}) == 1
 
 
-def test_stop_is_prompt_with_a_stalled_request_in_flight() -> None:
-    o = Origin({"a": DATA}, {"a": Fault("stall", seconds=60)}).start()
-    with httpx.Client(timeout=5) as c:
+def test_stop_wakes_a_stalled_request_in_flight() -> None:
+    # A stall no test outlives: stop() returns because it wakes the handler, or never.
+    o = Origin({"a": DATA}, {"a": Fault("stall", seconds=3600)}).start()
+    with httpx.Client(timeout=30) as c:
         c.get(o.url_for("missing"))  # leaves an idle keep-alive connection
         with c.stream("GET", o.url_for("a")) as r:
             assert r.status_code == 200
-            started = time.monotonic()
-            o.stop()
-            assert time.monotonic() - started < 2
+            stopping = threading.Thread(target=o.stop)
+            stopping.start()
+            stopping.join(60)
+            assert not stopping.is_alive(), "stop() waited for the stalled request"
             with pytest.raises(httpx.TransportError):
                 r.read()
     with pytest.raises(httpx.ConnectError):
@@ -402,7 +402,6 @@ def test_subprocess_mode_serves_a_directory(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("READY http://127.0.0.1:")
         url = line.split()[1]
@@ -420,7 +419,6 @@ def test_subprocess_mode_serves_a_directory(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
-        assert proc.stdout is not None
         assert proc.stdout.read() == ""  # exactly one line on stdout
         proc.stdout.close()
 
@@ -435,9 +433,7 @@ def test_origin_process_helper_logs_and_faults(tmp_path: Path) -> None:
         with pytest.raises(httpx.ReadError):
             c.get(o.url_for("a.bin"))
         assert c.get(o.url_for("a.bin")).content == DATA
-        deadline = time.monotonic() + 5
-        while len(o.log) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(o.log) >= 2, what="both requests in the log file")
         assert [(r.fault, r.bytes_sent) for r in o.requests("a.bin")] == [
             ("reset", 500),
             (None, SIZE),

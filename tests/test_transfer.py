@@ -15,10 +15,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import FAST_RETRIES, Dataset, manifest_rows, sha256_file, wait_until, write_manifest
+from conftest import (
+    FAST_RETRIES,
+    Dataset,
+    gone,
+    manifest_rows,
+    sha256_file,
+    wait_until,
+    write_manifest,
+)
 from origin import Fault, FaultKind, Origin
 
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
@@ -126,7 +133,12 @@ def test_system_set_changes_the_connection_limit_of_a_running_job(make_daemon, t
         limits = ("--set", "max_connections=2", "--set", "per_host_connections=4")
         shown = daemon.bfctl_json("system", *limits)
         assert (shown["max_connections"], shown["per_host_connections"]) == (2, 4)
-        time.sleep(0.6)  # the requests granted under the old limit end (0.25 s stall each)
+        # The requests granted under the old limit end (0.25 s stall each): bfd holds no
+        # more slots than the new limit, and the origin answers no more.
+        wait_until(
+            lambda: active_transfers(daemon) <= 2 and origin.meter.requests <= 2,
+            what="the requests granted under the old limit to end",
+        )
         origin.meter.reset_peaks()
         job = daemon.wait_state("dl", ENDED, timeout=120)
         assert job.state == "completed", job.message
@@ -139,6 +151,10 @@ def test_system_set_changes_the_connection_limit_of_a_running_job(make_daemon, t
 # -- transfer workers: processes that carry the bytes --------------------------------------
 
 
+def active_transfers(daemon) -> int:
+    return daemon.stub.System(pb.SystemRequest(), timeout=10).active_transfers
+
+
 def worker_pids(daemon, count: int | None = None) -> list[int]:
     """The running transfer workers as bfd reports them (waiting for `count` of them)."""
 
@@ -148,14 +164,6 @@ def worker_pids(daemon, count: int | None = None) -> list[int]:
     if count is not None:
         wait_until(lambda: len(listed()) == count, what=f"{count} transfer workers", timeout=30)
     return listed()
-
-
-def gone(pid: int) -> bool:
-    """No such process, or only its zombie (nothing of it runs)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def done_count(daemon, name: str) -> int:
@@ -226,14 +234,13 @@ def test_workers_end_with_a_killed_daemon_and_the_restart_repairs(make_daemon, t
         daemon = make_daemon(*FAST_RETRIES, "--transfer-workers", "2").start()
         submit_download(daemon, tmp_path, origin, HOSTS[:1], files.download)
         wait_until(lambda: done_count(daemon, "dl") >= 20, what="20 files done")
-        pids = worker_pids(daemon, 2)
+        transfer_workers = worker_pids(daemon, 2)
+        every_child = daemon.workers()
+        assert set(transfer_workers) <= set(every_child)
         daemon.kill9()
-        wait_until(lambda: all(gone(pid) for pid in pids), what="the workers to end", timeout=5)
+        # Nothing bfd started outlives it, so nothing goes on writing partials.
+        wait_until(lambda: all(gone(pid) for pid in every_child), what="bfd's children to end")
         dest = tmp_path / "files"
-        before = {path: path.stat().st_size for path in dest.rglob("*") if path.is_file()}
-        time.sleep(1.0)  # a worker still running would go on writing partials here
-        after = {path: path.stat().st_size for path in dest.rglob("*") if path.is_file()}
-        assert before == after, "something went on writing after bfd was killed"
         daemon.start()
         job = daemon.wait_state("dl", ENDED, timeout=120)
         assert job.state == "completed", job.message

@@ -356,7 +356,8 @@ def test_bad_input_is_refused_at_submit_with_a_reason_and_bfd_carries_on(daemon,
     listed = failures(daemon, "nullurl")["failures"]
     assert dict(job.counts) == {"failed": 2}
     assert {(f["item"], f["error_class"]) for f in listed} == {("a", "connect"), ("b", "no_url")}
-    assert daemon.bfctl_json("list")["jobs"]  # still serving
+    # Still serving, and no refused submit left a job behind.
+    assert [job["name"] for job in daemon.bfctl_json("list")["jobs"]] == ["nullurl"]
 
 
 def test_duplicates_found_after_the_start_are_skipped_and_reported(daemon, tmp_path):

@@ -18,11 +18,13 @@ COLUMNS = ("url", "path", "size", "sha256", "md5", "etag")
 MAX_REPORTED_ERRORS = 10
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
-# No spaces or control characters (a raw NUL, a tab): such a URL cannot be fetched as given.
+# Printable ASCII only: no spaces, control characters (a raw NUL, a tab) or other letters
+# (é), which must be percent-encoded; libcurl takes nothing else. The host part also has
+# no / ? or #.
 HttpUrl = Annotated[
     str,
     StringConstraints(
-        pattern=r"^https?://[^\s\x00-\x1f\x7f/?#]+[^\s\x00-\x1f\x7f]*$", max_length=8192
+        pattern=r"^https?://[\x21\x22\x24-\x2e\x30-\x3e\x40-\x7e]+[\x21-\x7e]*$", max_length=8192
     ),
 ]
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$", to_lower=True)]
@@ -109,6 +111,8 @@ class _JsonLine:
             return json.loads(self.text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return _Unreadable(f"not valid JSON ({exc})")
+        except RecursionError:
+            return _Unreadable("nested too deeply; a row is one object of columns")
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
@@ -121,7 +125,8 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    import pyarrow.parquet as pq  # only a Parquet manifest needs Arrow
+    import pyarrow as pa  # only a Parquet manifest needs Arrow
+    import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(path)
@@ -131,10 +136,13 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
     if "url" not in names:
         raise InvalidArgument(f"manifest {path}: the Parquet file has no 'url' column")
     number = 0
-    for batch in parquet.iter_batches(columns=[c for c in COLUMNS if c in names]):
-        for record in batch.to_pylist():
-            number += 1
-            yield number, {key: value for key, value in record.items() if value is not None}
+    try:
+        for batch in parquet.iter_batches(columns=[c for c in COLUMNS if c in names]):
+            for record in batch.to_pylist():
+                number += 1
+                yield number, {key: value for key, value in record.items() if value is not None}
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:  # a damaged page, bad UTF-8
+        raise InvalidArgument(f"manifest {path}: not a readable Parquet file ({exc})") from None
 
 
 class _Unreadable:
@@ -177,6 +185,8 @@ def url_problem(url: object) -> str:
         return f"only http and https URLs can be fetched, not {scheme}://"
     if any(char.isspace() or ord(char) < 0x20 or char == "\x7f" for char in text):
         return "a URL may not hold spaces or control characters (encode a space as %20)"
+    if not text.isascii():
+        return "a URL must be ASCII: percent-encode other characters (é as %C3%A9)"
     if not rest or rest[0] in "/?#":
         return f"{shown(text, 80)} names no host"
     return f"{shown(text, 80)} is not a URL bfd can fetch"
@@ -207,6 +217,8 @@ def read_manifest(path: Path) -> Iterator[FileEntry]:
         raise InvalidArgument(f"manifest {path}: bfd may not read it (permission denied)") from None
     except UnicodeDecodeError as exc:
         raise InvalidArgument(f"manifest {path}: not UTF-8 text ({exc})") from None
+    except csv.Error as exc:  # a field past csv's limit (128 KiB), a broken quote
+        raise InvalidArgument(f"manifest {path}: not a CSV file bfd can read ({exc})") from None
     if errors:
         raise InvalidArgument(f"manifest {path}: " + "; ".join(errors))
     if count == 0:

@@ -60,6 +60,10 @@ class ItemFetcher:
             raise StepFailed(FETCH, "bad_url", f"not a URL ({exc}): {url[:200]}") from None
         if scheme not in ("http", "https"):
             raise StepFailed(FETCH, "bad_url", f"not an http(s) URL: {url[:200]}")
+        if not url.isascii() or any(char <= " " or char == "\x7f" for char in url):
+            # libcurl takes printable ASCII only; the rest must be percent-encoded.
+            message = "a URL must be printable ASCII (percent-encode the rest, é as %C3%A9)"
+            raise StepFailed(FETCH, "bad_url", f"{message}: {url[:200]!r}")
         attempts = tried + 1
         try:
             body = await self._engine.get(url, label=KIND, max_size=max_size, timeout_s=timeout_s)

@@ -93,12 +93,19 @@ class ScenesKind(ItemRows, JobKind, ItemExport):
 
 def _first_chunk(request: ScenesRequest) -> "tuple[int, ItemChunk | None]":
     """Check the input and read its first chunk: what is wrong there refuses the job."""
+    from pyarrow import ArrowException
+
     from bulkforge.daemon.scenes.items import Input
 
     source = Input(request.input, request.columns)
     if not source.rows_total:
         raise InvalidArgument(f"--input {request.input}: there are no rows to process")
-    first = next(source.chunks(), None)
+    try:
+        first = next(source.chunks(), None)
+    except (OSError, ArrowException, UnicodeDecodeError) as exc:  # a damaged page, bad UTF-8
+        raise InvalidArgument(
+            f"--input {request.input}: not a readable Parquet file ({exc})"
+        ) from None
     if first is None:
         return source.rows_total, None
     if first.rejected:

@@ -194,6 +194,8 @@ class TimestampRange(Column):
 
     @model_validator(mode="after")
     def _range(self) -> "TimestampRange":
+        if (self.start.tzinfo is None) != (self.end.tzinfo is None):
+            raise ValueError("give start and end both with a time zone, or both without")
         if self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
         return self
@@ -359,7 +361,8 @@ class Table(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rows: int | None = Field(default=None, ge=1, le=MAX_ROWS)
-    scale: float | None = Field(default=None, gt=0)
+    # At most MAX_ROWS, so rows x scale stays a number; check() bounds the product.
+    scale: float | None = Field(default=None, gt=0, le=MAX_ROWS)
     columns: dict[Name, AnyColumn] = Field(default_factory=dict)
     # A table derived from others (its rows and columns are its own), instead of columns.
     enrollments: Enrollments | None = None
@@ -411,6 +414,9 @@ class Spec(BaseModel):
         counts = {
             name: table.count(rows) for name, table in self.tables.items() if not table.enrollments
         }
+        for name, count in counts.items():
+            if count > MAX_ROWS:
+                raise ValueError(f"tables.{name}: {count:,} rows, more than {MAX_ROWS:,}")
         for name, table in self.tables.items():
             if table.enrollments:
                 table.enrollments.check(self, f"tables.{name}.enrollments")
@@ -505,7 +511,10 @@ def load(text: str, name: str) -> Spec:
             raise InvalidArgument(f"{name}: a spec is a .toml, .json or .yaml file")
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InvalidArgument(f"{name}: not valid: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument(f"{name}: nested too deeply to be a spec") from None
     try:
         return Spec.model_validate(document)
-    except ValidationError as exc:
-        raise InvalidArgument(f"{name}: {describe(exc)}") from None
+    except (ValidationError, RecursionError) as exc:
+        what = describe(exc) if isinstance(exc, ValidationError) else "nested too deeply"
+        raise InvalidArgument(f"{name}: {what}") from None

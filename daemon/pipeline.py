@@ -36,7 +36,7 @@ from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.jobs import JobRow, JobView, existing_job, jobs_in_states
-from bulkforge.daemon.machines import Tone
+from bulkforge.daemon.machines import Tone, TransitionConflict
 from bulkforge.daemon.machines.job import RUNNABLE
 from bulkforge.daemon.progress import throughput_bucket_ms
 from bulkforge.daemon.settings import Settings
@@ -113,7 +113,11 @@ class JobLoop(ABC):
                 for job in live:
                     if self._stopping:
                         return
-                    await self._schedule_job(job)
+                    try:
+                        await self._schedule_job(job)
+                    except TransitionConflict:
+                        # Paused or cancelled since it was read: the next pass sees it as it is.
+                        logger.debug("{}: job {} moved meanwhile", self.kind_name, job.name)
             except StoreFatal:
                 return
             except Exception:

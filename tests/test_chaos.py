@@ -12,6 +12,7 @@ BF_CHAOS_SEED=<seed> runs the same schedule again (timing still varies).
 """
 
 import hashlib
+import json
 import os
 import random
 import secrets
@@ -44,8 +45,8 @@ PROGRESS_TIMEOUT_S = 180
 # Sized so that the download and the scenes job are still at work after KILLS kills
 # (their pace is the origins' stalls, not the CPU); the clean and generate jobs, paced by
 # the CPU, take as many of the kills as their work lasts.
-FILES, DOWNLOAD_STALL_S = 400, 0.5
-SCENES, SCENES_STALL_S, SCENE_SHARD = 2400, 0.1, 25
+FILES, DOWNLOAD_STALL_S = 500, 0.5
+SCENES, SCENES_STALL_S, SCENE_SHARD = 3000, 0.05, 25
 GONE_EVERY = 97  # every 97th scenes item is gone from its origin
 SERIES, SERIES_ROWS = 6, 80_000  # of the clean job: each series two daily zips, cleaned whole
 GENERATED_ROWS, GENERATED_CHUNK, GENERATED_SEED = 1_000_000, 100_000, 17
@@ -339,6 +340,7 @@ def leftovers(dest: Path) -> list[Path]:
 
 def check_final_download(job: pb.Job, inputs: Inputs, dest: Path) -> None:
     assert job.state == "failed" and dict(job.counts) == {"done": FILES - 1, "failed": 1}, job
+    assert job.bytes_done == sum(len(data) for data in inputs.served().values())
     for name, data in inputs.downloads.files.items():
         if name != inputs.gone:
             assert (dest / name).read_bytes() == data, name
@@ -348,12 +350,31 @@ def check_final_download(job: pb.Job, inputs: Inputs, dest: Path) -> None:
 def check_final_scenes(job: pb.Job, inputs: Inputs, dest: Path, exported: set[str]) -> None:
     ok = set(inputs.scenes) - inputs.scenes_gone
     assert dict(job.counts) == {"done": len(ok), "failed": len(inputs.scenes_gone)}, job
+    assert job.bytes_done == sum(len(inputs.scenes[key]) for key in ok)
     samples = shard_samples(dest)
     assert set(samples) == ok and set(samples.values()) == {1}, "an item in two shards"
     check_shards(dest, {int(p.stem) for p in dest.glob("*.tar")}, inputs.scenes)
     keys = [row[0] for row in index_rows(dest)]
     assert sorted(keys) == sorted(inputs.scenes), "an item indexed twice or not at all"
     assert exported == ok
+
+
+def check_final_clean_and_generate(daemon: Daemon, jobs: Jobs, references: dict[str, Path]):
+    """Byte for byte what the uninterrupted runs wrote; the clean job's stats, rows counted
+    once, the same as the other's; every generated row counted once."""
+    assert outputs(jobs.dests["clean"]) == outputs(references["clean-ref"])
+    assert len(outputs(jobs.dests["clean"])) == 2 * 2 * SERIES  # data and stats of each day
+    stats = [
+        json.loads((dest / "_jobs" / name / "stats.json").read_text())
+        for name, dest in (("clean", jobs.dests["clean"]), ("clean-ref", references["clean-ref"]))
+    ]
+    assert {**stats[0], "job": "clean-ref"} == stats[1]
+    assert digests(jobs.dests["gen"]) == digests(references["gen-ref"])
+    tables = {t.name: t for t in daemon.stub.Status(pb.JobRef(name="gen"), timeout=30).tables}
+    assert tables["students"].rows_done == tables["students"].rows_total == GENERATED_ROWS
+    assert all(
+        t.rows_done == t.rows_total and t.parts_done == t.parts_total for t in tables.values()
+    )
 
 
 def rerun_uninterrupted(daemon: Daemon, inputs: Inputs, root: Path) -> dict[str, Path]:
@@ -367,13 +388,20 @@ def rerun_uninterrupted(daemon: Daemon, inputs: Inputs, root: Path) -> dict[str,
 
 
 def check_counts_match_rows(daemon: Daemon) -> None:
+    """The counts kept beside the items (what status reads) are the items' own, bytes too."""
     conn = read_only(daemon)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         for counts, table, column in (("file_counts", "files", "files"),
                                       ("scene_counts", "scenes", "items")):  # fmt: skip
-            kept = dict(conn.execute(f"SELECT state, {column} FROM {counts} WHERE {column} > 0"))
-            actual = dict(conn.execute(f"SELECT state, count(*) FROM {table} GROUP BY state"))
+            kept = conn.execute(
+                f"SELECT job_id, state, {column}, bytes FROM {counts} WHERE {column} > 0 "
+                "ORDER BY 1, 2"
+            ).fetchall()
+            actual = conn.execute(
+                f"SELECT job_id, state, count(*), coalesce(sum(size), 0) FROM {table} "
+                "GROUP BY 1, 2 ORDER BY 1, 2"
+            ).fetchall()
             assert kept == actual, (counts, kept, actual)
     finally:
         conn.close()
@@ -403,9 +431,7 @@ def test_kill_9_again_and_again_across_every_kind_of_job(make_daemon, tmp_path: 
     zips = {str(p.relative_to(inputs.zips)) for p in inputs.zips.rglob("*.zip")}
     assert last.exported["clean"] == zips
     references = rerun_uninterrupted(daemon, inputs, tmp_path / "ref")
-    assert outputs(jobs.dests["clean"]) == outputs(references["clean-ref"])
-    assert len(outputs(jobs.dests["clean"])) == 2 * 2 * SERIES  # data and stats of each day
-    assert digests(jobs.dests["gen"]) == digests(references["gen-ref"])
+    check_final_clean_and_generate(daemon, jobs, references)
     for name, dest in jobs.dests.items():
         assert not leftovers(dest), (name, leftovers(dest))
     assert daemon.stop() == 0, daemon.log_tail()

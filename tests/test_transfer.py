@@ -10,7 +10,9 @@ import hashlib
 import os
 import random
 import signal
+import socket
 import tarfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -296,3 +298,33 @@ def test_a_worker_that_keeps_dying_is_restarted_ever_later_and_reported(make_dae
             "transfer worker" in h["reason"] for h in daemon.bfctl_json("system")["holds"]
         )
         assert daemon.stop() == 0
+
+
+def test_an_order_libcurl_cannot_take_fails_alone_and_the_worker_carries_on():
+    # A real worker on a socketpair, as bfd drives it; the URL has a character libcurl
+    # cannot encode (bfd's boundaries refuse such URLs; this is the worker's own guard).
+    from bulkforge.daemon.bandwidth import Bandwidth
+    from bulkforge.daemon.transfer.protocol import Order, ToMemory, frame, unframe
+    from bulkforge.daemon.transfer.worker import Worker
+
+    bfd_end, worker_end = socket.socketpair()
+    bfd_end.settimeout(30)  # a worker that died answers nothing: recv times out
+    with Origin({"a.bin": b"abc"}) as origin:
+        worker = Worker(worker_end, Bandwidth(), connect_timeout=5, read_timeout_s=5)
+        orders = [
+            Order(1, origin.url_for("a.bin").replace("a.bin", "caf\u00e9"), {}, ToMemory(10)),
+            Order(2, origin.url_for("a.bin"), {}, ToMemory(10)),
+        ]
+        bfd_end.sendall(b"".join(frame(order) for order in orders))
+        answers, inbox = {}, bytearray()
+        runs = threading.Thread(target=worker.run, daemon=True)
+        runs.start()
+        while len(answers) < 2:
+            inbox += bfd_end.recv(1 << 16)
+            answers.update((answer.id, answer) for answer in unframe(inbox))
+        bfd_end.close()  # bfd closes its end: the worker ends
+        runs.join(timeout=30)
+    assert not runs.is_alive()
+    assert answers[1].miss.error_class == "bad_url" and not answers[1].miss.retryable
+    assert "libcurl cannot take" in answers[1].miss.message
+    assert answers[2].miss is None and answers[2].data == b"abc"

@@ -68,3 +68,7 @@ def too_large(size: int, limit: int) -> Miss:
     return Miss(
         "transfer", "too_large", f"the body is over {limit:,} bytes ({size:,} so far)", False
     )
+
+
+def unusable_order(exc: Exception) -> Miss:
+    return Miss("connect", "bad_url", f"libcurl cannot take this request: {exc}", False)

@@ -25,7 +25,7 @@ import time
 import pycurl
 
 from bulkforge.daemon.bandwidth import Bandwidth
-from bulkforge.daemon.transfer.classify import curl_miss, read_timeout
+from bulkforge.daemon.transfer.classify import curl_miss, read_timeout, unusable_order
 from bulkforge.daemon.transfer.protocol import (
     Answer,
     Cancel,
@@ -223,7 +223,13 @@ class Worker:
                 self.multi.setopt(pycurl.M_MAXCONNECTS, max(1, message.idle))
 
     def _start(self, order: Order) -> None:
-        transfer = Transfer(self, order)
+        try:
+            transfer = Transfer(self, order)
+        except (pycurl.error, UnicodeError, ValueError) as exc:
+            # An order libcurl cannot take (a URL it cannot encode) fails alone: the worker
+            # and every other transfer on it carry on.
+            self.send(Answer(order.id, miss=unusable_order(exc)))
+            return
         self.transfers[order.id] = transfer
         self.by_handle[transfer.handle] = transfer
         self.multi.add_handle(transfer.handle)

@@ -299,7 +299,7 @@ def summary(args, runs: Runs, load_before: tuple, load_after: tuple) -> dict:
     files = len(runs.rows)
     alone = files / statistics.median(runs.seconds[ALONE])
     conditions = {}
-    for condition in [*runs.seconds, IDLE]:
+    for condition in [*runs.seconds, *([IDLE] if IDLE in runs.latencies else [])]:
         entry: dict = {}
         if condition in runs.seconds:
             rate = files / statistics.median(runs.seconds[condition])
@@ -318,6 +318,8 @@ def summary(args, runs: Runs, load_before: tuple, load_after: tuple) -> dict:
             ]
             entry["status_calls_per_s"] = round(statistics.median(runs.calls_per_s[condition]), 1)
             entry["clients"] = dict(runs.tally[condition])
+        if condition in runs.seconds and condition in runs.latencies:
+            entry["bfd_cpu_ms_per_call"] = cpu_per_call(runs, condition)
         conditions[condition] = entry
     return {
         "files": files,
@@ -329,6 +331,16 @@ def summary(args, runs: Runs, load_before: tuple, load_after: tuple) -> dict:
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in load_after],
     }
+
+
+def cpu_per_call(runs: Runs, condition: str) -> float:
+    """bfd's CPU (ms) per Status call: what a loaded run used beyond a run alone, over the
+    calls of a run (the watches' share included)."""
+    extra_s = statistics.median(runs.bfd_cpu_s[condition]) - statistics.median(
+        runs.bfd_cpu_s[ALONE]
+    )
+    calls_per_run = len(runs.latencies[condition]) / len(runs.seconds[condition])
+    return round(1000 * extra_s / max(1.0, calls_per_run), 2)
 
 
 def verdicts(result: dict) -> list[str]:
@@ -356,6 +368,7 @@ def result_table(result: dict) -> list[str]:
         "Status p50 / p99 / max ms",
         "Status calls/s",
         "bfd CPU s",
+        "bfd CPU ms per call",
         "clients CPU s",
     )
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -370,6 +383,7 @@ def result_table(result: dict) -> list[str]:
             " / ".join(str(ms) for ms in entry["status_ms"]) if polled else "-",
             str(entry["status_calls_per_s"]) if polled else "-",
             str(entry["bfd_cpu_s"]) if downloading else "-",
+            str(entry.get("bfd_cpu_ms_per_call", "-")),
             str(entry["client_cpu_s"]) if downloading and condition != ALONE else "-",
         )
         lines.append("| " + " | ".join(cells) + " |")

@@ -16,6 +16,10 @@ import json
 import os
 import random
 import secrets
+import select
+import socket
+import subprocess
+import sys
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -26,13 +30,23 @@ import apsw
 import pyarrow.parquet as pq
 import pytest
 from binance_data import write_trades_zip
-from conftest import FAST_RETRIES, Daemon, Dataset, make_dataset, manifest_rows, write_manifest
+from conftest import (
+    FAST_RETRIES,
+    Daemon,
+    Dataset,
+    make_dataset,
+    manifest_rows,
+    wait_until,
+    write_manifest,
+)
 from origin import Fault, FaultKind, Origin
 from test_clean import outputs
 from test_crash import check_done_files
 from test_generate import SPEC, digests
 from test_scenes import index_rows, items, shard_samples, write_input
 
+from bulkforge.daemon.bandwidth import Bandwidth
+from bulkforge.daemon.transfer.protocol import Order, ToFile, frame
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 KILLS = 30
@@ -58,6 +72,10 @@ DONE_ITEMS = {
     "generate": "SELECT table_name || '/' || idx FROM generate_parts "
     "WHERE job_id = ? AND state = 'done'",
 }
+DONE_PARTS = (
+    "SELECT table_name, idx, sha256 FROM generate_parts JOIN jobs ON jobs.id = job_id "
+    "WHERE jobs.name = 'gen' AND generate_parts.state = 'done'"
+)
 COMPLETE_SHARDS = (
     "SELECT idx FROM batches JOIN jobs ON jobs.id = batches.job_id "
     "WHERE jobs.name = 'scenes' AND batches.state = 'complete'"
@@ -250,9 +268,7 @@ def check_store_after_kill(
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         done = done_in_store(conn)
-        parts = conn.execute(
-            "SELECT table_name, idx, sha256 FROM generate_parts WHERE state = 'done'"
-        ).fetchall()
+        parts = conn.execute(DONE_PARTS).fetchall()
         shards = {index for (index,) in conn.execute(COMPLETE_SHARDS)}
     finally:
         conn.close()
@@ -333,9 +349,12 @@ def kill_again_and_again(daemon: Daemon, jobs: Jobs, inputs: Inputs, rng, export
 # -- the end ---------------------------------------------------------------------------------
 
 
+LEFT = (".partial", ".tmp")
+
+
 def leftovers(dest: Path) -> list[Path]:
-    """Temporary files: partials, and the dot-named temp files of durable writes."""
-    return [p for p in dest.rglob("*") if p.name.startswith(".") or p.name.endswith(".partial")]
+    """Temporary files: partials, and the temp files of durable writes."""
+    return [p for p in dest.rglob("*") if p.name.startswith(".") or p.name.endswith(LEFT)]
 
 
 def check_final_download(job: pb.Job, inputs: Inputs, dest: Path) -> None:
@@ -436,3 +455,26 @@ def test_kill_9_again_and_again_across_every_kind_of_job(make_daemon, tmp_path: 
         assert not leftovers(dest), (name, leftovers(dest))
     assert daemon.stop() == 0, daemon.log_tail()
     check_counts_match_rows(daemon)
+    assert "Traceback" not in daemon.log.read_text(), "a process of bfd died of an exception"
+
+
+def test_a_transfer_worker_whose_bfd_is_killed_ends_quietly(tmp_path: Path) -> None:
+    """What the chaos found: bfd killed with a worker's progress unread resets the worker's
+    socket, and the worker died of the ConnectionResetError with a traceback in bfd's log
+    (about one kill in ten). A reset says what an end of file says: bfd is gone."""
+    stall = {"slow.bin": Fault(FaultKind.STALL, after_bytes=10, seconds=30)}
+    with Origin({"slow.bin": b"s" * 1000}, stall) as origin:
+        ours, theirs = socket.socketpair()
+        bandwidth = Bandwidth()
+        command = [sys.executable, "-m", "bulkforge.daemon.transfer.worker", str(theirs.fileno()),
+                   str(bandwidth.fd), str(os.getpid()), "2", "30"]  # fmt: skip
+        worker = subprocess.Popen(
+            command, pass_fds=(theirs.fileno(), bandwidth.fd), stderr=subprocess.PIPE
+        )
+        theirs.close()
+        sink = ToFile(str(tmp_path / "slow.bin.partial"), 0, None, 1000, False, str(tmp_path))
+        ours.sendall(frame(Order(1, origin.url_for("slow.bin"), {}, sink)))
+        wait_until(lambda: select.select([ours], [], [], 0)[0], what="the worker's progress")
+        ours.close()  # as the kernel closes a killed bfd's end: with that progress unread
+        _, errors = worker.communicate()
+    assert worker.returncode == 0 and b"Traceback" not in errors, errors.decode()

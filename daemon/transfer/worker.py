@@ -209,7 +209,10 @@ class Worker:
         return max(0.0, min(due) - now) if due else None
 
     def _read_control(self) -> None:
-        data = self.control.recv(1 << 20)
+        try:
+            data = self.control.recv(1 << 20)
+        except ConnectionResetError:
+            data = b""  # bfd's end went with our bytes unread: it was killed
         if not data:
             self._close()  # bfd closed its end: it is stopping or retiring this worker
             return

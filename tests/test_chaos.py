@@ -349,12 +349,9 @@ def kill_again_and_again(daemon: Daemon, jobs: Jobs, inputs: Inputs, rng, export
 # -- the end ---------------------------------------------------------------------------------
 
 
-LEFT = (".partial", ".tmp")
-
-
 def leftovers(dest: Path) -> list[Path]:
-    """Temporary files: partials, and the temp files of durable writes."""
-    return [p for p in dest.rglob("*") if p.name.startswith(".") or p.name.endswith(LEFT)]
+    """What a transfer or a durable write leaves while under way: a partial or a temp file."""
+    return [p for p in dest.rglob("*") if p.name.endswith((".partial", ".tmp"))]
 
 
 def check_final_download(job: pb.Job, inputs: Inputs, dest: Path) -> None:

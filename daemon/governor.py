@@ -30,6 +30,7 @@ WAITING_FOR_SPACE = "waiting for space"
 WAITING_FOR_MEMORY = "waiting for memory"
 # RSS is measured at most this often (each scheduling pass asks).
 RSS_EVERY_S = 0.5
+_CHILDREN_LISTED = Path(f"/proc/self/task/{os.getpid()}/children").exists()
 # How often a worker process looks whether bfd, its parent, is still there.
 ORPHAN_CHECK_S = 0.5
 # How long closing waits for a worker's piece of work before ending the worker.
@@ -214,10 +215,7 @@ class Governor:
         """RSS of the daemon and its worker processes, measured at most every RSS_EVERY_S."""
         measured_at, value = self._rss
         if time.monotonic() - measured_at > RSS_EVERY_S:
-            process = psutil.Process()
-            value = process.memory_info().rss + sum(
-                child.memory_info().rss for child in process.children(recursive=True)
-            )
+            value = sum(_rss_of(pid) for pid in (os.getpid(), *_descendants(os.getpid())))
             self._rss = (time.monotonic(), value)
         return value
 
@@ -249,3 +247,22 @@ class Governor:
                 f"memory cap of {self.memory_cap:,}; new work starts once they use less"
             )
         return None
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process under pid, from its threads' children lists: psutil's children() reads
+    every process of the machine, a stall of milliseconds on the event loop twice a second."""
+    if not _CHILDREN_LISTED:  # a kernel without CONFIG_PROC_CHILDREN
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    found = []
+    for listed in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for child in map(int, listed.read_text().split()):
+                found += [child, *_descendants(child)]
+    return found
+
+
+def _rss_of(pid: int) -> int:
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process(pid).memory_info().rss
+    return 0  # it ended since it was listed

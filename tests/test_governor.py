@@ -1,6 +1,11 @@
 """The governor's limits change at runtime, and the memory cap holds new work back."""
 
+import os
+import subprocess
+import sys
+
 import grpc
+import psutil
 import pytest
 from conftest import make_dataset, manifest_rows, wait_until, write_manifest
 from origin import Origin
@@ -50,3 +55,22 @@ def test_memory_cap_holds_new_work_until_it_is_raised(daemon, tmp_path):
         job = daemon.wait_state("capped", {"completed", "failed"})
     assert job.state == "completed"
     assert daemon.bfctl_json("status", "capped")["message"] == ""
+
+
+def test_the_memory_cap_counts_every_process_under_bfd():
+    # The processes the governor adds up are the ones psutil finds by walking the machine.
+    from bulkforge.daemon.governor import _descendants
+
+    nested = "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
+    children = [subprocess.Popen(["sleep", "60"]), subprocess.Popen([sys.executable, "-c", nested])]
+    try:
+        expected = {children[0].pid, children[1].pid}
+        wait_until(
+            lambda: len(psutil.Process().children(recursive=True)) >= 3, what="the grandchild"
+        )
+        found = set(_descendants(os.getpid()))
+        assert found == {child.pid for child in psutil.Process().children(recursive=True)}
+        assert expected < found  # the grandchild is counted too
+    finally:
+        for process in psutil.Process().children(recursive=True):
+            process.kill()

@@ -180,7 +180,7 @@ class Servicer(pb_grpc.BulkforgeServicer):
             job = messages.job_message(view)
             final = view.job.state in WATCH_ENDS
             if final or job != sent or time.monotonic() - sent_at >= heartbeat:
-                yield messages.watch_event(job, pace, final, observed_at=time.time())
+                yield messages.watch_event(job, pace, final, observed_at=view.read_at)
                 sent, sent_at = job, time.monotonic()
             if final:
                 return

@@ -13,9 +13,10 @@ from origin import Fault, FaultKind, Origin
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
-def test_pollers_see_a_verbs_change_as_soon_as_the_verb_answers(daemon, tmp_path):
+def test_pollers_see_a_verbs_change_as_soon_as_the_verb_answers(patient_daemon, tmp_path):
+    daemon = patient_daemon
     data = b"p" * 100_000
-    stall = {"a.bin": Fault(FaultKind.STALL, after_bytes=40_000, seconds=60, times=1)}
+    stall = {"a.bin": Fault(FaultKind.STALL, after_bytes=40_000, seconds=3600, times=1)}
     with Origin({"a.bin": data}, stall) as origin:
         row = {"url": origin.url_for("a.bin"), "path": "a.bin", "size": len(data)}
         daemon.submit("polled", write_manifest(tmp_path / "m.jsonl", [row]), tmp_path / "d")

@@ -125,6 +125,10 @@ def test_a_table_is_the_same_whatever_the_chunks_and_a_new_column_changes_no_oth
         (("rows = 12", "rows = 0"), "departments.rows"),
         (('pattern = "Dept [A-Z]{2}"', 'pattern = "Dept [A-B]{2}"'), "departments.columns.name"),
         (("start = 1000, primary_key = true", "primary_key = true, null = 0.1"), "student_id"),
+        (("start = 1000, primary_key", "start = 9223372036854775000, primary_key"), "student_id"),
+        (("start = 1000, primary_key", "start = 9223372036854775808, primary_key"), "student_id"),
+        (("min = 0, max = 240", "min = 0, max = 100000000000000000000"), "credits"),
+        (("min = 0, max = 240", "min = -9223372036854775808, max = 9"), "credits"),
     ],
 )
 def test_a_bad_spec_is_refused_naming_the_field(change: tuple[str, str], named: str) -> None:

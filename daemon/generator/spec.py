@@ -33,6 +33,10 @@ from bulkforge.daemon.validation import describe
 from bulkforge.proto.units import MAX_ROWS
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+# Integer columns are Arrow int64: their bounds, and a span a uniform draw can scale to.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+MAX_INTEGER_SPAN = 2**62
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -68,8 +72,12 @@ class Column(BaseModel):
 
 class Sequence(Column):
     kind: Literal["sequence"]
-    start: int = 1
-    step: int = 1
+    start: Int64 = 1
+    step: Int64 = 1
+
+    def fits(self, rows: int) -> bool:
+        """Its last value is an int64 too (Arrow would wrap it around silently)."""
+        return INT64_MIN <= self.start + self.step * (rows - 1) <= INT64_MAX
 
     @model_validator(mode="after")
     def _moves(self) -> "Sequence":
@@ -88,8 +96,8 @@ class Distributed(Column):
 
 class Integers(Distributed):
     kind: Literal["integer"]
-    min: int
-    max: int
+    min: Int64
+    max: Int64
 
     def distinct(self) -> int | None:
         return self.max - self.min + 1
@@ -98,6 +106,8 @@ class Integers(Distributed):
     def _range(self) -> "Integers":
         if self.max < self.min:
             raise ValueError(f"max {self.max} is below min {self.min}")
+        if self.max - self.min >= MAX_INTEGER_SPAN:
+            raise ValueError(f"min to max spans more than 2^62 values ({self.min}..{self.max})")
         if self.unique and self.distribution != "uniform":
             raise ValueError("a unique integer column must be uniform")
         return self
@@ -423,6 +433,11 @@ class Spec(BaseModel):
             for column_name, column in table.columns.items():
                 where = f"tables.{name}.columns.{column_name}"
                 _check_references(self, name, column, where)
+                if isinstance(column, Sequence) and not column.fits(counts[name]):
+                    raise ValueError(
+                        f"{where}: start {column.start} step {column.step} passes the largest "
+                        f"64-bit integer within {counts[name]:,} rows"
+                    )
                 distinct = column.distinct()
                 if column.unique and distinct is not None and distinct < counts[name]:
                     raise ValueError(

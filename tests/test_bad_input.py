@@ -46,8 +46,8 @@ def submit_manifest(daemon: Daemon, manifest: Path, dest: Path, name: str = "bad
         ("m.txt", URL, "unknown format"),
         (
             "m.jsonl",
-            f'{{"url": "{URL}", "path": "x"}}\n{{"url": "{URL}", "path": "x"}}\n',
-            "both be written to 'x'",
+            f'{{"url": "{URL}", "path": "x"}}\n{{"url": "{URL}2", "path": "x"}}\n',
+            f"2 entries (the URLs '{URL}' and '{URL}2' among them) would all be written to 'x'",
         ),
     ],
 )

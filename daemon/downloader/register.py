@@ -16,6 +16,7 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.downloader.manifest import FileEntry
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.store import now_ms
+from bulkforge.proto.units import shown
 
 KIND = "download"
 
@@ -60,11 +61,19 @@ def create_staged_job(
     if existing is not None:
         return existing, False
     duplicate = conn.execute(
-        f"SELECT path FROM temp.{table} GROUP BY path HAVING count(*) > 1 LIMIT 1"
+        f"SELECT path, min(url), max(url), count(*) FROM temp.{table}"
+        " GROUP BY path HAVING count(*) > 1 LIMIT 1"
     ).fetchone()
     if duplicate:
+        path, first, last, count = duplicate
+        urls = (
+            f"the URL {shown(first, 200)}"
+            if first == last
+            else (f"the URLs {shown(first, 200)} and {shown(last, 200)} among them")
+        )
         raise InvalidArgument(
-            f"two entries would both be written to {duplicate[0]!r}; give them distinct paths"
+            f"{count} entries ({urls}) would all be written to {shown(path, 200)}: "
+            "give them distinct paths"
         )
     files, total = conn.execute(
         f"SELECT count(*), coalesce(sum(size), 0) FROM temp.{table}"

@@ -1,5 +1,7 @@
-"""Turn pydantic's validation errors into one line a person can act on."""
+"""Turn pydantic's validation errors into one line a person can act on; the names and
+URLs every kind accepts."""
 
+import re
 from collections.abc import Callable
 from typing import Annotated
 
@@ -10,6 +12,37 @@ from bulkforge.proto import units
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 JobName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+
+# A URL the transfer workers can fetch: http(s), printable ASCII only — no spaces, control
+# characters (a raw NUL, a tab) or other letters (é), which must be percent-encoded, since
+# libcurl takes nothing else — and a host part without / ? or #.
+URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[\x21\x22\x24-\x2e\x30-\x3e\x40-\x7e]+[\x21-\x7e]*$"
+MAX_URL_CHARS = 8192
+HttpUrl = Annotated[str, StringConstraints(pattern=URL_PATTERN, max_length=MAX_URL_CHARS)]
+_FETCHABLE = re.compile(URL_PATTERN)
+
+
+def url_problem(url: object) -> str | None:
+    """What is wrong with a URL the workers cannot fetch, in words an operator can act on;
+    None when they can."""
+    text = str(url)
+    if _FETCHABLE.match(text) and len(text) <= MAX_URL_CHARS:
+        return None
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return f"{units.shown(text, 80)} is not a URL; give http://HOST/PATH or https://HOST/PATH"
+    if scheme.lower() not in ("http", "https"):
+        return f"only http and https URLs can be fetched, not {scheme[:20]}://"
+    if any(char.isspace() or ord(char) < 0x20 or char == "\x7f" for char in text):
+        return "a URL may not hold spaces or control characters (encode a space as %20)"
+    if not text.isascii():
+        return "a URL must be ASCII: percent-encode other characters (é as %C3%A9)"
+    if not rest or rest[0] in "/?#":
+        return f"{units.shown(text, 80)} names no host"
+    if len(text) > MAX_URL_CHARS:
+        return f"a URL of {len(text):,} characters is longer than {MAX_URL_CHARS:,}"
+    return f"{units.shown(text, 80)} is not a URL bfd can fetch"
+
 
 FRIENDLY = {
     "missing": "missing",

@@ -11,22 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from bulkforge.daemon.downloader.paths import path_from_url, safe_relative_path
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.daemon.validation import describe
+from bulkforge.daemon.validation import HttpUrl, describe, url_problem
 from bulkforge.proto.units import shown
 
 COLUMNS = ("url", "path", "size", "sha256", "md5", "etag")
 MAX_REPORTED_ERRORS = 10
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
-# Printable ASCII only: no spaces, control characters (a raw NUL, a tab) or other letters
-# (é), which must be percent-encoded; libcurl takes nothing else. The host part also has
-# no / ? or #.
-HttpUrl = Annotated[
-    str,
-    StringConstraints(
-        pattern=r"^https?://[\x21\x22\x24-\x2e\x30-\x3e\x40-\x7e]+[\x21-\x7e]*$", max_length=8192
-    ),
-]
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$", to_lower=True)]
 Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{32}$", to_lower=True)]
 
@@ -173,23 +164,6 @@ def _row(record: Any) -> ManifestRow:
         return ManifestRow.model_validate(record)
     except ValidationError as exc:
         raise InvalidArgument(describe(exc, {"url": url_problem})) from None
-
-
-def url_problem(url: object) -> str:
-    """What is wrong with a URL the pattern refused, in words an operator can act on."""
-    text = str(url)
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        return f"{shown(text, 80)} is not a URL; give http://HOST/PATH or https://HOST/PATH"
-    if scheme.lower() not in ("http", "https"):
-        return f"only http and https URLs can be fetched, not {scheme}://"
-    if any(char.isspace() or ord(char) < 0x20 or char == "\x7f" for char in text):
-        return "a URL may not hold spaces or control characters (encode a space as %20)"
-    if not text.isascii():
-        return "a URL must be ASCII: percent-encode other characters (é as %C3%A9)"
-    if not rest or rest[0] in "/?#":
-        return f"{shown(text, 80)} names no host"
-    return f"{shown(text, 80)} is not a URL bfd can fetch"
 
 
 def read_manifest(path: Path) -> Iterator[FileEntry]:

@@ -20,6 +20,7 @@ from bulkforge.daemon.scenes.steps import FETCH, StepFailed
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.transfer.engine import Engine
 from bulkforge.daemon.transfer.failed import TransferFailed
+from bulkforge.daemon.validation import url_problem
 
 _EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,5})$")
 
@@ -54,16 +55,8 @@ class ItemFetcher:
         """
         if not url:
             raise StepFailed(FETCH, "no_url", "the input row has no URL")
-        try:
-            scheme = urlsplit(url).scheme
-        except ValueError as exc:
-            raise StepFailed(FETCH, "bad_url", f"not a URL ({exc}): {url[:200]}") from None
-        if scheme not in ("http", "https"):
-            raise StepFailed(FETCH, "bad_url", f"not an http(s) URL: {url[:200]}")
-        if not url.isascii() or any(char <= " " or char == "\x7f" for char in url):
-            # libcurl takes printable ASCII only; the rest must be percent-encoded.
-            message = "a URL must be printable ASCII (percent-encode the rest, é as %C3%A9)"
-            raise StepFailed(FETCH, "bad_url", f"{message}: {url[:200]!r}")
+        if problem := url_problem(url):  # the rule manifests are checked by, too
+            raise StepFailed(FETCH, "bad_url", problem)
         attempts = tried + 1
         try:
             body = await self._engine.get(url, label=KIND, max_size=max_size, timeout_s=timeout_s)

@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from bulkforge.proto import credentials as credentials_file
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
 from bulkforge.proto.defaults import default_socket
@@ -170,34 +171,35 @@ def check_socket(path: Path) -> None:
 
 def tls_credentials(remote: Remote) -> grpc.ChannelCredentials:
     """TLS with the system roots or the given CA (a private CA is the usual case), a client
-    certificate when bfd asks for one, and the bearer token on every call when given."""
+    certificate when bfd asks for one, and the bearer token on every call when given.
+
+    Every file is read as `proto/credentials.py` says: bounded, a regular file, and the
+    secrets (the token, the private key) readable by their owner only, as ssh wants its keys.
+    """
     if (remote.tls_cert is None) != (remote.tls_key is None):
         raise SettingError("give {tls_cert} and {tls_key} together (a client certificate)")
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=_read(remote, "tls_ca"),
-        private_key=_read(remote, "tls_key"),
-        certificate_chain=_read(remote, "tls_cert"),
+        root_certificates=_read(remote, "tls_ca", credentials_file.read_pem, secret=False),
+        private_key=_read(remote, "tls_key", credentials_file.read_pem, secret=True),
+        certificate_chain=_read(remote, "tls_cert", credentials_file.read_pem, secret=False),
     )
-    if remote.token_file is None:
+    token = _read(remote, "token_file", credentials_file.read_token)
+    if token is None:
         return credentials
-    token = (_read(remote, "token_file") or b"").decode().strip()
-    if not token:
-        raise SettingError("{token_file} {path}: the file is empty", path=remote.token_file)
     return grpc.composite_channel_credentials(
         credentials, grpc.access_token_call_credentials(token)
     )
 
 
-def _read(remote: Remote, setting: str) -> bytes | None:
+def _read(remote: Remote, setting: str, read: Callable[..., Any], **how: bool) -> Any:
+    """What read makes of the file a setting names (None when not given), or SettingError."""
     path = getattr(remote, setting)
     if path is None:
         return None
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise SettingError(
-            f"{{{setting}}} {{path}}: cannot be read ({{why}})", path=path, why=exc.strerror
-        ) from None
+        return read(path, **how)
+    except credentials_file.CredentialError as exc:
+        raise SettingError(f"{{{setting}}} {{path}}: {{why}}", path=path, why=exc.reason) from None
 
 
 class Client:

@@ -7,7 +7,7 @@ from pathlib import Path
 from loguru import logger
 from pydantic import ValidationError
 
-from bulkforge.daemon.app import EXIT_REFUSED, run
+from bulkforge.daemon.app import EXIT_CONFIG, run
 from bulkforge.daemon.logs import setup_logging
 from bulkforge.daemon.settings import load_settings
 from bulkforge.daemon.validation import describe
@@ -33,6 +33,21 @@ def parser() -> argparse.ArgumentParser:
     )
     flags.add_argument(
         "--token-file", type=Path, help="with --listen: the bearer token every TCP call carries"
+    )
+    flags.add_argument(
+        "--allow-unauthenticated",
+        action="store_const",
+        const=True,
+        help="let --listen serve a non-loopback address without a token or a client CA",
+    )
+    flags.add_argument(
+        "--listen-max-connections", type=int, metavar="N", help="TCP connections at once (256)"
+    )
+    flags.add_argument(
+        "--listen-handshake-timeout",
+        type=float,
+        metavar="S",
+        help="seconds a TCP connection has for its TLS handshake (10)",
     )
     flags.add_argument(
         "--data-root",
@@ -79,10 +94,10 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings(args, config)
     except FileNotFoundError as exc:
         logger.error("{}", exc)
-        sys.exit(EXIT_REFUSED)
+        sys.exit(EXIT_CONFIG)
     except ValidationError as exc:
         logger.error("bad settings: {}", describe(exc))
-        sys.exit(EXIT_REFUSED)
+        sys.exit(EXIT_CONFIG)
     setup_logging(settings.log_level, settings.log_format)
     sys.exit(run(settings))
 

@@ -1,8 +1,10 @@
 """bfd as a library: `run(settings)` owns the lock, the store, the pipelines and the API.
 
 Exit codes: 0 after a clean stop, 1 when startup is refused (another bfd holds
-the state dir or the socket, bad config), 74 (EX_IOERR) after an I/O error of
-the store or of an fsync: the daemon never carries on past one.
+the state dir or the socket, a port taken), 78 (EX_CONFIG) when the configuration
+cannot work until someone changes it (a bad setting, a credential file too open or
+malformed), 74 (EX_IOERR) after an I/O error of the store or of an fsync: the daemon
+never carries on past one.
 """
 
 import asyncio
@@ -22,7 +24,8 @@ from grpc_reflection.v1alpha import reflection
 from loguru import logger
 
 from bulkforge.daemon import jobs, registry
-from bulkforge.daemon.api.access import BearerToken, read_token
+from bulkforge.daemon.api import listener
+from bulkforge.daemon.api.access import BearerToken
 from bulkforge.daemon.api.servicer import Servicer, version
 from bulkforge.daemon.control import Control
 from bulkforge.daemon.disks import missing_parts, remove_empty
@@ -42,6 +45,7 @@ if TYPE_CHECKING:  # prometheus-client is imported only when metrics are served
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
+EXIT_CONFIG = 78
 EXIT_IO_ERROR = 74
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Bulkforge"].full_name
 MAX_SOCKET_PATH = 104
@@ -151,6 +155,11 @@ def run(settings: Settings) -> int:
     lifecycle = Lifecycle()
     use_lean_memory()
     try:
+        tcp = listener.load(settings, listener.raise_open_files_limit())
+    except listener.ListenerRefused as exc:
+        logger.error("refusing to start: {}", exc)
+        return EXIT_CONFIG
+    try:
         locks = _take_ownership(settings)
     except StartupRefused as exc:
         logger.error("{}", exc)
@@ -166,7 +175,7 @@ def run(settings: Settings) -> int:
             return EXIT_IO_ERROR
         store.start()
         try:
-            asyncio.run(_serve(settings, store, lifecycle))
+            asyncio.run(_serve(settings, store, lifecycle, tcp))
         except StoreFatal as exc:
             lifecycle.fatal(exc)
         finally:
@@ -180,7 +189,9 @@ def run(settings: Settings) -> int:
     return lifecycle.exit_code
 
 
-async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None:
+async def _serve(
+    settings: Settings, store: Store, lifecycle: Lifecycle, tcp: listener.Listener | None
+) -> None:
     loop = asyncio.get_running_loop()
     stop = lifecycle.attach(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -204,7 +215,7 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
         lifecycle.exit_code = EXIT_REFUSED
         return
     try:
-        servers, health_servicer = await _start_servers(settings, control)
+        servers, health_servicer = await _start_servers(settings, control, tcp)
     except (OSError, RuntimeError, Refused) as exc:  # a port taken, a file unreadable
         logger.error("cannot serve the API: {}", exc)
         lifecycle.exit_code = EXIT_REFUSED
@@ -253,20 +264,29 @@ async def _serve_metrics(settings: Settings, control: Control, store: Store) -> 
 
 
 async def _start_servers(
-    settings: Settings, control: Control
+    settings: Settings, control: Control, tcp: listener.Listener | None
 ) -> tuple[list[grpc.aio.Server], health.aio.HealthServicer]:
-    """The unix socket's server, and with --listen a TLS one (token and client CA if set)."""
+    """The unix socket's server, and with --listen a TLS one (token and client CA if set).
+
+    Each is its own gRPC server: the TCP one's connection cap and deadlines are its own, so
+    nothing that reaches it can take the unix socket's connections.
+    """
     health_servicer = health.aio.HealthServicer()
     servicer = Servicer(control, settings.max_watches)
     local = _server(servicer, health_servicer, [])
     local.add_insecure_port(f"unix:{settings.socket}")
     servers = [local]
-    if settings.listen:
-        interceptors = [BearerToken(read_token(settings.token_file))] if settings.token_file else []
-        remote = _server(servicer, health_servicer, interceptors)
-        bound = remote.add_secure_port(settings.listen, _tls(settings))
+    if settings.listen and tcp is not None:
+        interceptors = [BearerToken(tcp.token)] if tcp.token else []
+        remote = _server(servicer, health_servicer, interceptors, tcp.options)
+        bound = remote.add_secure_port(settings.listen, _tls(tcp))
         control.listen_address = f"{settings.listen.rpartition(':')[0]}:{bound}"
         servers.append(remote)
+        if settings.allow_unauthenticated and not (tcp.token or tcp.client_ca):
+            logger.warning(
+                "allow_unauthenticated: anyone who reaches {} may call every verb",
+                control.listen_address,
+            )
     for server in servers:
         await server.start()
     # Group members (operators) may connect; nobody else.
@@ -277,10 +297,13 @@ async def _start_servers(
 
 
 def _server(
-    servicer: Servicer, health_servicer: health.aio.HealthServicer, interceptors: list
+    servicer: Servicer,
+    health_servicer: health.aio.HealthServicer,
+    interceptors: list,
+    bounds: list[tuple[str, int]] | None = None,
 ) -> grpc.aio.Server:
     # A request is small (a manifest travels by path): the largest is a list of URLs.
-    options = [("grpc.max_receive_message_length", MAX_REQUEST_BYTES)]
+    options = [("grpc.max_receive_message_length", MAX_REQUEST_BYTES), *(bounds or [])]
     server = grpc.aio.server(interceptors=interceptors, options=options)
     pb_grpc.add_BulkforgeServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -290,14 +313,14 @@ def _server(
     return server
 
 
-def _tls(settings: Settings) -> grpc.ServerCredentials:
+def _tls(tcp: listener.Listener) -> grpc.ServerCredentials:
     """bfd's certificate; a client certificate of tls_client_ca demanded when it is set."""
-    assert settings.tls_cert and settings.tls_key
-    pair = [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
-    if settings.tls_client_ca is None:
+    pair = [(tcp.key, tcp.cert)]
+    if tcp.client_ca is None:
         return grpc.ssl_server_credentials(pair)
-    client_ca = settings.tls_client_ca.read_bytes()
-    return grpc.ssl_server_credentials(pair, root_certificates=client_ca, require_client_auth=True)
+    return grpc.ssl_server_credentials(
+        pair, root_certificates=tcp.client_ca, require_client_auth=True
+    )
 
 
 async def _report(notifier: Notifier, store: Store, control: Control) -> None:

@@ -81,6 +81,8 @@ class SystemView:
     metrics_address: str = ""
     # Where the TLS API listens (HOST:PORT), or "" without --listen.
     listen_address: str = ""
+    # Whether that listener takes calls no token or client certificate authenticates.
+    allow_unauthenticated: bool = False
 
 
 class SharedViews:
@@ -257,6 +259,9 @@ class Control:
             commit_p99_ms=writer.commit_p99_ms(),
             metrics_address=self.metrics_address,
             listen_address=self.listen_address,
+            allow_unauthenticated=bool(
+                settings.listen and not (settings.token_file or settings.tls_client_ca)
+            ),
             disks=[_disk_use(path) for path in dests if os.path.isdir(path)],
         )
 

@@ -1,5 +1,6 @@
 """The one settings model of bfd: flags > BULKFORGE_* environment > TOML file > defaults."""
 
+import ipaddress
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,20 @@ def default_state_dir() -> Path:
         return Path("/var/lib/bulkforge")
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "bulkforge"
+
+
+def is_loopback(address: str) -> bool:
+    """Whether HOST:PORT names only this host: a loopback IP, or localhost.
+
+    A name is not resolved: whatever else it resolves to (now or later) may be reachable.
+    """
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 Size = Annotated[ByteSize, BeforeValidator(_parsed(parse_size))]
@@ -77,7 +92,30 @@ class Settings(BaseSettings):
     token_file: Path | None = Field(
         default=None,
         description="With --listen: a file holding the bearer token every RPC over TCP must "
-        "carry (health checks excepted). The unix socket is guarded by its mode (0660).",
+        "carry (health checks excepted): one line of printable ASCII (one trailing newline is "
+        "dropped), readable by bfd's user only (chmod 600), or bfd refuses to start. The unix "
+        "socket is guarded by its mode (0660).",
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Let --listen on an address other than loopback serve without a token_file "
+        "or a tls_client_ca: anyone who reaches it may then run every verb. Without this, bfd "
+        "refuses to start so. Logged at start and shown by `bfctl system`.",
+    )
+    listen_max_connections: int = Field(
+        default=256,
+        ge=1,
+        le=65_536,
+        description="TCP connections --listen holds at once, authenticated or not; one more "
+        "is closed as soon as it is accepted. At most a quarter of bfd's open-file limit, so "
+        "the unix socket, the store and the jobs always keep the rest.",
+    )
+    listen_handshake_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds a new TCP connection to --listen has to finish its TLS handshake "
+        "and HTTP/2 greeting; bfd closes it then.",
     )
     data_roots: list[Path] = Field(
         default_factory=lambda: [Path("/")],
@@ -181,13 +219,29 @@ class Settings(BaseSettings):
     def _consistent(self) -> "Settings":
         if self.listen and not (self.tls_cert and self.tls_key):
             raise ValueError("listen needs both tls_cert and tls_key: bfd serves TCP only over TLS")
-        if (self.tls_client_ca or self.token_file) and not self.listen:
-            raise ValueError("tls_client_ca and token_file guard --listen: give it too")
+        if (self.tls_client_ca or self.token_file or self.allow_unauthenticated) and not (
+            self.listen
+        ):
+            raise ValueError(
+                "tls_client_ca, token_file and allow_unauthenticated guard --listen: give it too"
+            )
+        if self.listen and not self._authenticated_or_local():
+            raise ValueError(
+                f"listen {self.listen} is not a loopback address and nothing authenticates its "
+                "callers: give token_file or tls_client_ca (or allow_unauthenticated, to let "
+                "anyone who reaches it in)"
+            )
         if not self.data_roots or not all(root.is_absolute() for root in self.data_roots):
             raise ValueError("data_roots must be absolute paths (at least one)")
         if self.retry_max_delay < self.retry_base_delay:
             raise ValueError("retry_max_delay must not be smaller than retry_base_delay")
         return self
+
+    def _authenticated_or_local(self) -> bool:
+        assert self.listen
+        if self.token_file or self.tls_client_ca or self.allow_unauthenticated:
+            return True
+        return is_loopback(self.listen)
 
     @property
     def db_path(self) -> Path:

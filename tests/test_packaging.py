@@ -118,6 +118,8 @@ def test_unit_has_the_settings_the_daemon_relies_on() -> None:
     assert unit["StateDirectory"] == ["bulkforge"]
     assert unit["RuntimeDirectory"] == ["bulkforge"]
     assert unit["KillSignal"] == ["SIGTERM"]
+    # A configuration bfd refuses (exit 78) is not retried every RestartSec.
+    assert unit["RestartPreventExitStatus"] == ["78"]
     assert unit["User"] == ["bulkforge"] and unit["Group"] == ["bulkforge"]
     (exec_start,) = unit["ExecStart"]
     assert exec_start.split()[0].endswith("/bfd")

@@ -30,13 +30,14 @@ def pki(tmp_path):
     for name, blob in files.items():
         path = tmp_path / f"{name}.pem"
         blob.write_to_path(str(path))
+        if name.endswith("key"):
+            path.chmod(0o600)  # secrets are private, or bfd and bfctl refuse them (like ssh)
         paths[name] = str(path)
-    token = tmp_path / "token"
-    token.write_text(TOKEN + "\n")
-    token.chmod(0o600)
-    paths["token"] = str(token)
-    (tmp_path / "wrong").write_text("not-the-token")
-    paths["wrong"] = str(tmp_path / "wrong")
+    for name, text in (("token", TOKEN + "\n"), ("wrong", "not-the-token")):
+        path = tmp_path / name
+        path.write_text(text)
+        path.chmod(0o600)
+        paths[name] = str(path)
     return paths
 
 
@@ -97,4 +98,4 @@ def test_tcp_without_tls_or_a_token_without_tcp_refuses_the_start(make_daemon, p
     ):
         daemon = make_daemon(*flags)
         done = subprocess.run(daemon.command(), capture_output=True, text=True, timeout=60)
-        assert done.returncode == 1 and words in done.stderr, done.stderr
+        assert done.returncode == 78 and words in done.stderr, done.stderr

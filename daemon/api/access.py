@@ -2,30 +2,16 @@
 
 The unix socket is guarded by its mode (0660: bfd's user and group). The TCP listener is
 always TLS (a client certificate is demanded too when bfd has a client CA); with a token
-file, this interceptor refuses every call over it that does not carry the token:
-UNAUTHENTICATED without one, PERMISSION_DENIED with another.
+file (read and checked at start by `listener.py`), this interceptor refuses every call over
+it that does not carry the token: UNAUTHENTICATED without one, PERMISSION_DENIED with another.
 """
 
 import hmac
-from pathlib import Path
 
 import grpc
 
-from bulkforge.daemon.errors import InvalidArgument
-
 # Load balancers and service managers probe health without credentials.
 OPEN_TO_ALL = ("/grpc.health.v1.Health/",)
-
-
-def read_token(path: Path) -> str:
-    """The token in path (surrounding whitespace dropped); refused when missing or empty."""
-    try:
-        token = path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"token file {path}: cannot be read ({exc})") from None
-    if not token:
-        raise InvalidArgument(f"token file {path} is empty")
-    return token
 
 
 class BearerToken(grpc.aio.ServerInterceptor):

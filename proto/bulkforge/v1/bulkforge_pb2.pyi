@@ -411,7 +411,7 @@ class Disk(_message.Message):
     def __init__(self, path: _Optional[str] = ..., total_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ...) -> None: ...
 
 class SystemResponse(_message.Message):
-    __slots__ = ("version", "pid", "uptime_s", "state_dir", "socket", "rss_bytes", "memory_cap", "cpu_workers", "disk_threshold", "bandwidth", "active_transfers", "max_connections", "db_bytes", "wal_bytes", "durability", "disks", "commits", "commit_p99_ms", "holds", "per_host_connections", "transfer_workers", "transfer_worker_pids", "metrics_address", "listen_address")
+    __slots__ = ("version", "pid", "uptime_s", "state_dir", "socket", "rss_bytes", "memory_cap", "cpu_workers", "disk_threshold", "bandwidth", "active_transfers", "max_connections", "db_bytes", "wal_bytes", "durability", "disks", "commits", "commit_p99_ms", "holds", "per_host_connections", "transfer_workers", "transfer_worker_pids", "metrics_address", "listen_address", "allow_unauthenticated")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
@@ -436,6 +436,7 @@ class SystemResponse(_message.Message):
     TRANSFER_WORKER_PIDS_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     LISTEN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_UNAUTHENTICATED_FIELD_NUMBER: _ClassVar[int]
     version: str
     pid: int
     uptime_s: float
@@ -460,7 +461,8 @@ class SystemResponse(_message.Message):
     transfer_worker_pids: _containers.RepeatedScalarFieldContainer[int]
     metrics_address: str
     listen_address: str
-    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., state_dir: _Optional[str] = ..., socket: _Optional[str] = ..., rss_bytes: _Optional[int] = ..., memory_cap: _Optional[int] = ..., cpu_workers: _Optional[int] = ..., disk_threshold: _Optional[float] = ..., bandwidth: _Optional[int] = ..., active_transfers: _Optional[int] = ..., max_connections: _Optional[int] = ..., db_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., durability: _Optional[str] = ..., disks: _Optional[_Iterable[_Union[Disk, _Mapping]]] = ..., commits: _Optional[int] = ..., commit_p99_ms: _Optional[float] = ..., holds: _Optional[_Iterable[_Union[Hold, _Mapping]]] = ..., per_host_connections: _Optional[int] = ..., transfer_workers: _Optional[int] = ..., transfer_worker_pids: _Optional[_Iterable[int]] = ..., metrics_address: _Optional[str] = ..., listen_address: _Optional[str] = ...) -> None: ...
+    allow_unauthenticated: bool
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., uptime_s: _Optional[float] = ..., state_dir: _Optional[str] = ..., socket: _Optional[str] = ..., rss_bytes: _Optional[int] = ..., memory_cap: _Optional[int] = ..., cpu_workers: _Optional[int] = ..., disk_threshold: _Optional[float] = ..., bandwidth: _Optional[int] = ..., active_transfers: _Optional[int] = ..., max_connections: _Optional[int] = ..., db_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., durability: _Optional[str] = ..., disks: _Optional[_Iterable[_Union[Disk, _Mapping]]] = ..., commits: _Optional[int] = ..., commit_p99_ms: _Optional[float] = ..., holds: _Optional[_Iterable[_Union[Hold, _Mapping]]] = ..., per_host_connections: _Optional[int] = ..., transfer_workers: _Optional[int] = ..., transfer_worker_pids: _Optional[_Iterable[int]] = ..., metrics_address: _Optional[str] = ..., listen_address: _Optional[str] = ..., allow_unauthenticated: _Optional[bool] = ...) -> None: ...
 
 class Hold(_message.Message):
     __slots__ = ("job", "reason")

@@ -1,0 +1,124 @@
+"""Whatever reaches bfd's TCP listener, the unix socket and the jobs keep working.
+
+A flood of half-open TLS connections (each sends the first bytes of a ClientHello and
+waits) against a real bfd whose open-file limit is low enough that, unbounded, the flood
+would take every descriptor: bfd holds at most listen_max_connections of them, closes each
+at the handshake deadline, and meanwhile answers bfctl on the unix socket and finishes a
+download.
+"""
+
+import os
+import resource
+import socket
+import threading
+import time
+
+import pytest
+from conftest import make_dataset, manifest_rows, run_bfctl, wait_until, write_manifest
+from origin import Origin
+from test_remote import listening, pki  # noqa: F401 (pki is a fixture)
+
+FLOOD = 2000
+CAP = 64
+HANDSHAKE_S = 4
+# bfd's own descriptors besides the listener's (store, WAL, sockets, logs …) vary a little.
+SLACK = 40
+# A TLS record header of a ClientHello announcing 512 bytes, and the first byte of it: the
+# server must wait for the rest.
+HALF_A_HELLO = b"\x16\x03\x01\x02\x00\x01"
+
+
+def open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def flood(port: int, count: int, opened: list[socket.socket]) -> None:
+    """count connections to 127.0.0.1:port that each send a few bytes and then wait."""
+    for _ in range(count):
+        try:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+            conn.sendall(HALF_A_HELLO)
+        except OSError:  # refused or reset at once: the cap at work
+            continue
+        opened.append(conn)
+
+
+def closed_by_peer(conn: socket.socket) -> bool:
+    conn.setblocking(False)
+    try:
+        return conn.recv(64) == b""
+    except BlockingIOError:
+        return False
+    except OSError:  # reset
+        return True
+
+
+@pytest.mark.slow
+def test_a_flood_of_half_open_tls_connections_starves_nothing(make_daemon, pki, tmp_path):  # noqa: F811
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < FLOOD + 200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, FLOOD + 500), hard))
+    dataset = make_dataset(16, 256 * 1024, seed=24)
+    with Origin(dataset.files) as origin:
+        daemon, address = listening(
+            make_daemon, pki, "--token-file", pki["token"], "--bandwidth", "512KB/s",
+            "--listen-max-connections", str(CAP),
+            "--listen-handshake-timeout", str(HANDSHAKE_S),
+        )  # fmt: skip
+        pid = daemon.proc.pid
+        # As on a node with the default limit: unbounded, FLOOD connections would take it all.
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (1024, 1024))
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        submitted = daemon.bfctl(
+            "submit", "download", "flooded", "--manifest", str(manifest),
+            "--dest", str(tmp_path / "dest"),
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        baseline = open_files(pid)
+
+        opened: list[socket.socket] = []
+        port = int(address.rpartition(":")[2])
+        flooding = threading.Thread(target=flood, args=(port, FLOOD, opened))
+        flooding.start()
+        most = 0
+        while flooding.is_alive():
+            most = max(most, open_files(pid))
+            time.sleep(0.01)
+        flooding.join()
+        most = max(most, open_files(pid))
+        try:
+            assert len(opened) > CAP, "the flood never got past the cap: it proves nothing"
+            assert most <= baseline + CAP + SLACK, (most, baseline)
+            # The unix socket answers while the listener is full.
+            asked = time.monotonic()
+            system = daemon.bfctl_json("system")
+            assert system["pid"] == pid
+            assert time.monotonic() - asked < 30
+            job = daemon.bfctl_json("status", "flooded")
+            assert job["state"] in {"running", "completed"}, job
+            # A legitimate remote client may be crowded out now; the socket never is.
+            # At the deadline bfd has closed every connection the flood holds.
+            wait_until(
+                lambda: all(closed_by_peer(conn) for conn in opened),
+                timeout=HANDSHAKE_S + 60,
+                what="bfd closing the half-open connections",
+            )
+            wait_until(
+                lambda: open_files(pid) <= baseline + SLACK,
+                timeout=30,
+                what="bfd's descriptors back to their baseline",
+            )
+        finally:
+            for conn in opened:
+                conn.close()
+        done = daemon.wait_state("flooded", {"completed", "failed"}, timeout=120)
+        assert done.state == "completed", daemon.log_tail()
+        for name, data in dataset.files.items():
+            assert (tmp_path / "dest" / name).read_bytes() == data, name
+        assert "Too many open files" not in daemon.log.read_text()
+        # Once the flood is gone, remote clients get in again.
+        again = run_bfctl(
+            "--target", address, "--tls-ca", pki["ca"], "--token-file", pki["token"], "list"
+        )
+        assert again.returncode == 0, again.stderr
+        assert daemon.stop() == 0

@@ -142,3 +142,49 @@ def test_sizes_read_the_same_in_bfd_settings_and_bfctl(text: str, expected: int)
     assert Settings(memory_cap=text).memory_cap == expected
     assert size()(text) == expected
     assert parse_rate(f"{text}/s") == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "local"),
+    [
+        ("127.0.0.1:7411", True),
+        ("127.8.9.10:0", True),
+        ("[::1]:7411", True),
+        ("localhost:7411", True),
+        ("0.0.0.0:7411", False),
+        ("[::]:7411", False),
+        ("10.0.0.7:7411", False),
+        ("[fe80::1]:7411", False),
+        ("node7:7411", False),
+        ("localhost.example:7411", False),
+        ("127.0.0.1.nip.io:7411", False),
+    ],
+)
+def test_listen_beyond_loopback_needs_something_that_authenticates(
+    tmp_path: Path, address: str, local: bool
+) -> None:
+    """A name is never resolved: only a loopback IP or localhost counts as this host."""
+    tls = {"listen": address, "tls_cert": "/etc/c.pem", "tls_key": "/etc/k.pem"}
+    for guard in ({"token_file": "/etc/t"}, {"tls_client_ca": "/etc/ca.pem"}):
+        assert load_settings({**tls, **guard}, write_toml(tmp_path, "")).listen == address
+    allowed = load_settings({**tls, "allow_unauthenticated": True}, write_toml(tmp_path, ""))
+    assert allowed.allow_unauthenticated
+    if local:
+        assert load_settings(tls, write_toml(tmp_path, "")).listen == address
+    else:
+        with pytest.raises(ValidationError, match="is not a loopback address"):
+            load_settings(tls, write_toml(tmp_path, ""))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("listen_max_connections", 0),
+        ("listen_max_connections", 65_537),
+        ("listen_handshake_timeout", 0),
+        ("listen_handshake_timeout", 301),
+    ],
+)
+def test_listener_bounds_are_bounded(tmp_path: Path, field: str, value: float) -> None:
+    with pytest.raises(ValidationError, match=field):
+        load_settings({field: value}, write_toml(tmp_path, ""))

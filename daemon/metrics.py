@@ -10,12 +10,15 @@ keeps for its backend commits).
 """
 
 import asyncio
+import socket
+import threading
 from collections import Counter
 from collections.abc import Iterator
-from wsgiref.simple_server import WSGIServer
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from loguru import logger
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -26,6 +29,11 @@ from bulkforge.daemon.store import Store
 COMMIT_BUCKETS = tuple(0.001 * 2**power for power in range(14))  # 1 ms … 8.192 s
 LIVE_JOBS_SHOWN = 50
 SCRAPE_WAIT_S = 10.0
+# The metrics listener is TCP too: whatever reaches it, the socket and the jobs go on. A
+# scraper needs one connection; more than this at once are closed as soon as accepted, and
+# one silent for this long is closed (each holds a thread and a descriptor meanwhile).
+METRICS_CONNECTIONS = 16
+METRICS_TIMEOUT_S = 15.0
 
 
 class Metrics:
@@ -46,7 +54,7 @@ class Metrics:
     def serve(self, address: str) -> str:
         """Start serving on HOST:PORT (port 0: any free one); returns the address bound."""
         host, _, port = address.rpartition(":")
-        self._server, _ = start_http_server(int(port), host.strip("[]"), self.registry)
+        self._server = _serve(host.strip("[]"), int(port), make_wsgi_app(self.registry))
         bound = f"{host}:{self._server.server_port}"
         logger.info("metrics on http://{}/metrics", bound)
         return bound
@@ -55,6 +63,50 @@ class Metrics:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+class _BoundedServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most METRICS_CONNECTIONS of them, each with a deadline."""
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._slots = threading.BoundedSemaphore(METRICS_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        request.settimeout(METRICS_TIMEOUT_S)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        logger.debug("metrics: a connection from {} ended badly", client_address[0])
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args) -> None:
+        """Scrapes are not worth a line each."""
+
+
+def _serve(host: str, port: int, app) -> WSGIServer:
+    """app served on host:port (IPv4 or IPv6, as the host is) from a thread of its own."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    server_class = type("_Server", (_BoundedServer,), {"address_family": family})
+    server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
 
 
 class _Snapshot(Collector):

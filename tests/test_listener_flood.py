@@ -1,10 +1,11 @@
-"""Whatever reaches bfd's TCP listener, the unix socket and the jobs keep working.
+"""Whatever reaches bfd's TCP listeners, the unix socket and the jobs keep working.
 
-A flood of half-open TLS connections (each sends the first bytes of a ClientHello and
-waits) against a real bfd whose open-file limit is low enough that, unbounded, the flood
-would take every descriptor: bfd holds at most listen_max_connections of them, closes each
-at the handshake deadline, and meanwhile answers bfctl on the unix socket and finishes a
-download.
+A flood of half-open connections against a real bfd whose open-file limit is low enough
+that, unbounded, the flood would take every descriptor: on the TLS listener each sends the
+first bytes of a ClientHello and waits, on the metrics listener the first bytes of a GET.
+bfd holds at most listen_max_connections of the first and METRICS_CONNECTIONS of the
+second, closes each at its deadline, and meanwhile answers bfctl on the unix socket and
+finishes a download.
 """
 
 import os
@@ -12,11 +13,14 @@ import resource
 import socket
 import threading
 import time
+import urllib.request
 
 import pytest
 from conftest import make_dataset, manifest_rows, run_bfctl, wait_until, write_manifest
 from origin import Origin
 from test_remote import listening, pki  # noqa: F401 (pki is a fixture)
+
+from bulkforge.daemon.metrics import METRICS_CONNECTIONS, METRICS_TIMEOUT_S
 
 FLOOD = 2000
 CAP = 64
@@ -26,21 +30,31 @@ SLACK = 40
 # A TLS record header of a ClientHello announcing 512 bytes, and the first byte of it: the
 # server must wait for the rest.
 HALF_A_HELLO = b"\x16\x03\x01\x02\x00\x01"
+HALF_A_GET = b"GET /met"
+
+
+def port_of(address: str) -> int:
+    return int(address.rpartition(":")[2])
 
 
 def open_files(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def flood(port: int, count: int, opened: list[socket.socket]) -> None:
-    """count connections to 127.0.0.1:port that each send a few bytes and then wait."""
+def flood(targets: list[tuple[int, bytes]], count: int, opened: list[socket.socket]) -> None:
+    """count connections to each 127.0.0.1:port that send a few bytes and then wait."""
     for _ in range(count):
-        try:
-            conn = socket.create_connection(("127.0.0.1", port), timeout=5)
-            conn.sendall(HALF_A_HELLO)
-        except OSError:  # refused or reset at once: the cap at work
-            continue
-        opened.append(conn)
+        for port, first_bytes in targets:
+            knock(port, first_bytes, opened)
+
+
+def knock(port: int, first_bytes: bytes, opened: list[socket.socket]) -> None:
+    try:
+        conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+        conn.sendall(first_bytes)
+    except OSError:  # refused or reset at once: the cap at work
+        return
+    opened.append(conn)
 
 
 def closed_by_peer(conn: socket.socket) -> bool:
@@ -62,6 +76,7 @@ def test_a_flood_of_half_open_tls_connections_starves_nothing(make_daemon, pki, 
     with Origin(dataset.files) as origin:
         daemon, address = listening(
             make_daemon, pki, "--token-file", pki["token"], "--bandwidth", "512KB/s",
+            "--metrics", "127.0.0.1:0",
             "--listen-max-connections", str(CAP),
             "--listen-handshake-timeout", str(HANDSHAKE_S),
         )  # fmt: skip
@@ -77,8 +92,9 @@ def test_a_flood_of_half_open_tls_connections_starves_nothing(make_daemon, pki, 
         baseline = open_files(pid)
 
         opened: list[socket.socket] = []
-        port = int(address.rpartition(":")[2])
-        flooding = threading.Thread(target=flood, args=(port, FLOOD, opened))
+        metrics = daemon.bfctl_json("system")["metrics_address"]
+        targets = [(port_of(address), HALF_A_HELLO), (port_of(metrics), HALF_A_GET)]
+        flooding = threading.Thread(target=flood, args=(targets, FLOOD // 2, opened))
         flooding.start()
         most = 0
         while flooding.is_alive():
@@ -87,8 +103,8 @@ def test_a_flood_of_half_open_tls_connections_starves_nothing(make_daemon, pki, 
         flooding.join()
         most = max(most, open_files(pid))
         try:
-            assert len(opened) > CAP, "the flood never got past the cap: it proves nothing"
-            assert most <= baseline + CAP + SLACK, (most, baseline)
+            assert len(opened) > CAP + METRICS_CONNECTIONS, "the flood never passed the caps"
+            assert most <= baseline + CAP + METRICS_CONNECTIONS + SLACK, (most, baseline)
             # The unix socket answers while the listener is full.
             asked = time.monotonic()
             system = daemon.bfctl_json("system")
@@ -100,7 +116,7 @@ def test_a_flood_of_half_open_tls_connections_starves_nothing(make_daemon, pki, 
             # At the deadline bfd has closed every connection the flood holds.
             wait_until(
                 lambda: all(closed_by_peer(conn) for conn in opened),
-                timeout=HANDSHAKE_S + 60,
+                timeout=max(HANDSHAKE_S, METRICS_TIMEOUT_S) + 60,
                 what="bfd closing the half-open connections",
             )
             wait_until(
@@ -121,4 +137,6 @@ def test_a_flood_of_half_open_tls_connections_starves_nothing(make_daemon, pki, 
             "--target", address, "--tls-ca", pki["ca"], "--token-file", pki["token"], "list"
         )
         assert again.returncode == 0, again.stderr
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=30) as answer:
+            assert b"bulkforge_" in answer.read()
         assert daemon.stop() == 0

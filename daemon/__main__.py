@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+import tomllib
 from pathlib import Path
 
 from loguru import logger
@@ -9,7 +10,7 @@ from pydantic import ValidationError
 
 from bulkforge.daemon.app import EXIT_CONFIG, run
 from bulkforge.daemon.logs import setup_logging
-from bulkforge.daemon.settings import load_settings
+from bulkforge.daemon.settings import DEFAULT_CONFIG, load_settings
 from bulkforge.daemon.validation import describe
 
 
@@ -94,6 +95,12 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings(args, config)
     except FileNotFoundError as exc:
         logger.error("{}", exc)
+        sys.exit(EXIT_CONFIG)
+    except tomllib.TOMLDecodeError as exc:
+        logger.error("config file {}: not valid TOML ({})", config or DEFAULT_CONFIG, exc)
+        sys.exit(EXIT_CONFIG)
+    except (OSError, UnicodeDecodeError) as exc:
+        logger.error("config file {}: cannot be read ({})", config or DEFAULT_CONFIG, exc)
         sys.exit(EXIT_CONFIG)
     except ValidationError as exc:
         logger.error("bad settings: {}", describe(exc))

@@ -223,7 +223,8 @@ def test_system_document_says_what_bfd_runs_with(daemon):
         "cpu_workers", "disk_threshold", "bandwidth", "active_transfers", "max_connections",
         "db_bytes", "wal_bytes", "durability", "disks", "commits", "commit_p99_ms", "holds",
         "per_host_connections", "transfer_workers", "transfer_worker_pids", "metrics_address",
-        "listen_address",
+        "listen_address", "allow_unauthenticated",
     }  # fmt: skip
     # Started without --metrics or --listen.
     assert system["metrics_address"] == system["listen_address"] == ""
+    assert system["allow_unauthenticated"] is False

@@ -1,6 +1,7 @@
 """The settings model: documented fields, precedence of sources, refusal of bad values."""
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,28 @@ def test_listen_beyond_loopback_needs_something_that_authenticates(
 def test_listener_bounds_are_bounded(tmp_path: Path, field: str, value: float) -> None:
     with pytest.raises(ValidationError, match=field):
         load_settings({field: value}, write_toml(tmp_path, ""))
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (b"listen = [\n", "not valid TOML"),
+        (b'listen = "\xff"\n', "cannot be read ('utf-8' codec can't decode"),
+        (b"disk_threshold = 1.5\n", "bad settings: disk_threshold"),
+        (b"nosuch = 1\n", "bad settings: nosuch"),
+        (None, "config file not found"),
+    ],
+    ids=["broken-toml", "not-utf8", "bad-value", "unknown-key", "missing"],
+)
+def test_a_config_that_cannot_work_refuses_the_start_with_exit_78(
+    make_daemon, tmp_path: Path, text: bytes | None, words: str
+) -> None:
+    """EX_CONFIG, one line naming what is wrong, never a traceback: bfd.service does not
+    restart on 78, as only an edit can help."""
+    config = tmp_path / "bfd.toml"
+    if text is not None:
+        config.write_bytes(text)
+    daemon = make_daemon("--config", str(config))
+    done = subprocess.run(daemon.command(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 78, (done.returncode, done.stderr)
+    assert words in done.stderr and "Traceback" not in done.stderr, done.stderr

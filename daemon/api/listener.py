@@ -10,6 +10,7 @@ so the descriptors the store, the workers and the unix socket need are always le
 """
 
 import resource
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,13 +57,7 @@ def load(settings: Settings, open_files: int) -> Listener | None:
     if not settings.listen:
         return None
     assert settings.tls_key and settings.tls_cert
-    share = open_files // LISTEN_FD_SHARE
-    if open_files != resource.RLIM_INFINITY and settings.listen_max_connections > share:
-        raise ListenerRefused(
-            f"listen_max_connections {settings.listen_max_connections} is more than a "
-            f"quarter of the open-file limit ({open_files}): lower it to {share} or less, or "
-            "raise the limit (LimitNOFILE= in bfd.service, ulimit -n)"
-        )
+    _check_share(settings.listen, settings.listen_max_connections, open_files)
     pem = credentials.read_pem
     return Listener(
         key=_read("tls_key", settings.tls_key, pem, secret=True),
@@ -76,6 +71,34 @@ def load(settings: Settings, open_files: int) -> Listener | None:
             ("grpc.max_concurrent_streams", LISTEN_STREAMS_PER_CONNECTION),
         ],
     )
+
+
+def _check_share(listen: str, cap: int, open_files: int) -> None:
+    """The cap holds per address gRPC binds (localhost: two), so all of them count."""
+    if open_files == resource.RLIM_INFINITY:
+        return
+    addresses = _addresses(listen)
+    share = open_files // LISTEN_FD_SHARE // addresses
+    if cap > share:
+        bound = f"{cap} (on each of {addresses} addresses)" if addresses > 1 else str(cap)
+        raise ListenerRefused(
+            f"listen_max_connections {bound} is more than a quarter of the open-file limit "
+            f"({open_files}): lower it to {share} or less, or raise the limit (LimitNOFILE= "
+            "in bfd.service, ulimit -n)"
+        )
+
+
+def _addresses(listen: str) -> int:
+    """How many sockets gRPC will listen on for HOST:PORT (1 when the name does not resolve:
+    then it binds none and says so)."""
+    host, _, port = listen.rpartition(":")
+    try:
+        found = socket.getaddrinfo(
+            host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (OSError, UnicodeError):
+        return 1
+    return max(1, len({info[4][:2] for info in found}))
 
 
 def _read(setting: str, path: Path | None, read, **how: bool):

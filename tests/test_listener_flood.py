@@ -11,6 +11,7 @@ finishes a download.
 import os
 import resource
 import socket
+import ssl
 import threading
 import time
 import urllib.request
@@ -60,10 +61,10 @@ def knock(port: int, first_bytes: bytes, opened: list[socket.socket]) -> None:
 def closed_by_peer(conn: socket.socket) -> bool:
     conn.setblocking(False)
     try:
-        return conn.recv(64) == b""
-    except BlockingIOError:
+        return conn.recv(4096) == b""
+    except (BlockingIOError, ssl.SSLWantReadError):  # open, nothing to read
         return False
-    except OSError:  # reset
+    except OSError:  # reset, or TLS cut without close_notify
         return True
 
 
@@ -140,3 +141,39 @@ def test_a_flood_of_half_open_tls_connections_starves_nothing(make_daemon, pki, 
         with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=30) as answer:
             assert b"bulkforge_" in answer.read()
         assert daemon.stop() == 0
+
+
+def silent_after_tls(port: int, ca: str) -> socket.socket:
+    """A connection whose TLS handshake completes, and which then never greets in HTTP/2."""
+    context = ssl.create_default_context(cafile=ca)
+    context.set_alpn_protocols(["h2"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return context.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def silent_from_the_start(port: int, ca: str) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def half_a_hello(port: int, ca: str) -> socket.socket:
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.sendall(HALF_A_HELLO)
+    return conn
+
+
+@pytest.mark.parametrize("connect", [silent_from_the_start, half_a_hello, silent_after_tls])
+def test_every_connection_that_does_not_greet_in_time_is_closed(make_daemon, pki, connect):  # noqa: F811
+    daemon, address = listening(
+        make_daemon, pki, "--token-file", pki["token"], "--listen-handshake-timeout", "2"
+    )
+    opened = [connect(port_of(address), pki["ca"]) for _ in range(5)]
+    try:
+        wait_until(
+            lambda: all(closed_by_peer(conn) for conn in opened),
+            timeout=60,
+            what="bfd closing connections past the handshake deadline",
+        )
+    finally:
+        for conn in opened:
+            conn.close()
+    assert daemon.stop() == 0

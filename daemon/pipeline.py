@@ -355,8 +355,10 @@ class NumberedOutput(ABC):
             others = await self.readers.call(lambda c: _other_jobs_into(c, request.name, dest))
             found = await asyncio.to_thread(self.numbered_output, dest)
             owner = await asyncio.to_thread(outputs.read_marker, dest)
-            if others:
-                _refuse_owned(dest, found, self.output_unit, others[0], "")
+            if others and found:
+                _refuse_owned(dest, found, self.output_unit, others[0].name, "")
+            if others:  # it has written nothing there yet
+                _refuse_shared(dest, self.output_unit, others[0])
             if found:
                 await self._refuse_found(dest, found, owner, state_dir)
             job, created = await self.create(request, spec)
@@ -381,25 +383,29 @@ class NumberedOutput(ABC):
 _DEST_CLAIMS = asyncio.Lock()
 
 
-def _other_jobs_into(conn: apsw.Connection, name: str, dest: Path) -> list[str]:
+def _other_jobs_into(conn: apsw.Connection, name: str, dest: Path) -> list[JobRow]:
     """Jobs of the store, other than `name`, whose dest is dest (as given or resolved)."""
     resolved = os.path.realpath(dest)
     return [
-        job.name
+        job
         for job in all_jobs(conn)
         if job.name != name and (job.dest == str(dest) or os.path.realpath(job.dest) == resolved)
     ]
 
 
+def _refuse_shared(dest: Path, unit: str, other: JobRow) -> None:
+    """Refuse a submit into the dest of another job of this store (it may not have
+    written anything yet)."""
+    raise FailedPrecondition(
+        f"dest {dest} is the dest of {other.kind} job {other.name!r} already: a new job's "
+        f"{unit} would mix with its output. Choose another dest, or remove that job with "
+        f"`bfctl remove {other.name} --delete-output` once it has ended"
+    )
+
+
 def _refuse_owned(dest: Path, found: int, unit: str, owner: str, whose: str) -> None:
     """Refuse a submit into a dest holding another job's output, saying whose and how to
     free it."""
-    if not found:  # a job of this store writes there, perhaps nothing yet
-        raise FailedPrecondition(
-            f"dest {dest} is the dest of job {owner!r} too: a new job's {unit} would mix with "
-            f"its. Choose another dest, or remove that job with `bfctl remove {owner} "
-            "--delete-output` once it has ended"
-        )
     what = f"{found:,} {unit}"
     if not owner:
         job, hint = "a job bfd no longer knows", "move or delete them yourself"

@@ -406,7 +406,7 @@ def _refuse_shared(dest: Path, unit: str, other: JobRow) -> None:
 def _refuse_owned(dest: Path, found: int, unit: str, owner: str, whose: str) -> None:
     """Refuse a submit into a dest holding another job's output, saying whose and how to
     free it."""
-    what = f"{found:,} {unit}"
+    what = f"{found:,} {unit if found > 1 else unit.removesuffix('s')}"
     if not owner:
         job, hint = "a job bfd no longer knows", "move or delete them yourself"
     elif whose == "removed":

@@ -321,6 +321,14 @@ class Control:
 
             job, paths = await self._readers.call(output)
             deleted = await asyncio.to_thread(self._delete_output, job, paths)
+            if deleted.failed:
+                (path, why), more = deleted.failed[0], len(deleted.failed) - 1
+                raise FailedPrecondition(
+                    f"cannot delete {path}: {why}"
+                    + (f" (and {more:,} more)" if more else "")
+                    + f"; {deleted.files:,} files were deleted, the job stays: run "
+                    f"`bfctl remove {name} --delete-output` again once that is fixed"
+                )
 
         def remove(conn: apsw.Connection) -> jobs.JobRow:
             job = self._removable(conn, name)

@@ -73,6 +73,8 @@ class Deleted:
     directories: int = 0
     bytes: int = 0
     paths: list[str] = field(default_factory=list)
+    # (path, why) of what could not be deleted (a read-only disk, a mode): the job stays.
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
     def note(self, path: Path) -> None:
         if len(self.paths) < LISTED_MAX:
@@ -94,12 +96,16 @@ def delete_paths(dest: Path, relative: list[str]) -> Deleted:
             status = path.lstat()
         except OSError:
             continue  # not there (never written, or deleted before)
-        if path.is_dir() and not path.is_symlink():
-            _delete_tree(path, deleted)
-        else:
-            path.unlink()
-            deleted.files += 1
-            deleted.bytes += status.st_size
+        try:
+            if path.is_dir() and not path.is_symlink():
+                _delete_tree(path, deleted)
+            else:
+                path.unlink()
+                deleted.files += 1
+                deleted.bytes += status.st_size
+        except OSError as exc:
+            deleted.failed.append((str(path), exc.strerror or str(exc)))
+            continue
         deleted.note(path)
         parents.add(path.parent)
     for directory in sorted(parents, key=lambda p: len(p.parts), reverse=True):

@@ -375,7 +375,8 @@ class NumberedOutput(ABC):
         if owner is None:  # an older bfd, or a hand, put them there
             _refuse_owned(dest, found, self.output_unit, "", "")
         ours = owner.state_dir == state_dir
-        alive = ours and await self.readers.call(lambda c: job_by_id(c, owner.job_id))
+        row = await self.readers.call(lambda c: job_by_id(c, owner.job_id)) if ours else None
+        alive = row is not None and row.name == owner.name
         whose = "" if alive else "removed" if ours else f"of the bfd at {owner.state_dir}"
         _refuse_owned(dest, found, self.output_unit, owner.name, whose)
 

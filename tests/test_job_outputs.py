@@ -314,3 +314,32 @@ def wait_bytes(daemon: Daemon, name: str) -> pb.Job:
         what=f"{name} to have bytes in flight",
     )
     return daemon.stub.Status(pb.JobRef(name=name), timeout=10)
+
+
+# -- deleting paths: only inside the dest ----------------------------------------------------
+
+
+def test_delete_paths_deletes_only_what_is_named_inside_the_dest(tmp_path: Path) -> None:
+    from bulkforge.daemon.outputs import delete_paths
+
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    for path in ("t/part-00000.parquet", "00001/a.jpg", "00001/a.json", "keep/x", "top.txt"):
+        (dest / path).parent.mkdir(parents=True, exist_ok=True)
+        (dest / path).write_bytes(b"12345")
+    outside.mkdir()
+    (outside / "theirs.txt").write_bytes(b"not ours")
+    (dest / "link").symlink_to(outside)
+    named = [
+        "t/part-00000.parquet",  # a file: its emptied directory goes too
+        "00001",  # a directory wholly the job's
+        "top.txt",
+        "never/written.bin",  # not there: nothing happens
+        "../outside/theirs.txt",  # outside dest: skipped
+        "link/theirs.txt",  # through a symlink out of dest: skipped
+    ]
+    deleted = delete_paths(dest, named)
+    assert (deleted.files, deleted.bytes, deleted.directories) == (4, 20, 2)
+    assert deleted.paths == [str(dest / p) for p in ("t/part-00000.parquet", "00001", "top.txt")]
+    assert (outside / "theirs.txt").exists() and (dest / "keep" / "x").exists()
+    assert sorted(p.name for p in dest.iterdir()) == ["keep", "link"]
+    assert not deleted.failed

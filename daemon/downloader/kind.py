@@ -78,9 +78,9 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
         they were in place already are not its own; neither are archived batches' files,
         on disks swapped out."""
         rows = conn.execute(
-            "SELECT files.path, files.state FROM files JOIN batches "
+            "SELECT files.path, files.state FROM files LEFT JOIN batches "
             "ON batches.job_id = files.job_id AND batches.idx = files.batch_idx "
-            "WHERE files.job_id = ? AND batches.state != ? AND files.state != ? "
+            "WHERE files.job_id = ? AND coalesce(batches.state, '') != ? AND files.state != ? "
             "ORDER BY files.id",
             (job.id, str(BatchState.ARCHIVED), str(FileState.SKIPPED)),
         )

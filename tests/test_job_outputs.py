@@ -205,16 +205,30 @@ def test_a_clean_job_over_the_same_dest_rebuilds_only_what_changed(
 # -- remove --delete-output ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["scenes", "generate", "download", "clean"])
+# Every kind, and each layout a kind's output can take: (kind, extra submit flags).
+LAYOUTS = {
+    "scenes-webdataset": ("scenes", ["--format", "webdataset"]),
+    "scenes-files": ("scenes", ["--format", "files"]),
+    "scenes-parquet": ("scenes", ["--format", "parquet"]),
+    "generate-parquet": ("generate", []),
+    "generate-sql": ("generate", ["--format", "sql"]),
+    "download": ("download", []),
+    "download-batched": ("download", ["--space", "10MB"]),
+    "clean": ("clean", []),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_remove_delete_output_deletes_what_the_job_wrote_and_nothing_else(
-    daemon: Daemon, inputs: Inputs, tmp_path: Path, kind: str
+    daemon: Daemon, inputs: Inputs, tmp_path: Path, layout: str
 ) -> None:
+    kind, flags = LAYOUTS[layout]
     dest = tmp_path / "out"
     dest.mkdir()
     (dest / "mine.txt").write_text("the operator's, not bfd's")
     (dest / "_notes").mkdir()
     (dest / "_notes" / "keep.md").write_text("also not bfd's")
-    run_job(daemon, inputs, kind, "job", dest)
+    run_job(daemon, inputs, kind, "job", dest, *flags)
     written = {k: (dest / k).stat().st_size for k in files_in(dest)}
     written = {k: size for k, size in written.items() if k not in ("mine.txt", "_notes/keep.md")}
     assert written
@@ -226,7 +240,7 @@ def test_remove_delete_output_deletes_what_the_job_wrote_and_nothing_else(
     assert sorted(p.name for p in dest.iterdir()) == ["_notes", "mine.txt"]  # no empty dirs
     assert daemon.bfctl_json("list")["jobs"] == []
     # The dest is free for a new job of the kind, which writes as much as the first did.
-    run_job(daemon, inputs, kind, "again", dest)
+    run_job(daemon, inputs, kind, "again", dest, *flags)
     assert len(files_in(dest)) == len(written) + 2
 
 
@@ -343,3 +357,20 @@ def test_delete_paths_deletes_only_what_is_named_inside_the_dest(tmp_path: Path)
     assert (outside / "theirs.txt").exists() and (dest / "keep" / "x").exists()
     assert sorted(p.name for p in dest.iterdir()) == ["keep", "link"]
     assert not deleted.failed
+
+
+def test_a_cancelled_jobs_hold_is_forgotten(make_daemon, inputs: Inputs, tmp_path: Path) -> None:
+    """The governor's holds are kept by job name: a cancelled job, never looked at again,
+    must not stay listed as held (nor a removed one)."""
+    daemon = make_daemon(*FAST_RETRIES, "--disk-threshold", "0.000001").start()
+    submitted = daemon.bfctl(*submit_args(inputs, "generate", "held", tmp_path / "out"))
+    assert submitted.returncode == 0, submitted.stderr
+    wait_until(
+        lambda: [h["job"] for h in daemon.bfctl_json("system")["holds"]] == ["held"],
+        what="the job held by the disk threshold",
+    )
+    assert daemon.bfctl("cancel", "held").returncode == 0
+    assert daemon.bfctl_json("system")["holds"] == []
+    assert daemon.bfctl("remove", "held").returncode == 0
+    assert daemon.bfctl_json("system")["holds"] == []
+    assert daemon.stop() == 0, daemon.log_tail()

@@ -6,9 +6,10 @@ refused, saying why, for a job of another kind.
 """
 
 import asyncio
+import itertools
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -315,12 +316,12 @@ class Control:
         deleted = None
         if delete_output:
 
-            def output(conn: apsw.Connection) -> tuple[jobs.JobRow, list[str]]:
+            def delete(conn: apsw.Connection) -> outputs.Deleted:
+                # In one reader call: the paths are read from the rows as they are deleted.
                 job = self._removable(conn, name)
-                return job, self._kinds.of(job).output_of(conn, job)
+                return self._delete_output(job, self._kinds.of(job).output_of(conn, job))
 
-            job, paths = await self._readers.call(output)
-            deleted = await asyncio.to_thread(self._delete_output, job, paths)
+            deleted = await self._readers.call(delete)
             if deleted.failed:
                 (path, why), more = deleted.failed[0], len(deleted.failed) - 1
                 raise FailedPrecondition(
@@ -360,13 +361,13 @@ class Control:
                 )
         return job
 
-    def _delete_output(self, job: jobs.JobRow, paths: Sequence[str]) -> outputs.Deleted:
+    def _delete_output(self, job: jobs.JobRow, paths: Iterable[str]) -> outputs.Deleted:
         """The job's paths, and the dest's marker when it names this job of this bfd."""
         dest = Path(job.dest)
         owner = outputs.read_marker(dest)
         state_dir = outputs.state_dir_key(self._settings.state_dir)
         if owner is not None and (owner.job_id, owner.state_dir) == (job.id, state_dir):
-            paths = [*paths, outputs.MARKER]
+            paths = itertools.chain(paths, [outputs.MARKER])
         return outputs.delete_paths(dest, paths)
 
     def _forget(self, job: jobs.JobRow) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,14 +82,14 @@ class Deleted:
             self.paths.append(str(path))
 
 
-def delete_paths(dest: Path, relative: list[str]) -> Deleted:
+def delete_paths(dest: Path, relative: Iterable[str]) -> Deleted:
     """Delete each path under dest that exists (a file, or a directory wholly the job's),
     then the directories under dest that this left empty. A path that would lead outside
     dest (`..`, a symlinked directory) is skipped."""
     deleted = Deleted()
     root = Path(os.path.realpath(dest))
     parents: set[Path] = set()
-    for name in dict.fromkeys(relative):  # once each, in order
+    for name in relative:
         path = root / name
         if not _inside(root, path):
             continue

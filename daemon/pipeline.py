@@ -23,7 +23,7 @@ import contextlib
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -274,10 +274,11 @@ class JobKind(ABC):
         return None
 
     @abstractmethod
-    def output_of(self, conn: apsw.Connection, job: JobRow) -> list[str]:
+    def output_of(self, conn: apsw.Connection, job: JobRow) -> Iterator[str]:
         """What the job wrote, from its rows: paths relative to its dest (files, or
         directories wholly its own: a shard's folder), its temporary names and its own
-        sidecars. `bfctl remove --delete-output` deletes those that exist; never a glob."""
+        sidecars, read as they are deleted (a job may have millions). `bfctl remove
+        --delete-output` deletes those that exist; never a glob."""
 
 
 class ItemRows:

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -52,11 +53,11 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
             lambda conn: records.create_job(conn, request.name, spec, str(request.dest))
         )
 
-    def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> list[str]:
+    def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> Iterator[str]:
         """The partitions its zips feed (data and stats, and a killed write's temporary
         name is left to the next build), and its own _jobs/NAME/stats.json. A partition
         another clean job into this dest also fed goes too: a clean job rebuilds it."""
-        names = [str(report.path_of(Path(""), job.name))]
+        yield str(report.path_of(Path(""), job.name))
         for series, first, last in conn.execute(
             "SELECT DISTINCT series, first_day, last_day FROM clean_zips WHERE job_id = ?",
             (job.id,),
@@ -64,9 +65,8 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
             day, end = date.fromisoformat(first), date.fromisoformat(last)
             while day <= end:
                 directory = f"{series}/date={day.isoformat()}"
-                names += [f"{directory}/{PARTITION_DATA}", f"{directory}/{report.STATS_FILE}"]
+                yield from (f"{directory}/{PARTITION_DATA}", f"{directory}/{report.STATS_FILE}")
                 day += timedelta(days=1)
-        return names
 
     def reads(self, job: jobs.JobRow) -> str | None:
         return CleanRequest.of_spec(job.name, json.loads(job.spec)).after

@@ -5,6 +5,7 @@ import contextlib
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
@@ -72,7 +73,7 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
                 await self.writer.call(lambda c: register.stage_drop(c, table))
         return job, created
 
-    def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> list[str]:
+    def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> Iterator[str]:
         """Files it installed (done) and the partials of those it did not finish, in its
         batches still on this disk, and its batches' manifests. Files it skipped because
         they were in place already are not its own; neither are archived batches' files,
@@ -84,16 +85,14 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
             "ORDER BY files.id",
             (job.id, str(BatchState.ARCHIVED), str(FileState.SKIPPED)),
         )
-        names = []
         for path, state in rows:
             if state == FileState.DONE:
-                names.append(path)
-            names.append(str(partial_path(Path(path))))
+                yield path
+            yield str(partial_path(Path(path)))
         dest = Path(job.dest)
         for (index,) in conn.execute("SELECT idx FROM batches WHERE job_id = ?", (job.id,)):
             manifest = batches.manifest_path(dest, job.name, index).relative_to(dest)
-            names += [str(manifest), str(manifest) + ".tmp"]
-        return names
+            yield from (str(manifest), f"{manifest}.tmp")
 
     # -- reads -----------------------------------------------------------------------------
 

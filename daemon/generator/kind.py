@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
@@ -84,16 +85,16 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
                     found += sum(1 for f in files if PART_NAME.fullmatch(f.name))
         return found
 
-    def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> list[str]:
+    def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> Iterator[str]:
         """Each part's file (and its temporary name), and schema.sql of an SQL job."""
         fmt = json.loads(job.spec).get("format", "parquet")
-        names = []
         for table, index in conn.execute(
             "SELECT table_name, idx FROM generate_parts WHERE job_id = ? ORDER BY id", (job.id,)
         ):
             part = f"part-{index:05d}.{fmt}"
-            names += [f"{table}/{part}", f"{table}/.{part}.tmp"]
-        return names + ([SCHEMA_FILE, f".{SCHEMA_FILE}.tmp"] if fmt == "sql" else [])
+            yield from (f"{table}/{part}", f"{table}/.{part}.tmp")
+        if fmt == "sql":
+            yield from (SCHEMA_FILE, f".{SCHEMA_FILE}.tmp")
 
     def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
         for state, (parts, size) in records.counts(conn, view.job.id).items():

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,17 +77,14 @@ class ScenesKind(ItemRows, JobKind, ItemExport, NumberedOutput):
         with os.scandir(dest) as entries:
             return len({m[1] for e in entries if (m := SHARD_NAME.fullmatch(e.name))})
 
-    def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> list[str]:
+    def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> Iterator[str]:
         """Each shard the job began (its batch rows): its files and their temporary names."""
         suffixes = SHARD_SUFFIXES.get(json.loads(job.spec).get("format"), ())
-        names = [
-            f"{index:05d}{suffix}"
-            for (index,) in conn.execute(
-                "SELECT idx FROM batches WHERE job_id = ? ORDER BY idx", (job.id,)
-            )
-            for suffix in suffixes
-        ]
-        return names + [f".{name}.tmp" for name in names]
+        for (index,) in conn.execute(
+            "SELECT idx FROM batches WHERE job_id = ? ORDER BY idx", (job.id,)
+        ):
+            for suffix in suffixes:
+                yield from (f"{index:05d}{suffix}", f".{index:05d}{suffix}.tmp")
 
     def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
         """Items by state; the total counts rows not yet registered, minus those skipped."""

@@ -34,6 +34,7 @@ from loguru import logger
 
 from bulkforge.daemon import outputs
 from bulkforge.daemon.disks import Places, dest_for
+from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.governor import Governor
@@ -365,7 +366,12 @@ class NumberedOutput(ABC):
             job, created = await self.create(request, spec)
             if created:
                 marker = outputs.Owner(job.name, job.kind, job.id, state_dir)
-                await asyncio.to_thread(outputs.write_marker, dest, marker)
+                try:
+                    await asyncio.to_thread(outputs.write_marker, dest, marker)
+                except (OSError, DiskFatal) as exc:
+                    # The job stands: while it is listed the store names its dest; once it
+                    # is removed its pieces are still known by their names.
+                    logger.warning("job {}: cannot write {}: {}", job.name, outputs.MARKER, exc)
             return job, created
 
     async def _refuse_found(

@@ -11,7 +11,7 @@ CREATE TABLE schema_migrations (
 );
 
 CREATE TABLE jobs (
-    id         INTEGER PRIMARY KEY,
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
     name       TEXT    NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 128),
     kind       TEXT    NOT NULL CHECK (kind IN ('download', 'scenes', 'clean', 'generate')),
     state      TEXT    NOT NULL DEFAULT 'queued' CHECK (state IN (
@@ -26,7 +26,7 @@ CREATE TABLE jobs (
 );
 
 CREATE TABLE batches (
-    id         INTEGER PRIMARY KEY,
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id     INTEGER NOT NULL REFERENCES jobs (id),
     idx        INTEGER NOT NULL CHECK (idx >= 0),
     state      TEXT    NOT NULL DEFAULT 'planned' CHECK (state IN (
@@ -44,7 +44,7 @@ CREATE TABLE batches (
 );
 
 CREATE TABLE files (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id      INTEGER NOT NULL REFERENCES jobs (id),
     batch_idx   INTEGER NOT NULL DEFAULT 0,
     url         TEXT    NOT NULL,
@@ -98,7 +98,7 @@ CREATE TABLE segments (
 
 -- One item of a scenes job, registered from its input a chunk at a time, in input order.
 CREATE TABLE scenes (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id      INTEGER NOT NULL REFERENCES jobs (id),
     key         TEXT    NOT NULL,
     url         TEXT,
@@ -204,7 +204,7 @@ END;
 
 -- One zip of a clean job, from its --input directory or its download job's verified files.
 CREATE TABLE clean_zips (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id        INTEGER NOT NULL REFERENCES jobs (id),
     -- Relative to the layout root (the --input directory or the download's dest).
     path          TEXT    NOT NULL,
@@ -258,7 +258,7 @@ CREATE TABLE clean_partitions (
 
 -- One part of one table of a generate job: rows [start_row, start_row + rows).
 CREATE TABLE generate_parts (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id      INTEGER NOT NULL REFERENCES jobs (id),
     table_name  TEXT    NOT NULL,
     idx         INTEGER NOT NULL CHECK (idx >= 0),

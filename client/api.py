@@ -281,8 +281,12 @@ class Client:
     def cancel(self, name: str, *, timeout: float | None = None) -> pb.Job:
         return self._call("Cancel", pb.JobRef(name=name), timeout)
 
-    def remove(self, name: str, *, timeout: float | None = None) -> pb.RemoveResponse:
-        return self._call("Remove", pb.JobRef(name=name), timeout)
+    def remove(
+        self, name: str, *, delete_output: bool = False, timeout: float | None = None
+    ) -> pb.RemoveResponse:
+        """Forget an ended job; with delete_output, delete what it wrote first."""
+        request = pb.RemoveRequest(name=name, delete_output=delete_output)
+        return self._call("Remove", request, timeout)
 
     def retry(
         self, name: str, *, step: str = "", error: str = "", timeout: float | None = None

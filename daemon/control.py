@@ -6,9 +6,10 @@ refused, saying why, for a job of another kind.
 """
 
 import asyncio
+import itertools
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import apsw
 import psutil
 from loguru import logger
 
-from bulkforge.daemon import jobs
+from bulkforge.daemon import jobs, outputs
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.failures import FailureGroupRow, FailureReport
 from bulkforge.daemon.governor import Governor
@@ -305,37 +306,82 @@ class Control:
     async def cancel(self, name: str) -> jobs.JobView:
         job = await self._move(name, JobState.CANCELLED, "cancel", message="cancelled")
         self._kinds.of(job).runner.stop_job(job.id, cancelled=True)
+        self._governor.note_hold(job.name, None)  # it will not be scheduled again
         return await self._views.fresh(name)
 
-    async def remove(self, name: str) -> tuple[jobs.JobView, int]:
-        """Forget an ended job (its rows; its files stay), so its name is free again.
+    async def remove(
+        self, name: str, delete_output: bool = False
+    ) -> tuple[jobs.JobView, int, outputs.Deleted | None]:
+        """Forget an ended job, so its name is free again; with delete_output, delete what it
+        wrote first (its kind names it from its rows), else its files stay.
 
-        Returns its last view and how many items it had.
+        Returns its last view, how many items it had, and what was deleted (or None).
         """
         view = await self._views.fresh(name)
+        deleted = None
+        if delete_output:
 
-        def remove(conn: apsw.Connection) -> None:
-            job = jobs.get_job(conn, name)
-            if job.state not in TERMINAL:
+            def delete(conn: apsw.Connection) -> outputs.Deleted:
+                # In one reader call: the paths are read from the rows as they are deleted.
+                job = self._removable(conn, name)
+                return self._delete_output(job, self._kinds.of(job).output_of(conn, job))
+
+            deleted = await self._readers.call(delete)
+            if deleted.failed:
+                (path, why), more = deleted.failed[0], len(deleted.failed) - 1
                 raise FailedPrecondition(
-                    f"job {name!r} is {job.state}: only an ended job can be removed; "
-                    f"`bfctl cancel {name}` first"
+                    f"cannot delete {path}: {why}"
+                    + (f" (and {more:,} more)" if more else "")
+                    + f"; {deleted.files:,} files were deleted, the job stays: run "
+                    f"`bfctl remove {name} --delete-output` again once that is fixed"
                 )
-            for other in jobs.all_jobs(conn):
-                if other.state not in TERMINAL and self._kinds.of(other).reads(other) == name:
-                    raise FailedPrecondition(
-                        f"job {other.name!r} ({other.state}) reads job {name!r}: "
-                        f"let it end or `bfctl cancel {other.name}` first"
-                    )
-            jobs.remove_job(conn, job)
 
-        await self._writer.call(remove)
-        self._views.forget(name)
-        job = view.job
-        jobs.log_about(job).info(
-            "job {} removed ({}; its files stay in {})", name, job.state, job.dest
-        )
-        return view, view.items_total
+        def remove(conn: apsw.Connection) -> jobs.JobRow:
+            job = self._removable(conn, name)
+            jobs.remove_job(conn, job)
+            return job
+
+        job = await self._writer.call(remove)
+        self._forget(job)
+        if deleted is None:
+            what = f"its files stay in {job.dest}"
+        else:
+            what = f"{deleted.files:,} files ({deleted.bytes:,} bytes) deleted from {job.dest}"
+        jobs.log_about(job).info("job {} removed ({}; {})", name, job.state, what)
+        return view, view.items_total, deleted
+
+    def _removable(self, conn: apsw.Connection, name: str) -> jobs.JobRow:
+        """The job, ended and read by no live job; else refused, saying what to do first."""
+        job = jobs.get_job(conn, name)
+        if job.state not in TERMINAL:
+            raise FailedPrecondition(
+                f"job {name!r} is {job.state}: only an ended job can be removed; "
+                f"`bfctl cancel {name}` first"
+            )
+        for other in jobs.all_jobs(conn):
+            if other.state not in TERMINAL and self._kinds.of(other).reads(other) == name:
+                raise FailedPrecondition(
+                    f"job {other.name!r} ({other.state}) reads job {name!r}: "
+                    f"let it end or `bfctl cancel {other.name}` first"
+                )
+        return job
+
+    def _delete_output(self, job: jobs.JobRow, paths: Iterable[str]) -> outputs.Deleted:
+        """The job's paths, and the dest's marker when it names this job of this bfd."""
+        dest = Path(job.dest)
+        owner = outputs.read_marker(dest)
+        state_dir = outputs.state_dir_key(self._settings.state_dir)
+        if owner is not None and (owner.job_id, owner.state_dir) == (job.id, state_dir):
+            paths = itertools.chain(paths, [outputs.MARKER])
+        return outputs.delete_paths(dest, paths)
+
+    def _forget(self, job: jobs.JobRow) -> None:
+        """Nothing kept in memory under the removed job's id or name outlives its row."""
+        self._views.forget(job.name)
+        self._governor.note_hold(job.name, None)
+        kind = self._kinds.find(job)
+        if kind is not None:
+            kind.runner.forget_job(job.id)
 
     async def retry(self, name: str, step: str, error: str) -> tuple[jobs.JobView, int]:
         def requeue(conn: apsw.Connection) -> int:

@@ -20,9 +20,10 @@ call; none opens its own transaction.
 
 import asyncio
 import contextlib
+import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -31,11 +32,13 @@ from typing import Any, Protocol, TypeVar
 import apsw
 from loguru import logger
 
+from bulkforge.daemon import outputs
 from bulkforge.daemon.disks import Places, dest_for
+from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.governor import Governor
-from bulkforge.daemon.jobs import JobRow, JobView, existing_job, jobs_in_states
+from bulkforge.daemon.jobs import JobRow, JobView, all_jobs, existing_job, job_by_id, jobs_in_states
 from bulkforge.daemon.machines import Tone, TransitionConflict
 from bulkforge.daemon.machines.job import RUNNABLE
 from bulkforge.daemon.progress import throughput_bucket_ms
@@ -69,7 +72,14 @@ class Runner(Protocol):
         """Look at the jobs again now (one was submitted, resumed, retried …)."""
 
     def stop_job(self, job_id: int, cancelled: bool) -> None:
-        """Interrupt a paused or cancelled job's work; what it leaves goes back to pending."""
+        """Interrupt a paused or cancelled job's work; what it leaves goes back to pending.
+
+        A cancelled job's work never comes back: what the runner kept of it is forgotten
+        too (forget_job)."""
+
+    def forget_job(self, job_id: int) -> None:
+        """The job was cancelled or removed: drop everything kept in memory under its id
+        (or its rows' ids), so nothing of it is ever counted for another job."""
 
     async def drain(self, timeout: float) -> None:
         """Stop taking work, interrupt what runs, and wait up to timeout for it to settle."""
@@ -145,15 +155,16 @@ class JobLoop(ABC):
 
 class Cooldowns:
     """Work whose run failed (a full disk, a worker killed) waits 2 s, then 4 s, before
-    its next try; the third failure is final. Keys are the runner's own."""
+    its next try; the third failure is final. Keys are the runner's own tuples, the job's
+    id first, so a cancelled or removed job's are forgotten with it (forget_job)."""
 
     def __init__(self, base_s: float = 1.0, attempts: int = 3):
         self.base_s = base_s
         self.attempts = attempts
-        # key -> (failures, monotonic time before which it is not tried again)
-        self._failed: dict[Hashable, tuple[int, float]] = {}
+        # (job id, …) -> (failures, monotonic time before which it is not tried again)
+        self._failed: dict[tuple, tuple[int, float]] = {}
 
-    def failed(self, key: Hashable) -> tuple[int, bool]:
+    def failed(self, key: tuple) -> tuple[int, bool]:
         """Count a failure: (how many so far, whether it was the last allowed)."""
         count = self._failed.get(key, (0, 0.0))[0] + 1
         if count >= self.attempts:
@@ -167,8 +178,12 @@ class Cooldowns:
         now = time.monotonic()
         return {key for key, (_, until) in self._failed.items() if until > now}
 
-    def succeeded(self, key: Hashable) -> None:
+    def succeeded(self, key: tuple) -> None:
         self._failed.pop(key, None)
+
+    def forget_job(self, job_id: int) -> None:
+        for key in [key for key in self._failed if key[0] == job_id]:
+            del self._failed[key]
 
 
 class Request(Protocol):
@@ -211,14 +226,18 @@ class JobKind(ABC):
         """The job of the request, created unless one of that name and spec exists.
 
         A resubmission answers at once, from the store, without reading the input again;
-        the same name with other parameters is refused (ALREADY_EXISTS).
+        the same name with other parameters is refused (ALREADY_EXISTS). A kind with
+        numbered output refuses a dest holding another job's (NumberedOutput).
         """
         spec = request.spec()
-        async with dest_for(request.dest, Places.of(self.services.settings)):
+        async with dest_for(request.dest, Places.of(self.services.settings)) as dest:
             existing = await self.readers.call(lambda c: existing_job(c, request.name, spec))
             if existing is not None:
                 return existing, False
-            job, created = await self.create(request, spec)
+            if isinstance(self, NumberedOutput):
+                job, created = await self.claim_dest(request, spec, dest)
+            else:
+                job, created = await self.create(request, spec)
         if created:
             self.runner.wake()
         return job, created
@@ -254,6 +273,13 @@ class JobKind(ABC):
     def reads(self, job: JobRow) -> str | None:
         """The name of the job whose output this one reads (clean --after), if any."""
         return None
+
+    @abstractmethod
+    def output_of(self, conn: apsw.Connection, job: JobRow) -> Iterator[str]:
+        """What the job wrote, from its rows: paths relative to its dest (files, or
+        directories wholly its own: a shard's folder), its temporary names and its own
+        sidecars, read as they are deleted (a job may have millions). `bfctl remove
+        --delete-output` deletes those that exist; never a glob."""
 
 
 class ItemRows:
@@ -304,6 +330,106 @@ class DiskBatches(ABC):
 
     @abstractmethod
     async def analyze(self, request: Any) -> Any: ...
+
+
+class NumberedOutput(ABC):
+    """A kind whose output is numbered per job (scenes shards, generate parts): a second
+    job into its dest would overwrite the first's low numbers and leave its high ones
+    beside them, so a dest holds one such job's output. Submit refuses a dest that another
+    job of the store writes to, or that holds another job's output, present or removed,
+    of this bfd or another: found by the dest's marker (`outputs.MARKER`), else by the
+    kind's own output names. Kinds without it re-run incrementally over a shared dest."""
+
+    #: What its numbered pieces are called, plural: "shards", "parts".
+    output_unit: str
+
+    @abstractmethod
+    def numbered_output(self, dest: Path) -> int:
+        """How many of the kind's numbered pieces sit in dest, known by their names."""
+
+    async def claim_dest(self, request: Any, spec: dict, dest: Path) -> tuple[JobRow, bool]:
+        """create(), once no other job's output is in dest; then the dest's marker names it.
+
+        Claims are one at a time, so two submits into one empty dest cannot both pass."""
+        assert isinstance(self, JobKind)
+        async with _DEST_CLAIMS:
+            state_dir = outputs.state_dir_key(self.services.settings.state_dir)
+            others = await self.readers.call(lambda c: _other_jobs_into(c, request.name, dest))
+            found = await asyncio.to_thread(self.numbered_output, dest)
+            owner = await asyncio.to_thread(outputs.read_marker, dest)
+            if others and found:
+                _refuse_owned(dest, found, self.output_unit, others[0].name, "")
+            if others:  # it has written nothing there yet
+                _refuse_shared(dest, self.output_unit, others[0])
+            if found:
+                await self._refuse_found(dest, found, owner, state_dir)
+            job, created = await self.create(request, spec)
+            if created:
+                marker = outputs.Owner(job.name, job.kind, job.id, state_dir)
+                try:
+                    await asyncio.to_thread(outputs.write_marker, dest, marker)
+                except (OSError, DiskFatal) as exc:
+                    # The job stands: while it is listed the store names its dest; once it
+                    # is removed its pieces are still known by their names.
+                    logger.warning("job {}: cannot write {}: {}", job.name, outputs.MARKER, exc)
+            return job, created
+
+    async def _refuse_found(
+        self, dest: Path, found: int, owner: outputs.Owner | None, state_dir: str
+    ) -> None:
+        """Whose the pieces found are: the marker's job, here or removed or another bfd's."""
+        assert isinstance(self, JobKind)
+        if owner is None:  # an older bfd, or a hand, put them there
+            _refuse_owned(dest, found, self.output_unit, "", "")
+        ours = owner.state_dir == state_dir
+        row = await self.readers.call(lambda c: job_by_id(c, owner.job_id)) if ours else None
+        alive = row is not None and row.name == owner.name
+        whose = "" if alive else "removed" if ours else f"of the bfd at {owner.state_dir}"
+        _refuse_owned(dest, found, self.output_unit, owner.name, whose)
+
+
+_DEST_CLAIMS = asyncio.Lock()
+
+
+def _other_jobs_into(conn: apsw.Connection, name: str, dest: Path) -> list[JobRow]:
+    """Jobs of the store, other than `name`, whose dest is dest (as given or resolved)."""
+    resolved = os.path.realpath(dest)
+    return [
+        job
+        for job in all_jobs(conn)
+        if job.name != name and (job.dest == str(dest) or os.path.realpath(job.dest) == resolved)
+    ]
+
+
+def _refuse_shared(dest: Path, unit: str, other: JobRow) -> None:
+    """Refuse a submit into the dest of another job of this store (it may not have
+    written anything yet)."""
+    raise FailedPrecondition(
+        f"dest {dest} is the dest of {other.kind} job {other.name!r} already: a new job's "
+        f"{unit} would mix with its output. Choose another dest, or remove that job with "
+        f"`bfctl remove {other.name} --delete-output` once it has ended"
+    )
+
+
+def _refuse_owned(dest: Path, found: int, unit: str, owner: str, whose: str) -> None:
+    """Refuse a submit into a dest holding another job's output, saying whose and how to
+    free it."""
+    what = f"{found:,} {unit if found > 1 else unit.removesuffix('s')}"
+    if not owner:
+        job, hint = "a job bfd no longer knows", "move or delete them yourself"
+    elif whose == "removed":
+        job = f"{owner!r}; removed"
+        hint = "delete them yourself (bfd forgot that job, so it cannot)"
+    elif whose:
+        job = f"{owner!r}, {whose}"
+        hint = f"remove them with `bfctl remove {owner} --delete-output` on that bfd"
+    else:
+        job = repr(owner)
+        hint = f"remove them with `bfctl remove {owner} --delete-output` once it has ended"
+    raise FailedPrecondition(
+        f"dest {dest} holds {what} of another job ({job}); a new job's would mix with "
+        f"them. Choose another dest, or {hint}"
+    )
 
 
 class ItemExport(ABC):

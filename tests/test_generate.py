@@ -23,6 +23,7 @@ from conftest import Daemon, gone, wait_until
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.generator import spec as s
 from bulkforge.daemon.generator.columns import Dataset
+from bulkforge.daemon.outputs import MARKER
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 SPEC = """
@@ -81,7 +82,7 @@ def digests(dest: Path) -> dict[str, str]:
     return {
         str(p.relative_to(dest)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(dest.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != MARKER  # the marker names its job: not the data
     }
 
 

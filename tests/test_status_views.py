@@ -29,7 +29,7 @@ def test_pollers_see_a_verbs_change_as_soon_as_the_verb_answers(patient_daemon, 
             assert stub.Status(job).state == "paused"
             assert stub.Cancel(job).state == "cancelled"
             assert stub.Status(job).state == "cancelled"
-            assert stub.Remove(job).state == "cancelled"
+            assert stub.Remove(pb.RemoveRequest(name="polled")).state == "cancelled"
             with pytest.raises(grpc.RpcError) as refused:
                 stub.Status(job)
             assert refused.value.code() == grpc.StatusCode.NOT_FOUND

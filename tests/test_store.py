@@ -980,3 +980,94 @@ def test_a_cancelled_call_does_not_kill_the_writer(live_store: store.Store) -> N
     asyncio.run(cancel_one_call())
     assert writer.submit(lambda c: "later").result(WAIT_S) == "later"
     assert writer.alive
+
+
+# -- ids are never reused --------------------------------------------------------------------
+
+# A row for each table whose rows a removal deletes, children after their parents; {job}
+# and {file} stand for the ids of the rows made before.
+ID_TABLE_ROWS = {
+    "jobs": "INSERT INTO jobs (name, kind, spec, dest, created_at, updated_at) "
+    "VALUES ('j{n}', 'download', '{{}}', '/d', 0, 0)",
+    "batches": "INSERT INTO batches (job_id, idx, updated_at) VALUES ({job}, {n}, 0)",
+    "files": "INSERT INTO files (job_id, url, path, size, state, updated_at) "
+    "VALUES ({job}, 'http://x/{n}', 'p{n}', 7, 'pending', 0)",
+    "segments": "INSERT INTO segments (file_id, idx, start, stop) VALUES ({file}, 0, 0, 7)",
+    "scenes": "INSERT INTO scenes (job_id, key, size, state, updated_at) "
+    "VALUES ({job}, 'k{n}', 5, 'done', 0)",
+    "clean_zips": "INSERT INTO clean_zips (job_id, path, series, first_day, last_day, size, "
+    "mtime_ns, updated_at) VALUES ({job}, 'z{n}', 's', '2024-01-01', '2024-01-01', 1, 0, 0)",
+    "generate_parts": "INSERT INTO generate_parts (job_id, table_name, idx, start_row, rows, "
+    "updated_at) VALUES ({job}, 't', {n}, 0, 1, 0)",
+}
+
+
+def fill(conn: apsw.Connection, n: int) -> None:
+    """One row in every table of ID_TABLE_ROWS, tied to a job of its own."""
+    with conn:
+        ids = {}
+        for table, sql in ID_TABLE_ROWS.items():
+            conn.execute(sql.format(n=n, **ids))
+            ids[{"jobs": "job", "files": "file"}.get(table, table)] = conn.last_insert_rowid()
+
+
+def tables_with_ids(conn: apsw.Connection) -> list[str]:
+    return [
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+        if any(col[1] == "id" and col[5] for col in conn.execute(f"PRAGMA table_info({name})"))
+    ]
+
+
+def test_every_table_with_an_id_is_covered(db: apsw.Connection) -> None:
+    """A new table with an id must join the table of cases below (and be AUTOINCREMENT)."""
+    assert set(tables_with_ids(db)) <= set(ID_TABLE_ROWS)
+
+
+@pytest.mark.parametrize("migrated", [False, True], ids=["fresh", "migrated"])
+def test_no_id_is_reused_after_the_max_row_is_deleted(tmp_path: Path, migrated: bool) -> None:
+    """For every table with an id: delete the row holding the highest id (as `remove`
+    does, through jobs.remove_job), insert a new one: it gets a higher id, in a fresh
+    store and in one migrated from before ids were AUTOINCREMENT."""
+    if migrated:
+        conn = store.open_connection(tmp_path / "old.db")
+        older = tmp_path / "older"
+        older.mkdir()
+        for path in sorted(MIGRATIONS.glob("000[0-9]_*.sql")):
+            shutil.copyfile(path, older / path.name)
+        baseline = store.migrations()[0]
+        with conn:
+            conn.execute(baseline.sql)
+            conn.execute("INSERT INTO schema_migrations VALUES (1, ?, 0)", (baseline.name,))
+        assert store.apply_schema(conn, older) == 9
+    else:
+        conn = new_db(tmp_path / "fresh.db")
+    fill(conn, 1)
+    fill(conn, 2)
+    counts_before = conn.execute("SELECT * FROM file_counts ORDER BY job_id").fetchall()
+    scene_counts_before = conn.execute("SELECT * FROM scene_counts ORDER BY job_id").fetchall()
+    if migrated:
+        store.apply_schema(conn)
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        # The triggers' counts neither doubled nor vanished while the tables were rebuilt.
+        assert conn.execute("SELECT * FROM file_counts ORDER BY job_id").fetchall() == (
+            counts_before
+        )
+        assert conn.execute("SELECT * FROM scene_counts ORDER BY job_id").fetchall() == (
+            scene_counts_before
+        )
+    highest = {table: conn.execute(f"SELECT max(id) FROM {table}").fetchone()[0]
+               for table in tables_with_ids(conn)}  # fmt: skip
+    with conn:
+        jobs.remove_job(conn, jobs.find_job(conn, "j2"))
+    assert all(
+        conn.execute(f"SELECT max(id) FROM {table}").fetchone()[0] < top
+        for table, top in highest.items()
+    ), "the removal left a row of the job behind"
+    fill(conn, 3)
+    for table, top in highest.items():
+        (now,) = conn.execute(f"SELECT max(id) FROM {table}").fetchone()
+        assert now > top, f"{table}: the deleted id {top} was given again"
+    conn.close()

@@ -1,4 +1,5 @@
-"""bfctl remove NAME: forget an ended job so its name is free; its files stay."""
+"""bfctl remove NAME [--delete-output]: forget an ended job so its name is free; its files
+stay, unless --delete-output deletes what it wrote first."""
 
 import argparse
 
@@ -6,21 +7,42 @@ from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import print_json
+from bulkforge.client.render import human_bytes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     summary = "forget an ended job (completed, failed, cancelled); its files stay"
-    add_job_name(add_command(subparsers, "remove", summary, run))
+    parser = add_command(subparsers, "remove", summary, run)
+    add_job_name(parser)
+    parser.add_argument(
+        "--delete-output",
+        action="store_true",
+        help="delete what the job wrote first (its files, shards, parts or partitions and "
+        "its own sidecars, as its rows name them; nothing else in the dest)",
+    )
 
 
 def run(args: argparse.Namespace, bfd: Client) -> int:
-    removed = bfd.remove(args.name, timeout=call_timeout(args))
+    removed = bfd.remove(args.name, delete_output=args.delete_output, timeout=call_timeout(args))
+    deleted = removed.deleted if removed.HasField("deleted") else None
     if args.json:
         document = {"removed": removed.name, "state": removed.state, "dest": removed.dest}
-        print_json(document | {"items": removed.items})
+        document["items"] = removed.items
+        if deleted is not None:
+            document["deleted"] = {
+                "files": deleted.files,
+                "directories": deleted.directories,
+                "bytes": deleted.bytes,
+                "paths": list(deleted.paths),
+            }
+        print_json(document)
         return 0
-    print(
-        f"removed job {removed.name!r} ({removed.state}, {removed.items:,} items); "
-        f"its files stay in {removed.dest}"
-    )
+    if deleted is None:
+        what = f"its files stay in {removed.dest}"
+    else:
+        what = (
+            f"deleted {deleted.files:,} files and {deleted.directories:,} directories "
+            f"({human_bytes(deleted.bytes)}) it wrote in {removed.dest}"
+        )
+    print(f"removed job {removed.name!r} ({removed.state}, {removed.items:,} items); {what}")
     return 0

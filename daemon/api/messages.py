@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from bulkforge.daemon import jobs
+from bulkforge.daemon import jobs, outputs
 from bulkforge.daemon.control import Stats, SystemView
 from bulkforge.daemon.disks import Disk
 from bulkforge.daemon.failures import FailureGroupRow, FailureReport
@@ -18,7 +18,7 @@ SETTLED = (BatchState.COMPLETE, BatchState.ARCHIVED)
 
 # Each job's last view and the message built from it: the callers that share one view
 # (Control.status) share its message too, so it is built once, not once per caller.
-# Emptied past BUILT_KEPT jobs, so removed jobs do not stay.
+# A removed job's goes with it (forget); emptied past BUILT_KEPT jobs.
 _built: dict[int, tuple[jobs.JobView, pb.Job]] = {}
 BUILT_KEPT = 1024
 
@@ -32,6 +32,28 @@ def job_message(view: jobs.JobView) -> pb.Job:
     if len(_built) >= BUILT_KEPT:
         _built.clear()
     _built[view.job.id] = (view, message)
+    return message
+
+
+def forget(job_id: int) -> None:
+    """The job was removed: its last message goes with it."""
+    _built.pop(job_id, None)
+
+
+def removed_message(
+    view: jobs.JobView, items: int, deleted: outputs.Deleted | None
+) -> pb.RemoveResponse:
+    job = view.job
+    message = pb.RemoveResponse(name=job.name, state=str(job.state), dest=job.dest, items=items)
+    if deleted is not None:
+        message.deleted.CopyFrom(
+            pb.DeletedOutput(
+                files=deleted.files,
+                directories=deleted.directories,
+                bytes=deleted.bytes,
+                paths=deleted.paths,
+            )
+        )
     return message
 
 

@@ -82,10 +82,10 @@ class Servicer(pb_grpc.BulkforgeServicer):
         return messages.job_message(await self._control.cancel(_name(request)))
 
     @refusals
-    async def Remove(self, request: pb.JobRef, context) -> pb.RemoveResponse:
-        view, items = await self._control.remove(_name(request))
-        job = view.job
-        return pb.RemoveResponse(name=job.name, state=str(job.state), dest=job.dest, items=items)
+    async def Remove(self, request: pb.RemoveRequest, context) -> pb.RemoveResponse:
+        view, items, deleted = await self._control.remove(_name(request), request.delete_output)
+        messages.forget(view.job.id)
+        return messages.removed_message(view, items, deleted)
 
     @refusals
     async def Retry(self, request: pb.RetryRequest, context) -> pb.RetryResponse:

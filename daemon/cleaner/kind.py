@@ -2,11 +2,14 @@
 
 import asyncio
 import json
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
 
 import apsw
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.cleaner import records
+from bulkforge.daemon.cleaner import records, report
 from bulkforge.daemon.cleaner.request import CleanRequest, SubmitClean
 from bulkforge.daemon.cleaner.runner import Cleaner, Source
 from bulkforge.daemon.cleaner.scan import Scan, scan_directory, scan_files
@@ -17,6 +20,9 @@ from bulkforge.daemon.machines import zip as zip_machine
 from bulkforge.daemon.machines.zip import ZipState
 from bulkforge.daemon.pipeline import ItemExport, ItemRows, JobKind, Rerun, Services, VerifiedFiles
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+
+# partition.DATA_FILE, named here so bfd need not import pyarrow to remove a job.
+PARTITION_DATA = "data.parquet"
 
 
 class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
@@ -46,6 +52,21 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
         return await self.writer.call(
             lambda conn: records.create_job(conn, request.name, spec, str(request.dest))
         )
+
+    def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> Iterator[str]:
+        """The partitions its zips feed (data and stats, and a killed write's temporary
+        name is left to the next build), and its own _jobs/NAME/stats.json. A partition
+        another clean job into this dest also fed goes too: a clean job rebuilds it."""
+        yield str(report.path_of(Path(""), job.name))
+        for series, first, last in conn.execute(
+            "SELECT DISTINCT series, first_day, last_day FROM clean_zips WHERE job_id = ?",
+            (job.id,),
+        ):
+            day, end = date.fromisoformat(first), date.fromisoformat(last)
+            while day <= end:
+                directory = f"{series}/date={day.isoformat()}"
+                yield from (f"{directory}/{PARTITION_DATA}", f"{directory}/{report.STATS_FILE}")
+                day += timedelta(days=1)
 
     def reads(self, job: jobs.JobRow) -> str | None:
         return CleanRequest.of_spec(job.name, json.loads(job.spec)).after

@@ -96,6 +96,11 @@ class Cleaner(JobLoop):
         for run in list(self._runs.values()):
             if run.job_id == job_id and run.task is not None:
                 run.task.cancel()
+        if cancelled:
+            self.forget_job(job_id)
+
+    def forget_job(self, job_id: int) -> None:
+        self._cooldowns.forget_job(job_id)
 
     async def drain(self, timeout: float) -> None:
         tasks = [run.task for run in self._runs.values() if run.task is not None]

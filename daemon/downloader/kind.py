@@ -5,6 +5,7 @@ import contextlib
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
@@ -16,6 +17,7 @@ from bulkforge.daemon.downloader import batches, files, register, verify
 from bulkforge.daemon.downloader.analyze import Analysis, analyze
 from bulkforge.daemon.downloader.incremental import sizes_on_disk, skip_unchanged
 from bulkforge.daemon.downloader.listing import DownloadRequest, source_pages
+from bulkforge.daemon.downloader.paths import partial_path
 from bulkforge.daemon.downloader.planner import Plan, Space, check_space, plan_source
 from bulkforge.daemon.downloader.request import PlanArgs, SourceSpec, SubmitDownload
 from bulkforge.daemon.downloader.scheduler import Downloader
@@ -70,6 +72,27 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
             with contextlib.suppress(StoreFatal):
                 await self.writer.call(lambda c: register.stage_drop(c, table))
         return job, created
+
+    def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> Iterator[str]:
+        """Files it installed (done) and the partials of those it did not finish, in its
+        batches still on this disk, and its batches' manifests. Files it skipped because
+        they were in place already are not its own; neither are archived batches' files,
+        on disks swapped out."""
+        rows = conn.execute(
+            "SELECT files.path, files.state FROM files LEFT JOIN batches "
+            "ON batches.job_id = files.job_id AND batches.idx = files.batch_idx "
+            "WHERE files.job_id = ? AND coalesce(batches.state, '') != ? AND files.state != ? "
+            "ORDER BY files.id",
+            (job.id, str(BatchState.ARCHIVED), str(FileState.SKIPPED)),
+        )
+        for path, state in rows:
+            if state == FileState.DONE:
+                yield path
+            yield str(partial_path(Path(path)))
+        dest = Path(job.dest)
+        for (index,) in conn.execute("SELECT idx FROM batches WHERE job_id = ?", (job.id,)):
+            manifest = batches.manifest_path(dest, job.name, index).relative_to(dest)
+            yield from (str(manifest), f"{manifest}.tmp")
 
     # -- reads -----------------------------------------------------------------------------
 

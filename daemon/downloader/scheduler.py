@@ -68,6 +68,9 @@ class _Transfer:
     size: int = 0
     # The destination filesystem (st_dev), whose disk threshold counts this file.
     device: int | None = None
+    # Whether its partial counts as the job's progress once interrupted (a pause): not
+    # when the job was cancelled or removed.
+    keep_partial: bool = True
 
     @property
     def remaining(self) -> int:
@@ -131,10 +134,23 @@ class Downloader:
         return flying + sum(size for job, size in self._kept.values() if job == job_id)
 
     def stop_job(self, job_id: int, cancelled: bool) -> None:
-        """Interrupt the transfers of a paused or cancelled job; their partials stay."""
+        """Interrupt the transfers of a paused or cancelled job; their partials stay on disk
+        (a paused job's count as its progress until it resumes)."""
         for transfer in list(self._transfers.values()):
             if transfer.job_id == job_id and transfer.task is not None:
                 transfer.task.cancel()
+        if cancelled:
+            self.forget_job(job_id)
+
+    def forget_job(self, job_id: int) -> None:
+        """Nothing of the job is counted or kept any more: its partials, its credentials,
+        and the partials of its transfers still ending."""
+        for transfer in self._transfers.values():
+            if transfer.job_id == job_id:
+                transfer.keep_partial = False
+        for file_id in [f for f, (job, _) in self._kept.items() if job == job_id]:
+            del self._kept[file_id]
+        self._access.pop(job_id, None)
 
     async def drain(self, timeout: float) -> None:
         """Stop taking work and interrupt every transfer, recording each as pending."""
@@ -257,7 +273,7 @@ class Downloader:
             del self._transfers[file_id]
         if task.cancelled():
             # Paused, cancelled or drained: the row goes back to pending, partial kept.
-            if transfer.bytes:
+            if transfer.bytes and transfer.keep_partial:
                 self._kept[file_id] = (transfer.job_id, transfer.bytes)
             release = asyncio.ensure_future(self._release(file_id))
             self._releases.add(release)

@@ -1,6 +1,10 @@
 """The generate kind behind the seam: synthetic related tables, part by part."""
 
 import asyncio
+import json
+import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
@@ -13,7 +17,7 @@ from bulkforge.daemon.generator.request import GenerateRequest, SubmitGenerate
 from bulkforge.daemon.generator.runner import Generator
 from bulkforge.daemon.machines import part as part_machine
 from bulkforge.daemon.machines.part import PartState
-from bulkforge.daemon.pipeline import ItemRows, JobKind, Services
+from bulkforge.daemon.pipeline import ItemRows, JobKind, NumberedOutput, Services
 from bulkforge.daemon.store import now_ms
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
@@ -21,10 +25,13 @@ SCHEMA_FILE = "schema.sql"
 RATE_WINDOW_S = 10
 # Parts of one job: each is a row in the store and a file on disk.
 MAX_PARTS = 1_000_000
+# A part's file in DEST/TABLE/, as formats.part_name names it (not imported: it needs pyarrow).
+PART_NAME = re.compile(r"part-\d{5,}\.(?:parquet|csv|jsonl|sql)")
 
 
-class GenerateKind(ItemRows, JobKind):
+class GenerateKind(ItemRows, JobKind, NumberedOutput):
     name = records.KIND
+    output_unit = "parts"
     item_table, records = "generate_parts", records
     in_flight = "part(s) were being made"
     batch_unit = ""
@@ -66,6 +73,28 @@ class GenerateKind(ItemRows, JobKind):
                 conn, request.name, spec, dest, counts, order, request.chunk_rows
             )
         )
+
+    def numbered_output(self, dest: Path) -> int:
+        """Part files in dest's table directories, by their names."""
+        found = 0
+        with os.scandir(dest) as tables:
+            for table in tables:
+                if table.name[:1] in "._" or not table.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(table.path) as files:
+                    found += sum(1 for f in files if PART_NAME.fullmatch(f.name))
+        return found
+
+    def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> Iterator[str]:
+        """Each part's file (and its temporary name), and schema.sql of an SQL job."""
+        fmt = json.loads(job.spec).get("format", "parquet")
+        for table, index in conn.execute(
+            "SELECT table_name, idx FROM generate_parts WHERE job_id = ? ORDER BY id", (job.id,)
+        ):
+            part = f"part-{index:05d}.{fmt}"
+            yield from (f"{table}/{part}", f"{table}/.{part}.tmp")
+        if fmt == "sql":
+            yield from (SCHEMA_FILE, f".{SCHEMA_FILE}.tmp")
 
     def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
         for state, (parts, size) in records.counts(conn, view.job.id).items():

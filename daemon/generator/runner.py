@@ -52,6 +52,11 @@ class Generator(JobLoop):
         for owner, task in list(self._runs.values()):
             if owner == job_id:
                 task.cancel()
+        if cancelled:
+            self.forget_job(job_id)
+
+    def forget_job(self, job_id: int) -> None:
+        self._cooldowns.forget_job(job_id)
 
     async def drain(self, timeout: float) -> None:
         await self._stop_tasks([task for _, task in self._runs.values()], timeout)
@@ -76,10 +81,10 @@ class Generator(JobLoop):
         with jobs.working_on(job):
             run = asyncio.create_task(self._make(job, part, task))
         self._runs[part.id] = (job.id, run)
-        run.add_done_callback(lambda done: self._ended(part, done))
+        run.add_done_callback(lambda done: self._ended(job.id, part, done))
 
     async def _make(self, job: jobs.JobRow, part: records.Part, task: PartTask) -> None:
-        if part.id in self._cooldowns.cooling():
+        if (job.id, part.id) in self._cooldowns.cooling():
             await asyncio.sleep(self._cooldowns.base_s * 2)
         started = time.monotonic()
         future = self._governor.submit(MAKE_PART, task)
@@ -87,7 +92,7 @@ class Generator(JobLoop):
         await self._writer.call(
             lambda conn: records.finish(conn, part.id, written.size, written.sha256)
         )
-        self._cooldowns.succeeded(part.id)
+        self._cooldowns.succeeded((job.id, part.id))
         logger.info(
             "job {}: {} part {} written ({:,} rows, {:,} bytes, {:.1f} s)",
             job.name,
@@ -98,7 +103,7 @@ class Generator(JobLoop):
             time.monotonic() - started,
         )
 
-    def _ended(self, part: records.Part, task: asyncio.Task) -> None:
+    def _ended(self, job_id: int, part: records.Part, task: asyncio.Task) -> None:
         self._runs.pop(part.id, None)
         error = None if task.cancelled() else task.exception()
         if task.cancelled():
@@ -106,11 +111,11 @@ class Generator(JobLoop):
         elif isinstance(error, DiskFatal):
             self._on_fatal(error)
         elif error is not None and not isinstance(error, StoreFatal):
-            self._part_failed(part, error)
+            self._part_failed(job_id, part, error)
         self.wake()
 
-    def _part_failed(self, part: records.Part, error: BaseException) -> None:
-        failures, final = self._cooldowns.failed(part.id)
+    def _part_failed(self, job_id: int, part: records.Part, error: BaseException) -> None:
+        failures, final = self._cooldowns.failed((job_id, part.id))
         logger.opt(exception=error).error(
             "generate: {} part {} failed (attempt {})", part.table, part.index, failures
         )

@@ -5,6 +5,11 @@ needs them, so an idle bfd does not carry pyarrow.
 """
 
 import asyncio
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import apsw
@@ -16,7 +21,7 @@ from bulkforge.daemon.exports import Exported
 from bulkforge.daemon.failures import FailureGroupRow, FailureReport
 from bulkforge.daemon.machines import scene as scene_machine
 from bulkforge.daemon.machines.scene import SceneState
-from bulkforge.daemon.pipeline import ItemExport, ItemRows, JobKind, Services
+from bulkforge.daemon.pipeline import ItemExport, ItemRows, JobKind, NumberedOutput, Services
 from bulkforge.daemon.scenes import records
 from bulkforge.daemon.scenes.pipeline import Scenes
 from bulkforge.daemon.scenes.request import ScenesRequest, SubmitScenes
@@ -27,8 +32,18 @@ if TYPE_CHECKING:
     from bulkforge.daemon.scenes.items import ItemChunk
 
 
-class ScenesKind(ItemRows, JobKind, ItemExport):
+# A shard's names in its dest: NNNNN/ (files), NNNNN.tar, NNNNN.parquet, NNNNN_stats.json.
+SHARD_NAME = re.compile(r"(\d{5,})(?:\.tar|\.parquet|_stats\.json)?")
+SHARD_SUFFIXES = {
+    "files": ("", ".parquet", "_stats.json"),
+    "webdataset": (".tar", ".parquet", "_stats.json"),
+    "parquet": (".parquet", "_stats.json"),
+}
+
+
+class ScenesKind(ItemRows, JobKind, ItemExport, NumberedOutput):
     name = records.KIND
+    output_unit = "shards"
     item_table, records = "scenes", records
     in_flight = "item(s) were running"
     batch_unit = "shard"
@@ -56,6 +71,20 @@ class ScenesKind(ItemRows, JobKind, ItemExport):
                 c, request.name, spec, str(request.dest), rows_total, first
             )
         )
+
+    def numbered_output(self, dest: Path) -> int:
+        """Shards in dest, by their names (NNNNN, NNNNN.tar, …; one count per number)."""
+        with os.scandir(dest) as entries:
+            return len({m[1] for e in entries if (m := SHARD_NAME.fullmatch(e.name))})
+
+    def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> Iterator[str]:
+        """Each shard the job began (its batch rows): its files and their temporary names."""
+        suffixes = SHARD_SUFFIXES.get(json.loads(job.spec).get("format"), ())
+        for (index,) in conn.execute(
+            "SELECT idx FROM batches WHERE job_id = ? ORDER BY idx", (job.id,)
+        ):
+            for suffix in suffixes:
+                yield from (f"{index:05d}{suffix}", f".{index:05d}{suffix}.tmp")
 
     def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
         """Items by state; the total counts rows not yet registered, minus those skipped."""

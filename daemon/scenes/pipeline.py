@@ -120,9 +120,16 @@ class Scenes(JobLoop):
         for run in list(self._runs.values()):
             if run.job_id == job_id and run.task is not None:
                 run.task.cancel()
-        if cancelled and job_id in self._registrars:
+        if cancelled:
+            self.forget_job(job_id)
+
+    def forget_job(self, job_id: int) -> None:
+        """Its registration stops; its prepared steps and shard cooldowns go."""
+        if job_id in self._registrars:
             self._registrars[job_id].cancel()
-            self._prepared.pop(job_id, None)
+        self._prepared.pop(job_id, None)
+        for key in [key for key in self._shard_errors if key[0] == job_id]:
+            del self._shard_errors[key]
 
     async def drain(self, timeout: float) -> None:
         tasks = [run.task for run in self._runs.values() if run.task is not None]

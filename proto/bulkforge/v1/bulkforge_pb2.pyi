@@ -12,17 +12,39 @@ class JobRef(_message.Message):
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
+class RemoveRequest(_message.Message):
+    __slots__ = ("name", "delete_output")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DELETE_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    delete_output: bool
+    def __init__(self, name: _Optional[str] = ..., delete_output: _Optional[bool] = ...) -> None: ...
+
+class DeletedOutput(_message.Message):
+    __slots__ = ("files", "directories", "bytes", "paths")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORIES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    files: int
+    directories: int
+    bytes: int
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, files: _Optional[int] = ..., directories: _Optional[int] = ..., bytes: _Optional[int] = ..., paths: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class RemoveResponse(_message.Message):
-    __slots__ = ("name", "state", "dest", "items")
+    __slots__ = ("name", "state", "dest", "items", "deleted")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     DEST_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: str
     dest: str
     items: int
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., dest: _Optional[str] = ..., items: _Optional[int] = ...) -> None: ...
+    deleted: DeletedOutput
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., dest: _Optional[str] = ..., items: _Optional[int] = ..., deleted: _Optional[_Union[DeletedOutput, _Mapping]] = ...) -> None: ...
 
 class UrlList(_message.Message):
     __slots__ = ("urls",)

@@ -69,7 +69,7 @@ class BulkforgeStub:
                 _registered_method=True)
         self.Remove = channel.unary_unary(
                 '/bulkforge.v1.Bulkforge/Remove',
-                request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.SerializeToString,
+                request_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.RemoveRequest.SerializeToString,
                 response_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.RemoveResponse.FromString,
                 _registered_method=True)
         self.Retry = channel.unary_unary(
@@ -184,7 +184,8 @@ class BulkforgeServicer:
 
     def Remove(self, request, context):
         """Forget a job that has ended (completed, failed or cancelled): its rows go, so its
-        name is free again; the files it wrote under dest stay. FAILED_PRECONDITION while
+        name is free again; the files it wrote under dest stay, unless delete_output asks
+        that they go first. FAILED_PRECONDITION while
         it runs (cancel it first) or while a live job reads it (clean --after).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -316,7 +317,7 @@ def add_BulkforgeServicer_to_server(servicer, server):
             ),
             'Remove': grpc.unary_unary_rpc_method_handler(
                     servicer.Remove,
-                    request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.FromString,
+                    request_deserializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.RemoveRequest.FromString,
                     response_serializer=bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.RemoveResponse.SerializeToString,
             ),
             'Retry': grpc.unary_unary_rpc_method_handler(
@@ -565,7 +566,7 @@ class Bulkforge:
             request,
             target,
             '/bulkforge.v1.Bulkforge/Remove',
-            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.JobRef.SerializeToString,
+            bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.RemoveRequest.SerializeToString,
             bulkforge_dot_proto_dot_bulkforge_dot_v1_dot_bulkforge__pb2.RemoveResponse.FromString,
             options,
             channel_credentials,

@@ -30,7 +30,7 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.cleaner import records, report
 from bulkforge.daemon.cleaner.request import CleanRequest
 from bulkforge.daemon.cleaner.scan import Scan
-from bulkforge.daemon.cleaner.work import SeriesResult, SeriesTask
+from bulkforge.daemon.cleaner.work import SeriesResult, SeriesTask, inflate_limit
 from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.failures import worker_failure
 from bulkforge.daemon.machines.job import TERMINAL, JobState
@@ -149,7 +149,8 @@ class Cleaner(JobLoop):
     async def _run_series(self, job: jobs.JobRow, dest: str, run: _SeriesRun) -> None:
         series = run.claimed.series
         empty = await self._readers.call(lambda conn: records.empty_days(conn, dest, series))
-        task = SeriesTask(dest, series, tuple(run.claimed.zips), empty)
+        limit = inflate_limit(self._governor.memory_cap, self._governor.cpu_workers)
+        task = SeriesTask(dest, series, tuple(run.claimed.zips), empty, limit)
         started = time.monotonic()
         future = self._governor.submit(CLEAN_SERIES, task)
         self._writing[(dest, series)] = future

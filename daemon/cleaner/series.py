@@ -16,6 +16,7 @@ never touches the store.
 
 import hashlib
 import json
+import os
 from datetime import date
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from bulkforge.daemon.cleaner.parse import CleanFailed, parse_zip
 from bulkforge.daemon.cleaner.schema import TABLES, Table
 from bulkforge.daemon.cleaner.work import SeriesResult, SeriesTask, ZipInput, ZipOutcome
 from bulkforge.daemon.governor import give_back_memory
+from bulkforge.proto.inputs import UnsafeInput, open_regular
 
 
 def clean_series(task: SeriesTask) -> SeriesResult:
@@ -136,7 +138,9 @@ class _Cleaning:
     def parse(self, zip_input: ZipInput) -> None:
         outcome = self.result.zips[zip_input.id]
         try:
-            parsed = parse_zip(zip_input.file, self.table)
+            parsed = parse_zip(
+                zip_input.file, self.table, self.task.inflate_limit, Path(zip_input.root)
+            )
         except CleanFailed as failed:
             outcome.failure = (failed.step, failed.error_class, str(failed))
             return
@@ -167,11 +171,18 @@ class _Cleaning:
 
 
 def _identify(zip_input: ZipInput) -> ZipOutcome:
-    """The zip's size, mtime and sha256 now: hashed again only when its size or mtime moved."""
+    """The zip's size, mtime and sha256 now: hashed again only when its size or mtime moved.
+
+    Only a regular file inside the input root is read (a symlink out of it, a FIFO, a
+    device, a socket fails the zip at `open`, its error class saying which).
+    """
     try:
-        status = zip_input.file.stat()
-        same = (status.st_size, status.st_mtime_ns) == (zip_input.size, zip_input.mtime_ns)
-        sha256 = zip_input.sha256 if same and zip_input.sha256 else _sha256(zip_input.file)
+        with open_regular(zip_input.file, zip_input.root) as file:
+            status = os.fstat(file.fileno())
+            same = (status.st_size, status.st_mtime_ns) == (zip_input.size, zip_input.mtime_ns)
+            sha256 = zip_input.sha256 if same and zip_input.sha256 else _sha256(file)
+    except UnsafeInput as unsafe:
+        return ZipOutcome(failure=("open", unsafe.reason, f"{zip_input.path}: {unsafe.why}"))
     except FileNotFoundError:
         return ZipOutcome(failure=("open", "missing", f"{zip_input.path}: no longer there"))
     except OSError as exc:
@@ -179,6 +190,5 @@ def _identify(zip_input: ZipInput) -> ZipOutcome:
     return ZipOutcome(sha256, status.st_size, status.st_mtime_ns)
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
+def _sha256(file) -> str:
+    return hashlib.file_digest(file, "sha256").hexdigest()

@@ -67,6 +67,12 @@ def resolve(path: Path | str, root: Path | str | None = None) -> Path:
     return real
 
 
+def check_regular(path: Path | str, root: Path | str | None = None) -> None:
+    """Refuse (UnsafeInput) what open_regular would, without opening it: for a client that
+    checks a path another process (bfd) reads. FileNotFoundError if it is not there."""
+    _refuse_unless_regular(path, os.stat(resolve(path, root)).st_mode)
+
+
 def open_regular(
     path: Path | str, root: Path | str | None = None, max_bytes: int | None = None
 ) -> BinaryIO:

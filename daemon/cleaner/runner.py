@@ -57,6 +57,10 @@ class Source:
 
 # (job, whole scan) -> the scan; the kind provides it (a directory walk, or a download's files).
 Scanner = Callable[[jobs.JobRow, CleanRequest, bool], Awaitable[tuple[Source, Scan]]]
+# Queues again the ended jobs whose download changed since they ended; their names.
+Reopener = Callable[[], Awaitable[list[str]]]
+# How often ended --after jobs are compared with their download.
+FOLLOW_POLL_S = 1.0
 
 
 @dataclass
@@ -69,8 +73,9 @@ class _SeriesRun:
 class Cleaner(JobLoop):
     kind_name = records.KIND
 
-    def __init__(self, services: Services, scanner: Scanner):
+    def __init__(self, services: Services, scanner: Scanner, reopener: Reopener):
         super().__init__(services)
+        self._reopen = reopener
         self._governor = services.governor
         self._writer = services.store.writer
         self._on_fatal = services.on_fatal
@@ -102,6 +107,28 @@ class Cleaner(JobLoop):
         await self._stop_tasks(tasks, timeout)
 
     # -- the loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The passes over live jobs, and beside them the watch over ended --after jobs."""
+        follower = asyncio.create_task(self._follow_downloads())
+        try:
+            await super().run()
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+
+    async def _follow_downloads(self) -> None:
+        """A clean --after job sees its download's retries even after it ended: reopened."""
+        while not self._stopping:
+            try:
+                if await self._reopen():
+                    self.wake()
+            except StoreFatal:
+                return
+            except Exception:
+                logger.exception("clean: comparing ended jobs with their downloads failed")
+            await asyncio.sleep(FOLLOW_POLL_S)
 
     async def _schedule_job(self, job: jobs.JobRow) -> None:
         try:

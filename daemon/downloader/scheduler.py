@@ -34,7 +34,7 @@ from bulkforge.daemon.downloader.install import Installable, Installer, InstallF
 from bulkforge.daemon.downloader.listing import Batching
 from bulkforge.daemon.downloader.paths import partial_path
 from bulkforge.daemon.downloader.segments import Ledger
-from bulkforge.daemon.downloader.sources.binance import sidecar_sha256
+from bulkforge.daemon.downloader.sources.binance import Sidecar, fetch_sidecar, install_sidecar
 from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.errors import Refused
 from bulkforge.daemon.failures import Failure, backoff_s
@@ -269,7 +269,7 @@ class Downloader:
     async def _transfer(self, job: jobs.JobRow, row: files.FileRow, transfer: _Transfer) -> None:
         state = FileState.DOWNLOADING
         try:
-            row = await self._with_sidecar_checksum(row, job)
+            row, sidecar = await self._with_sidecar_checksum(row, job)
             received = await self._fetcher.receive(
                 row,
                 Path(job.dest),
@@ -287,6 +287,8 @@ class Downloader:
                 await self._fetcher.discard(row, received)
                 raise
             self._received(transfer)
+            if sidecar is not None:  # a pair is one unit: the zip's sidecar goes first
+                await self._install_sidecar(job, row, sidecar)
             try:
                 await self._installer.install(received.installable(row.id))
             except InstallFailed as exc:
@@ -309,14 +311,27 @@ class Downloader:
         """One store operation moves a whole durable group to done."""
         return await self._writer.call(lambda conn: _done(conn, durable))
 
-    async def _with_sidecar_checksum(self, row: files.FileRow, job: jobs.JobRow) -> files.FileRow:
-        """A zip listed with a `.CHECKSUM` sidecar is verified against the sidecar's sha256."""
+    async def _with_sidecar_checksum(
+        self, row: files.FileRow, job: jobs.JobRow
+    ) -> tuple[files.FileRow, Sidecar | None]:
+        """A zip listed with a `.CHECKSUM` sidecar is verified against the sidecar's sha256;
+        the sidecar comes back too, to be installed with the zip."""
         if not row.checksum_url or row.sha256:
-            return row
-        digest = await sidecar_sha256(
+            return row, None
+        sidecar = await fetch_sidecar(
             self._engine, register.KIND, row.checksum_url, row.path, await self._access_for(job)
         )
-        return dataclasses.replace(row, sha256=digest)
+        return dataclasses.replace(row, sha256=sidecar.sha256), sidecar
+
+    async def _install_sidecar(self, job: jobs.JobRow, row: files.FileRow, sidecar: Sidecar):
+        """The sidecar the zip was verified against, durable beside it before the zip is."""
+        try:
+            await asyncio.to_thread(install_sidecar, Path(job.dest), row.path, sidecar)
+        except DiskFatal:
+            raise
+        except OSError as exc:
+            message = f"cannot write the sidecar of {row.path}: {exc.strerror or exc}"
+            raise TransferFailed(Failure("rename", "io", message, True)) from None
 
     async def _access_for(self, job: jobs.JobRow) -> Access:
         """The job's credentials for its requests, built once (boto3 is slow to start)."""

@@ -65,6 +65,7 @@ def quantity(table: Table) -> str:
 # name -> (the bad row, given the table; the reason it is rejected with)
 HOSTILE = {
     "invalid utf-8": (lambda t: replaced(t, price(t), b"1\xff2"), "encoding"),
+    "a short row of bad bytes": (lambda t: b"\xff\xfe,1", "encoding"),
     "a letter beyond ascii": (lambda t: replaced(t, t.schema.names[-1], "tru\u00e9"), "encoding"),
     "a 10 KiB field": (lambda t: replaced(t, price(t), "9" * 10240), "field_too_large"),
     "1e999": (lambda t: replaced(t, price(t), "1e999"), "not_finite"),
@@ -125,7 +126,7 @@ def test_every_reason_at_once_and_a_100_mb_field_beside_good_rows(tmp_path: Path
     assert parsed.rows.num_rows == GOOD_ROWS
     assert parsed.rows_in == GOOD_ROWS + len(bad) + 1
     assert sum(parsed.rejected.values()) == len(bad) + 1
-    assert parsed.rejected["field_too_large"] == 2 and parsed.rejected["encoding"] == 2
+    assert parsed.rejected["field_too_large"] == 2 and parsed.rejected["encoding"] == 3
     assert parsed.rejected["not_finite"] == 4 and parsed.rejected["negative"] == 3
 
 
@@ -227,3 +228,38 @@ def test_an_honest_huge_member_fails_for_memory_at_its_declared_size(
     assert peak < limit
     # The same zip under a bound it fits: cleaned.
     assert parse_zip(path, table, 1024**3).rows.num_rows > 0
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ([], (0, {})),  # an empty CSV: no rows, no failure
+        ([b""], (0, {})),
+        ([b"id,price,qty,quote_qty,time,is_buyer_maker"], (0, {})),  # its header only
+        ([b"1," + b"9" * 5000], ("parse", "field_too_large")),  # nothing but a bad row
+        ([b"\xff\xfe", b"\xff"], ("parse", "encoding")),
+    ],
+)
+def test_a_csv_of_no_good_row_is_empty_or_fails_by_its_reason(
+    tmp_path: Path, lines: list[bytes], expected: tuple
+) -> None:
+    table = TABLES[("um", "trades")]
+    path = tmp_path / zip_path(table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.csv", b"\n".join(lines))
+    if expected[0] == "parse":
+        with pytest.raises(CleanFailed) as failed:
+            parse_zip(path, table)
+        assert (failed.value.step, failed.value.error_class) == expected
+        return
+    parsed = parse_zip(path, table)
+    assert (parsed.rows_in, dict(parsed.rejected)) == expected and parsed.rows.num_rows == 0
+
+
+def test_a_byte_order_mark_before_the_header_is_no_bad_byte(tmp_path: Path) -> None:
+    table = TABLES[("um", "trades")]
+    good = [",".join(good_fields(table, n)).encode() for n in range(GOOD_ROWS)]
+    header = b"\xef\xbb\xbfid,price,qty,quote_qty,time,is_buyer_maker"
+    parsed = parse_zip(write_csv_zip(tmp_path / zip_path(table), [header, *good]), table)
+    assert parsed.header and parsed.rejected == Counter() and parsed.rows.num_rows == GOOD_ROWS

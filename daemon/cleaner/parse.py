@@ -47,6 +47,9 @@ BLOCK = 16 * 1024**2
 MAX_LINE = 4096
 # Inflated in blocks of this size, so that a zip's actual size is checked as it grows.
 INFLATE_BLOCK = 4 * 1024**2
+# Lines are checked in blocks of this size (the scratch arrays are a few times larger).
+SCAN_BLOCK = 4 * 1024**2
+BOM = b"\xef\xbb\xbf"
 # A zip's local file header: signature … file name length, extra field length.
 LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 
@@ -85,7 +88,8 @@ def parse_zip(
 
 def _parse(path: Path, table: Table, limit: int, root: Path | None) -> Parsed:
     rejected: Counter = Counter()
-    data = _drop_long_lines(_inflate(path, limit, root), rejected)
+    data = _drop_bad_lines(_inflate(path, limit, root), rejected)
+    dropped = sum(rejected.values())  # rows the CSV reader never sees
     header = _has_header(data)
     wrong_width: list[int] = [0]
     try:
@@ -95,8 +99,8 @@ def _parse(path: Path, table: Table, limit: int, root: Path | None) -> Parsed:
         raw = _read(data, table, header, wrong_width, typed=False)
     if wrong_width[0]:
         rejected["wrong_column_count"] = wrong_width[0]
-    rows_in = raw.num_rows + wrong_width[0] + rejected["field_too_large"]
-    if rows_in and not raw.num_rows and not rejected["field_too_large"]:
+    rows_in = raw.num_rows + wrong_width[0] + dropped
+    if rows_in and not raw.num_rows and not dropped:
         raise CleanFailed(
             "schema",
             "wrong_column_count",
@@ -208,42 +212,65 @@ def _beyond_declared(path: Path, inflater, pending: bytes, file, left: int, size
     raise zipfile.BadZipFile(f"{path.name}: its CSV inflates past its declared size")
 
 
-def _drop_long_lines(data: bytearray, rejected: Counter):
-    """data without its lines longer than any row can be, each counted `field_too_large`.
+def _drop_bad_lines(data: bytearray, rejected: Counter) -> bytearray:
+    """data without the lines the CSV reader must never see, each rejected by reason:
+    longer than any row can be (`field_too_large`: the reader fails a row longer than its
+    block), or holding a byte that is not ASCII (`encoding`: the reader fails a row it
+    cannot decode when the row is also of the wrong width).
 
-    The line lengths are checked block by block (a bounded scratch array); only a file
-    that has such a line is copied without it.
+    Scanned in blocks (bounded scratch arrays); the lines are cut out in place.
     """
-    long_lines: list[tuple[int, int]] = []
-    start = 0  # where the current line starts
-    for offset in range(0, len(data), BLOCK):
+    bad: list[tuple[int, int]] = []
+    start = len(BOM) if data[:3] == BOM else 0  # a UTF-8 byte-order mark is no row's byte
+    first, high_before = start, 0  # the current line's start, its non-ASCII bytes so far
+    for offset in range(start, len(data), SCAN_BLOCK):
         block = np.frombuffer(
-            data, dtype=np.uint8, count=min(BLOCK, len(data) - offset), offset=offset
+            data, dtype=np.uint8, count=min(SCAN_BLOCK, len(data) - offset), offset=offset
         )
-        ends = np.flatnonzero(block == 10) + offset
-        starts = np.concatenate(([start], ends[:-1] + 1)) if len(ends) else np.array([start])
-        lengths = ends - starts[: len(ends)]
-        for n in np.flatnonzero(lengths > MAX_LINE):
-            long_lines.append((int(starts[n]), int(ends[n]) + 1))
+        ends = np.flatnonzero(block == 10)
+        high = _high_before_each(block)
+        starts = np.concatenate(([first - offset], ends[:-1] + 1))[: len(ends)]
+        counts = high[ends] - high[np.maximum(starts, 0)]
         if len(ends):
-            start = int(ends[-1]) + 1
-    if len(data) - start > MAX_LINE:
-        long_lines.append((start, len(data)))
-    if not long_lines:
-        return data
-    rejected["field_too_large"] += len(long_lines)
-    kept, at = bytearray(), 0
-    for begin, end in long_lines:
-        kept += data[at:begin]
+            counts[0] += high_before
+        for n in np.flatnonzero((ends - starts > MAX_LINE) | (counts > 0)):
+            reason = "field_too_large" if ends[n] - starts[n] > MAX_LINE else "encoding"
+            bad.append((int(starts[n]) + offset, int(ends[n]) + offset + 1))
+            rejected[reason] += 1
+        if len(ends):
+            first, high_before = int(ends[-1]) + offset + 1, int(high[-1] - high[ends[-1] + 1])
+        else:
+            high_before += int(high[-1])
+    block = None  # the last view of data released: _cut resizes it
+    if len(data) > first and (len(data) - first > MAX_LINE or high_before):
+        rejected["field_too_large" if len(data) - first > MAX_LINE else "encoding"] += 1
+        bad.append((first, len(data)))
+    return _cut(data, bad) if bad else data
+
+
+def _high_before_each(block: np.ndarray) -> np.ndarray:
+    """For each position i of block (and its end): how many bytes before i are not ASCII."""
+    if not len(block) or block.max() < 0x80:
+        return np.zeros(len(block) + 1, dtype=np.int32)
+    return np.concatenate(([0], np.cumsum(block >= 0x80, dtype=np.int32)))
+
+
+def _cut(data: bytearray, spans: list[tuple[int, int]]) -> bytearray:
+    """data without the spans (in order, apart), moved down in place: no second copy."""
+    view, written, at = memoryview(data), 0, 0
+    for begin, end in [*spans, (len(data), len(data))]:
+        view[written : written + begin - at] = view[at:begin]
+        written += begin - at
         at = end
-    kept += data[at:]
-    return kept
+    view.release()
+    del data[written:]
+    return data
 
 
 def _has_header(data: bytearray) -> bool:
     """A header row starts with a name (open_time, id, agg_trade_id …), data with a digit."""
     end = data.find(b"\n")
-    first = bytes(data[: end if end >= 0 else MAX_LINE]).lstrip(b"\xef\xbb\xbf").strip()
+    first = bytes(data[: end if end >= 0 else MAX_LINE]).lstrip(BOM).strip()
     return bool(first) and not first[:1].isdigit() and first[:1] != b"-"
 
 
@@ -258,9 +285,15 @@ def _read(data: bytes, table: Table, header: bool, wrong_width: list[int], typed
         f.name: (pa.int64() if f.type == TIME else f.type) if typed else pa.binary()
         for f in table.schema
     }
+    body = pa.py_buffer(data)
+    if header:  # skipped here: the reader fails a file that is its header alone
+        end = data.find(b"\n")
+        body = body.slice(end + 1 if end >= 0 else len(data))
+    if not body.size:  # no row at all (an empty CSV, a header, only bad lines): no rows
+        return pa.schema([(name, types[name]) for name in names]).empty_table()
     return pacsv.read_csv(
-        pa.BufferReader(pa.py_buffer(data)),
-        read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(header), block_size=BLOCK),
+        pa.BufferReader(body),
+        read_options=pacsv.ReadOptions(column_names=names, block_size=BLOCK),
         # Binance never quotes: an odd quote is a bad value, never a field across lines.
         parse_options=pacsv.ParseOptions(quote_char=False, invalid_row_handler=count_and_skip),
         # Only an empty field is null (`empty_field`): "nan" or "NULL" are values, checked.

@@ -18,6 +18,7 @@ import pytest
 
 from bulkforge.daemon.cleaner.parse import MAX_LINE, CleanFailed, parse_zip
 from bulkforge.daemon.cleaner.schema import BOOL, F64, I64, TABLES, TIME, Table
+from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 START_MS = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp() * 1000)
 GOOD_ROWS = 6
@@ -263,3 +264,35 @@ def test_a_byte_order_mark_before_the_header_is_no_bad_byte(tmp_path: Path) -> N
     header = b"\xef\xbb\xbfid,price,qty,quote_qty,time,is_buyer_maker"
     parsed = parse_zip(write_csv_zip(tmp_path / zip_path(table), [header, *good]), table)
     assert parsed.header and parsed.rejected == Counter() and parsed.rows.num_rows == GOOD_ROWS
+
+
+def test_a_zip_bomb_in_a_clean_job_fails_alone_for_memory_and_the_rest_lands(
+    make_daemon, tmp_path: Path
+) -> None:
+    """Under --memory-cap 1GiB with 2 CPU workers one task may inflate 128 MiB: a zip that
+    declares 4 KiB and inflates to 300 MiB, and one that declares 200 MiB honestly, fail
+    for memory; the good zip beside them lands, and bfd goes on."""
+    table = TABLES[("um", "trades")]
+    root = tmp_path / "in"
+    series = root / "data/futures/um/daily/trades/BTCUSDT"
+    good = [",".join(good_fields(table, n)).encode() for n in range(GOOD_ROWS)]
+    write_csv_zip(series / "BTCUSDT-trades-2024-03-01.zip", good)
+    bomb = _big_csv_zip(series / "BTCUSDT-trades-2024-03-02.zip", table, 300 * 1024**2)
+    _lie_about_size(bomb, 4096)
+    _big_csv_zip(series / "BTCUSDT-trades-2024-03-03.zip", table, 200 * 1024**2)
+    daemon = make_daemon("--memory-cap", "1GiB", "--cpu-workers", "2").start()
+    submitted = daemon.bfctl(
+        "submit", "clean", "bomb", "--input", str(root), "--dest", str(tmp_path / "out")
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job = daemon.wait_state("bomb", {"completed", "failed"}, timeout=180)
+    assert dict(job.counts) == {"done": 1, "failed": 2}, daemon.log_tail()
+    failures = daemon.bfctl_json("failures", "bomb")["failures"]
+    assert {(f["item"].rsplit("-", 1)[-1], f["step"], f["error_class"]) for f in failures} == {
+        ("02.zip", "open", "memory"),
+        ("03.zip", "open", "memory"),
+    }
+    assert all("134,217,728 bytes" in f["error"] for f in failures)
+    assert daemon.stub.Status(pb.JobRef(name="bomb"), timeout=10).state == "failed"
+    assert "Traceback" not in daemon.log.read_text()
+    assert daemon.stop() == 0, daemon.log_tail()

@@ -90,7 +90,10 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
         once its download has.
         """
         reopened = []
-        for job in await self.readers.call(records.ended_followers):
+        ended = await self.readers.call(records.ended_followers)
+        ids = {job.id for job in ended}  # nothing remembered outlives its job's row
+        self._looked = {job_id: seen for job_id, seen in self._looked.items() if job_id in ids}
+        for job in ended:
             request = CleanRequest.of_spec(job.name, json.loads(job.spec))
             looked = await self.readers.call(lambda conn, j=job, r=request: self._look(conn, j, r))
             if looked is None:

@@ -59,8 +59,9 @@ class Source:
 Scanner = Callable[[jobs.JobRow, CleanRequest, bool], Awaitable[tuple[Source, Scan]]]
 # Queues again the ended jobs whose download changed since they ended; their names.
 Reopener = Callable[[], Awaitable[list[str]]]
-# How often ended --after jobs are compared with their download.
-FOLLOW_POLL_S = 1.0
+# How often ended --after jobs are compared with their download (a read of its verified
+# files past the clean job's frontier, as each pass of a live one does).
+FOLLOW_POLL_S = 5.0
 
 
 @dataclass

@@ -71,6 +71,9 @@ def test_a_retried_zip_brings_its_sidecar_and_the_ended_clean_job_cleans_it(
     )
     assert checked.returncode == 0 and "OK" in checked.stdout, checked.stdout + checked.stderr
     assert hashlib.sha256(zip_on_disk.read_bytes()).hexdigest() == fixed.split()[0].decode()
+    # What the store says of the pair is what is on disk: verify finds nothing changed.
+    verified = daemon.bfctl("verify", "mirror")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
     # The clean job had ended: it sees the retry, cleans the zip, and ends again.
     def cleaned_all() -> bool:

@@ -34,7 +34,12 @@ from bulkforge.daemon.downloader.install import Installable, Installer, InstallF
 from bulkforge.daemon.downloader.listing import Batching
 from bulkforge.daemon.downloader.paths import partial_path
 from bulkforge.daemon.downloader.segments import Ledger
-from bulkforge.daemon.downloader.sources.binance import Sidecar, fetch_sidecar, install_sidecar
+from bulkforge.daemon.downloader.sources.binance import (
+    Sidecar,
+    fetch_sidecar,
+    install_sidecar,
+    sidecar_row,
+)
 from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.errors import Refused
 from bulkforge.daemon.failures import Failure, backoff_s
@@ -332,6 +337,13 @@ class Downloader:
         except OSError as exc:
             message = f"cannot write the sidecar of {row.path}: {exc.strerror or exc}"
             raise TransferFailed(Failure("rename", "io", message, True)) from None
+        # Its own row (done earlier, with the bytes upstream had then) says what is there now.
+        # Not awaited: the writer applies operations in order, so it lands before the zip's
+        # `done`; a crash before it leaves the zip undone, fetched again, recorded again.
+        path, size, sha256, md5 = sidecar_row(row.path, sidecar)
+        self._writer.submit(
+            lambda conn: files.record_rewritten(conn, job.id, path, size, sha256, md5)
+        )
 
     async def _access_for(self, job: jobs.JobRow) -> Access:
         """The job's credentials for its requests, built once (boto3 is slow to start)."""

@@ -6,13 +6,15 @@ verifies the zip against it, and keeps the sidecar too: the listing pairs each z
 sidecar's URL, and a transfer fetches the sidecar's digest before the zip.
 
 A pair is one unit: the zip's transfer (its first, or any retry) installs the very sidecar
-it verified the zip against beside it, durably, before the zip's row says done; so on disk
+it verified the zip against beside it, durably, and records it in the sidecar's own row
+(size, sha256, md5: what `verify` checks), before the zip's row says done; so on disk
 `sha256sum -c X.zip.CHECKSUM` holds for every zip done, whatever upstream changed between
 two attempts. (The sidecar's own row fetches it too; it is the same bytes unless upstream
 changed it again since, and then the zip's next fetch brings both anew.)
 """
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
@@ -107,10 +109,22 @@ async def fetch_sidecar(
         raise fail("verify", "checksum", f"bad sidecar {checksum_url}: {exc}") from None
 
 
+def sidecar_row(path: str, sidecar: Sidecar) -> tuple[str, int, str, str]:
+    """(path, size, sha256, md5) of the sidecar of the zip at path, as its row records it."""
+    data = sidecar.data
+    return (
+        f"{path}{CHECKSUM_SUFFIX}",
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        hashlib.md5(data, usedforsecurity=False).hexdigest(),
+    )
+
+
 def install_sidecar(dest: Path, path: str, sidecar: Sidecar) -> bool:
     """The sidecar a zip at dest/path was verified against, beside it: written durably
     (temp name, fsync, rename, fsync of the directory) unless it is there already.
-    Returns whether it was written. Runs in a thread; OSError when the disk refuses."""
+    Returns whether it was written. Runs in a thread; OSError when the disk refuses,
+    DiskFatal when an fsync fails."""
     target = dest / f"{path}{CHECKSUM_SUFFIX}"
     try:
         if target.read_bytes() == sidecar.data:

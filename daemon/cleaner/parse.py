@@ -192,6 +192,7 @@ def _inflate_member(path: Path, file, member: zipfile.ZipInfo, limit: int) -> by
         view[filled : filled + len(block)] = block
         filled += len(block)
         crc = isal_zlib.crc32(block, crc)
+    view.release()  # the buffer may be cut in place later: no view of it may remain
     if filled != member.file_size or crc != member.CRC:
         raise zipfile.BadZipFile(f"{member.filename}: CRC or size does not match")
     return out

@@ -1,14 +1,18 @@
 """Turn pydantic's validation errors into one line a person can act on; the names and
-URLs every kind accepts."""
+URLs every kind accepts; the one way an input file named by a request is opened."""
 
 import re
 from collections.abc import Callable
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, BinaryIO
 
 from pydantic import StringConstraints, ValidationError
 
 from bulkforge.daemon import errors
 from bulkforge.proto import units
+from bulkforge.proto.inputs import UnsafeInput, open_regular, read_regular, resolve
+
+__all__ = ["UnsafeInput", "open_input", "open_regular", "read_regular", "resolve"]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 JobName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -79,3 +83,27 @@ def parse_size(value: str, flag: str) -> int:
         return units.parse_size(value)
     except ValueError as exc:
         raise errors.InvalidArgument(f"{flag}: {exc}") from None
+
+
+def open_input(
+    path: Path, what: str, root: Path | None = None, max_bytes: int | None = None
+) -> BinaryIO:
+    """An input file a request names (`what`: the flag), opened by the one rule of
+    proto/inputs.py: a regular file (inside root, if given), never a FIFO, a device,
+    a socket or a directory. InvalidArgument naming the path and why not."""
+    try:
+        return open_regular(path, root, max_bytes)
+    except UnsafeInput as exc:
+        raise errors.InvalidArgument(f"{what} {exc}") from None
+    except FileNotFoundError:
+        raise errors.InvalidArgument(
+            f"{what} {path}: no such file (bfd reads it on its own node)"
+        ) from None
+    except PermissionError:
+        raise errors.InvalidArgument(
+            f"{what} {path}: bfd may not read it (permission denied)"
+        ) from None
+    except OSError as exc:
+        raise errors.InvalidArgument(
+            f"{what} {path}: cannot be read ({exc.strerror or exc})"
+        ) from None

@@ -195,12 +195,12 @@ def test_a_corpus_with_every_defect_lands_its_good_data_and_fails_its_bad_zips(
     assert interval == [("1m",)]
 
     day_stats = json.loads(
-        (dest / "market=um/kind=trades/symbol=ETHUSDT/date=2024-03-01/stats.json").read_text()
+        (dest / "market=um/kind=trades/symbol=ETHUSDT/date=2024-03-01/_stats.json").read_text()
     )
     # 250 rows, again in the monthly, and 50 doubled: 550 in, 250 out.
     assert (day_stats["rows_in"], day_stats["rows_out"], day_stats["duplicates"]) == (550, 250, 300)
     assert day_stats["missing_ids"] == 0 and len(day_stats["sources"]) == 3
-    spot_day2 = dest / "market=spot/kind=trades/symbol=BTCUSDT/date=2024-03-02/stats.json"
+    spot_day2 = dest / "market=spot/kind=trades/symbol=BTCUSDT/date=2024-03-02/_stats.json"
     assert json.loads(spot_day2.read_text())["rows_rejected"] == {"not_a_number": 1}
     job_stats = json.loads((dest / "_jobs/c1/stats.json").read_text())
     assert job_stats["rows_rejected"] == {"not_a_number": 1}

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import apsw
+from loguru import logger
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.cleaner import records, report
@@ -14,9 +15,10 @@ from bulkforge.daemon.cleaner.request import CleanRequest, SubmitClean
 from bulkforge.daemon.cleaner.runner import Cleaner, Source
 from bulkforge.daemon.cleaner.scan import Scan, scan_directory, scan_files
 from bulkforge.daemon.disks import Places, dest_for
-from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument, NotFound
 from bulkforge.daemon.exports import Exported
 from bulkforge.daemon.machines import zip as zip_machine
+from bulkforge.daemon.machines.job import TERMINAL
 from bulkforge.daemon.machines.zip import ZipState
 from bulkforge.daemon.pipeline import ItemExport, ItemRows, JobKind, Rerun, Services, VerifiedFiles
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
@@ -34,7 +36,9 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
 
     def __init__(self, services: Services):
         super().__init__(services)
-        self._cleaner = Cleaner(services, self._scan)
+        self._cleaner = Cleaner(services, self._scan, self._reopen_followers)
+        # Clean job id -> what its download's verified files looked like when last compared.
+        self._looked: dict[int, int] = {}
 
     @property
     def runner(self) -> Cleaner:
@@ -97,6 +101,53 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
         scan = await asyncio.to_thread(scan_files, found, request.wants)
         scan.seen_file_id = frontier
         return Source(download.dest, download), scan
+
+    async def _reopen_followers(self) -> list[str]:
+        """Ended clean jobs whose download has changed since: queued again; their names.
+
+        A download retried or resumed after the clean job following it ended (live
+        again, or with verified zips the clean job has not registered as they are now)
+        reopens it, as `bfctl resume` would: it cleans what changed, and ends again
+        once its download has.
+        """
+        reopened = []
+        ended = await self.readers.call(records.ended_followers)
+        ids = {job.id for job in ended}  # nothing remembered outlives its job's row
+        self._looked = {job_id: seen for job_id, seen in self._looked.items() if job_id in ids}
+        for job in ended:
+            request = CleanRequest.of_spec(job.name, json.loads(job.spec))
+            looked = await self.readers.call(lambda conn, j=job, r=request: self._look(conn, j, r))
+            if looked is None:
+                continue
+            download, found = looked
+            signature = hash((download.state, tuple(found)))
+            if self._looked.get(job.id) == signature:
+                continue  # nothing new since the last look: no file is looked at again
+            self._looked[job.id] = signature
+            scan = await asyncio.to_thread(scan_files, found, request.wants)
+            changed = await self.readers.call(
+                lambda conn, j=job, s=scan: records.unregistered(conn, j.id, s)
+            )
+            if download.state in TERMINAL and not changed:
+                continue
+            why = f"download {download.name!r} changed after this job ended: cleaning again"
+            moved = await self.writer.call(
+                lambda conn, j=job, w=why: records.reopen(conn, j.id, j.state, w)
+            )
+            if moved is not None:
+                logger.info("job {}: {} ({} zip(s) new or changed)", job.name, why, changed)
+                reopened.append(job.name)
+        return reopened
+
+    def _look(self, conn: apsw.Connection, job: jobs.JobRow, request: CleanRequest):
+        """(the download, its verified files past what the clean job has settled), or None
+        when the download is gone (removed) or is no download."""
+        try:
+            download, kind = self._download(conn, request.after or "")
+        except (NotFound, FailedPrecondition):
+            return None
+        seen = records.inputs(conn, job.id).seen_file_id
+        return download, kind.verified_files(conn, download, seen)[0]
 
     def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
         for state, (zips, size) in records.counts(conn, view.job.id).items():

@@ -26,7 +26,10 @@ from bulkforge.daemon.durable import fsync_or_die, make_dirs, replace_durably, w
 DATA_FILE = "data.parquet"
 DAY_US = 86_400 * 10**6
 EPOCH = date(1970, 1, 1)
-STATS_FILE = "stats.json"
+# Underscored: Hive-style readers (pyarrow, pandas, Spark) skip `_` and `.` names in a dataset.
+STATS_FILE = "_stats.json"
+# Where older versions kept it, inside the dataset under a name readers try to read: removed.
+LEGACY_STATS_FILE = "stats.json"
 # Fixed writer options: part of what makes a partition's bytes a function of its rows.
 WRITE_OPTIONS = {
     "compression": "zstd",
@@ -111,13 +114,15 @@ def write(directory: Path, root: Path, rows: pa.Table, stats: PartitionStats) ->
     replace_durably(temporary, directory / DATA_FILE)
     document = json.dumps(asdict(stats), indent=2, sort_keys=True) + "\n"
     write_durably(directory / STATS_FILE, document.encode())
+    with contextlib.suppress(FileNotFoundError):
+        (directory / LEGACY_STATS_FILE).unlink()
     fsync_or_die(directory)
 
 
 def remove(directory: Path) -> None:
     """A partition none of whose sources has a row on its day any more: stats first, then data."""
     removed = False
-    for name in (STATS_FILE, DATA_FILE):
+    for name in (STATS_FILE, LEGACY_STATS_FILE, DATA_FILE):
         with contextlib.suppress(FileNotFoundError):
             (directory / name).unlink()
             removed = True
@@ -127,10 +132,16 @@ def remove(directory: Path) -> None:
 
 def recorded_digest(directory: Path) -> str | None:
     """The digest in a partition's stats on disk; None when it has none or it is unreadable."""
+    return recorded_stats(directory).get("digest")
+
+
+def recorded_stats(directory: Path) -> dict:
+    """A partition's stats on disk; {} when there are none or they are unreadable."""
     try:
-        return json.loads((directory / STATS_FILE).read_bytes()).get("digest")
-    except (OSError, ValueError, AttributeError):
-        return None
+        stats = json.loads((directory / STATS_FILE).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return stats if isinstance(stats, dict) else {}
 
 
 def _first_of_each_key(rows: pa.Table, table: Table) -> pa.Table:

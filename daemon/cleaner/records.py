@@ -6,6 +6,7 @@ worker's outcome moves them to `done` or `failed` in the same transaction that
 records the partitions it built, which happens only once those are durable.
 """
 
+import json
 from dataclasses import dataclass
 
 import apsw
@@ -16,7 +17,7 @@ from bulkforge.daemon.cleaner.work import SeriesResult, ZipInput
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.failures import requeue_failed
 from bulkforge.daemon.machines import zip as zip_machine
-from bulkforge.daemon.machines.job import LIVE
+from bulkforge.daemon.machines.job import LIVE, JobState
 from bulkforge.daemon.machines.zip import ZipState
 from bulkforge.daemon.store import guarded_update_each, guarded_update_where, now_ms
 
@@ -72,6 +73,35 @@ def refuse_shared_dest(conn: apsw.Connection, dest: str, name: str) -> None:
             f"--dest {dest} is being cleaned into by job {other[0]!r}; wait for it to end "
             "(a later job over the same dest rebuilds only what changed)"
         )
+
+
+def ended_followers(conn: apsw.Connection) -> list[jobs.JobRow]:
+    """Clean jobs --after a download that have ended (completed or failed)."""
+    return [
+        job
+        for job in jobs.jobs_in_states(conn, (JobState.COMPLETED, JobState.FAILED), kind=KIND)
+        if json.loads(job.spec).get("after")
+    ]
+
+
+def unregistered(conn: apsw.Connection, job_id: int, scan: Scan) -> int:
+    """How many of the scan's zips the job has not registered as they are now."""
+    known = {
+        path: (zip_id, state, size, mtime_ns, sha256)
+        for zip_id, path, state, size, mtime_ns, sha256 in conn.execute(
+            "SELECT id, path, state, size, mtime_ns, sha256 FROM clean_zips WHERE job_id = ?",
+            (job_id,),
+        )
+    }
+    return sum(1 for f in scan.zips if f.path not in known or _changed(f, known[f.path]))
+
+
+def reopen(conn: apsw.Connection, job_id: int, state: str, message: str) -> jobs.JobRow | None:
+    """An ended job queued again (as `bfctl resume` does), if it is still as it was read."""
+    job = jobs.job_by_id(conn, job_id)
+    if job is None or job.state != state:
+        return None
+    return jobs.move_job(conn, job, JobState.QUEUED, message=message)
 
 
 def inputs(conn: apsw.Connection, job_id: int) -> Inputs:

@@ -2,8 +2,9 @@
 
 Written when the job ends, under DEST/_jobs/NAME/stats.json (a directory that
 Hive-style readers skip). Rows, duplicates, time range, null rates and id gaps
-are summed from the partitions' own stats.json; rows rejected are summed over
+are summed from the partitions' own _stats.json; rows rejected are summed over
 the distinct source zips (a monthly zip feeds many partitions, and counts once).
+Each zip's rows in and rejected are the store's, committed with the zip's outcome.
 """
 
 import json
@@ -19,8 +20,9 @@ from bulkforge.daemon.durable import make_dirs, write_durably
 from bulkforge.daemon.jobs import JobRow
 
 JOBS_DIR = "_jobs"
-# A partition's stats file (partition.py writes it; not imported here: it needs pyarrow).
 STATS_FILE = "stats.json"
+# A partition's stats file (partition.py writes it; not imported here: it needs pyarrow).
+PARTITION_STATS_FILE = "_stats.json"
 
 
 @dataclass
@@ -99,7 +101,7 @@ def _sum_partitions(dest: Path, summary: Summary) -> None:
     nulls: Counter = Counter()
     times: list[str] = []
     for series in summary.series:
-        for stats_file in sorted((dest / series).glob(f"date=*/{STATS_FILE}")):
+        for stats_file in sorted((dest / series).glob(f"date=*/{PARTITION_STATS_FILE}")):
             stats = json.loads(stats_file.read_bytes())
             summary.partitions += 1
             summary.rows_in += stats["rows_in"]

@@ -30,7 +30,7 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.cleaner import records, report
 from bulkforge.daemon.cleaner.request import CleanRequest
 from bulkforge.daemon.cleaner.scan import Scan
-from bulkforge.daemon.cleaner.work import SeriesResult, SeriesTask
+from bulkforge.daemon.cleaner.work import SeriesResult, SeriesTask, inflate_limit
 from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.failures import worker_failure
 from bulkforge.daemon.machines.job import TERMINAL, JobState
@@ -57,6 +57,11 @@ class Source:
 
 # (job, whole scan) -> the scan; the kind provides it (a directory walk, or a download's files).
 Scanner = Callable[[jobs.JobRow, CleanRequest, bool], Awaitable[tuple[Source, Scan]]]
+# Queues again the ended jobs whose download changed since they ended; their names.
+Reopener = Callable[[], Awaitable[list[str]]]
+# How often ended --after jobs are compared with their download (a read of its verified
+# files past the clean job's frontier, as each pass of a live one does).
+FOLLOW_POLL_S = 5.0
 
 
 @dataclass
@@ -69,8 +74,9 @@ class _SeriesRun:
 class Cleaner(JobLoop):
     kind_name = records.KIND
 
-    def __init__(self, services: Services, scanner: Scanner):
+    def __init__(self, services: Services, scanner: Scanner, reopener: Reopener):
         super().__init__(services)
+        self._reopen = reopener
         self._governor = services.governor
         self._writer = services.store.writer
         self._on_fatal = services.on_fatal
@@ -107,6 +113,28 @@ class Cleaner(JobLoop):
         await self._stop_tasks(tasks, timeout)
 
     # -- the loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The passes over live jobs, and beside them the watch over ended --after jobs."""
+        follower = asyncio.create_task(self._follow_downloads())
+        try:
+            await super().run()
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+
+    async def _follow_downloads(self) -> None:
+        """A clean --after job sees its download's retries even after it ended: reopened."""
+        while not self._stopping:
+            try:
+                if await self._reopen():
+                    self.wake()
+            except StoreFatal:
+                return
+            except Exception:
+                logger.exception("clean: comparing ended jobs with their downloads failed")
+            await asyncio.sleep(FOLLOW_POLL_S)
 
     async def _schedule_job(self, job: jobs.JobRow) -> None:
         try:
@@ -154,7 +182,8 @@ class Cleaner(JobLoop):
     async def _run_series(self, job: jobs.JobRow, dest: str, run: _SeriesRun) -> None:
         series = run.claimed.series
         empty = await self._readers.call(lambda conn: records.empty_days(conn, dest, series))
-        task = SeriesTask(dest, series, tuple(run.claimed.zips), empty)
+        limit = inflate_limit(self._governor.memory_cap, self._governor.cpu_workers)
+        task = SeriesTask(dest, series, tuple(run.claimed.zips), empty, limit)
         started = time.monotonic()
         future = self._governor.submit(CLEAN_SERIES, task)
         self._writing[(dest, series)] = future

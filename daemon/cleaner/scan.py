@@ -45,19 +45,32 @@ class Scan:
         if not wants(source.market, source.kind):
             self.filtered += 1
             return
-        try:
-            status = (Path(root) / path).stat()
+        try:  # a symlink's target (stat never waits, not even on a FIFO): judged by the worker
+            status = _stat(Path(root) / path)
         except OSError:
             return  # gone between listing and stat; a later scan sees what is there
         self.zips.append(Found(path, root, source, status.st_size, status.st_mtime_ns, sha256))
 
 
+def _stat(path: Path) -> os.stat_result:
+    """What path leads to; a dangling symlink itself (the worker fails it, `missing`)."""
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return path.lstat()
+
+
 def scan_directory(root: Path, wants) -> Scan:
-    """Every *.zip below root (symlinked directories not followed), in path order."""
+    """Every *.zip below root (symlinked directories not followed), in path order.
+
+    Whatever a *.zip name is (a symlink, a FIFO, a device, a socket, a directory) it is
+    registered: the worker reads only a regular file inside root, and fails any other
+    zip at `open` with its reason, where `bfctl failures` shows it.
+    """
     scan = Scan()
     for directory, subdirectories, names in os.walk(root):
         subdirectories.sort()
-        for name in sorted(names):
+        for name in sorted(names + [d for d in subdirectories if d.endswith(".zip")]):
             if name.endswith(".zip") and not name.startswith("."):
                 relative = (Path(directory) / name).relative_to(root).as_posix()
                 scan.consider(relative, str(root), wants)

@@ -92,6 +92,17 @@ class Table:
     time: str
 
     @property
+    def measures(self) -> list[str]:
+        """Every number column (prices, quantities, ids, counts): finite, and never negative
+        unless signed."""
+        return [field.name for field in self.schema if field.type in (F64, I64)]
+
+    @property
+    def signed(self) -> frozenset[str]:
+        """Number columns a negative value is no error in: Binance's `ignore`, unused."""
+        return frozenset({"ignore"}) & set(self.schema.names)
+
+    @property
     def times(self) -> list[str]:
         """Every timestamp column (read as integers of the file's unit, written in µs)."""
         return [field.name for field in self.schema if field.type == TIME]

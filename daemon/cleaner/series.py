@@ -4,7 +4,7 @@ The daemon hands a worker every usable zip of the series; the worker answers
 what each zip turned out to be and which partitions it built. A partition is a
 pure function of its source zips, so it is rebuilt only when the digest of
 those sources (their names and sha256) differs from the one it was built from:
-on disk in its stats.json, or in the store for a day none of whose sources had
+on disk in its _stats.json, or in the store for a day none of whose sources had
 a row. Days are built in order and a zip is parsed once, when the first day it
 feeds is built, and let go after the last; a zip feeds its own days and one on
 either side (trades published a day late), so no more than a few zips are held
@@ -16,6 +16,7 @@ never touches the store.
 
 import hashlib
 import json
+import os
 from datetime import date
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from bulkforge.daemon.cleaner.parse import CleanFailed, parse_zip
 from bulkforge.daemon.cleaner.schema import TABLES, Table
 from bulkforge.daemon.cleaner.work import SeriesResult, SeriesTask, ZipInput, ZipOutcome
 from bulkforge.daemon.governor import give_back_memory
+from bulkforge.proto.inputs import UnsafeInput, open_regular
 
 
 def clean_series(task: SeriesTask) -> SeriesResult:
@@ -71,12 +73,39 @@ class _Cleaning:
             self.build(day)
             for zip_id in [z for z, last in last_use.items() if last == day]:
                 self.parsed.pop(zip_id, None)
+        self.count_the_rest()
         return self.result
+
+    def learn_counts(self, sources: list) -> None:
+        """A zip's counts from an up-to-date partition that lists it (by name and sha256).
+
+        A zip whose partitions a killed bfd wrote but never recorded is not parsed
+        again; its counts, committed with its outcome, come from what they list.
+        """
+        by_name = {(z.path, self.result.zips[z.id].sha256): z.id for z in self.zips}
+        for source in sources:
+            zip_id = by_name.get((source.get("path"), source.get("sha256")))
+            outcome = self.result.zips.get(zip_id) if zip_id is not None else None
+            if outcome is None or outcome.rows_in is not None:
+                continue
+            if isinstance(source.get("rows_in"), int) and isinstance(source.get("rejected"), dict):
+                outcome.rows_in = source["rows_in"]
+                outcome.rejected = dict(sorted(source["rejected"].items()))
+
+    def count_the_rest(self) -> None:
+        """Every zip this task answers for leaves with its counts: parsed for them if need be
+        (one no up-to-date partition lists, such as a zip of no rows at all)."""
+        for z in self.zips:
+            if z.home and self.usable(z) and self.result.zips[z.id].rows_in is None:
+                self.parse(z)
+                self.parsed.pop(z.id, None)
 
     def up_to_date(self, day: date) -> bool:
         digest = self.digest(self.feeding(day))
         directory = partition.partition_dir(self.dest, self.task.series, day)
-        if partition.recorded_digest(directory) == digest:
+        recorded = partition.recorded_stats(directory)
+        if recorded.get("digest") == digest:
+            self.learn_counts(recorded.get("sources") or [])
             return True
         return (
             self.task.empty.get(day.isoformat()) == digest
@@ -109,7 +138,9 @@ class _Cleaning:
     def parse(self, zip_input: ZipInput) -> None:
         outcome = self.result.zips[zip_input.id]
         try:
-            parsed = parse_zip(zip_input.file, self.table)
+            parsed = parse_zip(
+                zip_input.file, self.table, self.task.inflate_limit, Path(zip_input.root)
+            )
         except CleanFailed as failed:
             outcome.failure = (failed.step, failed.error_class, str(failed))
             return
@@ -140,11 +171,18 @@ class _Cleaning:
 
 
 def _identify(zip_input: ZipInput) -> ZipOutcome:
-    """The zip's size, mtime and sha256 now: hashed again only when its size or mtime moved."""
+    """The zip's size, mtime and sha256 now: hashed again only when its size or mtime moved.
+
+    Only a regular file inside the input root is read (a symlink out of it, a FIFO, a
+    device, a socket fails the zip at `open`, its error class saying which).
+    """
     try:
-        status = zip_input.file.stat()
-        same = (status.st_size, status.st_mtime_ns) == (zip_input.size, zip_input.mtime_ns)
-        sha256 = zip_input.sha256 if same and zip_input.sha256 else _sha256(zip_input.file)
+        with open_regular(zip_input.file, zip_input.root) as file:
+            status = os.fstat(file.fileno())
+            same = (status.st_size, status.st_mtime_ns) == (zip_input.size, zip_input.mtime_ns)
+            sha256 = zip_input.sha256 if same and zip_input.sha256 else _sha256(file)
+    except UnsafeInput as unsafe:
+        return ZipOutcome(failure=("open", unsafe.reason, f"{zip_input.path}: {unsafe.why}"))
     except FileNotFoundError:
         return ZipOutcome(failure=("open", "missing", f"{zip_input.path}: no longer there"))
     except OSError as exc:
@@ -152,6 +190,5 @@ def _identify(zip_input: ZipInput) -> ZipOutcome:
     return ZipOutcome(sha256, status.st_size, status.st_mtime_ns)
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
+def _sha256(file) -> str:
+    return hashlib.file_digest(file, "sha256").hexdigest()

@@ -7,6 +7,19 @@ never imports what the cleaning itself needs (pyarrow, numpy).
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Without a memory cap, the most a task inflates of one zip's CSV.
+MAX_INFLATED = 4 * 1024**3
+# A task holds about four times its CSV at its peak (the bytes, the rows read as text or
+# typed, normalised, split by day): its bound under a cap is a quarter of a worker's share.
+PEAK_FACTOR = 4
+
+
+def inflate_limit(memory_cap: int, workers: int) -> int:
+    """The bytes one task may inflate of a zip: a quarter of the cap's share per worker."""
+    if not memory_cap:
+        return MAX_INFLATED
+    return max(1, min(MAX_INFLATED, memory_cap // max(1, workers) // PEAK_FACTOR))
+
 
 @dataclass(frozen=True)
 class ZipInput:
@@ -33,6 +46,8 @@ class SeriesTask:
     zips: tuple[ZipInput, ...]
     # Days recorded in the store as built with no rows: day (ISO) -> digest.
     empty: dict[str, str] = field(default_factory=dict)
+    # The bytes a zip's CSV may inflate to (inflate_limit): past it the zip fails, `memory`.
+    inflate_limit: int = MAX_INFLATED
 
 
 @dataclass

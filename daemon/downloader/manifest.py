@@ -1,17 +1,18 @@
 """Manifests (JSONL, CSV, Parquet) and URL lists, validated row by row at the boundary."""
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from bulkforge.daemon.downloader.paths import path_from_url, safe_relative_path
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.daemon.validation import HttpUrl, describe, url_problem
+from bulkforge.daemon.validation import HttpUrl, describe, open_input, url_problem
 from bulkforge.proto.units import shown
 
 COLUMNS = ("url", "path", "size", "sha256", "md5", "etag")
@@ -84,11 +85,10 @@ def manifest_format(path: Path) -> str:
         ) from None
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                yield number, _JsonLine(line)
+def _jsonl_rows(path: Path, handle: BinaryIO) -> Iterator[tuple[int, Any]]:
+    for number, line in enumerate(handle, start=1):
+        if line.strip():
+            yield number, _JsonLine(line)
 
 
 class _JsonLine:
@@ -106,21 +106,21 @@ class _JsonLine:
             return _Unreadable("nested too deeply; a row is one object of columns")
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+def _csv_rows(path: Path, handle: BinaryIO) -> Iterator[tuple[int, Any]]:
+    with io.TextIOWrapper(handle, newline="", encoding="utf-8") as text:
+        reader = csv.DictReader(text)
         if not reader.fieldnames or "url" not in reader.fieldnames:
             raise InvalidArgument(f"manifest {path}: the CSV header has no 'url' column")
         for number, record in enumerate(reader, start=2):
             yield number, {key: value for key, value in record.items() if value not in ("", None)}
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
+def _parquet_rows(path: Path, handle: BinaryIO) -> Iterator[tuple[int, Any]]:
     import pyarrow as pa  # only a Parquet manifest needs Arrow
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(handle)
     except Exception as exc:
         raise InvalidArgument(f"manifest {path}: not a readable Parquet file ({exc})") from None
     names = set(parquet.schema_arrow.names)
@@ -170,13 +170,17 @@ def read_manifest(path: Path) -> Iterator[FileEntry]:
     """Every entry of the manifest; raises InvalidArgument naming up to 10 bad rows."""
     if not path.is_absolute():
         raise InvalidArgument(f"manifest path {str(path)!r} must be absolute")
-    if not path.is_file():
-        raise InvalidArgument(f"manifest {path}: no such file (bfd reads it on its own node)")
     reader = READERS[manifest_format(path)]
+    # Only a regular file is read: never a FIFO (it would hang), a device or a socket.
+    with open_input(path, "manifest") as handle:
+        yield from _entries(path, reader, handle)
+
+
+def _entries(path: Path, reader, handle: BinaryIO) -> Iterator[FileEntry]:
     errors: list[str] = []
     count = 0
     try:
-        for number, record in reader(path):
+        for number, record in reader(path, handle):
             try:
                 entry = _entry(record)
             except InvalidArgument as exc:

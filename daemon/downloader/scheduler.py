@@ -34,7 +34,12 @@ from bulkforge.daemon.downloader.install import Installable, Installer, InstallF
 from bulkforge.daemon.downloader.listing import Batching
 from bulkforge.daemon.downloader.paths import partial_path
 from bulkforge.daemon.downloader.segments import Ledger
-from bulkforge.daemon.downloader.sources.binance import sidecar_sha256
+from bulkforge.daemon.downloader.sources.binance import (
+    Sidecar,
+    fetch_sidecar,
+    install_sidecar,
+    sidecar_row,
+)
 from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.errors import Refused
 from bulkforge.daemon.failures import Failure, backoff_s
@@ -285,7 +290,7 @@ class Downloader:
     async def _transfer(self, job: jobs.JobRow, row: files.FileRow, transfer: _Transfer) -> None:
         state = FileState.DOWNLOADING
         try:
-            row = await self._with_sidecar_checksum(row, job)
+            row, sidecar = await self._with_sidecar_checksum(row, job)
             received = await self._fetcher.receive(
                 row,
                 Path(job.dest),
@@ -303,6 +308,8 @@ class Downloader:
                 await self._fetcher.discard(row, received)
                 raise
             self._received(transfer)
+            if sidecar is not None:  # a pair is one unit: the zip's sidecar goes first
+                await self._install_sidecar(job, row, sidecar)
             try:
                 await self._installer.install(received.installable(row.id))
             except InstallFailed as exc:
@@ -325,14 +332,34 @@ class Downloader:
         """One store operation moves a whole durable group to done."""
         return await self._writer.call(lambda conn: _done(conn, durable))
 
-    async def _with_sidecar_checksum(self, row: files.FileRow, job: jobs.JobRow) -> files.FileRow:
-        """A zip listed with a `.CHECKSUM` sidecar is verified against the sidecar's sha256."""
+    async def _with_sidecar_checksum(
+        self, row: files.FileRow, job: jobs.JobRow
+    ) -> tuple[files.FileRow, Sidecar | None]:
+        """A zip listed with a `.CHECKSUM` sidecar is verified against the sidecar's sha256;
+        the sidecar comes back too, to be installed with the zip."""
         if not row.checksum_url or row.sha256:
-            return row
-        digest = await sidecar_sha256(
+            return row, None
+        sidecar = await fetch_sidecar(
             self._engine, register.KIND, row.checksum_url, row.path, await self._access_for(job)
         )
-        return dataclasses.replace(row, sha256=digest)
+        return dataclasses.replace(row, sha256=sidecar.sha256), sidecar
+
+    async def _install_sidecar(self, job: jobs.JobRow, row: files.FileRow, sidecar: Sidecar):
+        """The sidecar the zip was verified against, durable beside it before the zip is."""
+        try:
+            await asyncio.to_thread(install_sidecar, Path(job.dest), row.path, sidecar)
+        except DiskFatal:
+            raise
+        except OSError as exc:
+            message = f"cannot write the sidecar of {row.path}: {exc.strerror or exc}"
+            raise TransferFailed(Failure("rename", "io", message, True)) from None
+        # Its own row (done earlier, with the bytes upstream had then) says what is there now.
+        # Not awaited: the writer applies operations in order, so it lands before the zip's
+        # `done`; a crash before it leaves the zip undone, fetched again, recorded again.
+        path, size, sha256, md5 = sidecar_row(row.path, sidecar)
+        self._writer.submit(
+            lambda conn: files.record_rewritten(conn, job.id, path, size, sha256, md5)
+        )
 
     async def _access_for(self, job: jobs.JobRow) -> Access:
         """The job's credentials for its requests, built once (boto3 is slow to start)."""

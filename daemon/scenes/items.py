@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.scenes.request import Columns
+from bulkforge.daemon.validation import open_input
 
 CHUNK_ROWS = 8_192
 MAX_KEY_BYTES = 1024
@@ -53,27 +54,36 @@ class ItemChunk:
     read: int  # input rows this chunk covers, items and rejected alike
 
 
-def input_files(path: Path) -> list[Path]:
-    """The Parquet files of an input: the file itself, or a directory's *.parquet by name."""
+def input_files(path: Path) -> list[tuple[Path, Path | None]]:
+    """The Parquet files of an input: the file itself, or a directory's *.parquet by name;
+    each with the root it must stay inside (the directory; None for a file named alone)."""
     if not path.is_absolute():
         raise InvalidArgument(f"--input {str(path)!r} must be an absolute path")
     if path.is_dir():
-        found = sorted(p for p in path.glob("*.parquet") if p.is_file())
+        # Every *.parquet name, whatever it is: one that is no regular file inside the
+        # directory is refused naming it (open_checked), never skipped unsaid.
+        found = sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
         if not found:
             raise InvalidArgument(f"--input {path}: the directory holds no *.parquet file")
-        return found
-    if not path.is_file():
+        return [(file, path) for file in found]
+    if not path.exists() and not path.is_symlink():
         raise InvalidArgument(f"--input {path}: no such file or directory (bfd reads it itself)")
-    return [path]
+    return [(path, None)]
 
 
-def open_checked(path: Path, columns: Columns) -> pq.ParquetFile:
-    """The Parquet file, with every wanted column present; InvalidArgument saying why not."""
+def open_checked(path: Path, columns: Columns, root: Path | None = None) -> pq.ParquetFile:
+    """The Parquet file, with every wanted column present; InvalidArgument saying why not.
+
+    Opened by the one rule for inputs (validation.open_input): a regular file, inside
+    the input directory when it came from one; never a FIFO, a device or a socket.
+    """
+    handle = open_input(path, "--input", root=root)
     try:
         # No pre-buffering, a small read buffer: a whole row group's columns are not read
         # ahead (measured: +10 MB of RSS over 2M rows instead of +40 MB).
-        parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER)
+        parquet = pq.ParquetFile(handle, pre_buffer=False, buffer_size=READ_BUFFER)
     except Exception as exc:
+        handle.close()
         raise InvalidArgument(f"--input {path}: not a readable Parquet file ({exc})") from None
     names = parquet.schema_arrow.names
     missing = [name for name in columns.wanted() if name not in names]
@@ -101,7 +111,7 @@ class Input:
 
     def __init__(self, path: Path, columns: Columns):
         self.columns = columns
-        self.files = [(file, open_checked(file, columns)) for file in input_files(path)]
+        self.files = [(file, open_checked(file, columns, root)) for file, root in input_files(path)]
         self.rows_total = sum(parquet.metadata.num_rows for _, parquet in self.files)
         self.kept = _kept_schema(self.files, columns.keep)
 

@@ -1,7 +1,6 @@
 """bfctl submit download NAME (--manifest F | --s3 URL | --hf REPO | --url URL...) --dest D."""
 
 import argparse
-from pathlib import Path
 
 from bulkforge.client import flags
 from bulkforge.client.api import Client
@@ -10,6 +9,7 @@ from bulkforge.client.commands.submit.common import daemon_path, print_submitted
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.errors import UsageError
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.inputs import UnsafeInput, check_regular
 
 
 def register(kinds: argparse._SubParsersAction) -> None:
@@ -88,8 +88,13 @@ def check_manifest(args: argparse.Namespace) -> None:
     if args.manifest is None:
         return
     args.manifest = daemon_path(args.manifest, remote=bool(args.target), what="--manifest")
-    if not args.target and not Path(args.manifest).is_file():
-        raise UsageError(f"--manifest {args.manifest}: no such file")
+    if not args.target:
+        try:  # the daemon's own rule: a regular file, never a FIFO, a device or a socket
+            check_regular(args.manifest)
+        except UnsafeInput as exc:
+            raise UsageError(f"--manifest {exc}") from None
+        except OSError:
+            raise UsageError(f"--manifest {args.manifest}: no such file") from None
 
 
 def check_download(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from bulkforge.client.commands.submit.common import daemon_path, print_submitted
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.errors import UsageError
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.inputs import UnsafeInput, read_regular
 from bulkforge.proto.units import MAX_CHUNK_ROWS, MAX_ROWS, MAX_SEED
 
 MAX_SPEC_BYTES = 1024**2
@@ -54,10 +55,10 @@ def check_generate(args: argparse.Namespace) -> None:
     if args.spec is None:
         return
     path = Path(args.spec)
-    try:
-        if path.stat().st_size > MAX_SPEC_BYTES:
-            raise UsageError(f"--spec {path}: larger than {MAX_SPEC_BYTES:,} bytes")
-        args.spec_text = path.read_text(encoding="utf-8")
+    try:  # a regular file only (a FIFO would hang bfctl, /dev/zero never end), size-bounded
+        args.spec_text = read_regular(path, MAX_SPEC_BYTES).decode("utf-8")
+    except UnsafeInput as exc:
+        raise UsageError(f"--spec {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--spec {path}: cannot be read ({exc})") from None
 

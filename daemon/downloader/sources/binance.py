@@ -4,15 +4,24 @@ The sidecar holds the zip's sha256 in `sha256sum` format; it is the strongest ch
 source offers (the S3 ETag of a multipart upload is no digest at all), so the downloader
 verifies the zip against it, and keeps the sidecar too: the listing pairs each zip with its
 sidecar's URL, and a transfer fetches the sidecar's digest before the zip.
+
+A pair is one unit: the zip's transfer (its first, or any retry) installs the very sidecar
+it verified the zip against beside it, durably, and records it in the sidecar's own row
+(size, sha256, md5: what `verify` checks), before the zip's row says done; so on disk
+`sha256sum -c X.zip.CHECKSUM` holds for every zip done, whatever upstream changed between
+two attempts. (The sidecar's own row fetches it too; it is the same bytes unless upstream
+changed it again since, and then the zip's next fetch brings both anew.)
 """
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Iterable, Iterator
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from bulkforge.daemon.downloader.access import Access
 from bulkforge.daemon.downloader.manifest import FileEntry
+from bulkforge.daemon.durable import fsync_or_die, make_dirs, write_durably
 from bulkforge.daemon.transfer.engine import Engine
 from bulkforge.daemon.transfer.failed import fail
 
@@ -79,14 +88,50 @@ def parse_checksum_file(text: str, expected_name: str) -> str:
     raise ValueError(f"checksum file names {', '.join(map(repr, names[:5]))}, not {wanted!r}")
 
 
-async def sidecar_sha256(
+@dataclasses.dataclass(frozen=True)
+class Sidecar:
+    """A zip's sidecar as fetched: the digest it gives for the zip, and its bytes."""
+
+    sha256: str
+    data: bytes
+
+
+async def fetch_sidecar(
     engine: Engine, label: str, checksum_url: str, path: str, access: Access
-) -> str:
-    """The sha256 that the sidecar at checksum_url gives for the file at path."""
+) -> Sidecar:
+    """The sidecar at checksum_url, and the sha256 it gives for the file at path."""
     url, headers = access.url(checksum_url), dict(access.headers)
     body = await engine.get(url, label=label, max_size=SIDECAR_MAX, headers=headers)
     text = body.data.decode("utf-8", "replace")
     try:
-        return parse_checksum_file(text, PurePosixPath(path).name)
+        return Sidecar(parse_checksum_file(text, PurePosixPath(path).name), bytes(body.data))
     except ValueError as exc:
         raise fail("verify", "checksum", f"bad sidecar {checksum_url}: {exc}") from None
+
+
+def sidecar_row(path: str, sidecar: Sidecar) -> tuple[str, int, str, str]:
+    """(path, size, sha256, md5) of the sidecar of the zip at path, as its row records it."""
+    data = sidecar.data
+    return (
+        f"{path}{CHECKSUM_SUFFIX}",
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        hashlib.md5(data, usedforsecurity=False).hexdigest(),
+    )
+
+
+def install_sidecar(dest: Path, path: str, sidecar: Sidecar) -> bool:
+    """The sidecar a zip at dest/path was verified against, beside it: written durably
+    (temp name, fsync, rename, fsync of the directory) unless it is there already.
+    Returns whether it was written. Runs in a thread; OSError when the disk refuses,
+    DiskFatal when an fsync fails."""
+    target = dest / f"{path}{CHECKSUM_SUFFIX}"
+    try:
+        if target.read_bytes() == sidecar.data:
+            return False
+    except FileNotFoundError:
+        pass
+    make_dirs(target.parent, dest)
+    write_durably(target, sidecar.data)
+    fsync_or_die(target.parent)
+    return True

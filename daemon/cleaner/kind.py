@@ -58,8 +58,9 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
         )
 
     def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> Iterator[str]:
-        """The partitions its zips feed (data and stats, and a killed write's temporary
-        name is left to the next build), and its own _jobs/NAME/stats.json. A partition
+        """The partitions its zips feed (data and stats, an older bfd's stats.json too; a
+        killed write's temporary name is left to the next build), and its own
+        _jobs/NAME/stats.json. A partition
         another clean job into this dest also fed goes too: a clean job rebuilds it."""
         yield str(report.path_of(Path(""), job.name))
         for series, first, last in conn.execute(
@@ -69,7 +70,8 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
             day, end = date.fromisoformat(first), date.fromisoformat(last)
             while day <= end:
                 directory = f"{series}/date={day.isoformat()}"
-                yield from (f"{directory}/{PARTITION_DATA}", f"{directory}/{report.STATS_FILE}")
+                for name in (PARTITION_DATA, report.PARTITION_STATS_FILE, report.STATS_FILE):
+                    yield f"{directory}/{name}"
                 day += timedelta(days=1)
 
     def reads(self, job: jobs.JobRow) -> str | None:

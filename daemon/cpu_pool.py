@@ -263,7 +263,10 @@ class CpuPool(Executor):
                 self._lock.wait()
 
     def _carry(self, slot: _Slot, task: _Task) -> None:
-        """One task through the slot's worker (started first if it has none)."""
+        """One task through the slot's worker (started first if it has none, or it died idle)."""
+        if slot.process is not None and slot.process.popen.poll() is not None:
+            pid, code = self._drop_process(slot, kill=False)
+            logger.warning("CPU worker (pid {}) died idle ({})", pid, _how_it_ended(code))
         if slot.process is None:
             process = _spawn()
             with self._lock:

@@ -90,6 +90,10 @@ class _Task:
     stopped: str | None = None  # why its worker was killed under it
 
 
+# What _take answers a slot whose idle worker is asked to end.
+_END_IDLE = _Task(b"", "", None, Future())
+
+
 @dataclass(eq=False)
 class _Process:
     popen: subprocess.Popen
@@ -128,6 +132,8 @@ class _Slot:
     number: int
     process: _Process | None = None
     task: _Task | None = None
+    # Its worker is idle and asked to end (the memory cap is reached).
+    end_idle: bool = False
     # The memory limit of the task it carries (bytes beyond the baseline; 0: none).
     limit: int = 0
     thread: threading.Thread | None = field(default=None, repr=False)
@@ -188,6 +194,16 @@ class CpuPool(Executor):
                 self._fill()
             self._lock.notify_all()
 
+    def end_idle(self) -> int:
+        """Ask idle workers to end, giving their memory back (a fresh one starts for the next
+        task); how many. An idle worker holds the libraries its tasks imported."""
+        with self._lock:
+            idle = [s for s in self._slots.values() if s.task is None and s.process is not None]
+            for slot in idle:
+                slot.end_idle = True
+            self._lock.notify_all()
+        return len(idle)
+
     def pids(self) -> list[int]:
         with self._lock:
             return [s.process.pid for s in self._slots.values() if s.process is not None]
@@ -238,6 +254,9 @@ class CpuPool(Executor):
         """
         try:
             while (task := self._take(slot)) is not None:
+                if task is _END_IDLE:
+                    self._drop_process(slot, kill=False)
+                    continue
                 try:
                     self._carry(slot, task)
                 except Exception as exc:  # a bug here must not leave the task unanswered
@@ -247,13 +266,18 @@ class CpuPool(Executor):
         finally:
             self._drop_process(slot, kill=False)
 
-    def _take(self, slot: _Slot) -> _Task | None:
+    def _take(self, slot: _Slot) -> "_Task | None":
+        """The slot's next task (or _END_IDLE), waiting for one; None: the slot ends."""
         with self._lock:
             while True:
                 if self._closing or slot.number >= self._size():
                     if self._slots.get(slot.number) is slot:
                         del self._slots[slot.number]
                     return None
+                if slot.end_idle:
+                    slot.end_idle = False
+                    if slot.process is not None:
+                        return _END_IDLE
                 while self._queue:
                     task = self._queue.popleft()
                     if task.started or task.future.set_running_or_notify_cancel():

@@ -210,6 +210,8 @@ class Governor:
         """Why new work must wait for memory, or None."""
         rss = self.rss()
         if self.memory_cap and rss > self.memory_cap:
+            # Idle workers hold what their tasks imported: without them the cap may be met.
+            self._pool.end_idle()
             return (
                 f"{WAITING_FOR_MEMORY}: bfd and its workers use {rss:,} bytes, more than the "
                 f"memory cap of {self.memory_cap:,}; new work starts once they use less"

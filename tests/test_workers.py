@@ -184,7 +184,7 @@ def test_a_task_over_its_memory_share_fails_alone_as_memory_and_runs_once_raised
     assert daemon.bfctl("pause", "big").returncode == 0
     daemon.bfctl_json("system", "--set", "memory_cap=200MiB")  # 100 MiB a task
     assert daemon.bfctl("resume", "big").returncode == 0
-    job = daemon.wait_state("big", ENDED, timeout=300)
+    job = daemon.wait_state("big", ENDED, timeout=200)
     assert job.state == "failed", job
     classes = failure_classes(daemon, "big")
     assert set(classes) == {"memory"} and classes["memory"] >= work.items_per_task, classes

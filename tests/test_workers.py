@@ -243,8 +243,8 @@ def test_no_worker_outlives_a_bfd_killed_at_any_moment(make_daemon, tmp_path: Pa
     for kind, work in WORK.items():
         work.submit(daemon, kind, tmp_path / kind, LONG[kind] // 3)
     for kill in range(BFD_KILLS):
-        if not [k for k in WORK if daemon.bfctl_json("status", k)["state"] not in ENDED]:
-            break
+        running = [k for k in WORK if daemon.bfctl_json("status", k)["state"] not in ENDED]
+        assert running, f"the jobs ended after {kill} kills: give them more work"
         if kill % 2:  # half the time while tasks run, half the time as workers start
             fresh_worker(daemon, [])
         time.sleep(rng.uniform(0, 0.5))

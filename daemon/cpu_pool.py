@@ -261,6 +261,7 @@ class CpuPool(Executor):
                     self._carry(slot, task)
                 except Exception as exc:  # a bug here must not leave the task unanswered
                     logger.opt(exception=exc).error("CPU slot: {} failed", task.what)
+                    self._end_task(slot)
                     self._drop_process(slot, kill=True)
                     _settle(task, exc)
         finally:

@@ -64,7 +64,7 @@ ENDED = {"completed", "failed", "cancelled"}
 MOST_DELAY_S = 0.4
 # Generous: only a hang should ever reach it.
 PROGRESS_TIMEOUT_S = 180
-# How often, between two kills of bfd, one of its workers is killed first.
+# How often, between two kills of bfd with no CPU work running, a transfer worker is killed.
 WORKER_KILL_P = 0.6
 WORKERS = {"cpu": CPU_WORKER, "transfer": "bulkforge.daemon.transfer.worker"}
 # Sized so that the download and the scenes job are still at work after KILLS kills
@@ -338,15 +338,15 @@ def unfinished(daemon: Daemon, jobs: Jobs) -> list[str]:
 
 
 def kill_a_worker(daemon: Daemon, rng: random.Random) -> str | None:
-    """Kill -9 one CPU or transfer worker at random; which kind, or None when none runs."""
-    running = {kind: processes_of(daemon, module) for kind, module in WORKERS.items()}
-    kinds = sorted(kind for kind, pids in running.items() if pids)
-    if not kinds:
-        return None
-    kind = rng.choice(kinds)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(rng.choice(running[kind]), signal.SIGKILL)
-    return kind
+    """Kill -9 one CPU worker while there are any (the clean and generate jobs last only a
+    few lives of bfd), else often one transfer worker; which kind, or None."""
+    for kind in WORKERS:
+        pids = processes_of(daemon, WORKERS[kind])
+        if pids and (kind == "cpu" or rng.random() < WORKER_KILL_P):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rng.choice(pids), signal.SIGKILL)
+            return kind
+    return None
 
 
 def kill_bfd(daemon: Daemon, kills: int) -> None:
@@ -371,7 +371,7 @@ def kill_again_and_again(
         target = rng.choice(running)
         wait_for_progress(daemon, target)
         time.sleep(rng.uniform(0, MOST_DELAY_S))
-        if rng.random() < WORKER_KILL_P and (kind := kill_a_worker(daemon, rng)):
+        if kind := kill_a_worker(daemon, rng):
             workers_killed[kind] += 1
             wait_for_progress(daemon, target)
             time.sleep(rng.uniform(0, MOST_DELAY_S))

@@ -207,3 +207,16 @@ def wait_for_a_fresh_worker(governor: Governor, killed: list[int]) -> int:
 
     wait_until(lambda: bool(fresh()), what="a fresh worker")
     return fresh()[0]
+
+
+def test_a_changed_cpu_workers_starts_or_retires_workers(governor: Governor) -> None:
+    both = [governor.submit("time:sleep", 1) for _ in range(2)]
+    wait_until(lambda: len(governor.cpu_worker_pids()) == 2, what="two workers")
+    governor.change({"cpu_workers": "1"})
+    assert [future.result(timeout=60) for future in both] == [None, None]
+    wait_until(lambda: len(governor.cpu_worker_pids()) == 1, what="one worker retired")
+    assert len({governor.submit("os:getpid").result(timeout=60) for _ in range(3)}) == 1
+    governor.change({"cpu_workers": "3"})
+    three = [governor.submit("time:sleep", 1) for _ in range(3)]
+    wait_until(lambda: len(governor.cpu_worker_pids()) == 3, what="three workers")
+    assert [future.result(timeout=60) for future in three] == [None] * 3

@@ -11,12 +11,12 @@ import errno
 import random
 import re
 from collections.abc import Callable
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import apsw
 
+from bulkforge.daemon.governor import WorkerDied, WorkerError
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import guarded_update_where, now_ms
 
@@ -154,8 +154,12 @@ def requeue_failed(
 
 def worker_failure(error: BaseException, what: str) -> tuple[str, str]:
     """(error class, message) of work a worker process failed at; what names the work."""
-    if isinstance(error, BrokenProcessPool):
-        return "worker_died", f"the worker process {what} died (out of memory?)"
+    if isinstance(error, WorkerDied):  # its class: worker_died, or memory
+        return error.error_class, f"the worker process {what} {error}"
+    if isinstance(error, MemoryError):
+        return "memory", f"{what} ran out of memory: {error}"
+    if isinstance(error, WorkerError):  # an exception of a library bfd does not load
+        return error.type_name, f"{error.type_name}: {error}"
     if isinstance(error, OSError):
         name = errno.errorcode.get(error.errno or 0, "io").lower()
         return name, f"{what} failed: {error}"

@@ -8,20 +8,18 @@ worker processes, and remembers what it is holding back and why, for
 import contextlib
 import ctypes
 import ctypes.util
-import importlib
-import multiprocessing
 import os
 import shutil
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from bulkforge.daemon.bandwidth import Bandwidth
+from bulkforge.daemon.cpu_pool import CpuPool, TaskStopped, WorkerDied, WorkerError
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.proto.units import parse_limit
 
@@ -31,10 +29,7 @@ WAITING_FOR_MEMORY = "waiting for memory"
 # RSS is measured at most this often (each scheduling pass asks).
 RSS_EVERY_S = 0.5
 _CHILDREN_LISTED = Path(f"/proc/self/task/{os.getpid()}/children").exists()
-# How often a worker process looks whether bfd, its parent, is still there.
-ORPHAN_CHECK_S = 0.5
-# How long closing waits for a worker's piece of work before ending the worker.
-CLOSE_WAIT_S = 5.0
+__all__ = ["Governor", "TaskStopped", "WorkerDied", "WorkerError", "settled"]
 
 
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
@@ -50,29 +45,6 @@ def use_lean_memory() -> None:
     nothing imports pyarrow before a job needs it.
     """
     os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
-
-
-def start_worker() -> None:
-    """Each worker process's start: lean memory, and its own end once bfd is gone.
-
-    A bfd killed with -9 cannot stop its workers; each notices its parent is gone
-    and exits, so none goes on writing beside the next bfd.
-    """
-    use_lean_memory()
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(ORPHAN_CHECK_S)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
-
-
-def call_named(target: str, *args):
-    """In a worker: import target's module and call it (see Governor.submit)."""
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)(*args)
 
 
 def give_back_memory() -> None:
@@ -146,50 +118,45 @@ class Governor:
         # job name -> why the governor holds it back now.
         self.holds: dict[str, str] = {}
         self._rss = (0.0, 0)  # (when measured, bytes)
-        self._pool: ProcessPoolExecutor | None = None
-        self._pool_size = 0
+        self._pool = CpuPool(lambda: self.cpu_workers, self.task_memory)
 
-    def workers(self) -> ProcessPoolExecutor:
-        """The CPU worker processes (cpu_workers of them), started with spawn.
+    def task_memory(self) -> int:
+        """Bytes one CPU task may take beyond its worker's baseline: its share of the memory
+        cap (memory_cap / cpu_workers); 0, no limit, without a cap."""
+        return self.memory_cap // max(1, self.cpu_workers) if self.memory_cap else 0
 
-        Never fork: the gRPC server's threads and locks would be copied mid-use.
+    def workers(self) -> CpuPool:
+        """The CPU worker processes (cpu_workers of them), as an Executor of plain functions.
+
         A changed cpu_workers takes effect for the next piece of work.
         """
-        if self._pool is None or self._pool_size != self.cpu_workers:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
-            context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.cpu_workers, mp_context=context, initializer=start_worker
-            )
-            self._pool_size = self.cpu_workers
         return self._pool
 
-    def submit(self, target: str, *args) -> Future:
-        """Run `module:function` with args in a worker process.
+    def submit(self, target: str, *args, owner: Hashable | None = None) -> Future:
+        """Run `module:function` with args in a worker process, for owner (a job id).
 
         The function is named, not passed: the worker imports its module, so what only a
-        pipeline's work needs (pyarrow, numpy …) is never loaded into bfd itself.
+        pipeline's work needs (pyarrow, numpy …) is never loaded into bfd itself. The
+        future ends with the function's value or exception; with `WorkerDied` when its
+        worker died under it more often than the pool retries it; with `TaskStopped` once
+        `stop(owner)` ended its worker.
         """
-        return self.workers().submit(call_named, target, *args)
+        return self._pool.run(target, args, owner=owner)
+
+    def stop(self, owner: Hashable) -> int:
+        """Stop owner's CPU work now (pause, cancel): its workers are killed and replaced."""
+        return self._pool.stop(owner)
+
+    def cpu_worker_pids(self) -> list[int]:
+        return self._pool.pids()
 
     def close(self) -> None:
-        """Stop the workers: queued work is dropped, running work gets CLOSE_WAIT_S to end.
+        """Stop the workers: queued work is dropped, running work gets a few seconds to end.
 
         Whatever a worker is ended in the middle of is written under a temp name and
         taken up again by the next bfd.
         """
-        if self._pool is None:
-            return
-        # The pool's own processes: not multiprocessing's resource tracker, which ends with bfd.
-        pids = set(getattr(self._pool, "_processes", None) or ())
-        workers = [child for child in psutil.Process().children() if child.pid in pids]
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = None
-        _, alive = psutil.wait_procs(workers, timeout=CLOSE_WAIT_S)
-        for worker in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                worker.kill()
+        self._pool.close()
 
     def change(self, given: dict[str, str]) -> None:
         """Apply `bfctl system --set` values: all of them, or none when one is invalid."""
@@ -204,6 +171,7 @@ class Governor:
                 self.disk.threshold = float(value)
             else:
                 setattr(self, key, value)
+        self._pool.resized()
         for listener in self._listeners:
             listener()
 
@@ -242,11 +210,22 @@ class Governor:
         """Why new work must wait for memory, or None."""
         rss = self.rss()
         if self.memory_cap and rss > self.memory_cap:
+            # Idle workers hold what their tasks imported: without them the cap may be met.
+            self._pool.end_idle()
             return (
                 f"{WAITING_FOR_MEMORY}: bfd and its workers use {rss:,} bytes, more than the "
                 f"memory cap of {self.memory_cap:,}; new work starts once they use less"
             )
         return None
+
+
+def settled(error: BaseException) -> bool:
+    """Whether a task's failure is final at once: trying it again cannot help.
+
+    Its worker died under it as often as the pool retries, or it ran out of its memory
+    share (the same task on the same input asks the same again).
+    """
+    return isinstance(error, (WorkerDied, MemoryError))
 
 
 def _descendants(pid: int) -> list[int]:

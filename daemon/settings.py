@@ -131,13 +131,14 @@ class Settings(BaseSettings):
     memory_cap: Size = Field(
         default=ByteSize(2 * 1024**3),
         description="RSS the daemon and its workers may use together (e.g. 2GiB); above it "
-        "no new work starts until they use less (0: no cap).",
+        "no new work starts until they use less; each CPU task may take memory_cap / "
+        "cpu_workers, or fails as `memory` (0: no cap, no limit).",
     )
     cpu_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
-        description="Worker processes (started with spawn, never fork) for CPU-heavy work: "
-        "`bfctl verify` re-hashes in them; cleaning and generating will too.",
+        description="Worker processes (fresh interpreters, never forks) for CPU-heavy work, "
+        "one task each: cleaning, generating and `bfctl verify`'s re-hashing.",
     )
     disk_threshold: float = Field(
         default=0.9,

@@ -2,26 +2,32 @@
 
 A download from a faulty origin, a scenes job, a clean job and a generate job share one
 bfd, which is killed at least KILLS times while their work is in flight and restarted on
-the same state dir. After each kill the store must be sound, still hold everything bfd
-reported finished before it, and what it calls done must be on disk, right. At the end
-every output must be byte-correct (the clean and generate outputs equal to an
-uninterrupted run of the same input) and nothing may be in two places.
+the same state dir; between two kills of bfd, one of its CPU or transfer workers is often
+killed too (at most one a life of bfd, so no task reaches the bound of its retries). After
+each kill of bfd every process it started must be gone within seconds, the store must be
+sound, still hold everything bfd reported finished before it, and what it calls done must
+be on disk, right. At the end every output must be byte-correct (the clean and generate
+outputs equal to an uninterrupted run of the same input), nothing may be in two places, and
+the clean and generate jobs' statistics must equal the uninterrupted runs'.
 
 The kill moments come from `random.Random(seed)`; the seed is printed, and
 BF_CHAOS_SEED=<seed> runs the same schedule again (timing still varies).
 """
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import secrets
 import select
+import signal
 import socket
 import subprocess
 import sys
 import tarfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -34,6 +40,7 @@ from conftest import (
     FAST_RETRIES,
     Daemon,
     Dataset,
+    gone,
     make_dataset,
     manifest_rows,
     wait_until,
@@ -44,6 +51,7 @@ from test_clean import outputs
 from test_crash import check_done_files
 from test_generate import SPEC, digests
 from test_scenes import index_rows, items, shard_samples, write_input
+from test_workers import CPU_WORKER, STOP_WITHIN_S, processes_of
 
 from bulkforge.daemon.bandwidth import Bandwidth
 from bulkforge.daemon.transfer.protocol import Order, ToFile, frame
@@ -56,6 +64,9 @@ ENDED = {"completed", "failed", "cancelled"}
 MOST_DELAY_S = 0.4
 # Generous: only a hang should ever reach it.
 PROGRESS_TIMEOUT_S = 180
+# How often, between two kills of bfd with no CPU work running, a transfer worker is killed.
+WORKER_KILL_P = 0.6
+WORKERS = {"cpu": CPU_WORKER, "transfer": "bulkforge.daemon.transfer.worker"}
 # Sized so that the download and the scenes job are still at work after KILLS kills
 # (their pace is the origins' stalls, not the CPU); the clean and generate jobs, paced by
 # the CPU, take as many of the kills as their work lasts.
@@ -326,24 +337,54 @@ def unfinished(daemon: Daemon, jobs: Jobs) -> list[str]:
     return [name for name, job in jobs.status(daemon).items() if job.state not in ENDED]
 
 
-def kill_again_and_again(daemon: Daemon, jobs: Jobs, inputs: Inputs, rng, exports: Path) -> int:
-    """Kill bfd whenever a job chosen at random has just moved on; how many kills landed."""
-    kills = 0
+def kill_a_worker(daemon: Daemon, rng: random.Random) -> str | None:
+    """Kill -9 one CPU worker while there are any (the clean and generate jobs last only a
+    few lives of bfd), else often one transfer worker; which kind, or None."""
+    for kind in WORKERS:
+        pids = processes_of(daemon, WORKERS[kind])
+        if pids and (kind == "cpu" or rng.random() < WORKER_KILL_P):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rng.choice(pids), signal.SIGKILL)
+            return kind
+    return None
+
+
+def kill_bfd(daemon: Daemon, kills: int) -> None:
+    """Kill -9 bfd; every process it started is gone within seconds."""
+    started = daemon.workers()
+    daemon.kill9()
+    wait_until(
+        lambda: all(map(gone, started)),
+        timeout=STOP_WITHIN_S,
+        what=f"kill {kills}: every process bfd started to end with it",
+    )
+
+
+def kill_again_and_again(
+    daemon: Daemon, jobs: Jobs, inputs: Inputs, rng, exports: Path
+) -> tuple[int, Counter]:
+    """Kill bfd whenever a job chosen at random has just moved on, often one of its workers
+    first; how many kills of bfd landed, and of workers by kind."""
+    kills, workers_killed = 0, Counter()
     checked = Checked()
     while kills < KILLS and (running := unfinished(daemon, jobs)):
         target = rng.choice(running)
         wait_for_progress(daemon, target)
         time.sleep(rng.uniform(0, MOST_DELAY_S))
+        if kind := kill_a_worker(daemon, rng):
+            workers_killed[kind] += 1
+            wait_for_progress(daemon, target)
+            time.sleep(rng.uniform(0, MOST_DELAY_S))
         before = sample_finished(daemon, jobs, exports)
-        daemon.kill9()
         kills += 1
+        kill_bfd(daemon, kills)
         print(f"kill {kills} after {target} moved on; done then: {before.done}", flush=True)
         check_store_after_kill(daemon, jobs, before, inputs, checked)
         daemon.start()
         after = jobs.status(daemon)
         for name, count in before.done.items():
             assert after[name].succeeded >= count, f"kill {kills}: {name} lost done items"
-    return kills
+    return kills, workers_killed
 
 
 # -- the end ---------------------------------------------------------------------------------
@@ -377,9 +418,17 @@ def check_final_scenes(job: pb.Job, inputs: Inputs, dest: Path, exported: set[st
 
 def check_final_clean_and_generate(daemon: Daemon, jobs: Jobs, references: dict[str, Path]):
     """Byte for byte what the uninterrupted runs wrote; the clean job's stats, rows counted
-    once, the same as the other's; every generated row counted once."""
+    once, the same as the other's; every generated row counted once; the job-level
+    statistics bfd reports the same as the uninterrupted runs'."""
     assert outputs(jobs.dests["clean"]) == outputs(references["clean-ref"])
     assert len(outputs(jobs.dests["clean"])) == 2 * 2 * SERIES  # data and stats of each day
+    for name in ("clean", "gen"):
+        ours, theirs = (
+            daemon.stub.Status(pb.JobRef(name=n), timeout=30) for n in (name, f"{name}-ref")
+        )
+        assert job_stats(ours) == job_stats(theirs), name
+    # The clean job's stats.json: rows and rejects of every zip, committed with the zip's
+    # outcome, so that no kill leaves a zip counted as null.
     stats = [
         json.loads((dest / "_jobs" / name / "stats.json").read_text())
         for name, dest in (("clean", jobs.dests["clean"]), ("clean-ref", references["clean-ref"]))
@@ -391,6 +440,23 @@ def check_final_clean_and_generate(daemon: Daemon, jobs: Jobs, references: dict[
     assert all(
         t.rows_done == t.rows_total and t.parts_done == t.parts_total for t in tables.values()
     )
+
+
+def job_stats(job: pb.Job) -> dict:
+    """What bfd reports of a job as a whole, its name and times aside."""
+    return {
+        "state": job.state,
+        "counts": dict(job.counts),
+        "items_total": job.items_total,
+        "finished": job.finished,
+        "succeeded": job.succeeded,
+        "bytes_done": job.bytes_done,
+        "bytes_total": job.bytes_total,
+        "message": job.message,
+        "tables": [
+            (t.name, t.rows_done, t.rows_total, t.parts_done, t.parts_total) for t in job.tables
+        ],
+    }
 
 
 def rerun_uninterrupted(daemon: Daemon, inputs: Inputs, root: Path) -> dict[str, Path]:
@@ -435,8 +501,12 @@ def test_kill_9_again_and_again_across_every_kind_of_job(make_daemon, tmp_path: 
     with download_origin, Origin(inputs.scene_files, scenes_faults(inputs)) as scenes_origin:
         daemon.start()
         jobs = submit_all(daemon, (download_origin, scenes_origin), inputs, tmp_path)
-        kills = kill_again_and_again(daemon, jobs, inputs, rng, tmp_path / "exports")
+        kills, workers_killed = kill_again_and_again(
+            daemon, jobs, inputs, rng, tmp_path / "exports"
+        )
         assert kills >= KILLS, f"every job ended after {kills} kills: give them more work"
+        print(f"chaos: workers killed besides bfd: {dict(workers_killed)}")
+        assert set(workers_killed) == set(WORKERS), "a kind of worker was never killed"
         final = {name: daemon.wait_state(name, ENDED, timeout=300) for name in jobs.dests}
     print(f"chaos: {kills} kills survived, all jobs ended {time.monotonic() - started:.0f} s in")
     last = sample_finished(daemon, jobs, tmp_path / "exports")

@@ -1,15 +1,21 @@
-"""The governor's limits change at runtime, and the memory cap holds new work back."""
+"""The governor's limits change at runtime, the memory cap holds new work back and bounds
+each CPU task, and a CPU worker that dies is replaced."""
 
 import os
+import signal
 import subprocess
 import sys
+import zlib
 
 import grpc
 import psutil
 import pytest
-from conftest import make_dataset, manifest_rows, wait_until, write_manifest
+from conftest import gone, make_dataset, manifest_rows, wait_until, write_manifest
 from origin import Origin
 
+from bulkforge.daemon.cpu_pool import RETRIES
+from bulkforge.daemon.failures import worker_failure
+from bulkforge.daemon.governor import Governor, TaskStopped, WorkerDied, settled
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
@@ -74,3 +80,143 @@ def test_the_memory_cap_counts_every_process_under_bfd():
     finally:
         for process in psutil.Process().children(recursive=True):
             process.kill()
+
+
+# -- the CPU workers: each task bounded, a dead worker replaced ------------------------------
+
+SHARE = 256 * 1024**2  # each task's memory share in these tests: cap / cpu_workers
+GIB = 1024**3
+
+
+def zlib_bomb(size: int) -> bytes:
+    """size zero bytes, deflated (about a thousandth of size): a zip member inflating to size."""
+    squeeze = zlib.compressobj()
+    block = bytes(1 << 20)
+    return b"".join(squeeze.compress(block) for _ in range(size >> 20)) + squeeze.flush()
+
+
+# Every way a task may take memory: (function run in the worker, its arguments).
+ALLOCATIONS = {
+    "bytes": ("builtins:bytearray", lambda: (2 * GIB,)),
+    "python objects": ("builtins:list", lambda: (range(200_000_000),)),
+    "numpy": ("numpy:ones", lambda: (300_000_000,)),
+    "pyarrow": ("pyarrow:allocate_buffer", lambda: (2 * GIB,)),
+    "inflating": ("zlib:decompress", lambda: (zlib_bomb(GIB),)),
+}
+
+
+@pytest.fixture
+def governor():
+    made = Governor(0, memory_cap=2 * SHARE, cpu_workers=2)
+    yield made
+    made.close()
+
+
+@pytest.mark.parametrize("allocation", sorted(ALLOCATIONS))
+def test_a_task_over_its_memory_share_fails_alone_with_memory_and_its_worker_is_replaced(
+    governor: Governor, allocation: str
+) -> None:
+    target, args = ALLOCATIONS[allocation]
+    neighbour = governor.submit("time:sleep", 2, owner="other")
+    wait_until(lambda: len(governor.cpu_worker_pids()) == 1, what="the first worker busy")
+    hungry = governor.submit(target, *args(), owner="hungry")
+    with pytest.raises(MemoryError) as raised:
+        hungry.result(timeout=120)
+    error_class, message = worker_failure(raised.value, "making the part")
+    assert error_class == "memory", message
+    assert f"memory limit of {SHARE:,} bytes" in message
+    assert neighbour.result(timeout=60) is None  # the other task ran on, undisturbed
+    # The worker that ran out ended; the next task runs (in a fresh one) within its limit.
+    assert len(governor.cpu_worker_pids()) == 1
+    assert len(governor.submit("builtins:bytearray", SHARE // 2).result(timeout=60)) == SHARE // 2
+
+
+def test_a_worker_killed_under_a_task_is_replaced_and_the_task_run_again_up_to_the_bound(
+    governor: Governor,
+) -> None:
+    killed: list[int] = []
+    task = governor.submit("time:sleep", 60, owner="job")
+    for _ in range(RETRIES + 1):
+        pid = wait_for_a_fresh_worker(governor, killed)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    with pytest.raises(WorkerDied) as died:
+        task.result(timeout=60)
+    error_class, message = worker_failure(died.value, "making the part")
+    assert error_class == "worker_died"
+    assert f"died {RETRIES + 1} times (last: killed by SIGKILL)" in message
+    assert settled(died.value)
+    # Later work is unaffected, on both slots at once.
+    later = [governor.submit("os:getpid") for _ in range(4)]
+    assert not {future.result(timeout=60) for future in later} & set(killed)
+
+
+@pytest.mark.parametrize(("memory_cap", "expected"), [(2 * SHARE, "memory"), (0, "worker_died")])
+def test_a_worker_that_crashes_under_its_memory_limit_fails_its_task_as_memory(
+    memory_cap: int, expected: str
+) -> None:
+    """Allocators and C++ libraries abort when memory is refused: a crash under a limit is one."""
+    governor = Governor(0, memory_cap=memory_cap, cpu_workers=2)
+    try:
+        with pytest.raises(WorkerDied) as died:
+            governor.submit("os:abort").result(timeout=120)
+    finally:
+        governor.close()
+    assert died.value.error_class == expected
+    assert "killed by SIGABRT" in str(died.value)
+
+
+def test_stopping_a_job_kills_its_running_tasks_at_once_and_drops_its_queued_ones(
+    governor: Governor,
+) -> None:
+    running = [governor.submit("time:sleep", 600, owner="paused") for _ in range(2)]
+    queued = governor.submit("time:sleep", 600, owner="paused")
+    wait_until(lambda: len(governor.cpu_worker_pids()) == 2, what="two busy workers")
+    busy = governor.cpu_worker_pids()
+    assert governor.stop("paused") == 3
+    for future in running:
+        with pytest.raises(TaskStopped):
+            future.result(timeout=10)
+    assert queued.cancelled()
+    wait_until(lambda: all(map(gone, busy)), timeout=10, what="the stopped job's workers")
+    assert governor.submit("os:getpid").result(timeout=60) not in busy
+
+
+def test_an_exception_of_a_library_bfd_never_loaded_comes_back_by_name() -> None:
+    """bfd unpickles only classes it has loaded: an ArrowInvalid comes back as a WorkerError
+    named so, and bfd still has no pyarrow."""
+    code = (
+        "from bulkforge.daemon.governor import Governor, WorkerError\n"
+        "import sys\n"
+        "g = Governor(0, cpu_workers=1)\n"
+        "try:\n"
+        "    g.submit('pyarrow.compute:cast', 'x', 'int64').result(timeout=120)\n"
+        "except WorkerError as e:\n"
+        "    print(e.type_name, 'pyarrow' in sys.modules)\n"
+        "g.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert done.stdout.split() == ["ArrowInvalid", "False"], done.stderr
+
+
+def wait_for_a_fresh_worker(governor: Governor, killed: list[int]) -> int:
+    """The next worker the governor starts: one is started only for a task in hand."""
+
+    def fresh() -> list[int]:
+        return [pid for pid in governor.cpu_worker_pids() if pid not in killed]
+
+    wait_until(lambda: bool(fresh()), what="a fresh worker")
+    return fresh()[0]
+
+
+def test_a_changed_cpu_workers_starts_or_retires_workers(governor: Governor) -> None:
+    both = [governor.submit("time:sleep", 1) for _ in range(2)]
+    wait_until(lambda: len(governor.cpu_worker_pids()) == 2, what="two workers")
+    governor.change({"cpu_workers": "1"})
+    assert [future.result(timeout=60) for future in both] == [None, None]
+    wait_until(lambda: len(governor.cpu_worker_pids()) == 1, what="one worker retired")
+    assert len({governor.submit("os:getpid").result(timeout=60) for _ in range(3)}) == 1
+    governor.change({"cpu_workers": "3"})
+    three = [governor.submit("time:sleep", 1) for _ in range(3)]
+    wait_until(lambda: len(governor.cpu_worker_pids()) == 3, what="three workers")
+    assert [future.result(timeout=60) for future in three] == [None] * 3

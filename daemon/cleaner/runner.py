@@ -33,6 +33,7 @@ from bulkforge.daemon.cleaner.scan import Scan
 from bulkforge.daemon.cleaner.work import SeriesResult, SeriesTask, inflate_limit
 from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.failures import worker_failure
+from bulkforge.daemon.governor import TaskStopped, settled
 from bulkforge.daemon.machines.job import TERMINAL, JobState
 from bulkforge.daemon.pipeline import Cooldowns, JobLoop, Services
 from bulkforge.daemon.store import StoreFatal
@@ -102,6 +103,7 @@ class Cleaner(JobLoop):
         for run in list(self._runs.values()):
             if run.job_id == job_id and run.task is not None:
                 run.task.cancel()
+        self._governor.stop(job_id)  # its workers are killed now, not at the end of the series
         if cancelled:
             self.forget_job(job_id)
 
@@ -185,7 +187,7 @@ class Cleaner(JobLoop):
         limit = inflate_limit(self._governor.memory_cap, self._governor.cpu_workers)
         task = SeriesTask(dest, series, tuple(run.claimed.zips), empty, limit)
         started = time.monotonic()
-        future = self._governor.submit(CLEAN_SERIES, task)
+        future = self._governor.submit(CLEAN_SERIES, task, owner=job.id)
         self._writing[(dest, series)] = future
         future.add_done_callback(lambda _, key=(dest, series): self._writing.pop(key, None))
         result: SeriesResult = await asyncio.wrap_future(future)
@@ -210,7 +212,7 @@ class Cleaner(JobLoop):
         if self._runs.get(key) is run:
             del self._runs[key]
         error = None if task.cancelled() else task.exception()
-        if task.cancelled():
+        if task.cancelled() or isinstance(error, TaskStopped):
             self._in_background(self._release(*key))
         elif isinstance(error, DiskFatal):
             self._on_fatal(error)
@@ -222,6 +224,7 @@ class Cleaner(JobLoop):
         """A series that failed waits, then is tried again; the third failure fails its zips."""
         job_id, series = key
         failures, final = self._cooldowns.failed(key)
+        final = final or settled(error)  # the governor retried a dead worker already
         logger.opt(exception=error).error(
             "clean: series {} of job {} failed (attempt {})", series, job_id, failures
         )

@@ -20,6 +20,7 @@ from bulkforge.daemon.durable import DiskFatal
 from bulkforge.daemon.failures import worker_failure
 from bulkforge.daemon.generator import records
 from bulkforge.daemon.generator.work import PartTask, PartWritten
+from bulkforge.daemon.governor import TaskStopped, settled
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.pipeline import Cooldowns, JobLoop, Services
 from bulkforge.daemon.store import StoreFatal
@@ -52,6 +53,7 @@ class Generator(JobLoop):
         for owner, task in list(self._runs.values()):
             if owner == job_id:
                 task.cancel()
+        self._governor.stop(job_id)  # its workers are killed now, not at the end of the part
         if cancelled:
             self.forget_job(job_id)
 
@@ -87,7 +89,7 @@ class Generator(JobLoop):
         if (job.id, part.id) in self._cooldowns.cooling():
             await asyncio.sleep(self._cooldowns.base_s * 2)
         started = time.monotonic()
-        future = self._governor.submit(MAKE_PART, task)
+        future = self._governor.submit(MAKE_PART, task, owner=job.id)
         written: PartWritten = await asyncio.wrap_future(future)
         await self._writer.call(
             lambda conn: records.finish(conn, part.id, written.size, written.sha256)
@@ -106,7 +108,7 @@ class Generator(JobLoop):
     def _ended(self, job_id: int, part: records.Part, task: asyncio.Task) -> None:
         self._runs.pop(part.id, None)
         error = None if task.cancelled() else task.exception()
-        if task.cancelled():
+        if task.cancelled() or isinstance(error, TaskStopped):
             self._in_background(self._release(part.id))
         elif isinstance(error, DiskFatal):
             self._on_fatal(error)
@@ -116,6 +118,7 @@ class Generator(JobLoop):
 
     def _part_failed(self, job_id: int, part: records.Part, error: BaseException) -> None:
         failures, final = self._cooldowns.failed((job_id, part.id))
+        final = final or settled(error)  # the governor retried a dead worker already
         logger.opt(exception=error).error(
             "generate: {} part {} failed (attempt {})", part.table, part.index, failures
         )

@@ -190,7 +190,8 @@ def main(argv: list[str]) -> None:
     fd, parent = (int(value) for value in argv[:2])
     die_with(parent)
     # A worker that crashes (often: out of memory) leaves no core of gigabytes behind.
-    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    with contextlib.suppress(OSError):  # a sandbox that forbids it keeps its own core policy
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     # Arrow through malloc, whose freed pages go back (governor.use_lean_memory).
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     Worker(socket.socket(fileno=fd)).serve()

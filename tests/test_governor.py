@@ -119,6 +119,7 @@ def test_a_task_over_its_memory_share_fails_alone_with_memory_and_its_worker_is_
     target, args = ALLOCATIONS[allocation]
     neighbour = governor.submit("time:sleep", 2, owner="other")
     wait_until(lambda: len(governor.cpu_worker_pids()) == 1, what="the first worker busy")
+    (neighbours_worker,) = governor.cpu_worker_pids()
     hungry = governor.submit(target, *args(), owner="hungry")
     with pytest.raises(MemoryError) as raised:
         hungry.result(timeout=120)
@@ -126,8 +127,9 @@ def test_a_task_over_its_memory_share_fails_alone_with_memory_and_its_worker_is_
     assert error_class == "memory", message
     assert f"memory limit of {SHARE:,} bytes" in message
     assert neighbour.result(timeout=60) is None  # the other task ran on, undisturbed
-    # The worker that ran out ended; the next task runs (in a fresh one) within its limit.
-    assert len(governor.cpu_worker_pids()) == 1
+    # The worker that ran out ended (the idle neighbour may be retired too while bfd's RSS
+    # is over the cap); the next task runs, in a fresh worker, within its limit.
+    assert set(governor.cpu_worker_pids()) <= {neighbours_worker}
     assert len(governor.submit("builtins:bytearray", SHARE // 2).result(timeout=60)) == SHARE // 2
 
 

@@ -21,6 +21,8 @@ SCHEMA_FILE = "schema.sql"
 RATE_WINDOW_S = 10
 # Parts of one job: each is a row in the store and a file on disk.
 MAX_PARTS = 1_000_000
+# What one part may be estimated to need when bfd runs without a memory cap.
+UNCAPPED_PART_MEMORY = 2 * 1024**3
 
 
 class GenerateKind(ItemRows, JobKind):
@@ -49,6 +51,7 @@ class GenerateKind(ItemRows, JobKind):
         """
         from bulkforge.daemon.generator.columns import Dataset
 
+        self._refuse_parts_over_memory(request, request.counts())  # before counting seats
         dataset = await asyncio.to_thread(Dataset, request.model, request.counts(), request.seed)
         counts, order = dataset.counts, request.model.order()
         parts = sum(-(-count // request.chunk_rows) for count in counts.values())
@@ -66,6 +69,24 @@ class GenerateKind(ItemRows, JobKind):
                 conn, request.name, spec, dest, counts, order, request.chunk_rows
             )
         )
+
+    def _refuse_parts_over_memory(self, request: GenerateRequest, counts: dict[str, int]) -> None:
+        """Each part must fit the memory one task may use: the memory cap shared by the CPU
+        workers (each may be making a part at once), or UNCAPPED_PART_MEMORY without a cap."""
+        from bulkforge.daemon.generator import widths
+
+        cap, workers = self.services.governor.memory_cap, self.services.governor.cpu_workers
+        if cap:
+            bound = cap // max(1, workers)
+            why = f"the memory cap of {cap:,} bytes over {workers} CPU worker(s)"
+        else:
+            bound, why = UNCAPPED_PART_MEMORY, "bfd runs without a memory cap"
+        try:
+            widths.check_part_memory(
+                request.model, counts, request.format, request.chunk_rows, bound, why
+            )
+        except ValueError as exc:
+            raise InvalidArgument(f"--chunk-rows {request.chunk_rows:,}: {exc}") from None
 
     def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
         for state, (parts, size) in records.counts(conn, view.job.id).items():

@@ -19,6 +19,8 @@ PRESETS = ("courses",)
 MAX_SPEC_BYTES = 1024**2
 FORMATS = ("parquet", "csv", "jsonl", "sql")
 DIALECTS = ("sqlite", "postgres", "mysql")
+# The length of MySQL's string columns in the schema (formats.py).
+MYSQL_VARCHAR = 255
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,20 @@ class GenerateRequest:
 
     def counts(self) -> dict[str, int]:
         return self.model.check(self.rows)
+
+
+def _fits_mysql(model: s.Spec, counts: dict[str, int]) -> None:
+    """MySQL's strings are VARCHAR(MYSQL_VARCHAR): a longer value would be cut or refused."""
+    from bulkforge.daemon.generator import widths
+
+    for table_name, table in model.tables.items():
+        for column in table.schema_columns():
+            chars = widths.text_bytes(model, counts, table_name, column, measure=len)
+            if chars is not None and chars > MYSQL_VARCHAR:
+                raise ValueError(
+                    f"tables.{table_name}.columns.{column}: values of up to {chars:,} characters "
+                    f"do not fit MySQL's VARCHAR({MYSQL_VARCHAR}) of --sql-dialect mysql"
+                )
 
 
 def preset(name: str) -> tuple[str, str]:
@@ -112,7 +128,9 @@ class SubmitGenerate(BaseModel):
         text, name = (self.spec_text, self.spec_name) if self.spec_text else preset(self.preset)
         model = s.load(text, name)
         try:
-            model.check(self.rows)
+            counts = model.check(self.rows)
+            if self.format == "sql" and self.sql_dialect == "mysql":
+                _fits_mysql(model, counts)
         except ValueError as exc:
             raise InvalidArgument(f"{name}: {exc}") from None
         return GenerateRequest(

@@ -211,6 +211,8 @@ def _pattern(table: TableValues, name: str, column: s.Pattern, rows: np.ndarray)
     positions = s.parse_pattern(column.pattern)
     choices: dict[int, np.ndarray] = {}
     varying = [at for at, chars in enumerate(positions) if len(chars) > 1]
+    if not varying:  # literals only: one value, repeated (a join of scalars is a scalar)
+        return pa.repeat(pa.scalar("".join(positions), pa.string()), len(rows))
     if column.unique:
         # One index over every combination, read as a mixed-radix number, last place first.
         index = streams.permute(table.key(name), rows, min(column.distinct(), 2**62))

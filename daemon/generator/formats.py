@@ -137,7 +137,7 @@ def create_tables(spec: s.Spec, order: list[str], types: dict, dialect: str) -> 
         lines = []
         for name, column in spec.tables[table].schema_columns().items():
             line = f"  {quote_name(name, dialect)} {_sql_type(types[table][name], dialect)}"
-            if not column.null:
+            if not may_be_null(spec, table, column):
                 line += " NOT NULL"
             if column.primary_key:
                 line += " PRIMARY KEY"
@@ -152,6 +152,21 @@ def create_tables(spec: s.Spec, order: list[str], types: dict, dialect: str) -> 
         body = ",\n".join(lines)
         statements.append(f"CREATE TABLE {quote_name(table, dialect)} (\n{body}\n);\n")
     return "".join(statements)
+
+
+def may_be_null(spec: s.Spec, table: str, column: s.Column) -> bool:
+    """Whether a value can be null: its own nulls, or those of the column a key or a lookup
+    copies (a NOT NULL on a lookup of a column with nulls would refuse the rows)."""
+    while True:
+        if column.null:
+            return True
+        if isinstance(column, s.ForeignKey):
+            table, name = column.table, column.column
+        elif isinstance(column, s.Lookup):
+            table, name = spec.tables[table].columns[column.via].table, column.column
+        else:
+            return False
+        column = spec.tables[table].schema_columns()[name]
 
 
 def _sql_type(kind: pa.DataType, dialect: str) -> str:

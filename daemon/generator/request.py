@@ -63,6 +63,21 @@ class GenerateRequest:
         return self.model.check(self.rows)
 
 
+def _keys_are_keys(model: s.Spec) -> None:
+    """SQL declares a foreign key only to a PRIMARY KEY or UNIQUE column (schema.sql)."""
+    for table_name, table in model.tables.items():
+        for name, column in table.schema_columns().items():
+            if not isinstance(column, s.ForeignKey):
+                continue
+            parent = model.tables[column.table].schema_columns()[column.column]
+            if not (parent.primary_key or parent.unique):
+                raise ValueError(
+                    f"tables.{table_name}.columns.{name}: a foreign key to "
+                    f"{column.table}.{column.column}, which is neither unique nor a primary "
+                    "key: SQL's REFERENCES needs one (mark it unique or primary_key)"
+                )
+
+
 def _fits_mysql(model: s.Spec, counts: dict[str, int]) -> None:
     """MySQL's strings are VARCHAR(MYSQL_VARCHAR): a longer value would be cut or refused."""
     from bulkforge.daemon.generator import widths
@@ -129,6 +144,8 @@ class SubmitGenerate(BaseModel):
         model = s.load(text, name)
         try:
             counts = model.check(self.rows)
+            if self.format == "sql":
+                _keys_are_keys(model)
             if self.format == "sql" and self.sql_dialect == "mysql":
                 _fits_mysql(model, counts)
         except ValueError as exc:

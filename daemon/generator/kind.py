@@ -52,14 +52,10 @@ class GenerateKind(ItemRows, JobKind):
         from bulkforge.daemon.generator.columns import Dataset
 
         self._refuse_parts_over_memory(request, request.counts())  # before counting seats
+        _refuse_too_many_parts(request.chunk_rows, request.counts())
         dataset = await asyncio.to_thread(Dataset, request.model, request.counts(), request.seed)
         counts, order = dataset.counts, request.model.order()
-        parts = sum(-(-count // request.chunk_rows) for count in counts.values())
-        if parts > MAX_PARTS:
-            raise InvalidArgument(
-                f"{parts:,} parts of --chunk-rows {request.chunk_rows:,}: at most {MAX_PARTS:,} "
-                "per job; give a larger --chunk-rows"
-            )
+        _refuse_too_many_parts(request.chunk_rows, counts)
         dest = str(request.dest)
         await self.readers.call(lambda conn: records.refuse_shared_dest(conn, dest))
         if request.format == "sql":
@@ -104,6 +100,16 @@ class GenerateKind(ItemRows, JobKind):
                 conn, view.job.id, since
             )
         ]
+
+
+def _refuse_too_many_parts(chunk_rows: int, counts: dict[str, int]) -> None:
+    """Checked on the spec's own tables first (cheap), then with derived tables counted."""
+    parts = sum(-(-count // chunk_rows) for count in counts.values())
+    if parts > MAX_PARTS:
+        raise InvalidArgument(
+            f"{parts:,} parts of --chunk-rows {chunk_rows:,}: at most {MAX_PARTS:,} "
+            "per job; give a larger --chunk-rows"
+        )
 
 
 def _write_schema(request: GenerateRequest, dataset, order: list[str]) -> None:

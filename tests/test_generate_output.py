@@ -284,6 +284,14 @@ def test_extreme_bounds_are_honoured_not_overflowed() -> None:
     assert set(table["f"].to_pylist()) <= {0.01}
 
 
+def test_a_uniform_integer_over_a_wide_span_reaches_every_low_bit() -> None:
+    """Past 2^53 values a float's draw skipped all but every 2^k-th integer: no longer."""
+    spec = s.load(BASE + 'w = { kind = "integer", min = 0, max = 4611686018427387902 }\n', "s.toml")
+    values = Dataset(spec, spec.check(20000), 1).table("t").rows(0, 20000)["w"].to_pylist()
+    assert all(0 <= v <= 2**62 - 2 for v in values)
+    assert len({v % 1024 for v in values}) == 1024 and any(v % 2 for v in values)
+
+
 def test_the_bundled_data_and_presets_hold_no_control_characters() -> None:
     from bulkforge.daemon.generator import locale
 

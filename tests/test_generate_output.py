@@ -28,7 +28,7 @@ from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.generator import formats
 from bulkforge.daemon.generator import spec as s
 from bulkforge.daemon.generator.columns import Dataset
-from bulkforge.daemon.generator.request import preset
+from bulkforge.daemon.generator.request import SubmitGenerate, preset
 
 INT64 = (-(2**63), 2**63 - 1)
 FORMATS = ("parquet", "csv", "jsonl", "sql")
@@ -238,6 +238,7 @@ BASE = '[tables.t.columns]\nfirst = { kind = "first_name" }\nlast = { kind = "la
         ('c = { kind = "pattern", pattern = "[^a-z]" }', "negated"),
         ('c = { kind = "pattern", pattern = "\\\\w{3}" }', "not a class"),
         ('c = { kind = "pattern", pattern = "[A-Z" }', "not closed"),
+        ('c = { kind = "pattern", pattern = "[A-Z]+" }', "repeats in a regex"),
         ('c = { kind = "pattern", pattern = "[ -\\u00ff]" }', "control characters"),
         ('c = { kind = "pattern", pattern = "[ -\\U0010ffff]" }', "more than 4096"),
         ('c = { kind = "timestamp", start = 2020-01-01T00:00:00.5Z, end = 2021-01-01T00:00:00Z }',
@@ -246,8 +247,8 @@ BASE = '[tables.t.columns]\nfirst = { kind = "first_name" }\nlast = { kind = "la
     ids=["domain-newline", "domain-space", "domain-line-separator", "choice-c1-control",
          "cycle-escape", "choice-int-overflow", "choice-inf", "weights-overflow", "float-inf",
          "mean-nan", "zipf-float-span", "digits-none-between", "count-99999", "pattern-too-long",
-         "count-range", "negated-class", "unknown-escape", "unclosed-class", "class-of-controls",
-         "class-too-large", "subsecond-timestamp"],
+         "count-range", "negated-class", "unknown-escape", "unclosed-class", "quantifier",
+         "class-of-controls", "class-too-large", "subsecond-timestamp"],
 )  # fmt: skip
 def test_a_spec_that_cannot_be_made_exactly_is_refused_naming_the_column(column, words):
     with pytest.raises((InvalidArgument, ValueError)) as refused:
@@ -255,6 +256,35 @@ def test_a_spec_that_cannot_be_made_exactly_is_refused_naming_the_column(column,
     assert "tables.t.columns.c" in str(refused.value) and words in str(refused.value), str(
         refused.value
     )
+
+
+@pytest.mark.parametrize(
+    ("column", "fmt", "dialect", "words"),
+    [
+        ('c = { kind = "email", first = "first", last = "last", domains = ["'
+         + ".".join(["d" * 60] * 4) + '"] }', "sql", "mysql", "VARCHAR(255)"),
+        ('c = { kind = "choice", values = ["' + "é" * 256 + '"] }', "sql", "mysql",
+         "256 characters"),
+        ('c = { kind = "date", start = 0999-01-01, end = 2000-01-01 }', "sql", "mysql", "year 999"),
+        ('c = { kind = "foreign_key", table = "p", column = "v" }\n[tables.p.columns]\n'
+         'v = { kind = "integer", min = 0, max = 9 }', "sql", "sqlite",
+         "neither unique nor a primary key"),
+    ],
+    ids=["mysql-email-too-long", "mysql-choice-too-long", "mysql-year-999", "key-to-non-key"],
+)  # fmt: skip
+def test_what_a_format_cannot_hold_is_refused_for_that_format(column, fmt, dialect, words):
+    text = BASE + column + "\n"
+    for chosen, refused in ((fmt, True), ("parquet", False)):
+        request = SubmitGenerate(
+            name="g", spec_text=text, spec_name="s.toml", rows=10, format=chosen,
+            sql_dialect=dialect, dest="/tmp/unused",
+        )  # fmt: skip
+        if not refused:
+            request.request()
+            continue
+        with pytest.raises(InvalidArgument) as refusal:
+            request.request()
+        assert "tables.t.columns.c" in str(refusal.value) and words in str(refusal.value)
 
 
 def test_extreme_bounds_are_honoured_not_overflowed() -> None:
@@ -430,7 +460,7 @@ import psutil
 from bulkforge.daemon.generator import formats, spec as s, widths
 from bulkforge.daemon.generator.columns import Dataset
 from bulkforge.daemon.generator.parts import few_values
-from bulkforge.daemon.generator.request import preset
+from bulkforge.daemon.generator.request import SubmitGenerate, preset
 table, fmt, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
 model = s.load(*preset("courses"))
 counts = model.check(1_000_000)

@@ -83,7 +83,12 @@ def _fits_mysql(model: s.Spec, counts: dict[str, int]) -> None:
     from bulkforge.daemon.generator import widths
 
     for table_name, table in model.tables.items():
-        for column in table.schema_columns():
+        for column, spec in table.schema_columns().items():
+            if isinstance(spec, s.DateRange | s.TimestampRange) and spec.start.year < 1000:
+                raise ValueError(
+                    f"tables.{table_name}.columns.{column}: starts in year {spec.start.year}, "
+                    "before MySQL's DATE and DATETIME (1000-01-01 on) of --sql-dialect mysql"
+                )
             chars = widths.text_bytes(model, counts, table_name, column, measure=len)
             if chars is not None and chars > MYSQL_VARCHAR:
                 raise ValueError(

@@ -571,8 +571,9 @@ def parse_pattern(pattern: str) -> list[str]:
 
     Its language: literals, classes ([A-Z], [a-z0-9_], \\d), counts ({3}) after either, and
     a backslash before a character that is not a letter or digit for that character itself.
-    Whatever else looks like regex syntax ({2,5}, [^a], \\w, an unclosed [ or {) is refused,
-    never read as literals: what the pattern makes is exactly what it says.
+    Whatever else looks like regex repetition or classes ({2,5}, *, +, ?, [^a], \\w, an
+    unclosed [ or {) is refused, never read as literals: what the pattern makes is exactly
+    what it says. Parentheses, | and . are literals, as in "(555) 010-\\d{4}".
     """
     positions: list[str] = []
     at = 0
@@ -616,6 +617,11 @@ def _atom(pattern: str, at: int) -> tuple[str, int]:
         return _escape(pattern[at + 1], pattern), at + 2
     if char in "{}":
         raise ValueError(f"pattern {pattern!r}: {char} where no count can be; write \\{char}")
+    if char in "*+?":
+        raise ValueError(
+            f"pattern {pattern!r}: {char} repeats in a regex, which this pattern is not: give a "
+            f"count such as {{3}}, or write \\{char} for a literal {char}"
+        )
     return char, at + 1
 
 

@@ -125,10 +125,11 @@ def _composed(kind: str, measure: Callable) -> int:
 
 # -- a part's memory -------------------------------------------------------------------------
 
-# Measured (tests/test_generate.py, one worker making one part, peak RSS over its start):
+# Measured (tests/test_generate_output.py: one part made in a fresh process, its peak RSS
+# over its start):
 # making the columns holds each value about twice (the values and their draws) plus a few
 # int64 arrays per column; a pattern holds an index array per varying position; a text
-# format holds the text again (Arrow's, a Python string per row, the joined bytes). The
+# format holds the text again (each column's, the rows', the part's bytes). The
 # estimate stays above every measured peak (1.2x to 3x above it).
 PER_COLUMN = 16
 PER_PATTERN_POSITION = 16

@@ -1,6 +1,7 @@
 """The generate kind behind the seam: synthetic related tables, part by part."""
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import apsw
@@ -56,6 +57,7 @@ class GenerateKind(ItemRows, JobKind):
         dataset = await asyncio.to_thread(Dataset, request.model, request.counts(), request.seed)
         counts, order = dataset.counts, request.model.order()
         _refuse_too_many_parts(request.chunk_rows, counts)
+        _refuse_output_past_the_disk(request, counts)
         dest = str(request.dest)
         await self.readers.call(lambda conn: records.refuse_shared_dest(conn, dest))
         if request.format == "sql":
@@ -109,6 +111,24 @@ def _refuse_too_many_parts(chunk_rows: int, counts: dict[str, int]) -> None:
         raise InvalidArgument(
             f"{parts:,} parts of --chunk-rows {chunk_rows:,}: at most {MAX_PARTS:,} "
             "per job; give a larger --chunk-rows"
+        )
+
+
+def _refuse_output_past_the_disk(request: GenerateRequest, counts: dict[str, int]) -> None:
+    """A job whose text output cannot fit its dest's whole filesystem, even at its least, is
+    refused now rather than held for space it can never have."""
+    from bulkforge.daemon.generator import widths
+
+    least = widths.least_output(request.model, counts, request.format)
+    place = Path(request.dest)
+    while not place.exists():
+        place = place.parent
+    total = shutil.disk_usage(place).total
+    if least > total:
+        raise InvalidArgument(
+            f"--rows {request.rows:,} in --format {request.format}: at least {least:,} bytes "
+            f"of output (its separators and keys alone), more than the {total:,} bytes of "
+            f"the filesystem holding {request.dest}"
         )
 
 

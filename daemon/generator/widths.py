@@ -237,3 +237,21 @@ def _size(count: int) -> str:
         if count >= scale:
             return f"{count / scale:,.1f} {unit}"
     return f"{count:,} bytes"
+
+
+def least_output(spec: s.Spec, counts: dict[str, int], fmt: str) -> int:
+    """Bytes a text format's output takes at the least, whatever its values: a row's
+    separators, and in JSON Lines its keys (0 for Parquet, whose compression has no floor)."""
+    least = 0
+    for table, rows in counts.items():
+        names = list(spec.tables[table].schema_columns())
+        if fmt == "csv":  # a comma between values, a newline after them
+            per_row = len(names)
+        elif fmt == "jsonl":  # {"name":value,...}\n
+            per_row = sum(len(name) + 3 for name in names) + len(names) - 1 + 3
+        elif fmt == "sql":  # (value, ...),\n
+            per_row = 2 * len(names) + 2
+        else:
+            return 0
+        least += per_row * rows
+    return least

@@ -52,12 +52,15 @@ class GenerateKind(ItemRows, JobKind):
         """
         from bulkforge.daemon.generator.columns import Dataset
 
-        self._refuse_parts_over_memory(request, request.counts())  # before counting seats
-        _refuse_too_many_parts(request.chunk_rows, request.counts())
+        self._refuse_what_cannot_fit(request)  # before counting a derived table's seats
         dataset = await asyncio.to_thread(Dataset, request.model, request.counts(), request.seed)
         counts, order = dataset.counts, request.model.order()
-        _refuse_too_many_parts(request.chunk_rows, counts)
-        _refuse_output_past_the_disk(request, counts)
+        parts = sum(-(-count // request.chunk_rows) for count in counts.values())
+        if parts > MAX_PARTS:
+            raise InvalidArgument(
+                f"{parts:,} parts of --chunk-rows {request.chunk_rows:,}: at most {MAX_PARTS:,} "
+                "per job; give a larger --chunk-rows"
+            )
         dest = str(request.dest)
         await self.readers.call(lambda conn: records.refuse_shared_dest(conn, dest))
         if request.format == "sql":
@@ -67,6 +70,14 @@ class GenerateKind(ItemRows, JobKind):
                 conn, request.name, spec, dest, counts, order, request.chunk_rows
             )
         )
+
+    def _refuse_what_cannot_fit(self, request: GenerateRequest) -> None:
+        """Checked on the spec's own tables (a derived table's rows need its index, built
+        after): too many parts, a part past the per-task memory, output past the disk."""
+        counts = request.counts()
+        _refuse_too_many_parts(request.chunk_rows, counts)
+        self._refuse_parts_over_memory(request, counts)
+        _refuse_output_past_the_disk(request, counts)
 
     def _refuse_parts_over_memory(self, request: GenerateRequest, counts: dict[str, int]) -> None:
         """Each part must fit the memory one task may use: the memory cap shared by the CPU
@@ -105,7 +116,6 @@ class GenerateKind(ItemRows, JobKind):
 
 
 def _refuse_too_many_parts(chunk_rows: int, counts: dict[str, int]) -> None:
-    """Checked on the spec's own tables first (cheap), then with derived tables counted."""
     parts = sum(-(-count // chunk_rows) for count in counts.values())
     if parts > MAX_PARTS:
         raise InvalidArgument(

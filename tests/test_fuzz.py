@@ -693,6 +693,8 @@ parameter_values = st.one_of(
     st.datetimes(timezones=st.sampled_from([None, UTC, UTC_PLUS_5])),
     st.lists(st.integers(-5, 5) | st.text(max_size=4) | doubles, max_size=4),
     st.sampled_from(["[\x00-\U0010ffff]{9}", "x{999}" * 30, "[z-a]", "\\", "[", "a{0}"]),
+    # What issue 24 found: a newline in a domain, a count past the limit, regex syntax.
+    st.sampled_from([["x.org\nEVIL"], "[A-Z]{99999}", "[A-Z]{2,5}", "[^a]", "\\w", 1e308]),
 )
 columns = st.one_of(
     st.sampled_from(TEMPLATES),

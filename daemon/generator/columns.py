@@ -78,16 +78,21 @@ def _sequence(table: TableValues, name: str, column: s.Sequence, rows: np.ndarra
 
 
 def _distributed(table: TableValues, name: str, column, rows: np.ndarray) -> np.ndarray:
-    """Floats in [min, max] drawn by the column's distribution."""
+    """Floats in [min, max] drawn by the column's distribution: finite whatever the bounds."""
     key = table.key(name)
     low, high = float(column.min), float(column.max)
-    if column.distribution == "uniform":
-        return low + streams.uniform(key, rows) * (high - low)
-    if column.distribution == "zipf":
-        span = max(1, int(high - low) + 1)
-        return low + _power_law(streams.uniform(key, rows), span, column.a)
-    z = column.mean + column.sd * streams.normal(key, rows)
-    return np.clip(np.exp(z) if column.distribution == "lognormal" else z, low, high)
+    with np.errstate(over="ignore"):  # a far tail overflows to inf; the clip brings it back
+        if column.distribution == "uniform":
+            u = streams.uniform(key, rows)
+            # Not low + u * (high - low): high - low overflows for bounds like +-1e308.
+            values = low * (1.0 - u) + high * u
+        elif column.distribution == "zipf":
+            span = int(high - low) + 1  # at most 2^53 + 1: the spec refuses wider
+            values = low + _power_law(streams.uniform(key, rows), span, column.a)
+        else:
+            z = column.mean + column.sd * streams.normal(key, rows)
+            values = np.exp(z) if column.distribution == "lognormal" else z
+    return np.clip(values, low, high)
 
 
 def _integers(table: TableValues, name: str, column: s.Integers, rows: np.ndarray) -> pa.Array:
@@ -95,15 +100,33 @@ def _integers(table: TableValues, name: str, column: s.Integers, rows: np.ndarra
         values = column.min + streams.permute(table.key(name), rows, column.distinct())
     elif column.distribution == "uniform":
         values = column.min + streams.below(table.key(name), rows, column.distinct())
+    elif column.distribution == "zipf":
+        # Ranks counted exactly in integers: min + rank <= max, the span within 2^62.
+        ranks = _power_law(streams.uniform(table.key(name), rows), column.distinct(), column.a)
+        values = np.int64(column.min) + ranks
     else:
-        values = np.rint(_distributed(table, name, column, rows)).astype(np.int64)
+        values = _to_int64(np.rint(_distributed(table, name, column, rows)), column)
     return pa.array(values, type=pa.int64())
+
+
+def _to_int64(values: np.ndarray, column: s.Integers) -> np.ndarray:
+    """Whole floats within [min, max] as int64: float(max) may round past 2^63 - 1, and
+    float(min) below min, so both ends are clamped again as integers."""
+    top = values >= 2.0**63
+    as_int = np.where(top, 0.0, values).astype(np.int64)
+    as_int[top] = column.max
+    return np.clip(as_int, column.min, column.max)
 
 
 def _floats(table: TableValues, name: str, column: s.Floats, rows: np.ndarray) -> pa.Array:
     values = _distributed(table, name, column, rows)
     if column.digits is not None:
-        values = np.round(values, column.digits)
+        # Only where a float has fractional digits (below 2^52): rounding multiplies by
+        # 10^digits, which overflows for values near the largest float.
+        small = np.abs(values) < s.ROUNDED_BELOW
+        values[small] = np.round(values[small], column.digits)
+        low, high = column.rounded_bounds()  # rounding may step past min or max
+        values = np.clip(values, low, high)
     return pa.array(values, type=pa.float64())
 
 
@@ -130,7 +153,7 @@ def _timestamp(
 ) -> pa.Array:
     seconds = _indices(table, name, column, rows, column.distinct())
     start = column.start if column.start.tzinfo else column.start.replace(tzinfo=UTC)
-    micros = (int(start.timestamp()) + seconds) * 1_000_000
+    micros = (int(start.timestamp()) + seconds) * 1_000_000  # whole seconds: the spec says so
     return pa.array(micros, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
 
 
@@ -188,6 +211,8 @@ def _pattern(table: TableValues, name: str, column: s.Pattern, rows: np.ndarray)
     positions = s.parse_pattern(column.pattern)
     choices: dict[int, np.ndarray] = {}
     varying = [at for at, chars in enumerate(positions) if len(chars) > 1]
+    if not varying:  # literals only: one value, repeated (a join of scalars is a scalar)
+        return pa.repeat(pa.scalar("".join(positions), pa.string()), len(rows))
     if column.unique:
         # One index over every combination, read as a mixed-radix number, last place first.
         index = streams.permute(table.key(name), rows, min(column.distinct(), 2**62))
@@ -249,7 +274,10 @@ def _power_law(u: np.ndarray, n: int, a: float) -> np.ndarray:
     else:
         top = (n + 1.0) ** (1.0 - a)
         ranks = (1.0 + u * (top - 1.0)) ** (1.0 / (1.0 - a)) - 1.0
-    return np.minimum(ranks.astype(np.int64), n - 1)
+    # Clipped as floats first (a rank past 2^63 would not convert), then as integers:
+    # float(n - 1) may round up to n.
+    ranks = np.clip(ranks, 0.0, float(n - 1)).astype(np.int64)
+    return np.minimum(ranks, n - 1)
 
 
 _MAKERS = {

@@ -58,7 +58,8 @@ class EnrollmentValues:
         capacity = capacity.to_numpy(zero_copy_only=False).astype(np.int64)
         low, high = self.spec.fill_min, self.spec.fill_max
         fill = low + streams.uniform(self.key("fill"), courses) * (high - low)
-        seats = np.minimum(np.floor(capacity * fill).astype(np.int64), self.limit)
+        # Bounded as floats first: a capacity near 2^63 would not convert back to int64.
+        seats = np.minimum(np.floor(capacity * fill), float(self.limit)).astype(np.int64)
         return np.where(valid, np.maximum(seats, 0), 0)
 
     def _sum_groups(self) -> None:

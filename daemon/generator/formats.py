@@ -7,6 +7,7 @@ built column by column: each value rendered as a literal, then joined into rows.
 
 import io
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -53,9 +54,17 @@ def render(
 
 
 def _lines(text: pa.Array) -> bytes:
+    return _concatenated(join([text, "\n"]))
+
+
+def _concatenated(text: pa.Array) -> bytes:
+    """A string array's values end to end: its data buffer, with no Python object per row
+    (a part's text is one array: at most 2 GiB, which the submit checks)."""
     if not len(text):
         return b""
-    return "\n".join(text.to_pylist()).encode() + b"\n"
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)
+    first, last = offsets[text.offset], offsets[text.offset + len(text)]
+    return bytes(memoryview(text.buffers()[2])[first:last])
 
 
 def _json_objects(rows: pa.Table) -> pa.Array:
@@ -99,13 +108,13 @@ def _inserts(rows: pa.Table, table: str, dialect: str) -> bytes:
     for n, name in enumerate(rows.column_names):
         pieces += [", " if n else "", _sql_values(rows[name], dialect)]
     pieces.append(")")
-    tuples = join(pieces).to_pylist()
     head = f"INSERT INTO {quote_name(table, dialect)} ({names}) VALUES\n"
-    statements = [
-        head + ",\n".join(tuples[at : at + INSERT_ROWS]) + ";\n"
-        for at in range(0, len(tuples), INSERT_ROWS)
-    ]
-    return "".join(statements).encode()
+    # Row i opens a statement when i % INSERT_ROWS == 0 and closes one at the block's end.
+    at = np.arange(rows.num_rows) % INSERT_ROWS
+    last = (at == INSERT_ROWS - 1) | (np.arange(rows.num_rows) == rows.num_rows - 1)
+    opening = pc.if_else(pa.array(at == 0), head, "")
+    closing = pc.if_else(pa.array(last), ";\n", ",\n")
+    return _concatenated(join([opening, *pieces, closing]))
 
 
 def _sql_values(column: pa.ChunkedArray, dialect: str) -> pa.Array:
@@ -137,7 +146,7 @@ def create_tables(spec: s.Spec, order: list[str], types: dict, dialect: str) -> 
         lines = []
         for name, column in spec.tables[table].schema_columns().items():
             line = f"  {quote_name(name, dialect)} {_sql_type(types[table][name], dialect)}"
-            if not column.null:
+            if not may_be_null(spec, table, column):
                 line += " NOT NULL"
             if column.primary_key:
                 line += " PRIMARY KEY"
@@ -152,6 +161,21 @@ def create_tables(spec: s.Spec, order: list[str], types: dict, dialect: str) -> 
         body = ",\n".join(lines)
         statements.append(f"CREATE TABLE {quote_name(table, dialect)} (\n{body}\n);\n")
     return "".join(statements)
+
+
+def may_be_null(spec: s.Spec, table: str, column: s.Column) -> bool:
+    """Whether a value can be null: its own nulls, or those of the column a key or a lookup
+    copies (a NOT NULL on a lookup of a column with nulls would refuse the rows)."""
+    while True:
+        if column.null:
+            return True
+        if isinstance(column, s.ForeignKey):
+            table, name = column.table, column.column
+        elif isinstance(column, s.Lookup):
+            table, name = spec.tables[table].columns[column.via].table, column.column
+        else:
+            return False
+        column = spec.tables[table].schema_columns()[name]
 
 
 def _sql_type(kind: pa.DataType, dialect: str) -> str:

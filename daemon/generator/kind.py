@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,8 @@ RATE_WINDOW_S = 10
 MAX_PARTS = 1_000_000
 # A part's file in DEST/TABLE/, as formats.part_name names it (not imported: it needs pyarrow).
 PART_NAME = re.compile(r"part-\d{5,}\.(?:parquet|csv|jsonl|sql)")
+# What one part may be estimated to need when bfd runs without a memory cap.
+UNCAPPED_PART_MEMORY = 2 * 1024**3
 
 
 class GenerateKind(ItemRows, JobKind, NumberedOutput):
@@ -56,6 +59,7 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
         """
         from bulkforge.daemon.generator.columns import Dataset
 
+        self._refuse_what_cannot_fit(request)  # before counting a derived table's seats
         dataset = await asyncio.to_thread(Dataset, request.model, request.counts(), request.seed)
         counts, order = dataset.counts, request.model.order()
         parts = sum(-(-count // request.chunk_rows) for count in counts.values())
@@ -95,6 +99,32 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
             yield from (f"{table}/{part}", f"{table}/.{part}.tmp")
         if fmt == "sql":
             yield from (SCHEMA_FILE, f".{SCHEMA_FILE}.tmp")
+    def _refuse_what_cannot_fit(self, request: GenerateRequest) -> None:
+        """Checked on the spec's own tables (a derived table's rows need its index, built
+        after): too many parts, a part past the per-task memory, output past the disk."""
+        counts = request.counts()
+        _refuse_too_many_parts(request.chunk_rows, counts)
+        self._refuse_parts_over_memory(request, counts)
+        _refuse_output_past_the_disk(request, counts)
+
+    def _refuse_parts_over_memory(self, request: GenerateRequest, counts: dict[str, int]) -> None:
+        """Each part must fit the memory one task may use: the memory cap shared by the CPU
+        workers (each may be making a part at once), or UNCAPPED_PART_MEMORY without a cap."""
+        from bulkforge.daemon.generator import widths
+
+        governor = self.services.governor
+        cap, workers = governor.memory_cap, governor.cpu_workers
+        if cap:
+            bound = governor.task_memory()  # what each worker's hard limit lets a task take
+            why = f"the memory cap of {cap:,} bytes over {workers} CPU worker(s)"
+        else:
+            bound, why = UNCAPPED_PART_MEMORY, "bfd runs without a memory cap"
+        try:
+            widths.check_part_memory(
+                request.model, counts, request.format, request.chunk_rows, bound, why
+            )
+        except ValueError as exc:
+            raise InvalidArgument(f"--chunk-rows {request.chunk_rows:,}: {exc}") from None
 
     def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
         for state, (parts, size) in records.counts(conn, view.job.id).items():
@@ -112,6 +142,33 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
                 conn, view.job.id, since
             )
         ]
+
+
+def _refuse_too_many_parts(chunk_rows: int, counts: dict[str, int]) -> None:
+    parts = sum(-(-count // chunk_rows) for count in counts.values())
+    if parts > MAX_PARTS:
+        raise InvalidArgument(
+            f"{parts:,} parts of --chunk-rows {chunk_rows:,}: at most {MAX_PARTS:,} "
+            "per job; give a larger --chunk-rows"
+        )
+
+
+def _refuse_output_past_the_disk(request: GenerateRequest, counts: dict[str, int]) -> None:
+    """A job whose text output cannot fit its dest's whole filesystem, even at its least, is
+    refused now rather than held for space it can never have."""
+    from bulkforge.daemon.generator import widths
+
+    least = widths.least_output(request.model, counts, request.format)
+    place = Path(request.dest)
+    while not place.exists():
+        place = place.parent
+    total = shutil.disk_usage(place).total
+    if least > total:
+        raise InvalidArgument(
+            f"--rows {request.rows:,} in --format {request.format}: at least {least:,} bytes "
+            f"of output (its separators and keys alone), more than the {total:,} bytes of "
+            f"the filesystem holding {request.dest}"
+        )
 
 
 def _write_schema(request: GenerateRequest, dataset, order: list[str]) -> None:

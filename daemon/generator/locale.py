@@ -42,8 +42,13 @@ def for_email(kind: str):
     return pc.replace_substring_regex(pc.utf8_lower(words(kind)), r"[^a-z0-9]", "")
 
 
+def words_of(kind: str) -> list[str]:
+    """The values of a word kind, or another list of the data, as plain strings."""
+    return _data()[WORD_LISTS.get(kind, kind)]
+
+
 def size(kind: str) -> int:
-    return len(_data()[WORD_LISTS.get(kind, kind)])
+    return len(words_of(kind))
 
 
 def phone_formats() -> list[str]:

@@ -19,6 +19,8 @@ PRESETS = ("courses",)
 MAX_SPEC_BYTES = 1024**2
 FORMATS = ("parquet", "csv", "jsonl", "sql")
 DIALECTS = ("sqlite", "postgres", "mysql")
+# The length of MySQL's string columns in the schema (formats.py).
+MYSQL_VARCHAR = 255
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,40 @@ class GenerateRequest:
 
     def counts(self) -> dict[str, int]:
         return self.model.check(self.rows)
+
+
+def _keys_are_keys(model: s.Spec) -> None:
+    """SQL declares a foreign key only to a PRIMARY KEY or UNIQUE column (schema.sql)."""
+    for table_name, table in model.tables.items():
+        for name, column in table.schema_columns().items():
+            if not isinstance(column, s.ForeignKey):
+                continue
+            parent = model.tables[column.table].schema_columns()[column.column]
+            if not (parent.primary_key or parent.unique):
+                raise ValueError(
+                    f"tables.{table_name}.columns.{name}: a foreign key to "
+                    f"{column.table}.{column.column}, which is neither unique nor a primary "
+                    "key: SQL's REFERENCES needs one (mark it unique or primary_key)"
+                )
+
+
+def _fits_mysql(model: s.Spec, counts: dict[str, int]) -> None:
+    """MySQL's strings are VARCHAR(MYSQL_VARCHAR): a longer value would be cut or refused."""
+    from bulkforge.daemon.generator import widths
+
+    for table_name, table in model.tables.items():
+        for column, spec in table.schema_columns().items():
+            if isinstance(spec, s.DateRange | s.TimestampRange) and spec.start.year < 1000:
+                raise ValueError(
+                    f"tables.{table_name}.columns.{column}: starts in year {spec.start.year}, "
+                    "before MySQL's DATE and DATETIME (1000-01-01 on) of --sql-dialect mysql"
+                )
+            chars = widths.text_bytes(model, counts, table_name, column, measure=len)
+            if chars is not None and chars > MYSQL_VARCHAR:
+                raise ValueError(
+                    f"tables.{table_name}.columns.{column}: values of up to {chars:,} characters "
+                    f"do not fit MySQL's VARCHAR({MYSQL_VARCHAR}) of --sql-dialect mysql"
+                )
 
 
 def preset(name: str) -> tuple[str, str]:
@@ -112,7 +148,11 @@ class SubmitGenerate(BaseModel):
         text, name = (self.spec_text, self.spec_name) if self.spec_text else preset(self.preset)
         model = s.load(text, name)
         try:
-            model.check(self.rows)
+            counts = model.check(self.rows)
+            if self.format == "sql":
+                _keys_are_keys(model)
+            if self.format == "sql" and self.sql_dialect == "mysql":
+                _fits_mysql(model, counts)
         except ValueError as exc:
             raise InvalidArgument(f"{name}: {exc}") from None
         return GenerateRequest(

@@ -20,6 +20,7 @@ import json
 import math
 import re
 import tomllib
+import unicodedata
 from datetime import date, datetime
 from graphlib import CycleError, TopologicalSorter
 from typing import Annotated, Literal
@@ -37,11 +38,54 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 MAX_INTEGER_SPAN = 2**62
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A zipf float column draws whole steps from min: at most this many (a float's exact integers).
+MAX_ZIPF_FLOAT_SPAN = 2**53
+# A pattern's characters, a count's largest value, and the characters one class may hold.
+MAX_PATTERN_CHARS = 200
+MAX_CLASS_CHARS = 4096
+# Characters no option that becomes output may hold: control characters (C0, DEL, C1),
+# lone surrogates (not UTF-8) and line or paragraph separators (a line break to readers).
+UNPRINTABLE = {"Cc", "Cs", "Zl", "Zp"}
+# A host name, as an email's domain must be one.
+_HOST = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+# Every number of a spec is finite: an inf or nan bound would reach the output as one.
+FINITE = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def unprintable(text: str) -> str | None:
+    """The first character of text no output may hold, as U+XXXX, or None."""
+    for char in text:
+        if unicodedata.category(char) in UNPRINTABLE:
+            return f"U+{ord(char):04X}"
+    return None
+
+
+def check_text(values, what: str) -> None:
+    """Refuse control characters, surrogates and line separators in strings that become output."""
+    for value in values:
+        if isinstance(value, str) and (found := unprintable(value)):
+            raise ValueError(f"{what} must not hold control characters ({found} in {value!r:.40})")
+
+
+def check_int64(values, what: str) -> None:
+    for value in values:
+        plain_int = isinstance(value, int) and not isinstance(value, bool)
+        if plain_int and not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError(f"{what}: {value} is not a 64-bit integer")
+
+
+def check_weights(weights: list[float], what: str) -> None:
+    if any(w < 0 for w in weights) or not sum(weights) > 0:
+        raise ValueError(f"{what} must be positive")
+    if not math.isfinite(sum(weights)):  # the draw sums them: inf would skew it
+        raise ValueError(f"{what} add up past the largest float")
 
 
 class Column(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = FINITE
 
     # The share of rows that are null, drawn per row.
     null: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -125,7 +169,42 @@ class Floats(Distributed):
             raise ValueError(f"max {self.max} must be above min {self.min}")
         if self.unique:
             raise ValueError("a float column cannot be unique")
+        span = self.max - self.min  # inf when the bounds are far apart: refused for zipf
+        if self.distribution == "zipf" and not span <= MAX_ZIPF_FLOAT_SPAN:
+            raise ValueError(
+                f"zipf draws whole steps from min: max - min must be at most 2^53 "
+                f"({self.min}..{self.max})"
+            )
+        if self.digits is not None and self.rounded_bounds() is None:
+            raise ValueError(
+                f"no value of {self.digits} digits lies between min {self.min} and max {self.max}"
+            )
         return self
+
+    def rounded_bounds(self) -> tuple[float, float] | None:
+        """The least and the greatest value of `digits` digits within [min, max], or None."""
+        low, high = round_to(self.min, self.digits), round_to(self.max, self.digits)
+        step = 10.0 ** -(self.digits or 0)
+        if low < self.min:
+            low = round_to(self.min + step, self.digits)
+        if high > self.max:
+            high = round_to(self.max - step, self.digits)
+        if not self.min <= low <= high <= self.max:
+            return None
+        return low, high
+
+
+# Floats this large are whole numbers already: rounding them to digits leaves them as they are
+# (and multiplying them by 10^digits, as rounding does, would overflow).
+ROUNDED_BELOW = 2.0**52
+
+
+def round_to(value: float, digits: int | None) -> float:
+    if digits is None or abs(value) >= ROUNDED_BELOW:
+        return value
+    import numpy as np  # the spec is checked in bfd, which imports numpy only to generate
+
+    return float(np.round(value, digits))
 
 
 class Choice(Column):
@@ -138,13 +217,12 @@ class Choice(Column):
 
     @model_validator(mode="after")
     def _weights(self) -> "Choice":
-        if any(isinstance(v, str) and _CONTROL.search(v) for v in self.values):
-            raise ValueError("values must not hold control characters")
+        check_text(self.values, "values")
+        check_int64(self.values, "values")
         if self.weights is not None:
             if len(self.weights) != len(self.values):
                 raise ValueError(f"{len(self.weights)} weights for {len(self.values)} values")
-            if any(w < 0 for w in self.weights) or not sum(self.weights) > 0:
-                raise ValueError("weights must be positive")
+            check_weights(self.weights, "weights")
         if len({type(v) for v in self.values}) > 1:
             raise ValueError("values must all be of one type")
         if self.unique and self.weights is not None:
@@ -166,8 +244,8 @@ class Cycle(Column):
     def _plain(self) -> "Cycle":
         if len({type(v) for v in self.values}) > 1:
             raise ValueError("values must all be of one type")
-        if any(isinstance(v, str) and _CONTROL.search(v) for v in self.values):
-            raise ValueError("values must not hold control characters")
+        check_text(self.values, "values")
+        check_int64(self.values, "values")
         return self
 
 
@@ -208,6 +286,8 @@ class TimestampRange(Column):
             raise ValueError("give start and end both with a time zone, or both without")
         if self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
+        if self.start.microsecond or self.end.microsecond:
+            raise ValueError("start and end are whole seconds (values are drawn by the second)")
         return self
 
 
@@ -233,10 +313,22 @@ class Email(Column):
     kind: Literal["email"]
     first: str
     last: str
-    domains: list[str] = Field(default=["example.com", "example.org", "example.net"], min_length=1)
+    domains: list[str] = Field(
+        default=["example.com", "example.org", "example.net"], min_length=1, max_length=10_000
+    )
 
     def siblings(self) -> list[str]:
         return [self.first, self.last]
+
+    @model_validator(mode="after")
+    def _hosts(self) -> "Email":
+        check_text(self.domains, "domains")
+        for domain in self.domains:
+            if not _HOST.match(domain):
+                raise ValueError(
+                    f"domains: {domain!r:.60} is not a host name (letters, digits, hyphens, dots)"
+                )
+        return self
 
 
 class Pattern(Column):
@@ -250,8 +342,7 @@ class Pattern(Column):
 
     @model_validator(mode="after")
     def _parses(self) -> "Pattern":
-        if _CONTROL.search(self.pattern):
-            raise ValueError("the pattern must not hold control characters")
+        check_text([self.pattern], "the pattern")
         parse_pattern(self.pattern)
         return self
 
@@ -308,7 +399,7 @@ class Enrollments(BaseModel):
     grades. Its rows: enrollment_id, student_id, course_id, term, grade.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = FINITE
 
     students: str = "students"
     student_key: str = "student_id"
@@ -322,7 +413,7 @@ class Enrollments(BaseModel):
     current_term: str
     fill_min: float = Field(default=0.5, gt=0, le=1)
     fill_max: float = Field(default=1.0, gt=0, le=1)
-    grades: list[str] = Field(default=["A", "B", "C", "D", "F"], min_length=1)
+    grades: list[str] = Field(default=["A", "B", "C", "D", "F"], min_length=1, max_length=1000)
     grade_weights: list[float] | None = None
 
     @model_validator(mode="after")
@@ -333,8 +424,11 @@ class Enrollments(BaseModel):
             raise ValueError("terms are listed twice")
         if self.fill_max < self.fill_min:
             raise ValueError("fill_max is below fill_min")
-        if self.grade_weights is not None and len(self.grade_weights) != len(self.grades):
-            raise ValueError("one weight per grade")
+        check_text(self.grades, "grades")
+        if self.grade_weights is not None:
+            if len(self.grade_weights) != len(self.grades):
+                raise ValueError("one weight per grade")
+            check_weights(self.grade_weights, "grade_weights")
         return self
 
     def columns(self) -> dict[str, Column]:
@@ -368,7 +462,7 @@ class Enrollments(BaseModel):
 
 
 class Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = FINITE
 
     rows: int | None = Field(default=None, ge=1, le=MAX_ROWS)
     # At most MAX_ROWS, so rows x scale stays a number; check() bounds the product.
@@ -406,7 +500,7 @@ class Table(BaseModel):
 
 
 class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = FINITE
 
     tables: dict[Name, Table] = Field(min_length=1, max_length=256)
 
@@ -468,49 +562,122 @@ def _check_references(spec: Spec, name: str, column: Column, where: str) -> None
             raise ValueError(f"{where}: {via.table} has no column {column.column!r}")
 
 
-_CLASS = re.compile(r"\[([^\]]+)\]|\\d|\\(.)|(.)")
-_COUNT = re.compile(r"\{(\d{1,3})\}")
+_COUNT = re.compile(r"\{(\d+)\}")
+_DIGITS = "0123456789"
 
 
 def parse_pattern(pattern: str) -> list[str]:
-    """The pattern as a list of positions, each the characters it may hold."""
+    """The pattern as a list of positions, each the characters it may hold.
+
+    Its language: literals, classes ([A-Z], [a-z0-9_], \\d), counts ({3}) after either, and
+    a backslash before a character that is not a letter or digit for that character itself.
+    Whatever else looks like regex repetition or classes ({2,5}, *, +, ?, [^a], \\w, an
+    unclosed [ or {) is refused, never read as literals: what the pattern makes is exactly
+    what it says. Parentheses, | and . are literals, as in "(555) 010-\\d{4}".
+    """
     positions: list[str] = []
     at = 0
     while at < len(pattern):
-        match = _CLASS.match(pattern, at)
-        assert match is not None
-        if match.group(1) is not None:
-            chars = _expand(match.group(1))
-        elif match.group(0) == r"\d":
-            chars = "0123456789"
-        else:
-            chars = match.group(2) or match.group(3)
-        at = match.end()
-        count = _COUNT.match(pattern, at)
+        chars, at = _atom(pattern, at)
         repeat = 1
-        if count:
+        if at < len(pattern) and pattern[at] == "{":
+            count = _COUNT.match(pattern, at)
+            if count is None:
+                raise ValueError(
+                    f"pattern {pattern!r}: a count is {{N}} (N digits); write \\{{ for a literal {{"
+                )
             repeat = int(count.group(1))
+            if repeat > MAX_PATTERN_CHARS:
+                raise ValueError(
+                    f"pattern {pattern!r}: count {{{repeat}}} is over the limit of "
+                    f"{MAX_PATTERN_CHARS} characters"
+                )
             at = count.end()
         positions += [chars] * repeat
-    if len(positions) > 200:
-        raise ValueError(f"pattern {pattern!r} is longer than 200 characters")
+        if len(positions) > MAX_PATTERN_CHARS:
+            raise ValueError(
+                f"pattern {pattern!r} makes more than {MAX_PATTERN_CHARS} characters (the limit)"
+            )
     return positions
 
 
-def _expand(body: str) -> str:
-    chars = []
+def _atom(pattern: str, at: int) -> tuple[str, int]:
+    """The characters of the position at `at`, and where the next begins."""
+    char = pattern[at]
+    if char == "[":
+        close = pattern.find("]", at + 1)
+        while close > 0 and _escaped(pattern, close, at + 1):
+            close = pattern.find("]", close + 1)
+        if close < 0:
+            raise ValueError(f"pattern {pattern!r}: [ is not closed; write \\[ for a literal [")
+        return _expand(pattern[at + 1 : close], pattern), close + 1
+    if char == "\\":
+        if at + 1 >= len(pattern):
+            raise ValueError(f"pattern {pattern!r} ends with a lone backslash")
+        return _escape(pattern[at + 1], pattern), at + 2
+    if char in "{}":
+        raise ValueError(f"pattern {pattern!r}: {char} where no count can be; write \\{char}")
+    if char in "*+?":
+        raise ValueError(
+            f"pattern {pattern!r}: {char} repeats in a regex, which this pattern is not: give a "
+            f"count such as {{3}}, or write \\{char} for a literal {char}"
+        )
+    return char, at + 1
+
+
+def _escaped(text: str, at: int, start: int) -> bool:
+    """Whether text[at] follows an odd run of backslashes (from start on)."""
+    run = 0
+    while at - run - 1 >= start and text[at - run - 1] == "\\":
+        run += 1
+    return run % 2 == 1
+
+
+def _escape(char: str, pattern: str) -> str:
+    if char == "d":
+        return _DIGITS
+    if char.isalnum():
+        raise ValueError(
+            f"pattern {pattern!r}: \\{char} is not a class this pattern knows (\\d, or [..])"
+        )
+    return char
+
+
+def _expand(body: str, pattern: str) -> str:
+    if not body:
+        raise ValueError(f"pattern {pattern!r}: [] is an empty class")
+    if body.startswith("^"):
+        raise ValueError(f"pattern {pattern!r}: negated classes [^..] are not supported")
+    chars: list[str] = []
     at = 0
     while at < len(body):
-        if at + 2 < len(body) and body[at + 1] == "-":
-            low, high = body[at], body[at + 2]
-            if ord(high) < ord(low):
-                raise ValueError(f"[{body}]: {low}-{high} is an empty range")
+        low, at = _class_char(body, at, pattern)
+        if at + 1 < len(body) and body[at] == "-" and len(low) == 1:
+            high, at = _class_char(body, at + 1, pattern)
+            if len(high) != 1 or ord(high) < ord(low):
+                raise ValueError(f"pattern {pattern!r}: [{body}]: {low}-{high} is an empty range")
+            if ord(high) - ord(low) >= MAX_CLASS_CHARS:
+                raise ValueError(
+                    f"pattern {pattern!r}: [{body}] holds more than {MAX_CLASS_CHARS} characters"
+                )
             chars += [chr(c) for c in range(ord(low), ord(high) + 1)]
-            at += 3
         else:
-            chars.append(body[at])
-            at += 1
-    return "".join(dict.fromkeys(chars))
+            chars += list(low)
+    unique = "".join(dict.fromkeys(chars))
+    if len(unique) > MAX_CLASS_CHARS:
+        raise ValueError(
+            f"pattern {pattern!r}: [{body}] holds more than {MAX_CLASS_CHARS} characters"
+        )
+    check_text([unique], f"pattern {pattern!r}: the class [{body}]")
+    return unique
+
+
+def _class_char(body: str, at: int, pattern: str) -> tuple[str, int]:
+    if body[at] == "\\":
+        if at + 1 >= len(body):
+            raise ValueError(f"pattern {pattern!r}: [{body}] ends with a lone backslash")
+        return _escape(body[at + 1], pattern), at + 2
+    return body[at], at + 1
 
 
 def load(text: str, name: str) -> Spec:

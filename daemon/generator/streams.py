@@ -51,9 +51,28 @@ def uniform(key: int, rows: np.ndarray) -> np.ndarray:
     return (bits(key, rows) >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+# Up to this n a float's 53 bits pick every value; past it, the high 64 bits of bits x n do.
+FLOAT_PICKS = 2**53
+_LOW32 = np.uint64(0xFFFFFFFF)
+_32 = np.uint64(32)
+
+
 def below(key: int, rows: np.ndarray, n: int) -> np.ndarray:
-    """An integer in [0, n) for each row, uniform (n up to 2**53)."""
-    return np.minimum((uniform(key, rows) * n).astype(np.int64), n - 1)
+    """An integer in [0, n) for each row, uniform, every value reachable (n up to 2**63)."""
+    if n <= FLOAT_PICKS:
+        return np.minimum((uniform(key, rows) * n).astype(np.int64), n - 1)
+    return _high_product(bits(key, rows), n).astype(np.int64)
+
+
+def _high_product(values: np.ndarray, n: int) -> np.ndarray:
+    """floor(values * n / 2**64) on uint64, exactly: the 128-bit product in 32-bit limbs."""
+    a_lo, a_hi = values & _LOW32, values >> _32
+    b_lo, b_hi = np.uint64(n & 0xFFFFFFFF), np.uint64(n >> 32)
+    with np.errstate(over="ignore"):
+        low_low, low_high = a_lo * b_lo, a_lo * b_hi
+        high_low, high_high = a_hi * b_lo, a_hi * b_hi
+        middle = (low_low >> _32) + (low_high & _LOW32) + (high_low & _LOW32)
+        return high_high + (low_high >> _32) + (high_low >> _32) + (middle >> _32)
 
 
 def normal(key: int, rows: np.ndarray) -> np.ndarray:

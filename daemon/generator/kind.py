@@ -99,6 +99,7 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
             yield from (f"{table}/{part}", f"{table}/.{part}.tmp")
         if fmt == "sql":
             yield from (SCHEMA_FILE, f".{SCHEMA_FILE}.tmp")
+
     def _refuse_what_cannot_fit(self, request: GenerateRequest) -> None:
         """Checked on the spec's own tables (a derived table's rows need its index, built
         after): too many parts, a part past the per-task memory, output past the disk."""

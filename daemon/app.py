@@ -2,7 +2,8 @@
 
 Exit codes: 0 after a clean stop, 1 when startup is refused (another bfd holds
 the state dir or the socket, bad config), 74 (EX_IOERR) after an I/O error of
-the store or of an fsync: the daemon never carries on past one.
+the store (its state dir): the daemon never carries on past one. A data disk that
+fails holds only the jobs writing to it (daemon/diskholds.py).
 """
 
 import asyncio
@@ -25,6 +26,7 @@ from bulkforge.daemon import jobs, registry
 from bulkforge.daemon.api.access import BearerToken, read_token
 from bulkforge.daemon.api.servicer import Servicer, version
 from bulkforge.daemon.control import Control
+from bulkforge.daemon.diskholds import DiskHolds
 from bulkforge.daemon.disks import missing_parts, remove_empty
 from bulkforge.daemon.errors import Refused
 from bulkforge.daemon.governor import Governor, use_lean_memory
@@ -198,6 +200,7 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
     transfers = Engine(settings, governor)
     kinds = registry.build(Services(settings, store, governor, transfers, lifecycle.fatal))
     await store.writer.call(lambda conn: _boot_repair(conn, kinds))
+    disk_holds = DiskHolds(store, governor, kinds)
     control = Control(store, kinds, governor, settings, transfers)
     metrics = await _serve_metrics(settings, control, store)
     if settings.metrics and metrics is None:
@@ -213,6 +216,7 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
         return
     runners = [asyncio.create_task(kind.runner.run(), name=kind.name) for kind in kinds]
     keepalive = asyncio.create_task(_report(notifier, store, control), name="sd_notify")
+    probes = asyncio.create_task(disk_holds.run(), name="disk holds")
     logger.info(
         "bfd {} ready on {} (state {}, pid {})",
         version(),
@@ -227,9 +231,10 @@ async def _serve(settings: Settings, store: Store, lifecycle: Lifecycle) -> None
     notifier.stopping("draining")
     await health_servicer.enter_graceful_shutdown()
     await asyncio.gather(*(kind.runner.drain(settings.drain_timeout) for kind in kinds))
-    for task in (*runners, keepalive):
+    await disk_holds.close()
+    for task in (*runners, keepalive, probes):
         task.cancel()
-    await asyncio.gather(*runners, keepalive, return_exceptions=True)
+    await asyncio.gather(*runners, keepalive, probes, return_exceptions=True)
     await transfers.close()
     await asyncio.gather(*(server.stop(grace=1.0) for server in servers))
     if metrics is not None:

@@ -31,7 +31,7 @@ from bulkforge.daemon.cleaner import records, report
 from bulkforge.daemon.cleaner.request import CleanRequest
 from bulkforge.daemon.cleaner.scan import Scan
 from bulkforge.daemon.cleaner.work import SeriesResult, SeriesTask
-from bulkforge.daemon.durable import DiskFatal
+from bulkforge.daemon.durable import DiskFailed
 from bulkforge.daemon.failures import worker_failure
 from bulkforge.daemon.machines.job import TERMINAL, JobState
 from bulkforge.daemon.pipeline import Cooldowns, JobLoop, Services
@@ -73,7 +73,6 @@ class Cleaner(JobLoop):
         super().__init__(services)
         self._governor = services.governor
         self._writer = services.store.writer
-        self._on_fatal = services.on_fatal
         self._scan = scanner
         self._runs: dict[tuple[int, str], _SeriesRun] = {}
         # (dest, series) -> the worker's future, until the worker is done with it: no second
@@ -178,8 +177,9 @@ class Cleaner(JobLoop):
         error = None if task.cancelled() else task.exception()
         if task.cancelled():
             self._in_background(self._release(*key))
-        elif isinstance(error, DiskFatal):
-            self._on_fatal(error)
+        elif isinstance(error, DiskFailed):  # its zips wait for the disk, the job is held
+            self._in_background(self._release(*key))
+            self._governor.disk_failed(key[0], error)
         elif error is not None and not isinstance(error, StoreFatal):
             self._series_failed(key, error)
         self.wake()
@@ -216,6 +216,9 @@ class Cleaner(JobLoop):
         summary = await self._readers.call(lambda conn: report.gather(conn, job))
         try:
             await asyncio.to_thread(report.write, request.dest, summary)
+        except DiskFailed as exc:
+            self._governor.disk_failed(job.id, exc)
+            return
         except OSError as exc:
             message = f"its stats could not be written: {exc}"
             await self._writer.call(lambda conn: jobs.fail_live_job(conn, job.id, message))

@@ -3,7 +3,7 @@
 A transfer never marks anything done itself; it returns once the bytes are
 received and hashed, and the installer (install.py) makes them durable. Failures
 come back as a `Failure` (step, error class, message, retryable) so the scheduler can record
-them; a failed fsync is `DiskFatal`, which stops the daemon.
+them; a failed fsync is `DiskFailed`, which stops the daemon.
 """
 
 import asyncio
@@ -29,7 +29,7 @@ from bulkforge.daemon.downloader.segments import (
     fetch_all,
     preallocate,
 )
-from bulkforge.daemon.durable import DiskFatal, disk_failed, make_dirs
+from bulkforge.daemon.durable import DiskFailed, disk_errors, disk_failed, make_dirs
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.transfer.engine import Engine
 from bulkforge.daemon.transfer.failed import fail
@@ -163,6 +163,8 @@ class Fetcher:
         except InvalidArgument as exc:
             raise fail("connect", "path", str(exc), False) from None
         except OSError as exc:
+            if disk_failed(exc):
+                raise DiskFailed(f"cannot place {dest / row.path}: {exc.strerror}") from None
             # Untrusted names clash (a file `x` and a file `x/y`), or a component is not ours.
             raise fail("transfer", "path", f"cannot place {row.path}: {exc.strerror}") from None
 
@@ -226,6 +228,8 @@ class Fetcher:
                 try:
                     await hashing
                 except OSError as exc:
+                    if disk_failed(exc):
+                        raise DiskFailed(f"cannot read back {partial}: {exc.strerror}") from None
                     raise fail("verify", "io", f"cannot read back {partial}: {exc}") from None
         finally:
             if hashing is not None and not hashing.done():
@@ -330,7 +334,8 @@ class Fetcher:
 
     async def discard(self, row: FileRow, received: Received) -> None:
         """Drop bytes that failed verification, with any ranges that claimed to hold them."""
-        await asyncio.to_thread(received.partial.unlink, True)
+        with disk_errors(received.partial):
+            await asyncio.to_thread(received.partial.unlink, True)
         await self._ledger.forget(row.id)
 
 
@@ -352,7 +357,7 @@ def _prepare_dir(directory: Path, dest: Path) -> None:
         make_dirs(directory, dest)
     except OSError as exc:
         if disk_failed(exc):
-            raise DiskFatal(f"cannot create {exc.filename}: {exc.strerror}") from None
+            raise DiskFailed(f"cannot create {exc.filename}: {exc.strerror}") from None
         raise fail("transfer", "io", f"cannot create {exc.filename}: {exc.strerror}") from None
 
 

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bulkforge.daemon.durable import DiskFatal, disk_failed, make_dirs
+from bulkforge.daemon.durable import DiskFailed, disk_failed, make_dirs
 from bulkforge.daemon.transfer.classify import status_miss, too_large
 from bulkforge.daemon.transfer.protocol import (
     RANGES_REFUSED,
@@ -128,7 +128,7 @@ class FileSink:
                 _hash_prefix(order.path, self._hasher, start)
         except OSError as exc:
             raise _write_stop(exc, order.path) from None
-        except DiskFatal as exc:
+        except DiskFailed as exc:
             raise Stop(fatal=str(exc)) from None
         self.size = start
 

@@ -122,8 +122,7 @@ class DiskHolds:
     async def _probe(self, key: DiskKey, failed: _Failed) -> None:
         still = {job.name: job for job in await self._readers.call(_held_jobs)}
         for name in failed.held - still.keys():  # resumed, cancelled or removed meanwhile
-            if self._governor.holds.get(name, "").startswith(DISK_FAILED):
-                self._governor.note_hold(name, None)
+            self._governor.release_disk_hold(name)
         failed.held &= still.keys()
         if not failed.held:
             del self._failed[key]
@@ -136,7 +135,7 @@ class DiskHolds:
             return
         for name in sorted(failed.held):
             await self._writer.call(lambda conn, name=name: _go_on(conn, name))
-            self._governor.note_hold(name, None)
+            self._governor.release_disk_hold(name)
             jobs.log_about(still[name]).info(
                 "job {}: the disk under {} takes writes again; the job goes on",
                 name,

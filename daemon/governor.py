@@ -223,10 +223,14 @@ class Governor:
         return value
 
     def note_hold(self, job: str, held: str | None) -> None:
-        """Remember why a job is held back (None: it is not), for `bfctl system`."""
+        """Remember why a job is held back (None: it is not), for `bfctl system`.
+
+        A failed disk's hold is DiskHolds' to lift (release_disk_hold): a runner's pass
+        that read the job before it was held must not clear it.
+        """
         if held:
             self.holds[job] = held
-        else:
+        elif not self.holds.get(job, "").startswith(DISK_FAILED):
             self.holds.pop(job, None)
 
     def disk_hold(self, dest: Path) -> str | None:
@@ -254,6 +258,10 @@ class Governor:
 
     def on_disk_failure(self, listener: Callable[[int, str], None]) -> None:
         self._disk_listeners.append(listener)
+
+    def release_disk_hold(self, job: str) -> None:
+        if self.holds.get(job, "").startswith(DISK_FAILED):
+            del self.holds[job]
 
     def memory_hold(self) -> str | None:
         """Why new work must wait for memory, or None."""

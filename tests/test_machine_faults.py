@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import grpc
+import pyarrow.parquet as pq
 import pytest
 from binance_data import write_trades_zip
 from conftest import (
@@ -36,6 +38,7 @@ from conftest import (
     make_dataset,
     manifest_rows,
     unavailable,
+    wait_until,
     write_manifest,
 )
 from origin import Fault, FaultKind, Origin
@@ -359,12 +362,21 @@ def digests(root: Path, pattern: str = "**/*") -> dict[str, str]:
 
 
 def shard_outputs(dest: Path) -> dict[str, str]:
-    """Shards and indexes byte for byte; stats but for how long the shard took."""
-    found = digests(dest)
-    for stats in dest.glob("*_stats.json"):
-        document = json.loads(stats.read_text())
-        document.pop("duration_s")
-        found[stats.name] = json.dumps(document, sort_keys=True)
+    """Every item's bytes and index row, whichever shard holds it.
+
+    Which shard an item lands in, and in what order, follows the fetches' timing (an
+    undisturbed run differs from itself there); what each item holds does not.
+    """
+    found = {}
+    for shard in sorted(dest.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                data = tar.extractfile(member).read()
+                found[member.name] = hashlib.sha256(data).hexdigest()
+    for index in sorted(dest.glob("[0-9]*.parquet")):
+        for row in pq.read_table(index).to_pylist():
+            found[f"index {row['key']}"] = json.dumps(row, sort_keys=True, default=str)
+    assert found, f"no shard under {dest}"
     return found
 
 
@@ -494,7 +506,10 @@ def test_a_failed_data_disk_holds_its_jobs_and_they_finish_once_it_is_back(
         done = daemon.wait_state("held", {"completed", "failed"}, timeout=HANG_S)
         assert done.state == "completed", f"{done.message}\n{daemon.log_tail()}"
         assert kinds[kind].outputs(failing) == kinds[kind].outputs(healthy / "same")
-        assert metric(daemon, "bulkforge_held_jobs_by_reason", 'reason="disk_failed"') == 0
+        wait_until(
+            lambda: metric(daemon, "bulkforge_held_jobs_by_reason", 'reason="disk_failed"') == 0,
+            timeout=HANG_S,
+        )
         log = daemon.log.read_text()
         assert "Traceback" not in log and "CRITICAL" not in log, daemon.log_tail()
         assert daemon.stop() == 0, daemon.log_tail()

@@ -212,16 +212,20 @@ def last_disk(conn: apsw.Connection, job_id: int) -> tuple[int, Disk] | None:
 
 
 def batch_files(conn: apsw.Connection, job_id: int, index: int) -> list[tuple]:
-    """(path, size, sha256, md5) of each file the batch put on its disk, by path."""
+    """(path, size, sha256, md5) of each file the batch put on its disk, by path.
+
+    The sha256 is the one bfd computed as it wrote the file; the manifest's own only for
+    a file installed before bfd recorded what it saw (or skipped as already there).
+    """
     return conn.execute(
-        "SELECT path, size, sha256, md5 FROM files WHERE job_id = ? AND batch_idx = ? "
-        "AND state IN ('done', 'skipped') ORDER BY path",
+        "SELECT path, size, COALESCE(seen_sha256, sha256), md5 FROM files "
+        "WHERE job_id = ? AND batch_idx = ? AND state IN ('done', 'skipped') ORDER BY path",
         (job_id, index),
     ).fetchall()
 
 
 def manifest_rows(conn: apsw.Connection, job_id: int, index: int) -> list[dict]:
-    """What the batch put on its disk: path, size and checksum of each file done or skipped."""
+    """What the batch put on its disk: path, size and sha256 of each file done or skipped."""
     rows = []
     for path, size, sha256, md5 in batch_files(conn, job_id, index):
         row = {"path": path, "size": size}

@@ -9,7 +9,6 @@ them; a failed fsync is `DiskFailed`, which stops the daemon.
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from bulkforge.daemon.transfer.protocol import (
     ToRange,
     validator_of,
 )
+from bulkforge.daemon.transfer.sinks import Hashes
 
 HASH_READ = 1024 * 1024
 
@@ -67,23 +67,32 @@ class Received:
     validator: str | None = None
     # Fetched as ranges: its segment rows go once it is done.
     ranged: bool = False
+    # The sha256 bfd computed of these bytes, whatever the manifest gave: recorded with
+    # the file's `done`, written in its batch's manifest, checked by `bfctl verify`.
+    sha256: str | None = None
 
     def installable(self, file_id: int) -> Installable:
         return Installable(
-            self.partial, self.target, self.size, self.installed, file_id, self.ranged
+            self.partial,
+            self.target,
+            self.size,
+            self.installed,
+            file_id,
+            self.ranged,
+            self.sha256,
         )
 
 
-def _hasher(row: FileRow):
+def _expected(row: FileRow) -> tuple[str | None, str | None]:
     """The strongest checksum the row knows: sha256, else md5, else none (size only).
 
-    Returns (hasher, expected hex digest, kind).
+    Returns (expected hex digest, kind).
     """
     if row.sha256:
-        return hashlib.sha256(), row.sha256, "sha256"
+        return row.sha256, "sha256"
     if row.md5:
-        return hashlib.md5(), row.md5, "md5"
-    return None, None, None
+        return row.md5, "md5"
+    return None, None
 
 
 def _hash_file(path: Path, hasher, limit: int | None = None) -> int:
@@ -212,9 +221,10 @@ class Fetcher:
             on_validator=on_validator,
         )
         progress(sum(s.stop - s.start for s in segments if s.done))
-        hasher, expected, kind = _hasher(row)
-        prefix = PrefixHasher(hasher, str(partial), segments) if hasher else None
-        hashing = asyncio.create_task(prefix.run()) if prefix else None
+        expected, kind = _expected(row)
+        hashes = Hashes(kind)  # sha256 always: what bfd records for verify
+        prefix = PrefixHasher(hashes, str(partial), segments)
+        hashing: asyncio.Task | None = asyncio.create_task(prefix.run())
         try:
             await fetch_all(
                 fetch,
@@ -222,22 +232,31 @@ class Fetcher:
                 self._ledger,
                 row.id,
                 self._fetch_range,
-                prefix.mark_done if prefix else lambda idx: None,
+                prefix.mark_done,
             )
-            if hashing is not None:
-                try:
-                    await hashing
-                except OSError as exc:
-                    if disk_failed(exc):
-                        raise DiskFailed(f"cannot read back {partial}: {exc.strerror}") from None
-                    raise fail("verify", "io", f"cannot read back {partial}: {exc}") from None
+            try:
+                await hashing
+            except OSError as exc:
+                if disk_failed(exc):
+                    raise DiskFailed(f"cannot read back {partial}: {exc.strerror}") from None
+                raise fail("verify", "io", f"cannot read back {partial}: {exc}") from None
         finally:
-            if hashing is not None and not hashing.done():
+            if not hashing.done():
                 hashing.cancel()
                 await asyncio.gather(hashing, return_exceptions=True)
-        digest = hasher.hexdigest() if hasher else None
-        validator = fetch.validator
-        return Received(partial, target, row.size, digest, expected, kind, False, validator, True)
+        digest, validator = hashes.hexdigest(kind), fetch.validator
+        return Received(
+            partial,
+            target,
+            row.size,
+            digest,
+            expected,
+            kind,
+            False,
+            validator,
+            True,
+            hashes.hexdigest(),
+        )
 
     async def _fetch_range(self, fetch: RangeFetch, segment: Segment) -> None:
         """One range into its place in the partial, fsynced (by the worker) before it returns."""
@@ -276,7 +295,7 @@ class Fetcher:
         if offset:
             headers["range"] = f"bytes={offset}-"
             headers["if-range"] = row.validator or ""
-        _, expected, kind = _hasher(row)
+        expected, kind = _expected(row)
         html_ok = _html_may_be_the_file(row.path)
         sink = ToFile(str(partial), offset, kind, row.size, html_ok, str(dest))
         told = row.validator
@@ -298,15 +317,25 @@ class Fetcher:
         if answer.refused == RESTART:
             raise _RestartFromZero()
         validator, size = validator_of(answer.headers), answer.size
-        return Received(partial, target, size, answer.digest, expected, kind, False, validator)
+        return Received(
+            partial,
+            target,
+            size,
+            answer.digest,
+            expected,
+            kind,
+            False,
+            validator,
+            sha256=answer.sha256,
+        )
 
     def _matching_target(self, row: FileRow, target: Path) -> Received | None:
         """A target already in place whose checksum proves it (a crash after the rename).
 
         Only a checksum counts: an unrelated file of the same size is not this one.
         """
-        hasher, expected, kind = _hasher(row)
-        if hasher is None:
+        expected, kind = _expected(row)
+        if kind is None:
             return None
         try:
             size = target.stat().st_size
@@ -314,11 +343,20 @@ class Fetcher:
             return None
         if row.size is not None and size != row.size:
             return None
-        _hash_file(target, hasher)
-        if hasher.hexdigest() != expected:
+        hashes = Hashes(kind)
+        _hash_file(target, hashes)
+        if hashes.hexdigest(kind) != expected:
             return None
         return Received(
-            partial_path(target), target, size, expected, expected, kind, True, row.validator
+            partial_path(target),
+            target,
+            size,
+            expected,
+            expected,
+            kind,
+            True,
+            row.validator,
+            sha256=hashes.hexdigest(),
         )
 
     @staticmethod

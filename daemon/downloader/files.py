@@ -187,8 +187,8 @@ def to_verifying(conn: apsw.Connection, file_id: int, validator: str | None) -> 
     )
 
 
-def to_done(conn: apsw.Connection, sizes: dict[int, int]) -> list[int]:
-    """Commit files (id -> size) whose bytes are already fsynced and renamed into place.
+def to_done(conn: apsw.Connection, landed: dict[int, tuple[int, str | None]]) -> list[int]:
+    """Commit files (id -> size, the sha256 bfd computed) already fsynced and in place.
 
     Returns the ids moved; a file no longer verifying (paused under its install) stays.
     """
@@ -198,8 +198,11 @@ def to_done(conn: apsw.Connection, sizes: dict[int, int]) -> list[int]:
         "files",
         S.VERIFYING,
         check_transition,
-        ("size", "retry_at", "finished_at", "updated_at"),
-        [(S.DONE, file_id, (size, None, stamp, stamp)) for file_id, size in sizes.items()],
+        ("size", "seen_sha256", "retry_at", "finished_at", "updated_at"),
+        [
+            (S.DONE, file_id, (size, sha256, None, stamp, stamp))
+            for file_id, (size, sha256) in landed.items()
+        ],
         require_all=False,
     )
 

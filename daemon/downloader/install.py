@@ -61,6 +61,8 @@ class Installable:
     file_id: int = 0
     # Fetched as ranges (its segment rows go with the commit).
     ranged: bool = False
+    # The sha256 bfd computed of its bytes, recorded with its `done`.
+    sha256: str | None = None
 
 
 # Records a durable group as done: per item None, or why it could not be.

@@ -359,7 +359,7 @@ class Downloader:
 
 def _done(conn: apsw.Connection, durable: list[Installable]) -> list[Exception | None]:
     """Per file None, or why it is not done (it was paused or cancelled under its install)."""
-    moved = set(files.to_done(conn, {item.file_id: item.size for item in durable}))
+    moved = set(files.to_done(conn, {item.file_id: (item.size, item.sha256) for item in durable}))
     for item in durable:
         if item.ranged and item.file_id in moved:
             segments.forget(conn, item.file_id)

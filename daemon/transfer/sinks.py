@@ -65,6 +65,26 @@ class Held:
     size: int
     digest: str | None = None
     data: bytes | None = None
+    # The sha256 of every byte of the file, whatever checksum its manifest gave.
+    sha256: str | None = None
+
+
+class Hashes:
+    """What a file's bytes are hashed with as they pass: always sha256 (what bfd records
+    and `bfctl verify` checks), and the manifest's own kind when it is another (md5)."""
+
+    def __init__(self, kind: str | None = None):
+        self._by_kind = {"sha256": hashlib.sha256()}
+        if kind and kind not in self._by_kind:
+            self._by_kind[kind] = hashlib.new(kind)
+
+    def update(self, data: bytes) -> None:
+        for hasher in self._by_kind.values():
+            hasher.update(data)
+
+    def hexdigest(self, kind: str | None = "sha256") -> str | None:
+        hasher = self._by_kind.get(kind) if kind else None
+        return hasher.hexdigest() if hasher is not None else None
 
 
 class MemorySink:
@@ -98,7 +118,7 @@ class FileSink:
 
     def __init__(self, order: ToFile):
         self._order = order
-        self._hasher = hashlib.new(order.checksum) if order.checksum else None
+        self._hashes = Hashes(order.checksum)
         self._fd: int | None = None
         self.size = 0
 
@@ -124,8 +144,8 @@ class FileSink:
             self._fd = _open_partial(order)
             os.ftruncate(self._fd, start)
             os.lseek(self._fd, start, os.SEEK_SET)
-            if start and self._hasher is not None:
-                _hash_prefix(order.path, self._hasher, start)
+            if start:
+                _hash_prefix(order.path, self._hashes, start)
         except OSError as exc:
             raise _write_stop(exc, order.path) from None
         except DiskFailed as exc:
@@ -153,8 +173,7 @@ class FileSink:
             _write_all(self._fd, data)
         except OSError as exc:
             raise _write_stop(exc, self._order.path) from None
-        if self._hasher is not None:
-            self._hasher.update(data)
+        self._hashes.update(data)
         self.size += len(data)
 
     def close(self) -> Held:
@@ -164,7 +183,8 @@ class FileSink:
             os.close(fd)
         except OSError as exc:
             raise _write_stop(exc, self._order.path) from None
-        return Held(self.size, self._hasher.hexdigest() if self._hasher else None)
+        hashes = self._hashes
+        return Held(self.size, hashes.hexdigest(self._order.checksum), sha256=hashes.hexdigest())
 
     def abandon(self) -> None:
         """Close after a failure; the partial is resumed or replaced later."""

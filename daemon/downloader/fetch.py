@@ -32,6 +32,7 @@ from bulkforge.daemon.durable import DiskFailed, disk_errors, disk_failed, make_
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.transfer.engine import Engine
 from bulkforge.daemon.transfer.failed import fail
+from bulkforge.daemon.transfer.hashes import Hashes
 from bulkforge.daemon.transfer.protocol import (
     RANGES_REFUSED,
     RESTART,
@@ -39,7 +40,6 @@ from bulkforge.daemon.transfer.protocol import (
     ToRange,
     validator_of,
 )
-from bulkforge.daemon.transfer.sinks import Hashes
 
 HASH_READ = 1024 * 1024
 

@@ -9,13 +9,13 @@ run in the workers: standard library only.
 
 import contextlib
 import errno
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from bulkforge.daemon.durable import DiskFailed, disk_failed, make_dirs
 from bulkforge.daemon.transfer.classify import status_miss, too_large
+from bulkforge.daemon.transfer.hashes import Hashes
 from bulkforge.daemon.transfer.protocol import (
     RANGES_REFUSED,
     RESTART,
@@ -67,24 +67,6 @@ class Held:
     data: bytes | None = None
     # The sha256 of every byte of the file, whatever checksum its manifest gave.
     sha256: str | None = None
-
-
-class Hashes:
-    """What a file's bytes are hashed with as they pass: always sha256 (what bfd records
-    and `bfctl verify` checks), and the manifest's own kind when it is another (md5)."""
-
-    def __init__(self, kind: str | None = None):
-        self._by_kind = {"sha256": hashlib.sha256()}
-        if kind and kind not in self._by_kind:
-            self._by_kind[kind] = hashlib.new(kind)
-
-    def update(self, data: bytes) -> None:
-        for hasher in self._by_kind.values():
-            hasher.update(data)
-
-    def hexdigest(self, kind: str | None = "sha256") -> str | None:
-        hasher = self._by_kind.get(kind) if kind else None
-        return hasher.hexdigest() if hasher is not None else None
 
 
 class MemorySink:

@@ -498,6 +498,12 @@ def test_a_failed_data_disk_holds_its_jobs_and_they_finish_once_it_is_back(
         with contextlib.closing(daemon.read_store()) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert daemon.stub.Status(pb.JobRef(name="held"), timeout=10).state == "paused"
+        if fault == "filesystem turns read-only":
+            # A bfd restarted meanwhile finds the held job by its message, and probes again.
+            assert daemon.stop() == 0, daemon.log_tail()
+            daemon.start()
+            holds = {h["job"]: h["reason"] for h in daemon.bfctl_json("system")["holds"]}
+            assert holds.get("held", "").startswith(HELD), holds
 
         machine.repair(disk)
         if fault == "device fails":  # the operator says so; else the probe finds it back
@@ -509,6 +515,7 @@ def test_a_failed_data_disk_holds_its_jobs_and_they_finish_once_it_is_back(
         wait_until(
             lambda: metric(daemon, "bulkforge_held_jobs_by_reason", 'reason="disk_failed"') == 0,
             timeout=HANG_S,
+            what=f"no hold left\n{daemon.log_tail()}",
         )
         log = daemon.log.read_text()
         assert "Traceback" not in log and "CRITICAL" not in log, daemon.log_tail()

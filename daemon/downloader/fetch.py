@@ -211,7 +211,8 @@ class Fetcher:
             await self._ledger.forget(row.id)
             segments, resuming = await self._ledger.plan(row.id, row.size), False
         await asyncio.to_thread(_prepare_dir, target.parent, dest)
-        await asyncio.to_thread(_preallocate, partial, row.size, resuming)
+        with disk_errors(partial):
+            await asyncio.to_thread(_preallocate, partial, row.size, resuming)
         fetch = RangeFetch(
             url=access.url(row.url),
             headers=access.headers,

@@ -498,6 +498,11 @@ def test_a_failed_data_disk_holds_its_jobs_and_they_finish_once_it_is_back(
         with contextlib.closing(daemon.read_store()) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert daemon.stub.Status(pb.JobRef(name="held"), timeout=10).state == "paused"
+        if fault == "device fails":
+            # Resumed while the disk still fails: its next write holds it again, failing nothing.
+            assert daemon.bfctl("resume", "held").returncode == 0
+            again = wait_held(daemon, "held")
+            assert "failed" not in again.counts, dict(again.counts)
         if fault == "filesystem turns read-only":
             # A bfd restarted meanwhile finds the held job by its message, and probes again.
             assert daemon.stop() == 0, daemon.log_tail()

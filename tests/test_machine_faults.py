@@ -499,6 +499,13 @@ def test_a_failed_data_disk_holds_its_jobs_and_they_finish_once_it_is_back(
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert daemon.stub.Status(pb.JobRef(name="held"), timeout=10).state == "paused"
         if fault == "device fails":
+            # A submit that writes there (a generate job's SQL schema) is refused, saying why.
+            refused = daemon.bfctl(
+                "submit", "generate", "late", "--spec", str(tmp_path / "inputs" / "school.toml"),
+                "--rows", "100", "--format", "sql", "--dest", str(disk.point / "late"),
+            )  # fmt: skip
+            assert refused.returncode == 1 and "the disk failed" in refused.stderr, refused
+            assert "Traceback" not in daemon.log.read_text()
             # Resumed while the disk still fails: its next write holds it again, failing nothing.
             assert daemon.bfctl("resume", "held").returncode == 0
             again = wait_held(daemon, "held")

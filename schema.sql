@@ -68,6 +68,9 @@ CREATE TABLE files (
     updated_at  INTEGER NOT NULL,
     -- A sidecar with the file's sha256 (`sha256sum` format), fetched before verifying.
     checksum_url TEXT,
+    -- The sha256 bfd computed of the bytes it installed, whatever the manifest gave (or
+    -- none): batch manifests carry it and `bfctl verify` checks it.
+    seen_sha256 TEXT CHECK (seen_sha256 IS NULL OR length(seen_sha256) = 64),
     UNIQUE (job_id, path)
 );
 

@@ -3,8 +3,9 @@
 Exit codes: 0 after a clean stop, 1 when startup is refused (another bfd holds
 the state dir or the socket, a port taken), 78 (EX_CONFIG) when the configuration
 cannot work until someone changes it (a bad setting, a credential file too open or
-malformed), 74 (EX_IOERR) after an I/O error of the store or of an fsync: the daemon
-never carries on past one.
+malformed), 74 (EX_IOERR) after an I/O error of the store (its state dir): the daemon
+never carries on past one. A data disk that fails holds only the jobs writing to it
+(daemon/diskholds.py).
 """
 
 import asyncio
@@ -28,6 +29,7 @@ from bulkforge.daemon.api import listener
 from bulkforge.daemon.api.access import BearerToken
 from bulkforge.daemon.api.servicer import Servicer, version
 from bulkforge.daemon.control import Control
+from bulkforge.daemon.diskholds import DiskHolds
 from bulkforge.daemon.disks import missing_parts, remove_empty
 from bulkforge.daemon.errors import Refused
 from bulkforge.daemon.governor import Governor, use_lean_memory
@@ -209,6 +211,7 @@ async def _serve(
     transfers = Engine(settings, governor)
     kinds = registry.build(Services(settings, store, governor, transfers, lifecycle.fatal))
     await store.writer.call(lambda conn: _boot_repair(conn, kinds))
+    disk_holds = DiskHolds(store, governor, kinds)
     control = Control(store, kinds, governor, settings, transfers)
     metrics = await _serve_metrics(settings, control, store)
     if settings.metrics and metrics is None:
@@ -224,6 +227,7 @@ async def _serve(
         return
     runners = [asyncio.create_task(kind.runner.run(), name=kind.name) for kind in kinds]
     keepalive = asyncio.create_task(_report(notifier, store, control), name="sd_notify")
+    probes = asyncio.create_task(disk_holds.run(), name="disk holds")
     logger.info(
         "bfd {} ready on {} (state {}, pid {})",
         version(),
@@ -238,9 +242,10 @@ async def _serve(
     notifier.stopping("draining")
     await health_servicer.enter_graceful_shutdown()
     await asyncio.gather(*(kind.runner.drain(settings.drain_timeout) for kind in kinds))
-    for task in (*runners, keepalive):
+    await disk_holds.close()
+    for task in (*runners, keepalive, probes):
         task.cancel()
-    await asyncio.gather(*runners, keepalive, return_exceptions=True)
+    await asyncio.gather(*runners, keepalive, probes, return_exceptions=True)
     await transfers.close()
     await asyncio.gather(*(server.stop(grace=1.0) for server in servers))
     if metrics is not None:

@@ -299,7 +299,10 @@ class Control:
         if ended and isinstance(self._kinds.of(job), Rerun):
             await self._move(name, JobState.QUEUED, "resume", only_from=job.state, message="")
         else:
-            await self._move(name, JobState.RUNNING, "resume", only_from=JobState.PAUSED)
+            # Why it was paused (a failed disk, an unwritable manifest) no longer holds.
+            await self._move(
+                name, JobState.RUNNING, "resume", only_from=JobState.PAUSED, message=""
+            )
         self._kinds.wake()
         return await self._views.fresh(name)
 

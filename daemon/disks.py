@@ -171,12 +171,15 @@ class Places:
 async def dest_for(given: Path | str, places: Places) -> AsyncIterator[Path]:
     """A job's or an export's dest, checked against places and created when missing.
 
+    Every verb that points a job at a dest goes through here: submit, and swap onto a
+    new disk (whose dest directory does not exist yet on the empty filesystem).
+
     If the work is then refused, the directories made for it go again (those still empty):
     a refused command leaves nothing behind.
     """
     checked = await asyncio.to_thread(places.check, given)
     missing = await asyncio.to_thread(missing_parts, checked)
-    dest = await asyncio.to_thread(_check_dest, checked, True)
+    dest = await asyncio.to_thread(_make_dest, checked)
     try:
         yield dest
     except Exception:  # refused; not a cancel, which may come after the job was created
@@ -200,23 +203,21 @@ def remove_empty(directories: list[Path]) -> None:
             directory.rmdir()
 
 
-def check_swap_dest(dest: Path, places: Places) -> None:
-    """A swap's new dest must already be there: it is the new disk's mount point."""
-    _check_dest(places.check(dest), create=False)
-
-
-def _check_dest(given: Path | str, create: bool) -> Path:
+def _make_dest(given: Path | str) -> Path:
+    """dest made (mkdir -p) and usable: a directory bfd may write into, or InvalidArgument."""
     dest = Path(given)
     if not str(given) or not dest.is_absolute():
         raise InvalidArgument(f"dest {str(given)!r} must be an absolute path")
-    if create:
-        try:
-            dest.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InvalidArgument(f"cannot create dest {dest}: {exc.strerror}") from None
+    if dest.exists() and not dest.is_dir():
+        raise InvalidArgument(f"dest {dest} is not a directory")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot create dest {dest}: {exc.strerror}") from None
     if not dest.is_dir():
-        hint = "" if create else " (is the new disk mounted?)"
-        raise InvalidArgument(f"dest {dest} is not a directory{hint}")
+        raise InvalidArgument(f"dest {dest} is not a directory")
+    if os.statvfs(dest).f_flag & os.ST_RDONLY:
+        raise InvalidArgument(f"dest {dest} is on a read-only filesystem")
     if not os.access(dest, os.W_OK | os.X_OK):
         raise InvalidArgument(f"bfd may not write into dest {dest} (check its owner and mode)")
     return dest

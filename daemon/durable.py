@@ -3,9 +3,15 @@
 A file is written under a temporary name, fsynced, renamed into place, and the
 directory that gained the name is fsynced; only then may a row say the work is
 done. Groups of files use one `syncfs()` per filesystem instead of an fsync each.
-An fsync that fails leaves what is on disk unknown: `DiskFatal`, and the daemon stops.
+An fsync that fails, or a write the disk refuses (EIO, a filesystem turned read-only),
+leaves what is on that disk unknown: `DiskFailed`. The work that met it is not done
+nor failed: it goes back to pending, and every job writing to that disk is held
+(daemon/diskholds.py) until the disk takes a write again or the operator resumes it.
+A full disk (ENOSPC) is not a failed one: the disk threshold holds new work before it
+fills, and a write that still meets it fails its item, to be retried.
 """
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -28,17 +34,32 @@ def _kernel_at_least(major: int, minor: int) -> bool:
 SYNCFS_REPORTS_ERRORS = SYNCFS_CALL is not None and _kernel_at_least(5, 8)
 
 
-class DiskFatal(Exception):
-    """An fsync failed, or the disk refused a write: what is on disk is unknown; bfd stops."""
+class DiskFailed(Exception):
+    """A data disk failed under a write or a sync: its jobs are held, nothing is failed.
+
+    One message argument (naming the path and the error), so it crosses from a worker
+    process to bfd intact.
+    """
 
 
 def disk_failed(exc: OSError) -> bool:
     """The disk itself failed (EIO), or its filesystem turned read-only after an error.
 
-    Then a write fails for every file alike, as the sync after it would: the daemon
-    stops (DiskFatal) instead of failing file after file until the job has failed.
+    Then a write fails for every file alike, as the sync after it would: the jobs there
+    are held (DiskFailed) instead of failing item after item until the job has failed.
     """
     return exc.errno in (errno.EIO, errno.EROFS)
+
+
+@contextlib.contextmanager
+def disk_errors(where: Path | str):
+    """Within: an OSError saying the disk failed becomes DiskFailed naming the path."""
+    try:
+        yield
+    except OSError as exc:
+        if not disk_failed(exc):
+            raise
+        raise DiskFailed(f"cannot write {exc.filename or where}: {exc.strerror}") from exc
 
 
 def sync_files(paths: list[Path]) -> None:
@@ -75,7 +96,7 @@ def sync_filesystems(directories: set[Path]) -> None:
             seen.add(device)
             if SYNCFS_CALL(fd) != 0:
                 error = ctypes.get_errno()
-                raise DiskFatal(f"cannot sync the filesystem of {directory}: {os.strerror(error)}")
+                raise DiskFailed(f"cannot sync the filesystem of {directory}: {os.strerror(error)}")
         finally:
             os.close(fd)
 
@@ -84,7 +105,7 @@ def make_dirs(directory: Path, root: Path) -> None:
     """mkdir -p of directory below root, fsyncing each parent whose entries changed.
 
     root itself must exist already (a job's dest is never created here). OSError when
-    a directory cannot be made; DiskFatal when an fsync fails.
+    a directory cannot be made; DiskFailed when an fsync fails or the disk refuses it.
     """
     missing = []
     walk = directory
@@ -93,7 +114,8 @@ def make_dirs(directory: Path, root: Path) -> None:
         walk = walk.parent
     for path in reversed(missing):
         try:
-            path.mkdir()
+            with disk_errors(path):
+                path.mkdir()
         except FileExistsError:
             continue
         fsync_or_die(path.parent)
@@ -102,15 +124,41 @@ def make_dirs(directory: Path, root: Path) -> None:
 def replace_durably(temporary: Path, final: Path) -> Path:
     """fsync a finished temporary file, then rename it over final (the caller fsyncs the dir)."""
     fsync_or_die(temporary)
-    os.replace(temporary, final)
+    with disk_errors(final):
+        os.replace(temporary, final)
     return final
 
 
 def write_durably(path: Path, data: bytes) -> Path:
     """data under path by way of `.<name>.tmp`, fsynced before the rename."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
+    with disk_errors(temporary):
+        temporary.write_bytes(data)
     return replace_durably(temporary, path)
+
+
+PROBE_BYTES = 4096
+
+
+def probe_disk(directory: Path | str) -> None:
+    """Whether a disk takes writes again: a small file written, fsynced and removed.
+
+    OSError when it does not (EIO, read-only, gone). Its name is bfd's pid, so two bfds
+    never share one, and a probe a crash left behind is simply overwritten next time.
+    """
+    path = Path(directory) / f".bulkforge-probe-{os.getpid()}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, b"\0" * PROBE_BYTES)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.unlink(path)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def fsync_or_die(path: Path) -> None:
@@ -122,4 +170,4 @@ def fsync_or_die(path: Path) -> None:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise DiskFatal(f"cannot fsync {path}: {exc}") from exc
+        raise DiskFailed(f"cannot fsync {path}: {exc}") from exc

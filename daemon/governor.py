@@ -26,6 +26,8 @@ from bulkforge.proto.units import parse_limit
 # The start of a job's message while the disk threshold holds it back.
 WAITING_FOR_SPACE = "waiting for space"
 WAITING_FOR_MEMORY = "waiting for memory"
+# The start of a job's message while a failed data disk holds it (daemon/diskholds.py).
+DISK_FAILED = "held: the disk failed"
 # RSS is measured at most this often (each scheduling pass asks).
 RSS_EVERY_S = 0.5
 _CHILDREN_LISTED = Path(f"/proc/self/task/{os.getpid()}/children").exists()
@@ -115,6 +117,7 @@ class Governor:
         # Processes that carry the bytes of every transfer (daemon/transfer/workers.py).
         self.transfer_workers = transfer_workers
         self._listeners: list[Callable[[], None]] = []
+        self._disk_listeners: list[Callable[[int, str], None]] = []
         # job name -> why the governor holds it back now.
         self.holds: dict[str, str] = {}
         self._rss = (0.0, 0)  # (when measured, bytes)
@@ -188,10 +191,14 @@ class Governor:
         return value
 
     def note_hold(self, job: str, held: str | None) -> None:
-        """Remember why a job is held back (None: it is not), for `bfctl system`."""
+        """Remember why a job is held back (None: it is not), for `bfctl system`.
+
+        A failed disk's hold is DiskHolds' to lift (release_disk_hold): a runner's pass
+        that read the job before it was held must not clear it.
+        """
         if held:
             self.holds[job] = held
-        else:
+        elif not self.holds.get(job, "").startswith(DISK_FAILED):
             self.holds.pop(job, None)
 
     def disk_hold(self, dest: Path) -> str | None:
@@ -205,6 +212,24 @@ class Governor:
         except OSError:
             return None
         return room.describe(str(dest)) if room.bytes <= 0 else None
+
+    # -- data disks that failed: their jobs are held (daemon/diskholds.py) -----------------
+
+    def disk_failed(self, job_id: int, error: BaseException) -> None:
+        """Every kind's one report that the data disk under a job's dest failed (DiskFailed).
+
+        The caller has put the work that met the error back to pending; the listener
+        (DiskHolds) holds every job writing to that disk.
+        """
+        for listener in self._disk_listeners:
+            listener(job_id, str(error))
+
+    def on_disk_failure(self, listener: Callable[[int, str], None]) -> None:
+        self._disk_listeners.append(listener)
+
+    def release_disk_hold(self, job: str) -> None:
+        if self.holds.get(job, "").startswith(DISK_FAILED):
+            del self.holds[job]
 
     def memory_hold(self) -> str | None:
         """Why new work must wait for memory, or None."""
@@ -226,6 +251,20 @@ def settled(error: BaseException) -> bool:
     share (the same task on the same input asks the same again).
     """
     return isinstance(error, (WorkerDied, MemoryError))
+
+
+_HOLD_PREFIXES = {
+    DISK_FAILED: "disk_failed",
+    WAITING_FOR_SPACE: "disk_space",
+    WAITING_FOR_MEMORY: "memory",
+    "transfer worker": "transfer_workers",
+}
+HOLD_REASONS = (*_HOLD_PREFIXES.values(), "other")
+
+
+def hold_reason(why: str) -> str:
+    """The reason of a hold in one word, for /metrics: its message says it in full."""
+    return next((r for p, r in _HOLD_PREFIXES.items() if why.startswith(p)), "other")
 
 
 def _descendants(pid: int) -> list[int]:

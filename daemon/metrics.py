@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bulkforge.daemon.control import Control
+from bulkforge.daemon.governor import HOLD_REASONS, hold_reason
 from bulkforge.daemon.machines.job import TERMINAL
 from bulkforge.daemon.store import Store
 
@@ -189,6 +190,7 @@ def _governor_metrics(system) -> Iterator[Metric]:
         "Jobs the governor holds back now (memory, disk threshold, dying workers).",
         len(system.holds),
     )
+    yield _held_by_reason(system.holds)
     yield _gauge("bulkforge_resident_memory_bytes", "RSS of bfd and its workers.", system.rss_bytes)
     limits = {
         "max_connections": system.max_connections,
@@ -207,6 +209,20 @@ def _governor_metrics(system) -> Iterator[Metric]:
         "The fullest a destination filesystem may get.",
         system.disk_threshold,
     )
+
+
+def _held_by_reason(holds: dict[str, str]) -> GaugeMetricFamily:
+    """Every reason, 0 too: an alert on a failed disk needs its series before one fails."""
+    held = GaugeMetricFamily(
+        "bulkforge_held_jobs_by_reason",
+        "Jobs held back now, by why: disk_failed (a data disk refused writes), disk_space, "
+        "memory, transfer_workers.",
+        labels=["reason"],
+    )
+    counts = Counter(hold_reason(why) for why in holds.values())
+    for reason in HOLD_REASONS:
+        held.add_metric([reason], counts[reason])
+    return held
 
 
 def _store_metrics(system, store: Store) -> Iterator[Metric]:

@@ -34,7 +34,7 @@ from loguru import logger
 
 from bulkforge.daemon import outputs
 from bulkforge.daemon.disks import Places, dest_for
-from bulkforge.daemon.durable import DiskFatal
+from bulkforge.daemon.durable import DiskFailed
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.governor import Governor
@@ -368,7 +368,7 @@ class NumberedOutput(ABC):
                 marker = outputs.Owner(job.name, job.kind, job.id, state_dir)
                 try:
                     await asyncio.to_thread(outputs.write_marker, dest, marker)
-                except (OSError, DiskFatal) as exc:
+                except (OSError, DiskFailed) as exc:
                     # The job stands: while it is listed the store names its dest; once it
                     # is removed its pieces are still known by their names.
                     logger.warning("job {}: cannot write {}: {}", job.name, outputs.MARKER, exc)

@@ -368,3 +368,54 @@ def test_swap_onto_a_disk_too_small_for_the_next_batch_is_refused_and_changes_no
         after = daemon.bfctl_json("status", "small")["batches"]
         assert [b["state"] for b in after][:2] == ["archived", "complete"]
         assert sum(map(len, files_under(disk).values())) == after[1]["bytes"]
+
+
+def test_swap_makes_the_dest_on_the_new_disk_as_submit_does_and_refuses_an_unusable_one(
+    daemon, tmp_path, tmpfs
+):
+    """The dest is a directory of the disk; the new disk is empty, so it is made there.
+
+    A dest that cannot be one (a file, a read-only filesystem, below a file) is refused
+    naming it and why, and the job still awaits its swap.
+    """
+    dataset = make_dataset(24, 200 * 1024, seed=31)  # three batches
+    disk = tmpfs("disk", DISK)
+    dest = disk / "sub" / "data"
+    a_file = tmp_path / "a-file"
+    a_file.write_bytes(b"not a directory")
+    read_only = tmpfs("ro", "1m")
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only)], check=True)
+    unusable = {
+        str(a_file): "is not a directory",
+        str(a_file / "below"): "Not a directory",
+        str(read_only): "read-only filesystem",
+        str(read_only / "new"): "Read-only file system",
+    }
+    with Origin(dataset.files) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        daemon.bfctl(
+            "submit", "download", "moved", "--manifest", str(manifest),
+            "--dest", str(dest), "--space", "auto",
+        )  # fmt: skip
+        daemon.wait_state("moved", {"awaiting_swap"}, timeout=90)
+        for given, why in unusable.items():
+            refused = daemon.bfctl("swap", "moved", "--dest", given)
+            assert refused.returncode == 1, (given, refused.stdout)
+            assert given in refused.stderr and why in refused.stderr, refused.stderr
+            assert "Traceback" not in refused.stderr
+            assert daemon.bfctl_json("status", "moved")["state"] == "awaiting_swap"
+        tmpfs.swap(disk, DISK)  # an empty disk: dest's directories are not on it
+        assert not dest.exists()
+        swapped = daemon.bfctl_json("swap", "moved")
+        assert swapped["archived"] == [0] and swapped["new_disk"]
+        daemon.wait_state("moved", {"awaiting_swap"}, timeout=90)
+        landed = daemon.bfctl_json("status", "moved")["batches"][1]
+        assert landed["state"] == "complete"
+        assert sum(map(len, files_under(dest).values())) == landed["bytes"]
+        # Onto another new disk at another mount point, whose dest is not there either.
+        other = tmpfs("other", DISK)
+        moved = daemon.bfctl_json("swap", "moved", "--dest", str(other / "data"))
+        assert moved["archived"] == [1] and (other / "data").is_dir()
+        daemon.wait_state("moved", {"completed"}, timeout=90)
+        last = daemon.bfctl_json("status", "moved")["batches"][2]
+        assert sum(map(len, files_under(other / "data").values())) == last["bytes"]

@@ -765,7 +765,7 @@ def test_file_counts_follow_the_transfer_moves(db: apsw.Connection) -> None:
         for row in claimed[:6]:
             files.to_verifying(db, row.id, None)
         for row in claimed[:3]:
-            files.to_done(db, {row.id: 4096})
+            files.to_done(db, {row.id: (4096, None)})
         files.to_failed(
             db, claimed[3], FileState.VERIFYING, Failure("verify", "checksum", "x", True), now
         )
@@ -831,7 +831,7 @@ def apply_action(
     elif action == "verify" and (found := pick(FileState.DOWNLOADING)):
         files.to_verifying(conn, found[0], None)
     elif action == "done" and (found := pick(FileState.VERIFYING)):
-        files.to_done(conn, {found[0]: seed % 10_000})
+        files.to_done(conn, {found[0]: (seed % 10_000, None)})
     elif action == "fail" and (found := pick(FileState.DOWNLOADING, FileState.VERIFYING)):
         failure = Failure("fetch", "timeout", "slow", flag)
         files.to_failed(
@@ -865,7 +865,7 @@ def test_repair_in_flight_moves_downloading_and_verifying_to_pending(db: apsw.Co
         claimed = files.claim(db, job.id, 6, store.now_ms())
         for row in claimed[:3]:
             files.to_verifying(db, row.id, None)
-        files.to_done(db, {claimed[0].id: 1})
+        files.to_done(db, {claimed[0].id: (1, None)})
     in_flight = set(ids_in(db, job.id, FileState.DOWNLOADING)) | set(
         ids_in(db, job.id, FileState.VERIFYING)
     )

@@ -9,6 +9,7 @@ from loguru import logger
 from pydantic import ValidationError
 
 from bulkforge.daemon import errors
+from bulkforge.daemon.durable import DiskFailed
 from bulkforge.daemon.store import StoreFatal
 from bulkforge.daemon.validation import describe
 
@@ -64,6 +65,9 @@ async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal_text(exc))
     if isinstance(exc, StoreFatal):
         await context.abort(grpc.StatusCode.UNAVAILABLE, bounded(f"bfd is stopping: {exc}"))
+    if isinstance(exc, DiskFailed):  # a verb that writes (a generate schema, an export)
+        message = f"the disk failed: {exc}; repair it and try again"
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, bounded(message))
     logger.opt(exception=exc).error("internal error answering a request")
     message = f"internal error ({exc}); see the bfd log"
     await context.abort(grpc.StatusCode.INTERNAL, bounded(message))

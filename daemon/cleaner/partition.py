@@ -21,7 +21,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bulkforge.daemon.cleaner.schema import TIME, Table
-from bulkforge.daemon.durable import fsync_or_die, make_dirs, replace_durably, write_durably
+from bulkforge.daemon.durable import (
+    disk_errors,
+    fsync_or_die,
+    make_dirs,
+    replace_durably,
+    write_durably,
+)
 
 DATA_FILE = "data.parquet"
 DAY_US = 86_400 * 10**6
@@ -107,10 +113,11 @@ def write(directory: Path, root: Path, rows: pa.Table, stats: PartitionStats) ->
     be writing the same partition, with the same bytes.
     """
     make_dirs(directory, root)
-    for stale in directory.glob(f".{DATA_FILE}.*.tmp"):  # left by a worker killed mid-write
-        stale.unlink(missing_ok=True)
     temporary = directory / f".{DATA_FILE}.{os.getpid()}.tmp"
-    pq.write_table(rows, temporary, **WRITE_OPTIONS)
+    with disk_errors(temporary):  # a failed disk holds the job: it fails no zip
+        for stale in directory.glob(f".{DATA_FILE}.*.tmp"):  # a worker killed mid-write's
+            stale.unlink(missing_ok=True)
+        pq.write_table(rows, temporary, **WRITE_OPTIONS)
     replace_durably(temporary, directory / DATA_FILE)
     document = json.dumps(asdict(stats), indent=2, sort_keys=True) + "\n"
     write_durably(directory / STATS_FILE, document.encode())
@@ -123,7 +130,7 @@ def remove(directory: Path) -> None:
     """A partition none of whose sources has a row on its day any more: stats first, then data."""
     removed = False
     for name in (STATS_FILE, LEGACY_STATS_FILE, DATA_FILE):
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError), disk_errors(directory / name):
             (directory / name).unlink()
             removed = True
     if removed:

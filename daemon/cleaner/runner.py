@@ -31,7 +31,7 @@ from bulkforge.daemon.cleaner import records, report
 from bulkforge.daemon.cleaner.request import CleanRequest
 from bulkforge.daemon.cleaner.scan import Scan
 from bulkforge.daemon.cleaner.work import SeriesResult, SeriesTask, inflate_limit
-from bulkforge.daemon.durable import DiskFatal
+from bulkforge.daemon.durable import DiskFailed
 from bulkforge.daemon.failures import worker_failure
 from bulkforge.daemon.governor import TaskStopped, settled
 from bulkforge.daemon.machines.job import TERMINAL, JobState
@@ -80,7 +80,6 @@ class Cleaner(JobLoop):
         self._reopen = reopener
         self._governor = services.governor
         self._writer = services.store.writer
-        self._on_fatal = services.on_fatal
         self._scan = scanner
         self._runs: dict[tuple[int, str], _SeriesRun] = {}
         # (dest, series) -> the worker's future, until the worker is done with it: no second
@@ -214,8 +213,9 @@ class Cleaner(JobLoop):
         error = None if task.cancelled() else task.exception()
         if task.cancelled() or isinstance(error, TaskStopped):
             self._in_background(self._release(*key))
-        elif isinstance(error, DiskFatal):
-            self._on_fatal(error)
+        elif isinstance(error, DiskFailed):  # its zips wait for the disk, the job is held
+            self._in_background(self._release(*key))
+            self._governor.disk_failed(key[0], error)
         elif error is not None and not isinstance(error, StoreFatal):
             self._series_failed(key, error)
         self.wake()
@@ -253,6 +253,9 @@ class Cleaner(JobLoop):
         summary = await self._readers.call(lambda conn: report.gather(conn, job))
         try:
             await asyncio.to_thread(report.write, request.dest, summary)
+        except DiskFailed as exc:
+            self._governor.disk_failed(job.id, exc)
+            return
         except OSError as exc:
             message = f"its stats could not be written: {exc}"
             await self._writer.call(lambda conn: jobs.fail_live_job(conn, job.id, message))

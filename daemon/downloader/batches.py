@@ -22,7 +22,7 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.disks import Disk, free_bytes, identify
 from bulkforge.daemon.downloader.listing import Batching
 from bulkforge.daemon.downloader.planner import FileSizes, Oversize, Plan, check_space, plan
-from bulkforge.daemon.durable import fsync_or_die, replace_durably
+from bulkforge.daemon.durable import disk_errors, fsync_or_die, replace_durably
 from bulkforge.daemon.errors import FailedPrecondition
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines import file as file_machine
@@ -212,16 +212,20 @@ def last_disk(conn: apsw.Connection, job_id: int) -> tuple[int, Disk] | None:
 
 
 def batch_files(conn: apsw.Connection, job_id: int, index: int) -> list[tuple]:
-    """(path, size, sha256, md5) of each file the batch put on its disk, by path."""
+    """(path, size, sha256, md5) of each file the batch put on its disk, by path.
+
+    The sha256 is the one bfd computed as it wrote the file; the manifest's own only for
+    a file installed before bfd recorded what it saw (or skipped as already there).
+    """
     return conn.execute(
-        "SELECT path, size, sha256, md5 FROM files WHERE job_id = ? AND batch_idx = ? "
-        "AND state IN ('done', 'skipped') ORDER BY path",
+        "SELECT path, size, COALESCE(seen_sha256, sha256), md5 FROM files "
+        "WHERE job_id = ? AND batch_idx = ? AND state IN ('done', 'skipped') ORDER BY path",
         (job_id, index),
     ).fetchall()
 
 
 def manifest_rows(conn: apsw.Connection, job_id: int, index: int) -> list[dict]:
-    """What the batch put on its disk: path, size and checksum of each file done or skipped."""
+    """What the batch put on its disk: path, size and sha256 of each file done or skipped."""
     rows = []
     for path, size, sha256, md5 in batch_files(conn, job_id, index):
         row = {"path": path, "size": size}
@@ -236,17 +240,18 @@ def manifest_rows(conn: apsw.Connection, job_id: int, index: int) -> list[dict]:
 def write_manifest(path: Path, header: dict, rows: list[dict]) -> None:
     """Write the manifest durably: a temp name, fsync, rename, fsync the directory.
 
-    OSError: the disk would not take it (the job pauses, saying why); DiskFatal: an
-    fsync failed, and what is on that disk is unknown.
+    OSError: the disk would not take it (the job pauses, saying why); DiskFailed: the
+    disk failed (EIO, read-only, an fsync), and its jobs are held.
     """
-    if not path.parent.is_dir():
-        path.parent.mkdir()
-        fsync_or_die(path.parent.parent)
     temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w") as handle:
-        handle.write(json.dumps(header, sort_keys=True) + "\n")
-        for row in rows:
-            handle.write(json.dumps(row, sort_keys=True) + "\n")
+    with disk_errors(temporary):
+        if not path.parent.is_dir():
+            path.parent.mkdir()
+            fsync_or_die(path.parent.parent)
+        with temporary.open("w") as handle:
+            handle.write(json.dumps(header, sort_keys=True) + "\n")
+            for row in rows:
+                handle.write(json.dumps(row, sort_keys=True) + "\n")
     replace_durably(temporary, path)
     fsync_or_die(path.parent)
     logger.info("batch manifest {} written ({} files)", path, len(rows))

@@ -3,13 +3,12 @@
 A transfer never marks anything done itself; it returns once the bytes are
 received and hashed, and the installer (install.py) makes them durable. Failures
 come back as a `Failure` (step, error class, message, retryable) so the scheduler can record
-them; a failed fsync is `DiskFatal`, which stops the daemon.
+them; a failed fsync is `DiskFailed`, which stops the daemon.
 """
 
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,10 +28,11 @@ from bulkforge.daemon.downloader.segments import (
     fetch_all,
     preallocate,
 )
-from bulkforge.daemon.durable import DiskFatal, disk_failed, make_dirs
+from bulkforge.daemon.durable import DiskFailed, disk_errors, disk_failed, make_dirs
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.transfer.engine import Engine
 from bulkforge.daemon.transfer.failed import fail
+from bulkforge.daemon.transfer.hashes import Hashes
 from bulkforge.daemon.transfer.protocol import (
     RANGES_REFUSED,
     RESTART,
@@ -67,23 +67,32 @@ class Received:
     validator: str | None = None
     # Fetched as ranges: its segment rows go once it is done.
     ranged: bool = False
+    # The sha256 bfd computed of these bytes, whatever the manifest gave: recorded with
+    # the file's `done`, written in its batch's manifest, checked by `bfctl verify`.
+    sha256: str | None = None
 
     def installable(self, file_id: int) -> Installable:
         return Installable(
-            self.partial, self.target, self.size, self.installed, file_id, self.ranged
+            self.partial,
+            self.target,
+            self.size,
+            self.installed,
+            file_id,
+            self.ranged,
+            self.sha256,
         )
 
 
-def _hasher(row: FileRow):
+def _expected(row: FileRow) -> tuple[str | None, str | None]:
     """The strongest checksum the row knows: sha256, else md5, else none (size only).
 
-    Returns (hasher, expected hex digest, kind).
+    Returns (expected hex digest, kind).
     """
     if row.sha256:
-        return hashlib.sha256(), row.sha256, "sha256"
+        return row.sha256, "sha256"
     if row.md5:
-        return hashlib.md5(), row.md5, "md5"
-    return None, None, None
+        return row.md5, "md5"
+    return None, None
 
 
 def _hash_file(path: Path, hasher, limit: int | None = None) -> int:
@@ -163,6 +172,8 @@ class Fetcher:
         except InvalidArgument as exc:
             raise fail("connect", "path", str(exc), False) from None
         except OSError as exc:
+            if disk_failed(exc):
+                raise DiskFailed(f"cannot place {dest / row.path}: {exc.strerror}") from None
             # Untrusted names clash (a file `x` and a file `x/y`), or a component is not ours.
             raise fail("transfer", "path", f"cannot place {row.path}: {exc.strerror}") from None
 
@@ -200,7 +211,8 @@ class Fetcher:
             await self._ledger.forget(row.id)
             segments, resuming = await self._ledger.plan(row.id, row.size), False
         await asyncio.to_thread(_prepare_dir, target.parent, dest)
-        await asyncio.to_thread(_preallocate, partial, row.size, resuming)
+        with disk_errors(partial):
+            await asyncio.to_thread(_preallocate, partial, row.size, resuming)
         fetch = RangeFetch(
             url=access.url(row.url),
             headers=access.headers,
@@ -210,9 +222,10 @@ class Fetcher:
             on_validator=on_validator,
         )
         progress(sum(s.stop - s.start for s in segments if s.done))
-        hasher, expected, kind = _hasher(row)
-        prefix = PrefixHasher(hasher, str(partial), segments) if hasher else None
-        hashing = asyncio.create_task(prefix.run()) if prefix else None
+        expected, kind = _expected(row)
+        hashes = Hashes(kind)  # sha256 always: what bfd records for verify
+        prefix = PrefixHasher(hashes, str(partial), segments)
+        hashing: asyncio.Task | None = asyncio.create_task(prefix.run())
         try:
             await fetch_all(
                 fetch,
@@ -220,20 +233,31 @@ class Fetcher:
                 self._ledger,
                 row.id,
                 self._fetch_range,
-                prefix.mark_done if prefix else lambda idx: None,
+                prefix.mark_done,
             )
-            if hashing is not None:
-                try:
-                    await hashing
-                except OSError as exc:
-                    raise fail("verify", "io", f"cannot read back {partial}: {exc}") from None
+            try:
+                await hashing
+            except OSError as exc:
+                if disk_failed(exc):
+                    raise DiskFailed(f"cannot read back {partial}: {exc.strerror}") from None
+                raise fail("verify", "io", f"cannot read back {partial}: {exc}") from None
         finally:
-            if hashing is not None and not hashing.done():
+            if not hashing.done():
                 hashing.cancel()
                 await asyncio.gather(hashing, return_exceptions=True)
-        digest = hasher.hexdigest() if hasher else None
-        validator = fetch.validator
-        return Received(partial, target, row.size, digest, expected, kind, False, validator, True)
+        digest, validator = hashes.hexdigest(kind), fetch.validator
+        return Received(
+            partial,
+            target,
+            row.size,
+            digest,
+            expected,
+            kind,
+            False,
+            validator,
+            True,
+            hashes.hexdigest(),
+        )
 
     async def _fetch_range(self, fetch: RangeFetch, segment: Segment) -> None:
         """One range into its place in the partial, fsynced (by the worker) before it returns."""
@@ -272,7 +296,7 @@ class Fetcher:
         if offset:
             headers["range"] = f"bytes={offset}-"
             headers["if-range"] = row.validator or ""
-        _, expected, kind = _hasher(row)
+        expected, kind = _expected(row)
         html_ok = _html_may_be_the_file(row.path)
         sink = ToFile(str(partial), offset, kind, row.size, html_ok, str(dest))
         told = row.validator
@@ -294,15 +318,25 @@ class Fetcher:
         if answer.refused == RESTART:
             raise _RestartFromZero()
         validator, size = validator_of(answer.headers), answer.size
-        return Received(partial, target, size, answer.digest, expected, kind, False, validator)
+        return Received(
+            partial,
+            target,
+            size,
+            answer.digest,
+            expected,
+            kind,
+            False,
+            validator,
+            sha256=answer.sha256,
+        )
 
     def _matching_target(self, row: FileRow, target: Path) -> Received | None:
         """A target already in place whose checksum proves it (a crash after the rename).
 
         Only a checksum counts: an unrelated file of the same size is not this one.
         """
-        hasher, expected, kind = _hasher(row)
-        if hasher is None:
+        expected, kind = _expected(row)
+        if kind is None:
             return None
         try:
             size = target.stat().st_size
@@ -310,11 +344,20 @@ class Fetcher:
             return None
         if row.size is not None and size != row.size:
             return None
-        _hash_file(target, hasher)
-        if hasher.hexdigest() != expected:
+        hashes = Hashes(kind)
+        _hash_file(target, hashes)
+        if hashes.hexdigest(kind) != expected:
             return None
         return Received(
-            partial_path(target), target, size, expected, expected, kind, True, row.validator
+            partial_path(target),
+            target,
+            size,
+            expected,
+            expected,
+            kind,
+            True,
+            row.validator,
+            sha256=hashes.hexdigest(),
         )
 
     @staticmethod
@@ -330,7 +373,8 @@ class Fetcher:
 
     async def discard(self, row: FileRow, received: Received) -> None:
         """Drop bytes that failed verification, with any ranges that claimed to hold them."""
-        await asyncio.to_thread(received.partial.unlink, True)
+        with disk_errors(received.partial):
+            await asyncio.to_thread(received.partial.unlink, True)
         await self._ledger.forget(row.id)
 
 
@@ -352,7 +396,7 @@ def _prepare_dir(directory: Path, dest: Path) -> None:
         make_dirs(directory, dest)
     except OSError as exc:
         if disk_failed(exc):
-            raise DiskFatal(f"cannot create {exc.filename}: {exc.strerror}") from None
+            raise DiskFailed(f"cannot create {exc.filename}: {exc.strerror}") from None
         raise fail("transfer", "io", f"cannot create {exc.filename}: {exc.strerror}") from None
 
 

@@ -193,7 +193,7 @@ def record_rewritten(
     """A file of the job that bfd rewrote in place (a zip's sidecar, installed with the
     zip): its row says what is on disk now. Only a row done or skipped; returns how many."""
     conn.execute(
-        "UPDATE files SET size = ?1, sha256 = ?2, md5 = ?3, updated_at = ?4 "
+        "UPDATE files SET size = ?1, sha256 = ?2, seen_sha256 = ?2, md5 = ?3, updated_at = ?4 "
         "WHERE job_id = ?5 AND path = ?6 AND state IN ('done', 'skipped') "
         "AND (size IS NOT ?1 OR sha256 IS NOT ?2 OR md5 IS NOT ?3)",
         (size, sha256, md5, now_ms(), job_id, path),
@@ -201,8 +201,8 @@ def record_rewritten(
     return conn.changes()
 
 
-def to_done(conn: apsw.Connection, sizes: dict[int, int]) -> list[int]:
-    """Commit files (id -> size) whose bytes are already fsynced and renamed into place.
+def to_done(conn: apsw.Connection, landed: dict[int, tuple[int, str | None]]) -> list[int]:
+    """Commit files (id -> size, the sha256 bfd computed) already fsynced and in place.
 
     Returns the ids moved; a file no longer verifying (paused under its install) stays.
     """
@@ -212,8 +212,11 @@ def to_done(conn: apsw.Connection, sizes: dict[int, int]) -> list[int]:
         "files",
         S.VERIFYING,
         check_transition,
-        ("size", "retry_at", "finished_at", "updated_at"),
-        [(S.DONE, file_id, (size, None, stamp, stamp)) for file_id, size in sizes.items()],
+        ("size", "seen_sha256", "retry_at", "finished_at", "updated_at"),
+        [
+            (S.DONE, file_id, (size, sha256, None, stamp, stamp))
+            for file_id, (size, sha256) in landed.items()
+        ],
         require_all=False,
     )
 

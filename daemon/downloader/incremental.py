@@ -19,12 +19,9 @@ from bulkforge.daemon.store import guarded_update_each, now_ms
 # Staged rows first (CROSS JOIN fixes the order): only those with a file already on disk
 # can be skipped, and each finds its new row by the (job_id, path) index. The other way
 # round, the unindexed staging table was scanned once per new file: quadratic.
-UNCHANGED = """
-SELECT new.id, new.path, new.checksum_url FROM temp.{staged} AS staged
-CROSS JOIN files AS new ON new.job_id = :job AND new.path = staged.path
-WHERE staged.on_disk IS NOT NULL AND staged.on_disk = new.size AND new.state = 'pending'
-  AND EXISTS (
-    SELECT 1 FROM jobs AS earlier
+# The earlier row of the same file, unchanged since (the same size, ETag and checksums).
+_EARLIER = """
+    FROM jobs AS earlier
     JOIN files AS old ON old.job_id = earlier.id AND old.path = new.path
     WHERE earlier.dest = :dest AND earlier.id != :job
       AND old.state IN ('done', 'skipped')
@@ -32,7 +29,15 @@ WHERE staged.on_disk IS NOT NULL AND staged.on_disk = new.size AND new.state = '
       AND coalesce(old.etag, '') = coalesce(new.etag, '')
       AND coalesce(old.sha256, '') = coalesce(new.sha256, '')
       AND coalesce(old.md5, '') = coalesce(new.md5, '')
-  )
+"""
+# A skipped file keeps the sha256 bfd computed when it was installed, for `bfctl verify`.
+UNCHANGED = f"""
+SELECT new.id, new.path, new.checksum_url,
+  (SELECT old.seen_sha256 {_EARLIER} ORDER BY old.seen_sha256 IS NULL LIMIT 1)
+FROM temp.{{staged}} AS staged
+CROSS JOIN files AS new ON new.job_id = :job AND new.path = staged.path
+WHERE staged.on_disk IS NOT NULL AND staged.on_disk = new.size AND new.state = 'pending'
+  AND EXISTS (SELECT 1 {_EARLIER})
 """
 
 
@@ -45,7 +50,7 @@ def skip_unchanged(conn: apsw.Connection, job_id: int, dest: str, staged: str) -
     candidates = conn.execute(
         UNCHANGED.format(staged=staged), {"job": job_id, "dest": dest}
     ).fetchall()
-    unchanged_paths = {path for _, path, _ in candidates}
+    unchanged_paths = {path for _, path, _, _ in candidates}
     stamp = now_ms()
     skipped = len(
         guarded_update_each(
@@ -53,10 +58,10 @@ def skip_unchanged(conn: apsw.Connection, job_id: int, dest: str, staged: str) -
             "files",
             FileState.PENDING,
             check_transition,
-            ("finished_at", "updated_at"),
+            ("seen_sha256", "finished_at", "updated_at"),
             [
-                (FileState.SKIPPED, file_id, (stamp, stamp))
-                for file_id, path, checksum_url in candidates
+                (FileState.SKIPPED, file_id, (seen, stamp, stamp))
+                for file_id, path, checksum_url, seen in candidates
                 # A zip whose sidecar changed upstream is fetched again.
                 if not checksum_url or f"{path}.CHECKSUM" in unchanged_paths
             ],

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from bulkforge.daemon.durable import (
     SYNCFS_REPORTS_ERRORS,
-    DiskFatal,
+    DiskFailed,
+    disk_failed,
     sync_directories,
     sync_filesystems,
 )
@@ -60,6 +61,8 @@ class Installable:
     file_id: int = 0
     # Fetched as ranges (its segment rows go with the commit).
     ranged: bool = False
+    # The sha256 bfd computed of its bytes, recorded with its `done`.
+    sha256: str | None = None
 
 
 # Records a durable group as done: per item None, or why it could not be.
@@ -86,7 +89,7 @@ class Installer:
     async def install(self, item: Installable) -> None:
         """Return once item is durable under its final name and committed.
 
-        Raises InstallFailed or DiskFatal, or what the commit raised (StoreFatal).
+        Raises InstallFailed or DiskFailed, or what the commit raised (StoreFatal).
         """
         future = asyncio.get_running_loop().create_future()
         # A caller cancelled meanwhile (a drain) never hears the group's outcome: retrieved
@@ -103,7 +106,7 @@ class Installer:
             group, self._queue = self._queue[:GROUP_MAX], self._queue[GROUP_MAX:]
             try:
                 outcomes = await asyncio.to_thread(install_group, [w.item for w in group])
-            except Exception as exc:  # DiskFatal: every file of the group is in doubt
+            except Exception as exc:  # a bug: every file of the group is in doubt
                 outcomes = [exc] * len(group)
             else:
                 self.groups += 1
@@ -138,10 +141,34 @@ def _settle(future: asyncio.Future, outcome: Exception | None) -> None:
 
 
 def install_group(items: list[Installable]) -> list[Exception | None]:
-    """Make items durable under their final names; per item None or InstallFailed.
+    """Make items durable under their final names; per item None or why not.
 
-    Raises DiskFatal when the disk refuses a sync: nothing written can be trusted then.
+    A filesystem at a time: when one refuses a sync or a rename (its disk failed), each
+    of its files gets that DiskFailed, and the files on the other disks go on.
     """
+    outcomes: dict[int, Exception | None] = {}
+    for on_one_disk in _by_filesystem(items):
+        try:
+            installed = _install_on_one_disk(on_one_disk)
+        except DiskFailed as exc:  # every file written there is in doubt
+            installed = [exc] * len(on_one_disk)
+        outcomes.update(zip(map(id, on_one_disk), installed, strict=True))
+    return [outcomes[id(item)] for item in items]
+
+
+def _by_filesystem(items: list[Installable]) -> list[list[Installable]]:
+    groups: dict[int | Path, list[Installable]] = {}
+    for item in items:
+        try:
+            key: int | Path = os.stat(item.target.parent).st_dev
+        except OSError:
+            key = item.target.parent  # on its own: it fails below, with its name
+        groups.setdefault(key, []).append(item)
+    return list(groups.values())
+
+
+def _install_on_one_disk(items: list[Installable]) -> list[Exception | None]:
+    """Per item None or InstallFailed; DiskFailed when the disk refuses a sync or a rename."""
     directories = {item.target.parent for item in items}
     if SYNCFS_REPORTS_ERRORS:
         sync_filesystems(directories)
@@ -164,6 +191,8 @@ def _check_and_sync(item: Installable, fsync: bool) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
+        if disk_failed(exc):
+            raise DiskFailed(f"cannot open {path}: {exc.strerror}") from None
         message = f"cannot open {path}: {exc.strerror}"
         raise InstallFailed(Failure("rename", "io", message, True)) from None
     try:
@@ -174,7 +203,7 @@ def _check_and_sync(item: Installable, fsync: bool) -> None:
         if fsync:
             os.fsync(fd)
     except OSError as exc:
-        raise DiskFatal(f"cannot fsync {path}: {exc}") from exc
+        raise DiskFailed(f"cannot fsync {path}: {exc}") from exc
     finally:
         os.close(fd)
 
@@ -183,5 +212,7 @@ def _rename(item: Installable) -> None:
     try:
         os.replace(item.partial, item.target)
     except OSError as exc:
+        if disk_failed(exc):  # the disk, not this file: every file of the group is in doubt
+            raise DiskFailed(f"cannot rename into {item.target}: {exc.strerror}") from None
         message = f"cannot rename into {item.target}: {exc.strerror}"
         raise InstallFailed(Failure("rename", "io", message, True)) from None

@@ -12,7 +12,7 @@ import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.disks import Places, check_swap_dest, identify
+from bulkforge.daemon.disks import Places, dest_for, identify
 from bulkforge.daemon.downloader import batches, files, register, verify
 from bulkforge.daemon.downloader.analyze import Analysis, analyze
 from bulkforge.daemon.downloader.incremental import sizes_on_disk, skip_unchanged
@@ -157,10 +157,11 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
         self._downloader.wake()
 
     async def swap(self, job: jobs.JobRow, dest: Path | None) -> batches.Swapped:
-        if dest is not None:
-            places = Places.of(self.services.settings)
-            await asyncio.to_thread(check_swap_dest, dest, places)
-        swapped = await self.writer.call(lambda conn: batches.swap(conn, job.name, dest))
+        # The new disk is empty: its dest is made as submit makes one (and goes again,
+        # if still empty, when the swap is refused).
+        target = dest if dest is not None else Path(job.dest)
+        async with dest_for(target, Places.of(self.services.settings)):
+            swapped = await self.writer.call(lambda conn: batches.swap(conn, job.name, dest))
         self._downloader.wake()
         return swapped
 

@@ -40,7 +40,7 @@ from bulkforge.daemon.downloader.sources.binance import (
     install_sidecar,
     sidecar_row,
 )
-from bulkforge.daemon.durable import DiskFatal
+from bulkforge.daemon.durable import DiskFailed
 from bulkforge.daemon.errors import Refused
 from bulkforge.daemon.failures import Failure, backoff_s
 from bulkforge.daemon.governor import (
@@ -111,7 +111,6 @@ class Downloader:
         self._engine = services.transfers
         self._writer = services.store.writer
         self._readers = services.store.readers
-        self._on_fatal = services.on_fatal
         self._transfers: dict[int, _Transfer] = {}
         # Interrupted transfers (a pause): file id -> (job id, bytes in the partial kept for
         # the resume), still counted as progress so a pause does not send the bytes back.
@@ -231,8 +230,10 @@ class Downloader:
             path = batches.manifest_path(Path(job.dest), job.name, batch.index)
             try:
                 await asyncio.to_thread(batches.write_manifest, path, header, rows)
-            except DiskFatal as exc:
-                self._on_fatal(exc)
+            except DiskFailed as exc:
+                # The batch waits for its manifest again; the disk's jobs are held.
+                await self._writer.call(lambda conn: batches.move(conn, batch, BatchState.ACTIVE))
+                self._governor.disk_failed(job.id, exc)
                 return
             except OSError as exc:
                 await self._writer.call(
@@ -317,9 +318,11 @@ class Downloader:
         except TransferFailed as exc:
             # Shielded: a pause landing now must not drop the failure's record.
             await asyncio.shield(self._record_failure(row, state, exc.failure))
-        except DiskFatal as exc:
+        except DiskFailed as exc:
+            # Neither done nor failed: the file is fetched again once its disk is back.
             logger.error("job {} file {}: {}", job.name, row.path, exc)
-            self._on_fatal(exc)
+            await asyncio.shield(self._release(row.id))
+            self._governor.disk_failed(job.id, exc)
         except StoreFatal:
             pass  # the writer has already asked the daemon to stop
         except Exception:
@@ -348,7 +351,7 @@ class Downloader:
         """The sidecar the zip was verified against, durable beside it before the zip is."""
         try:
             await asyncio.to_thread(install_sidecar, Path(job.dest), row.path, sidecar)
-        except DiskFatal:
+        except DiskFailed:
             raise
         except OSError as exc:
             message = f"cannot write the sidecar of {row.path}: {exc.strerror or exc}"
@@ -399,7 +402,7 @@ class Downloader:
 
 def _done(conn: apsw.Connection, durable: list[Installable]) -> list[Exception | None]:
     """Per file None, or why it is not done (it was paused or cancelled under its install)."""
-    moved = set(files.to_done(conn, {item.file_id: item.size for item in durable}))
+    moved = set(files.to_done(conn, {item.file_id: (item.size, item.sha256) for item in durable}))
     for item in durable:
         if item.ranged and item.file_id in moved:
             segments.forget(conn, item.file_id)

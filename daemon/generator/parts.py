@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from bulkforge.daemon.durable import fsync_or_die, make_dirs, write_durably
+from bulkforge.daemon.durable import disk_errors, fsync_or_die, make_dirs, write_durably
 from bulkforge.daemon.generator import formats
 from bulkforge.daemon.generator import spec as s
 from bulkforge.daemon.generator.columns import Dataset
@@ -34,9 +34,10 @@ def make_part(task: PartTask) -> PartWritten:
         del rows
         dest = Path(stored["dest"])
         path = part_path(dest, task.table, task.index, stored["format"])
-        make_dirs(path.parent, dest)
-        write_durably(path, data)
-        fsync_or_die(path.parent)
+        with disk_errors(path):  # a failed disk holds the job: it fails no part
+            make_dirs(path.parent, dest)
+            write_durably(path, data)
+            fsync_or_die(path.parent)
         return PartWritten(str(path), len(data), hashlib.sha256(data).hexdigest())
     finally:
         give_back_memory()

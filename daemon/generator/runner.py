@@ -16,7 +16,7 @@ import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.durable import DiskFatal
+from bulkforge.daemon.durable import DiskFailed
 from bulkforge.daemon.failures import worker_failure
 from bulkforge.daemon.generator import records
 from bulkforge.daemon.generator.work import PartTask, PartWritten
@@ -36,7 +36,6 @@ class Generator(JobLoop):
         super().__init__(services)
         self._governor = services.governor
         self._writer = services.store.writer
-        self._on_fatal = services.on_fatal
         # part id -> (job id, its task)
         self._runs: dict[int, tuple[int, asyncio.Task]] = {}
         self._cooldowns = Cooldowns()
@@ -110,8 +109,9 @@ class Generator(JobLoop):
         error = None if task.cancelled() else task.exception()
         if task.cancelled() or isinstance(error, TaskStopped):
             self._in_background(self._release(part.id))
-        elif isinstance(error, DiskFatal):
-            self._on_fatal(error)
+        elif isinstance(error, DiskFailed):  # the part waits for the disk, the job is held
+            self._in_background(self._release(part.id))
+            self._governor.disk_failed(job_id, error)
         elif error is not None and not isinstance(error, StoreFatal):
             self._part_failed(job_id, part, error)
         self.wake()

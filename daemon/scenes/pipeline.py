@@ -26,7 +26,7 @@ import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
-from bulkforge.daemon.durable import DiskFatal
+from bulkforge.daemon.durable import DiskFailed
 from bulkforge.daemon.errors import InvalidArgument, Refused
 from bulkforge.daemon.governor import give_back_memory
 from bulkforge.daemon.machines.job import JobState
@@ -91,7 +91,6 @@ class Scenes(JobLoop):
         self._settings = settings
         self._governor = services.governor
         self._writer = services.store.writer
-        self._on_fatal = services.on_fatal
         self._transfers = services.transfers
         self._prepared: dict[int, _Job] = {}
         self._runs: dict[tuple[int, int], _ShardRun] = {}
@@ -270,8 +269,8 @@ class Scenes(JobLoop):
         error = None if task.cancelled() else task.exception()
         if task.cancelled() or error is not None:
             self._in_background(self._release(run.ids))
-        if isinstance(error, DiskFatal):
-            self._on_fatal(error)
+        if isinstance(error, DiskFailed):  # its items went back; the job is held
+            self._governor.disk_failed(run.job_id, error)
         elif error is not None and not isinstance(error, StoreFatal):
             self._shard_failed(key, run, error)
         self.wake()

@@ -21,6 +21,7 @@ A sample's name is the item's key made safe: letters, digits, `_` and `-` only
 cleaned form plus a digest of the key, so two keys never collide.
 """
 
+import contextlib
 import hashlib
 import io
 import json
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bulkforge.daemon.durable import (
+    DiskFailed,
+    disk_errors,
     fsync_or_die,
     replace_durably,
     sync_files,
@@ -106,6 +109,10 @@ class ShardWriter:
             import pyarrow as pa
 
             self.kept = pa.schema([])
+        with disk_errors(self.dest):  # a failed disk holds the job: it fails no item
+            self._open()
+
+    def _open(self) -> None:
         self.dest.mkdir(parents=True, exist_ok=True)
         self.abandon()  # what an interrupted write of this shard left
         if self.format == "webdataset":
@@ -131,6 +138,10 @@ class ShardWriter:
 
     def add(self, outcomes: list[Outcome]) -> None:
         """Write the successes' bytes and remember every outcome for the index."""
+        with disk_errors(self.dest):
+            self._add(outcomes)
+
+    def _add(self, outcomes: list[Outcome]) -> None:
         rows = [self._index_row(outcome) for outcome in outcomes]
         if self._tar is not None:
             for outcome in outcomes:
@@ -150,6 +161,10 @@ class ShardWriter:
 
     def finish(self) -> Written:
         """Sync, rename into place, write the index and stats; returns what was written."""
+        with disk_errors(self.dest):
+            return self._finish()
+
+    def _finish(self) -> Written:
         self._finish_data()
         if self.format != "parquet":
             write_durably(self.dest / f"{self.name}.parquet", self._index_bytes())
@@ -160,12 +175,16 @@ class ShardWriter:
         return Written(successes, len(self._rows) - successes, size)
 
     def close_and_abandon(self) -> None:
-        """Give the shard up (its items were interrupted): nothing of it stays."""
-        if self._tar is not None:
-            self._tar.close()
-        if self._parquet is not None:
-            self._parquet.close()
-        self.abandon()
+        """Give the shard up (its items were interrupted): nothing of it stays.
+
+        On a failed disk nothing can be removed; the next writer of the shard removes it.
+        """
+        with contextlib.suppress(DiskFailed), disk_errors(self.dest):
+            if self._tar is not None:
+                self._tar.close()
+            if self._parquet is not None:
+                self._parquet.close()
+            self.abandon()
 
     def abandon(self) -> None:
         """Remove the temporary names of this shard (a crash or a cancel left them)."""

@@ -12,7 +12,7 @@ come out classified (`classify.py`), in the words `bfctl failures` uses.
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bulkforge.daemon.durable import DiskFatal
+from bulkforge.daemon.durable import DiskFailed
 from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.transfer.budget import Budget
@@ -50,7 +50,7 @@ class Engine:
     ) -> Answer:
         """A GET of url into sink, holding a slot while it runs.
 
-        Raises TransferFailed when the origin or the network failed it, DiskFatal when
+        Raises TransferFailed when the origin or the network failed it, DiskFailed when
         its bytes could not be made durable; a refusal (protocol.RESTART, RANGES_REFUSED)
         comes back in the answer. progress hears the bytes in the sink as they grow;
         on_head the origin's validator before the body of a large file.
@@ -60,7 +60,7 @@ class Engine:
                 url, dict(headers or {}), sink, timeout_s, progress, on_head
             )
         if answer.fatal:
-            raise DiskFatal(answer.fatal)
+            raise DiskFailed(answer.fatal)
         if answer.miss is not None:
             if answer.size:
                 on_head(validator_of(answer.headers))  # bytes a later attempt may resume

@@ -87,6 +87,8 @@ class Answer:
     # Bytes in the sink: the whole file for ToFile, the range's for ToRange.
     size: int = 0
     digest: str | None = None
+    # ToFile: the sha256 of the whole file, whatever checksum the order asked for.
+    sha256: str | None = None
     data: bytes | None = None
     miss: Miss | None = None
     refused: str | None = None

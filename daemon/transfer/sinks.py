@@ -9,13 +9,13 @@ run in the workers: standard library only.
 
 import contextlib
 import errno
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bulkforge.daemon.durable import DiskFatal, disk_failed, make_dirs
+from bulkforge.daemon.durable import DiskFailed, disk_failed, make_dirs
 from bulkforge.daemon.transfer.classify import status_miss, too_large
+from bulkforge.daemon.transfer.hashes import Hashes
 from bulkforge.daemon.transfer.protocol import (
     RANGES_REFUSED,
     RESTART,
@@ -65,6 +65,8 @@ class Held:
     size: int
     digest: str | None = None
     data: bytes | None = None
+    # The sha256 of every byte of the file, whatever checksum its manifest gave.
+    sha256: str | None = None
 
 
 class MemorySink:
@@ -98,7 +100,7 @@ class FileSink:
 
     def __init__(self, order: ToFile):
         self._order = order
-        self._hasher = hashlib.new(order.checksum) if order.checksum else None
+        self._hashes = Hashes(order.checksum)
         self._fd: int | None = None
         self.size = 0
 
@@ -124,11 +126,11 @@ class FileSink:
             self._fd = _open_partial(order)
             os.ftruncate(self._fd, start)
             os.lseek(self._fd, start, os.SEEK_SET)
-            if start and self._hasher is not None:
-                _hash_prefix(order.path, self._hasher, start)
+            if start:
+                _hash_prefix(order.path, self._hashes, start)
         except OSError as exc:
             raise _write_stop(exc, order.path) from None
-        except DiskFatal as exc:
+        except DiskFailed as exc:
             raise Stop(fatal=str(exc)) from None
         self.size = start
 
@@ -153,8 +155,7 @@ class FileSink:
             _write_all(self._fd, data)
         except OSError as exc:
             raise _write_stop(exc, self._order.path) from None
-        if self._hasher is not None:
-            self._hasher.update(data)
+        self._hashes.update(data)
         self.size += len(data)
 
     def close(self) -> Held:
@@ -164,7 +165,8 @@ class FileSink:
             os.close(fd)
         except OSError as exc:
             raise _write_stop(exc, self._order.path) from None
-        return Held(self.size, self._hasher.hexdigest() if self._hasher else None)
+        hashes = self._hashes
+        return Held(self.size, hashes.hexdigest(self._order.checksum), sha256=hashes.hexdigest())
 
     def abandon(self) -> None:
         """Close after a failure; the partial is resumed or replaced later."""

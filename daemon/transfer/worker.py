@@ -143,7 +143,7 @@ class Transfer:
         except Stop as stop:
             self.sink.abandon()
             return self.answer(miss=stop.miss, refused=stop.refused, fatal=stop.fatal)
-        return self.answer(size=held.size, digest=held.digest, data=held.data)
+        return self.answer(size=held.size, digest=held.digest, data=held.data, sha256=held.sha256)
 
     def answer(self, **fields) -> Answer:
         head = self.head

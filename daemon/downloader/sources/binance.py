@@ -124,7 +124,7 @@ def install_sidecar(dest: Path, path: str, sidecar: Sidecar) -> bool:
     """The sidecar a zip at dest/path was verified against, beside it: written durably
     (temp name, fsync, rename, fsync of the directory) unless it is there already.
     Returns whether it was written. Runs in a thread; OSError when the disk refuses,
-    DiskFatal when an fsync fails."""
+    DiskFailed when the disk failed under it."""
     target = dest / f"{path}{CHECKSUM_SUFFIX}"
     try:
         if target.read_bytes() == sidecar.data:

@@ -34,6 +34,17 @@ def default_state_dir() -> Path:
     return Path(base) / "bulkforge"
 
 
+# What a CPU task gets of the memory cap at least, when cpu_workers is left to bfd: a
+# clean series or a default generate part fits, where 2 GiB over 64 cores would not.
+TASK_MEMORY_FLOOR = 1024**3
+
+
+def default_cpu_workers(memory_cap: int) -> int:
+    """One worker per core, as long as each task's share of the cap stays >= the floor."""
+    cores = os.cpu_count() or 1
+    return max(1, min(cores, memory_cap // TASK_MEMORY_FLOOR)) if memory_cap else cores
+
+
 def is_loopback(address: str) -> bool:
     """Whether HOST:PORT names only this host: a loopback IP, or localhost.
 
@@ -135,10 +146,11 @@ class Settings(BaseSettings):
         "cpu_workers, or fails as `memory` (0: no cap, no limit).",
     )
     cpu_workers: int = Field(
-        default_factory=lambda: os.cpu_count() or 1,
-        ge=1,
+        default=0,
+        ge=0,
         description="Worker processes (fresh interpreters, never forks) for CPU-heavy work, "
-        "one task each: cleaning, generating and `bfctl verify`'s re-hashing.",
+        "one task each: cleaning, generating and `bfctl verify`'s re-hashing (0: one per "
+        "core, but no more than leave each task at least 1 GiB of memory_cap).",
     )
     disk_threshold: float = Field(
         default=0.9,
@@ -236,6 +248,8 @@ class Settings(BaseSettings):
             raise ValueError("data_roots must be absolute paths (at least one)")
         if self.retry_max_delay < self.retry_base_delay:
             raise ValueError("retry_max_delay must not be smaller than retry_base_delay")
+        if not self.cpu_workers:
+            self.cpu_workers = default_cpu_workers(self.memory_cap)
         return self
 
     def _authenticated_or_local(self) -> bool:

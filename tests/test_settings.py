@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bulkforge.daemon.settings import Settings, load_settings
+from bulkforge.daemon.settings import TASK_MEMORY_FLOOR, Settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -214,3 +214,26 @@ def test_a_config_that_cannot_work_refuses_the_start_with_exit_78(
     done = subprocess.run(daemon.command(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 78, (done.returncode, done.stderr)
     assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("memory_cap", "given", "expected"),
+    [
+        ("2GiB", None, min(os.cpu_count() or 1, 2)),
+        ("1GiB", None, 1),
+        ("512MiB", None, 1),  # never none, however small the cap
+        ("1TiB", None, os.cpu_count() or 1),  # never more than the cores
+        ("0", None, os.cpu_count() or 1),  # no cap: one per core
+        ("2GiB", 8, 8),  # an operator's number stands
+    ],
+)
+def test_cpu_workers_left_to_bfd_leave_each_task_a_gib_of_the_cap(
+    tmp_path: Path, memory_cap: str, given: int | None, expected: int
+) -> None:
+    flags = {"state_dir": tmp_path, "memory_cap": memory_cap}
+    if given is not None:
+        flags["cpu_workers"] = given
+    settings = load_settings(flags, write_toml(tmp_path, ""))
+    assert settings.cpu_workers == expected
+    if settings.memory_cap and given is None and expected > 1:
+        assert settings.memory_cap // settings.cpu_workers >= TASK_MEMORY_FLOOR

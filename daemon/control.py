@@ -8,11 +8,12 @@ refused, saying why, for a job of another kind.
 import asyncio
 import itertools
 import os
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import apsw
 import psutil
@@ -84,6 +85,10 @@ class SystemView:
     listen_address: str = ""
     # Whether that listener takes calls no token or client certificate authenticates.
     allow_unauthenticated: bool = False
+
+
+# How many paths a removal that could not delete them names in bfd's log.
+LISTED_FAILURES = 100
 
 
 class SharedViews:
@@ -316,42 +321,62 @@ class Control:
         self, name: str, delete_output: bool = False
     ) -> tuple[jobs.JobView, int, outputs.Deleted | None]:
         """Forget an ended job, so its name is free again; with delete_output, delete what it
-        wrote first (its kind names it from its rows), else its files stay.
+        wrote too (its kind names it from its rows), else its files stay.
 
+        The paths are listed first (spooled to a file: a job may have millions), then the
+        rows go, on the condition that the job did not change meanwhile (a resume, a retry,
+        a clean job reopened by its download), and only then are the files deleted: no job
+        is ever left whose rows say done for bytes that are gone.
         Returns its last view, how many items it had, and what was deleted (or None).
         """
         view = await self._views.fresh(name)
-        deleted = None
+        listed: tuple[jobs.JobRow, IO[str]] | None = None
         if delete_output:
-
-            def delete(conn: apsw.Connection) -> outputs.Deleted:
-                # In one reader call: the paths are read from the rows as they are deleted.
-                job = self._removable(conn, name)
-                return self._delete_output(job, self._kinds.of(job).output_of(conn, job))
-
-            deleted = await self._readers.call(delete)
-            if deleted.failed:
-                (path, why), more = deleted.failed[0], len(deleted.failed) - 1
-                raise FailedPrecondition(
-                    f"cannot delete {path}: {why}"
-                    + (f" (and {more:,} more)" if more else "")
-                    + f"; {deleted.files:,} files were deleted, the job stays: run "
-                    f"`bfctl remove {name} --delete-output` again once that is fixed"
-                )
+            listed = await self._readers.call(lambda conn: self._list_output(conn, name))
 
         def remove(conn: apsw.Connection) -> jobs.JobRow:
             job = self._removable(conn, name)
+            if listed is not None and job.updated_at != listed[0].updated_at:
+                raise FailedPrecondition(
+                    f"job {name!r} changed while its output was being listed (it was resumed, "
+                    "retried or reopened); nothing was deleted: try again once it has ended"
+                )
             jobs.remove_job(conn, job)
             return job
 
-        job = await self._writer.call(remove)
+        try:
+            job = await self._writer.call(remove)
+        except BaseException:
+            if listed is not None:
+                listed[1].close()
+            raise
         self._forget(job)
+        deleted = None
+        if listed is not None:
+            with listed[1] as spool:
+                deleted = await asyncio.to_thread(self._delete_output, job, _spooled(spool))
+            for path, why in deleted.failed[:LISTED_FAILURES]:
+                jobs.log_about(job).warning("job {} removed, but {} stays: {}", name, path, why)
         if deleted is None:
             what = f"its files stay in {job.dest}"
         else:
             what = f"{deleted.files:,} files ({deleted.bytes:,} bytes) deleted from {job.dest}"
         jobs.log_about(job).info("job {} removed ({}; {})", name, job.state, what)
         return view, view.items_total, deleted
+
+    def _list_output(self, conn: apsw.Connection, name: str) -> tuple[jobs.JobRow, IO[str]]:
+        """The removable job and what it wrote, one path per NUL-ended record in a temp file."""
+        job = self._removable(conn, name)
+        # Handed to the caller, which closes it.
+        spool = tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+        try:
+            for path in self._kinds.of(job).output_of(conn, job):
+                spool.write(path + "\0")
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        return job, spool
 
     def _removable(self, conn: apsw.Connection, name: str) -> jobs.JobRow:
         """The job, ended and read by no live job; else refused, saying what to do first."""
@@ -458,3 +483,11 @@ def _lived_s(start: int, stop: int, born: int, ended: int) -> float:
 def _disk_use(path: str) -> DiskUse:
     usage = psutil.disk_usage(path)
     return DiskUse(path, usage.total, usage.free)
+
+
+def _spooled(spool: IO[str]) -> Iterator[str]:
+    """The paths _list_output wrote, read back a block at a time."""
+    rest = ""
+    while block := spool.read(1 << 16):
+        *paths, rest = (rest + block).split("\0")
+        yield from paths

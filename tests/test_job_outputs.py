@@ -262,6 +262,23 @@ def test_remove_delete_output_leaves_the_files_a_download_found_in_place(
     assert files_in(dest) == first
 
 
+@pytest.mark.parametrize("kind", ["download", "clean"])
+def test_remove_delete_output_of_the_first_of_two_jobs_keeps_what_the_second_holds(
+    daemon: Daemon, inputs: Inputs, tmp_path: Path, kind: str
+) -> None:
+    """An incremental kind re-run over a dest takes the first job's output as its own (a
+    download's files in place, a clean job's partitions): removing the first leaves them."""
+    dest = tmp_path / "out"
+    run_job(daemon, inputs, kind, "first", dest)
+    run_job(daemon, inputs, kind, "second", dest)
+    held = {k: (dest / k).read_bytes() for k in files_in(dest) if not k.startswith("_jobs/")}
+    assert held
+    removed = daemon.bfctl_json("remove", "first", "--delete-output")["deleted"]
+    assert not [p for p in removed["paths"] if "/_jobs/first" not in p], removed["paths"]
+    assert {k: (dest / k).read_bytes() for k in held} == held
+    assert [job["name"] for job in daemon.bfctl_json("list")["jobs"]] == ["second"]
+
+
 def test_remove_without_delete_output_keeps_the_files_and_says_so(
     daemon: Daemon, inputs: Inputs, tmp_path: Path
 ) -> None:

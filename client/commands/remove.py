@@ -2,6 +2,7 @@
 stay, unless --delete-output deletes what it wrote first."""
 
 import argparse
+import sys
 
 from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
@@ -34,9 +35,10 @@ def run(args: argparse.Namespace, bfd: Client) -> int:
                 "directories": deleted.directories,
                 "bytes": deleted.bytes,
                 "paths": list(deleted.paths),
+                "not_deleted": list(deleted.not_deleted),
             }
         print_json(document)
-        return 0
+        return 1 if deleted is not None and deleted.not_deleted else 0
     if deleted is None:
         what = f"its files stay in {removed.dest}"
     else:
@@ -45,4 +47,9 @@ def run(args: argparse.Namespace, bfd: Client) -> int:
             f"({human_bytes(deleted.bytes)}) it wrote in {removed.dest}"
         )
     print(f"removed job {removed.name!r} ({removed.state}, {removed.items:,} items); {what}")
-    return 0
+    if deleted is None or not deleted.not_deleted:
+        return 0
+    print("these could not be deleted; delete them by hand:", file=sys.stderr)
+    for line in deleted.not_deleted:
+        print(f"  {line}", file=sys.stderr)
+    return 1

@@ -52,6 +52,7 @@ def removed_message(
                 directories=deleted.directories,
                 bytes=deleted.bytes,
                 paths=deleted.paths,
+                not_deleted=[f"{p}: {why}" for p, why in deleted.failed[: outputs.LISTED_MAX]],
             )
         )
     return message

@@ -60,18 +60,26 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
     def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> Iterator[str]:
         """The partitions its zips feed (data and stats, an older bfd's stats.json too; a
         killed write's temporary name is left to the next build), and its own
-        _jobs/NAME/stats.json. A partition
-        another clean job into this dest also fed goes too: a clean job rebuilds it."""
+        _jobs/NAME/stats.json. A partition another clean job over this dest also feeds is
+        that job's too, and stays: its zips are done, nothing would build it again."""
         yield str(report.path_of(Path(""), job.name))
+        others = [
+            other_id
+            for (other_id,) in conn.execute(
+                "SELECT id FROM jobs WHERE dest = ? AND id != ? AND kind = ?",
+                (job.dest, job.id, job.kind),
+            )
+        ]
         for series, first, last in conn.execute(
             "SELECT DISTINCT series, first_day, last_day FROM clean_zips WHERE job_id = ?",
             (job.id,),
         ):
             day, end = date.fromisoformat(first), date.fromisoformat(last)
             while day <= end:
-                directory = f"{series}/date={day.isoformat()}"
-                for name in (PARTITION_DATA, report.PARTITION_STATS_FILE, report.STATS_FILE):
-                    yield f"{directory}/{name}"
+                if not _fed_by_others(conn, others, series, day.isoformat()):
+                    directory = f"{series}/date={day.isoformat()}"
+                    for name in (PARTITION_DATA, report.PARTITION_STATS_FILE, report.STATS_FILE):
+                        yield f"{directory}/{name}"
                 day += timedelta(days=1)
 
     def reads(self, job: jobs.JobRow) -> str | None:
@@ -173,3 +181,15 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
 def _check_directory(request: CleanRequest) -> None:
     if request.input is None or not request.input.is_dir():
         raise InvalidArgument(f"--input {request.input}: not a directory bfd can read")
+
+
+def _fed_by_others(conn: apsw.Connection, others: list[int], series: str, day: str) -> bool:
+    """Whether a zip of one of the other jobs feeds the partition (series, day)."""
+    return any(
+        conn.execute(
+            "SELECT 1 FROM clean_zips WHERE job_id = ? AND series = ? "
+            "AND first_day <= ? AND last_day >= ? LIMIT 1",
+            (other, series, day, day),
+        ).fetchone()
+        for other in others
+    )

@@ -77,13 +77,23 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
         """Files it installed (done) and the partials of those it did not finish, in its
         batches still on this disk, and its batches' manifests. Files it skipped because
         they were in place already are not its own; neither are archived batches' files,
-        on disks swapped out."""
+        on disks swapped out, nor a file another job over the same dest holds as its own
+        (done, or skipped as in place: a download re-run over this one's files)."""
         rows = conn.execute(
             "SELECT files.path, files.state FROM files LEFT JOIN batches "
             "ON batches.job_id = files.job_id AND batches.idx = files.batch_idx "
-            "WHERE files.job_id = ? AND coalesce(batches.state, '') != ? AND files.state != ? "
+            "WHERE files.job_id = ?1 AND coalesce(batches.state, '') != ?2 AND files.state != ?3 "
+            "AND NOT EXISTS (SELECT 1 FROM jobs AS other JOIN files AS theirs "
+            "ON theirs.job_id = other.id AND theirs.path = files.path "
+            "WHERE other.dest = ?4 AND other.id != ?1 AND theirs.state IN (?3, ?5)) "
             "ORDER BY files.id",
-            (job.id, str(BatchState.ARCHIVED), str(FileState.SKIPPED)),
+            (
+                job.id,
+                str(BatchState.ARCHIVED),
+                str(FileState.SKIPPED),
+                job.dest,
+                str(FileState.DONE),
+            ),
         )
         for path, state in rows:
             if state == FileState.DONE:

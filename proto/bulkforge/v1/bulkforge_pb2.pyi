@@ -21,16 +21,18 @@ class RemoveRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., delete_output: _Optional[bool] = ...) -> None: ...
 
 class DeletedOutput(_message.Message):
-    __slots__ = ("files", "directories", "bytes", "paths")
+    __slots__ = ("files", "directories", "bytes", "paths", "not_deleted")
     FILES_FIELD_NUMBER: _ClassVar[int]
     DIRECTORIES_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     PATHS_FIELD_NUMBER: _ClassVar[int]
+    NOT_DELETED_FIELD_NUMBER: _ClassVar[int]
     files: int
     directories: int
     bytes: int
     paths: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, files: _Optional[int] = ..., directories: _Optional[int] = ..., bytes: _Optional[int] = ..., paths: _Optional[_Iterable[str]] = ...) -> None: ...
+    not_deleted: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, files: _Optional[int] = ..., directories: _Optional[int] = ..., bytes: _Optional[int] = ..., paths: _Optional[_Iterable[str]] = ..., not_deleted: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RemoveResponse(_message.Message):
     __slots__ = ("name", "state", "dest", "items", "deleted")

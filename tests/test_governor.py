@@ -13,7 +13,7 @@ import pytest
 from conftest import gone, make_dataset, manifest_rows, wait_until, write_manifest
 from origin import Origin
 
-from bulkforge.daemon.cpu_pool import RETRIES
+from bulkforge.daemon.cpu_pool import ARROW_THREADS_PER_WORKER, RETRIES
 from bulkforge.daemon.failures import worker_failure
 from bulkforge.daemon.governor import Governor, TaskStopped, WorkerDied, settled
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
@@ -222,3 +222,17 @@ def test_a_changed_cpu_workers_starts_or_retires_workers(governor: Governor) -> 
     three = [governor.submit("time:sleep", 1) for _ in range(3)]
     wait_until(lambda: len(governor.cpu_worker_pids()) == 3, what="three workers")
     assert [future.result(timeout=60) for future in three] == [None] * 3
+
+
+def test_a_workers_arrow_threads_are_sized_for_one_task_not_for_every_core() -> None:
+    """Each Arrow thread's stack counts against the task's memory share (RLIMIT_DATA): a
+    worker starts a few, not one per core of the machine."""
+    governor = Governor(0, memory_cap=0, cpu_workers=1)
+    try:
+        threads = [
+            governor.submit(f"pyarrow:{name}").result(timeout=120)
+            for name in ("cpu_count", "io_thread_count")
+        ]
+    finally:
+        governor.close()
+    assert threads == [int(ARROW_THREADS_PER_WORKER)] * 2

@@ -209,7 +209,7 @@ async def _serve(
         settings.transfer_workers,
     )
     transfers = Engine(settings, governor)
-    kinds = registry.build(Services(settings, store, governor, transfers, lifecycle.fatal))
+    kinds = registry.build(Services(settings, store, governor, transfers))
     await store.writer.call(lambda conn: _boot_repair(conn, kinds))
     disk_holds = DiskHolds(store, governor, kinds)
     control = Control(store, kinds, governor, settings, transfers)

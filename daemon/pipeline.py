@@ -23,7 +23,7 @@ import contextlib
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -58,8 +58,6 @@ class Services:
     governor: Governor
     # The one HTTP client and connection budget of every kind.
     transfers: Engine
-    # Called from any thread when a disk or the store can no longer be trusted.
-    on_fatal: Callable[[BaseException], None]
 
 
 class Runner(Protocol):

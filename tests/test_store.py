@@ -895,7 +895,7 @@ def test_boot_repair_through_the_writer(live_store: store.Store) -> None:
     settings = Settings(state_dir=live_store.path.parent, socket=live_store.path.parent / "s")
     governor = Governor(0, settings.disk_threshold, 0, 1)
     engine = Engine(settings, governor)
-    kinds = registry.build(Services(settings, live_store, governor, engine, lambda exc: None))
+    kinds = registry.build(Services(settings, live_store, governor, engine))
     writer.call_sync(lambda c: app._boot_repair(c, kinds))
     governor.close()
     assert peek(live_store.path, "SELECT state, count(*) FROM files GROUP BY 1") == [("pending", 8)]

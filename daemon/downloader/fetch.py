@@ -3,7 +3,7 @@
 A transfer never marks anything done itself; it returns once the bytes are
 received and hashed, and the installer (install.py) makes them durable. Failures
 come back as a `Failure` (step, error class, message, retryable) so the scheduler can record
-them; a failed fsync is `DiskFailed`, which stops the daemon.
+them; a disk that fails under it is `DiskFailed`, which holds the jobs writing there.
 """
 
 import asyncio

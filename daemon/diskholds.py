@@ -23,6 +23,7 @@ nothing can be recorded at all.
 import asyncio
 import contextlib
 import os
+import re
 
 import apsw
 
@@ -39,12 +40,23 @@ PROBE_TIMEOUT_S = 10.0
 DiskKey = int | str  # a filesystem's st_dev, or a dest that could not be stat'ed
 
 
-def hold_message(dest: str, error: str, name: str) -> str:
+# Which filesystem a hold is on, in its message: a bfd started later probes that one only.
+_HELD_ON = re.compile(r" \(filesystem (\d+):(\d+)\)")
+
+
+def hold_message(dest: str, error: str, name: str, key: DiskKey) -> str:
+    where = f" (filesystem {os.major(key)}:{os.minor(key)})" if isinstance(key, int) else ""
     return (
-        f"{DISK_FAILED} under {dest}: {error}; nothing done is lost, and the job goes on "
-        f"once the disk takes a write again (probed every {PROBE_EVERY_S:g} s) or after "
+        f"{DISK_FAILED} under {dest}{where}: {error}; nothing done is lost, and the job goes "
+        f"on once the disk takes a write again (probed every {PROBE_EVERY_S:g} s) or after "
         f"`bfctl resume {name}`"
     )
+
+
+def held_on(message: str) -> DiskKey | None:
+    """The filesystem a hold's message names (None: a message without one)."""
+    found = _HELD_ON.search(message)
+    return os.makedev(int(found[1]), int(found[2])) if found else None
 
 
 def _disk_of(dest: str) -> DiskKey:
@@ -65,6 +77,8 @@ class DiskHolds:
         self._kinds = kinds
         # job name -> the filesystem it was held on (a probe there only may let it go on)
         self._held_on: dict[str, DiskKey] = {}
+        # held jobs whose dest now lies elsewhere (said once in the log)
+        self._elsewhere: set[str] = set()
         # filesystem -> its probe in flight: one at a time, however long a dead one takes
         self._probing: dict[DiskKey, asyncio.Future] = {}
         self._pending: set[asyncio.Future] = set()
@@ -89,7 +103,7 @@ class DiskHolds:
                 await self._hold_job(other, job.dest, error, key)
 
     async def _hold_job(self, job: jobs.JobRow, dest: str, error: str, key: DiskKey) -> None:
-        message = hold_message(dest, error, job.name)
+        message = hold_message(dest, error, job.name, key)
         try:
             paused = await self._writer.call(lambda conn: _pause(conn, job.id, message))
         except StoreFatal:
@@ -117,13 +131,25 @@ class DiskHolds:
             if why.startswith(DISK_FAILED) and name not in names:  # resumed, cancelled, removed
                 self._governor.release_disk_hold(name)
                 self._held_on.pop(name, None)
+                self._elsewhere.discard(name)
         by_disk: dict[DiskKey, list[jobs.JobRow]] = {}
         for job in held:
             self._governor.note_hold(job.name, job.message)
             now = await asyncio.to_thread(_disk_of, job.dest)
-            # Only the filesystem it was held on: not a bare mount point or another disk.
-            if self._held_on.setdefault(job.name, now) == now:
+            # Only the filesystem it was held on (its message says which, for a bfd started
+            # since): not a bare mount point left by an unmounted disk, nor another disk.
+            was = self._held_on.setdefault(job.name, held_on(job.message) or now)
+            if was == now:
                 by_disk.setdefault(now, []).append(job)
+            elif job.name not in self._elsewhere:
+                self._elsewhere.add(job.name)
+                jobs.log_about(job).warning(
+                    "job {}: {} is no longer on the filesystem that failed; the job waits "
+                    "for that disk, or for `bfctl resume {}`",
+                    job.name,
+                    job.dest,
+                    job.name,
+                )
         for key, on_it in by_disk.items():
             if await self._takes_writes(key, on_it[0].dest):
                 await self._go_on(on_it)
@@ -145,6 +171,7 @@ class DiskHolds:
             went_on = await self._writer.call(lambda conn, job=job: _go_on(conn, job.name))
             self._governor.release_disk_hold(job.name)
             self._held_on.pop(job.name, None)
+            self._elsewhere.discard(job.name)
             if went_on:
                 jobs.log_about(job).info(
                     "job {}: the disk under {} takes writes again; the job goes on",

@@ -34,7 +34,7 @@ from loguru import logger
 
 from bulkforge.daemon import outputs
 from bulkforge.daemon.disks import Places, dest_for
-from bulkforge.daemon.durable import DiskFailed
+from bulkforge.daemon.durable import DiskFailed, disk_errors
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.governor import Governor
@@ -353,7 +353,8 @@ class NumberedOutput(ABC):
         async with _DEST_CLAIMS:
             state_dir = outputs.state_dir_key(self.services.settings.state_dir)
             others = await self.readers.call(lambda c: _other_jobs_into(c, request.name, dest))
-            found = await asyncio.to_thread(self.numbered_output, dest)
+            with disk_errors(dest):  # a failed disk refuses the submit by what it is
+                found = await asyncio.to_thread(self.numbered_output, dest)
             owner = await asyncio.to_thread(outputs.read_marker, dest)
             if others and found:
                 _refuse_owned(dest, found, self.output_unit, others[0].name, "")

@@ -191,11 +191,13 @@ def record_rewritten(
     conn: apsw.Connection, job_id: int, path: str, size: int, sha256: str, md5: str
 ) -> int:
     """A file of the job that bfd rewrote in place (a zip's sidecar, installed with the
-    zip): its row says what is on disk now. Only a row done or skipped; returns how many."""
+    zip): its row says what is on disk now (its size, md5 and the sha256 bfd saw). Its
+    `sha256`, a checksum the listing gave, stays: a re-run compares listings with it.
+    Only a row done or skipped; returns how many."""
     conn.execute(
-        "UPDATE files SET size = ?1, sha256 = ?2, seen_sha256 = ?2, md5 = ?3, updated_at = ?4 "
+        "UPDATE files SET size = ?1, seen_sha256 = ?2, md5 = ?3, updated_at = ?4 "
         "WHERE job_id = ?5 AND path = ?6 AND state IN ('done', 'skipped') "
-        "AND (size IS NOT ?1 OR sha256 IS NOT ?2 OR md5 IS NOT ?3)",
+        "AND (size IS NOT ?1 OR seen_sha256 IS NOT ?2 OR md5 IS NOT ?3)",
         (size, sha256, md5, now_ms(), job_id, path),
     )
     return conn.changes()

@@ -354,14 +354,16 @@ class NumberedOutput(ABC):
             state_dir = outputs.state_dir_key(self.services.settings.state_dir)
             others = await self.readers.call(lambda c: _other_jobs_into(c, request.name, dest))
             with disk_errors(dest):  # a failed disk refuses the submit by what it is
-                found = await asyncio.to_thread(self.numbered_output, dest)
+                found, unit = await asyncio.to_thread(self._numbered_in, dest)
             owner = await asyncio.to_thread(outputs.read_marker, dest)
+            if owner is None:
+                await asyncio.to_thread(_refuse_marked_above, dest)
             if others and found:
-                _refuse_owned(dest, found, self.output_unit, others[0].name, "")
+                _refuse_owned(dest, found, unit, others[0].name, "")
             if others:  # it has written nothing there yet
                 _refuse_shared(dest, self.output_unit, others[0])
             if found:
-                await self._refuse_found(dest, found, owner, state_dir)
+                await self._refuse_found(dest, found, unit, owner, state_dir)
             job, created = await self.create(request, spec)
             if created:
                 marker = outputs.Owner(job.name, job.kind, job.id, state_dir)
@@ -373,31 +375,61 @@ class NumberedOutput(ABC):
                     logger.warning("job {}: cannot write {}: {}", job.name, outputs.MARKER, exc)
             return job, created
 
+    def _numbered_in(self, dest: Path) -> tuple[int, str]:
+        """The numbered pieces of any kind in dest (a removed scenes job's shards refuse a
+        generate job as much as a scenes job), and what they are called."""
+        assert isinstance(self, JobKind) and self.kinds is not None
+        for kind in self.kinds:
+            if isinstance(kind, NumberedOutput) and (found := kind.numbered_output(dest)):
+                return found, kind.output_unit
+        return 0, self.output_unit
+
     async def _refuse_found(
-        self, dest: Path, found: int, owner: outputs.Owner | None, state_dir: str
+        self, dest: Path, found: int, unit: str, owner: outputs.Owner | None, state_dir: str
     ) -> None:
         """Whose the pieces found are: the marker's job, here or removed or another bfd's."""
         assert isinstance(self, JobKind)
         if owner is None:  # an older bfd, or a hand, put them there
-            _refuse_owned(dest, found, self.output_unit, "", "")
+            _refuse_owned(dest, found, unit, "", "")
         ours = owner.state_dir == state_dir
         row = await self.readers.call(lambda c: job_by_id(c, owner.job_id)) if ours else None
         alive = row is not None and row.name == owner.name
         whose = "" if alive else "removed" if ours else f"of the bfd at {owner.state_dir}"
-        _refuse_owned(dest, found, self.output_unit, owner.name, whose)
+        _refuse_owned(dest, found, unit, owner.name, whose)
 
 
 _DEST_CLAIMS = asyncio.Lock()
 
 
 def _other_jobs_into(conn: apsw.Connection, name: str, dest: Path) -> list[JobRow]:
-    """Jobs of the store, other than `name`, whose dest is dest (as given or resolved)."""
-    resolved = os.path.realpath(dest)
+    """Jobs of the store, other than `name`, whose dest is dest, or lies inside it, or
+    holds it (as given or resolved): a reader of either directory would see both."""
+    resolved = Path(os.path.realpath(dest))
     return [
         job
         for job in all_jobs(conn)
-        if job.name != name and (job.dest == str(dest) or os.path.realpath(job.dest) == resolved)
-    ]
+        if job.name != name
+        and any(_nested(Path(mine), Path(theirs)) for mine, theirs in (
+            (dest, job.dest), (resolved, os.path.realpath(job.dest))
+        ))
+    ]  # fmt: skip
+
+
+def _nested(one: Path, other: Path) -> bool:
+    return one.is_relative_to(other) or other.is_relative_to(one)
+
+
+def _refuse_marked_above(dest: Path) -> None:
+    """Refuse a dest inside the dest of a numbered-output job (removed, or another bfd's),
+    known by the marker it left in a directory above."""
+    for above in Path(os.path.realpath(dest)).parents:
+        owner = outputs.read_marker(above)
+        if owner is not None:
+            raise FailedPrecondition(
+                f"dest {dest} lies inside {above}, the dest of {owner.kind} job "
+                f"{owner.name!r} (its {outputs.MARKER} says so): a reader of {above} would "
+                f"take both jobs' output for one dataset. Choose a dest outside it"
+            )
 
 
 def _refuse_shared(dest: Path, unit: str, other: JobRow) -> None:

@@ -135,17 +135,19 @@ SITUATIONS: dict[str, Callable] = {
 
 
 @pytest.mark.parametrize("situation", SITUATIONS)
+@pytest.mark.parametrize("second_kind", NUMBERED)
 @pytest.mark.parametrize("kind", NUMBERED)
 def test_a_numbered_kind_refuses_a_dest_holding_another_jobs_output(
-    make_daemon, inputs: Inputs, tmp_path: Path, kind: str, situation: str
+    make_daemon, inputs: Inputs, tmp_path: Path, kind: str, second_kind: str, situation: str
 ) -> None:
+    """Whatever numbered kind wrote the output there, and whatever numbered kind comes next."""
     first = make_daemon(*FAST_RETRIES).start()
     dest = tmp_path / "out"
     run_job(first, inputs, kind, "first", dest)
     before = files_in(dest)
     assert MARKER in before
     daemon, whose = SITUATIONS[situation](first, make_daemon, dest)
-    refused = daemon.bfctl(*submit_args(inputs, kind, "second", dest))
+    refused = daemon.bfctl(*submit_args(inputs, second_kind, "second", dest))
     assert refused.returncode == 1, refused.stderr
     assert f"dest {dest} holds" in refused.stderr and NUMBERED[kind] in refused.stderr
     assert f"of another job ({whose}" in refused.stderr, refused.stderr
@@ -154,9 +156,46 @@ def test_a_numbered_kind_refuses_a_dest_holding_another_jobs_output(
     assert files_in(dest) == {k: v for k, v in before.items() if (dest / k).exists()}
     assert "second" not in [job["name"] for job in daemon.bfctl_json("list")["jobs"]]
     # Another dest is fine.
-    run_job(daemon, inputs, kind, "second", tmp_path / "elsewhere")
+    run_job(daemon, inputs, second_kind, "second", tmp_path / "elsewhere")
     for running in {first, daemon}:
         assert running.stop() == 0, running.log_tail()
+
+
+# Where a second job's dest lies against the first's: a reader of the outer directory
+# (pandas.read_parquet, a recursive glob) would take both jobs' output for one dataset.
+NESTINGS = {
+    "inside": lambda first: first / "sub",
+    "inside-a-table": lambda first: first / "students",
+    "containing": lambda first: first.parent,
+}
+
+
+# A removed job's dest below the new one is not looked for: that would walk a whole tree.
+NESTED_CASES = [
+    (nesting, removed)
+    for nesting in NESTINGS
+    for removed in (False, True)
+    if not (removed and nesting == "containing")
+]
+
+
+@pytest.mark.parametrize(("nesting", "removed_first"), NESTED_CASES)
+@pytest.mark.parametrize("kind", NUMBERED)
+def test_a_numbered_kind_refuses_a_dest_nested_with_another_jobs_dest(
+    daemon: Daemon, inputs: Inputs, tmp_path: Path, kind: str, nesting: str, removed_first: bool
+) -> None:
+    first = tmp_path / "data" / "first"
+    run_job(daemon, inputs, kind, "first", first)
+    if removed_first:
+        assert daemon.bfctl("remove", "first").returncode == 0
+    dest = NESTINGS[nesting](first)
+    for second in NUMBERED:
+        refused = daemon.bfctl(*submit_args(inputs, second, "second", dest))
+        assert refused.returncode == 1, refused.stdout
+        assert "'first'" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    assert [job["name"] for job in daemon.bfctl_json("list")["jobs"]] == (
+        [] if removed_first else ["first"]
+    )
 
 
 @pytest.mark.parametrize("kind", NUMBERED)

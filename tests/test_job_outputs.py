@@ -9,6 +9,7 @@
 - A removed job's partial bytes are never counted for a later job, and no id is reused.
 """
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -271,11 +272,24 @@ def test_remove_delete_output_deletes_what_the_job_wrote_and_nothing_else(
     written = {k: (dest / k).stat().st_size for k in files_in(dest)}
     written = {k: size for k, size in written.items() if k not in ("mine.txt", "_notes/keep.md")}
     assert written
+    # The operator's notes in every folder the job made (a shard's, a table's, a
+    # partition's) are not the job's: they stay, and so do their folders.
+    notes = {
+        str(folder.relative_to(dest) / "notes.txt")
+        for folder in dest.rglob("*")
+        if folder.is_dir() and not any(p.startswith("_") for p in folder.relative_to(dest).parts)
+    }
+    for note in notes:
+        (dest / note).write_text("the operator's")
     removed = daemon.bfctl_json("remove", "job", "--delete-output")
     deleted = removed["deleted"]
     assert deleted["files"] == len(written) and deleted["bytes"] == sum(written.values())
     assert all(path.startswith(f"{dest}/") for path in deleted["paths"])
-    assert set(files_in(dest)) == {"mine.txt", "_notes/keep.md"}
+    assert set(files_in(dest)) == {"mine.txt", "_notes/keep.md", *notes}
+    for note in sorted(notes, key=len, reverse=True):
+        (dest / note).unlink()
+        with contextlib.suppress(OSError):  # a folder holding another's notes stays
+            (dest / note).parent.rmdir()
     assert sorted(p.name for p in dest.iterdir()) == ["_notes", "mine.txt"]  # no empty dirs
     assert daemon.bfctl_json("list")["jobs"] == []
     # The dest is free for a new job of the kind, which writes as much as the first did.

@@ -25,6 +25,7 @@ from bulkforge.daemon.pipeline import ItemExport, ItemRows, JobKind, NumberedOut
 from bulkforge.daemon.scenes import records
 from bulkforge.daemon.scenes.pipeline import Scenes
 from bulkforge.daemon.scenes.request import ScenesRequest, SubmitScenes
+from bulkforge.daemon.scenes.shards import safe_name
 from bulkforge.daemon.scenes.steps import load_steps
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
@@ -78,13 +79,19 @@ class ScenesKind(ItemRows, JobKind, ItemExport, NumberedOutput):
             return len({m[1] for e in entries if (m := SHARD_NAME.fullmatch(e.name))})
 
     def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> Iterator[str]:
-        """Each shard the job began (its batch rows): its files and their temporary names."""
-        suffixes = SHARD_SUFFIXES.get(json.loads(job.spec).get("format"), ())
+        """Each shard the job began (its batch rows): its files and their temporary names.
+        A `files` shard's folder goes by its items' files (`<key>.<ext>`, `<key>.json`):
+        what else someone put in it stays, and so does the folder then."""
+        fmt = json.loads(job.spec).get("format")
         for (index,) in conn.execute(
             "SELECT idx FROM batches WHERE job_id = ? ORDER BY idx", (job.id,)
         ):
-            for suffix in suffixes:
-                yield from (f"{index:05d}{suffix}", f".{index:05d}{suffix}.tmp")
+            for suffix in SHARD_SUFFIXES.get(fmt, ()):
+                if suffix or fmt != "files":
+                    yield f"{index:05d}{suffix}"
+                yield f".{index:05d}{suffix}.tmp"  # a temporary folder is wholly the job's
+            if fmt == "files":
+                yield from _items_in_folder(conn, job, f"{index:05d}", index)
 
     def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
         """Items by state; the total counts rows not yet registered, minus those skipped."""
@@ -148,3 +155,20 @@ def _first_chunk(request: ScenesRequest) -> "tuple[int, ItemChunk | None]":
             )
         seen[key] = row
     return source.rows_total, first
+
+
+def _items_in_folder(
+    conn: apsw.Connection, job: jobs.JobRow, folder: str, shard: int
+) -> Iterator[str]:
+    """The files of a `files` shard's folder that belong to its items, by their names."""
+    samples = {
+        safe_name(key)
+        for (key,) in conn.execute(
+            "SELECT key FROM scenes WHERE job_id = ? AND shard = ?", (job.id, shard)
+        )
+    }
+    try:
+        names = os.listdir(Path(job.dest) / folder)
+    except OSError:
+        return  # not there (never finished, or deleted before)
+    yield from (f"{folder}/{name}" for name in names if name.split(".")[0] in samples)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ByteSize, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, ByteSize, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -59,8 +59,18 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def host_port(address: str) -> str:
+    """HOST:PORT with a port 0-65535 (0: any free one), else ValueError saying so: a port
+    past 65535 would wrap around in the socket layer and bind somewhere unexpected."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{address!r} is not HOST:PORT with a port from 0 to 65535")
+    return address
+
+
 Size = Annotated[ByteSize, BeforeValidator(_parsed(parse_size))]
 Rate = Annotated[ByteSize, BeforeValidator(_parsed(parse_rate))]
+Address = Annotated[str, AfterValidator(host_port)]
 
 
 class Settings(BaseSettings):
@@ -77,12 +87,12 @@ class Settings(BaseSettings):
         default_factory=default_socket,
         description="Unix socket of the gRPC API (created mode 0660).",
     )
-    listen: str | None = Field(
+    listen: Address | None = Field(
         default=None,
         description="Also serve gRPC on HOST:PORT over TLS (needs tls_cert and tls_key). "
         "Off by default.",
     )
-    metrics: str | None = Field(
+    metrics: Address | None = Field(
         default=None,
         description="Serve Prometheus metrics on HOST:PORT (http://HOST:PORT/metrics); off by "
         "default. They carry no secrets but job names: bind to loopback or a private network.",

@@ -62,12 +62,14 @@ def describe(exc: ValidationError, explain: Explain | None = None) -> str:
     """One line for the errors; `explain` words a pattern refusal of a named field."""
     parts = []
     for error in exc.errors():
-        field = ".".join(str(loc) for loc in error["loc"]) or "value"
+        field = ".".join(str(loc) for loc in error["loc"])
         explained = (explain or {}).get(field)
         if explained and error["type"] == "string_pattern_mismatch":
             parts.append(f"{field}: {explained(error['input'])}")
-        else:
+        elif field:
             parts.append(f"{field}: {_message(error)}")
+        else:  # the whole model's check: its words name the fields themselves
+            parts.append(_message(error))
     return "; ".join(parts)
 
 

@@ -237,3 +237,18 @@ def test_cpu_workers_left_to_bfd_leave_each_task_a_gib_of_the_cap(
     assert settings.cpu_workers == expected
     if settings.memory_cap and given is None and expected > 1:
         assert settings.memory_cap // settings.cpu_workers >= TASK_MEMORY_FLOOR
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:99999", "127.0.0.1:65536", "127.0.0.1", ":80",
+                                     "127.0.0.1:-1", "127.0.0.1:http", "[::1]:70000"])  # fmt: skip
+@pytest.mark.parametrize("setting", ["listen", "metrics"])
+def test_an_address_past_the_port_range_or_without_one_is_refused(
+    tmp_path: Path, setting: str, address: str
+) -> None:
+    with pytest.raises(ValidationError, match="HOST:PORT with a port from 0 to 65535"):
+        Settings(state_dir=tmp_path, **{setting: address})
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:0", "127.0.0.1:65535", "[::1]:9100"])
+def test_an_address_in_the_port_range_is_taken(tmp_path: Path, address: str) -> None:
+    assert Settings(state_dir=tmp_path, metrics=address).metrics == address

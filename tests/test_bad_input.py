@@ -5,10 +5,12 @@ import os
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 from conftest import Daemon, wait_until, write_manifest
 from origin import Fault, FaultKind, Origin
 
+from bulkforge.daemon.downloader.manifest import MAX_LINE_BYTES
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 URL = "http://127.0.0.1:9/a.bin"
@@ -60,6 +62,27 @@ def test_malformed_manifests_are_refused_whole(daemon, tmp_path, filename, conte
     # Nothing of a refused manifest is kept, and the daemon still answers.
     assert daemon.bfctl_json("list") == {"jobs": []}
     assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+@pytest.mark.parametrize("good_lines", [0, 2])
+def test_a_manifest_line_past_the_bound_is_refused_without_reading_it_whole(
+    daemon, tmp_path, suffix, good_lines
+):
+    """400 MB of one line (a sparse file: NUL bytes, no newline) after a few good lines."""
+    manifest = tmp_path / f"m.{suffix}"
+    head = "url,path\n" if suffix == "csv" else ""
+    rows = [f"{URL}{i},f{i}\n" if suffix == "csv" else f'{{"url": "{URL}{i}"}}\n'
+            for i in range(good_lines)]  # fmt: skip
+    manifest.write_text(head + "".join(rows))
+    with manifest.open("r+b") as grown:
+        grown.truncate(manifest.stat().st_size + 400 * 1024 * 1024)
+    message = submit_manifest(daemon, manifest, tmp_path / "dest")
+    line = good_lines + (2 if suffix == "csv" else 1)
+    assert f"line {line:,} is longer than {MAX_LINE_BYTES:,} bytes" in message, message
+    # bfd idles at ~110 MB; reading the line whole took it past 1.3 GB.
+    assert psutil.Process(daemon.proc.pid).memory_info().rss < 300 * 1024 * 1024
+    assert daemon.bfctl_json("list") == {"jobs": []}
 
 
 def test_manifest_errors_name_up_to_ten_rows(daemon, tmp_path):

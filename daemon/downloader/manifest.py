@@ -1,7 +1,6 @@
 """Manifests (JSONL, CSV, Parquet) and URL lists, validated row by row at the boundary."""
 
 import csv
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,8 +84,27 @@ def manifest_format(path: Path) -> str:
         ) from None
 
 
+# The longest line of a JSONL or CSV manifest: a row is a URL, a path and a few checksums.
+# A line is read up to this and no further, so a file of one endless line (a sparse file,
+# /dev/zero's bytes) cannot take bfd's memory with it.
+MAX_LINE_BYTES = 256 * 1024
+
+
+def _lines(path: Path, handle: BinaryIO) -> Iterator[bytes]:
+    """The file's lines (with their ends), each refused past MAX_LINE_BYTES."""
+    number = 0
+    while line := handle.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(line) > MAX_LINE_BYTES:
+            raise InvalidArgument(
+                f"manifest {path}: line {number:,} is longer than {MAX_LINE_BYTES:,} bytes; "
+                "a row is one URL with its path and checksums"
+            )
+        yield line
+
+
 def _jsonl_rows(path: Path, handle: BinaryIO) -> Iterator[tuple[int, Any]]:
-    for number, line in enumerate(handle, start=1):
+    for number, line in enumerate(_lines(path, handle), start=1):
         if line.strip():
             yield number, _JsonLine(line)
 
@@ -107,12 +125,13 @@ class _JsonLine:
 
 
 def _csv_rows(path: Path, handle: BinaryIO) -> Iterator[tuple[int, Any]]:
-    with io.TextIOWrapper(handle, newline="", encoding="utf-8") as text:
-        reader = csv.DictReader(text)
-        if not reader.fieldnames or "url" not in reader.fieldnames:
-            raise InvalidArgument(f"manifest {path}: the CSV header has no 'url' column")
-        for number, record in enumerate(reader, start=2):
-            yield number, {key: value for key, value in record.items() if value not in ("", None)}
+    # Line by line (a quoted field may go on over the next), each decoded alone: a line
+    # ends at b"\n", which never falls inside a UTF-8 character.
+    reader = csv.DictReader(line.decode("utf-8") for line in _lines(path, handle))
+    if not reader.fieldnames or "url" not in reader.fieldnames:
+        raise InvalidArgument(f"manifest {path}: the CSV header has no 'url' column")
+    for number, record in enumerate(reader, start=2):
+        yield number, {key: value for key, value in record.items() if value not in ("", None)}
 
 
 def _parquet_rows(path: Path, handle: BinaryIO) -> Iterator[tuple[int, Any]]:

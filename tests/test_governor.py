@@ -46,18 +46,32 @@ def test_limits_change_at_runtime_all_or_none(daemon):
     assert usage.returncode == 2 and "KEY=VALUE" in usage.stderr
 
 
-def test_memory_cap_holds_new_work_until_it_is_raised(daemon, tmp_path):
+# A limit that holds every new download, what it says, and the setting that lifts it.
+HOLDS = {
+    "memory cap": ("memory_cap=1MB", "memory cap", "memory_cap=8GiB"),  # far below bfd's RSS
+    "disk threshold": ("disk_threshold=0.0001", "waiting for space", "disk_threshold=1"),
+}
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["sizes known", "sizes unknown"])
+@pytest.mark.parametrize("hold", HOLDS)
+def test_a_limit_holds_new_downloads_until_it_is_raised(daemon, tmp_path, hold, sized):
+    """Whether the manifest gives sizes or not: a file of unknown size is no exception."""
+    lower, says, raise_ = HOLDS[hold]
     dataset = make_dataset(10, 20_000, seed=31)
-    daemon.bfctl_json("system", "--set", "memory_cap=1MB")  # far below what bfd uses
+    daemon.bfctl_json("system", "--set", lower)
     with Origin(dataset.files) as origin:
-        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        rows = manifest_rows(origin, dataset, with_sha=sized)
+        if not sized:
+            rows = [{k: v for k, v in row.items() if k != "size"} for row in rows]
+        manifest = write_manifest(tmp_path / "m.jsonl", rows)
         daemon.submit("capped", manifest, tmp_path / "dest")
-        wait_until(lambda: "memory cap" in daemon.bfctl_json("status", "capped")["message"])
+        wait_until(lambda: says in daemon.bfctl_json("status", "capped")["message"])
         holds = daemon.bfctl_json("system")["holds"]
-        assert [h["job"] for h in holds] == ["capped"] and "memory" in holds[0]["reason"]
+        assert [h["job"] for h in holds] == ["capped"] and says in holds[0]["reason"]
         assert daemon.bfctl_json("status", "capped")["counts"] == {"pending": 10}
         assert len(origin.log) == 0  # nothing was fetched while held
-        daemon.bfctl_json("system", "--set", "memory_cap=8GiB")
+        daemon.bfctl_json("system", "--set", raise_)
         job = daemon.wait_state("capped", {"completed", "failed"})
     assert job.state == "completed"
     assert daemon.bfctl_json("status", "capped")["message"] == ""

@@ -454,7 +454,10 @@ def _plan_job(
     plan = _Plan()
     if free > 0:
         budget = room.bytes if room is not None else files.UNLIMITED
-        plan.claimed = files.claim(conn, job_id, free, now_ms(), budget)
+        # No room at all (the threshold reached, or memory held): nothing new starts, not
+        # even a file of unknown size, which the budget would count as empty.
+        if budget > 0:
+            plan.claimed = files.claim(conn, job_id, free, now_ms(), budget)
         if not plan.claimed and room is not None:
             plan.claimed = _claim_what_is_there(conn, job, free, budget)
         if not plan.claimed and room is not None and files.has_pending(conn, job_id):

@@ -198,7 +198,8 @@ class Control:
         if kind is None:
             return view
         view.bytes_done += kind.runner.in_flight_bytes(view.job.id)
-        if view.bytes_total:
+        # A total that leaves out files of unknown size is no bound of what has come.
+        if view.bytes_total and view.bytes_total_known:
             view.bytes_done = min(view.bytes_done, view.bytes_total)
         return view
 

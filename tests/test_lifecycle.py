@@ -260,6 +260,30 @@ def test_a_pause_does_not_send_the_bytes_received_back(patient_daemon, tmp_path)
         assert (tmp_path / "d" / name).read_bytes() == data
 
 
+def test_bytes_in_flight_count_beyond_a_total_that_leaves_out_unknown_sizes(
+    patient_daemon, tmp_path
+):
+    """A file of unknown size (no size in the manifest) is not in bytes_total: what has come
+    of it counts all the same, while it comes and while the job is paused."""
+    daemon = patient_daemon
+    files = {"known.bin": b"k" * 1_000, "unknown.bin": b"u" * 100_000}
+    stall = {"unknown.bin": Fault(FaultKind.STALL, after_bytes=40_000, seconds=3600, times=1)}
+    with Origin(files, stall) as origin:
+        rows = [{"url": origin.url_for("known.bin"), "path": "known.bin", "size": 1_000},
+                {"url": origin.url_for("unknown.bin"), "path": "unknown.bin"}]  # fmt: skip
+        submit(daemon, "part", write_manifest(tmp_path / "m.jsonl", rows), tmp_path / "d")
+        wait_until(
+            lambda: daemon.bfctl_json("status", "part")["bytes_done"] >= 41_000,
+            what="the unknown file at its stall, beyond the known total",
+        )
+        status = daemon.bfctl_json("status", "part")
+        assert status["bytes_total"] == 1_000 and not status["bytes_total_known"]
+        assert daemon.bfctl_json("pause", "part")["bytes_done"] >= 41_000
+        daemon.bfctl_json("resume", "part")
+        daemon.wait_state("part", {"completed"})
+    assert daemon.bfctl_json("status", "part")["bytes_done"] == 101_000
+
+
 def test_a_full_disk_does_not_hold_back_a_file_it_already_holds(make_daemon, tmp_path, tmpfs):
     """A file interrupted with most of its bytes on a nearly full disk is resumed, not held
     forever for room it needs only the rest of."""

@@ -309,3 +309,41 @@ def test_a_full_disk_does_not_hold_back_a_file_it_already_holds(make_daemon, tmp
     assert job.state == "completed", job.message
     assert (disk / "big.bin").read_bytes() == data
     assert daemon.stop() == 0
+
+
+def test_a_download_whose_dest_is_gone_is_held_not_failed_and_goes_on_once_it_is_back(
+    patient_daemon, tmp_path
+):
+    """A disk that comes back without the dest (unmounted, or it lost the directory): the
+    job waits for `bfctl resume`, saying so; none of its files is failed for want of it."""
+    daemon = patient_daemon
+    files = {f"f{i}.bin": bytes([i]) * 50_000 for i in range(4)}
+    stall = {"f0.bin": Fault(FaultKind.STALL, after_bytes=20_000, seconds=3600, times=1)}
+    dest = tmp_path / "d"
+    with Origin(files, stall) as origin:
+        rows = [{"url": origin.url_for(n), "path": n, "size": len(d)} for n, d in files.items()]
+        submit(daemon, "gone", write_manifest(tmp_path / "m.jsonl", rows), dest)
+        wait_until(
+            lambda: daemon.bfctl_json("status", "gone")["bytes_done"] >= 20_000,
+            what="a transfer at its stall",
+        )
+        assert daemon.bfctl_json("pause", "gone")["state"] == "paused"
+        shutil.rmtree(dest)
+        daemon.bfctl_json("resume", "gone")
+        wait_until(
+            lambda: "is gone" in daemon.bfctl_json("status", "gone")["message"],
+            what="the job held for its dest",
+        )
+        status = daemon.bfctl_json("status", "gone")
+        assert status["state"] == "paused" and "failed" not in status["counts"], status
+        assert str(dest) in status["message"]
+        # The directory back: the operator says so (bfd cannot tell it from a bare mount
+        # point, where the job must not write).
+        dest.mkdir()
+        daemon.bfctl_json("resume", "gone")
+        job = daemon.wait_state("gone", {"completed", "failed"})
+    assert job.state == "completed", job
+    # What was still to come came; what was done before went with the directory (bfctl
+    # verify would say so), and no file was failed meanwhile.
+    assert (dest / "f0.bin").read_bytes() == files["f0.bin"]
+    assert dict(job.counts) == {"done": len(files)}

@@ -202,6 +202,9 @@ class Downloader:
                 break
             free = CLAIM_AHEAD * self._governor.max_connections - self._receiving()
             busy = any(t.job_id == job.id for t in self._transfers.values())
+            if not busy and not await asyncio.to_thread(os.path.isdir, job.dest):
+                self._dest_gone(job)
+                continue
             device, room = await self._room(job)
             plan = await self._writer.call(
                 lambda conn, job=job, free=free, busy=busy, room=room: _plan_job(
@@ -249,6 +252,17 @@ class Downloader:
     def _received(self, transfer: _Transfer) -> None:
         transfer.receiving = False
         self.wake()
+
+    def _dest_gone(self, job: jobs.JobRow) -> None:
+        """A running job's dest directory is gone (its disk unmounted, or a disk that failed
+        came back without it): the job is held as on a failed disk, not each file failed
+        for want of it. Once the directory is back (mounted, or made), `bfctl resume`: bfd
+        cannot tell it from a bare mount point, where the job must not write."""
+        why = (
+            f"{job.dest} is gone (its disk unmounted, or it lost the directory): mount it or "
+            f"make the directory, then `bfctl resume {job.name}`"
+        )
+        self._governor.disk_failed(job.id, DiskFailed(why))
 
     async def _room(self, job: jobs.JobRow) -> tuple[int | None, _Room | None]:
         """The job's destination filesystem and what the disk threshold leaves on it.

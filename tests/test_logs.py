@@ -54,3 +54,21 @@ def test_failures_refusals_and_repairs_name_their_job_and_kind(make_daemon, tmp_
     assert submitted["extra"] == {"job": "cut", "kind": "download"}
     [continues] = about(entries, "job cut was running at shutdown")
     assert continues["extra"] == {"job": "cut", "kind": "download"}
+
+
+def test_a_clients_text_cannot_forge_a_line_of_the_human_log(make_daemon, tmp_path):
+    """A refusal quotes what the client sent (here a column name holding a newline and the
+    look of a log line): in the human log it stays one line, its control characters escaped."""
+    daemon = make_daemon("--log-format", "human").start()
+    forged = "2026-01-01 00:00:00.000 CRITICAL forged by a client"
+    spec = tmp_path / "spec.json"
+    column = f"a\n{forged}\u2028b"
+    spec.write_text(json.dumps({"tables": {"t": {"rows": 5, "columns": {
+        column: {"kind": "no such kind"}}}}}))  # fmt: skip
+    refused = daemon.bfctl("submit", "generate", "forge", "--spec", str(spec), "--rows", "5",
+                           "--dest", str(tmp_path / "out"))  # fmt: skip
+    assert refused.returncode == 1, refused.stderr
+    wait_until(lambda: "refused Submit" in daemon.log.read_text(), what="the refusal logged")
+    lines = daemon.log.read_text().splitlines()
+    assert not [line for line in lines if line.startswith(forged)], lines
+    assert [line for line in lines if "refused Submit" in line and "a\\n2026" in line], lines

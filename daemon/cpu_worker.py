@@ -22,20 +22,18 @@ socket. Nothing of multiprocessing is used, so no resource tracker is started ei
 """
 
 import contextlib
-import ctypes
-import ctypes.util
 import importlib
 import os
 import pickle
 import resource
-import signal
 import socket
 import struct
 import sys
 import traceback
 from dataclasses import dataclass
 
-PR_SET_PDEATHSIG = 1
+from bulkforge.daemon.lifeline import die_with
+
 _LENGTH = struct.Struct("!Q")
 
 
@@ -104,16 +102,6 @@ def resolve(function):
         module, name = function.split(":")
         return getattr(importlib.import_module(module), name)
     return function
-
-
-def die_with(parent: int) -> None:
-    """End when bfd ends, even by kill -9; leave SIGINT and SIGTERM to bfd, which ends us."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(1)  # bfd died before the line above took effect
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class Worker:

@@ -13,11 +13,7 @@ control socket together, so an order starts the moment it arrives.
 """
 
 import contextlib
-import ctypes
-import ctypes.util
-import os
 import selectors
-import signal
 import socket
 import sys
 import time
@@ -25,6 +21,7 @@ import time
 import pycurl
 
 from bulkforge.daemon.bandwidth import Bandwidth
+from bulkforge.daemon.lifeline import die_with
 from bulkforge.daemon.transfer.classify import curl_miss, read_timeout, unusable_order
 from bulkforge.daemon.transfer.protocol import (
     Answer,
@@ -43,7 +40,6 @@ from bulkforge.daemon.transfer.protocol import (
 from bulkforge.daemon.transfer.sinks import Head as Answered
 from bulkforge.daemon.transfer.sinks import Stop, sink_for
 
-PR_SET_PDEATHSIG = 1
 # How often progress goes to bfd, and paused or silent transfers are looked at.
 TICK_S = 0.25
 # A file this large (or of unknown size) tells bfd its validator before its body.
@@ -350,16 +346,6 @@ def _ca_file() -> str | None:
     except ImportError:
         return None
     return certifi.where()
-
-
-def die_with(parent: int) -> None:
-    """End when bfd ends, even by kill -9; and leave SIGINT/SIGTERM to bfd, which closes us."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(1)  # bfd died before the line above took effect
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def main(argv: list[str]) -> None:

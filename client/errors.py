@@ -3,6 +3,7 @@
 import sys
 
 from bulkforge.client import api
+from bulkforge.proto.text import one_line
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -61,4 +62,5 @@ def from_setting_error(exc: api.SettingError) -> UsageError:
 
 
 def report(message: str) -> None:
-    print(f"bfctl: {message}", file=sys.stderr)
+    """One line on stderr: what bfd or a remote said is shown, never obeyed by the terminal."""
+    print(f"bfctl: {one_line(message)}", file=sys.stderr)

@@ -6,6 +6,8 @@ import sys
 
 from loguru import logger
 
+from bulkforge.proto.text import one_line
+
 
 def setup_logging(level: str, log_format: str) -> None:
     under_systemd = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
@@ -28,15 +30,5 @@ def setup_logging(level: str, log_format: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-# Control characters (C0, DEL, C1 and the Unicode line and paragraph separators) as escapes.
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
-    0x0A: "\\n",
-    0x0D: "\\r",
-    0x09: "\\t",
-    0x2028: "\\u2028",
-    0x2029: "\\u2029",
-}
-
-
 def _one_line(record) -> None:
-    record["message"] = record["message"].translate(_CONTROL)
+    record["message"] = one_line(record["message"])

@@ -72,3 +72,6 @@ def test_a_clients_text_cannot_forge_a_line_of_the_human_log(make_daemon, tmp_pa
     lines = daemon.log.read_text().splitlines()
     assert not [line for line in lines if line.startswith(forged)], lines
     assert [line for line in lines if "refused Submit" in line and "a\\n2026" in line], lines
+    # bfctl shows the refusal on one line too: the terminal is told nothing.
+    assert len(refused.stderr.strip().splitlines()) == 1 and "a\\n2026" in refused.stderr
+    assert "\u2028" not in refused.stderr and "\\u2028" in refused.stderr

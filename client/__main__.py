@@ -136,7 +136,10 @@ def dispatch(args: argparse.Namespace) -> int:
         check(args)
     if getattr(args, "standalone", False):
         return args.run(args)
-    endpoint = endpoint_from_args(args)
+    try:
+        endpoint = endpoint_from_args(args)
+    except SettingError as exc:
+        raise from_setting_error(exc) from None
     if getattr(args, "dry_run", False) and not answers(endpoint):
         return run_privately(args, endpoint)
     return run_on(args, endpoint)

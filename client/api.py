@@ -26,6 +26,7 @@ from bulkforge.proto import credentials as credentials_file
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
 from bulkforge.proto.defaults import default_socket
+from bulkforge.proto.units import host_port
 
 PathLike = str | os.PathLike
 Spec = pb.DownloadSpec | pb.ScenesSpec | pb.CleanSpec | pb.GenerateSpec
@@ -145,6 +146,10 @@ def socket_endpoint(path: PathLike) -> Endpoint:
 
 
 def target_endpoint(target: str, remote: Remote) -> Endpoint:
+    try:
+        host_port(target)
+    except ValueError as exc:
+        raise SettingError("target {why}", why=exc) from None
     return Endpoint(address=target, shown=target, remote=remote)
 
 

@@ -15,7 +15,7 @@ from pydantic_settings import (
 )
 
 from bulkforge.proto.defaults import default_socket
-from bulkforge.proto.units import parse_rate, parse_size
+from bulkforge.proto.units import host_port, parse_rate, parse_size
 
 DEFAULT_CONFIG = Path("/etc/bulkforge/bfd.toml")
 
@@ -57,15 +57,6 @@ def is_loopback(address: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def host_port(address: str) -> str:
-    """HOST:PORT with a port 0-65535 (0: any free one), else ValueError saying so: a port
-    past 65535 would wrap around in the socket layer and bind somewhere unexpected."""
-    host, colon, port = address.rpartition(":")
-    if not colon or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{address!r} is not HOST:PORT with a port from 0 to 65535")
-    return address
 
 
 Size = Annotated[ByteSize, BeforeValidator(_parsed(parse_size))]

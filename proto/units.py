@@ -122,3 +122,12 @@ MAX_CHUNK_ROWS = 100_000_000  # rows per generated part file
 MAX_SEED = 2**63 - 1
 MAX_FAILURES_LIMIT = 10_000  # failed items one `failures` answer lists
 MAX_LARGEST = 10_000  # largest files one `analyze` answer lists
+
+
+def host_port(address: str) -> str:
+    """HOST:PORT with a port 0-65535 (0: any free one), else ValueError saying so: a port
+    past 65535 would wrap around in the socket layer and bind or dial somewhere unexpected."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{address!r} is not HOST:PORT with a port from 0 to 65535")
+    return address

@@ -47,6 +47,11 @@ def missing_socket(tmp_path: Path) -> str:
         (("status",), "required: NAME"),
         (("failures", "job1", "--limit", "many"), "'many' is not a whole number"),
         (("--socket", "a.sock", "--target", "h:1", "list"), "not allowed with"),
+        # A target bfctl could never reach (a port past 65535 would wrap around).
+        *(
+            (("--target", target, "list"), "is not HOST:PORT with a port from 0 to 65535")
+            for target in ("[::1]:99999", "127.0.0.1:65536", "127.0.0.1", "h:port", ":7000")
+        ),
     ],
 )
 def test_usage_errors_exit_2(args: tuple[str, ...], complaint: str) -> None:

@@ -8,6 +8,7 @@ disk gets a new one), and the UUID and label where udev knows them.
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import psutil
 
+from bulkforge.daemon.durable import disk_errors
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.settings import Settings
 from bulkforge.proto.units import shown
@@ -177,9 +179,10 @@ async def dest_for(given: Path | str, places: Places) -> AsyncIterator[Path]:
     If the work is then refused, the directories made for it go again (those still empty):
     a refused command leaves nothing behind.
     """
-    checked = await asyncio.to_thread(places.check, given)
-    missing = await asyncio.to_thread(missing_parts, checked)
-    dest = await asyncio.to_thread(_make_dest, checked)
+    with disk_errors(given):  # a disk that fails under a look refuses it as failed
+        checked = await asyncio.to_thread(places.check, given)
+        missing = await asyncio.to_thread(missing_parts, checked)
+        dest = await asyncio.to_thread(_make_dest, checked)
     try:
         yield dest
     except Exception:  # refused; not a cancel, which may come after the job was created
@@ -213,6 +216,8 @@ def _make_dest(given: Path | str) -> Path:
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        if exc.errno == errno.EIO:
+            raise  # the disk failed (dest_for says so), not the request; EROFS is said below
         raise InvalidArgument(f"cannot create dest {dest}: {exc.strerror}") from None
     if not dest.is_dir():
         raise InvalidArgument(f"dest {dest} is not a directory")

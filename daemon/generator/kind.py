@@ -68,8 +68,9 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
                 f"{parts:,} parts of --chunk-rows {request.chunk_rows:,}: at most {MAX_PARTS:,} "
                 "per job; give a larger --chunk-rows"
             )
+        # The seam's claim_dest has refused a dest another job holds; create_job checks again
+        # in the writer, where no submit can come between.
         dest = str(request.dest)
-        await self.readers.call(lambda conn: records.refuse_shared_dest(conn, dest))
         if request.format == "sql":
             await asyncio.to_thread(_write_schema, request, dataset, order)
         return await self.writer.call(

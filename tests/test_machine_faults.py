@@ -532,11 +532,14 @@ def test_a_failed_data_disk_holds_its_jobs_and_they_finish_once_it_is_back(
             assert daemon.stop() == 0, daemon.log_tail()
             assert list(failing.iterdir()) == []  # nothing of it was written there
             failing.rmdir()
+            # Repaired while bfd is down (a repair under a running bfd would unmount the
+            # disk beneath the job once its probe let it go on).
             must("mount", "-o", disk.options, disk.device, str(disk.point))
+            machine.repair(disk)
             daemon.start()
 
-        machine.repair(disk)
-        if fault == "device fails":  # the operator says so; else the probe finds it back
+        if fault == "device fails":  # the operator repairs and says so (read-only: repaired
+            machine.repair(disk)  # above, while bfd was down; the probe finds it back)
             resumed = daemon.bfctl("resume", "held")
             assert resumed.returncode == 0 or "running" in resumed.stderr, resumed.stderr
         done = daemon.wait_state("held", {"completed", "failed"}, timeout=HANG_S)

@@ -68,9 +68,26 @@ class TableValues:
         """The parent row each child row points to."""
         parents = self.dataset.counts[column.table]
         key = self.key(name, "parent")
+        if column.unique_per:
+            return self._in_turns(key, self.spec.columns[column.unique_per], rows, parents)
         if column.distribution == "uniform":
             return streams.below(key, rows, parents)
         return _power_law(streams.uniform(key, rows), parents, column.a)
+
+    def _in_turns(self, key: int, per: s.Cycle, rows: np.ndarray, parents: int) -> np.ndarray:
+        """Distinct parents for the rows that share a value of the cycle `per`.
+
+        Row r holds value v = (r // repeat) % values and is the k-th row of it. It takes
+        parent permute((k + v * most) mod parents), `most` the most rows any value has
+        (at most `parents`: the spec checks): within one value the k differ, so the parents
+        do; each value starts where the one before could end, so every parent gets its
+        turn about equally often. A function of r alone, like every column.
+        """
+        turn, within = np.divmod(rows, per.repeat)
+        laps, value = np.divmod(turn, len(per.values))
+        k = laps * per.repeat + within
+        most = per.most_per_value(self.count)
+        return streams.permute(key, (k + value * most) % parents, parents)
 
 
 def _sequence(table: TableValues, name: str, column: s.Sequence, rows: np.ndarray) -> pa.Array:
@@ -106,7 +123,17 @@ def _integers(table: TableValues, name: str, column: s.Integers, rows: np.ndarra
         values = np.int64(column.min) + ranks
     else:
         values = _to_int64(np.rint(_distributed(table, name, column, rows)), column)
+    if column.at_most:
+        values = np.minimum(values, _bound(table, column.at_most, rows))
     return pa.array(values, type=pa.int64())
+
+
+def _bound(table: TableValues, at_most: s.ParentColumn, rows: np.ndarray) -> np.ndarray:
+    """The parent row's integer column, for the parent the key `via` chose (never null)."""
+    via = table.spec.columns[at_most.via]
+    parents = table.parent_rows(at_most.via, via, rows)
+    bound = _at_parents(table.dataset.table(via.table), at_most.column, parents)
+    return bound.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _to_int64(values: np.ndarray, column: s.Integers) -> np.ndarray:

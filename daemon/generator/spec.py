@@ -138,10 +138,24 @@ class Distributed(Column):
     a: float = Field(default=1.2, gt=0)
 
 
+class ParentColumn(BaseModel):
+    """A column of the row that a foreign key of this table (`via`) points to."""
+
+    model_config = FINITE
+
+    via: str
+    column: str
+
+
 class Integers(Distributed):
     kind: Literal["integer"]
     min: Int64
     max: Int64
+    # Capped at the parent row's integer column (a course's capacity at its room's seats).
+    at_most: ParentColumn | None = None
+
+    def siblings(self) -> list[str]:
+        return [self.at_most.via] if self.at_most else []
 
     def distinct(self) -> int | None:
         return self.max - self.min + 1
@@ -154,6 +168,8 @@ class Integers(Distributed):
             raise ValueError(f"min to max spans more than 2^62 values ({self.min}..{self.max})")
         if self.unique and self.distribution != "uniform":
             raise ValueError("a unique integer column must be uniform")
+        if self.unique and self.at_most:
+            raise ValueError("a unique integer column cannot be capped by at_most")
         return self
 
 
@@ -239,6 +255,11 @@ class Cycle(Column):
 
     def distinct(self) -> int | None:
         return len(set(self.values))
+
+    def most_per_value(self, rows: int) -> int:
+        """The most rows of `rows` that share one value (the first value's, when distinct)."""
+        turns, rest = divmod(rows, self.repeat * len(self.values))
+        return turns * self.repeat + min(rest, self.repeat)
 
     @model_validator(mode="after")
     def _plain(self) -> "Cycle":
@@ -355,9 +376,23 @@ class ForeignKey(Column):
     column: str
     distribution: Literal["uniform", "zipf"] = "uniform"
     a: float = Field(default=1.2, gt=0)
+    # A cycle column of this table: rows that share its value get distinct parents, and
+    # the parents take turns (no classroom hosts two courses of one slot).
+    unique_per: str | None = None
 
     def parents(self) -> list[tuple[str, str]]:
         return [(self.table, self.column)]
+
+    def siblings(self) -> list[str]:
+        return [self.unique_per] if self.unique_per else []
+
+    @model_validator(mode="after")
+    def _spread(self) -> "ForeignKey":
+        if self.unique_per and self.distribution != "uniform":
+            raise ValueError(
+                "unique_per gives each parent its turn: it takes no distribution (uniform)"
+            )
+        return self
 
 
 class Lookup(Column):
@@ -527,6 +562,7 @@ class Spec(BaseModel):
             for column_name, column in table.columns.items():
                 where = f"tables.{name}.columns.{column_name}"
                 _check_references(self, name, column, where)
+                _check_timetable(self, name, column, where, counts)
                 if isinstance(column, Sequence) and not column.fits(counts[name]):
                     raise ValueError(
                         f"{where}: start {column.start} step {column.step} passes the largest "
@@ -560,6 +596,39 @@ def _check_references(spec: Spec, name: str, column: Column, where: str) -> None
             raise ValueError(f"{where}: via {column.via!r}, a key to a missing table {via.table!r}")
         if column.column not in spec.tables[via.table].columns:
             raise ValueError(f"{where}: {via.table} has no column {column.column!r}")
+
+
+def _check_timetable(
+    spec: Spec, name: str, column: Column, where: str, counts: dict[str, int]
+) -> None:
+    """unique_per and at_most: possible at these row counts, and within the column's bounds."""
+    table = spec.tables[name]
+    if isinstance(column, ForeignKey) and column.unique_per:
+        per = table.columns[column.unique_per]
+        if not isinstance(per, Cycle) or len(set(per.values)) != len(per.values):
+            raise ValueError(
+                f"{where}: unique_per {column.unique_per!r} must be a cycle of distinct values"
+            )
+        most, parents = per.most_per_value(counts[name]), counts[column.table]
+        if most > parents:
+            raise ValueError(
+                f"{where}: unique per {column.unique_per}, but {most:,} rows of {name} share "
+                f"a {column.unique_per} and {column.table} has {parents:,} rows: give "
+                f"{column.table} at least {most:,} rows, or {name} fewer"
+            )
+    if isinstance(column, Integers) and column.at_most:
+        via = table.columns[column.at_most.via]
+        if not isinstance(via, ForeignKey):
+            raise ValueError(f"{where}: at_most via {column.at_most.via!r}: not a foreign_key")
+        parent = spec.tables.get(via.table)
+        bound = parent.columns.get(column.at_most.column) if parent else None
+        named = f"{via.table}.{column.at_most.column}"
+        if not isinstance(bound, Integers) or bound.null:
+            raise ValueError(f"{where}: at_most {named} must be an integer column without nulls")
+        if bound.min < column.min:
+            raise ValueError(
+                f"{where}: at_most {named}, which can be {bound.min}, below min {column.min}"
+            )
 
 
 _COUNT = re.compile(r"\{(\d+)\}")

@@ -135,6 +135,7 @@ def broken_rules(db) -> dict[str, int]:
     return {rule: db.execute(sql).fetchall()[0][0] for rule, sql in RULES.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl", "sql"])
 def test_the_preset_is_a_timetable_at_every_size_in_every_format(
     make_daemon, tmp_path: Path, fmt: str
@@ -310,7 +311,7 @@ word = { kind = "word" }
         ('c = { kind = "foreign_key", table = "rooms", column = "id", unique_per = "nope" }',
          "missing column t.nope"),
         ('c = { kind = "foreign_key", table = "rooms", column = "id", unique_per = "slot", '
-         'distribution = "zipf" }', "takes no distribution"),
+         'distribution = "zipf" }', "takes no distribution ('zipf')"),
         ('c = { kind = "foreign_key", table = "rooms", column = "id", unique_per = "id" }',
          "must be a cycle of distinct values"),
         ('c = { kind = "integer", min = 1, max = 9, at_most = { via = "word", column = "seats" } }',

@@ -390,7 +390,8 @@ class ForeignKey(Column):
     def _spread(self) -> "ForeignKey":
         if self.unique_per and self.distribution != "uniform":
             raise ValueError(
-                "unique_per gives each parent its turn: it takes no distribution (uniform)"
+                f"unique_per gives the parents turns, evenly: it takes no distribution "
+                f"({self.distribution!r})"
             )
         return self
 

@@ -563,12 +563,12 @@ class Spec(BaseModel):
             for column_name, column in table.columns.items():
                 where = f"tables.{name}.columns.{column_name}"
                 _check_references(self, name, column, where)
-                _check_timetable(self, name, column, where, counts)
                 if isinstance(column, Sequence) and not column.fits(counts[name]):
                     raise ValueError(
                         f"{where}: start {column.start} step {column.step} passes the largest "
                         f"64-bit integer within {counts[name]:,} rows"
                     )
+                _check_timetable(self, name, column, where, counts)
                 distinct = column.distinct()
                 if column.unique and distinct is not None and distinct < counts[name]:
                     raise ValueError(

@@ -259,7 +259,9 @@ async def _serve_metrics(settings: Settings, control: Control, store: Store) -> 
         return None
     from bulkforge.daemon.metrics import Metrics  # prometheus-client: only when served
 
-    metrics = Metrics(control, store, asyncio.get_running_loop())
+    # Before the runners start: what the jobs had finished then is not counted as new.
+    at_start = await control.list([], "")
+    metrics = Metrics(control, store, asyncio.get_running_loop(), at_start)
     try:
         control.metrics_address = await asyncio.to_thread(metrics.serve, settings.metrics)
     except (OSError, ValueError) as exc:

@@ -50,6 +50,14 @@ def test_metrics_say_what_bfctl_says_by_prometheus_conventions(make_daemon, tmp_
     assert value(families, "bulkforge_items", kind="download", state="failed") == 1
     assert value(families, "bulkforge_items_done_bytes", kind="download") == status["bytes_done"]
     assert value(families, "bulkforge_jobs", kind="download", state="failed") == 1
+    # What ended since bfd started, as counters by kind and outcome.
+    finished = "bulkforge_items_finished_total"
+    assert value(families, finished, kind="download", outcome="succeeded") == 4
+    assert value(families, finished, kind="download", outcome="failed") == 1
+    assert value(families, finished, kind="download", outcome="skipped") == 0
+    assert value(families, finished, kind="generate", outcome="succeeded") == 0
+    done = value(families, "bulkforge_bytes_done_total", kind="download")
+    assert done == status["bytes_done"]
     failed = dict(kind="download", step="connect", error_class="http_4xx")
     assert value(families, "bulkforge_failed_items", **failed) == 1
     assert value(families, "bulkforge_limit_max_connections") == 7

@@ -14,17 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import (
-    FAST_RETRIES,
-    make_dataset,
-    manifest_rows,
-    unavailable,
-    wait_until,
-    write_manifest,
-)
-from origin import Fault, FaultKind, Origin
-
-from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from conftest import FAST_RETRIES, unavailable, wait_until
+from test_metrics import two_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "packaging" / "grafana-dashboard.json"
@@ -162,22 +153,8 @@ def test_a_real_prometheus_runs_every_query_and_rates_hold_across_remove(
 
 
 def run_jobs_and_check(daemon, prometheus: Prometheus, target: str, tmp_path: Path) -> None:
-    # "ended": 4 files done and one 404 (failed for good); "live": one file done, one that
-    # stalls, and then it is paused: a live job, still there after the other is removed.
-    dataset = make_dataset(5, 3000, seed=61)
-    stalled = make_dataset(2, 3000, seed=62)
-    missing = sorted(dataset.files)[0]
-    stuck = sorted(stalled.files)[0]
-    with Origin(dataset.files, {missing: Fault(FaultKind.STATUS_404)}) as origin:
-        ended = write_manifest(tmp_path / "ended.jsonl", manifest_rows(origin, dataset))
-        daemon.submit("ended", ended, tmp_path / "ended")
-        daemon.wait_state("ended", {"failed"})
-    with Origin(stalled.files, {stuck: Fault(FaultKind.STALL, seconds=3600)}) as origin:
-        live = write_manifest(tmp_path / "live.jsonl", manifest_rows(origin, stalled))
-        daemon.submit("live", live, tmp_path / "live")
-        wait_until(lambda: done_of(daemon, "live") == 1, 60, "the live job's other file done")
-        assert daemon.bfctl("pause", "live").returncode == 0
-        daemon.wait_state("live", {"paused"})
+    """An ended job (4 done, 1 failed) and a live one (1 done), the first then removed."""
+    two_jobs(daemon, tmp_path)
     finished = 'bulkforge_items_finished_total{kind="download",outcome="succeeded"}'
     wait_until(lambda: prometheus.values(finished) == [5.0], 60, "5 items seen finished")
     wait_until(lambda: prometheus.values("bulkforge_live_job_items"), 60, "a live job seen")
@@ -219,7 +196,3 @@ def run_jobs_and_check(daemon, prometheus: Prometheus, target: str, tmp_path: Pa
     assert prometheus.values(finished.replace("succeeded", "failed")) == [1.0]
     increase = f"sum(increase({finished}[2m]))"
     assert prometheus.values(increase)[0] >= 4.9  # extrapolated: about 5, never negative
-
-
-def done_of(daemon, name: str) -> int:
-    return daemon.stub.Status(pb.JobRef(name=name), timeout=10).counts["done"]

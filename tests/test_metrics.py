@@ -1,6 +1,7 @@
 """bfd --metrics: Prometheus text named by convention, numbers equal to what bfctl says, and
 a Grafana dashboard built on exactly the names served."""
 
+import itertools
 import json
 import re
 import shutil
@@ -21,6 +22,11 @@ from origin import Fault, FaultKind, Origin
 from prometheus_client.openmetrics import parser as openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
+from bulkforge.daemon.jobs import JobRow, JobView
+from bulkforge.daemon.machines import file as file_machine
+from bulkforge.daemon.machines import part as part_machine
+from bulkforge.daemon.machines.job import JobState
+from bulkforge.daemon.metrics import _Finished
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "packaging" / "grafana-dashboard.json"
@@ -262,3 +268,96 @@ def test_every_dashboard_query_picks_the_instance_and_has_a_legend():
         selectors = re.findall(r"bulkforge_[a-z_]+(\{[^}]*\})?", target["expr"])
         assert selectors and all('instance=~"$instance"' in s for s in selectors), target["expr"]
         assert not re.search(r"\bjob\b|exported_", target["expr"]), target["expr"]
+
+
+# -- the counters' rule, case by case: they only grow within a bfd, whatever happens to jobs --
+
+
+def view(job_id: int, kind: str = "download", bytes_done: int = 0, **counts: int) -> JobView:
+    tones = {"download": file_machine.TONE, "generate": part_machine.TONE}[kind]
+    row = JobRow(job_id, f"j{job_id}", kind, JobState.RUNNING, "{}", "/d", "", 0, 0)
+    return JobView(row, counts=dict(counts), bytes_done=bytes_done, item_tones=dict(tones))
+
+
+COUNTER_CASES = {
+    # What a job had finished when bfd started was counted by the bfd that ran it.
+    "jobs at start are not counted again": (
+        [view(1, done=4, failed=1, bytes_done=400)],
+        [("scrape", [view(1, done=6, failed=1, bytes_done=600)])],
+        {("download", "succeeded"): 2},
+        {"download": 200},
+    ),
+    "a job submitted and ended between scrapes counts whole": (
+        [],
+        [("scrape", [view(2, "generate", done=3, failed=1, bytes_done=30)])],
+        {("generate", "succeeded"): 3, ("generate", "failed"): 1},
+        {"generate": 30},
+    ),
+    "a removal keeps what the job did, also since the last scrape": (
+        [],
+        [("scrape", [view(3, done=2)]), ("remove", view(3, done=5, failed=1)), ("scrape", [])],
+        {("download", "succeeded"): 5, ("download", "failed"): 1},
+        {},
+    ),
+    "a scrape read before a removal does not count the job again": (
+        [],
+        [("remove", view(4, done=5)), ("scrape", [view(4, done=5)]), ("scrape", [])],
+        {("download", "succeeded"): 5},
+        {},
+    ),
+    "retried items count again when they end again": (
+        [],
+        [
+            ("scrape", [view(5, done=1, failed=3)]),
+            ("scrape", [view(5, done=1, queued=3)]),  # bfctl retry
+            ("scrape", [view(5, done=3, failed=1)]),
+        ],
+        {("download", "succeeded"): 3, ("download", "failed"): 4},
+        {},
+    ),
+    "bytes under way that fall back are not counted twice": (
+        [],
+        [
+            ("scrape", [view(6, bytes_done=500)]),
+            ("scrape", [view(6, bytes_done=100)]),  # a transfer restarted
+            ("scrape", [view(6, bytes_done=700)]),
+        ],
+        {},
+        {"download": 700},
+    ),
+    "skipped items are their own outcome": (
+        [],
+        [("scrape", [view(7, done=1, skipped=2)])],
+        {("download", "succeeded"): 1, ("download", "skipped"): 2},
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize(("at_start", "events", "items", "done_bytes"),
+                         COUNTER_CASES.values(), ids=COUNTER_CASES.keys())  # fmt: skip
+def test_the_counters_only_grow(at_start, events, items, done_bytes):
+    tones = {"download": file_machine.TONE, "generate": part_machine.TONE}
+    finished = _Finished(tones, at_start)
+    seen = []
+    for what, given in events:
+        if what == "scrape":
+            finished.observe(given)
+        else:
+            finished.retire(given)
+        seen.append(samples(finished))
+    # Every series from the start (at 0 where nothing ended), none ever lower than before.
+    expected = {("bulkforge_items_finished_total", k, o): 0 for k, o in
+                [("download", "succeeded"), ("download", "skipped"), ("download", "failed"),
+                 ("generate", "succeeded"), ("generate", "failed")]}  # fmt: skip
+    expected |= {("bulkforge_bytes_done_total", kind, ""): 0 for kind in tones}
+    expected |= {("bulkforge_items_finished_total", k, o): n for (k, o), n in items.items()}
+    expected |= {("bulkforge_bytes_done_total", k, ""): n for k, n in done_bytes.items()}
+    assert seen[-1] == expected
+    for before, after in itertools.pairwise(seen):
+        assert all(after[key] >= count for key, count in before.items())
+
+
+def samples(finished: "_Finished") -> dict:
+    return {(s.name, s.labels["kind"], s.labels.get("outcome", "")): s.value
+            for family in finished.metrics() for s in family.samples}  # fmt: skip

@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING
 import apsw
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from loguru import logger
 
 from bulkforge.daemon import jobs, registry
-from bulkforge.daemon.api import listener
+from bulkforge.daemon.api import listener, reflection
 from bulkforge.daemon.api.access import BearerToken
 from bulkforge.daemon.api.servicer import Servicer, version
 from bulkforge.daemon.control import Control
@@ -259,7 +258,9 @@ async def _serve_metrics(settings: Settings, control: Control, store: Store) -> 
         return None
     from bulkforge.daemon.metrics import Metrics  # prometheus-client: only when served
 
-    metrics = Metrics(control, store, asyncio.get_running_loop())
+    # Before the runners start: what the jobs had finished then is not counted as new.
+    at_start = await control.list([], "")
+    metrics = Metrics(control, store, asyncio.get_running_loop(), at_start)
     try:
         control.metrics_address = await asyncio.to_thread(metrics.serve, settings.metrics)
     except (OSError, ValueError) as exc:
@@ -312,9 +313,7 @@ def _server(
     server = grpc.aio.server(interceptors=interceptors, options=options)
     pb_grpc.add_BulkforgeServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    reflection.enable(server, [SERVICE_NAME, health.SERVICE_NAME])
     return server
 
 

@@ -10,7 +10,7 @@ import itertools
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -23,6 +23,7 @@ from bulkforge.daemon import jobs, outputs
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.failures import FailureGroupRow, FailureReport
 from bulkforge.daemon.governor import Governor
+from bulkforge.daemon.machines import Tone
 from bulkforge.daemon.machines.job import TERMINAL, JobState
 from bulkforge.daemon.pipeline import DiskBatches, ItemExport, Kinds, Rerun
 from bulkforge.daemon.settings import Settings
@@ -150,8 +151,14 @@ class Control:
         # Set by app once they are bound (bfd --metrics, bfd --listen).
         self.metrics_address = ""
         self.listen_address = ""
+        # Told each removed job's last view (the metrics keep counting what it finished).
+        self.on_remove: Callable[[jobs.JobView], None] | None = None
 
     # -- reads -----------------------------------------------------------------------------
+
+    def item_tones(self) -> dict[str, Mapping[str, Tone]]:
+        """Each kind's item states, each with its tone (metrics count the ended ones)."""
+        return {kind.name: kind.item_tones for kind in self._kinds}
 
     async def status(self, name: str) -> jobs.JobView:
         """The job's view, read at most SHARED_VIEW_S ago (and never older than a change
@@ -352,6 +359,8 @@ class Control:
                 listed[1].close()
             raise
         self._forget(job)
+        if self.on_remove is not None:
+            self.on_remove(view)
         deleted = None
         if listed is not None:
             with listed[1] as spool:

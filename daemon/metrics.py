@@ -2,18 +2,19 @@
 
 Names follow Prometheus conventions: the `bulkforge_` prefix, base units (`_bytes`,
 `_seconds`, `_ratio`), `_total` for counters. Labels stay low-cardinality: job kind, item
-and job state, step and error class; a job's name appears only on the gauges of live jobs,
-at most LIVE_JOBS_SHOWN of them. Every number is read at scrape time from what `bfctl
-status`, `failures` and `system` read, so each is defined once; only the store's commit
-latency is observed as it happens (a histogram with buckets from 1 ms to ~8 s, as etcd
-keeps for its backend commits).
-"""
+and job state, outcome, step and error class; a job's name (`job_name`: Prometheus owns
+`job` and `instance`, and would rename ours) appears only on the gauges of live jobs, at
+most LIVE_JOBS_SHOWN of them. Every number is read at scrape time from what `bfctl status`,
+`failures` and `system` read, so each is defined once; the store's commit latency is observed
+as it happens (a histogram with buckets from 1 ms to ~8 s, as etcd keeps for its backend
+commits), and the items and bytes finished are counters kept by `_Finished`."""
 
 import asyncio
 import socket
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -24,6 +25,8 @@ from prometheus_client.registry import Collector
 
 from bulkforge.daemon.control import Control
 from bulkforge.daemon.governor import HOLD_REASONS, hold_reason
+from bulkforge.daemon.jobs import JobView
+from bulkforge.daemon.machines import Tone
 from bulkforge.daemon.machines.job import TERMINAL
 from bulkforge.daemon.store import Store
 
@@ -35,12 +38,24 @@ SCRAPE_WAIT_S = 10.0
 # one silent for this long is closed (each holds a thread and a descriptor meanwhile).
 METRICS_CONNECTIONS = 16
 METRICS_TIMEOUT_S = 15.0
+# An item has ended in a state of these tones; its outcome is that state (done: succeeded).
+ENDED_TONES = (Tone.OK, Tone.BAD)
+# A removed job is ignored this long in scrapes whose read began before its removal.
+RETIRED_KEEP_S = 300.0
 
 
 class Metrics:
     """The registry bfd serves, and the HTTP server that serves it."""
 
-    def __init__(self, control: Control, store: Store, loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self,
+        control: Control,
+        store: Store,
+        loop: asyncio.AbstractEventLoop,
+        at_start: list[JobView],
+    ):
+        """at_start: every job's view before the runners start (what they finished then
+        is not counted again)."""
         self.registry = CollectorRegistry()
         commits = Histogram(
             "bulkforge_store_commit_seconds",
@@ -49,7 +64,9 @@ class Metrics:
             registry=self.registry,
         )
         store.writer.on_commit = commits.observe
-        self.registry.register(_Snapshot(control, store, loop))
+        finished = _Finished(control.item_tones(), at_start)
+        control.on_remove = finished.retire
+        self.registry.register(_Snapshot(control, store, loop, finished))
         self._server: WSGIServer | None = None
 
     def serve(self, address: str) -> str:
@@ -113,25 +130,121 @@ def _serve(host: str, port: int, app) -> WSGIServer:
 class _Snapshot(Collector):
     """Everything but the commit latency, read from the daemon when Prometheus scrapes."""
 
-    def __init__(self, control: Control, store: Store, loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self,
+        control: Control,
+        store: Store,
+        loop: asyncio.AbstractEventLoop,
+        finished: "_Finished",
+    ):
         self._control = control
         self._store = store
         self._loop = loop
+        self._finished = finished
+        # Scrapes read and count one at a time, so the counters see the views in order.
+        self._one_scrape = threading.Lock()
 
     def _ask(self, coroutine):
         """Run one of Control's verbs on the event loop from the scrape's thread."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(SCRAPE_WAIT_S)
 
     def collect(self) -> Iterator[Metric]:
-        views = self._ask(self._control.list([], ""))
+        with self._one_scrape:
+            views = self._ask(self._control.list([], ""))
+            self._finished.observe(views)
         system = self._ask(self._control.system())
         yield from _job_metrics(views)
+        yield from self._finished.metrics()
         yield from _failure_metrics(
             (view.job.kind, self._ask(self._control.failures(view.job.name, "", 0)))
             for view in views
         )
         yield from _governor_metrics(system)
         yield from _store_metrics(system, self._store)
+
+
+class _Finished:
+    """Items finished (by kind and outcome) and bytes done (by kind), as counters that only
+    grow while this bfd runs.
+
+    Each job's ended items and bytes done are read at every scrape and when it is removed;
+    only their rises are added. So a removal, failed items sent back by `retry` (they count
+    again if they fail again) or a restart (the counters start at 0, as Prometheus expects of
+    a new process) never lowers them, and `rate()` holds across all three. Jobs there at start
+    are taken as they are then; a job submitted since counts from nothing.
+    """
+
+    def __init__(self, tones: Mapping[str, Mapping[str, Tone]], at_start: Iterable[JobView]):
+        self._lock = threading.Lock()
+        # Every series from the start, at 0: rate() sees the first item that ends.
+        self._items = Counter(
+            {(kind, _outcome(state)): 0 for kind in tones for state in _ended_states(tones[kind])}
+        )
+        self._bytes = Counter(dict.fromkeys(tones, 0))
+        self._seen = {view.job.id: _ended(view) for view in at_start}
+        self._retired: dict[int, float] = {}
+
+    def observe(self, views: list[JobView]) -> None:
+        """A scrape's views, of every job: their rises are counted."""
+        with self._lock:
+            now = time.monotonic()
+            self._retired = {i: t for i, t in self._retired.items() if now - t < RETIRED_KEEP_S}
+            views = [view for view in views if view.job.id not in self._retired]
+            for view in views:
+                self._note(view)
+            listed = {view.job.id for view in views}
+            for gone in self._seen.keys() - listed:  # removed without a word: not kept
+                del self._seen[gone]
+
+    def retire(self, view: JobView) -> None:
+        """A job removed, with its last view: what it finished since the last scrape counts."""
+        with self._lock:
+            self._note(view)
+            del self._seen[view.job.id]
+            self._retired[view.job.id] = time.monotonic()
+
+    def metrics(self) -> Iterator[Metric]:
+        items = CounterMetricFamily(
+            "bulkforge_items_finished",
+            "Items that ended, by job kind and outcome (succeeded, skipped, failed), "
+            "since bfd started.",
+            labels=["kind", "outcome"],
+        )
+        done = CounterMetricFamily(
+            "bulkforge_bytes_done",
+            "Bytes of items done (and of transfers under way), by job kind, since bfd started.",
+            labels=["kind"],
+        )
+        with self._lock:
+            for (kind, outcome), count in sorted(self._items.items()):
+                items.add_metric([kind, outcome], count)
+            for kind, size in sorted(self._bytes.items()):
+                done.add_metric([kind], size)
+        yield from (items, done)
+
+    def _note(self, view: JobView) -> None:
+        ended, size = _ended(view)
+        before, size_before = self._seen.get(view.job.id, (Counter(), 0))
+        for outcome, count in ended.items():
+            self._items[view.job.kind, outcome] += max(0, count - before[outcome])
+        # Bytes under way may fall back (a transfer restarted): count only past the most seen.
+        self._bytes[view.job.kind] += max(0, size - size_before)
+        self._seen[view.job.id] = (ended, max(size, size_before))
+
+
+def _ended_states(tones: Mapping[str, Tone]) -> list[str]:
+    return [state for state, tone in tones.items() if tone in ENDED_TONES]
+
+
+def _outcome(state: str) -> str:
+    """An ended item's outcome: its state, where `done` reads as `succeeded`."""
+    return "succeeded" if state == "done" else state
+
+
+def _ended(view: JobView) -> tuple[Counter, int]:
+    """The job's items by outcome, of those that ended, and its bytes done."""
+    ended = Counter({_outcome(s): view.counts.get(s, 0) for s in _ended_states(view.item_tones)})
+    return ended, view.bytes_done
 
 
 def _job_metrics(views) -> Iterator[Metric]:
@@ -145,7 +258,7 @@ def _job_metrics(views) -> Iterator[Metric]:
     live = GaugeMetricFamily(
         "bulkforge_live_job_items",
         f"Items of each live job by state (at most {LIVE_JOBS_SHOWN} jobs).",
-        labels=["job", "kind", "state"],
+        labels=["job_name", "kind", "state"],
     )
     job_counts, item_counts, done_bytes = Counter(), Counter(), Counter()
     for view in views:

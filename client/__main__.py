@@ -3,8 +3,14 @@
 Exit codes: 0 ok, 1 the daemon refused (its message on stderr), 2 usage error, 3 bfd unreachable.
 """
 
-import argparse
+# ruff: noqa: E402 (gRPC's own log must be silenced before grpc is first imported, below)
 import os
+
+from bulkforge.client.quiet import quiet_grpc_logs
+
+quiet_grpc_logs()
+
+import argparse
 import sys
 import tempfile
 import traceback

@@ -90,9 +90,11 @@ class ConnectionFailed(Unreachable):
         self.values = values
         self.where = where  # the socket or target, unless the words name the places
         self.not_running = not_running
-        super().__init__(grpc.StatusCode.UNAVAILABLE, self.worded(str))
+        words = self.worded(str)
+        super().__init__(grpc.StatusCode.UNAVAILABLE, f"{where}: {words}" if where else words)
 
     def worded(self, spell: Callable[[str], str]) -> str:
+        """What went wrong and what to do, without the place (bfctl puts it in front)."""
         return worded(self.template, self.values, spell)
 
 

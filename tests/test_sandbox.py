@@ -21,6 +21,7 @@ from datetime import date
 from pathlib import Path
 
 import psutil
+import pytest
 from conftest import Daemon, unavailable
 from origin import Origin
 from test_packaging import service
@@ -142,6 +143,7 @@ def run_a_job_of_each_kind(daemon: Daemon, root: Path) -> dict[str, tuple[str, d
     return {name: (job.state, dict(job.counts)) for name, job in ended.items()}
 
 
+@pytest.mark.slow
 def test_bfd_and_its_workers_run_under_the_units_filter_and_call_nothing_it_denies(
     make_daemon, tmp_path: Path
 ) -> None:

@@ -24,7 +24,15 @@ import grpc
 from bulkforge.proto import credentials as credentials_file
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
-from bulkforge.proto.defaults import SOCKET_ENV, describe, find_socket
+from bulkforge.proto.defaults import (
+    NO_PERMISSION,
+    NO_SOCKET,
+    NOT_A_SOCKET,
+    SOCKET_ENV,
+    STALE,
+    describe,
+    find_socket,
+)
 from bulkforge.proto.units import host_port
 
 PathLike = str | os.PathLike
@@ -142,11 +150,11 @@ def connection_failure(details: str, endpoint: Endpoint) -> ConnectionFailed | N
 def socket_failure(details: str, endpoint: Endpoint) -> ConnectionFailed:
     if endpoint.tried:
         return not_found_anywhere(endpoint.tried)
-    why = "nobody listens there (left by a bfd that stopped)"
+    why = STALE
     if "Permission denied" in details:
-        why = "permission denied (are you in bfd's group?)"
+        why = NO_PERMISSION
     elif "No such file" in details:
-        why = "no such socket"
+        why = NO_SOCKET
     return ConnectionFailed(why, where=endpoint.shown, not_running=True)
 
 
@@ -299,13 +307,13 @@ def check_socket(endpoint: Endpoint) -> None:
     try:
         mode = os.stat(endpoint.socket).st_mode
     except FileNotFoundError:
-        why = "no such socket"
+        why = NO_SOCKET
     except PermissionError:
-        why = "permission denied (are you in bfd's group?)"
+        why = NO_PERMISSION
     else:
         if stat.S_ISSOCK(mode):
             return
-        why = "not a socket"
+        why = NOT_A_SOCKET
     if endpoint.tried:
         raise not_found_anywhere(endpoint.tried)
     raise ConnectionFailed(why, where=endpoint.shown, not_running=True)

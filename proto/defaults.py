@@ -20,6 +20,11 @@ SOCKET_ENV = "BULKFORGE_SOCKET"
 # The packaged unit's RuntimeDirectory= (packaging/bfd.service, bulkforge.tmpfiles).
 PACKAGED_SOCKET = Path("/run/bulkforge") / SOCKET_NAME
 PACKAGED_GROUP = "bulkforge"
+# What a client says of a place where no bfd answers (here and in client/api.py alike).
+NO_SOCKET = "no such socket"
+STALE = "nobody listens there (left by a bfd that stopped)"
+NO_PERMISSION = f"permission denied (are you in bfd's group? the packaged one is {PACKAGED_GROUP})"
+NOT_A_SOCKET = "not a socket"
 
 
 def socket_candidates() -> list[Path]:
@@ -82,11 +87,11 @@ def probe(path: Path) -> str | None:
         try:
             probe_socket.connect(str(path))
         except FileNotFoundError:
-            return "no such socket"
+            return NO_SOCKET
         except ConnectionRefusedError:
-            return "nobody listens there (left by a bfd that stopped)"
+            return STALE
         except PermissionError:
-            return f"permission denied (the packaged bfd lets group {PACKAGED_GROUP} in)"
+            return NO_PERMISSION
         except TimeoutError:
             return None  # a listener with a full backlog: a bfd is there, busy
         except OSError as exc:
@@ -99,7 +104,7 @@ def not_a_socket(path: Path) -> str | None:
         mode = path.stat().st_mode
     except OSError:
         return None
-    return None if stat.S_ISSOCK(mode) else "not a socket"
+    return None if stat.S_ISSOCK(mode) else NOT_A_SOCKET
 
 
 def owned_by_me(directory: Path) -> bool:

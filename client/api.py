@@ -191,12 +191,12 @@ def tls_failure(details: str, endpoint: Endpoint) -> ConnectionFailed | None:
             "it does not speak TLS; is it the address bfd listens on with --listen "
             "(see bfctl system)?"
         )
-    elif "Socket closed" in details and remote.tls_cert is None:
+    elif closed(details) and remote.tls_cert is None:
         template = (
             "it closed the connection during the TLS handshake; if bfd asks for a "
             "client certificate (its --tls-client-ca), give {tls_cert} and {tls_key}"
         )
-    elif "Socket closed" in details:
+    elif closed(details):
         template = (
             "it closed the connection during the TLS handshake; bfd may not trust the "
             "client certificate in {tls_cert} ({cert}), or it is stopping"
@@ -212,6 +212,11 @@ def tls_failure(details: str, endpoint: Endpoint) -> ConnectionFailed | None:
         ca=remote.tls_ca,
         cert=remote.tls_cert,
     )
+
+
+def closed(details: str) -> bool:
+    """The peer hung up on the handshake: how gRPC says it depends on when it noticed."""
+    return any(words in details for words in ("Socket closed", "Connection reset", "Broken pipe"))
 
 
 def tcp_failure(details: str, endpoint: Endpoint) -> ConnectionFailed:

@@ -11,13 +11,17 @@ login shell (XDG_RUNTIME_DIR=/run/user/0), and bfctl and `Client()` asked from a
 """
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import unavailable
+
+from bulkforge.proto.defaults import default_socket, probe, socket_candidates
 
 CASE = Path(__file__).parent / "socket_case.py"
 PACKAGED = "/run/bulkforge/bfd.sock"
@@ -114,3 +118,52 @@ def test_bfctl_and_the_client_find_bfd_by_one_rule(tmp_path: Path, case, expecte
         assert bfctl["stderr"].count("nobody listens there") == len(stale), bfctl
         assert bfctl["stderr"].count("no such socket") == len(named) - len(stale), bfctl
     assert "Traceback" not in bfctl["stderr"]
+
+
+HOME_RUNTIME = "/run/user/1000/bulkforge/bfd.sock"
+# (effective uid, variables set, the places in order; bfd listens on the first)
+PLACES = {
+    "root, no variable": (0, {}, [PACKAGED]),
+    "root in a login shell": (0, SHELL, [LOGIN, PACKAGED]),
+    "the packaged unit": (0, {"RUNTIME_DIRECTORY": "/run/bulkforge"}, [PACKAGED]),
+    "a unit with two runtime dirs": (0, {"RUNTIME_DIRECTORY": "/run/a:/run/b"},
+                                     ["/run/a/bfd.sock", PACKAGED]),
+    "a user without a runtime dir": (1000, {}, ["/tmp/bulkforge-1000/bfd.sock", PACKAGED]),
+    "a user in a login shell": (1000, {"XDG_RUNTIME_DIR": "/run/user/1000"},
+                                [HOME_RUNTIME, "/tmp/bulkforge-1000/bfd.sock", PACKAGED]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("euid, env, expected", PLACES.values(), ids=PLACES.keys())
+def test_the_places_bfd_listens_and_clients_look_in_order(monkeypatch, euid, env, expected):
+    for name in ("RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    assert socket_candidates() == [Path(place) for place in expected]
+    assert default_socket() == Path(expected[0])
+
+
+def test_a_socket_under_tmp_is_trusted_only_in_a_directory_of_ones_own(monkeypatch):
+    """Anyone may make /tmp/bulkforge-UID first and listen there: a client of user UID
+    takes that socket only when the directory is UID's and no one else may write in it."""
+    uid = 40_000 + os.getpid() % 20_000  # nobody's: this machine has no such user
+    directory = Path(f"/tmp/bulkforge-{uid}")
+    directory.mkdir(mode=0o700)
+    try:
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(str(directory / "bfd.sock"))
+            listener.listen()
+            monkeypatch.setattr(os, "geteuid", lambda: uid)
+            os.chown(directory, 65534, 65534)  # a squatter's
+            assert (
+                probe(directory / "bfd.sock") == "its directory is not yours, so it is not trusted"
+            )
+            os.chown(directory, uid, uid)
+            directory.chmod(0o777)  # the user's, but anyone may put a socket in it
+            assert probe(directory / "bfd.sock") is not None
+            directory.chmod(0o700)
+            assert probe(directory / "bfd.sock") is None  # answers: taken
+    finally:
+        shutil.rmtree(directory)

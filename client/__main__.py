@@ -3,8 +3,14 @@
 Exit codes: 0 ok, 1 the daemon refused (its message on stderr), 2 usage error, 3 bfd unreachable.
 """
 
-import argparse
+# ruff: noqa: E402 (gRPC's own log must be silenced before grpc is first imported, below)
 import os
+
+from bulkforge.client.quiet import quiet_grpc_logs
+
+quiet_grpc_logs()
+
+import argparse
 import sys
 import tempfile
 import traceback
@@ -79,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--socket",
         metavar="P",
-        help="bfd's unix socket (default: $BULKFORGE_SOCKET, else the "
-        "runtime directory's bulkforge/bfd.sock)",
+        help="bfd's unix socket (default: $BULKFORGE_SOCKET, else the first that answers of "
+        "$RUNTIME_DIRECTORY/bfd.sock, $XDG_RUNTIME_DIR/bulkforge/bfd.sock, "
+        "/run/bulkforge/bfd.sock)",
     )
     where.add_argument("--target", metavar="HOST:PORT", help="bfd over TCP with TLS")
     remote = parser.add_argument_group("with --target")
@@ -164,7 +171,8 @@ def answers(endpoint: Endpoint) -> bool:
 
 def run_privately(args: argparse.Namespace, endpoint: Endpoint) -> int:
     """A dry run needs no daemon: a private bfd reads the source, and nothing is kept."""
-    report(f"no bfd answers at {endpoint.shown}: a private one reads the source (nothing kept)")
+    where = ", ".join(map(str, endpoint.tried)) or endpoint.shown
+    report(f"no bfd answers at {where}: a private one reads the source (nothing kept)")
     with (
         tempfile.TemporaryDirectory(prefix="bulkforge-dry-") as work,
         running_daemon(Path(work)) as private,

@@ -1,6 +1,6 @@
 """A typed Python client of bfd, for other services and for bfctl, which goes through it.
 
-    with Client() as bfd:                      # the local socket, as bfctl finds it
+    with Client() as bfd:                      # the local bfd, found as bfctl finds it
         bfd.submit("mirror-1", pb.DownloadSpec(manifest="/srv/m.jsonl", dest="/srv/data/m1"))
         job = bfd.wait("mirror-1")
 
@@ -11,7 +11,6 @@ the gRPC status code and bfd's message; no `grpc.RpcError` reaches the caller.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
 import time
@@ -25,7 +24,15 @@ import grpc
 from bulkforge.proto import credentials as credentials_file
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
-from bulkforge.proto.defaults import default_socket
+from bulkforge.proto.defaults import (
+    NO_PERMISSION,
+    NO_SOCKET,
+    NOT_A_SOCKET,
+    SOCKET_ENV,
+    STALE,
+    describe,
+    find_socket,
+)
 from bulkforge.proto.units import host_port
 
 PathLike = str | os.PathLike
@@ -76,6 +83,29 @@ class FailedPrecondition(BulkforgeError):
     """The job's state does not allow the verb; the message names one that does."""
 
 
+class ConnectionFailed(Unreachable):
+    """No connection to bfd could be made, said in plain words: where, why, what to do.
+
+    Like SettingError, its message names settings by keyword (tls_ca) and `worded()` as the
+    caller knows them. `not_running` is whether "is bfd running?" is the question to ask (no
+    socket, nobody listening) rather than one of credentials or names.
+    """
+
+    def __init__(
+        self, template: str, *, where: str = "", not_running: bool = False, **values: object
+    ):
+        self.template = template
+        self.values = values
+        self.where = where  # the socket or target, unless the words name the places
+        self.not_running = not_running
+        words = self.worded(str)
+        super().__init__(grpc.StatusCode.UNAVAILABLE, f"{where}: {words}" if where else words)
+
+    def worded(self, spell: Callable[[str], str]) -> str:
+        """What went wrong and what to do, without the place (bfctl puts it in front)."""
+        return worded(self.template, self.values, spell)
+
+
 ERRORS_BY_CODE = {
     grpc.StatusCode.UNAVAILABLE: Unreachable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
@@ -92,15 +122,123 @@ CONNECTION_LOST = dict.fromkeys(
 )
 
 
-def error_from(exc: grpc.RpcError) -> BulkforgeError:
+def error_from(exc: grpc.RpcError, endpoint: Endpoint | None = None) -> BulkforgeError:
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)
     if details in CONNECTION_LOST:
         return Unreachable(code, CONNECTION_LOST[details])
+    if endpoint is not None and code == grpc.StatusCode.UNAVAILABLE:
+        failed = connection_failure(details, endpoint)
+        if failed is not None:
+            return failed
     return ERRORS_BY_CODE.get(code, BulkforgeError)(code, details)
 
 
+# gRPC's details start so when no connection could be made (C-core's words, not ours).
+CONNECT_FAILED = ("failed to connect to all addresses", "errors resolving", "DNS resolution")
+
+
+def connection_failure(details: str, endpoint: Endpoint) -> ConnectionFailed | None:
+    """gRPC's account of a failed connection in plain words, or None if it is not one."""
+    if not details.startswith(CONNECT_FAILED):
+        return None
+    if endpoint.socket is not None:
+        return socket_failure(details, endpoint)
+    return tls_failure(details, endpoint) or tcp_failure(details, endpoint)
+
+
+def socket_failure(details: str, endpoint: Endpoint) -> ConnectionFailed:
+    if endpoint.tried:
+        return not_found_anywhere(endpoint.tried)
+    why = STALE
+    if "Permission denied" in details:
+        why = NO_PERMISSION
+    elif "No such file" in details:
+        why = NO_SOCKET
+    return ConnectionFailed(why, where=endpoint.shown, not_running=True)
+
+
+def not_found_anywhere(tried: tuple[Path, ...]) -> ConnectionFailed:
+    return ConnectionFailed(
+        "no bfd answers where one listens by default: {places}; "
+        "name its socket with {socket} or ${env}",
+        places=describe(tried),
+        env=SOCKET_ENV,
+        not_running=True,
+    )
+
+
+def tls_failure(details: str, endpoint: Endpoint) -> ConnectionFailed | None:
+    """A TLS handshake that failed: which check, and which setting fixes it."""
+    where, remote = endpoint.shown, endpoint.remote
+    if "CERTIFICATE_VERIFY_FAILED" in details and remote.tls_ca is None:
+        template = (
+            "its certificate is signed by no CA this machine trusts; "
+            "give the CA that signed it with {tls_ca}"
+        )
+    elif "CERTIFICATE_VERIFY_FAILED" in details:
+        template = (
+            "its certificate is not signed by the CA in {tls_ca} ({ca}); "
+            "give the CA that signed it with {tls_ca}"
+        )
+    elif "Hostname Verification" in details or "not in peer certificate" in details:
+        template = (
+            "its certificate does not name {host}; connect by a name the certificate "
+            "holds, or give bfd a certificate for {host}"
+        )
+    elif "WRONG_VERSION_NUMBER" in details or "PACKET_LENGTH_TOO_LONG" in details:
+        template = (
+            "it does not speak TLS; is it the address bfd listens on with --listen "
+            "(see bfctl system)?"
+        )
+    elif closed(details) and remote.tls_cert is None:
+        template = (
+            "it closed the connection during the TLS handshake; if bfd asks for a "
+            "client certificate (its --tls-client-ca), give {tls_cert} and {tls_key}"
+        )
+    elif closed(details):
+        template = (
+            "it closed the connection during the TLS handshake; bfd may not trust the "
+            "client certificate in {tls_cert} ({cert}), or it is stopping"
+        )
+    elif "handshake failed" in details.lower() or "SSL_ERROR" in details:
+        template = "the TLS handshake failed; check {tls_ca}, {tls_cert} and {tls_key}"
+    else:
+        return None
+    return ConnectionFailed(
+        template,
+        where=where,
+        host=where.rpartition(":")[0],
+        ca=remote.tls_ca,
+        cert=remote.tls_cert,
+    )
+
+
+def closed(details: str) -> bool:
+    """The peer hung up on the handshake: how gRPC says it depends on when it noticed."""
+    return any(words in details for words in ("Socket closed", "Connection reset", "Broken pipe"))
+
+
+def tcp_failure(details: str, endpoint: Endpoint) -> ConnectionFailed:
+    where = endpoint.shown
+    if details.startswith(("errors resolving", "DNS resolution")):
+        host = where.rpartition(":")[0]
+        return ConnectionFailed("the host name {host} cannot be resolved", where=where, host=host)
+    if "Connection refused" in details:
+        return ConnectionFailed(
+            "nothing listens there (connection refused)", where=where, not_running=True
+        )
+    return ConnectionFailed("no connection could be made (the network, or a firewall)", where=where)
+
+
 REMOTE_SETTINGS = ("tls_ca", "tls_cert", "tls_key", "token_file")
+# Every setting a message may name: by keyword here (tls_cert), by flag in bfctl (--tls-cert).
+SETTINGS = ("socket", "target", *REMOTE_SETTINGS)
+
+
+def worded(template: str, values: Mapping[str, object], spell: Callable[[str], str]) -> str:
+    names = {setting: spell(setting) for setting in SETTINGS}
+    return template.format(**names, **values)
 
 
 class SettingError(ValueError):
@@ -116,8 +254,7 @@ class SettingError(ValueError):
         super().__init__(self.worded(str))
 
     def worded(self, spell: Callable[[str], str]) -> str:
-        names = {setting: spell(setting) for setting in REMOTE_SETTINGS}
-        return self.template.format(**names, **self.values)
+        return worded(self.template, self.values, spell)
 
 
 @dataclass(frozen=True)
@@ -138,11 +275,20 @@ class Endpoint:
     shown: str
     socket: Path | None = None
     remote: Remote = Remote()
+    # The sockets looked at when none was named (proto/defaults.py's rule), for the error.
+    tried: tuple[Path, ...] = ()
 
 
-def socket_endpoint(path: PathLike) -> Endpoint:
+def socket_endpoint(path: PathLike, tried: tuple[Path, ...] = ()) -> Endpoint:
     absolute = Path(os.path.abspath(path))
-    return Endpoint(address=f"unix:{absolute}", shown=str(absolute), socket=absolute)
+    return Endpoint(address=f"unix:{absolute}", shown=str(absolute), socket=absolute, tried=tried)
+
+
+def found_socket_endpoint(named: PathLike | None = None) -> Endpoint:
+    """The socket named, else $BULKFORGE_SOCKET, else the first place bfd listens by default
+    that answers: the one rule bfctl and `Client()` share (proto/defaults.py)."""
+    found = find_socket(named)
+    return socket_endpoint(found.path, found.tried)
 
 
 def target_endpoint(target: str, remote: Remote) -> Endpoint:
@@ -155,23 +301,27 @@ def target_endpoint(target: str, remote: Remote) -> Endpoint:
 
 def open_channel(endpoint: Endpoint) -> grpc.Channel:
     if endpoint.socket is not None:
-        check_socket(endpoint.socket)
+        check_socket(endpoint)
         return grpc.insecure_channel(endpoint.address)
     return grpc.secure_channel(endpoint.address, tls_credentials(endpoint.remote))
 
 
-def check_socket(path: Path) -> None:
+def check_socket(endpoint: Endpoint) -> None:
     """Say plainly what is wrong before gRPC says it in its own words."""
+    assert endpoint.socket is not None
     try:
-        mode = os.stat(path).st_mode
+        mode = os.stat(endpoint.socket).st_mode
     except FileNotFoundError:
-        raise Unreachable(grpc.StatusCode.UNAVAILABLE, "no such socket") from None
+        why = NO_SOCKET
     except PermissionError:
-        raise Unreachable(
-            grpc.StatusCode.UNAVAILABLE, "permission denied (are you in bfd's group?)"
-        ) from None
-    if not stat.S_ISSOCK(mode):
-        raise Unreachable(grpc.StatusCode.UNAVAILABLE, "not a socket")
+        why = NO_PERMISSION
+    else:
+        if stat.S_ISSOCK(mode):
+            return
+        why = NOT_A_SOCKET
+    if endpoint.tried:
+        raise not_found_anywhere(endpoint.tried)
+    raise ConnectionFailed(why, where=endpoint.shown, not_running=True)
 
 
 def tls_credentials(remote: Remote) -> grpc.ChannelCredentials:
@@ -210,8 +360,10 @@ def _read(remote: Remote, setting: str, read: Callable[..., Any], **how: bool) -
 class Client:
     """A connection to one bfd; close it (or use it as a context manager) when done.
 
-    `Client()` connects to the socket bfctl uses by default, `Client("/path/bfd.sock")` to
-    another, `Client(target="node7:7443", tls_ca=..., token_file=...)` over TCP with TLS
+    `Client()` finds bfd as bfctl does ($BULKFORGE_SOCKET, else the first place bfd listens
+    by default that answers, ending with the packaged unit's /run/bulkforge/bfd.sock; the
+    error names every place tried), `Client("/path/bfd.sock")` connects to that socket,
+    `Client(target="node7:7443", tls_ca=..., token_file=...)` over TCP with TLS
     (`tls_cert` and `tls_key` too when bfd asks for a client certificate). Every method
     takes `timeout`, the call's deadline in seconds (None: no deadline).
     """
@@ -231,20 +383,24 @@ class Client:
         if target is None:
             if remote != Remote():
                 raise ValueError("tls_ca, tls_cert, tls_key and token_file go with a target")
-            self.endpoint = socket_endpoint(socket or default_socket())
+            endpoint = found_socket_endpoint(socket)
         elif socket is not None:
             raise ValueError("give a socket or a target, not both")
         else:
-            self.endpoint = target_endpoint(target, remote)
-        self._channel = open_channel(self.endpoint)
+            endpoint = target_endpoint(target, remote)
+        self._open(endpoint)
+
+    def _open(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self._channel = open_channel(endpoint)
         self._stub = pb_grpc.BulkforgeStub(self._channel)
 
     @classmethod
     def at(cls, endpoint: Endpoint) -> Client:
         """A client of an endpoint already settled (bfctl's, from its flags and variables)."""
-        if endpoint.socket is not None:
-            return cls(endpoint.socket)
-        return cls(target=endpoint.address, **dataclasses.asdict(endpoint.remote))
+        client = cls.__new__(cls)
+        client._open(endpoint)
+        return client
 
     def close(self) -> None:
         """Close the channel; calls and watches still open end with it."""
@@ -260,7 +416,7 @@ class Client:
         try:
             return getattr(self._stub, rpc)(request, timeout=timeout)
         except grpc.RpcError as exc:
-            raise error_from(exc) from exc
+            raise error_from(exc, self.endpoint) from exc
 
     def submit(self, name: str, spec: Spec, *, timeout: float | None = None) -> pb.SubmitResponse:
         """Create a job; the same name with the same spec again returns it (created False)."""
@@ -379,7 +535,7 @@ class Client:
             finally:
                 stream.cancel()
         except grpc.RpcError as exc:
-            raise error_from(exc) from exc
+            raise error_from(exc, self.endpoint) from exc
 
     def wait(
         self,

@@ -1,13 +1,12 @@
-"""Where bfctl finds bfd: its flags, then the BULKFORGE_* variables, then the default."""
+"""Where bfctl finds bfd: its flags, then the BULKFORGE_* variables, then the default places
+(the rule `Client()` follows too: proto/defaults.py)."""
 
 import argparse
 import os
 from pathlib import Path
 
-from bulkforge.client.api import Endpoint, Remote, socket_endpoint, target_endpoint
-from bulkforge.proto.defaults import default_socket
+from bulkforge.client.api import Endpoint, Remote, found_socket_endpoint, target_endpoint
 
-SOCKET_ENV = "BULKFORGE_SOCKET"
 TLS_CA_ENV = "BULKFORGE_TLS_CA"
 TLS_CERT_ENV = "BULKFORGE_TLS_CERT"
 TLS_KEY_ENV = "BULKFORGE_TLS_KEY"
@@ -15,10 +14,11 @@ TOKEN_FILE_ENV = "BULKFORGE_TOKEN_FILE"
 
 
 def endpoint_from_args(args: argparse.Namespace) -> Endpoint:
-    """--target, else --socket, else $BULKFORGE_SOCKET, else the default both sides agree on."""
+    """--target, else --socket, else $BULKFORGE_SOCKET, else the first default place that
+    answers (where bfd listens when started here first, the packaged unit's last)."""
     if args.target:
         return target_endpoint(args.target, remote_from_args(args))
-    return socket_endpoint(args.socket or os.environ.get(SOCKET_ENV) or default_socket())
+    return found_socket_endpoint(args.socket)
 
 
 DEFAULT_TIMEOUT_S = 30.0

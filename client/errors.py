@@ -34,11 +34,16 @@ class Unreachable(ClientError):
 
     exit_code = EXIT_UNREACHABLE
 
-    def __init__(self, where: str, why: str):
-        super().__init__(
-            f"cannot reach bfd at {where}: {why}. "
-            "Is it running? (systemctl status bfd, or start it with `bfd`)"
-        )
+    def __init__(self, where: str, why: str, not_running: bool = True):
+        text = f"cannot reach bfd at {where}: {why}" if where else f"cannot reach bfd: {why}"
+        if not_running:
+            text += ". Is it running? (systemctl status bfd, or start it with `bfd`)"
+        super().__init__(text)
+
+
+def as_flag(setting: str) -> str:
+    """A client setting as bfctl's flag names it: tls_cert is --tls-cert."""
+    return "--" + setting.replace("_", "-")
 
 
 def from_api_error(exc: api.BulkforgeError, where: str) -> ClientError:
@@ -51,6 +56,9 @@ def from_api_error(exc: api.BulkforgeError, where: str) -> ClientError:
     """
     if isinstance(exc, api.DeadlineExceeded):
         return Unreachable(where, "no answer before the deadline (see --timeout)")
+    if isinstance(exc, api.ConnectionFailed):
+        # Without a place of its own, its words name every place bfctl looked at.
+        return Unreachable(exc.where, exc.worded(as_flag), exc.not_running)
     if isinstance(exc, api.Unreachable):
         return Unreachable(where, exc.message)
     return ClientError(f"{exc.code.name.lower().replace('_', ' ')}: {exc.message}")
@@ -58,7 +66,7 @@ def from_api_error(exc: api.BulkforgeError, where: str) -> ClientError:
 
 def from_setting_error(exc: api.SettingError) -> UsageError:
     """A setting named by its flag: tls_cert is --tls-cert here."""
-    return UsageError(exc.worded(lambda setting: "--" + setting.replace("_", "-")))
+    return UsageError(exc.worded(as_flag))
 
 
 def report(message: str) -> None:

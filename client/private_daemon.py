@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 
+from bulkforge.client import quiet
 from bulkforge.client.api import Endpoint, socket_endpoint
 from bulkforge.client.errors import ClientError, report
 
@@ -44,11 +45,13 @@ def running_daemon(workdir: Path) -> Iterator[Endpoint]:
 
 
 def daemon_environment() -> dict[str, str]:
-    """This environment minus what would tie the demo's bfd to the real one's settings or unit."""
+    """This environment minus what would tie the demo's bfd to the real one's settings or unit,
+    and minus the silence bfctl imposed on gRPC's logs (bfd's log keeps them)."""
+    dropped = {"NOTIFY_SOCKET", *([quiet.VERBOSITY_ENV] if quiet.set_by_bfctl else [])}
     return {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith("BULKFORGE_") and key != "NOTIFY_SOCKET"
+        if not key.startswith("BULKFORGE_") and key not in dropped
     }
 
 

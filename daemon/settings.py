@@ -76,7 +76,10 @@ class Settings(BaseSettings):
     )
     socket: Path = Field(
         default_factory=default_socket,
-        description="Unix socket of the gRPC API (created mode 0660).",
+        description="Unix socket of the gRPC API (created mode 0660). Default: "
+        "$RUNTIME_DIRECTORY/bfd.sock under systemd, else $XDG_RUNTIME_DIR/bulkforge/bfd.sock, "
+        "else /tmp/bulkforge-UID/bfd.sock (not root), else /run/bulkforge/bfd.sock; bfctl "
+        "looks in the same places.",
     )
     listen: Address | None = Field(
         default=None,

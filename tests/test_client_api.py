@@ -78,7 +78,7 @@ def test_no_bfd_there_raises_unreachable(tmp_path):
     with pytest.raises(api.Unreachable) as missing:
         Client(tmp_path / "none.sock")
     assert missing.value.code == grpc.StatusCode.UNAVAILABLE
-    assert missing.value.message == "no such socket"
+    assert missing.value.message == f"{tmp_path / 'none.sock'}: no such socket"
     # A socket file nobody listens on: what a bfd killed with -9 leaves behind.
     stale = tmp_path / "stale.sock"
     with socket.socket(socket.AF_UNIX) as listener:

@@ -9,6 +9,10 @@ command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing="$missing mariadb-server"
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$missing postgresql"
 command -v sqlite3 >/dev/null 2>&1 || missing="$missing sqlite3"
+# bfd.service's SystemCallFilter= checked against what bfd calls (tests/test_sandbox.py):
+# systemd-analyze lists the unit's syscall groups, strace records every call.
+command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+command -v strace >/dev/null 2>&1 || missing="$missing strace"
 [ -z "$missing" ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "tests/tools.sh: no apt-get; install$missing yourself (those tests skip without them)" >&2

@@ -10,6 +10,11 @@ marker outlives the job's row (`bfctl remove` keeps the files), so a later
 submit can say whose output sits there: a job of this bfd, a removed one, or a
 job of another bfd.
 
+An export (`bfctl export`) goes beside a job's output, never into it: its files
+would be read as part of the dataset (a Parquet of another schema, a JSON that
+readers cannot open). Only a hidden (`.`) or underscored (`_`) folder below the
+output, which the readers skip, may hold one.
+
 `bfctl remove NAME --delete-output` deletes what the job wrote: the paths its
 kind derives from the job's rows (never a glob of the dest), each checked to lie
 inside the dest, and the directories left empty by it.
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bulkforge.daemon.durable import fsync_or_die, sync_directories, write_durably
+from bulkforge.daemon.errors import InvalidArgument
 
 MARKER = ".bulkforge-job"
 # A marker bigger than this is not one of ours.
@@ -64,6 +70,21 @@ def read_marker(dest: Path) -> Owner | None:
         return Owner(str(data["job"]), str(data["kind"]), int(data["id"]), str(data["state_dir"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def refuse_export_into(export_dest: str, job_dest: str) -> None:
+    """InvalidArgument when an export's dest is the job's output folder or a folder of it
+    that the output's readers read (one not below a `.` or `_` name)."""
+    export, output = Path(os.path.realpath(export_dest)), Path(os.path.realpath(job_dest))
+    if not export.is_relative_to(output):
+        return
+    if any(part[0] in "._" for part in export.relative_to(output).parts):
+        return
+    raise InvalidArgument(
+        f"--dest {export_dest}: the job's output is {job_dest}, and its readers (pyarrow, "
+        "pandas, DuckDB, webdataset) would take the export's files for part of it; export "
+        f"beside it, or into an underscored folder such as {output / '_export'}"
+    )
 
 
 @dataclass

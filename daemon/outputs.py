@@ -12,8 +12,8 @@ job of another bfd.
 
 An export (`bfctl export`) goes beside a job's output, never into it: its files
 would be read as part of the dataset (a Parquet of another schema, a JSON that
-readers cannot open). Only a hidden (`.`) or underscored (`_`) folder below the
-output, which the readers skip, may hold one.
+readers cannot open). Not even under an underscored folder: pyarrow and pandas
+skip one, but DuckDB's and polars' `DEST/**/*.parquet` globs do not.
 
 `bfctl remove NAME --delete-output` deletes what the job wrote: the paths its
 kind derives from the job's rows (never a glob of the dest), each checked to lie
@@ -73,17 +73,14 @@ def read_marker(dest: Path) -> Owner | None:
 
 
 def refuse_export_into(export_dest: str, job_dest: str) -> None:
-    """InvalidArgument when an export's dest is the job's output folder or a folder of it
-    that the output's readers read (one not below a `.` or `_` name)."""
+    """InvalidArgument when an export's dest is the job's output folder or inside it."""
     export, output = Path(os.path.realpath(export_dest)), Path(os.path.realpath(job_dest))
     if not export.is_relative_to(output):
         return
-    if any(part[0] in "._" for part in export.relative_to(output).parts):
-        return
     raise InvalidArgument(
-        f"--dest {export_dest}: the job's output is {job_dest}, and its readers (pyarrow, "
-        "pandas, DuckDB, webdataset) would take the export's files for part of it; export "
-        f"beside it, or into an underscored folder such as {output / '_export'}"
+        f"--dest {export_dest}: that is inside the job's output {job_dest}, whose readers "
+        "(pyarrow, pandas, polars, DuckDB) would take the export's files for part of the "
+        f"dataset; export beside it, e.g. to {output.parent / (output.name + '-export')}"
     )
 
 

@@ -299,10 +299,13 @@ def test_caption_flag_refused_beside_another_column_kept_as_caption(daemon, corp
 def test_an_export_into_the_shards_folder_is_refused(daemon, corpus, tmp_path):
     dest = tmp_path / "out"
     run_job(daemon, corpus, dest, "e", "parquet", "fetch", ())
-    refused = daemon.bfctl("export", "e", "--dest", str(dest))
-    assert refused.returncode != 0 and "export beside it" in refused.stderr, refused.stderr
-    assert not (dest / "successful_tokens.parquet").exists()
-    for beside in (tmp_path / "out-export", dest / "_export"):
-        exported = daemon.bfctl_json("export", "e", "--dest", str(beside))
-        assert exported["total"] == ITEMS and (beside / "progress.json").is_file()
-    assert len(pd.read_parquet(dest)) == ITEMS  # the dataset still reads whole
+    for inside in (dest, dest / "_export", dest / "reports"):
+        refused = daemon.bfctl("export", "e", "--dest", str(inside))
+        assert refused.returncode != 0 and "export beside it" in refused.stderr, refused.stderr
+    assert not (dest / "successful_tokens.parquet").exists() and not (dest / "_export").exists()
+    beside = tmp_path / "out-export"
+    exported = daemon.bfctl_json("export", "e", "--dest", str(beside))
+    assert exported["total"] == ITEMS and (beside / "progress.json").is_file()
+    glob = f"{dest}/**/*.parquet"  # the dataset still reads whole
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}')").fetchall() == [(ITEMS,)]
+    assert len(pd.read_parquet(dest)) == ITEMS

@@ -293,6 +293,12 @@ def test_caption_flag_refused_beside_another_column_kept_as_caption(daemon, corp
         "--dest", str(tmp_path / "out"), "--caption", "NOPE",
     )  # fmt: skip
     assert missing.returncode != 0 and "'NOPE'" in missing.stderr, missing.stderr
+    long = daemon.bfctl(
+        "submit", "scenes", "z", "--input", str(corpus.input), "--key", "key", "--url", "url",
+        "--dest", str(tmp_path / "out"), "--caption", "x" * 300,
+    )  # fmt: skip
+    assert long.returncode != 0 and "caption" in long.stderr, long.stderr
+    assert "Traceback" not in long.stderr
     assert not os.path.exists(tmp_path / "out" / "00000.tar")
 
 

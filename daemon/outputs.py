@@ -10,6 +10,11 @@ marker outlives the job's row (`bfctl remove` keeps the files), so a later
 submit can say whose output sits there: a job of this bfd, a removed one, or a
 job of another bfd.
 
+An export (`bfctl export`) goes beside a job's output, never into it: its files
+would be read as part of the dataset (a Parquet of another schema, a JSON that
+readers cannot open). Not even under an underscored folder: pyarrow and pandas
+skip one, but DuckDB's and polars' `DEST/**/*.parquet` globs do not.
+
 `bfctl remove NAME --delete-output` deletes what the job wrote: the paths its
 kind derives from the job's rows (never a glob of the dest), each checked to lie
 inside the dest, and the directories left empty by it.
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bulkforge.daemon.durable import fsync_or_die, sync_directories, write_durably
+from bulkforge.daemon.errors import InvalidArgument
 
 MARKER = ".bulkforge-job"
 # A marker bigger than this is not one of ours.
@@ -64,6 +70,18 @@ def read_marker(dest: Path) -> Owner | None:
         return Owner(str(data["job"]), str(data["kind"]), int(data["id"]), str(data["state_dir"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def refuse_export_into(export_dest: str, job_dest: str) -> None:
+    """InvalidArgument when an export's dest is the job's output folder or inside it."""
+    export, output = Path(os.path.realpath(export_dest)), Path(os.path.realpath(job_dest))
+    if not export.is_relative_to(output):
+        return
+    raise InvalidArgument(
+        f"--dest {export_dest}: that is inside the job's output {job_dest}, whose readers "
+        "(pyarrow, pandas, polars, DuckDB) would take the export's files for part of the "
+        f"dataset; export beside it, e.g. to {output.parent / (output.name + '-export')}"
+    )
 
 
 @dataclass

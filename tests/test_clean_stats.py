@@ -2,8 +2,10 @@
 
 - Each zip's counts (rows in, rejected) are committed with its outcome, so a job
   killed -9 again and again ends with the same stats.json as an undisturbed run.
-- The output is a Hive dataset that pyarrow, pandas and DuckDB read with no options:
-  no sidecar sits inside it under a name they would try to read.
+- The output is a Hive dataset that pyarrow, pandas, polars and DuckDB read with no
+  options (polars by the glob its users type: its directory form refuses any file that
+  is not Parquet, even Spark's `_SUCCESS`): no sidecar sits inside it under a name they
+  would try to read, and the rows they count are the rows bfd's stats count.
 """
 
 import json
@@ -13,12 +15,22 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import polars as pl
 import pyarrow.dataset as ds
 import pytest
 from conftest import Daemon, gone, wait_until
 
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
-from tests.binance_data import trade_lines, trades, trades_path, write_trades_zip, write_zip
+from tests.binance_data import (
+    AGG_HEADER,
+    KLINE_HEADER,
+    day_start_ms,
+    trade_lines,
+    trades,
+    trades_path,
+    write_trades_zip,
+    write_zip,
+)
 
 DAY = date(2024, 3, 1)
 ENDED = {"completed", "failed"}
@@ -129,3 +141,99 @@ def test_the_output_is_read_by_pyarrow_pandas_and_duckdb_with_no_options(
         "hive_partitioning = true)"
     ).fetchall()
     assert counted == [(expected, 2)]
+
+
+def write_every_kind(root: Path) -> None:
+    """Trades of two markets, aggTrades and klines of two intervals, over two days."""
+    for d in range(2):
+        day = DAY + timedelta(days=d)
+        start = day_start_ms(day)
+        for n, (market, symbol) in enumerate((("um", "ETHUSDT"), ("spot", "BTCUSDT"))):
+            rows = trades(day, 1 + d * 1000, 120 + n * 7, seed=n * 2 + d)
+            write_zip(root, trades_path(market, symbol, day), trade_lines(rows, market))
+        agg = [
+            f"{100 + i + d * 1000},42000.5,0.25,{500 + 2 * i},{501 + 2 * i},{start + i * 1000},true"
+            for i in range(30 + d)
+        ]
+        folder = "data/futures/um/daily/aggTrades/BTCUSDT"
+        write_zip(root, f"{folder}/BTCUSDT-aggTrades-{day}.zip", agg, AGG_HEADER["um"])
+        for interval, step_ms, count in (("1m", 60_000, 90), ("1h", 3_600_000, 24)):
+            klines = [
+                f"{start + m * step_ms},1.0,2.0,0.5,1.5,10.0,{start + (m + 1) * step_ms - 1},"
+                "15.0,7,4.0,6.0,0"
+                for m in range(count)
+            ]
+            folder = f"data/spot/daily/klines/BTCUSDT/{interval}"
+            write_zip(root, f"{folder}/BTCUSDT-{interval}-{day}.zip", klines, KLINE_HEADER)
+
+
+def partition_rows(folder: Path) -> int:
+    """Rows out of every partition under folder, as the partitions' own stats count them."""
+    return sum(json.loads(p.read_text())["rows_out"] for p in folder.rglob("_stats.json"))
+
+
+def read_by_every_reader(folder: Path) -> dict[str, int]:
+    """The rows each reader counts in a Hive dataset folder, called as its users call it."""
+    glob = f"{folder}/**/*.parquet"
+    return {
+        "pyarrow.dataset": ds.dataset(folder, partitioning="hive").count_rows(),
+        "pandas": len(pd.read_parquet(folder)),
+        "polars read": pl.read_parquet(glob).height,
+        "polars scan": pl.scan_parquet(glob).select(pl.len()).collect().item(),
+        "duckdb": duckdb.sql(
+            f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning = true)"
+        ).fetchall()[0][0],
+    }
+
+
+def test_every_kinds_dataset_is_read_whole_by_each_reader_and_counts_bfds_rows(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    root, dest = tmp_path / "in", tmp_path / "out"
+    write_every_kind(root)
+    assert clean(daemon, "kinds", root, dest).state == "completed"
+    datasets = sorted(p for p in dest.glob("market=*/kind=*") if p.is_dir())
+    assert [str(p.relative_to(dest)) for p in datasets] == [
+        "market=spot/kind=klines",
+        "market=spot/kind=trades",
+        "market=um/kind=aggTrades",
+        "market=um/kind=trades",
+    ]
+    expected = {
+        "market=spot/kind=klines": 2 * (90 + 24),
+        "market=spot/kind=trades": 127 * 2,
+        "market=um/kind=aggTrades": 30 + 31,
+        "market=um/kind=trades": 120 * 2,
+    }
+    for folder in datasets:
+        rows = partition_rows(folder)
+        assert rows == expected[str(folder.relative_to(dest))]
+        counted = read_by_every_reader(folder)
+        assert counted == dict.fromkeys(counted, rows), folder
+    # The partition columns come back as Hive columns, interval included for klines.
+    klines = pd.read_parquet(dest / "market=spot/kind=klines")
+    assert sorted(klines["interval"].astype(str).unique()) == ["1h", "1m"]
+    assert sorted(klines["date"].astype(str).unique()) == ["2024-03-01", "2024-03-02"]
+    # The job's stats.json, outside every dataset, sums the same rows; pyarrow and pandas
+    # read the whole dest too (DuckDB and polars want one kind's schema at a time).
+    total = sum(expected.values())
+    assert job_stats(dest, "kinds")["rows_out"] == total
+    assert ds.dataset(dest, partitioning="hive").count_rows() == total
+    assert len(pd.read_parquet(dest)) == total
+    # Nothing a reader would open sits in the tree but the partitions' data.
+    readable = [
+        str(p.relative_to(dest))
+        for p in dest.rglob("*")
+        if p.is_file() and not any(part[0] in "._" for part in p.relative_to(dest).parts)
+    ]
+    assert readable and all(p.endswith("/data.parquet") for p in readable), readable
+    # An export goes beside the output, never into it (DuckDB's glob would read it there,
+    # even under an underscored folder).
+    for inside in (dest, dest / "market=um", dest / "_export"):
+        refused = daemon.bfctl("export", "kinds", "--dest", str(inside))
+        assert refused.returncode != 0 and "export beside it" in refused.stderr, refused.stderr
+    assert not (dest / "_export").exists() and not (dest / "zips.parquet").exists()
+    exported = daemon.bfctl_json("export", "kinds", "--dest", str(tmp_path / "out-export"))
+    assert exported["total"] == 10
+    counted = read_by_every_reader(dest / "market=um/kind=trades")
+    assert counted == dict.fromkeys(counted, expected["market=um/kind=trades"])

@@ -51,19 +51,22 @@ def test_a_webdataset_shard_is_a_tar_of_the_successes_with_an_index_and_stats(tm
         names = tar.getnames()
         meta = json.load(tar.extractfile(f"{safe_name('a/../b')}.json"))
         assert tar.extractfile("scene-001.jpg").read() == ITEMS["scene-001"]
-    assert len(names) == 6 and all("/" not in name for name in names)
+        caption = tar.extractfile(f"{safe_name('a/../b')}.txt").read()
+    # The kept caption column is each sample's .txt (img2dataset's members).
+    assert len(names) == 9 and all("/" not in name for name in names)
     assert all(name.count(".") == 1 for name in names)  # webdataset groups at the first dot
-    assert meta == {"key": "a/../b", "caption": "c1"}
+    assert meta == {"key": "a/../b", "caption": "c1"} and caption == b"c1"
     check_index(out / "00007.parquet", with_data=False)
-    check_stats(out / "00007_stats.json")
-    assert not list(out.glob(".*.tmp"))
+    check_stats(out / "_stats" / "00007.json")
+    assert not list(out.glob(".*.tmp")) and not list(out.glob("*_stats.json"))
 
 
 def test_a_files_shard_is_a_directory_and_a_parquet_shard_carries_the_bytes(tmp_path):
     filled(tmp_path, "files").finish()
     folder = tmp_path / "out" / "00007"
     assert (folder / "scene-001.jpg").read_bytes() == ITEMS["scene-001"]
-    assert len(list(folder.iterdir())) == 6
+    assert (folder / "scene-001.txt").read_text() == "c0"
+    assert len(list(folder.iterdir())) == 9
     check_index(tmp_path / "out" / "00007.parquet", with_data=False)
     parquet_dir = tmp_path / "p"
     parquet_dir.mkdir()

@@ -119,8 +119,9 @@ def test_decode_says_what_is_wrong_in_its_own_words():
     from bulkforge.daemon.scenes.steps import decode
 
     png = io.BytesIO()
-    Image.new("RGB", (4, 4), "red").save(png, format="PNG")
-    assert decode(png.getvalue(), {}) == (png.getvalue(), {})
+    Image.new("RGB", (4, 3), "red").save(png, format="PNG")
+    size = {"width": 4, "height": 3, "original_width": 4, "original_height": 3}
+    assert decode(png.getvalue(), {"key": "k"}) == (png.getvalue(), {"key": "k", **size})
     for data, words in ((b"<html>nope</html>", "not an image Pillow knows (17 bytes starting"),
                         (png.getvalue()[:-20], "a broken image")):  # fmt: skip
         with pytest.raises(StepFailed) as failed:

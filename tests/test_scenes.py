@@ -142,7 +142,12 @@ def test_every_key_ends_once_in_a_shard_or_among_the_failures(daemon, tmp_path):
 
 
 def shard_files(dest: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(dest.iterdir())}
+    """Each file under dest (the shards, their indexes, _stats/) by its path, with its digest."""
+    return {
+        str(p.relative_to(dest)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(dest.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_retry_fetches_again_only_the_failures_it_names_into_new_shards(daemon, tmp_path):
@@ -170,7 +175,7 @@ def test_retry_fetches_again_only_the_failures_it_names_into_new_shards(daemon, 
     assert dict(job.counts) == {"done": 298, "failed": 2}
     after = shard_files(dest)
     assert {name: after[name] for name in before} == before  # old shards untouched
-    assert sorted(set(after) - set(before)) == ["00003.parquet", "00003.tar", "00003_stats.json"]
+    assert sorted(set(after) - set(before)) == ["00003.parquet", "00003.tar", "_stats/00003.json"]
     samples = shard_samples(dest)
     assert set(samples.values()) == {1} and len(samples) == 298
     with tarfile.open(dest / "00003.tar") as tar:
@@ -231,7 +236,7 @@ def test_a_parquet_shard_carries_the_bytes_and_duckdb_reads_it(daemon, tmp_path)
     ).fetchall()
     assert [row[0] for row in rows] == [f"k{n:05d}" for n in range(40)]
     assert rows[5][1] == "caption 5" and rows[5][2] == "success" and rows[5][3] == data[names[5]]
-    stats = json.loads((dest / "00000_stats.json").read_text())
+    stats = json.loads((dest / "_stats" / "00000.json").read_text())
     assert stats["count"] == 40 and stats["successes"] == 40 and stats["failures"] == 0
 
 

@@ -20,6 +20,7 @@ from bulkforge.daemon.exports import Exported
 from bulkforge.daemon.machines import zip as zip_machine
 from bulkforge.daemon.machines.job import TERMINAL
 from bulkforge.daemon.machines.zip import ZipState
+from bulkforge.daemon.outputs import refuse_export_into
 from bulkforge.daemon.pipeline import ItemExport, ItemRows, JobKind, Rerun, Services, VerifiedFiles
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
@@ -171,6 +172,7 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
     async def export(self, job: jobs.JobRow, given: str) -> Exported:
         from bulkforge.daemon.cleaner import export  # pyarrow: loaded by the first export
 
+        refuse_export_into(given, job.dest)
         async with dest_for(given, Places.of(self.services.settings)) as dest:
             # One read transaction: both files describe the same moment.
             return await self.readers.call(

@@ -113,7 +113,7 @@ class Input:
         self.columns = columns
         self.files = [(file, open_checked(file, columns, root)) for file, root in input_files(path)]
         self.rows_total = sum(parquet.metadata.num_rows for _, parquet in self.files)
-        self.kept = _kept_schema(self.files, columns.keep)
+        self.kept = _kept_schema(self.files, columns.kept())
 
     def chunks(self, start: int = 0, rows: int = CHUNK_ROWS) -> Iterator[ItemChunk]:
         """The items from input row `start` (0-based, across the files) on, a chunk at a time."""
@@ -153,7 +153,9 @@ class Input:
     def _chunk(self, table: pa.Table, file: Path, at: int) -> ItemChunk:
         keys = table.column(self.columns.key).to_pylist()
         problems = _key_problems(keys)
-        metas = _metas(table, self.kept) if self.columns.keep else [None] * table.num_rows
+        kept = self.columns.kept()
+        sources = [name for name, _ in kept]
+        metas = _metas(table, self.kept, sources) if kept else [None] * table.num_rows
         urls = table.column(self.columns.url).to_pylist()
         chunk = ItemChunk([], [], [], [], [], file, table.num_rows)
         for offset, key in enumerate(keys):
@@ -169,12 +171,19 @@ class Input:
         return chunk
 
 
-def _kept_schema(files: list[tuple[Path, pq.ParquetFile]], keep: tuple[str, ...]) -> pa.Schema:
-    """The kept columns' types, the same in every file."""
+def _kept_schema(
+    files: list[tuple[Path, pq.ParquetFile]], keep: list[tuple[str, str]]
+) -> pa.Schema:
+    """The kept columns under their kept names, in their types, the same in every file."""
+
+    def schema(parquet: pq.ParquetFile) -> pa.Schema:
+        fields = parquet.schema_arrow
+        return pa.schema([pa.field(as_, _plain(fields.field(n).type)) for n, as_ in keep])
+
     first_file, first = files[0]
-    kept = pa.schema([pa.field(n, _plain(first.schema_arrow.field(n).type)) for n in keep])
+    kept = schema(first)
     for file, parquet in files[1:]:
-        other = pa.schema([pa.field(n, _plain(parquet.schema_arrow.field(n).type)) for n in keep])
+        other = schema(parquet)
         if other != kept:
             raise InvalidArgument(
                 f"--input: the kept columns of {file} have other types than in {first_file}"
@@ -193,9 +202,13 @@ def _key_problems(keys: list) -> dict[int, str]:
     return found
 
 
-def _metas(table: pa.Table, kept: pa.Schema) -> list[str]:
-    """Each row's kept columns as a JSON object, in the types of `kept` (NaN as null)."""
-    columns = [_plain_values(table.column(field.name), field.type) for field in kept]
+def _metas(table: pa.Table, kept: pa.Schema, sources: list[str]) -> list[str]:
+    """Each row's kept columns (read from `sources`) as a JSON object, under the names and
+    in the types of `kept` (NaN as null)."""
+    columns = [
+        _plain_values(table.column(source), field.type)
+        for source, field in zip(sources, kept, strict=True)
+    ]
     columns = [[None if v != v else v for v in column] for column in columns]
     return [
         json.dumps(dict(zip(kept.names, values, strict=True)), separators=(",", ":"))

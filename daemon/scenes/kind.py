@@ -21,11 +21,12 @@ from bulkforge.daemon.exports import Exported
 from bulkforge.daemon.failures import FailureGroupRow, FailureReport
 from bulkforge.daemon.machines import scene as scene_machine
 from bulkforge.daemon.machines.scene import SceneState
+from bulkforge.daemon.outputs import refuse_export_into
 from bulkforge.daemon.pipeline import ItemExport, ItemRows, JobKind, NumberedOutput, Services
 from bulkforge.daemon.scenes import records
 from bulkforge.daemon.scenes.pipeline import Scenes
 from bulkforge.daemon.scenes.request import ScenesRequest, SubmitScenes
-from bulkforge.daemon.scenes.shards import safe_name
+from bulkforge.daemon.scenes.shards import LEGACY_STATS_SUFFIX, STATS_DIR, safe_name
 from bulkforge.daemon.scenes.steps import load_steps
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
@@ -33,12 +34,13 @@ if TYPE_CHECKING:
     from bulkforge.daemon.scenes.items import ItemChunk
 
 
-# A shard's names in its dest: NNNNN/ (files), NNNNN.tar, NNNNN.parquet, NNNNN_stats.json.
+# A shard's names in its dest: NNNNN/ (files), NNNNN.tar, NNNNN.parquet, and its stats
+# _stats/NNNNN.json (an older bfd's NNNNN_stats.json too).
 SHARD_NAME = re.compile(r"(\d{5,})(?:\.tar|\.parquet|_stats\.json)?")
 SHARD_SUFFIXES = {
-    "files": ("", ".parquet", "_stats.json"),
-    "webdataset": (".tar", ".parquet", "_stats.json"),
-    "parquet": (".parquet", "_stats.json"),
+    "files": ("", ".parquet", LEGACY_STATS_SUFFIX),
+    "webdataset": (".tar", ".parquet", LEGACY_STATS_SUFFIX),
+    "parquet": (".parquet", LEGACY_STATS_SUFFIX),
 }
 
 
@@ -90,6 +92,8 @@ class ScenesKind(ItemRows, JobKind, ItemExport, NumberedOutput):
                 if suffix or fmt != "files":
                     yield f"{index:05d}{suffix}"
                 yield f".{index:05d}{suffix}.tmp"  # a temporary folder is wholly the job's
+            yield f"{STATS_DIR}/{index:05d}.json"
+            yield f"{STATS_DIR}/.{index:05d}.json.tmp"
             if fmt == "files":
                 yield from _items_in_folder(conn, job, f"{index:05d}", index)
 
@@ -120,6 +124,7 @@ class ScenesKind(ItemRows, JobKind, ItemExport, NumberedOutput):
     async def export(self, job: jobs.JobRow, given: str) -> Exported:
         from bulkforge.daemon.scenes import export
 
+        refuse_export_into(given, job.dest)
         async with dest_for(given, Places.of(self.services.settings)) as dest:
             # One read transaction: the three files describe the same moment.
             return await self.readers.call(

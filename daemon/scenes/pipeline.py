@@ -36,7 +36,14 @@ from bulkforge.daemon.scenes import records
 from bulkforge.daemon.scenes.fetch import ItemFetcher, RetryLater
 from bulkforge.daemon.scenes.request import ScenesRequest
 from bulkforge.daemon.scenes.shards import FAILED, SUCCESS, Outcome, ShardWriter
-from bulkforge.daemon.scenes.steps import Step, StepFailed, load_steps, run_after_fetch
+from bulkforge.daemon.scenes.steps import (
+    DECODE,
+    IMAGE_SIZE,
+    Step,
+    StepFailed,
+    load_steps,
+    run_after_fetch,
+)
 from bulkforge.daemon.store import StoreFatal
 
 if TYPE_CHECKING:
@@ -306,10 +313,11 @@ class Scenes(JobLoop):
         """
         request = prepared.request
         kept = prepared.source.kept
+        measured = IMAGE_SIZE if DECODE in request.steps else ()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard") as thread:
             loop = asyncio.get_running_loop()
             writer = await loop.run_in_executor(
-                thread, ShardWriter, request.dest, claimed.shard, request.format, kept
+                thread, ShardWriter, request.dest, claimed.shard, request.format, kept, measured
             )
             try:
                 await self._fill(writer, thread, prepared, claimed, run)
@@ -417,11 +425,18 @@ class Scenes(JobLoop):
         request = prepared.request
         kept = item.kept()
         fetched = await self._fetcher.fetch(item.url, request.max_size, request.timeout_s, tried)
+        fetched_at = time.time()
         data, meta = fetched.data, {"key": item.key, "url": item.url, **kept}
         if len(prepared.steps) > 1:
             data, meta = await asyncio.to_thread(run_after_fetch, prepared.steps, data, meta)
         outcome = Outcome(
-            item.key, kept, SUCCESS, data=data, extension=fetched.extension, meta=meta
+            item.key,
+            kept,
+            SUCCESS,
+            data=data,
+            extension=fetched.extension,
+            meta=meta,
+            fetched_at=fetched_at,
         )
         attempts = item.attempts + fetched.attempts
         return outcome, records.Finished(item.id, SceneState.DONE, attempts, size=len(data))

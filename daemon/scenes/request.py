@@ -17,16 +17,29 @@ DEFAULT_MAX_SIZE = 64 * 1024**2
 DEFAULT_TIMEOUT_S = 30.0
 
 
+# The name a caption is kept under (img2dataset's): its value is each sample's `.txt`.
+CAPTION = "caption"
+
+
 @dataclass(frozen=True)
 class Columns:
-    """The input's columns an item is made of: its key, its URL, those kept beside it."""
+    """The input's columns an item is made of: its key, its URL, those kept beside it,
+    and the caption column (kept as `caption`, whatever its name in the input)."""
 
     key: str
     url: str
     keep: tuple[str, ...] = ()
+    caption: str | None = None
 
     def wanted(self) -> list[str]:
-        return list(dict.fromkeys([self.key, self.url, *self.keep]))
+        return list(dict.fromkeys([self.key, self.url, *(name for name, _ in self.kept())]))
+
+    def kept(self) -> list[tuple[str, str]]:
+        """(input column, name it is kept under) of every kept column, the caption last."""
+        pairs = [(name, name) for name in self.keep]
+        if self.caption is not None and CAPTION not in self.keep:
+            pairs.append((self.caption, CAPTION))
+        return pairs
 
 
 @dataclass(frozen=True)
@@ -42,8 +55,10 @@ class ScenesRequest:
     timeout_s: float = DEFAULT_TIMEOUT_S
 
     def spec(self) -> dict:
-        """The canonical parameters: stored with the job, compared for idempotence."""
-        return {
+        """The canonical parameters: stored with the job, compared for idempotence
+        (the caption only when given: a job stored before it existed compares equal)."""
+        caption = {} if self.columns.caption is None else {"caption": self.columns.caption}
+        return caption | {
             "input": str(self.input),
             "key": self.columns.key,
             "url": self.columns.url,
@@ -61,7 +76,7 @@ class ScenesRequest:
         return cls(
             name=name,
             input=Path(spec["input"]),
-            columns=Columns(spec["key"], spec["url"], tuple(spec["keep"])),
+            columns=Columns(spec["key"], spec["url"], tuple(spec["keep"]), spec.get("caption")),
             dest=Path(spec["dest"]),
             shard_size=spec["shard_size"],
             format=spec["format"],
@@ -83,6 +98,7 @@ class SubmitScenes(BaseModel):
     key: ColumnName
     url: ColumnName
     keep: list[ColumnName] = Field(default_factory=list, max_length=256)
+    caption: ColumnName | None = None
     dest: Annotated[str, StringConstraints(min_length=1)]
     shard_size: int = Field(default=DEFAULT_SHARD_SIZE, ge=1, le=MAX_SHARD_SIZE)
     format: Literal["files", "webdataset", "parquet"] = DEFAULT_FORMAT
@@ -100,6 +116,8 @@ class SubmitScenes(BaseModel):
             "keep": list(spec.keep),
             "dest": spec.dest,
         }
+        if spec.caption:
+            given["caption"] = spec.caption
         if spec.shard_size:
             given["shard_size"] = spec.shard_size
         if spec.format:
@@ -119,13 +137,18 @@ class SubmitScenes(BaseModel):
                 raise ValueError(f"{what} {path!r} must be an absolute path")
         if len(set(self.keep)) != len(self.keep):
             raise ValueError("--keep names a column twice")
+        if self.caption not in (None, CAPTION) and CAPTION in self.keep:
+            raise ValueError(
+                f"--caption {self.caption} is kept as {CAPTION!r}, and --keep names another "
+                f"column {CAPTION!r}: keep that one under another name, or make it the caption"
+            )
         return self
 
     def request(self) -> ScenesRequest:
         return ScenesRequest(
             name=self.name,
             input=Path(self.input),
-            columns=Columns(self.key, self.url, tuple(self.keep)),
+            columns=Columns(self.key, self.url, tuple(self.keep), self.caption),
             dest=Path(self.dest),
             shard_size=self.shard_size,
             format=self.format,

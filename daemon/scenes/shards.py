@@ -5,10 +5,20 @@ A shard of N items is one of:
 - `webdataset`: a tar `NNNNN.tar` with the same members;
 - `parquet`: the successes' bytes in a `data` column of `NNNNN.parquet`.
 
+A sample's members are img2dataset's: `<key>.<ext>` (the bytes), `<key>.txt` (the
+caption, when a kept column is named `caption`: `--caption` keeps the caption
+column under that name) and `<key>.json` (its metadata: key, url, kept columns,
+and what the steps added, e.g. `decode`'s width and height). A tar member carries
+the time its item was fetched, as a `files` shard's file does.
+
 Beside it, `NNNNN.parquet` (for files and webdataset; the parquet format carries
 the same columns itself) indexes every item of the shard, successes and
-failures: key, the kept columns, status, step, error class, error, size, sha256.
-And `NNNNN_stats.json` counts them (successes, failures by step, duration).
+failures: key, the kept columns, status, step, error class, error, size, sha256,
+and the image size columns when `decode` ran.
+And `_stats/NNNNN.json` counts them (successes, failures by step, duration): under
+an underscored directory, which Parquet readers of the dest (pyarrow, pandas,
+Spark) skip, so a `parquet` dest is a dataset they read whole. An older bfd's
+`NNNNN_stats.json` beside the shard is removed when the shard is written again.
 
 Items are streamed into temporary names as they finish, so a shard never sits
 in memory whole. `finish` syncs them, renames them into place and syncs the
@@ -38,16 +48,21 @@ from bulkforge.daemon.durable import (
     DiskFailed,
     disk_errors,
     fsync_or_die,
+    make_dirs,
     replace_durably,
     sync_files,
     write_durably,
 )
+from bulkforge.daemon.scenes.request import CAPTION
 
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
 FORMATS = ("files", "webdataset", "parquet")
+STATS_DIR = "_stats"
+# Where an older bfd kept a shard's stats: in the dataset, under a name readers try to read.
+LEGACY_STATS_SUFFIX = "_stats.json"
 # The index's own columns; a kept column of one of these names is indexed as input_<name>.
 RESERVED = ("key", "status", "step", "error_class", "error", "size", "sha256", "data")
 SUCCESS, FAILED = "success", "failed"
@@ -78,6 +93,8 @@ class Outcome:
     error: str | None = None
     # The sample's metadata as the steps left it; None: the key and the kept columns.
     meta: dict[str, Any] | None = None
+    # When its bytes were fetched (seconds since the epoch): its members' mtime.
+    fetched_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,9 @@ class ShardWriter:
     format: str
     # The kept columns of the index; none when None.
     kept: "pa.Schema | None" = None
+    # Integer fields the steps add to every success's metadata, indexed too
+    # (steps.IMAGE_SIZE when `decode` runs).
+    measured: tuple[str, ...] = ()
     _rows: list[dict] = field(default_factory=list)
     _started: float = field(default_factory=time.monotonic)
     _tar: tarfile.TarFile | None = None
@@ -168,7 +188,12 @@ class ShardWriter:
         self._finish_data()
         if self.format != "parquet":
             write_durably(self.dest / f"{self.name}.parquet", self._index_bytes())
-        write_durably(self.dest / f"{self.name}_stats.json", self._stats_bytes())
+        stats = self.dest / STATS_DIR
+        make_dirs(stats, self.dest)
+        write_durably(stats / f"{self.name}.json", self._stats_bytes())
+        fsync_or_die(stats)
+        with contextlib.suppress(FileNotFoundError):
+            (self.dest / f"{self.name}{LEGACY_STATS_SUFFIX}").unlink()
         fsync_or_die(self.dest)
         successes = sum(row["status"] == SUCCESS for row in self._rows)
         size = sum(row["size"] or 0 for row in self._rows)
@@ -188,9 +213,10 @@ class ShardWriter:
 
     def abandon(self) -> None:
         """Remove the temporary names of this shard (a crash or a cancel left them)."""
-        names = (self.name, f"{self.name}.tar", f"{self.name}.parquet", f"{self.name}_stats.json")
-        for name in names:
-            temporary = self._temporary(name)
+        names = (self.name, f"{self.name}.tar", f"{self.name}.parquet")
+        temporaries = [self._temporary(name) for name in names]
+        temporaries.append(self.dest / STATS_DIR / f".{self.name}.json.tmp")
+        for temporary in temporaries:
             if temporary.is_dir():
                 shutil.rmtree(temporary)
             elif temporary.exists():
@@ -201,7 +227,7 @@ class ShardWriter:
     def _index_row(self, outcome: Outcome) -> dict:
         data = outcome.data
         row = {"key": outcome.key}
-        row |= {_indexed(name): outcome.kept.get(name) for name in self.kept.names}
+        row |= {self._indexed(name): outcome.kept.get(name) for name in self.kept.names}
         row |= {
             "status": outcome.status,
             "step": outcome.step,
@@ -210,37 +236,56 @@ class ShardWriter:
             "size": len(data) if data is not None else None,
             "sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
         }
+        meta = outcome.meta if isinstance(outcome.meta, dict) else {}
+        row |= {name: _integer(meta.get(name)) for name in self.measured}
         return row
+
+    def _indexed(self, name: str) -> str:
+        """A kept column's name in the index: prefixed when the index has one of its own."""
+        return f"input_{name}" if name in RESERVED or name in self.measured else name
 
     def _schema(self) -> "pa.Schema":
         import pyarrow as pa
 
         fields = [pa.field("key", pa.string())]
-        fields += [pa.field(_indexed(kept.name), kept.type) for kept in self.kept]
+        fields += [pa.field(self._indexed(kept.name), kept.type) for kept in self.kept]
         fields += [pa.field(name, pa.string()) for name in ("status", "step", "error_class")]
         fields += [pa.field("error", pa.string()), pa.field("size", pa.int64())]
         fields.append(pa.field("sha256", pa.string()))
+        fields += [pa.field(name, pa.int64()) for name in self.measured]
         if self.format == "parquet":
             fields.append(pa.field("data", pa.binary()))
         return pa.schema(fields)
+
+    @property
+    def captioned(self) -> bool:
+        return CAPTION in self.kept.names
 
     def _add_members(self, outcome: Outcome, write) -> None:
         if outcome.status != SUCCESS or outcome.data is None:
             return
         base = safe_name(outcome.key)
-        write(f"{base}.{outcome.extension}", outcome.data)
-        write(f"{base}.json", _meta_json(outcome))
+        fetched_at = outcome.fetched_at if outcome.fetched_at is not None else time.time()
+        extension = outcome.extension
+        if self.captioned and extension == "txt":  # `<key>.txt` is the caption
+            extension = "bin"
+        write(f"{base}.{extension}", outcome.data, fetched_at)
+        if self.captioned:
+            write(f"{base}.txt", _caption(outcome), fetched_at)
+        write(f"{base}.json", _meta_json(outcome), fetched_at)
 
-    def _add_to_tar(self, name: str, data: bytes) -> None:
+    def _add_to_tar(self, name: str, data: bytes, mtime: float) -> None:
         assert self._tar is not None
         info = tarfile.TarInfo(name)
         info.size = len(data)
         info.mode = 0o644
+        info.mtime = int(mtime)
         self._tar.addfile(info, io.BytesIO(data))  # BytesIO shares, not copies
 
-    def _add_to_folder(self, name: str, data: bytes) -> None:
+    def _add_to_folder(self, name: str, data: bytes, mtime: float) -> None:
         path = self._temporary(self.name) / name
         path.write_bytes(data)
+        os.utime(path, (mtime, mtime))
         self._folder_files.append(path)
 
     def _finish_data(self) -> Path:
@@ -286,8 +331,17 @@ class ShardWriter:
         return json.dumps(stats, indent=2).encode()
 
 
-def _indexed(name: str) -> str:
-    return f"input_{name}" if name in RESERVED else name
+def _integer(value: Any) -> int | None:
+    """A measured field as the index holds it: an int, else null (a plug-in's odd value)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _caption(outcome: Outcome) -> bytes:
+    """The sample's caption as text: the steps' when they set one, else the kept column's;
+    empty when null (as img2dataset writes it)."""
+    meta = outcome.meta if isinstance(outcome.meta, dict) else {}
+    value = meta.get(CAPTION, outcome.kept.get(CAPTION))
+    return b"" if value is None else str(value).encode()
 
 
 def _meta_json(outcome: Outcome) -> bytes:

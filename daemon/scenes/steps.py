@@ -25,6 +25,7 @@ from bulkforge.daemon.errors import InvalidArgument
 StepFunction = Callable[[bytes, dict[str, Any]], tuple[bytes, dict[str, Any]]]
 
 FETCH = "fetch"
+DECODE = "decode"
 _PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -56,12 +57,19 @@ def verify(data: bytes, meta: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     return data, meta
 
 
+# What `decode` adds to a sample's metadata, by img2dataset's names: bfd does not resize,
+# so the original size is the size.
+IMAGE_SIZE = ("width", "height", "original_width", "original_height")
+
+
 def decode(data: bytes, meta: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-    """Content decodes as an image (Pillow reads its header and checks its structure)."""
+    """Content decodes as an image (Pillow reads its header and checks its structure);
+    its width and height go into the metadata."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
             image.verify()
     except UnidentifiedImageError:
         # Pillow's own words name its in-memory buffer (<_io.BytesIO object at 0x…>).
@@ -69,7 +77,7 @@ def decode(data: bytes, meta: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         raise StepFailed("decode", "not_an_image", message) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise StepFailed("decode", "not_an_image", f"a broken image: {exc}") from None
-    return data, meta
+    return data, {**meta, **dict(zip(IMAGE_SIZE, (width, height, width, height), strict=True))}
 
 
 BUILT_IN: dict[str, StepFunction | None] = {FETCH: None, "verify": verify, "decode": decode}

@@ -27,6 +27,12 @@ def register(kinds: argparse._SubParsersAction) -> None:
         metavar="COL,...",
         help="input columns copied into each item's metadata and shard index",
     )
+    scenes.add_argument(
+        "--caption",
+        default="",
+        metavar="COL",
+        help="the caption column: kept as `caption`, each sample's .txt",
+    )
     scenes.add_argument("--dest", required=True, metavar="D", help="directory the shards go in")
     scenes.add_argument(
         "--shard-size",
@@ -78,6 +84,7 @@ def run_scenes(args: argparse.Namespace, bfd: Client) -> int:
         key=args.key,
         url=args.url,
         keep=names(args.keep),
+        caption=args.caption,
         dest=args.dest,
         shard_size=args.shard_size,
         format=args.format,

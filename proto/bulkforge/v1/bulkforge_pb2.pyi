@@ -81,7 +81,7 @@ class DownloadSpec(_message.Message):
     def __init__(self, manifest: _Optional[str] = ..., urls: _Optional[_Union[UrlList, _Mapping]] = ..., s3: _Optional[str] = ..., hf: _Optional[str] = ..., dest: _Optional[str] = ..., include: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ..., space: _Optional[str] = ..., safety_margin: _Optional[float] = ..., oversize: _Optional[str] = ..., auto_proceed: _Optional[bool] = ...) -> None: ...
 
 class ScenesSpec(_message.Message):
-    __slots__ = ("input", "key", "url", "keep", "dest", "shard_size", "format", "steps", "max_size", "timeout_s")
+    __slots__ = ("input", "key", "url", "keep", "dest", "shard_size", "format", "steps", "max_size", "timeout_s", "caption")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class ScenesSpec(_message.Message):
     STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    CAPTION_FIELD_NUMBER: _ClassVar[int]
     input: str
     key: str
     url: str
@@ -102,7 +103,8 @@ class ScenesSpec(_message.Message):
     steps: _containers.RepeatedScalarFieldContainer[str]
     max_size: str
     timeout_s: float
-    def __init__(self, input: _Optional[str] = ..., key: _Optional[str] = ..., url: _Optional[str] = ..., keep: _Optional[_Iterable[str]] = ..., dest: _Optional[str] = ..., shard_size: _Optional[int] = ..., format: _Optional[str] = ..., steps: _Optional[_Iterable[str]] = ..., max_size: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    caption: str
+    def __init__(self, input: _Optional[str] = ..., key: _Optional[str] = ..., url: _Optional[str] = ..., keep: _Optional[_Iterable[str]] = ..., dest: _Optional[str] = ..., shard_size: _Optional[int] = ..., format: _Optional[str] = ..., steps: _Optional[_Iterable[str]] = ..., max_size: _Optional[str] = ..., timeout_s: _Optional[float] = ..., caption: _Optional[str] = ...) -> None: ...
 
 class CleanSpec(_message.Message):
     __slots__ = ("input", "after", "dest", "kinds", "markets")

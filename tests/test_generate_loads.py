@@ -16,6 +16,7 @@ The rules, each checked on what a real bfd wrote, read by the tools people use:
 import csv
 import json
 import re
+import shutil
 import sqlite3
 import subprocess
 import tomllib
@@ -221,6 +222,26 @@ def load_order(dest: Path) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def with_a_broken_part(dest: Path, tmp_path: Path, table: str = "enrollments") -> Path:
+    """A copy of an SQL output one of whose middle parts has, in its first row, a course that
+    does not exist (or, for another table, starts with a statement into no table): its load
+    must fail, exit non-zero, and leave no row behind."""
+    copy = tmp_path / "broken"
+    shutil.copytree(dest, copy)
+    found = parts(copy, table)
+    middle = found[len(found) // 2]
+    text = middle.read_text()
+    if table == "enrollments":
+        broken = re.sub(
+            r"VALUES\n\((\d+), (\d+), \d+,", r"VALUES\n(\1, \2, 99999999,", text, count=1
+        )
+    else:
+        broken = "INSERT INTO no_such_table VALUES (1);\n" + text
+    assert broken != text
+    middle.write_text(broken)
+    return copy
+
+
 def parents_first(spec: str, order: list[str]) -> bool:
     model = s.load(SPECS[spec], "x.toml" if spec == "courses" else "x.yaml")
     return all(
@@ -250,6 +271,15 @@ def test_load_sql_loads_into_sqlite3_parents_first_with_keys_enforced(outputs, s
             for row in conn.execute(f'PRAGMA foreign_key_list("{table}")')
         }
         assert declared == key_columns(spec)
+    # It stops at the first error: run again, its CREATE TABLE fails and no row is added.
+    again = subprocess.run(
+        ["sqlite3", str(db), ".read load.sql"], cwd=dest, capture_output=True, text=True
+    )
+    assert again.returncode != 0 and "already exists" in again.stderr, again.stderr
+    with sqlite3.connect(db) as conn:
+        assert {
+            t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in order
+        } == counts
     # The glob order (alphabetical) breaks a key, so the load script's order is what loads:
     # the same parts read in sorted order into a fresh database fail on a foreign key.
     glob_order = "".join(
@@ -264,6 +294,15 @@ def test_load_sql_loads_into_sqlite3_parents_first_with_keys_enforced(outputs, s
         text=True,
     )
     assert refused.returncode != 0 and "FOREIGN KEY constraint failed" in refused.stderr
+    broken = with_a_broken_part(dest, tmp_path, order[-1])
+    failed = subprocess.run(
+        ["sqlite3", str(tmp_path / "broken.db"), ".read load.sql"],
+        cwd=broken, capture_output=True, text=True,
+    )  # fmt: skip
+    assert failed.returncode != 0, failed.stderr
+    assert "FOREIGN KEY constraint failed" in failed.stderr or "no such table" in failed.stderr
+    with sqlite3.connect(tmp_path / "broken.db") as conn:  # one transaction: nothing stayed
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
 
 
 def test_load_sql_loads_into_postgresql_with_every_key(outputs, postgres, tmp_path):  # noqa: F811
@@ -287,6 +326,16 @@ def test_load_sql_loads_into_postgresql_with_every_key(outputs, postgres, tmp_pa
     )
     assert ("enrollments", "UNIQUE (student_id, course_id, term)") in unique
     assert ("time_slots", "UNIQUE (day, starts_at)") in unique
+    broken, empty = with_a_broken_part(dest, tmp_path), postgres.fresh_database()
+    failed = postgres.psql(empty, "-f", str(broken / "load.sql"), check=False, cwd=tmp_path)
+    assert failed.returncode != 0 and "violates foreign key" in failed.stderr, failed.stderr
+    assert postgres.query(empty, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [
+        ("0",)
+    ]  # one transaction: nothing stayed
+    again = postgres.psql(db, "-f", str(dest / "load.sql"), check=False, cwd=tmp_path)
+    assert again.returncode != 0 and "already exists" in again.stderr, again.stderr
+    for table, count in rows.items():  # stopped at the first error: nothing added
+        assert postgres.query(db, f"SELECT count(*) FROM {table}") == [(str(count),)]
     typed = postgres.query(
         db, "SELECT data_type FROM information_schema.columns WHERE column_name = 'starts_at'"
     )
@@ -323,12 +372,25 @@ def test_csv_output_copies_into_the_generated_schema_in_postgresql(outputs, post
         assert postgres.query(copied, digest) == postgres.query(loaded, digest), table
 
 
-def test_load_sql_loads_into_mariadb_innodb_with_table_level_keys(outputs, mariadb):  # noqa: F811
+def test_load_sql_loads_into_mariadb_innodb_with_table_level_keys(outputs, mariadb, tmp_path):  # noqa: F811
     dest = outputs["courses", "sql", "mysql"]
     db = mariadb.fresh_database()
     done = mariadb.client(db, check=False, cwd=dest, stdin=dest / "load.sql")
     assert done.returncode == 0, done.stderr
     for table, count in table_rows(outputs, "courses").items():
+        assert mariadb.query(db, f"SELECT count(*) FROM `{table}`") == [(str(count),)]
+    # The client goes on past an error in a sourced file: the script's check of every
+    # table's rows ends it before its COMMIT, and the rows roll back.
+    broken, empty = with_a_broken_part(dest, tmp_path), mariadb.fresh_database()
+    failed = mariadb.client(empty, check=False, cwd=broken, stdin=broken / "load.sql")
+    assert failed.returncode != 0 and "foreign key constraint fails" in failed.stderr
+    assert "all_rows_loaded" in failed.stderr, failed.stderr
+    for table in expected_columns("courses"):
+        assert mariadb.query(empty, f"SELECT count(*) FROM `{table}`") == [("0",)]
+    # Into tables that exist already: refused before anything is read.
+    again = mariadb.client(db, check=False, cwd=dest, stdin=dest / "load.sql")
+    assert again.returncode != 0 and "tables_are_new" in again.stderr, again.stderr
+    for table, count in table_rows(outputs, "courses").items():  # nothing added
         assert mariadb.query(db, f"SELECT count(*) FROM `{table}`") == [(str(count),)]
     foreign = mariadb.query(
         db,

@@ -226,11 +226,40 @@ LOAD = {
 }
 
 
-def load_script(dialect: str, schema: str, parts: list[str]) -> str:
+# MySQL's and MariaDB's clients go on past an error inside a `source`d file (only a
+# top-level error ends `mysql < load.sql`). So the script checks at the top level, with a
+# CHECK that fails: first that none of its tables exists yet, and before its COMMIT that
+# each table has all its rows; a failed check ends the client, which rolls the rows back.
+MYSQL_CHECK_TABLE = (
+    "CREATE TEMPORARY TABLE {name} (table_name VARCHAR(64) NOT NULL, expected BIGINT NOT NULL, "
+    "found BIGINT NOT NULL, CONSTRAINT {constraint} CHECK (found = expected));\n"
+)
+
+
+def _mysql_checks(rows: dict[str, int]) -> tuple[list[str], list[str]]:
+    """What the MySQL script checks before its schema, and before its COMMIT."""
+    before = [MYSQL_CHECK_TABLE.format(name="bulkforge_new_tables", constraint="tables_are_new")]
+    before += [
+        f"INSERT INTO bulkforge_new_tables SELECT '{table}', 0, count(*) FROM "
+        f"information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}';\n"
+        for table in rows
+    ]
+    after = [MYSQL_CHECK_TABLE.format(name="bulkforge_rows", constraint="all_rows_loaded")]
+    after += [
+        f"INSERT INTO bulkforge_rows SELECT '{table}', {count}, count(*) "
+        f"FROM {quote_name(table, 'mysql')};\n"
+        for table, count in rows.items()
+    ]
+    return before, after
+
+
+def load_script(dialect: str, schema: str, parts: list[str], rows: dict[str, int]) -> str:
     """The script that loads the schema and then every part (given parents first) in one
-    run of the dialect's client, stopping at the first error, every foreign key enforced."""
+    run of the dialect's client, stopping at the first error, every foreign key enforced.
+    rows: each table's rows, which the MySQL script checks before it commits."""
     how = LOAD[dialect]
     head = f"-- Loads this folder: {how['run']}\n-- (the schema, then every table, parents first)\n"
+    before, after = _mysql_checks(rows) if dialect == "mysql" else ([], [])
     reads = [how["read"].format(part) for part in parts]
     schema = how["read"].format(schema) + how.get("after_schema", "")
-    return "".join([head, how["head"], schema, *reads, how["tail"]])
+    return "".join([head, how["head"], *before, schema, *reads, *after, how["tail"]])

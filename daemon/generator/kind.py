@@ -200,7 +200,8 @@ def _write_load_script(request: GenerateRequest, counts: dict[str, int], order: 
         for table in order
         for index in range(-(-counts[table] // request.chunk_rows))
     ]
-    text = formats.load_script(request.dialect, SCHEMA_FILE, parts)
+    rows = {table: counts[table] for table in order}
+    text = formats.load_script(request.dialect, SCHEMA_FILE, parts, rows)
     path = Path(request.dest) / LOAD_FILE
     write_durably(path, text.encode())
     fsync_or_die(path.parent)

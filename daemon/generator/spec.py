@@ -652,12 +652,14 @@ def _check_declared_reference(spec: Spec, counts: dict[str, int], column: Column
         raise ValueError(f"{where}: {named}, which must be a sequence that is the primary key")
     if isinstance(column, Choice | Cycle):
         values = column.values
-    elif isinstance(column, Integers) and column.distinct() <= 1_000_000:
-        values = range(column.min, column.max + 1)
+    elif isinstance(column, Integers) and abs(parent.step) == 1:
+        values = [column.min, column.max]  # keys without gaps: the ends hold the range
+    elif isinstance(column, Integers):
+        values = range(column.min, column.max + 1)  # a gap shows by the second value
     else:
         raise ValueError(
-            f"{where}: {named}: only cycle, choice and integer (at most 1,000,000 values) columns "
-            "may declare references, whose values can all be checked against that table"
+            f"{where}: {named}: only cycle, choice and integer columns may declare references "
+            "(their values can all be checked against that table)"
         )
     count = counts[target.table]
     for value in values:

@@ -198,7 +198,6 @@ def _sql_type(kind: pa.DataType, dialect: str) -> str:
 
 # -- the load script: the schema, then every part, parents first ------------------------------
 
-LOAD_FILE = "load.sql"
 # How each dialect's client runs the script, and what it says first and last. Paths in it
 # are relative to DEST: psql's \ir reads them beside the script wherever it is run from;
 # sqlite3's .read and mysql's source read them from the working directory (cd DEST).

@@ -23,7 +23,7 @@ from bulkforge.daemon.store import now_ms
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 SCHEMA_FILE = "schema.sql"
-# The SQL output's load script (formats.LOAD_FILE: not imported, it needs pyarrow).
+# The SQL output's load script (formats.load_script writes it).
 LOAD_FILE = "load.sql"
 RATE_WINDOW_S = 10
 # Parts of one job: each is a row in the store and a file on disk.
@@ -181,8 +181,10 @@ def _write_schema(request: GenerateRequest, dataset, order: list[str]) -> None:
     """DEST/schema.sql: the tables' CREATE statements, parents first, with their keys."""
     from bulkforge.daemon.generator import formats
 
-    types = {table: {field.name: field.type for field in dataset.rows(table, 0, 1).schema}
-             for table in order}  # fmt: skip
+    types = {
+        table: {field.name: field.type for field in dataset.rows(table, 0, 1).schema}
+        for table in order
+    }
     text = formats.create_tables(request.model, order, types, request.dialect)
     path = Path(request.dest) / SCHEMA_FILE
     write_durably(path, text.encode())
@@ -194,7 +196,6 @@ def _write_load_script(request: GenerateRequest, counts: dict[str, int], order: 
     the dialect's own client (psql -f, sqlite3 .read, mysql <) with every key enforced."""
     from bulkforge.daemon.generator import formats
 
-    assert formats.LOAD_FILE == LOAD_FILE
     parts = [
         f"{table}/{formats.part_name(index, 'sql')}"
         for table in order

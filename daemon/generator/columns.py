@@ -39,6 +39,20 @@ class Dataset:
             self._tables[name] = (EnrollmentValues if derived else TableValues)(self, name)
         return self._tables[name]
 
+    def rows(self, name: str, start: int, count: int) -> pa.Table:
+        """Rows [start, start + count) of a table, shaped as every format writes them."""
+        return self.shaped(name, self.table(name).rows(start, count))
+
+    def shaped(self, name: str, values: "dict[str, pa.Array] | pa.Table") -> pa.Table:
+        """A chunk as every format writes it: columns in the schema's order (the key first),
+        and a column that is never null marked so (Parquet's required fields)."""
+        fields, arrays = [], []
+        for column in self.spec.tables[name].schema_columns():
+            array = values[column]
+            fields.append(pa.field(column, array.type, self.spec.nullable(name, column)))
+            arrays.append(array)
+        return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
 
 class TableValues:
     def __init__(self, dataset: Dataset, name: str):
@@ -48,9 +62,10 @@ class TableValues:
         self.count = dataset.counts[name]
 
     def rows(self, start: int, count: int) -> pa.Table:
-        """Rows [start, start + count) with every column, in the spec's order."""
+        """Rows [start, start + count) with every column, the key first, then the spec's order."""
         rows = np.arange(start, start + count, dtype=np.int64)
-        return pa.table({name: self.column(name, rows) for name in self.spec.columns})
+        values = {name: self.column(name, rows) for name in self.spec.columns}
+        return self.dataset.shaped(self.name, values)
 
     def key(self, column: str, *purpose: str) -> int:
         return streams.stream_key(self.dataset.seed, self.name, column, *purpose)
@@ -158,12 +173,20 @@ def _floats(table: TableValues, name: str, column: s.Floats, rows: np.ndarray) -
 
 
 def _choice(table: TableValues, name: str, column: s.Choice, rows: np.ndarray) -> pa.Array:
-    options = pa.array(column.values)
+    options = _options(column)
     return options.take(_indices(table, name, column, rows, len(column.values), column.weights))
 
 
 def _cycle(table: TableValues, name: str, column: s.Cycle, rows: np.ndarray) -> pa.Array:
-    return pa.array(column.values).take((rows // column.repeat) % len(column.values))
+    return _options(column).take((rows // column.repeat) % len(column.values))
+
+
+def _options(column: s.Choice | s.Cycle) -> pa.Array:
+    """A choice's or a cycle's values as Arrow: times of day as TIME (seconds)."""
+    if column.type == "time":
+        seconds = [s.seconds_of_day(value) for value in column.values]
+        return pa.array(seconds, type=pa.int32()).cast(pa.time32("s"))
+    return pa.array(column.values)
 
 
 def _boolean(table: TableValues, name: str, column: s.Boolean, rows: np.ndarray) -> pa.Array:

@@ -139,43 +139,45 @@ def quote_name(name: str, dialect: str) -> str:
     return f"`{name}`" if dialect == "mysql" else f'"{name}"'
 
 
+# How MySQL stores every table: InnoDB (the engine that enforces foreign keys), and
+# utf8mb4 (all of Unicode) compared byte for byte, so values that differ only in case or
+# accents stay distinct under a UNIQUE key, as they were generated.
+MYSQL_TABLE = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+
+
 def create_tables(spec: s.Spec, order: list[str], types: dict, dialect: str) -> str:
-    """CREATE TABLE statements, parents first, with keys, references and NOT NULL."""
+    """CREATE TABLE statements, parents first: columns in the output's order with NOT NULL,
+    then the primary key, the unique keys and the foreign keys, each declared at the table's
+    level (MySQL ignores a REFERENCES written after a column)."""
     statements = []
     for table in order:
         lines = []
-        for name, column in spec.tables[table].schema_columns().items():
+        for name in spec.tables[table].schema_columns():
             line = f"  {quote_name(name, dialect)} {_sql_type(types[table][name], dialect)}"
-            if not may_be_null(spec, table, column):
+            if not spec.nullable(table, name):
                 line += " NOT NULL"
-            if column.primary_key:
-                line += " PRIMARY KEY"
-            elif column.unique:
-                line += " UNIQUE"
-            if isinstance(column, s.ForeignKey):
-                target = (
-                    f"{quote_name(column.table, dialect)}({quote_name(column.column, dialect)})"
-                )
-                line += f" REFERENCES {target}"
             lines.append(line)
+        lines += _constraints(spec, table, dialect)
         body = ",\n".join(lines)
-        statements.append(f"CREATE TABLE {quote_name(table, dialect)} (\n{body}\n);\n")
+        after = MYSQL_TABLE if dialect == "mysql" else ""
+        statements.append(f"CREATE TABLE {quote_name(table, dialect)} (\n{body}\n){after};\n")
     return "".join(statements)
 
 
-def may_be_null(spec: s.Spec, table: str, column: s.Column) -> bool:
-    """Whether a value can be null: its own nulls, or those of the column a key or a lookup
-    copies (a NOT NULL on a lookup of a column with nulls would refuse the rows)."""
-    while True:
-        if column.null:
-            return True
-        if isinstance(column, s.ForeignKey):
-            table, name = column.table, column.column
-        elif isinstance(column, s.Lookup):
-            table, name = spec.tables[table].columns[column.via].table, column.column
-        else:
-            return False
-        column = spec.tables[table].schema_columns()[name]
+def _constraints(spec: s.Spec, table: str, dialect: str) -> list[str]:
+    def names(columns) -> str:
+        return ", ".join(quote_name(column, dialect) for column in columns)
+
+    columns = spec.tables[table].schema_columns()
+    found = [f"  PRIMARY KEY ({names([n])})" for n, c in columns.items() if c.primary_key]
+    found += [
+        f"  UNIQUE ({names([n])})" for n, c in columns.items() if c.unique and not c.primary_key
+    ]
+    found += [f"  UNIQUE ({names(key)})" for key in spec.tables[table].unique]
+    for name, (parent, key) in spec.references(table).items():
+        target = f"{quote_name(parent, dialect)} ({names([key])})"
+        found.append(f"  FOREIGN KEY ({names([name])}) REFERENCES {target}")
+    return found
 
 
 def _sql_type(kind: pa.DataType, dialect: str) -> str:
@@ -187,6 +189,76 @@ def _sql_type(kind: pa.DataType, dialect: str) -> str:
         return "DOUBLE PRECISION" if dialect == "postgres" else "DOUBLE"
     if pa.types.is_date(kind):
         return "DATE"
+    if pa.types.is_time(kind):
+        return "TIME"
     if pa.types.is_timestamp(kind):
         return "TIMESTAMP" if dialect != "mysql" else "DATETIME"
     return "TEXT" if dialect != "mysql" else "VARCHAR(255)"
+
+
+# -- the load script: the schema, then every part, parents first ------------------------------
+
+# How each dialect's client runs the script, and what it says first and last. Paths in it
+# are relative to DEST: psql's \ir reads them beside the script wherever it is run from;
+# sqlite3's .read and mysql's source read them from the working directory (cd DEST).
+LOAD = {
+    "postgres": {
+        "run": "psql -d DB -f DEST/load.sql",
+        "head": "\\set ON_ERROR_STOP on\nBEGIN;\n",
+        "read": "\\ir {}\n",
+        "tail": "COMMIT;\n",
+    },
+    "sqlite": {
+        "run": "cd DEST && sqlite3 DB '.read load.sql'",
+        "head": ".bail on\nPRAGMA foreign_keys = ON;\nBEGIN;\n",
+        "read": ".read {}\n",
+        "tail": "COMMIT;\n",
+    },
+    "mysql": {
+        "run": "cd DEST && mysql DB < load.sql",
+        # DDL commits by itself in MySQL: the schema first, then the rows in one transaction.
+        "head": "SET NAMES utf8mb4;\nSET foreign_key_checks = 1;\n",
+        "read": "source {}\n",
+        "after_schema": "START TRANSACTION;\n",
+        "tail": "COMMIT;\n",
+    },
+}
+
+
+# MySQL's and MariaDB's clients go on past an error inside a `source`d file (only a
+# top-level error ends `mysql < load.sql`). So the script checks at the top level, with a
+# CHECK that fails: first that none of its tables exists yet, and before its COMMIT that
+# each table has all its rows; a failed check ends the client, which rolls the rows back.
+MYSQL_CHECK_TABLE = (
+    "CREATE TEMPORARY TABLE {name} (table_name VARCHAR(64) NOT NULL, expected BIGINT NOT NULL, "
+    "found BIGINT NOT NULL, CONSTRAINT {constraint} CHECK (found = expected));\n"
+)
+
+
+def _mysql_checks(rows: dict[str, int]) -> tuple[list[str], list[str]]:
+    """What the MySQL script checks before its schema, and before its COMMIT."""
+    before = [MYSQL_CHECK_TABLE.format(name="bulkforge_new_tables", constraint="tables_are_new")]
+    before += [
+        f"INSERT INTO bulkforge_new_tables SELECT '{table}', 0, count(*) FROM "
+        f"information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}';\n"
+        for table in rows
+    ]
+    after = [MYSQL_CHECK_TABLE.format(name="bulkforge_rows", constraint="all_rows_loaded")]
+    after += [
+        f"INSERT INTO bulkforge_rows SELECT '{table}', {count}, count(*) "
+        f"FROM {quote_name(table, 'mysql')};\n"
+        for table, count in rows.items()
+    ]
+    return before, after
+
+
+def load_script(dialect: str, schema: str, parts: list[str], rows: dict[str, int]) -> str:
+    """The script that loads the schema and then every part (given parents first) in one
+    run of the dialect's client, stopping at the first error, every foreign key enforced.
+    rows: each table's rows, which the MySQL script checks before it commits."""
+    how = LOAD[dialect]
+    head = f"-- Loads this folder: {how['run']}\n-- (the schema, then every table, parents first)\n"
+    before, after = _mysql_checks(rows) if dialect == "mysql" else ([], [])
+    reads = [how["read"].format(part) for part in parts]
+    schema = how["read"].format(schema) + how.get("after_schema", "")
+    return "".join([head, how["head"], *before, schema, *reads, *after, how["tail"]])

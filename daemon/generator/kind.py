@@ -23,6 +23,8 @@ from bulkforge.daemon.store import now_ms
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 SCHEMA_FILE = "schema.sql"
+# The SQL output's load script (formats.load_script writes it).
+LOAD_FILE = "load.sql"
 RATE_WINDOW_S = 10
 # Parts of one job: each is a row in the store and a file on disk.
 MAX_PARTS = 1_000_000
@@ -73,6 +75,7 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
         dest = str(request.dest)
         if request.format == "sql":
             await asyncio.to_thread(_write_schema, request, dataset, order)
+            await asyncio.to_thread(_write_load_script, request, counts, order)
         return await self.writer.call(
             lambda conn: records.create_job(
                 conn, request.name, spec, dest, counts, order, request.chunk_rows
@@ -91,7 +94,7 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
         return found
 
     def output_of(self, conn: apsw.Connection, job: jobs.JobRow) -> Iterator[str]:
-        """Each part's file (and its temporary name), and schema.sql of an SQL job."""
+        """Each part's file (and its temporary name), and schema.sql and load.sql of an SQL job."""
         fmt = json.loads(job.spec).get("format", "parquet")
         for table, index in conn.execute(
             "SELECT table_name, idx FROM generate_parts WHERE job_id = ? ORDER BY id", (job.id,)
@@ -99,7 +102,8 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
             part = f"part-{index:05d}.{fmt}"
             yield from (f"{table}/{part}", f"{table}/.{part}.tmp")
         if fmt == "sql":
-            yield from (SCHEMA_FILE, f".{SCHEMA_FILE}.tmp")
+            for name in (SCHEMA_FILE, LOAD_FILE):
+                yield from (name, f".{name}.tmp")
 
     def _refuse_what_cannot_fit(self, request: GenerateRequest) -> None:
         """Checked on the spec's own tables (a derived table's rows need its index, built
@@ -178,10 +182,27 @@ def _write_schema(request: GenerateRequest, dataset, order: list[str]) -> None:
     from bulkforge.daemon.generator import formats
 
     types = {
-        table: {field.name: field.type for field in dataset.table(table).rows(0, 1).schema}
+        table: {field.name: field.type for field in dataset.rows(table, 0, 1).schema}
         for table in order
     }
     text = formats.create_tables(request.model, order, types, request.dialect)
     path = Path(request.dest) / SCHEMA_FILE
+    write_durably(path, text.encode())
+    fsync_or_die(path.parent)
+
+
+def _write_load_script(request: GenerateRequest, counts: dict[str, int], order: list[str]) -> None:
+    """DEST/load.sql: the schema, then every part the job will write, parents first, read by
+    the dialect's own client (psql -f, sqlite3 .read, mysql <) with every key enforced."""
+    from bulkforge.daemon.generator import formats
+
+    parts = [
+        f"{table}/{formats.part_name(index, 'sql')}"
+        for table in order
+        for index in range(-(-counts[table] // request.chunk_rows))
+    ]
+    rows = {table: counts[table] for table in order}
+    text = formats.load_script(request.dialect, SCHEMA_FILE, parts, rows)
+    path = Path(request.dest) / LOAD_FILE
     write_durably(path, text.encode())
     fsync_or_die(path.parent)

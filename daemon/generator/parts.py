@@ -28,7 +28,7 @@ def make_part(task: PartTask) -> PartWritten:
     stored = task.stored
     try:
         dataset = _dataset(task.job_spec)
-        rows = dataset.table(task.table).rows(task.start, task.rows)
+        rows = dataset.rows(task.table, task.start, task.rows)
         few = few_values(dataset, task.table)
         data = formats.render(rows, stored["format"], task.table, stored["sql_dialect"], few)
         del rows
@@ -62,7 +62,7 @@ def part_path(dest: Path, table: str, index: int, fmt: str) -> Path:
 def _dataset(job_spec: str) -> Dataset:
     if job_spec not in _DATASETS:
         stored = json.loads(job_spec)
-        model = s.Spec.model_validate(stored["spec"])
+        model = s.restored(stored["spec"], stored.get("column_order"))
         _DATASETS.clear()  # one job at a time is plenty to keep
         _DATASETS[job_spec] = Dataset(model, model.check(stored["rows"]), stored["seed"])
     return _DATASETS[job_spec]

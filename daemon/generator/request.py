@@ -21,6 +21,9 @@ FORMATS = ("parquet", "csv", "jsonl", "sql")
 DIALECTS = ("sqlite", "postgres", "mysql")
 # The length of MySQL's string columns in the schema (formats.py).
 MYSQL_VARCHAR = 255
+# InnoDB's longest index key (DYNAMIC rows), and a VARCHAR's bytes in one (4 a character).
+MYSQL_KEY_BYTES = 3072
+MYSQL_VARCHAR_KEY_BYTES = 4 * MYSQL_VARCHAR + 2
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class GenerateRequest:
         """The canonical parameters, the spec itself among them: a job never rereads a file."""
         return {
             "spec": self.model.model_dump(mode="json"),
+            "column_order": self.model.column_order(),
             "rows": self.rows,
             "seed": self.seed,
             "format": self.format,
@@ -51,7 +55,7 @@ class GenerateRequest:
         return cls(
             name=name,
             dest=Path(stored["dest"]),
-            model=s.Spec.model_validate(stored["spec"]),
+            model=s.restored(stored["spec"], stored.get("column_order")),
             rows=stored["rows"],
             seed=stored["seed"],
             format=stored["format"],
@@ -65,15 +69,13 @@ class GenerateRequest:
 
 def _keys_are_keys(model: s.Spec) -> None:
     """SQL declares a foreign key only to a PRIMARY KEY or UNIQUE column (schema.sql)."""
-    for table_name, table in model.tables.items():
-        for name, column in table.schema_columns().items():
-            if not isinstance(column, s.ForeignKey):
-                continue
-            parent = model.tables[column.table].schema_columns()[column.column]
+    for table_name in model.tables:
+        for name, (table, column) in model.references(table_name).items():
+            parent = model.tables[table].schema_columns()[column]
             if not (parent.primary_key or parent.unique):
                 raise ValueError(
                     f"tables.{table_name}.columns.{name}: a foreign key to "
-                    f"{column.table}.{column.column}, which is neither unique nor a primary "
+                    f"{table}.{column}, which is neither unique nor a primary "
                     "key: SQL's REFERENCES needs one (mark it unique or primary_key)"
                 )
 
@@ -95,6 +97,17 @@ def _fits_mysql(model: s.Spec, counts: dict[str, int]) -> None:
                     f"tables.{table_name}.columns.{column}: values of up to {chars:,} characters "
                     f"do not fit MySQL's VARCHAR({MYSQL_VARCHAR}) of --sql-dialect mysql"
                 )
+        for index, key in enumerate(table.unique):
+            strings = [
+                c for c in key if widths.text_bytes(model, counts, table_name, c) is not None
+            ]
+            size = len(strings) * MYSQL_VARCHAR_KEY_BYTES + 8 * (len(key) - len(strings))
+            if size > MYSQL_KEY_BYTES:
+                raise ValueError(
+                    f"tables.{table_name}.unique[{index}]: a key of {len(strings)} string columns "
+                    f"(up to {size:,} bytes) passes InnoDB's {MYSQL_KEY_BYTES:,}-byte key of "
+                    "--sql-dialect mysql"
+                )
 
 
 def preset(name: str) -> tuple[str, str]:
@@ -113,7 +126,8 @@ class SubmitGenerate(BaseModel):
     rows: int = Field(ge=1, le=MAX_ROWS)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     format: Literal[*FORMATS] = "parquet"
-    sql_dialect: Literal[*DIALECTS] = "sqlite"
+    # Empty: not given (sqlite for --format sql); given with another format it is refused.
+    sql_dialect: Literal["", *DIALECTS] = ""
     dest: Annotated[str, StringConstraints(min_length=1)]
     chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, ge=1, le=MAX_CHUNK_ROWS)
 
@@ -141,6 +155,11 @@ class SubmitGenerate(BaseModel):
             raise ValueError("give exactly one of --spec F and --preset NAME")
         if self.spec_text and not self.spec_name:
             raise ValueError("spec_name is missing: its extension says TOML, JSON or YAML")
+        if self.sql_dialect and self.format != "sql":
+            raise ValueError(
+                f"--sql-dialect {self.sql_dialect} is for --format sql only "
+                f"(this job's format is {self.format}): leave it out"
+            )
         return self
 
     def request(self) -> GenerateRequest:
@@ -162,6 +181,6 @@ class SubmitGenerate(BaseModel):
             rows=self.rows,
             seed=self.seed,
             format=self.format,
-            dialect=self.sql_dialect,
+            dialect=self.sql_dialect or "sqlite",
             chunk_rows=self.chunk_rows,
         )

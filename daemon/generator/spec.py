@@ -84,6 +84,15 @@ def check_weights(weights: list[float], what: str) -> None:
         raise ValueError(f"{what} add up past the largest float")
 
 
+class Reference(BaseModel):
+    """A column of another table whose values a column's values are (a foreign key in SQL)."""
+
+    model_config = FINITE
+
+    table: str
+    column: str
+
+
 class Column(BaseModel):
     model_config = FINITE
 
@@ -92,6 +101,8 @@ class Column(BaseModel):
     unique: bool = False
     # The table's key in SQL output: unique and never null.
     primary_key: bool = False
+    # Values that are another table's keys (a cycle of slot numbers): declared a foreign key.
+    references: Reference | None = None
 
     @model_validator(mode="after")
     def _key(self) -> "Column":
@@ -223,10 +234,31 @@ def round_to(value: float, digits: int | None) -> float:
     return float(np.round(value, digits))
 
 
+# A time of day as a spec writes it: HH:MM or HH:MM:SS.
+_TIME_OF_DAY = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?$")
+
+
+def seconds_of_day(text: str) -> int:
+    """08:30 or 08:30:15 as seconds since midnight (the value of a TIME column)."""
+    hours, minutes, seconds = _TIME_OF_DAY.match(text).groups()
+    return int(hours) * 3600 + int(minutes) * 60 + int(seconds or 0)
+
+
+def check_times(values, type_: str | None) -> None:
+    """Values of a column typed `time` are times of day, written HH:MM or HH:MM:SS."""
+    if type_ != "time":
+        return
+    for value in values:
+        if not isinstance(value, str) or not _TIME_OF_DAY.match(value):
+            raise ValueError(f"type time: {value!r:.40} is not a time of day (HH:MM or HH:MM:SS)")
+
+
 class Choice(Column):
     kind: Literal["choice"]
     values: list[str | int | float | bool] = Field(min_length=1, max_length=100_000)
     weights: list[float] | None = None
+    # The values' type in the output, when not the one their TOML gives: "time" (TIME).
+    type: Literal["time"] | None = None
 
     def distinct(self) -> int | None:
         return len(set(self.values))
@@ -235,6 +267,7 @@ class Choice(Column):
     def _weights(self) -> "Choice":
         check_text(self.values, "values")
         check_int64(self.values, "values")
+        check_times(self.values, self.type)
         if self.weights is not None:
             if len(self.weights) != len(self.values):
                 raise ValueError(f"{len(self.weights)} weights for {len(self.values)} values")
@@ -252,6 +285,7 @@ class Cycle(Column):
     kind: Literal["cycle"]
     values: list[str | int] = Field(min_length=1, max_length=100_000)
     repeat: int = Field(default=1, ge=1)
+    type: Literal["time"] | None = None
 
     def distinct(self) -> int | None:
         return len(set(self.values))
@@ -267,6 +301,7 @@ class Cycle(Column):
             raise ValueError("values must all be of one type")
         check_text(self.values, "values")
         check_int64(self.values, "values")
+        check_times(self.values, self.type)
         return self
 
 
@@ -497,6 +532,13 @@ class Enrollments(BaseModel):
             raise ValueError(f"{where}: {self.courses}.{self.slot} must be a cycle (repeat 1)")
 
 
+# Columns one table-level unique key may hold, and such keys a table may declare.
+MAX_KEY_COLUMNS = 16
+MAX_UNIQUE_KEYS = 16
+# Rows up to which a unique key of cycles alone is checked by listing its values.
+MAX_CHECKED_CYCLE_ROWS = 1_000_000
+
+
 class Table(BaseModel):
     model_config = FINITE
 
@@ -506,14 +548,23 @@ class Table(BaseModel):
     columns: dict[Name, AnyColumn] = Field(default_factory=dict)
     # A table derived from others (its rows and columns are its own), instead of columns.
     enrollments: Enrollments | None = None
+    # Unique keys over several columns (a natural key: student, course and term).
+    unique: list[Annotated[list[Name], Field(min_length=1, max_length=MAX_KEY_COLUMNS)]] = Field(
+        default_factory=list, max_length=MAX_UNIQUE_KEYS
+    )
 
     def schema_columns(self) -> dict[str, Column]:
-        return self.enrollments.columns() if self.enrollments else dict(self.columns)
+        """Its columns in the order of every output: the primary key first, then the spec's."""
+        columns = self.enrollments.columns() if self.enrollments else dict(self.columns)
+        keys = {name: column for name, column in columns.items() if column.primary_key}
+        return keys | columns
 
     def parents(self) -> set[str]:
         if self.enrollments:
             return {self.enrollments.students, self.enrollments.courses}
-        return {parent for column in self.columns.values() for parent, _ in column.parents()}
+        found = {parent for column in self.columns.values() for parent, _ in column.parents()}
+        found |= {c.references.table for c in self.columns.values() if c.references}
+        return found
 
     @model_validator(mode="after")
     def _one_key(self) -> "Table":
@@ -548,6 +599,46 @@ class Spec(BaseModel):
         except CycleError as cycle:
             raise ValueError(f"foreign keys form a cycle: {' -> '.join(cycle.args[1])}") from None
 
+    def column_order(self) -> list[list]:
+        """[table, [its columns]] in the spec's order: kept beside the spec where it is stored
+        as canonical JSON (whose sorted keys would put every table's columns alphabetically)."""
+        return [[name, list(table.columns)] for name, table in self.tables.items()]
+
+    def reference(self, table: str, name: str) -> tuple[str, str] | None:
+        """(table, column) a column's values are keys of: its foreign key in SQL. A lookup of
+        a key is that key too (a course's department, looked up through its teacher)."""
+        column = self.tables[table].schema_columns()[name]
+        if isinstance(column, ForeignKey):
+            return column.table, column.column
+        if column.references is not None:
+            return column.references.table, column.references.column
+        if isinstance(column, Lookup):
+            via = self.tables[table].columns[column.via]
+            return self.reference(via.table, column.column)
+        return None
+
+    def references(self, table: str) -> dict[str, tuple[str, str]]:
+        """Every column of the table that is a key of another: column -> (table, column)."""
+        found = {}
+        for name in self.tables[table].schema_columns():
+            if (target := self.reference(table, name)) is not None:
+                found[name] = target
+        return found
+
+    def nullable(self, table: str, name: str) -> bool:
+        """Whether a value can be null: its own nulls, or those of the column a key or a
+        lookup copies (a NOT NULL on a lookup of a column with nulls would refuse the rows)."""
+        while True:
+            column = self.tables[table].schema_columns()[name]
+            if column.null:
+                return True
+            if isinstance(column, ForeignKey):
+                table, name = column.table, column.column
+            elif isinstance(column, Lookup):
+                table, name = self.tables[table].columns[column.via].table, column.column
+            else:
+                return False
+
     def check(self, rows: int) -> dict[str, int]:
         """Every table's row count for --rows N (derived tables left out: their data
         decides), after checking what depends on it."""
@@ -563,6 +654,8 @@ class Spec(BaseModel):
             for column_name, column in table.columns.items():
                 where = f"tables.{name}.columns.{column_name}"
                 _check_references(self, name, column, where)
+                if column.references is not None:
+                    _check_declared_reference(self, counts, column, where)
                 if isinstance(column, Sequence) and not column.fits(counts[name]):
                     raise ValueError(
                         f"{where}: start {column.start} step {column.step} passes the largest "
@@ -575,8 +668,89 @@ class Spec(BaseModel):
                         f"{where}: unique, but it has {distinct:,} distinct values for "
                         f"{counts[name]:,} rows"
                     )
+            for index, key in enumerate(table.unique):
+                _check_unique_key(table, key, counts.get(name), f"tables.{name}.unique[{index}]")
         self.order()
         return counts
+
+
+def _check_declared_reference(spec: Spec, counts: dict[str, int], column: Column, where: str):
+    """A declared reference is a key only if every value the column can take is a row of the
+    table it names: checked here for values that can be listed (cycle, choice, integer) and
+    a sequence (the key a generated table has); anything else is refused, never assumed."""
+    target = column.references
+    named = f"references {target.table}.{target.column}"
+    if isinstance(column, ForeignKey | Lookup):
+        raise ValueError(f"{where}: a {column.kind} is a key already; give no references")
+    if target.table not in spec.tables or spec.tables[target.table].enrollments:
+        raise ValueError(f"{where}: {named}, a table the spec does not generate from columns")
+    parent = spec.tables[target.table].columns.get(target.column)
+    if not isinstance(parent, Sequence) or not (parent.primary_key or parent.unique):
+        raise ValueError(f"{where}: {named}, which must be a sequence that is the primary key")
+    if isinstance(column, Choice | Cycle):
+        values = column.values
+    elif isinstance(column, Integers) and abs(parent.step) == 1:
+        values = [column.min, column.max]  # keys without gaps: the ends hold the range
+    elif isinstance(column, Integers):
+        values = range(column.min, column.max + 1)  # a gap shows by the second value
+    else:
+        raise ValueError(
+            f"{where}: {named}: only cycle, choice and integer columns may declare references "
+            "(their values can all be checked against that table)"
+        )
+    count = counts[target.table]
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: {named}, but {value!r:.40} is not an integer key")
+        steps, off = divmod(value - parent.start, parent.step)
+        if off or not 0 <= steps < count:
+            raise ValueError(
+                f"{where}: {named}, but {value} is none of its {count:,} rows' {target.column}"
+            )
+
+
+def _check_unique_key(table: Table, key: list[str], count: int | None, where: str) -> None:
+    """A unique key over several columns is declared only where the generator keeps it:
+    a unique or primary-key column among them, an enrollments table's (student, course,
+    term), or cycles whose combinations, listed, do not repeat within the table's rows."""
+    columns = table.schema_columns()
+    for name in key:
+        if name not in columns:
+            raise ValueError(f"{where}: names a missing column {name!r}")
+    if len(set(key)) != len(key):
+        raise ValueError(f"{where}: names a column twice")
+    chosen = [columns[name] for name in key]
+    if any(column.primary_key or column.unique for column in chosen):
+        return
+    if table.enrollments and {"student_id", "course_id", "term"} <= set(key):
+        return  # a student holds at most one seat of a slot (so of a course) in a term
+    if any(isinstance(c, ForeignKey) and c.unique_per in key for c in chosen):
+        return  # rows sharing a value of unique_per take distinct parents (checked above)
+    if count is not None and all(isinstance(c, Cycle) and not c.null for c in chosen):
+        if count <= MAX_CHECKED_CYCLE_ROWS and _cycles_differ(chosen, count):
+            return
+        raise ValueError(f"{where}: ({', '.join(key)}) repeats within the table's {count:,} rows")
+    raise ValueError(
+        f"{where}: ({', '.join(key)}) is not kept unique by the generator: include a unique or "
+        "primary-key column, or give cycles whose combinations do not repeat"
+    )
+
+
+def _cycles_differ(cycles: list, count: int) -> bool:
+    """Whether rows 0..count-1 of the cycles give count different combinations of values."""
+    import numpy as np  # bfd imports numpy only for what needs it
+
+    if math.prod(len(cycle.values) for cycle in cycles) > 2**62:
+        return False  # too many combinations to number exactly: not promised
+    rows = np.arange(count, dtype=np.int64)
+    combined = np.zeros(count, dtype=np.int64)
+    for cycle in cycles:
+        # Equal values get one code (a cycle may list a value twice).
+        first: dict = {}
+        codes = np.array([first.setdefault(v, i) for i, v in enumerate(cycle.values)])
+        at = (rows // cycle.repeat) % len(cycle.values)
+        combined = combined * len(cycle.values) + codes[at]
+    return len(np.unique(combined)) == count
 
 
 def _check_references(spec: Spec, name: str, column: Column, where: str) -> None:
@@ -748,6 +922,21 @@ def _class_char(body: str, at: int, pattern: str) -> tuple[str, int]:
             raise ValueError(f"pattern {pattern!r}: [{body}] ends with a lone backslash")
         return _escape(body[at + 1], pattern), at + 2
     return body[at], at + 1
+
+
+def restored(document: dict, column_order: list | None) -> Spec:
+    """A spec stored as canonical JSON, its tables and columns in the order they were given
+    (Spec.column_order, stored beside it); a job stored before that kept its sorted order."""
+    if column_order:
+        tables = document["tables"]
+        document = {
+            **document,
+            "tables": {
+                name: {**tables[name], "columns": {c: tables[name]["columns"][c] for c in names}}
+                for name, names in column_order
+            },
+        }
+    return Spec.model_validate(document)
 
 
 def load(text: str, name: str) -> Spec:

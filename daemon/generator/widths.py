@@ -34,6 +34,13 @@ AS_TEXT = {
     s.TimestampRange: 28,
 }
 
+# What a time of day's text may add to the value the spec wrote (08:00 is written 08:00:00).
+TIME_AS_TEXT = 3
+
+
+def _time_text(column: s.Choice | s.Cycle) -> int:
+    return TIME_AS_TEXT if column.type == "time" else 0
+
 
 def columns(spec: s.Spec, counts: dict[str, int], table: str) -> dict[str, int]:
     """Each column's in-memory bytes per row, in the table's order."""
@@ -54,6 +61,8 @@ def text_bytes(
     """The most UTF-8 bytes (or, with measure=len, characters) a value of a string column
     takes; None: not a string column."""
     column = spec.tables[table].schema_columns()[name]
+    if isinstance(column, s.Choice | s.Cycle) and column.type == "time":
+        return None  # a TIME: seconds in memory, HH:MM:SS as text
     if isinstance(column, s.Choice | s.Cycle):
         texts = [value for value in column.values if isinstance(value, str)]
         return max(map(measure, texts)) if texts else None
@@ -105,7 +114,7 @@ def _spelled(spec: s.Spec, counts: dict[str, int], table: str, name: str, measur
         table, name = parent
         column = spec.tables[table].schema_columns()[name]
     if isinstance(column, s.Choice | s.Cycle):
-        return max(measure(str(value).lower()) for value in column.values)
+        return max(measure(str(value).lower()) for value in column.values) + _time_text(column)
     return AS_TEXT[type(column)]
 
 
@@ -174,7 +183,7 @@ def _as_text(spec: s.Spec, counts: dict[str, int], table: str, name: str) -> int
         table, name = parent
         column = spec.tables[table].schema_columns()[name]
     if isinstance(column, s.Choice | s.Cycle):
-        return max(len(str(value)) for value in column.values)
+        return max(len(str(value)) for value in column.values) + _time_text(column)
     return AS_TEXT[type(column)]
 
 

@@ -50,6 +50,11 @@ def register(kinds: argparse._SubParsersAction) -> None:
 
 
 def check_generate(args: argparse.Namespace) -> None:
+    if args.sql_dialect and args.format != "sql":
+        raise UsageError(
+            f"--sql-dialect {args.sql_dialect} is for --format sql only "
+            f"(this job's format is {args.format or 'parquet'}): leave it out"
+        )
     args.dest = daemon_path(args.dest, remote=bool(args.target), what="--dest")
     args.spec_text = ""
     if args.spec is None:

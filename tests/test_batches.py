@@ -105,6 +105,9 @@ def check_batch_manifest(disk: Path, found: dict[str, bytes]) -> None:
     (manifest,) = (disk / ".bulkforge").glob("big.batch-*.jsonl")
     header, *rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert header["files"] == len(rows) == len(found)
+    # The disk is an object a reader indexes (jq .disk.uuid), not JSON inside a string.
+    assert isinstance(header["disk"], dict), header["disk"]
+    assert header["disk"]["mount"] == os.path.realpath(disk) and header["disk"]["fstype"]
     for row in rows:
         data = found[row["path"]]
         assert row["size"] == len(data)

@@ -24,6 +24,7 @@ from bulkforge.client.private_daemon import running_daemon
 from bulkforge.client.progress import follow
 from bulkforge.client.render import print_failures, print_job
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import size_text
 
 JOB_NAME = "demo"
 CHUNK = 1 << 20
@@ -136,7 +137,7 @@ def download_and_verify(
         )
     elif ok:
         print(
-            f"demo ok: {len(files)} files, {total / 2**20:.1f} MiB downloaded and verified "
+            f"demo ok: {len(files)} files, {size_text(total)} downloaded and verified "
             f"in {seconds:.1f} s ({len(files) / seconds:.0f} files/s)"
         )
     if not ok:

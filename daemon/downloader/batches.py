@@ -12,7 +12,7 @@ Functions taking a connection run inside one writer operation.
 """
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import apsw
@@ -235,6 +235,15 @@ def manifest_rows(conn: apsw.Connection, job_id: int, index: int) -> list[dict]:
             row["md5"] = md5
         rows.append(row)
     return rows
+
+
+def manifest_header(job_name: str, batch: BatchRow, files: int) -> dict:
+    """The first line of a batch's manifest. Its disk is a nested object (mount, device,
+    fsid, fstype, uuid, label), so `jq .disk.uuid` reads it: never JSON inside a string.
+    A free-text disk of an older store stays the text it was."""
+    disk = Disk.from_json(batch.disk)
+    shown: dict | str | None = asdict(disk) if disk is not None else (batch.disk or None)
+    return {"job": job_name, "batch": batch.index, "disk": shown, "files": files}
 
 
 def write_manifest(path: Path, header: dict, rows: list[dict]) -> None:

@@ -229,7 +229,7 @@ class Downloader:
             rows = await self._readers.call(
                 lambda conn: batches.manifest_rows(conn, job.id, batch.index)
             )
-            header = {"job": job.name, "batch": batch.index, "disk": batch.disk, "files": len(rows)}
+            header = batches.manifest_header(job.name, batch, len(rows))
             path = batches.manifest_path(Path(job.dest), job.name, batch.index)
             try:
                 await asyncio.to_thread(batches.write_manifest, path, header, rows)

@@ -28,6 +28,7 @@ from bulkforge.daemon.pipeline import DiskBatches, ItemExport, Kinds, Rerun
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import SYNCHRONOUS, Store, now_ms
 from bulkforge.daemon.transfer.engine import Engine
+from bulkforge.proto.units import size_text
 
 # How long a job's view read for one `status` (or watch event) answers the others: a poller
 # cannot tell it from an answer that took that much longer, and twenty pollers of one job
@@ -361,7 +362,7 @@ class Control:
         if deleted is None:
             what = f"its files stay in {job.dest}"
         else:
-            what = f"{deleted.files:,} files ({deleted.bytes:,} bytes) deleted from {job.dest}"
+            what = f"{deleted.files:,} files ({size_text(deleted.bytes)}) deleted from {job.dest}"
         jobs.log_about(job).info("job {} removed ({}; {})", name, job.state, what)
         return view, view.items_total, deleted
 

@@ -71,6 +71,15 @@ def size_text(count: float) -> str:
     raise AssertionError("unreachable")
 
 
+def sizes_apart(first: int, second: int) -> tuple[str, str]:
+    """Two sizes a message compares (received vs expected): as size_text, unless that shows
+    them alike, when each gets its exact bytes too ('1.00 MB (1,000,001 B)')."""
+    a, b = size_text(first), size_text(second)
+    if a == b and first != second:
+        return f"{a} ({first:,} B)", f"{b} ({second:,} B)"
+    return a, b
+
+
 def rate_text(bytes_per_s: float) -> str:
     """A transfer rate for people: size_text per second, never below zero."""
     return f"{size_text(max(0.0, bytes_per_s))}/s"

@@ -9,6 +9,7 @@ own use plain directories.
 
 import hashlib
 import json
+import os
 import random
 import shutil
 import subprocess

@@ -75,7 +75,7 @@ def note(args: argparse.Namespace):
 
 def run_in(workdir: Path, args: argparse.Namespace) -> int:
     if not args.json:
-        print(f"generating {args.files} files of {args.size} bytes in {workdir}")
+        print(f"generating {args.files} files of {size_text(args.size)} in {workdir}")
     files = generate_files(workdir / "origin", args.files, args.size)
     from bulkforge.client.demo_origin import Origin
 

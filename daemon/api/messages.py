@@ -132,6 +132,7 @@ def watch_event(job: pb.Job, pace: Pace, final: bool, observed_at: float) -> pb.
         bytes_per_s=pace.bytes_per_s,
         items_per_s=pace.items_per_s,
         eta_s=pace.eta_s,
+        restarted=pace.restarted,
         final=final,
         observed_at=observed_at,
     )

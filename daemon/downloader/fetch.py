@@ -40,6 +40,7 @@ from bulkforge.daemon.transfer.protocol import (
     ToRange,
     validator_of,
 )
+from bulkforge.proto.units import sizes_apart
 
 HASH_READ = 1024 * 1024
 
@@ -363,7 +364,8 @@ class Fetcher:
     @staticmethod
     def verify(row: FileRow, received: Received) -> None:
         if row.size is not None and received.size != row.size:
-            raise fail("verify", "size", f"received {received.size} bytes, expected {row.size}")
+            got, wanted = sizes_apart(received.size, row.size)
+            raise fail("verify", "size", f"received {got}, expected {wanted}")
         if received.expected is not None and received.digest != received.expected:
             raise fail(
                 "verify",

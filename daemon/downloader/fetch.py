@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from loguru import logger
+
 from bulkforge.daemon.downloader.access import PUBLIC, Access
 from bulkforge.daemon.downloader.files import FileRow
 from bulkforge.daemon.downloader.install import Installable
@@ -40,7 +42,7 @@ from bulkforge.daemon.transfer.protocol import (
     ToRange,
     validator_of,
 )
-from bulkforge.proto.units import sizes_apart
+from bulkforge.proto.units import size_text, sizes_apart
 
 HASH_READ = 1024 * 1024
 
@@ -162,6 +164,13 @@ class Fetcher:
                     row, dest, target, partial, offset, progress, on_validator, access
                 )
             except _RestartFromZero:
+                # Its bytes so far go: watch says "restarted", never a negative rate.
+                logger.info(
+                    "{}: the origin answered the resume at {} with the whole file (it ignores "
+                    "Range, or the file changed); restarted from zero",
+                    row.path,
+                    size_text(offset),
+                )
                 await asyncio.to_thread(partial.unlink, True)
                 offset = 0
         raise fail("transfer", "range", "the origin keeps refusing to resume or restart")

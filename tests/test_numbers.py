@@ -12,6 +12,8 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
+from conftest import make_dataset, manifest_rows, wait_until, write_manifest
+from origin import Fault, FaultKind, Origin
 
 from bulkforge.daemon.progress import Rates
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
@@ -274,3 +276,40 @@ def test_a_plan_for_space_2mb_speaks_in_the_units_it_was_given():
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# -- a watch across a restart, with the real bfd and an origin that ignores Range ---------------
+
+
+def test_a_resume_answered_from_zero_watches_as_restarted_and_never_negative(
+    patient_daemon, tmp_path
+):
+    daemon = patient_daemon
+    dataset = make_dataset(1, 2_000_000, seed=5)
+    data = dataset.files
+    (name,) = data
+    partial = tmp_path / "dest" / f"{name}.partial"
+    stall = Fault(FaultKind.STALL, after_bytes=1_000_000, seconds=3600)
+    with Origin(data, {name: stall}) as origin:
+        manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(origin, dataset))
+        daemon.submit("norange", manifest, tmp_path / "dest")
+        wait_until(lambda: partial.exists() and partial.stat().st_size >= 1_000_000)
+        assert daemon.bfctl("pause", "norange").returncode == 0
+        origin.set_fault(name, Fault(FaultKind.IGNORE_RANGE))
+        # Slow enough that the fall from the kept 1 MB to the first bytes again is seen.
+        daemon.bfctl_json("system", "--set", "bandwidth=400kB/s")
+        stream = daemon.stub.Watch(pb.WatchRequest(name="norange", interval_s=0.1))
+        assert next(stream).job.state == "paused"
+        assert daemon.bfctl("resume", "norange").returncode == 0
+        events = []
+        for event in stream:
+            events.append(event)
+            if event.final:
+                break
+    assert events[-1].job.state == "completed", events[-1]
+    for event in events:
+        # Measured rates are never below zero; -1 is the "not measured yet" of the wire.
+        assert event.bytes_per_s >= 0 or event.bytes_per_s == -1.0, event
+        assert event.items_per_s >= 0 or event.items_per_s == -1.0, event
+    assert any(event.restarted for event in events), [e.job.bytes_done for e in events]
+    assert "restarted from zero" in daemon.log_tail(200)

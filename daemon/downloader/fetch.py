@@ -164,13 +164,7 @@ class Fetcher:
                     row, dest, target, partial, offset, progress, on_validator, access
                 )
             except _RestartFromZero:
-                # Its bytes so far go: watch says "restarted", never a negative rate.
-                logger.info(
-                    "{}: the origin answered the resume at {} with the whole file (it ignores "
-                    "Range, or the file changed); restarted from zero",
-                    row.path,
-                    size_text(offset),
-                )
+                _log_restart(row, offset, "would not continue it")
                 await asyncio.to_thread(partial.unlink, True)
                 offset = 0
         raise fail("transfer", "range", "the origin keeps refusing to resume or restart")
@@ -327,6 +321,8 @@ class Fetcher:
         )
         if answer.refused == RESTART:
             raise _RestartFromZero()
+        if offset and answer.status == 200:
+            _log_restart(row, offset, "sent the whole file (it ignores Range, or it changed)")
         validator, size = validator_of(answer.headers), answer.size
         return Received(
             partial,
@@ -424,6 +420,17 @@ def _preallocate(partial: Path, size: int, resuming: bool) -> None:
         preallocate(fd, size)
     finally:
         os.close(fd)
+
+
+def _log_restart(row: FileRow, offset: int, why: str) -> None:
+    """A resume the origin did not continue: its bytes so far were fetched again, which
+    watch shows as "restarted", never as a negative rate."""
+    logger.info(
+        "{}: asked to resume at {}, the origin {}; restarted from zero",
+        row.path,
+        size_text(offset),
+        why,
+    )
 
 
 class _RestartFromZero(Exception):

@@ -13,7 +13,7 @@ from bulkforge.daemon.progress import Pace
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 # A batch's counts and its end time are final once it is written.
-SETTLED = (BatchState.COMPLETE, BatchState.ARCHIVED)
+SETTLED = (BatchState.COMPLETE, BatchState.ARCHIVED, BatchState.CANCELLED)
 
 
 # Each job's last view and the message built from it: the callers that share one view

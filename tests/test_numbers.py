@@ -191,6 +191,20 @@ def test_no_message_of_bfd_or_bfctl_formats_a_size_but_through_size_text():
     assert not found, "\n".join(found)
 
 
+# A share formatted in place ("{x:.1%}", "{100 * x:.1f}%"): it would round 99.98% up to 100.0%.
+SHARE_IN_PLACE = re.compile(r"\{[^{}]*:[^{}]*%\}|\{[^{}]*:[^{}]*f\}%")
+
+
+def test_no_message_formats_a_percentage_but_through_percent_text():
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in message_sources()
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if SHARE_IN_PLACE.search(line)
+    ]
+    assert not found, "\n".join(found)
+
+
 def check_readable(text: str) -> None:
     cleared = EXACT_AFTER_SIZE.sub("", text)
     for match in RAW_COUNT.finditer(cleared):

@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=flags.size(0),
         default=262144,
         metavar="BYTES",
-        help="bytes per file, e.g. 1MiB (256 KiB)",
+        help=f"bytes per file, e.g. 1MB ({size_text(262144)})",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     # The demo starts its own daemon, so main must not connect to one first.

@@ -121,7 +121,7 @@ def test_decode_says_what_is_wrong_in_its_own_words():
     png = io.BytesIO()
     Image.new("RGB", (4, 4), "red").save(png, format="PNG")
     assert decode(png.getvalue(), {}) == (png.getvalue(), {})
-    for data, words in ((b"<html>nope</html>", "not an image Pillow knows (17 bytes starting"),
+    for data, words in ((b"<html>nope</html>", "not an image Pillow knows (17 B starting"),
                         (png.getvalue()[:-20], "a broken image")):  # fmt: skip
         with pytest.raises(StepFailed) as failed:
             decode(data, {})

@@ -230,6 +230,15 @@ def rendered(show, *args) -> str:
     return out.getvalue()
 
 
+def live(view) -> str:
+    """The live view of `watch` on a terminal, as text."""
+    from rich.console import Console
+
+    out = io.StringIO()
+    Console(file=out, width=300, highlight=False).print(view)
+    return out.getvalue()
+
+
 def sample_job(rng: random.Random) -> pb.Job:
     total = rng.choice([2_000_000, 10**9 + 7, 1_999_999, 40_000])
     done = rng.choice([0, 1, total - 1, total, rng.randint(0, total)])
@@ -267,6 +276,7 @@ def test_bfctl_renderings_show_sizes_rates_and_shares_in_one_readable_style(seed
         rendered(render.print_stats, stats),
         rendered(render.print_system, system),
         rendered(render.print_analysis, analysis),
+        live(progress.live_view(event)),
         progress.plain_line(event),
     ]
     for text in outputs:
@@ -274,7 +284,7 @@ def test_bfctl_renderings_show_sizes_rates_and_shares_in_one_readable_style(seed
     # Only all of the bytes is 100.0%: 9,998 of 10,000 items, one byte short, is not.
     assert ("(100.0%)" in outputs[0]) == (job.bytes_done == job.bytes_total), outputs[0]
     assert "100.0% succeeded" not in outputs[2] and ">99.9% succeeded" in outputs[2]
-    assert "restarted" in outputs[-1]
+    assert "restarted" in outputs[-1] and "restarted" in outputs[-2]
     assert "2MB" not in outputs[1] and ("2.00 MB" in outputs[1]) == (space == 2_000_000)
 
 

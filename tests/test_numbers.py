@@ -337,3 +337,20 @@ def test_a_resume_answered_from_zero_watches_as_restarted_and_never_negative(
         assert event.items_per_s >= 0 or event.items_per_s == -1.0, event
     assert any(event.restarted for event in events), [e.job.bytes_done for e in events]
     assert "restarted from zero" in daemon.log_tail(200)
+
+
+def test_bfctl_plan_and_its_refusals_speak_in_the_units_space_was_given_in(daemon, tmp_path):
+    """The issue's case: `--space 2MB` read back as "0.9 of 1.9 MiB". Now the flag's units."""
+    rows = [
+        {"url": f"http://127.0.0.1:9/f{i}", "path": f"f{i}", "size": 300_000 + i} for i in range(9)
+    ]
+    manifest = write_manifest(tmp_path / "m.jsonl", rows)
+    done = daemon.bfctl("plan", "--manifest", str(manifest), "--space", "2MB")
+    assert done.returncode == 0, done.stderr
+    assert "at most 1.80 MB (0.9 of 2.00 MB, given)" in done.stdout, done.stdout
+    check_readable(done.stdout)
+    small = daemon.bfctl("plan", "--manifest", str(manifest), "--space", "200kB")
+    assert small.returncode == 1, small.stdout
+    assert "200 kB x margin 0.9 = 180 kB per batch" in small.stderr, small.stderr
+    assert "(300 kB)" in small.stderr
+    check_readable(small.stderr)

@@ -93,10 +93,10 @@ def percent_text(part: float, whole: float, digits: int = 1) -> str:
     share = 100 * part / whole
     step = 10.0**-digits
     text = f"{share:.{digits}f}"
-    if part != whole and text == f"{100:.{digits}f}":
-        return f">{100 - step:.{digits}f}%"
-    if part and text == f"{0:.{digits}f}":
-        return f"<{step:.{digits}f}%"
+    if text == f"{100:.{digits}f}" and part != whole:
+        return f">{100 - step:.{digits}f}%" if part < whole else f">{100:.{digits}f}%"
+    if text in (f"{0:.{digits}f}", f"-{0:.{digits}f}") and part:
+        return f"<{step:.{digits}f}%" if part > 0 else f"<{0:.{digits}f}%"
     return f"{text}%"
 
 

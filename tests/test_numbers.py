@@ -95,6 +95,9 @@ def test_a_percentage_is_all_or_none_only_when_exactly_so(digits):
         if text.startswith("<"):
             assert 100 * part / whole < shown
     assert percent_text(9998, 10000) == ">99.9%"
+    # Past all, or below none (a count that overshot): never shown as exactly either.
+    assert percent_text(1_000_001, 1_000_000) == ">100.0%"
+    assert percent_text(-1, 1_000_000) == "<0.0%"
     assert percent_text(5, 0) == "-"
 
 

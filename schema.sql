@@ -30,7 +30,7 @@ CREATE TABLE batches (
     job_id     INTEGER NOT NULL REFERENCES jobs (id),
     idx        INTEGER NOT NULL CHECK (idx >= 0),
     state      TEXT    NOT NULL DEFAULT 'planned' CHECK (state IN (
-                   'planned', 'active', 'verifying', 'complete', 'archived')),
+                   'planned', 'active', 'verifying', 'complete', 'archived', 'cancelled')),
     files      INTEGER NOT NULL DEFAULT 0 CHECK (files >= 0),
     bytes      INTEGER NOT NULL DEFAULT 0 CHECK (bytes >= 0),
     -- Where the batch went (filesystem id and mount point); empty until active.

@@ -163,6 +163,7 @@ def watch_event_to_dict(event: pb.WatchEvent) -> dict[str, Any]:
         "bytes_per_s": event.bytes_per_s if event.bytes_per_s >= 0 else None,
         "items_per_s": event.items_per_s if event.items_per_s >= 0 else None,
         "eta_s": event.eta_s if event.eta_s >= 0 else None,
+        "restarted": event.restarted,
     }
 
 

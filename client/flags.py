@@ -12,6 +12,7 @@ from bulkforge.proto.units import (
     parse_fraction,
     parse_limit,
     parse_size,
+    size_text,
 )
 
 
@@ -38,8 +39,12 @@ def size(low: int = 0, high: int | None = None) -> Callable[[str], object]:
     def parse(text: str) -> int:
         value = parse_size(text)
         if value < low or (high is not None and value > high):
-            bounds = f"at least {low:,}" if high is None else f"from {low:,} to {high:,}"
-            raise ValueError(f"{text.strip()!r} is out of range: give {bounds} bytes")
+            bounds = (
+                f"at least {size_text(low)}"
+                if high is None
+                else f"from {size_text(low)} to {size_text(high)}"
+            )
+            raise ValueError(f"{text.strip()!r} is out of range: give {bounds}")
         return value
 
     return _usage(parse)

@@ -9,8 +9,9 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
-from bulkforge.client.render import byte_progress, human_bytes, human_duration
+from bulkforge.client.render import byte_progress, human_duration
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import percent_text, rate_text
 
 # Often enough to show life in a log, rarely enough not to flood it.
 PLAIN_LINE_EVERY_S = 5.0
@@ -45,9 +46,13 @@ def progress_fields(event: pb.WatchEvent) -> dict[str, str]:
 
 
 def rate(event: pb.WatchEvent) -> str:
-    if event.items_per_s < 0:
-        return "rate: measuring"
-    return f"{event.items_per_s:.0f} items/s  {human_bytes(event.bytes_per_s)}/s"
+    """Items and bytes per second, never negative: work that went back (a file an origin
+    made start over) says "restarted" and is measured afresh from there."""
+    restarted = "restarted, " if event.restarted else ""
+    if event.items_per_s < 0 or event.bytes_per_s < 0:
+        return f"rate: {restarted}measuring"
+    shown = f"{event.items_per_s:.0f} items/s  {rate_text(event.bytes_per_s)}"
+    return f"{shown} ({restarted.rstrip(', ')})" if restarted else shown
 
 
 def bar_position(job: pb.Job) -> tuple[float | None, float]:
@@ -82,7 +87,7 @@ def live_view(event: pb.WatchEvent):
 
     total, completed = bar_position(event.job)
     fields = progress_fields(event)
-    share = f"{100 * completed / total:3.0f}%" if total else ""
+    share = percent_text(completed, total, digits=0) if total else ""
     top = Table.grid(padding=(0, 1), expand=True)
     top.add_column(no_wrap=True)
     top.add_column(no_wrap=True)

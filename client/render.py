@@ -4,8 +4,9 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from bulkforge.client.documents import shard_rows, success_rate
+from bulkforge.client.documents import shard_rows
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import percent_text, rate_text, size_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -22,14 +23,6 @@ TONE_STYLES = {
 }
 MAX_THROUGHPUT_ROWS = 30
 MAX_SHARD_ROWS = 10
-
-
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(count) < 1024 or unit == "PiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 def human_duration(seconds: float) -> str:
@@ -49,16 +42,12 @@ def ago(ms: int) -> str:
     return human_duration(max(0.0, time.time() - ms / 1000)) + " ago"
 
 
-def percent(done: int, total: int) -> str:
-    return f"{100 * done / total:.1f}%" if total else "-"
-
-
 def byte_progress(job: pb.Job) -> str:
-    """'1.0 MiB / 4.0 MiB (25.0%)', or '1.0 MiB so far' when no total is known."""
+    """'1.00 MB / 4.00 MB (25.0%)', or '1.00 MB so far' when no total is known."""
     if not job.bytes_total_known:
-        return f"{human_bytes(job.bytes_done)} so far"
+        return f"{size_text(job.bytes_done)} so far"
     done, total = job.bytes_done, job.bytes_total
-    return f"{human_bytes(done)} / {human_bytes(total)} ({percent(done, total)})"
+    return f"{size_text(done)} / {size_text(total)} ({percent_text(done, total)})"
 
 
 def console(stderr: bool = False) -> "Console":
@@ -129,7 +118,7 @@ def shards_table(job: pb.Job, limit: int) -> Any:
             str(row["items"]),
             "-" if row["successes"] is None else str(row["successes"]),
             "-" if row["failures"] is None else str(row["failures"]),
-            human_bytes(row["bytes"]),
+            size_text(row["bytes"]),
             f"{rate:.1f}" if rate else "-",
         )
     return table
@@ -162,7 +151,7 @@ def job_summary(job: pb.Job) -> Any:
             "input",
             styled(
                 f"{registration.rows_read:,}/{registration.rows_total:,} rows registered "
-                f"({percent(registration.rows_read, registration.rows_total)})"
+                f"({percent_text(registration.rows_read, registration.rows_total)})"
             ),
         )
     if job.HasField("registration") and job.registration.rejected:
@@ -192,7 +181,7 @@ def batches_table(batches: Iterable[pb.Batch]) -> Any:
             str(batch.index),
             state_text(batch.state, batch.tone),
             str(batch.files),
-            human_bytes(batch.bytes),
+            size_text(batch.bytes),
             styled(batch.disk or "-"),
         )
     return table
@@ -281,12 +270,12 @@ def print_stats(response: pb.StatsResponse) -> None:
 
     out = console()
     out.print(job_summary(response.job))
-    rate = success_rate(response.job)
-    shown_rate = f"   {100 * rate:.1f}% succeeded" if rate is not None else ""
+    job = response.job
+    shown_rate = f"   {percent_text(job.succeeded, job.finished)} succeeded" if job.finished else ""
     out.print(
         styled(
             f"elapsed {human_duration(response.elapsed_s)}, on average "
-            f"{response.items_per_s:.1f} items/s   {human_bytes(response.bytes_per_s)}/s"
+            f"{response.items_per_s:.1f} items/s   {rate_text(response.bytes_per_s)}"
             f"{shown_rate}"
         )
     )
@@ -303,7 +292,7 @@ def print_stats(response: pb.StatsResponse) -> None:
                 time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(bucket.start_ms / 1000)),
                 str(bucket.items),
                 f"{bucket.items_per_s:.1f}",
-                human_bytes(bucket.bytes),
+                size_text(bucket.bytes),
             )
         out.print(table)
     if response.failures:
@@ -317,12 +306,12 @@ def print_stats(response: pb.StatsResponse) -> None:
 # How a SystemResponse field is shown; fields not listed are shown as they are.
 SYSTEM_FORMATS = {
     "uptime_s": human_duration,
-    "rss_bytes": human_bytes,
-    "memory_cap": human_bytes,
-    "db_bytes": human_bytes,
-    "wal_bytes": human_bytes,
-    "bandwidth": lambda rate: f"{human_bytes(rate)}/s" if rate else "no cap",
-    "disk_threshold": lambda fraction: f"{100 * fraction:.0f}%",
+    "rss_bytes": size_text,
+    "memory_cap": size_text,
+    "db_bytes": size_text,
+    "wal_bytes": size_text,
+    "bandwidth": lambda rate: rate_text(rate) if rate else "no cap",
+    "disk_threshold": lambda fraction: percent_text(fraction, 1),
     "commit_p99_ms": lambda ms: f"{ms:.1f} ms",
 }
 
@@ -361,9 +350,9 @@ def print_system(response: pb.SystemResponse) -> None:
             used = disk.total_bytes - disk.free_bytes
             table.add_row(
                 styled(disk.path),
-                human_bytes(disk.total_bytes),
-                human_bytes(disk.free_bytes),
-                percent(used, disk.total_bytes),
+                size_text(disk.total_bytes),
+                size_text(disk.free_bytes),
+                percent_text(used, disk.total_bytes),
             )
         out.print(table)
     for hold in response.holds:
@@ -375,7 +364,7 @@ def print_analysis(response: pb.AnalyzeResponse) -> None:
 
     out = console()
     out.print(
-        f"{response.files:,} files, {human_bytes(response.bytes)}"
+        f"{response.files:,} files, {size_text(response.bytes)}"
         + (f" ({response.unknown_size:,} of unknown size)" if response.unknown_size else "")
         + f"; {response.with_checksum:,} with a checksum to verify against"
     )
@@ -388,13 +377,13 @@ def print_analysis(response: pb.AnalyzeResponse) -> None:
         table.add_column("files", justify="right")
         table.add_column("bytes", justify="right")
         for group in list(groups)[:20]:
-            table.add_row(styled(group.key), f"{group.files:,}", human_bytes(group.bytes))
+            table.add_row(styled(group.key), f"{group.files:,}", size_text(group.bytes))
         out.print(table)
     out.print(files_table("largest files", response.largest))
     if response.batch_limit:
         out.print(
-            f"{response.oversize_files:,} file(s), {human_bytes(response.oversize_bytes)}, are "
-            f"larger than one batch ({human_bytes(response.batch_limit)}) could hold"
+            f"{response.oversize_files:,} file(s), {size_text(response.oversize_bytes)}, are "
+            f"larger than one batch ({size_text(response.batch_limit)}) could hold"
         )
         if response.oversize:
             out.print(files_table("larger than one batch", response.oversize))
@@ -408,7 +397,7 @@ def files_table(title: str, files: Iterable[pb.SizeGroup]) -> Any:
     table.add_column("path")
     table.add_column("bytes", justify="right")
     for group in files:
-        table.add_row(styled(group.key), human_bytes(group.bytes))
+        table.add_row(styled(group.key), size_text(group.bytes))
     return table
 
 
@@ -424,30 +413,29 @@ def print_plan(response: pb.PlanResponse) -> None:
 
     out = console()
     out.print(
-        f"{response.files:,} files, {human_bytes(response.bytes)} -> "
-        f"{len(response.batches)} batch(es) of at most {human_bytes(response.batch_limit)} "
-        f"({response.safety_margin:g} of {human_bytes(response.space)}, {response.space_from})"
+        f"{response.files:,} files, {size_text(response.bytes)} -> "
+        f"{len(response.batches)} batch(es) of at most {size_text(response.batch_limit)} "
+        f"({response.safety_margin:g} of {size_text(response.space)}, {response.space_from})"
     )
     table = Table(title="timeline", title_justify="left")
     for column in ("batch", "files", "bytes", "fill", "total files", "total bytes", "dirs (split)"):
         table.add_column(column, justify="right")
     for batch in response.batches:
-        fill = batch.bytes / response.space if response.space else 0
         table.add_row(
             str(batch.index) + (" (oversize)" if batch.oversize else ""),
             f"{batch.files:,}",
-            human_bytes(batch.bytes),
-            f"{fill:.1%}",
+            size_text(batch.bytes),
+            percent_text(batch.bytes, response.space),
             f"{batch.cumulative_files:,}",
-            human_bytes(batch.cumulative_bytes),
+            size_text(batch.cumulative_bytes),
             f"{batch.directories:,} ({batch.split_directories:,})",
         )
     out.print(table)
-    peak = response.peak_bytes / response.space if response.space else 0
-    out.print(f"peak disk use {human_bytes(response.peak_bytes)} ({peak:.1%} of one disk)")
+    peak = percent_text(response.peak_bytes, response.space)
+    out.print(f"peak disk use {size_text(response.peak_bytes)} ({peak} of one disk)")
     if response.oversize_files:
         out.print(
-            f"{response.oversize_files:,} file(s), {human_bytes(response.oversize_bytes)}, "
+            f"{response.oversize_files:,} file(s), {size_text(response.oversize_bytes)}, "
             f"are larger than one batch: {OVERSIZE_CHOICES[response.oversize_policy]}"
         )
         out.print(files_table("oversize files", response.oversize))

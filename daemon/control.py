@@ -29,6 +29,7 @@ from bulkforge.daemon.pipeline import DiskBatches, ItemExport, Kinds, Rerun
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import SYNCHRONOUS, Store, now_ms
 from bulkforge.daemon.transfer.engine import Engine
+from bulkforge.proto.units import size_text
 
 # How long a job's view read for one `status` (or watch event) answers the others: a poller
 # cannot tell it from an answer that took that much longer, and twenty pollers of one job
@@ -320,7 +321,10 @@ class Control:
         return await self._views.fresh(name)
 
     async def cancel(self, name: str) -> jobs.JobView:
-        job = await self._move(name, JobState.CANCELLED, "cancel", message="cancelled")
+        # Its unfinished batches and shards end in the same commit: none stays active.
+        job = await self._move(
+            name, JobState.CANCELLED, "cancel", message="cancelled", then=jobs.end_batches
+        )
         self._kinds.of(job).runner.stop_job(job.id, cancelled=True)
         self._governor.note_hold(job.name, None)  # it will not be scheduled again
         return await self._views.fresh(name)
@@ -370,7 +374,7 @@ class Control:
         if deleted is None:
             what = f"its files stay in {job.dest}"
         else:
-            what = f"{deleted.files:,} files ({deleted.bytes:,} bytes) deleted from {job.dest}"
+            what = f"{deleted.files:,} files ({size_text(deleted.bytes)}) deleted from {job.dest}"
         jobs.log_about(job).info("job {} removed ({}; {})", name, job.state, what)
         return view, view.items_total, deleted
 
@@ -425,9 +429,7 @@ class Control:
         def requeue(conn: apsw.Connection) -> int:
             job = jobs.get_job(conn, name)
             if job.state == JobState.CANCELLED:
-                raise FailedPrecondition(
-                    f"cannot retry job {name!r}: it was cancelled; submit it again under a new name"
-                )
+                raise jobs.refusal(job, "retry")
             retried = self._kinds.of(job).retry(conn, job, step, error)
             if retried and job.state == JobState.FAILED:
                 jobs.move_job(conn, job, JobState.QUEUED, message="")
@@ -475,12 +477,18 @@ class Control:
         verb: str,
         only_from: JobState | None = None,
         message: str | None = None,
+        then: Callable[[apsw.Connection, jobs.JobRow], object] | None = None,
     ) -> jobs.JobRow:
+        """Move the job; `then` writes what goes with the move, in the same transaction."""
+
         def move(conn: apsw.Connection) -> jobs.JobRow:
             job = jobs.get_job(conn, name)
             self._kinds.of(job)  # a job no runner here can stop is not moved
             jobs.require_move(job, new, verb, only_from)
-            return jobs.move_job(conn, job, new, message=message)
+            moved = jobs.move_job(conn, job, new, message=message)
+            if then is not None:
+                then(conn, moved)
+            return moved
 
         return await self._writer.call(move)
 

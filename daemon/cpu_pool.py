@@ -39,6 +39,7 @@ from socket import socket, socketpair
 from loguru import logger
 
 from bulkforge.daemon.cpu_worker import Answer, Order, receive_bytes, send
+from bulkforge.proto.units import size_text
 
 # A task whose worker died under it runs again on a fresh worker at most this many times.
 RETRIES = 2
@@ -447,7 +448,7 @@ def _death(deaths: int, how: str, memory_limit: int) -> WorkerDied:
     if memory_limit:
         return WorkerDied(
             "memory",
-            f"died {deaths} times, each under its memory limit of {memory_limit:,} bytes "
+            f"died {deaths} times, each under its memory limit of {size_text(memory_limit)} "
             f"(last: {how}); the task needs more memory than its share of the memory cap",
         )
     return WorkerDied("worker_died", f"died {deaths} times (last: {how})")

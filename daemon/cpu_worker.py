@@ -33,6 +33,7 @@ import traceback
 from dataclasses import dataclass
 
 from bulkforge.daemon.lifeline import die_with
+from bulkforge.proto.units import size_text
 
 _LENGTH = struct.Struct("!Q")
 
@@ -144,8 +145,8 @@ class Worker:
         if not limit:
             return MemoryError(why)
         return MemoryError(
-            f"the task went over its memory limit of {limit:,} bytes (beyond the worker's "
-            f"{self.baseline:,}): {why}"
+            f"the task went over its memory limit of {size_text(limit)} (beyond the worker's "
+            f"{size_text(self.baseline)}): {why}"
         )
 
 

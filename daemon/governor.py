@@ -21,7 +21,7 @@ import psutil
 from bulkforge.daemon.bandwidth import Bandwidth
 from bulkforge.daemon.cpu_pool import CpuPool, TaskStopped, WorkerDied, WorkerError
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.proto.units import parse_limit
+from bulkforge.proto.units import parse_limit, size_text
 
 # The start of a job's message while the disk threshold holds it back.
 WAITING_FOR_SPACE = "waiting for space"
@@ -75,8 +75,9 @@ class Room:
 
     def describe(self, dest: str) -> str:
         return (
-            f"{WAITING_FOR_SPACE}: {dest} holds {self.used:,} of {self.total:,} bytes, the "
-            f"threshold {self.threshold:g} allows {self.limit:,}, and {self.reserved:,} are "
+            f"{WAITING_FOR_SPACE}: {dest} holds {size_text(self.used)} of {size_text(self.total)}, "
+            f"the threshold {self.threshold:g} allows {size_text(self.limit)}, and "
+            f"{size_text(self.reserved)} are "
             "promised to transfers in flight; it goes on by itself once space is freed"
         )
 
@@ -238,8 +239,8 @@ class Governor:
             # Idle workers hold what their tasks imported: without them the cap may be met.
             self._pool.end_idle()
             return (
-                f"{WAITING_FOR_MEMORY}: bfd and its workers use {rss:,} bytes, more than the "
-                f"memory cap of {self.memory_cap:,}; new work starts once they use less"
+                f"{WAITING_FOR_MEMORY}: bfd and its workers use {size_text(rss)}, more than the "
+                f"memory cap of {size_text(self.memory_cap)}; new work starts once they use less"
             )
         return None
 

@@ -15,7 +15,9 @@ from loguru import logger
 
 from bulkforge.daemon.errors import AlreadyExists, FailedPrecondition, NotFound
 from bulkforge.daemon.machines import Tone
+from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines import job as job_machine
+from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.store import guarded_update, guarded_update_where, now_ms
 
@@ -213,12 +215,37 @@ def require_move(job: JobRow, new: JobState, verb: str, only_from: JobState | No
     """Refuse an operator's verb the job machine (or the verb) does not allow, saying why."""
     if (job.state, new) in job_machine.MOVES and only_from in (None, job.state):
         return
+    raise refusal(job, verb)
+
+
+def end_batches(conn: apsw.Connection, job: JobRow) -> int:
+    """A cancelled job's unfinished batches (disk batches, shards) end with it, so none of
+    them says active in status or in the store; how many moved."""
+    stamp = now_ms()
+    return sum(
+        guarded_update_where(
+            conn,
+            "batches",
+            state,
+            BatchState.CANCELLED,
+            batch_machine.check_transition,
+            "job_id = ?",
+            (job.id,),
+            updated_at=stamp,
+        )
+        for state in batch_machine.UNFINISHED
+    )
+
+
+def refusal(job: JobRow, verb: str) -> FailedPrecondition:
+    """Why `verb` cannot be done to the job in its state, and what can: the one advice per
+    state, whichever verb was refused (resume and retry of a cancelled job say the same)."""
     # Each hint names only commands that work in that state (a test runs them).
     name = job.name
     hints = {
         JobState.COMPLETED: f"it has completed; `bfctl remove {name}` forgets it",
-        JobState.CANCELLED: f"it was cancelled; `bfctl remove {name}` forgets it and frees "
-        "its name for a new submit",
+        JobState.CANCELLED: f"it was cancelled and cannot go on; `bfctl remove {name}` forgets "
+        "it and frees its name for a new submit",
         JobState.FAILED: f"it has failed; `bfctl retry {name}` re-queues its failures, "
         f"`bfctl remove {name}` forgets it",
         JobState.PAUSED: f"it is paused; `bfctl resume {name}` continues it",
@@ -227,7 +254,7 @@ def require_move(job: JobRow, new: JobState, verb: str, only_from: JobState | No
         JobState.AWAITING_SWAP: f"it waits for a disk swap; `bfctl swap {name}` once the next "
         f"disk is in, or `bfctl continue {name}` once this one has room",
     }
-    raise FailedPrecondition(f"cannot {verb} job {name!r}: {hints[job.state]}")
+    return FailedPrecondition(f"cannot {verb} job {name!r}: {hints[job.state]}")
 
 
 def job_view(conn: apsw.Connection, job: JobRow) -> JobView:

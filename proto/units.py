@@ -46,6 +46,60 @@ def _bytes(text: str, example: str) -> int:
     return int(float(match[1]) * UNITS[match[2].lower()])
 
 
+# What people read: decimal prefixes, the ones `parse_size` reads as powers of 1000, so a
+# size given as --space 2MB is shown as 2.00 MB, never 1.9 MiB.
+_SHOWN_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+
+
+def size_text(count: float) -> str:
+    """A size for people: '512 B', '1.50 kB', '12.3 MB', '931 GB' (three figures, decimal
+    units). Never '0.0 X': below 1 kB it is whole bytes, and a value rounds into the next
+    unit (999,999 B is '1.00 MB', not '1000 kB')."""
+    sign, value = ("-", -float(count)) if count < 0 else ("", float(count))
+    if value < 999.5:
+        return f"{sign}{value:.0f} B"
+    for unit in _SHOWN_UNITS[1:]:
+        value /= 1000
+        digits = 2 if value < 10 else 1 if value < 100 else 0
+        shown_value = round(value, digits)
+        if shown_value < 1000 or unit == _SHOWN_UNITS[-1]:
+            if shown_value >= 100:
+                digits = 0
+            elif shown_value >= 10:
+                digits = min(digits, 1)
+            return f"{sign}{shown_value:.{digits}f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def sizes_apart(first: int, second: int) -> tuple[str, str]:
+    """Two sizes a message compares (received vs expected): as size_text, unless that shows
+    them alike, when each gets its exact bytes too ('1.00 MB (1,000,001 B)')."""
+    a, b = size_text(first), size_text(second)
+    if a == b and first != second:
+        return f"{a} ({first:,} B)", f"{b} ({second:,} B)"
+    return a, b
+
+
+def rate_text(bytes_per_s: float) -> str:
+    """A transfer rate for people: size_text per second, never below zero."""
+    return f"{size_text(max(0.0, bytes_per_s))}/s"
+
+
+def percent_text(part: float, whole: float, digits: int = 1) -> str:
+    """part of whole as a percentage, '-' without a whole. Only exactly all shows 100.0% and
+    only exactly none 0.0%: 99.98% is '>99.9%', never '100.0%', and 0.01% is '<0.1%'."""
+    if not whole:
+        return "-"
+    share = 100 * part / whole
+    step = 10.0**-digits
+    text = f"{share:.{digits}f}"
+    if text == f"{100:.{digits}f}" and part != whole:
+        return f">{100 - step:.{digits}f}%" if part < whole else f">{100:.{digits}f}%"
+    if text in (f"{0:.{digits}f}", f"-{0:.{digits}f}") and part:
+        return f"<{step:.{digits}f}%" if part > 0 else f"<{0:.{digits}f}%"
+    return f"{text}%"
+
+
 def shown(text: str, limit: int = 40) -> str:
     """The value as given, quoted and cut short: a refusal must not echo a megabyte back."""
     return repr(text if len(text) <= limit else text[:limit] + "…")

@@ -12,6 +12,7 @@ from origin import Fault, FaultKind, Origin
 
 from bulkforge.daemon.downloader.manifest import MAX_LINE_BYTES
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import size_text
 
 URL = "http://127.0.0.1:9/a.bin"
 
@@ -79,7 +80,7 @@ def test_a_manifest_line_past_the_bound_is_refused_without_reading_it_whole(
         grown.truncate(manifest.stat().st_size + 400 * 1024 * 1024)
     message = submit_manifest(daemon, manifest, tmp_path / "dest")
     line = good_lines + (2 if suffix == "csv" else 1)
-    assert f"line {line:,} is longer than {MAX_LINE_BYTES:,} bytes" in message, message
+    assert f"line {line:,} is longer than {size_text(MAX_LINE_BYTES)}" in message, message
     # bfd idles at ~110 MB; reading the line whole took it past 1.3 GB.
     assert psutil.Process(daemon.proc.pid).memory_info().rss < 300 * 1024 * 1024
     assert daemon.bfctl_json("list") == {"jobs": []}

@@ -10,6 +10,7 @@ own use plain directories.
 import hashlib
 import json
 import random
+import re
 import shutil
 import subprocess
 import time
@@ -57,6 +58,10 @@ def files_under(root: Path) -> dict[str, bytes]:
     }
 
 
+# "needs 1.23 MB and /mnt/x has 456 kB free": the sizes of a swap's message and refusal.
+SWAP_SIZES = re.compile(r"needs \d+(\.\d+)? [kMGT]?B and .+ has \d+(\.\d+)? [kMGT]?B free")
+
+
 def test_a_dataset_three_times_the_disk_lands_batch_by_batch_with_swaps(daemon, tmp_path, tmpfs):
     dataset = make_dataset(27, 200 * 1024, seed=21)
     disks = Disks(tmpfs)
@@ -77,6 +82,8 @@ def test_a_dataset_three_times_the_disk_lands_batch_by_batch_with_swaps(daemon, 
             on_disk = sum(len(data) for data in files_under(disks.point).values())
             assert on_disk == complete[0]["bytes"] <= DISK_BYTES * MARGIN
             assert "bfctl swap big" in status["message"]
+            # Sizes as people read them, never raw byte counts.
+            assert SWAP_SIZES.search(status["message"]), status["message"]
             disks.take_away(tmp_path)
             swapped = daemon.bfctl_json("swap", "big")
             assert swapped.keys() == {"job", "archived", "disk", "new_disk", "note"}
@@ -105,6 +112,10 @@ def check_batch_manifest(disk: Path, found: dict[str, bytes]) -> None:
     (manifest,) = (disk / ".bulkforge").glob("big.batch-*.jsonl")
     header, *rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert header["files"] == len(rows) == len(found)
+    # The disk is an object a reader indexes (jq .disk.uuid), not JSON inside a string.
+    assert isinstance(header["disk"], dict), header["disk"]
+    fields = {"mount", "device", "fsid", "fstype", "uuid", "label"}
+    assert header["disk"].keys() == fields and header["disk"]["fstype"] == "tmpfs", header
     for row in rows:
         data = found[row["path"]]
         assert row["size"] == len(data)
@@ -124,7 +135,7 @@ def test_continue_refuses_a_disk_without_room_and_changes_nothing(daemon, tmp_pa
         before = daemon.bfctl_json("status", "cont")
         refused = daemon.bfctl("continue", "cont")
         assert refused.returncode == 1
-        assert "needs" in refused.stderr and "free" in refused.stderr
+        assert SWAP_SIZES.search(" ".join(refused.stderr.split())), refused.stderr
         assert daemon.bfctl_json("status", "cont")["batches"] == before["batches"]
         # Freeing the space (the operator moved the files away) lets it go on.
         for child in disks.point.iterdir():

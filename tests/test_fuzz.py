@@ -78,7 +78,7 @@ REFUSALS = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 BAD_INPUT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
-# What a refusal says past its bound: "… (N bytes, cut)".
+# What a refusal says past its bound: "… (1.23 MB, cut)".
 MAX_DETAILS_BYTES = MAX_MESSAGE_BYTES + 40
 # Words only a bug or the transport would put in a refusal.
 NOT_FOR_PEOPLE = ("Traceback", "internal error", "errors.pydantic.dev", "Stream removed")

@@ -17,6 +17,7 @@ from bulkforge.daemon.cpu_pool import ARROW_THREADS_PER_WORKER, RETRIES
 from bulkforge.daemon.failures import worker_failure
 from bulkforge.daemon.governor import Governor, TaskStopped, WorkerDied, settled
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import size_text
 
 
 def test_limits_change_at_runtime_all_or_none(daemon):
@@ -139,7 +140,7 @@ def test_a_task_over_its_memory_share_fails_alone_with_memory_and_its_worker_is_
         hungry.result(timeout=120)
     error_class, message = worker_failure(raised.value, "making the part")
     assert error_class == "memory", message
-    assert f"memory limit of {SHARE:,} bytes" in message
+    assert f"memory limit of {size_text(SHARE)} " in message
     assert neighbour.result(timeout=60) is None  # the other task ran on, undisturbed
     # The worker that ran out ended (the idle neighbour may be retired too while bfd's RSS
     # is over the cap); the next task runs, in a fresh worker, within its limit.

@@ -157,7 +157,7 @@ def test_submit_retry_and_watch_documents(daemon, tmp_path):
         watched = daemon.bfctl("--json", "watch", "docs")
     assert watched.returncode == 1, watched.stderr  # gone.bin is still gone: the job failed
     event = json.loads(watched.stdout)
-    assert event.keys() == {"job", "bytes_per_s", "items_per_s", "eta_s"}
+    assert event.keys() == {"job", "bytes_per_s", "items_per_s", "eta_s", "restarted"}
     assert event["job"] == daemon.bfctl_json("status", "docs")
     assert event["job"]["state"] == "failed" and event["job"]["counts"] == {"done": 1, "failed": 1}
     for rate in ("bytes_per_s", "items_per_s", "eta_s"):

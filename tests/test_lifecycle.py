@@ -12,6 +12,8 @@ from conftest import Daemon, make_dataset, manifest_rows, wait_until, write_mani
 from origin import Fault, FaultKind, Origin
 
 HINTED = re.compile(r"`bfctl ([a-z]+) ([A-Za-z0-9._-]+)`")
+# "cannot VERB job 'NAME': ADVICE": what a refused verb says, the advice for the job's state.
+ADVICE = re.compile(r"cannot ([a-z]+) job '[^']+': (.+)")
 
 
 def submit(daemon: Daemon, name: str, manifest: Path, dest: Path) -> None:
@@ -118,14 +120,28 @@ def test_every_hint_names_a_command_that_works_in_that_state(patient_daemon, tmp
             "held": ("paused", ("pause", "continue")),
             "dropped": ("cancelled", ("pause", "resume", "cancel", "continue", "retry")),
         }
+        # A cancelled job's batches ended with it: none says active, in status or the store.
+        batch_states = {b["state"] for b in daemon.bfctl_json("status", "dropped")["batches"]}
+        assert batch_states == {"cancelled"}, batch_states
+        stored = daemon.read_store().execute(
+            "SELECT DISTINCT batches.state FROM batches JOIN jobs ON jobs.id = batches.job_id "
+            "WHERE jobs.name = 'dropped'"
+        )
+        assert {state for (state,) in stored} == {"cancelled"}
         for name, (state, verbs) in cases.items():
             hinted: set[tuple[str, str]] = set()
+            advice: set[str] = set()
             for verb in verbs:
                 refused = daemon.bfctl(verb, name)
                 assert refused.returncode == 1, (verb, state, refused.stdout)
                 assert "Traceback" not in refused.stderr
                 hinted |= set(HINTED.findall(refused.stderr))
+                said = ADVICE.search(" ".join(refused.stderr.split()))
+                assert said and said[1] == verb, (verb, state, refused.stderr)
+                advice.add(said[2])
             assert hinted, f"no hint names a command for a {state} job"
+            # One advice per state, whichever verb was refused (resume and retry alike).
+            assert len(advice) == 1, (state, advice)
             # remove last: it ends the job's life
             for command, named in sorted(hinted, key=lambda c: c[0] == "remove"):
                 assert named == name

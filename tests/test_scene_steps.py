@@ -122,7 +122,7 @@ def test_decode_says_what_is_wrong_in_its_own_words():
     Image.new("RGB", (4, 3), "red").save(png, format="PNG")
     size = {"width": 4, "height": 3, "original_width": 4, "original_height": 3}
     assert decode(png.getvalue(), {"key": "k"}) == (png.getvalue(), {"key": "k", **size})
-    for data, words in ((b"<html>nope</html>", "not an image Pillow knows (17 bytes starting"),
+    for data, words in ((b"<html>nope</html>", "not an image Pillow knows (17 B starting"),
                         (png.getvalue()[:-20], "a broken image")):  # fmt: skip
         with pytest.raises(StepFailed) as failed:
             decode(data, {})

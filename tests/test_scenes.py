@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-from conftest import FAST_RETRIES, Daemon
+from conftest import FAST_RETRIES, Daemon, wait_until
 from origin import Fault, Origin
 
 from bulkforge.daemon.outputs import MARKER
@@ -430,3 +430,26 @@ def test_keys_and_kept_values_of_any_text_are_registered_exactly(daemon, tmp_pat
     assert exported["successful"] == len(odd)
     tokens = pq.read_table(tmp_path / "export" / "successful_tokens.parquet")
     assert sorted(tokens.column("scene_token").to_pylist()) == sorted(odd)
+
+
+def test_a_cancelled_jobs_shards_end_with_it_in_status_and_in_the_store(daemon, tmp_path):
+    data = items(40)
+    names = list(data)
+    # Every item stalls mid-body: shards are claimed and stay in flight until the cancel.
+    with Origin(data, {"*": Fault("stall", after_bytes=1, seconds=3600)}) as origin:
+        source = write_input(tmp_path / "in.parquet", origin, names)
+        submit(daemon, "dropped", source, tmp_path / "out", "--shard-size", "8")
+        wait_until(
+            lambda: any(
+                b["state"] == "active" for b in daemon.bfctl_json("status", "dropped")["batches"]
+            ),
+            what="a shard in flight",
+        )
+        assert daemon.bfctl_json("cancel", "dropped")["state"] == "cancelled"
+        shards = daemon.bfctl_json("status", "dropped")["batches"]
+    assert shards and {shard["state"] for shard in shards} == {"cancelled"}, shards
+    stored = daemon.read_store().execute(
+        "SELECT DISTINCT batches.state FROM batches JOIN jobs ON jobs.id = batches.job_id "
+        "WHERE jobs.name = 'dropped'"
+    )
+    assert {state for (state,) in stored} == {"cancelled"}

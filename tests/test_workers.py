@@ -190,7 +190,7 @@ def test_a_task_over_its_memory_share_fails_alone_as_memory_and_runs_once_raised
     assert set(classes) == {"memory"} and classes["memory"] >= work.items_per_task, classes
     # Each names the bound it met: the worker's hard limit (the share), or for a zip the
     # inflated bytes a cleaning task may hold (a quarter of it), checked before inflating.
-    bounds = ("memory limit of 104,857,600 bytes", "past the 26,214,400 bytes one cleaning task")
+    bounds = ("memory limit of 105 MB", "past the 26.2 MB one cleaning task")
     messages = failure_messages(daemon, "big")
     assert all(any(bound in m for bound in bounds) for m in messages), messages
     assert daemon.bfctl_json("status", "big")["counts"].get("done", 0) < job.items_total

@@ -24,6 +24,7 @@ from bulkforge.client.private_daemon import running_daemon
 from bulkforge.client.progress import follow
 from bulkforge.client.render import print_failures, print_job
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import size_text
 
 JOB_NAME = "demo"
 CHUNK = 1 << 20
@@ -49,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=flags.size(0),
         default=262144,
         metavar="BYTES",
-        help="bytes per file, e.g. 1MiB (256 KiB)",
+        help=f"bytes per file, e.g. 1MB ({size_text(262144)})",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     # The demo starts its own daemon, so main must not connect to one first.
@@ -74,7 +75,7 @@ def note(args: argparse.Namespace):
 
 def run_in(workdir: Path, args: argparse.Namespace) -> int:
     if not args.json:
-        print(f"generating {args.files} files of {args.size} bytes in {workdir}")
+        print(f"generating {args.files} files of {size_text(args.size)} in {workdir}")
     files = generate_files(workdir / "origin", args.files, args.size)
     from bulkforge.client.demo_origin import Origin
 
@@ -136,7 +137,7 @@ def download_and_verify(
         )
     elif ok:
         print(
-            f"demo ok: {len(files)} files, {total / 2**20:.1f} MiB downloaded and verified "
+            f"demo ok: {len(files)} files, {size_text(total)} downloaded and verified "
             f"in {seconds:.1f} s ({len(files) / seconds:.0f} files/s)"
         )
     if not ok:

@@ -8,7 +8,7 @@ from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import print_json
-from bulkforge.client.render import human_bytes
+from bulkforge.proto.units import size_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace, bfd: Client) -> int:
     else:
         what = (
             f"deleted {deleted.files:,} files and {deleted.directories:,} directories "
-            f"({human_bytes(deleted.bytes)}) it wrote in {removed.dest}"
+            f"({size_text(deleted.bytes)}) it wrote in {removed.dest}"
         )
     print(f"removed job {removed.name!r} ({removed.state}, {removed.items:,} items); {what}")
     if deleted is None or not deleted.not_deleted:

@@ -13,7 +13,7 @@ from bulkforge.daemon.progress import Pace
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 # A batch's counts and its end time are final once it is written.
-SETTLED = (BatchState.COMPLETE, BatchState.ARCHIVED)
+SETTLED = (BatchState.COMPLETE, BatchState.ARCHIVED, BatchState.CANCELLED)
 
 
 # Each job's last view and the message built from it: the callers that share one view
@@ -132,6 +132,7 @@ def watch_event(job: pb.Job, pace: Pace, final: bool, observed_at: float) -> pb.
         bytes_per_s=pace.bytes_per_s,
         items_per_s=pace.items_per_s,
         eta_s=pace.eta_s,
+        restarted=pace.restarted,
         final=final,
         observed_at=observed_at,
     )

@@ -12,6 +12,7 @@ from bulkforge.daemon import errors
 from bulkforge.daemon.durable import DiskFailed
 from bulkforge.daemon.store import StoreFatal
 from bulkforge.daemon.validation import describe
+from bulkforge.proto.units import size_text
 
 STATUS_OF = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -34,7 +35,7 @@ def bounded(message: str) -> str:
     raw = message.encode()
     if len(raw) <= MAX_MESSAGE_BYTES:
         return message
-    return raw[:MAX_MESSAGE_BYTES].decode(errors="ignore") + f"… ({len(raw):,} bytes, cut)"
+    return raw[:MAX_MESSAGE_BYTES].decode(errors="ignore") + f"… ({size_text(len(raw))}, cut)"
 
 
 def refusal_text(exc: BaseException) -> str | None:

@@ -31,6 +31,7 @@ from isal import isal_zlib
 from bulkforge.daemon.cleaner.schema import BOOL, F64, TIME, Table
 from bulkforge.daemon.cleaner.work import MAX_INFLATED
 from bulkforge.proto.inputs import UnsafeInput, open_regular
+from bulkforge.proto.units import size_text
 
 # 13 digits: milliseconds since the epoch (2001-09 to 2286); 16: microseconds.
 MS = (10**12, 10**13)
@@ -127,7 +128,7 @@ def _inflate(path: Path, limit: int, root: Path | None) -> bytearray:
                 raise CleanFailed("open", "layout", f"{path.name} holds {names}, not one CSV")
             member = members[0]
             if member.file_size > limit:
-                raise _too_large(path, f"declares {member.file_size:,} bytes", limit)
+                raise _too_large(path, f"declares {size_text(member.file_size)}", limit)
             if member.compress_type != zipfile.ZIP_DEFLATED:
                 return _read_member(path, archive, member, limit)
             return _inflate_member(path, file, member, limit)
@@ -143,8 +144,8 @@ def _too_large(path: Path, what: str, limit: int) -> CleanFailed:
     return CleanFailed(
         "open",
         "memory",
-        f"{path.name}: its CSV {what}, past the {limit:,} bytes one cleaning task may hold "
-        "(--memory-cap / --cpu-workers / 4, or 4 GiB with no cap)",
+        f"{path.name}: its CSV {what}, past the {size_text(limit)} one cleaning task may hold "
+        f"(--memory-cap / --cpu-workers / 4, or {size_text(4 * 1024**3)} with no cap)",
     )
 
 
@@ -155,7 +156,7 @@ def _read_member(path: Path, archive: zipfile.ZipFile, member: zipfile.ZipInfo, 
         while block := stream.read(INFLATE_BLOCK):
             out += block
             if len(out) > limit:
-                raise _too_large(path, f"holds more than {limit:,} bytes", limit)
+                raise _too_large(path, f"holds more than {size_text(limit)}", limit)
     return out
 
 
@@ -209,7 +210,7 @@ def _beyond_declared(path: Path, inflater, pending: bytes, file, left: int, size
         size += len(inflater.decompress(pending, INFLATE_BLOCK))
         pending = inflater.unconsumed_tail
     if size > limit:
-        raise _too_large(path, f"inflates past {limit:,} bytes (it declares fewer)", limit)
+        raise _too_large(path, f"inflates past {size_text(limit)} (it declares fewer)", limit)
     raise zipfile.BadZipFile(f"{path.name}: its CSV inflates past its declared size")
 
 

@@ -12,7 +12,7 @@ Functions taking a connection run inside one writer operation.
 """
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import apsw
@@ -30,6 +30,7 @@ from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.machines.file import FileState
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.store import guarded_update, guarded_update_each, now_ms
+from bulkforge.proto.units import size_text
 
 # Where a batch's manifest goes on its disk, below the job's dest.
 MANIFEST_DIR = ".bulkforge"
@@ -96,7 +97,7 @@ def _settle_oversize(conn: apsw.Connection, file_ids: list[int], planned: Plan) 
         moves = [(FileState.SKIPPED, file_id, (-1, stamp, stamp)) for file_id in file_ids]
     else:
         message = (
-            f"larger than a batch can hold ({planned.capacity} bytes = space x margin); "
+            f"larger than a batch can hold ({size_text(planned.capacity)} = space x margin); "
             "submit with --oversize own-batch or skip, or a larger --space"
         )
         columns = ("batch_idx", "step", "error_class", "error", "updated_at")
@@ -194,8 +195,9 @@ def require_room(batch: BatchRow, dest: Path, margin: float, verb: str, job_name
     fits, free = fits_now(batch, dest, margin)
     if not fits:
         raise FailedPrecondition(
-            f"cannot {verb} job {job_name!r}: batch {batch.index} needs {batch.bytes:,} bytes "
-            f"and {dest} has {free:,} free ({free * margin:,.0f} within the margin {margin:g}); "
+            f"cannot {verb} job {job_name!r}: batch {batch.index} needs {size_text(batch.bytes)} "
+            f"and {dest} has {size_text(free)} free ({size_text(free * margin)} within the margin "
+            f"{margin:g}); "
             "free space or put in a larger disk, then try again"
         )
 
@@ -235,6 +237,15 @@ def manifest_rows(conn: apsw.Connection, job_id: int, index: int) -> list[dict]:
             row["md5"] = md5
         rows.append(row)
     return rows
+
+
+def manifest_header(job_name: str, batch: BatchRow, files: int) -> dict:
+    """The first line of a batch's manifest. Its disk is a nested object (mount, device,
+    fsid, fstype, uuid, label), so `jq .disk.uuid` reads it: never JSON inside a string.
+    A free-text disk of an older store stays the text it was."""
+    disk = Disk.from_json(batch.disk)
+    shown: dict | str | None = asdict(disk) if disk is not None else (batch.disk or None)
+    return {"job": job_name, "batch": batch.index, "disk": shown, "files": files}
 
 
 def write_manifest(path: Path, header: dict, rows: list[dict]) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from loguru import logger
+
 from bulkforge.daemon.downloader.access import PUBLIC, Access
 from bulkforge.daemon.downloader.files import FileRow
 from bulkforge.daemon.downloader.install import Installable
@@ -40,6 +42,7 @@ from bulkforge.daemon.transfer.protocol import (
     ToRange,
     validator_of,
 )
+from bulkforge.proto.units import size_text, sizes_apart
 
 HASH_READ = 1024 * 1024
 
@@ -161,6 +164,7 @@ class Fetcher:
                     row, dest, target, partial, offset, progress, on_validator, access
                 )
             except _RestartFromZero:
+                _log_restart(row, offset, "would not continue it")
                 await asyncio.to_thread(partial.unlink, True)
                 offset = 0
         raise fail("transfer", "range", "the origin keeps refusing to resume or restart")
@@ -317,6 +321,8 @@ class Fetcher:
         )
         if answer.refused == RESTART:
             raise _RestartFromZero()
+        if offset and answer.status == 200:
+            _log_restart(row, offset, "sent the whole file (it ignores Range, or it changed)")
         validator, size = validator_of(answer.headers), answer.size
         return Received(
             partial,
@@ -363,7 +369,8 @@ class Fetcher:
     @staticmethod
     def verify(row: FileRow, received: Received) -> None:
         if row.size is not None and received.size != row.size:
-            raise fail("verify", "size", f"received {received.size} bytes, expected {row.size}")
+            got, wanted = sizes_apart(received.size, row.size)
+            raise fail("verify", "size", f"received {got}, expected {wanted}")
         if received.expected is not None and received.digest != received.expected:
             raise fail(
                 "verify",
@@ -413,6 +420,17 @@ def _preallocate(partial: Path, size: int, resuming: bool) -> None:
         preallocate(fd, size)
     finally:
         os.close(fd)
+
+
+def _log_restart(row: FileRow, offset: int, why: str) -> None:
+    """A resume the origin did not continue: its bytes so far were fetched again, which
+    watch shows as "restarted", never as a negative rate."""
+    logger.info(
+        "{}: asked to resume at {}, the origin {}; restarted from zero",
+        row.path,
+        size_text(offset),
+        why,
+    )
 
 
 class _RestartFromZero(Exception):

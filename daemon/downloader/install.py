@@ -35,6 +35,7 @@ from bulkforge.daemon.durable import (
     sync_filesystems,
 )
 from bulkforge.daemon.failures import Failure
+from bulkforge.proto.units import sizes_apart
 
 # Files taken into one group at most; a group's syncs cost about the same for 1 or 1,000.
 GROUP_MAX = 1024
@@ -198,7 +199,8 @@ def _check_and_sync(item: Installable, fsync: bool) -> None:
     try:
         on_disk = os.fstat(fd).st_size
         if on_disk != item.size:
-            message = f"{path} holds {on_disk} bytes, not {item.size}"
+            found, wanted = sizes_apart(on_disk, item.size)
+            message = f"{path} holds {found}, not {wanted}"
             raise InstallFailed(Failure("verify", "size", message, True))
         if fsync:
             os.fsync(fd)

@@ -30,7 +30,7 @@ from bulkforge.daemon.machines.file import FileState
 from bulkforge.daemon.pipeline import DiskBatches, JobKind, Services, VerifiedFile, VerifiedFiles
 from bulkforge.daemon.store import StoreFatal, guarded_update, now_ms
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
-from bulkforge.proto.units import MAX_LARGEST
+from bulkforge.proto.units import MAX_LARGEST, size_text
 
 DEFAULT_LARGEST = 10
 THROUGHPUT_BUCKET_MS = 60_000
@@ -226,10 +226,10 @@ def _create_job(
         planned = batches.plan_staged(conn, table, space, request.batching)
         batches.apply_plan(conn, job.id, planned)
         logger.info(
-            "job {}: {} batch(es) of at most {:,} bytes, {} oversize file(s) ({})",
+            "job {}: {} batch(es) of at most {}, {} oversize file(s) ({})",
             job.name,
             len(planned.batches),
-            planned.capacity,
+            size_text(planned.capacity),
             planned.oversize_files,
             planned.oversize_policy,
         )

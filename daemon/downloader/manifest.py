@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from bulkforge.daemon.downloader.paths import path_from_url, safe_relative_path
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.validation import HttpUrl, describe, open_input, url_problem
-from bulkforge.proto.units import shown
+from bulkforge.proto.units import shown, size_text
 
 COLUMNS = ("url", "path", "size", "sha256", "md5", "etag")
 MAX_REPORTED_ERRORS = 10
@@ -97,7 +97,7 @@ def _lines(path: Path, handle: BinaryIO) -> Iterator[bytes]:
         number += 1
         if len(line) > MAX_LINE_BYTES:
             raise InvalidArgument(
-                f"manifest {path}: line {number:,} is longer than {MAX_LINE_BYTES:,} bytes; "
+                f"manifest {path}: line {number:,} is longer than {size_text(MAX_LINE_BYTES)}; "
                 "a row is one URL with its path and checksums"
             )
         yield line

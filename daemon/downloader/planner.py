@@ -27,6 +27,7 @@ from bulkforge.daemon.disks import describe_disk, free_bytes
 from bulkforge.daemon.downloader.listing import Source, source_pages
 from bulkforge.daemon.downloader.manifest import FileEntry
 from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.proto.units import size_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -150,8 +151,8 @@ def plan(sizes: FileSizes, space: int, margin: float, oversize: Oversize = Overs
     dirs = np.frombuffer(sizes.dirs, dtype=np.int64) if sizes.dirs else np.zeros(0, np.int64)
     if size.size and size.min() > limit:
         raise InvalidArgument(
-            f"{space} bytes x margin {margin} = {limit} bytes per batch is smaller than the "
-            f"smallest file ({int(size.min())} bytes): nothing would fit"
+            f"{size_text(space)} x margin {margin} = {size_text(limit)} per batch is smaller than "
+            f"the smallest file ({size_text(int(size.min()))}): nothing would fit"
         )
     too_big = size > limit
     fitting = np.flatnonzero(~too_big)
@@ -181,12 +182,12 @@ def plan(sizes: FileSizes, space: int, margin: float, oversize: Oversize = Overs
 def check_space(space: int, margin: float) -> int:
     """The bytes one batch may hold, or InvalidArgument for a space or margin that makes none."""
     if space <= 0:
-        raise InvalidArgument(f"space must be a positive number of bytes, not {space}")
+        raise InvalidArgument(f"space must be a positive size, not {size_text(space)}")
     if not 0 < margin <= 1:
         raise InvalidArgument(f"the safety margin must be in (0, 1], not {margin}")
     limit = capacity(space, margin)
     if limit <= 0:
-        raise InvalidArgument(f"{space} bytes x margin {margin} leaves no room for any file")
+        raise InvalidArgument(f"{size_text(space)} x margin {margin} leaves no room for any file")
     return limit
 
 

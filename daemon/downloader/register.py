@@ -16,7 +16,7 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.downloader.manifest import FileEntry
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.store import now_ms
-from bulkforge.proto.units import shown
+from bulkforge.proto.units import shown, size_text
 
 KIND = "download"
 
@@ -104,8 +104,8 @@ def refuse_larger_than(conn: apsw.Connection, table: str, limit: int, where: str
     if found:
         path, size = found
         raise InvalidArgument(
-            f"{path!r} is {size:,} bytes, more than {where} holds ({limit:,} bytes): it could "
-            "never be downloaded there (a wrong size? or cut the job with --space and "
+            f"{path!r} is {size_text(size)}, more than {where} holds ({size_text(limit)}): "
+            "it could never be downloaded there (a wrong size? or cut the job with --space and "
             "--oversize skip)"
         )
 

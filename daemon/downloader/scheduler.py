@@ -55,6 +55,7 @@ from bulkforge.daemon.machines.job import RUNNABLE, JobState
 from bulkforge.daemon.pipeline import Services
 from bulkforge.daemon.store import StoreFatal, now_ms
 from bulkforge.daemon.transfer.failed import TransferFailed
+from bulkforge.proto.units import size_text
 
 IDLE_POLL_S = 1.0
 # Files claimed per transfer slot (see _slots).
@@ -229,7 +230,7 @@ class Downloader:
             rows = await self._readers.call(
                 lambda conn: batches.manifest_rows(conn, job.id, batch.index)
             )
-            header = {"job": job.name, "batch": batch.index, "disk": batch.disk, "files": len(rows)}
+            header = batches.manifest_header(job.name, batch, len(rows))
             path = batches.manifest_path(Path(job.dest), job.name, batch.index)
             try:
                 await asyncio.to_thread(batches.write_manifest, path, header, rows)
@@ -561,8 +562,8 @@ def _proceed(conn: apsw.Connection, job: jobs.JobRow, upcoming: batches.BatchRow
         return True
     message = (
         f"batch {upcoming.index - 1} is complete; batch {upcoming.index} needs "
-        f"{upcoming.bytes:,} bytes and {job.dest} has {free:,} free: swap the disk and run "
-        f"`bfctl swap {job.name}`, or free space and run `bfctl continue {job.name}`"
+        f"{size_text(upcoming.bytes)} and {job.dest} has {size_text(free)} free: swap the disk "
+        f"and run `bfctl swap {job.name}`, or free space and run `bfctl continue {job.name}`"
     )
     jobs.move_job(conn, job, JobState.AWAITING_SWAP, message=message)
     logger.info("job {} awaits a disk swap: {}", job.name, message)

@@ -19,6 +19,7 @@ from bulkforge.daemon.disks import Disk
 from bulkforge.daemon.downloader.batches import MANIFEST_DIR, batch_files, batch_rows
 from bulkforge.daemon.downloader.paths import PARTIAL_SUFFIX
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
+from bulkforge.proto.units import sizes_apart
 
 HASH_BLOCK = 1024 * 1024
 # How many paths of each kind one answer names (all are counted).
@@ -149,7 +150,8 @@ def _problem(path: Path, expected: Expected) -> str:
     """Why the file is not what the batch put there, or '' when it is."""
     size = path.stat().st_size
     if expected.size is not None and size != expected.size:
-        return f"size {size}, expected {expected.size}"
+        found, wanted = sizes_apart(size, expected.size)
+        return f"size {found}, expected {wanted}"
     if expected.sha256:
         kind, want, hasher = "sha256", expected.sha256, hashlib.sha256()
     elif expected.md5:

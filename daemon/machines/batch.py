@@ -16,6 +16,8 @@ class BatchState(StrEnum):
     """Verified on its disk."""
     ARCHIVED = "archived"
     """The operator took the disk or moved the data away; the store remembers where."""
+    CANCELLED = "cancelled"
+    """Its job was cancelled before the batch ended: nothing more of it will come."""
 
 
 S = BatchState
@@ -26,7 +28,11 @@ TONE: dict[BatchState, Tone] = {
     S.VERIFYING: Tone.ACTIVE,
     S.COMPLETE: Tone.OK,
     S.ARCHIVED: Tone.IDLE,
+    S.CANCELLED: Tone.IDLE,
 }
+
+# What a cancelled job's batches may be in when it is cancelled: each ends as CANCELLED.
+UNFINISHED: tuple[BatchState, ...] = (S.PLANNED, S.ACTIVE, S.VERIFYING)
 
 MOVES: frozenset[tuple[BatchState, BatchState]] = frozenset(
     {
@@ -39,6 +45,8 @@ MOVES: frozenset[tuple[BatchState, BatchState]] = frozenset(
         # `retry` re-opens a complete batch whose failed files it re-queued (its disk is
         # still in place; an archived batch's disk is gone, so its failures stay).
         (S.COMPLETE, S.ACTIVE),
+        # A cancelled job's unfinished batches end with it.
+        *((unfinished, S.CANCELLED) for unfinished in UNFINISHED),
     }
 )
 

@@ -29,6 +29,7 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.durable import DiskFailed
 from bulkforge.daemon.errors import InvalidArgument, Refused
 from bulkforge.daemon.governor import give_back_memory
+from bulkforge.daemon.machines import TransitionConflict
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.machines.scene import SceneState
 from bulkforge.daemon.pipeline import JobLoop, Services
@@ -278,6 +279,8 @@ class Scenes(JobLoop):
             self._in_background(self._release(run.ids))
         if isinstance(error, DiskFailed):  # its items went back; the job is held
             self._governor.disk_failed(run.job_id, error)
+        elif isinstance(error, TransitionConflict):  # cancelled as it was written: it ended
+            logger.debug("scenes: shard {} of job {} ended meanwhile", run.shard, run.job_id)
         elif error is not None and not isinstance(error, StoreFatal):
             self._shard_failed(key, run, error)
         self.wake()

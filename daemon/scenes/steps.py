@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.proto.units import size_text
 
 StepFunction = Callable[[bytes, dict[str, Any]], tuple[bytes, dict[str, Any]]]
 
@@ -73,7 +74,7 @@ def decode(data: bytes, meta: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
             image.verify()
     except UnidentifiedImageError:
         # Pillow's own words name its in-memory buffer (<_io.BytesIO object at 0x…>).
-        message = f"not an image Pillow knows ({len(data):,} bytes starting {data[:8]!r})"
+        message = f"not an image Pillow knows ({size_text(len(data))} starting {data[:8]!r})"
         raise StepFailed("decode", "not_an_image", message) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise StepFailed("decode", "not_an_image", f"a broken image: {exc}") from None

@@ -12,6 +12,7 @@ import time
 import pycurl
 
 from bulkforge.daemon.transfer.protocol import Miss
+from bulkforge.proto.units import size_text
 
 # libcurl's error codes (curl/curl.h), by what they mean for a retry.
 _CONNECT = {pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_RESOLVE_PROXY, pycurl.E_COULDNT_CONNECT}
@@ -66,7 +67,10 @@ def read_timeout(seconds: float) -> Miss:
 
 def too_large(size: int, limit: int) -> Miss:
     return Miss(
-        "transfer", "too_large", f"the body is over {limit:,} bytes ({size:,} so far)", False
+        "transfer",
+        "too_large",
+        f"the body is over {size_text(limit)} ({size_text(size)} so far)",
+        False,
     )
 
 

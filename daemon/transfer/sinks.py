@@ -24,6 +24,7 @@ from bulkforge.daemon.transfer.protocol import (
     ToMemory,
     ToRange,
 )
+from bulkforge.proto.units import size_text, sizes_apart
 
 HASH_READ = 1024 * 1024
 
@@ -118,9 +119,8 @@ class FileSink:
                 )
             )
         if order.size is not None and announced is not None and start + announced != order.size:
-            message = (
-                f"the origin announces {start + announced} bytes, the manifest says {order.size}"
-            )
+            announces, says = sizes_apart(start + announced, order.size)
+            message = f"the origin announces {announces}, the manifest says {says}"
             raise Stop(Miss("transfer", "size", message))
         try:
             self._fd = _open_partial(order)
@@ -150,7 +150,7 @@ class FileSink:
     def write(self, data: bytes) -> None:
         expected = self._order.size
         if expected is not None and self.size + len(data) > expected:
-            raise Stop(Miss("transfer", "size", f"more than the {expected} bytes expected"))
+            raise Stop(Miss("transfer", "size", f"more than the {size_text(expected)} expected"))
         try:
             _write_all(self._fd, data)
         except OSError as exc:
@@ -260,7 +260,7 @@ def _hash_prefix(path: str, hasher, limit: int) -> None:
             block = handle.read(min(HASH_READ, limit - done))
             if not block:
                 raise Stop(
-                    Miss("transfer", "io", f"{path} is shorter than the {limit} bytes resumed")
+                    Miss("transfer", "io", f"{path} is shorter than the {size_text(limit)} resumed")
                 )
             hasher.update(block)
             done += len(block)

@@ -507,20 +507,22 @@ class WatchRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., interval_s: _Optional[float] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("job", "bytes_per_s", "items_per_s", "eta_s", "final", "observed_at")
+    __slots__ = ("job", "bytes_per_s", "items_per_s", "eta_s", "final", "observed_at", "restarted")
     JOB_FIELD_NUMBER: _ClassVar[int]
     BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
     ITEMS_PER_S_FIELD_NUMBER: _ClassVar[int]
     ETA_S_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESTARTED_FIELD_NUMBER: _ClassVar[int]
     job: Job
     bytes_per_s: float
     items_per_s: float
     eta_s: float
     final: bool
     observed_at: float
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., bytes_per_s: _Optional[float] = ..., items_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., final: _Optional[bool] = ..., observed_at: _Optional[float] = ...) -> None: ...
+    restarted: bool
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., bytes_per_s: _Optional[float] = ..., items_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., final: _Optional[bool] = ..., observed_at: _Optional[float] = ..., restarted: _Optional[bool] = ...) -> None: ...
 
 class AnalyzeRequest(_message.Message):
     __slots__ = ("source", "largest", "space", "safety_margin")

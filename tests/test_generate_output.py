@@ -411,7 +411,7 @@ LONG_NAMES = "[tables.t.columns]\n" + "".join(
         (("--cpu-workers", "2"), 10**6, 0, "courses", "parquet", None),
         # … but not a cap of 256 MiB over 2 workers, nor text of 200-character strings.
         (("--cpu-workers", "2", "--memory-cap", "256MiB"), 10**6, 0, "courses", "parquet",
-         "over the 128.0 MiB one task may use"),
+         "over the 134 MB one task may use"),
         (("--cpu-workers", "2"), 10**6, 0, WIDE_STRINGS, "jsonl", "column widths: id 8, w 204"),
         (("--cpu-workers", "2"), 10**6, 100_000, WIDE_STRINGS, "jsonl", None),
         # Without a cap, a part may use 2 GiB, whatever the workers.

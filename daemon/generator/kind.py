@@ -21,6 +21,7 @@ from bulkforge.daemon.machines.part import PartState
 from bulkforge.daemon.pipeline import ItemRows, JobKind, NumberedOutput, Services
 from bulkforge.daemon.store import now_ms
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.units import size_text
 
 SCHEMA_FILE = "schema.sql"
 # The SQL output's load script (formats.load_script writes it).
@@ -122,7 +123,7 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
         cap, workers = governor.memory_cap, governor.cpu_workers
         if cap:
             bound = governor.task_memory()  # what each worker's hard limit lets a task take
-            why = f"the memory cap of {cap:,} bytes over {workers} CPU worker(s)"
+            why = f"the memory cap of {size_text(cap)} over {workers} CPU worker(s)"
         else:
             bound, why = UNCAPPED_PART_MEMORY, "bfd runs without a memory cap"
         try:
@@ -171,8 +172,8 @@ def _refuse_output_past_the_disk(request: GenerateRequest, counts: dict[str, int
     total = shutil.disk_usage(place).total
     if least > total:
         raise InvalidArgument(
-            f"--rows {request.rows:,} in --format {request.format}: at least {least:,} bytes "
-            f"of output (its separators and keys alone), more than the {total:,} bytes of "
+            f"--rows {request.rows:,} in --format {request.format}: at least {size_text(least)} "
+            f"of output (its separators and keys alone), more than the {size_text(total)} of "
             f"the filesystem holding {request.dest}"
         )
 

@@ -11,7 +11,7 @@ from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.generator import spec as s
 from bulkforge.daemon.validation import JobName
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
-from bulkforge.proto.units import MAX_CHUNK_ROWS, MAX_ROWS, MAX_SEED
+from bulkforge.proto.units import MAX_CHUNK_ROWS, MAX_ROWS, MAX_SEED, size_text
 
 DEFAULT_CHUNK_ROWS = 1_000_000
 PRESETS_DIR = Path(__file__).with_name("presets")
@@ -105,8 +105,8 @@ def _fits_mysql(model: s.Spec, counts: dict[str, int]) -> None:
             if size > MYSQL_KEY_BYTES:
                 raise ValueError(
                     f"tables.{table_name}.unique[{index}]: a key of {len(strings)} string columns "
-                    f"(up to {size:,} bytes) passes InnoDB's {MYSQL_KEY_BYTES:,}-byte key of "
-                    "--sql-dialect mysql"
+                    f"(up to {size_text(size)}) passes InnoDB's key limit of "
+                    f"{size_text(MYSQL_KEY_BYTES)} in --sql-dialect mysql"
                 )
 
 

@@ -24,6 +24,7 @@ from bulkforge.daemon.governor import TaskStopped, settled
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.pipeline import Cooldowns, JobLoop, Services
 from bulkforge.daemon.store import StoreFatal
+from bulkforge.proto.units import size_text
 
 # Run in a worker by name: bfd itself never imports the generating (numpy, pyarrow).
 MAKE_PART = "bulkforge.daemon.generator.parts:make_part"
@@ -95,12 +96,12 @@ class Generator(JobLoop):
         )
         self._cooldowns.succeeded((job.id, part.id))
         logger.info(
-            "job {}: {} part {} written ({:,} rows, {:,} bytes, {:.1f} s)",
+            "job {}: {} part {} written ({:,} rows, {}, {:.1f} s)",
             job.name,
             part.table,
             part.index,
             part.rows,
-            written.size,
+            size_text(written.size),
             time.monotonic() - started,
         )
 

@@ -12,6 +12,7 @@ from functools import cache
 
 from bulkforge.daemon.generator import locale
 from bulkforge.daemon.generator import spec as s
+from bulkforge.proto.units import size_text
 
 # An Arrow string's offset per value; the validity bit of a null is not worth counting.
 OFFSET = 4
@@ -214,11 +215,11 @@ def check_part_memory(
         if fits >= 1
         else "not even one row fits: raise the memory cap or lower the CPU workers"
     )
-    held = f" and {_size(base)} of derived tables' index" if base else ""
+    held = f" and {size_text(base)} of derived tables' index" if base else ""
     raise ValueError(
-        f"a part of {table} ({rows[table]:,} rows x ~{per_row[table]:,} bytes a row in memory"
-        f"{held}; column widths: {shown}) is estimated at {_size(needed)}, over the "
-        f"{_size(bound)} one task may use ({why}); {advice}"
+        f"a part of {table} ({rows[table]:,} rows x ~{size_text(per_row[table])} a row in memory"
+        f"{held}; column widths: {shown}) is estimated at {size_text(needed)}, over the "
+        f"{size_text(bound)} one task may use ({why}); {advice}"
     )
 
 
@@ -229,8 +230,8 @@ def _check_text_part(spec: s.Spec, counts: dict[str, int], rows: dict[str, int])
         per_row = sum(_as_text(spec, counts, table, name) + len(name) + 4 for name in widths)
         if per_row * count > MAX_TEXT_PART:
             raise ValueError(
-                f"a part of {table} ({count:,} rows x up to {per_row:,} bytes of text) may "
-                f"pass the {_size(MAX_TEXT_PART)} one text part can hold; give --chunk-rows "
+                f"a part of {table} ({count:,} rows x up to {size_text(per_row)} of text) may "
+                f"pass the {size_text(MAX_TEXT_PART)} one text part can hold; give --chunk-rows "
                 f"{_round_down(MAX_TEXT_PART // per_row):,} or fewer"
             )
 
@@ -239,13 +240,6 @@ def _round_down(rows: int) -> int:
     """rows to two significant digits, down: a --chunk-rows a person would type."""
     step = 10 ** max(0, len(str(rows)) - 2)
     return rows // step * step
-
-
-def _size(count: int) -> str:
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if count >= scale:
-            return f"{count / scale:,.1f} {unit}"
-    return f"{count:,} bytes"
 
 
 def least_output(spec: s.Spec, counts: dict[str, int], fmt: str) -> int:

@@ -1,12 +1,14 @@
-"""The types of bfctl's numeric, size and limit flags, checked before bfd is called.
+"""The types of bfctl's numeric, size, limit and name flags, checked before bfd is called.
 
 A bad value is a usage error (exit 2) that names the flag and says what is wrong;
-sizes and limits are parsed by `proto/units.py`, as bfd parses them.
+sizes and limits are parsed by `proto/units.py`, as bfd parses them; names (states, kinds,
+steps, markets) are checked against `proto/choices.py`, as bfd checks them.
 """
 
 import argparse
 from collections.abc import Callable
 
+from bulkforge.proto import choices
 from bulkforge.proto.units import (
     parse_count,
     parse_fraction,
@@ -84,3 +86,18 @@ def _limit(text: str) -> tuple[str, str]:
 
 # One `system --set KEY=VALUE`, checked here and passed on as written.
 limit = _usage(_limit)
+
+
+def one_of(what: str, known: tuple[str, ...], plugin: bool = False) -> Callable[[str], object]:
+    """One name of `known` (a step, a state, a kind); '' for none given."""
+    return _usage(lambda text: choices.check(what, text.strip(), known, plugin) if text else "")
+
+
+def names_of(what: str, known: tuple[str, ...], plugin: bool = False) -> Callable[[str], object]:
+    """A comma-separated list of names of `known` (klines,trades), blanks dropped."""
+
+    def parse(text: str) -> list[str]:
+        given = [name.strip() for name in text.split(",") if name.strip()]
+        return [choices.check(what, name, known, plugin) for name in given]
+
+    return _usage(parse)

@@ -184,7 +184,8 @@ def _unknown_key(parent_kind: Any, path: tuple, what: str) -> str:
     parent, key = path[:-1], path[-1] if path else ""
     known = _fields_of(parent_kind)
     hint = did_you_mean(key, known) if known else ""
-    those = f" (known: {listed(known)})" if known else ""
+    # A near name says enough; a long list would bury it.
+    those = f" (known: {listed(known)})" if known and not (hint and len(known) > 8) else ""
     return _at(parent, f"unknown {what} {str(key)!r}{hint}{those}")
 
 

@@ -7,7 +7,7 @@ starts fast); tests/test_words.py holds these equal to what bfd takes.
 
 import re
 
-from bulkforge.proto.text import unknown
+from bulkforge.proto.text import listed, unknown
 
 JOB_STATES = ("queued", "running", "paused", "awaiting_swap", "completed", "failed", "cancelled")
 JOB_KINDS = ("download", "scenes", "clean", "generate")
@@ -30,13 +30,13 @@ PLUGIN_STEP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 CLEAN_KINDS = ("klines", "aggTrades", "trades")
 CLEAN_MARKETS = ("spot", "um", "cm")
-# What people call a market where data.binance.vision names it otherwise.
+# What people call a market where data.binance.vision names it otherwise (futures/um).
 ALIASES = {
-    "futures": "um or cm",
-    "futures/um": "um",
-    "futures/cm": "cm",
-    "usdm": "um",
-    "coinm": "cm",
+    "futures": "'um' (USD-M futures) or 'cm' (COIN-M futures)",
+    "futures/um": "'um'",
+    "futures/cm": "'cm'",
+    "usdm": "'um'",
+    "coinm": "'cm'",
 }
 SCENES_STEPS = ("fetch", "verify", "decode")
 SCENES_FORMATS = ("files", "webdataset", "parquet")
@@ -55,6 +55,6 @@ def check(what: str, given: str, known: tuple[str, ...], plugin: bool = False) -
     alias = ALIASES.get(given.lower()) if known == CLEAN_MARKETS else None
     if alias:
         raise ValueError(
-            f"unknown {what} {given!r}: bfd calls it {alias} (known: {', '.join(known)})"
+            f"unknown {what} {given!r}; did you mean {alias}? (known: {listed(known)})"
         )
     raise ValueError(unknown(what, given, also))

@@ -90,7 +90,8 @@ limit = _usage(_limit)
 
 def one_of(what: str, known: tuple[str, ...], plugin: bool = False) -> Callable[[str], object]:
     """One name of `known` (a step, a state, a kind); '' for none given."""
-    return _usage(lambda text: choices.check(what, text.strip(), known, plugin) if text else "")
+    checked = _usage(lambda text: choices.check(what, text.strip(), known, plugin) if text else "")
+    return _naming(checked, what, known, plugin)
 
 
 def names_of(what: str, known: tuple[str, ...], plugin: bool = False) -> Callable[[str], object]:
@@ -100,4 +101,10 @@ def names_of(what: str, known: tuple[str, ...], plugin: bool = False) -> Callabl
         given = [name.strip() for name in text.split(",") if name.strip()]
         return [choices.check(what, name, known, plugin) for name in given]
 
-    return _usage(parse)
+    return _naming(_usage(parse), what, known, plugin)
+
+
+def _naming(checked: Callable, what: str, known: tuple[str, ...], plugin: bool) -> Callable:
+    """The names a flag takes, on its type, for bfctl's help and the tests' tables."""
+    checked.what, checked.known, checked.plugin = what, known, plugin  # type: ignore[attr-defined]
+    return checked

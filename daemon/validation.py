@@ -8,7 +8,7 @@ from typing import Annotated, BinaryIO
 from pydantic import StringConstraints
 
 from bulkforge.daemon import errors
-from bulkforge.daemon.worded import Explain, describe
+from bulkforge.daemon.worded import PATTERNS, Explain, describe
 from bulkforge.proto import units
 from bulkforge.proto.inputs import UnsafeInput, open_regular, read_regular, resolve
 
@@ -32,6 +32,10 @@ URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[\x21\x22\x24-\x2e\x30-\x3e\x40-\x7e]+[
 MAX_URL_CHARS = 8192
 HttpUrl = Annotated[str, StringConstraints(pattern=URL_PATTERN, max_length=MAX_URL_CHARS)]
 _FETCHABLE = re.compile(URL_PATTERN)
+PATTERNS[NAME_PATTERN] = (
+    "a job name is 1 to 128 letters, digits, '.', '_' or '-', beginning with a letter or a digit"
+)
+PATTERNS[URL_PATTERN] = "give http://HOST/PATH or https://HOST/PATH in printable ASCII"
 
 
 def url_problem(url: object) -> str | None:

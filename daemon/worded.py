@@ -32,6 +32,15 @@ _LABEL = re.compile(
 )
 _QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
 
+# What a value of each pattern bfd's models use looks like, in words.
+PATTERNS = {
+    r"^[A-Za-z_][A-Za-z0-9_]{0,62}$": "a name is 1 to 63 letters, digits or '_', not "
+    "beginning with a digit",
+    r"^[0-9a-fA-F]{64}$": "a SHA-256 is 64 hexadecimal digits",
+    r"^[0-9a-fA-F]{32}$": "an MD5 is 32 hexadecimal digits",
+    r"^[A-Za-z0-9 _-]{1,32}$": "1 to 32 letters, digits, spaces, '_' or '-'",
+}
+
 # A value of these types, as a person would name it.
 _NOUNS = {
     "string_type": "text",
@@ -134,6 +143,7 @@ def _length(word: str, key: str) -> Callable[[dict, Any], str]:
 
 def _choice(ctx: dict, given: Any) -> str:
     known = _QUOTED.findall(str(ctx.get("expected", ""))) or [str(ctx.get("expected", ""))]
+    known = [name for name in known if name] or known  # '' stands for "not given"
     return f"{_got(given)} is not one of {listed(known)}{did_you_mean(given, known)}"
 
 
@@ -152,9 +162,7 @@ _WORDS: dict[str, Callable[[dict, Any], str]] = {
     "too_long": _length("at most", "max_length"),
     "bytes_too_short": _length("at least", "min_length"),
     "bytes_too_long": _length("at most", "max_length"),
-    "string_pattern_mismatch": lambda ctx, given: (
-        f"{_got(given)} has characters or a form that is not allowed"
-    ),
+    "string_pattern_mismatch": lambda ctx, given: _pattern(ctx, given),
     "string_unicode": lambda ctx, given: "should be text (UTF-8)",
     "string_not_ascii": lambda ctx, given: f"should be ASCII, not {_got(given)}",
     "literal_error": _choice,
@@ -165,6 +173,17 @@ _WORDS: dict[str, Callable[[dict, Any], str]] = {
     "timezone_aware": lambda ctx, given: "needs a time zone (e.g. 2024-01-01T00:00:00Z)",
     "date_from_datetime_inexact": lambda ctx, given: "should be a date with no time of day",
 }
+
+
+def _pattern(ctx: dict, given: Any) -> str:
+    if given == "":
+        return "must not be empty"
+    words = PATTERNS.get(str(ctx.get("pattern")))
+    return (
+        f"{_got(given)} is not allowed: {words}"
+        if words
+        else (f"{_got(given)} has characters or a form that is not allowed")
+    )
 
 
 def _tag(kind: str, ctx: dict, given: Any, union: Any) -> str:

@@ -63,7 +63,8 @@ CONTEXT = {
     "tz_expected": 0, "tz_actual": 1, "expected_version": 4, "attribute": "x",
     "class": "Model", "type_name": "int", "method_name": "f", "expected_plural": "items",
     "context": "", "expected_type": "int", "reason": "a reason", "url_scheme": "http",
-    "argument": "x", "missing_field": "x", "name": "x", "encoding": "base64", "encoding_error": "bad",
+    "argument": "x", "missing_field": "x", "name": "x", "encoding": "base64",
+    "encoding_error": "bad",
 }  # fmt: skip
 
 
@@ -133,6 +134,36 @@ def test_every_field_of_every_model_is_refused_in_words_naming_it(model) -> None
             assert f"unknown field {typo!r}" in words, words
             if did_you_mean(typo, model.model_fields):
                 assert "did you mean" in words, words
+
+
+# pydantic's ByteSize shows this pattern in its schema; bfd parses sizes before it applies.
+BYTE_SIZE = r"^\s*(\d*\.?\d+)\s*(\w+)?"
+
+
+def patterns(schema: object) -> set[str]:
+    """The patterns of a JSON Schema (not a field named pattern: its $ref)."""
+    if isinstance(schema, dict):
+        pattern = schema.get("pattern")
+        found = {pattern} if isinstance(pattern, str) and pattern[:2] != "#/" else set()
+        return found.union(*(patterns(value) for value in schema.values()))
+    if isinstance(schema, list):
+        return set().union(*(patterns(value) for value in schema))
+    return set()
+
+
+def test_every_pattern_of_every_model_has_words() -> None:
+    """A value a pattern refuses is told what the pattern wants, in words."""
+    from bulkforge.daemon.worded import PATTERNS
+
+    used = set()
+    for model in MODELS:
+        try:
+            used |= patterns(model.model_json_schema())
+        except Exception:  # a type JSON Schema cannot show (a callable default): its fields
+            for field in model.model_fields.values():
+                used |= {m.pattern for m in field.metadata if getattr(m, "pattern", None)}
+    assert len(used) >= 5, used
+    assert used - {BYTE_SIZE} <= set(PATTERNS), used - set(PATTERNS)
 
 
 SPEC_CASES = [

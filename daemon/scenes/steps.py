@@ -95,8 +95,8 @@ def load_steps(names: list[str], offered: Collection[str] = ()) -> list[Step]:
             extra = f"; plug-ins offered: {', '.join(offered)}" if offered else ""
             near = did_you_mean(name, [*BUILT_IN, *offered])
             raise InvalidArgument(
-                f"step {name[:100]!r} is not one bfd offers{near}: built in are "
-                f"{', '.join(BUILT_IN)}{extra} (the operator offers a plug-in with "
+                f"step {name[:100]!r} is not one bfd offers{near} (built in: "
+                f"{', '.join(BUILT_IN)}{extra}; the operator offers a plug-in with "
                 "bfd --plugin-step MODULE:FUNCTION)"
             )
     return [Step(name, BUILT_IN[name] if name in BUILT_IN else _plugin(name)) for name in names]

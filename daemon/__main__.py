@@ -12,10 +12,11 @@ from bulkforge.daemon.app import EXIT_CONFIG, run
 from bulkforge.daemon.logs import setup_logging
 from bulkforge.daemon.settings import DEFAULT_CONFIG, Settings, load_settings
 from bulkforge.daemon.validation import describe
+from bulkforge.proto.arguments import Parser
 
 
 def parser() -> argparse.ArgumentParser:
-    flags = argparse.ArgumentParser(
+    flags = Parser(
         prog="bfd",
         description="The bulkforge daemon. Settings: flags > BULKFORGE_* environment > "
         "TOML config (--config, default /etc/bulkforge/bfd.toml when present) > defaults.",

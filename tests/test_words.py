@@ -504,3 +504,49 @@ def test_the_scan_knows_the_words_it_looks_for() -> None:
     grpc_log = "E1207 21:45:04.114263  1234 ssl_transport_security.cc:1234] Handshake failed"
     assert library_words(f"bfctl: cannot reach bfd\n{grpc_log}")
     json.dumps(LIBRARY_WORDS)
+
+
+# -- argparse in bulkforge's words, for bfctl and bfd ------------------------------------------
+
+
+def bfd_parser() -> argparse.ArgumentParser:
+    from bulkforge.daemon.__main__ import parser
+
+    return parser()
+
+
+def number_flags() -> list[tuple[str, str, str]]:
+    """(program, flag, what it wants) of every int or float flag of bfd's parser."""
+    wanted = {int: "a whole number", float: "a number"}
+    return [
+        ("bfd", action.option_strings[-1], wanted[action.type])
+        for action in bfd_parser()._actions
+        if action.type in wanted
+    ]
+
+
+ARGPARSE_CASES = [
+    ("bfctl", ["list", "--sate", "running"], "unknown flag '--sate'; did you mean '--state'?"),
+    ("bfctl", ["lsit"], "unknown 'lsit'; did you mean 'list'?"),
+    ("bfctl", ["list", "extra"], "unexpected 'extra'"),
+    ("bfd", ["--log-level", "debug"], "unknown 'debug'; did you mean 'DEBUG'?"),
+    ("bfd", ["--bandwith", "3"], "unknown flag '--bandwith'; did you mean '--bandwidth'?"),
+    *((program, [flag, "x"], f"argument {flag}: 'x' is not {wanted}")
+      for program, flag, wanted in number_flags()),
+]  # fmt: skip
+
+
+def test_bfd_has_number_flags_to_check() -> None:
+    assert len(number_flags()) >= 5
+
+
+@pytest.mark.parametrize(("program", "argv", "words"), ARGPARSE_CASES)
+def test_argparse_speaks_our_words(program, argv, words, capsys) -> None:
+    parser = build_parser() if program == "bfctl" else bfd_parser()
+    with pytest.raises(SystemExit) as ended:
+        parser.parse_args(argv)
+    err = capsys.readouterr().err
+    said(program, err)
+    assert ended.value.code == EXIT_USAGE
+    assert words in err, err
+    assert "invalid" not in err and "unrecognized" not in err, err

@@ -16,7 +16,7 @@ import typing
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from bulkforge.proto.text import did_you_mean, listed, one_line
 
@@ -70,7 +70,7 @@ _NOUNS = {
 
 
 def describe(
-    exc: Any, explain: Explain | None = None, model: type | None = None, what: str = "field"
+    exc: ValidationError, explain: Explain | None = None, model: type | None = None, what: str = "field"
 ) -> str:
     """One line for every error of a pydantic ValidationError, in bfd's words.
 
@@ -108,14 +108,14 @@ def _worded(
             yield _at(path, _message(error, kinds[-1]))
 
 
-def _message(error: dict, kind: Any) -> str:
-    here, kind = kind, error["type"]
-    ctx, given = error.get("ctx") or {}, error.get("input")
+def _message(error: dict, value_type: Any) -> str:
+    """What is wrong with the value; value_type is its type in the model, where known."""
+    kind, ctx, given = error["type"], error.get("ctx") or {}, error.get("input")
     worded = _WORDS.get(kind)
     if worded is not None:
         return worded(ctx, given)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        return _tag(kind, ctx, given, here)
+        return _tag(kind, ctx, given, value_type)
     if kind in _NOUNS:
         return f"should be {_NOUNS[kind]}, not {_got(given)}"
     if kind in ("value_error", "assertion_error"):

@@ -70,7 +70,10 @@ _NOUNS = {
 
 
 def describe(
-    exc: ValidationError, explain: Explain | None = None, model: type | None = None, what: str = "field"
+    exc: ValidationError,
+    explain: Explain | None = None,
+    model: type | None = None,
+    what: str = "field",
 ) -> str:
     """One line for every error of a pydantic ValidationError, in bfd's words.
 

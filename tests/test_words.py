@@ -550,3 +550,37 @@ def test_argparse_speaks_our_words(program, argv, words, capsys) -> None:
     assert ended.value.code == EXIT_USAGE
     assert words in err, err
     assert "invalid" not in err and "unrecognized" not in err, err
+
+
+def test_the_scan_hears_what_bfd_and_bfctl_say(bfd) -> None:
+    """conftest keeps every refusal a test's stub hears and everything bfctl prints on
+    stderr, so its check at teardown sees them."""
+    import conftest
+
+    with pytest.raises(grpc.RpcError):
+        bfd.stub.Status(pb.JobRef(name="nope-stub"), timeout=60)
+    stream = bfd.stub.Watch(pb.WatchRequest(name="nope-watch"), timeout=60)
+    with pytest.raises(grpc.RpcError):
+        next(stream)
+    bfd.bfctl("status", "nope-bfctl")
+    heard = " ".join(text for _, text in conftest._SAID)
+    assert all(name in heard for name in ("nope-stub", "nope-watch", "nope-bfctl")), heard
+
+
+def test_a_test_whose_messages_hold_library_words_fails(tmp_path) -> None:
+    """The check at teardown is not vacuous: a test that hears pydantic's words fails."""
+    import shutil
+
+    shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest.py")
+    (tmp_path / "test_leak.py").write_text(
+        "from conftest import said\n\n"
+        "def test_plain():\n    said('bfd', 'rows: should be a whole number')\n\n"
+        "def test_leak():\n    said('bfd', 'rows: Input should be a valid integer')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout
+    assert "2 passed, 1 error" in done.stdout, done.stdout  # the leak fails at teardown
+    assert "ERROR test_leak.py::test_leak" in done.stdout, done.stdout

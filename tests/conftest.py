@@ -238,6 +238,7 @@ LIBRARY_WORDS = (
     "debug_error_string",
     "StatusCode.",
     "absl::InitializeLog",
+    "TSI_",
 )
 # A gRPC C-core log line: E1207 21:45:04.114263  1234 ssl_transport_security.cc:1234]
 C_CORE_LINE = re.compile(r"(^|\n)[EWIF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]")

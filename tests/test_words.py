@@ -584,3 +584,23 @@ def test_a_test_whose_messages_hold_library_words_fails(tmp_path) -> None:
     assert done.returncode == 1, done.stdout
     assert "2 passed, 1 error" in done.stdout, done.stdout  # the leak fails at teardown
     assert "ERROR test_leak.py::test_leak" in done.stdout, done.stdout
+
+
+PARENT = '[tables.students.columns]\nid = {kind = "sequence", primary_key = true}\n'
+
+
+@pytest.mark.parametrize(
+    ("columns", "words"),
+    [
+        ('sid = {kind = "foreign_key", table = "studnets", column = "id"}',
+         "tables.e.columns.sid: foreign key to a missing table 'studnets'; did you mean "
+         "'students'?"),
+        ('sid = {kind = "foreign_key", table = "students", column = "idd"}',
+         "foreign key to a missing column students.idd; did you mean 'id'?"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_reference_gets_the_nearest_name(columns, words) -> None:
+    text = PARENT + "[tables.e.columns]\n" + columns + "\n"
+    with pytest.raises(ValueError) as refused:
+        generator_spec.load(text, "s.toml").check(10)
+    assert words in str(refused.value), str(refused.value)

@@ -119,6 +119,9 @@ def _message(error: dict, value_type: Any) -> str:
         return worded(ctx, given)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         return _tag(kind, ctx, given, value_type)
+    fields = _fields_of(value_type)
+    if kind in ("model_type", "model_attributes_type") and fields:
+        return f"should be a table (fields: {listed(fields, 8)}), not {_got(given)}"
     if kind in _NOUNS:
         return f"should be {_NOUNS[kind]}, not {_got(given)}"
     if kind in ("value_error", "assertion_error"):

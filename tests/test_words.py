@@ -182,6 +182,7 @@ SPEC_CASES = [
     ({"id": {"kind": "boolean", "p": 2}}, "tables.t.columns.id.p: should be at most 1, not 2"),
     ({"id": {}}, "tables.t.columns.id: give its kind (one of"),
     ({"id": 3}, "tables.t.columns.id: should be a table of fields, not 3"),
+    ({"id": {"kind": "boolean"}, "x": 3}, "tables.t.columns.x: should be a table of fields, not 3"),
 ]  # fmt: skip
 
 
@@ -604,3 +605,17 @@ def test_a_misspelt_reference_gets_the_nearest_name(columns, words) -> None:
     with pytest.raises(ValueError) as refused:
         generator_spec.load(text, "s.toml").check(10)
     assert words in str(refused.value), str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("- 1", "s.yaml: should be a table (fields: tables), not a list"),
+        ("tables: {t: 3}", "s.yaml: tables.t: should be a table (fields: rows, scale, columns"),
+    ],
+)
+def test_a_document_of_the_wrong_shape_says_what_it_should_hold(text, words) -> None:
+    with pytest.raises(Exception) as refused:
+        generator_spec.load(text, "s.yaml")
+    assert words in str(refused.value), str(refused.value)
+    assert_plain(str(refused.value))

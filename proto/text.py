@@ -48,3 +48,22 @@ def shown(value: object, most: int = 60) -> str:
     """A value as a person typed it, quoted, on one line, cut at `most` characters."""
     text = repr(value)
     return one_line(text if len(text) <= most else text[: most - 1] + "…")
+
+
+def json_problem(exc: ValueError) -> str:
+    """What a JSON parser refused, said plainly: "at column 9: expecting a value"."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start + 1:,})"
+    message = str(getattr(exc, "msg", exc))
+    lineno, colno = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+    where = f" at line {lineno:,}, column {colno:,}" if lineno and colno else ""
+    where = f" at column {colno:,}" if lineno == 1 and colno else where
+    what = message[:1].lower() + message[1:]
+    return f"not valid JSON{where}: {_JSON_WORDS.get(what, what)}"
+
+
+# Python's words for the common faults, and ours.
+_JSON_WORDS = {
+    "expecting value": "a value is missing (or a word without quotes)",
+    "extra data": "more after the end of the value (one object per line)",
+}

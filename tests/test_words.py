@@ -619,3 +619,24 @@ def test_a_document_of_the_wrong_shape_says_what_it_should_hold(text, words) -> 
         generator_spec.load(text, "s.yaml")
     assert words in str(refused.value), str(refused.value)
     assert_plain(str(refused.value))
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ('{"url": "http://127.0.0.1:9/a"}\n{"url": \n', "row 2: not valid JSON at column 9: "
+         "a value is missing"),
+        ('{"url": "http://127.0.0.1:9/a"} {"url": "x"}\n', "row 1: not valid JSON at column 33: "
+         "more after the end of the value (one object per line)"),
+        ('{"url": "http://127.0.0.1:9/a", "size": "big"}\n', "row 1: size: should be a whole "
+         "number, not 'big'"),
+    ],
+)  # fmt: skip
+def test_a_manifest_row_that_cannot_be_read_says_where(bfd, tmp_path, content, words) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(content)
+    done = bfd.bfctl(
+        "submit", "download", "rows", "--manifest", str(manifest), "--dest", str(tmp_path / "d")
+    )
+    assert done.returncode == 1 and words in done.stderr, done.stderr
+    assert "Expecting" not in done.stderr

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.generator import locale
 from bulkforge.daemon.validation import describe
-from bulkforge.proto.text import did_you_mean
+from bulkforge.proto.text import did_you_mean, json_problem, one_line
 from bulkforge.proto.units import MAX_ROWS
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
@@ -698,8 +698,10 @@ def load(text: str, name: str) -> Spec:
             document = yaml.safe_load(text)
         else:
             raise InvalidArgument(f"{name}: a spec is a .toml, .json or .yaml file")
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InvalidArgument(f"{name}: not valid: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"{name}: {json_problem(exc)}") from None
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise InvalidArgument(f"{name}: not valid: {one_line(str(exc))}") from None
     except RecursionError:
         raise InvalidArgument(f"{name}: nested too deeply to be a spec") from None
     try:

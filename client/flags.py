@@ -1,12 +1,14 @@
-"""The types of bfctl's numeric, size and limit flags, checked before bfd is called.
+"""The types of bfctl's numeric, size, limit and name flags, checked before bfd is called.
 
 A bad value is a usage error (exit 2) that names the flag and says what is wrong;
-sizes and limits are parsed by `proto/units.py`, as bfd parses them.
+sizes and limits are parsed by `proto/units.py`, as bfd parses them; names (states, kinds,
+steps, markets) are checked against `proto/choices.py`, as bfd checks them.
 """
 
 import argparse
 from collections.abc import Callable
 
+from bulkforge.proto import choices
 from bulkforge.proto.units import (
     parse_count,
     parse_fraction,
@@ -89,3 +91,25 @@ def _limit(text: str) -> tuple[str, str]:
 
 # One `system --set KEY=VALUE`, checked here and passed on as written.
 limit = _usage(_limit)
+
+
+def one_of(what: str, known: tuple[str, ...], plugin: bool = False) -> Callable[[str], object]:
+    """One name of `known` (a step, a state, a kind); '' for none given."""
+    checked = _usage(lambda text: choices.check(what, text.strip(), known, plugin) if text else "")
+    return _naming(checked, what, known, plugin)
+
+
+def names_of(what: str, known: tuple[str, ...], plugin: bool = False) -> Callable[[str], object]:
+    """A comma-separated list of names of `known` (klines,trades), blanks dropped."""
+
+    def parse(text: str) -> list[str]:
+        given = [name.strip() for name in text.split(",") if name.strip()]
+        return [choices.check(what, name, known, plugin) for name in given]
+
+    return _naming(_usage(parse), what, known, plugin)
+
+
+def _naming(checked: Callable, what: str, known: tuple[str, ...], plugin: bool) -> Callable:
+    """The names a flag takes, on its type, for bfctl's help and the tests' tables."""
+    checked.what, checked.known, checked.plugin = what, known, plugin  # type: ignore[attr-defined]
+    return checked

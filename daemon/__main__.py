@@ -10,12 +10,13 @@ from pydantic import ValidationError
 
 from bulkforge.daemon.app import EXIT_CONFIG, run
 from bulkforge.daemon.logs import setup_logging
-from bulkforge.daemon.settings import DEFAULT_CONFIG, load_settings
+from bulkforge.daemon.settings import DEFAULT_CONFIG, Settings, load_settings
 from bulkforge.daemon.validation import describe
+from bulkforge.proto.arguments import Parser
 
 
 def parser() -> argparse.ArgumentParser:
-    flags = argparse.ArgumentParser(
+    flags = Parser(
         prog="bfd",
         description="The bulkforge daemon. Settings: flags > BULKFORGE_* environment > "
         "TOML config (--config, default /etc/bulkforge/bfd.toml when present) > defaults.",
@@ -103,7 +104,10 @@ def main(argv: list[str] | None = None) -> None:
         logger.error("config file {}: cannot be read ({})", config or DEFAULT_CONFIG, exc)
         sys.exit(EXIT_CONFIG)
     except ValidationError as exc:
-        logger.error("bad settings: {}", describe(exc))
+        source = config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+        where = f"{source}, BULKFORGE_* variables or flags" if source else "flags or BULKFORGE_*"
+        words = describe(exc, model=Settings, what="setting")
+        logger.error("bad settings (from {}): {}", where, words)
         sys.exit(EXIT_CONFIG)
     setup_logging(settings.log_level, settings.log_format)
     sys.exit(run(settings))

@@ -25,10 +25,11 @@ from bulkforge.daemon.failures import FailureGroupRow, FailureReport
 from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.machines import Tone
 from bulkforge.daemon.machines.job import TERMINAL, JobState
-from bulkforge.daemon.pipeline import DiskBatches, ItemExport, Kinds, Rerun
+from bulkforge.daemon.pipeline import DiskBatches, ItemExport, JobKind, Kinds, Rerun
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.store import SYNCHRONOUS, Store, now_ms
 from bulkforge.daemon.transfer.engine import Engine
+from bulkforge.proto.text import unknown
 from bulkforge.proto.units import size_text
 
 # How long a job's view read for one `status` (or watch event) answers the others: a poller
@@ -174,13 +175,12 @@ class Control:
 
     async def list(self, states: list[str], kind: str) -> list[jobs.JobView]:
         """Every job, or those in one of `states` and of `kind` when given."""
-        unknown = sorted(set(states) - set(JobState))
-        if unknown:
-            known = ", ".join(JobState)
-            raise InvalidArgument(f"no job state {unknown[0]!r}; the states are {known}")
-        kinds = sorted(k.name for k in self._kinds)
+        strange = [state for state in states if state not in set(JobState)]
+        if strange:
+            raise InvalidArgument(unknown("job state", strange[0], list(JobState)))
+        kinds = [k.name for k in self._kinds]
         if kind and kind not in kinds:
-            raise InvalidArgument(f"no job kind {kind!r}; the kinds are {', '.join(kinds)}")
+            raise InvalidArgument(unknown("job kind", kind, kinds))
 
         def wanted(job: jobs.JobRow) -> bool:
             return (not states or job.state in states) and (not kind or job.kind == kind)
@@ -214,7 +214,9 @@ class Control:
     async def failures(self, name: str, step: str, limit: int) -> FailureReport:
         def read(conn: apsw.Connection) -> FailureReport:
             job = jobs.get_job(conn, name)
-            return self._kinds.of(job).failures(conn, job, step, limit)
+            kind = self._kinds.of(job)
+            _check_step(conn, kind, job, step)
+            return kind.failures(conn, job, step, limit)
 
         return await self._readers.call(read)
 
@@ -430,7 +432,9 @@ class Control:
             job = jobs.get_job(conn, name)
             if job.state == JobState.CANCELLED:
                 raise jobs.refusal(job, "retry")
-            retried = self._kinds.of(job).retry(conn, job, step, error)
+            kind = self._kinds.of(job)
+            _check_step(conn, kind, job, step)
+            retried = kind.retry(conn, job, step, error)
             if retried and job.state == JobState.FAILED:
                 jobs.move_job(conn, job, JobState.QUEUED, message="")
             return retried
@@ -509,3 +513,14 @@ def _spooled(spool: IO[str]) -> Iterator[str]:
     while block := spool.read(1 << 16):
         *paths, rest = (rest + block).split("\0")
         yield from paths
+
+
+def _check_step(conn: apsw.Connection, kind: JobKind, job: jobs.JobRow, step: str) -> None:
+    """A step filter names a step the job's items can fail at, or one its failures name (a
+    step an older bfd wrote); anything else is refused naming those it could be."""
+    if not step:
+        return
+    known = list(kind.steps_of(job))
+    known += [g.step for g in kind.failures(conn, job, "", 0).groups if g.step not in known]
+    if step not in known:
+        raise InvalidArgument(f"job {job.name!r}: {unknown('step', step, known)}")

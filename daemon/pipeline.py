@@ -203,6 +203,8 @@ class JobKind(ABC):
     batch_unit: str
     #: Its item machine's states in the order they happen, each with its tone (machines/).
     item_tones: Mapping[str, Tone]
+    #: The steps its items fail at: what `failures --step` and `retry --step` may name.
+    failure_steps: tuple[str, ...]
 
     def __init__(self, services: Services):
         self.services = services
@@ -219,6 +221,10 @@ class JobKind(ABC):
     @abstractmethod
     def parse(self, name: str, spec: Any) -> Request:
         """The submit request from its proto message, validated; raises ValidationError."""
+
+    def steps_of(self, job: JobRow) -> tuple[str, ...]:
+        """The steps a job's items can fail at (a scenes job adds its plug-in steps)."""
+        return self.failure_steps
 
     async def submit(self, request: Request) -> tuple[JobRow, bool]:
         """The job of the request, created unless one of that name and spec exists.

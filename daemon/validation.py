@@ -2,17 +2,25 @@
 URLs every kind accepts; the one way an input file named by a request is opened."""
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
-from pydantic import StringConstraints, ValidationError
+from pydantic import StringConstraints
 
 from bulkforge.daemon import errors
+from bulkforge.daemon.worded import PATTERNS, Explain, describe
 from bulkforge.proto import units
 from bulkforge.proto.inputs import UnsafeInput, open_regular, read_regular, resolve
 
-__all__ = ["UnsafeInput", "open_input", "open_regular", "read_regular", "resolve"]
+__all__ = [
+    "Explain",
+    "UnsafeInput",
+    "describe",
+    "open_input",
+    "open_regular",
+    "read_regular",
+    "resolve",
+]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 JobName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -24,6 +32,10 @@ URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[\x21\x22\x24-\x2e\x30-\x3e\x40-\x7e]+[
 MAX_URL_CHARS = 8192
 HttpUrl = Annotated[str, StringConstraints(pattern=URL_PATTERN, max_length=MAX_URL_CHARS)]
 _FETCHABLE = re.compile(URL_PATTERN)
+PATTERNS[NAME_PATTERN] = (
+    "a job name is 1 to 128 letters, digits, '.', '_' or '-', beginning with a letter or a digit"
+)
+PATTERNS[URL_PATTERN] = "give http://HOST/PATH or https://HOST/PATH in printable ASCII"
 
 
 def url_problem(url: object) -> str | None:
@@ -46,38 +58,6 @@ def url_problem(url: object) -> str | None:
     if len(text) > MAX_URL_CHARS:
         return f"a URL of {len(text):,} characters is longer than {MAX_URL_CHARS:,}"
     return f"{units.shown(text, 80)} is not a URL bfd can fetch"
-
-
-FRIENDLY = {
-    "missing": "missing",
-    "string_pattern_mismatch": "has characters or a form that is not allowed",
-}
-
-
-# field name -> a function wording what is wrong with a value its pattern refused
-Explain = dict[str, Callable[[object], str]]
-
-
-def describe(exc: ValidationError, explain: Explain | None = None) -> str:
-    """One line for the errors; `explain` words a pattern refusal of a named field."""
-    parts = []
-    for error in exc.errors():
-        field = ".".join(str(loc) for loc in error["loc"])
-        explained = (explain or {}).get(field)
-        if explained and error["type"] == "string_pattern_mismatch":
-            parts.append(f"{field}: {explained(error['input'])}")
-        elif field:
-            parts.append(f"{field}: {_message(error)}")
-        else:  # the whole model's check: its words name the fields themselves
-            parts.append(_message(error))
-    return "; ".join(parts)
-
-
-def _message(error) -> str:
-    if error["type"] == "value_error":
-        # Our own validators' words, without pydantic's "Value error, " in front.
-        return str(error.get("ctx", {}).get("error", error["msg"]))
-    return FRIENDLY.get(error["type"], error["msg"])
 
 
 def parse_size(value: str, flag: str) -> int:

@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bulkforge.proto.text import did_you_mean
+
 _DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15, "e": 10**18}
 # 64MiB, 10TB, 1.5g, 512 (bytes); case does not matter. Bits for rates: 100Mbit/s.
 UNITS: dict[str, float] = {
@@ -160,7 +162,8 @@ def parse_limit(key: str, text: str) -> int | float:
     limit = LIMITS.get(key)
     if limit is None:
         known = ", ".join(LIMITS)
-        raise ValueError(f"{shown(key)} is not a limit bfd has; the limits are {known}")
+        near = did_you_mean(key, LIMITS)
+        raise ValueError(f"{shown(key)} is not a limit bfd has{near} (the limits are {known})")
     try:
         return limit.parse(text)
     except ValueError as exc:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -113,7 +114,8 @@ class Daemon:
     @property
     def stub(self) -> pb_grpc.BulkforgeStub:
         if self._channel is None:
-            self._channel = grpc.insecure_channel(f"unix:{self.socket}")
+            channel = grpc.insecure_channel(f"unix:{self.socket}")
+            self._channel = grpc.intercept_channel(channel, RefusalRecorder())
         return pb_grpc.BulkforgeStub(self._channel)
 
     def _drop_channel(self) -> None:
@@ -200,13 +202,105 @@ class Daemon:
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
-def run_bfctl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
+def run_bfctl(*args: str, timeout: float = 120, **how) -> subprocess.CompletedProcess:
+    done = subprocess.run(
         [sys.executable, "-m", "bulkforge.client", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        **how,
     )
+    said(f"bfctl {' '.join(args)[:200]}", done.stderr)
+    return done
+
+
+# -- what a person reads: no library's words ---------------------------------------------------
+#
+# Every message bfctl prints on stderr and every refusal bfd sends a test's stub is kept for
+# the test, and a test fails at teardown when one of them holds the words of a library
+# (pydantic, argparse internals, gRPC's C core) instead of bulkforge's own (issue 25).
+
+LIBRARY_WORDS = (
+    "Input should",
+    "Extra inputs",
+    "Field required",
+    "found using",
+    "validation error",
+    "pydantic",
+    "Traceback",
+    "Value error,",
+    "String should",
+    "List should",
+    "Dictionary should",
+    "Unable to extract tag",
+    "should be a valid",
+    "_InactiveRpcError",
+    "debug_error_string",
+    "StatusCode.",
+    "absl::InitializeLog",
+    "TSI_",
+)
+# A gRPC C-core log line: E1207 21:45:04.114263  1234 ssl_transport_security.cc:1234]
+C_CORE_LINE = re.compile(r"(^|\n)[EWIF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]")
+_SAID: list[tuple[str, str]] = []
+
+
+def said(where: str, text: str) -> None:
+    """Keep a message a person would read, for the check at the test's teardown."""
+    if text:
+        _SAID.append((where, text))
+
+
+def library_words(text: str) -> list[str]:
+    found = [words for words in LIBRARY_WORDS if words in text]
+    return found + (["a gRPC C-core log line"] if C_CORE_LINE.search(text) else [])
+
+
+@pytest.fixture(autouse=True)
+def no_library_words() -> Iterator[None]:
+    _SAID.clear()
+    yield
+    offending = [(where, text) for where, text in _SAID if library_words(text)]
+    _SAID.clear()
+    if offending:
+        where, text = offending[0]
+        pytest.fail(
+            f"{len(offending)} message(s) in a library's words {library_words(text)}; "
+            f"the first, from {where}:\n{text[:1500]}"
+        )
+
+
+class _RecordedStream:
+    """A server stream whose refusal, when it comes, is kept."""
+
+    def __init__(self, call, method: str):
+        self._call, self._method = call, method
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._call)
+        except grpc.RpcError as error:
+            said(self._method, error.details() or "")
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._call, name)
+
+
+class RefusalRecorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Keeps what bfd says when it refuses a call of a test's stub."""
+
+    def intercept_unary_unary(self, continuation, details, request):
+        outcome = continuation(details, request)
+        if outcome.code() not in (grpc.StatusCode.OK, None):
+            said(details.method, outcome.details() or "")
+        return outcome
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return _RecordedStream(continuation(details, request), details.method)
 
 
 @pytest.fixture

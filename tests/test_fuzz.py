@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import AWS_ENV, FAST_RETRIES, Daemon
+from conftest import AWS_ENV, FAST_RETRIES, Daemon, library_words
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
@@ -221,6 +221,7 @@ def check_refusal(method: str, error: grpc.RpcError) -> None:
         f"{method} refused with {len(details.encode()):,} bytes: {details[:200]}"
     )
     assert not any(words in details for words in NOT_FOR_PEOPLE), details[:500]
+    assert not library_words(details), f"{library_words(details)}: {details[:500]}"
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def test_limits_change_at_runtime_all_or_none(daemon):
     for bad, expected in (
         ({"disk_threshold": "1.5", "bandwidth": "1MB/s"}, "disk_threshold: 1.5 is not in (0, 1]"),
         ({"bandwidth": "fast"}, "bandwidth: 'fast' is not a size"),
-        ({"nosuch": "1"}, "'nosuch' is not a limit bfd has; the limits are bandwidth"),
+        ({"nosuch": "1"}, "'nosuch' is not a limit bfd has (the limits are bandwidth"),
     ):
         # bfd refuses all of them (bfctl, which checks the same way, never sends them).
         with pytest.raises(grpc.RpcError) as refused:

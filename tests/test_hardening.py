@@ -79,7 +79,7 @@ def test_data_roots_confine_every_dest(make_daemon, tmp_path):
 def test_refusals_echo_a_bounded_part_of_what_they_were_given(daemon, tmp_path):
     huge_url = "http://127.0.0.1:9/" + "u" * 20_000
     long_url = submit(daemon, str(tmp_path / "d"), [huge_url])
-    refused_plainly(long_url, "at most 8192 characters")
+    refused_plainly(long_url, "at most 8,192 characters")
     huge_dest = submit(daemon, "/tmp/" + "d/" * 500_000)
     refused_plainly(huge_dest, "directories deep")
     # The value is echoed as a short prefix, not whole.

@@ -196,8 +196,8 @@ def test_listener_bounds_are_bounded(tmp_path: Path, field: str, value: float) -
     [
         (b"listen = [\n", "not valid TOML"),
         (b'listen = "\xff"\n', "cannot be read ('utf-8' codec can't decode"),
-        (b"disk_threshold = 1.5\n", "bad settings: disk_threshold"),
-        (b"nosuch = 1\n", "bad settings: nosuch"),
+        (b"disk_threshold = 1.5\n", "bfd.toml, BULKFORGE_* variables or flags): disk_threshold:"),
+        (b"nosuch = 1\n", "unknown setting 'nosuch' (known: state_dir"),
         (None, "config file not found"),
     ],
     ids=["broken-toml", "not-utf8", "bad-value", "unknown-key", "missing"],

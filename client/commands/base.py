@@ -1,21 +1,11 @@
 """What every command module shares: how it is added to the parser."""
 
 import argparse
-import difflib
 from collections.abc import Callable
 
+from bulkforge.proto.arguments import Parser
 
-class Parser(argparse.ArgumentParser):
-    """argparse that suggests the nearest choice for a mistyped one (`bfctl lsit`)."""
-
-    def _check_value(self, action: argparse.Action, value: object) -> None:
-        choices = action.choices
-        if choices is None or value in choices:
-            return
-        near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        listed = ", ".join(map(repr, choices))
-        raise argparse.ArgumentError(action, f"unknown {value!r}{hint} (one of {listed})")
+__all__ = ["Parser", "add_command", "add_job_name"]
 
 
 # Accept --json after the command too (`bfctl status x --json`). SUPPRESS keeps the global

@@ -8,13 +8,19 @@ from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import failures_to_dict, print_json
 from bulkforge.client.render import print_failures
+from bulkforge.proto.choices import FAILURE_STEPS
 from bulkforge.proto.units import MAX_FAILURES_LIMIT
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "failures", "show a job's failed items", run)
     add_job_name(parser)
-    parser.add_argument("--step", default="", help="only failures of this step")
+    parser.add_argument(
+        "--step",
+        type=flags.one_of("step", FAILURE_STEPS, plugin=True),
+        default="",
+        help=f"only failures of this step ({', '.join(FAILURE_STEPS)} or a MODULE:FUNCTION)",
+    )
     parser.add_argument(
         "--limit",
         type=flags.count(1, MAX_FAILURES_LIMIT),

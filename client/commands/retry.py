@@ -2,17 +2,24 @@
 
 import argparse
 
+from bulkforge.client import flags
 from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import job_to_dict, print_json
 from bulkforge.client.render import print_job
+from bulkforge.proto.choices import FAILURE_STEPS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "retry", "queue a job's failed items again", run)
     add_job_name(parser)
-    parser.add_argument("--step", default="", help="only failures of this step")
+    parser.add_argument(
+        "--step",
+        type=flags.one_of("step", FAILURE_STEPS, plugin=True),
+        default="",
+        help=f"only failures of this step ({', '.join(FAILURE_STEPS)} or a MODULE:FUNCTION)",
+    )
     parser.add_argument(
         "--error",
         default="",

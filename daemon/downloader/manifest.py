@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from bulkforge.daemon.downloader.paths import path_from_url, safe_relative_path
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.validation import HttpUrl, describe, open_input, url_problem
+from bulkforge.proto.text import json_problem
 from bulkforge.proto.units import shown, size_text
 
 COLUMNS = ("url", "path", "size", "sha256", "md5", "etag")
@@ -117,9 +118,9 @@ class _JsonLine:
 
     def decoded(self) -> Any:
         try:
-            return json.loads(self.text)
+            return json.loads(self.text.rstrip(b"\r\n"))  # a fault's column is in its row
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _Unreadable(f"not valid JSON ({exc})")
+            return _Unreadable(json_problem(exc))
         except RecursionError:
             return _Unreadable("nested too deeply; a row is one object of columns")
 

@@ -77,6 +77,8 @@ class PlanArgs(BaseModel):
     def _space(cls, value: str) -> int | str:
         if value == "auto":
             return value
+        if not isinstance(value, str):
+            raise ValueError("give a size such as 10TB, or auto")
         try:
             return parse_size(value)
         except ValueError as exc:

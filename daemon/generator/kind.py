@@ -41,6 +41,7 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
     item_table, records = "generate_parts", records
     in_flight = "part(s) were being made"
     batch_unit = ""
+    failure_steps = ("write",)
     item_tones = part_machine.TONE
 
     def __init__(self, services: Services):

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.generator import locale
 from bulkforge.daemon.validation import describe
+from bulkforge.proto.text import did_you_mean, json_problem, one_line
 from bulkforge.proto.units import MAX_ROWS
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
@@ -757,12 +758,17 @@ def _check_references(spec: Spec, name: str, column: Column, where: str) -> None
     table = spec.tables[name]
     for parent, parent_column in column.parents():
         if parent not in spec.tables:
-            raise ValueError(f"{where}: foreign key to a missing table {parent!r}")
+            near = did_you_mean(parent, spec.tables)
+            raise ValueError(f"{where}: foreign key to a missing table {parent!r}{near}")
         if parent_column not in spec.tables[parent].columns:
-            raise ValueError(f"{where}: foreign key to a missing column {parent}.{parent_column}")
+            near = did_you_mean(parent_column, spec.tables[parent].columns)
+            raise ValueError(
+                f"{where}: foreign key to a missing column {parent}.{parent_column}{near}"
+            )
     for sibling in column.siblings():
         if sibling not in table.columns:
-            raise ValueError(f"{where}: names a missing column {name}.{sibling}")
+            near = did_you_mean(sibling, table.columns)
+            raise ValueError(f"{where}: names a missing column {name}.{sibling}{near}")
     if isinstance(column, Lookup):
         via = table.columns[column.via]
         if not isinstance(via, ForeignKey):
@@ -770,7 +776,8 @@ def _check_references(spec: Spec, name: str, column: Column, where: str) -> None
         if via.table not in spec.tables:
             raise ValueError(f"{where}: via {column.via!r}, a key to a missing table {via.table!r}")
         if column.column not in spec.tables[via.table].columns:
-            raise ValueError(f"{where}: {via.table} has no column {column.column!r}")
+            near = did_you_mean(column.column, spec.tables[via.table].columns)
+            raise ValueError(f"{where}: {via.table} has no column {column.column!r}{near}")
 
 
 def _check_timetable(
@@ -950,8 +957,10 @@ def load(text: str, name: str) -> Spec:
             document = yaml.safe_load(text)
         else:
             raise InvalidArgument(f"{name}: a spec is a .toml, .json or .yaml file")
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InvalidArgument(f"{name}: not valid: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"{name}: {json_problem(exc)}") from None
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise InvalidArgument(f"{name}: not valid: {one_line(str(exc))}") from None
     except RecursionError:
         raise InvalidArgument(f"{name}: nested too deeply to be a spec") from None
     try:

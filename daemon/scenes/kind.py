@@ -50,6 +50,7 @@ class ScenesKind(ItemRows, JobKind, ItemExport, NumberedOutput):
     item_table, records = "scenes", records
     in_flight = "item(s) were running"
     batch_unit = "shard"
+    failure_steps = ("connect", "transfer", "fetch", "verify", "decode", "internal")
     item_tones = scene_machine.TONE
 
     def __init__(self, services: Services):
@@ -62,6 +63,11 @@ class ScenesKind(ItemRows, JobKind, ItemExport, NumberedOutput):
 
     def parse(self, name: str, spec: pb.ScenesSpec) -> ScenesRequest:
         return SubmitScenes.of(name, spec).request()
+
+    def steps_of(self, job: jobs.JobRow) -> tuple[str, ...]:
+        """The built-in steps and the job's own (a plug-in fails its items as MODULE:FUNCTION)."""
+        own = json.loads(job.spec).get("steps") or []
+        return tuple(dict.fromkeys((*self.failure_steps, *own)))
 
     async def create(self, request: ScenesRequest, spec: dict) -> tuple[jobs.JobRow, bool]:
         """Check the steps and the input's first chunk; the job starts with that chunk."""

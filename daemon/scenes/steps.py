@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.proto.text import did_you_mean
 from bulkforge.proto.units import size_text
 
 StepFunction = Callable[[bytes, dict[str, Any]], tuple[bytes, dict[str, Any]]]
@@ -101,9 +102,10 @@ def load_steps(names: list[str], offered: Collection[str] = ()) -> list[Step]:
     for name in names:
         if name not in BUILT_IN and name not in offered:
             extra = f"; plug-ins offered: {', '.join(offered)}" if offered else ""
+            near = did_you_mean(name, [*BUILT_IN, *offered])
             raise InvalidArgument(
-                f"step {name[:100]!r} is not one bfd offers: built in are "
-                f"{', '.join(BUILT_IN)}{extra} (the operator offers a plug-in with "
+                f"step {name[:100]!r} is not one bfd offers{near} (built in: "
+                f"{', '.join(BUILT_IN)}{extra}; the operator offers a plug-in with "
                 "bfd --plugin-step MODULE:FUNCTION)"
             )
     return [Step(name, BUILT_IN[name] if name in BUILT_IN else _plugin(name)) for name in names]

@@ -3,12 +3,14 @@
 import argparse
 from pathlib import Path
 
+from bulkforge.client import flags
 from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
-from bulkforge.client.commands.submit.common import daemon_path, names, print_submitted
+from bulkforge.client.commands.submit.common import daemon_path, print_submitted
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.errors import UsageError
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.choices import CLEAN_KINDS, CLEAN_MARKETS
 
 
 def register(kinds: argparse._SubParsersAction) -> None:
@@ -27,9 +29,19 @@ def register(kinds: argparse._SubParsersAction) -> None:
     )
     clean.add_argument("--dest", required=True, metavar="D", help="directory the Parquet goes in")
     clean.add_argument(
-        "--kinds", default="", metavar="K,...", help="klines,aggTrades,trades (default: all)"
+        "--kinds",
+        type=flags.names_of("kind", CLEAN_KINDS),
+        default="",
+        metavar="K,...",
+        help=f"{','.join(CLEAN_KINDS)} (default: all)",
     )
-    clean.add_argument("--markets", default="", metavar="M,...", help="spot,um,cm (default: all)")
+    clean.add_argument(
+        "--markets",
+        type=flags.names_of("market", CLEAN_MARKETS),
+        default="",
+        metavar="M,...",
+        help=f"{','.join(CLEAN_MARKETS)} (default: all)",
+    )
     clean.set_defaults(check=check_clean)
 
 
@@ -47,8 +59,8 @@ def run_clean(args: argparse.Namespace, bfd: Client) -> int:
         input=args.input or "",
         after=args.after or "",
         dest=args.dest,
-        kinds=names(args.kinds),
-        markets=names(args.markets),
+        kinds=args.kinds,
+        markets=args.markets,
     )
     response = bfd.submit(args.name, spec, timeout=call_timeout(args, default=None))
     return print_submitted(args, response)

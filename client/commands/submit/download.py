@@ -9,6 +9,7 @@ from bulkforge.client.commands.submit.common import daemon_path, print_submitted
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.errors import UsageError
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.choices import OVERSIZE
 from bulkforge.proto.inputs import UnsafeInput, check_regular
 
 
@@ -66,7 +67,7 @@ def add_plan_flags(parser: argparse.ArgumentParser, space_required: bool = False
     )
     parser.add_argument(
         "--oversize",
-        choices=("fail", "skip", "own-batch"),
+        choices=OVERSIZE,
         help="files larger than one batch: fail them (default), skip them, or a batch each",
     )
 

@@ -10,6 +10,7 @@ from bulkforge.client.commands.submit.common import daemon_path, print_submitted
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.errors import UsageError
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.choices import GENERATE_FORMATS, PRESETS, SQL_DIALECTS
 from bulkforge.proto.inputs import UnsafeInput, read_regular
 from bulkforge.proto.units import MAX_CHUNK_ROWS, MAX_ROWS, MAX_SEED
 
@@ -24,7 +25,7 @@ def register(kinds: argparse._SubParsersAction) -> None:
     source = generate.add_mutually_exclusive_group(required=True)
     source.add_argument("--spec", metavar="F", help="the tables and columns (.toml, .json, .yaml)")
     source.add_argument(
-        "--preset", choices=("courses",), help="a bundled spec (courses: students = --rows)"
+        "--preset", choices=PRESETS, help="a bundled spec (courses: students = --rows)"
     )
     generate.add_argument(
         "--rows", required=True, type=flags.count(1, MAX_ROWS), metavar="N", help="rows to scale by"
@@ -32,12 +33,8 @@ def register(kinds: argparse._SubParsersAction) -> None:
     generate.add_argument(
         "--seed", type=flags.count(0, MAX_SEED), default=0, metavar="S", help="the seed (default 0)"
     )
-    generate.add_argument(
-        "--format", choices=("parquet", "csv", "jsonl", "sql"), default="", help="(parquet)"
-    )
-    generate.add_argument(
-        "--sql-dialect", choices=("sqlite", "postgres", "mysql"), default="", help="(sqlite)"
-    )
+    generate.add_argument("--format", choices=GENERATE_FORMATS, default="", help="(parquet)")
+    generate.add_argument("--sql-dialect", choices=SQL_DIALECTS, default="", help="(sqlite)")
     generate.add_argument("--dest", required=True, metavar="D", help="one folder per table")
     generate.add_argument(
         "--chunk-rows",

@@ -10,6 +10,7 @@ from bulkforge.client.commands.submit.common import daemon_path, names, print_su
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.errors import UsageError
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
+from bulkforge.proto.choices import SCENES_FORMATS, SCENES_STEPS
 from bulkforge.proto.units import MAX_FETCH_TIMEOUT_S, MAX_ITEM_SIZE, MAX_SHARD_SIZE
 
 
@@ -43,12 +44,13 @@ def register(kinds: argparse._SubParsersAction) -> None:
     )
     scenes.add_argument(
         "--format",
-        choices=("files", "webdataset", "parquet"),
+        choices=SCENES_FORMATS,
         default="",
         help="shard format (default webdataset)",
     )
     scenes.add_argument(
         "--steps",
+        type=flags.names_of("step", SCENES_STEPS, plugin=True),
         default="fetch",
         metavar="S,...",
         help="steps in order, fetch first: fetch, verify, decode or module:function",
@@ -88,7 +90,7 @@ def run_scenes(args: argparse.Namespace, bfd: Client) -> int:
         dest=args.dest,
         shard_size=args.shard_size,
         format=args.format,
-        steps=names(args.steps),
+        steps=args.steps,
         max_size=str(args.max_size or ""),
         timeout_s=args.fetch_timeout,
     )

@@ -11,7 +11,7 @@ from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.generator import spec as s
 from bulkforge.daemon.validation import JobName
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
-from bulkforge.proto.units import MAX_CHUNK_ROWS, MAX_ROWS, MAX_SEED, size_text
+from bulkforge.proto.units import MAX_CHUNK_ROWS, MAX_ROWS, MAX_SEED, sizes_apart
 
 DEFAULT_CHUNK_ROWS = 1_000_000
 PRESETS_DIR = Path(__file__).with_name("presets")
@@ -103,10 +103,10 @@ def _fits_mysql(model: s.Spec, counts: dict[str, int]) -> None:
             ]
             size = len(strings) * MYSQL_VARCHAR_KEY_BYTES + 8 * (len(key) - len(strings))
             if size > MYSQL_KEY_BYTES:
+                most, limit = sizes_apart(size, MYSQL_KEY_BYTES)
                 raise ValueError(
                     f"tables.{table_name}.unique[{index}]: a key of {len(strings)} string columns "
-                    f"(up to {size_text(size)}) passes InnoDB's key limit of "
-                    f"{size_text(MYSQL_KEY_BYTES)} in --sql-dialect mysql"
+                    f"(up to {most}) passes InnoDB's key limit of {limit} in --sql-dialect mysql"
                 )
 
 

@@ -297,6 +297,19 @@ def test_a_distribution_parameter_is_used_or_refused(kind, distribution, paramet
     assert low <= found <= high, (kind, distribution, parameter, found)
 
 
+def test_references_to_a_key_with_nulls_is_refused() -> None:
+    """A declared key names rows by their sequence: a null there is a row no value can name."""
+    keyed = {"kind": "sequence", "unique": True}
+    column = {"kind": "cycle", "values": [1, 2], "references": {"table": "p", "column": "id"}}
+    text = json.dumps(
+        {"tables": {"p": {"rows": 5, "columns": {"id": keyed}}, "t": {"columns": {"c": column}}}}
+    )
+    made(text)
+    with pytest.raises(ValueError) as refused:
+        made(text.replace('"unique": true', '"unique": true, "null": 0.2'))
+    assert "tables.t.columns.c: references p.id, which has nulls" in str(refused.value)
+
+
 def test_a_stored_spec_with_every_default_restores() -> None:
     """The store keeps model_dump's document, defaults and all: it is not refused later."""
     text, name = preset("courses")

@@ -839,6 +839,8 @@ def _check_declared_reference(spec: Spec, counts: dict[str, int], column: Column
     parent = spec.tables[target.table].columns.get(target.column)
     if not isinstance(parent, Sequence) or not (parent.primary_key or parent.unique):
         raise ValueError(f"{where}: {named}, which must be a sequence that is the primary key")
+    if parent.null:  # a row whose key is null is no row a value can name
+        raise ValueError(f"{where}: {named}, which has nulls: that sequence must have none")
     if isinstance(column, Choice | Cycle):
         values = column.values
     elif isinstance(column, Integers) and abs(parent.step) == 1:

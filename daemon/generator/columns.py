@@ -75,14 +75,23 @@ class TableValues:
         column = self.spec.columns[name]
         values = _MAKERS[type(column)](self, name, column, rows)
         if column.null:
-            nulls = streams.uniform(self.key(name, "null"), rows) < column.null
-            values = pc.if_else(pa.array(nulls), pa.scalar(None, values.type), values)
+            values = self.with_nulls(name, column.null, rows, values)
+        if isinstance(column, s.Lookup) and (via := self.spec.columns[column.via]).null:
+            # A row whose key is null has no parent: nothing to look up (as a LEFT JOIN).
+            values = self.with_nulls(column.via, via.null, rows, values)
         return values
+
+    def with_nulls(self, name: str, share: float, rows: np.ndarray, values: pa.Array):
+        """values, null at the rows where column `name` draws a null."""
+        nulls = streams.uniform(self.key(name, "null"), rows) < share
+        return pc.if_else(pa.array(nulls), pa.scalar(None, values.type), values)
 
     def parent_rows(self, name: str, column: s.ForeignKey, rows: np.ndarray) -> np.ndarray:
         """The parent row each child row points to."""
         parents = self.dataset.counts[column.table]
         key = self.key(name, "parent")
+        if column.unique:  # one to one: the spec checks there are no more rows than parents
+            return streams.permute(key, rows, parents)
         if column.unique_per:
             return self._in_turns(key, self.spec.columns[column.unique_per], rows, parents)
         if column.distribution == "uniform":
@@ -246,7 +255,9 @@ def _email(table: TableValues, name: str, column: s.Email, rows: np.ndarray) -> 
 
 
 def _for_email(table: TableValues, name: str, rows: np.ndarray) -> pa.Array:
-    """A column as an email spells it: lowercase letters and digits ("x" for a null)."""
+    """A column as an email spells it: lowercase letters only ("x" for a null). No digits:
+    the row number follows the last name, and a last name ending in digits ("ab1" + "2",
+    "ab" + "12") could repeat an email of another row."""
     source = table.spec.columns[name]
     if isinstance(source, s.Words) and not source.null:
         # The same draws as the column, from the word list cleaned once.
@@ -254,7 +265,7 @@ def _for_email(table: TableValues, name: str, rows: np.ndarray) -> pa.Array:
             _indices(table, name, source, rows, locale.size(source.kind))
         )
     text = pc.utf8_lower(pc.cast(table.column(name, rows), pa.string()))
-    return pc.replace_substring_regex(pc.fill_null(text, "x"), r"[^a-z0-9]", "")
+    return pc.replace_substring_regex(pc.fill_null(text, "x"), r"[^a-z]", "")
 
 
 def _pattern(table: TableValues, name: str, column: s.Pattern, rows: np.ndarray) -> pa.Array:

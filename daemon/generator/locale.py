@@ -36,10 +36,11 @@ def words(kind: str):
 
 @cache
 def for_email(kind: str):
-    """A word kind's values lowercased, letters and digits only: as an email spells them."""
+    """A word kind's values lowercased, letters only: as an email spells them (see
+    columns._for_email: no digits)."""
     import pyarrow.compute as pc
 
-    return pc.replace_substring_regex(pc.utf8_lower(words(kind)), r"[^a-z0-9]", "")
+    return pc.replace_substring_regex(pc.utf8_lower(words(kind)), r"[^a-z]", "")
 
 
 def words_of(kind: str) -> list[str]:

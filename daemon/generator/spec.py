@@ -14,6 +14,9 @@ refused with the table and column named and nothing is written:
 
 Refused: an unknown generator, a foreign key to a missing table or column, a cycle of
 foreign keys, a unique column with fewer distinct values than rows, zero or negative rows.
+Every option given is honoured or refused, never ignored: `unique` where the generator
+cannot keep it (a float, a boolean, a cycle that repeats, a weighted choice, a skewed
+draw), a distribution's parameter given with a distribution that does not use it.
 """
 
 import json
@@ -23,10 +26,17 @@ import tomllib
 import unicodedata
 from datetime import date, datetime
 from graphlib import CycleError, TopologicalSorter
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.generator import locale
@@ -142,12 +152,45 @@ class Sequence(Column):
         return self
 
 
+# The parameters each distribution reads: one given with a distribution that does not read
+# it is refused (it would be ignored, and the output not what the spec says).
+DISTRIBUTION_PARAMETERS = {
+    "uniform": set(),
+    "normal": {"mean", "sd"},
+    "lognormal": {"mean", "sd"},
+    "zipf": {"a"},
+}
+
+
+def check_parameters(column: "Column", info: ValidationInfo) -> None:
+    """Refuse mean, sd or a given with a distribution that does not use them. A spec restored
+    from the store carries every default (model_dump): it was checked at submit."""
+    if info.context and info.context.get("stored"):
+        return
+    given = column.model_fields_set & {"mean", "sd", "a"}
+    unused = sorted(given - DISTRIBUTION_PARAMETERS[column.distribution])
+    if not unused:
+        return
+    offered = get_args(type(column).model_fields["distribution"].annotation)
+    using = [f'"{d}"' for d in offered if set(unused) <= DISTRIBUTION_PARAMETERS[d]]
+    names, them = " and ".join(unused), "them" if len(unused) > 1 else "it"
+    raise ValueError(
+        f"{names} {'are' if len(unused) > 1 else 'is'} not used by the {column.distribution} "
+        f"distribution: give distribution = {' or '.join(using)} with {them}, or leave {them} out"
+    )
+
+
 class Distributed(Column):
     distribution: Literal["uniform", "normal", "lognormal", "zipf"] = "uniform"
     # normal: mean, sd; lognormal: mean and sd of the log; zipf: exponent a (> 0).
     mean: float = 0.0
     sd: float = Field(default=1.0, gt=0)
     a: float = Field(default=1.2, gt=0)
+
+    @model_validator(mode="after")
+    def _parameters(self, info: ValidationInfo) -> "Distributed":
+        check_parameters(self, info)
+        return self
 
 
 class ParentColumn(BaseModel):
@@ -254,6 +297,24 @@ def check_times(values, type_: str | None) -> None:
             raise ValueError(f"type time: {value!r:.40} is not a time of day (HH:MM or HH:MM:SS)")
 
 
+def value_key(value, type_: str | None):
+    """A value as the output compares it: a time of day by its seconds (08:00 is 08:00:00)."""
+    return seconds_of_day(value) if type_ == "time" else value
+
+
+def distinct_values(values, type_: str | None) -> int:
+    return len({value_key(value, type_) for value in values})
+
+
+def check_listed_once(values, type_: str | None, what: str) -> None:
+    """A unique choice or cycle takes each listed value once: one listed twice would repeat."""
+    seen: dict = {}
+    for value in values:
+        if (key := value_key(value, type_)) in seen:
+            raise ValueError(f"{what}, but it lists {value!r:.40} twice (as {seen[key]!r:.40})")
+        seen[key] = value
+
+
 class Choice(Column):
     kind: Literal["choice"]
     values: list[str | int | float | bool] = Field(min_length=1, max_length=100_000)
@@ -262,7 +323,7 @@ class Choice(Column):
     type: Literal["time"] | None = None
 
     def distinct(self) -> int | None:
-        return len(set(self.values))
+        return distinct_values(self.values, self.type)
 
     @model_validator(mode="after")
     def _weights(self) -> "Choice":
@@ -277,6 +338,8 @@ class Choice(Column):
             raise ValueError("values must all be of one type")
         if self.unique and self.weights is not None:
             raise ValueError("a unique choice takes no weights")
+        if self.unique:
+            check_listed_once(self.values, self.type, "a unique choice")
         return self
 
 
@@ -289,7 +352,7 @@ class Cycle(Column):
     type: Literal["time"] | None = None
 
     def distinct(self) -> int | None:
-        return len(set(self.values))
+        return distinct_values(self.values, self.type)
 
     def most_per_value(self, rows: int) -> int:
         """The most rows of `rows` that share one value (the first value's, when distinct)."""
@@ -303,6 +366,13 @@ class Cycle(Column):
         check_text(self.values, "values")
         check_int64(self.values, "values")
         check_times(self.values, self.type)
+        if self.unique and self.repeat > 1:
+            raise ValueError(
+                f"a unique cycle takes repeat = 1: with repeat = {self.repeat} each value "
+                "comes that many rows in a row"
+            )
+        if self.unique:
+            check_listed_once(self.values, self.type, "a unique cycle")
         return self
 
 
@@ -312,6 +382,12 @@ class Boolean(Column):
 
     def distinct(self) -> int | None:
         return 2
+
+    @model_validator(mode="after")
+    def _not_unique(self) -> "Boolean":
+        if self.unique:
+            raise ValueError("a boolean column cannot be unique (it draws each row's value alone)")
+        return self
 
 
 class DateRange(Column):
@@ -405,7 +481,8 @@ class Pattern(Column):
 
 
 class ForeignKey(Column):
-    """A parent's column at a parent row drawn per child: uniform, or zipf-skewed."""
+    """A parent's column at a parent row drawn per child: uniform, or zipf-skewed; or, when
+    unique, a permutation of the parent rows (each child its own parent, one to one)."""
 
     kind: Literal["foreign_key"]
     table: str
@@ -423,11 +500,22 @@ class ForeignKey(Column):
         return [self.unique_per] if self.unique_per else []
 
     @model_validator(mode="after")
-    def _spread(self) -> "ForeignKey":
+    def _spread(self, info: ValidationInfo) -> "ForeignKey":
+        check_parameters(self, info)
         if self.unique_per and self.distribution != "uniform":
             raise ValueError(
                 f"unique_per gives the parents turns, evenly: it takes no distribution "
                 f"({self.distribution!r})"
+            )
+        if self.unique and self.distribution != "uniform":
+            raise ValueError(
+                f"a unique foreign key gives each row its own parent: it takes no distribution "
+                f"({self.distribution!r})"
+            )
+        if self.unique and self.unique_per:
+            raise ValueError(
+                "give unique or unique_per, not both: unique gives every row its own parent "
+                "already, unique_per distinct parents only among rows that share a value"
             )
         return self
 
@@ -531,6 +619,17 @@ class Enrollments(BaseModel):
         slot = courses[self.slot]
         if not isinstance(slot, Cycle) or slot.repeat != 1:
             raise ValueError(f"{where}: {self.courses}.{self.slot} must be a cycle (repeat 1)")
+        for table, column in needed:
+            if spec.tables[table].columns[column].null:
+                raise ValueError(
+                    f"{where}: {table}.{column} has nulls; enrollments need a value in every row"
+                )
+        for table, column in needed[:2]:
+            if not keeps_distinct(spec, table, column) or spec.nullable(table, column):
+                raise ValueError(
+                    f"{where}: {table}.{column} must be a sequence or unique, without nulls "
+                    "(a seat names one student and one course)"
+                )
 
 
 # Columns one table-level unique key may hold, and such keys a table may declare.
@@ -636,7 +735,10 @@ class Spec(BaseModel):
             if isinstance(column, ForeignKey):
                 table, name = column.table, column.column
             elif isinstance(column, Lookup):
-                table, name = self.tables[table].columns[column.via].table, column.column
+                via = self.tables[table].columns[column.via]
+                if via.null:  # a row without a parent has nothing to look up
+                    return True
+                table, name = via.table, column.column
             else:
                 return False
 
@@ -650,8 +752,6 @@ class Spec(BaseModel):
             if count > MAX_ROWS:
                 raise ValueError(f"tables.{name}: {count:,} rows, more than {MAX_ROWS:,}")
         for name, table in self.tables.items():
-            if table.enrollments:
-                table.enrollments.check(self, f"tables.{name}.enrollments")
             for column_name, column in table.columns.items():
                 where = f"tables.{name}.columns.{column_name}"
                 _check_references(self, name, column, where)
@@ -669,10 +769,62 @@ class Spec(BaseModel):
                         f"{where}: unique, but it has {distinct:,} distinct values for "
                         f"{counts[name]:,} rows"
                     )
+                if column.unique and isinstance(column, ForeignKey | Lookup):
+                    _check_unique_key_column(self, counts, name, column, where)
             for index, key in enumerate(table.unique):
-                _check_unique_key(table, key, counts.get(name), f"tables.{name}.unique[{index}]")
+                where = f"tables.{name}.unique[{index}]"
+                _check_unique_key(self, table, key, counts.get(name), where)
         self.order()
+        # What follows keys from table to table: every key resolves, and none forms a cycle.
+        for name, table in self.tables.items():
+            if table.enrollments:
+                table.enrollments.check(self, f"tables.{name}.enrollments")
+            for column_name, column in table.columns.items():
+                if column.primary_key and self.nullable(name, column_name):
+                    raise ValueError(
+                        f"tables.{name}.columns.{column_name}: a primary key cannot be null, "
+                        "but the column it copies has nulls"
+                    )
         return counts
+
+
+def keeps_distinct(spec: Spec, table: str, name: str) -> bool:
+    """Whether a column's values never repeat (nulls aside): a sequence, or a unique column
+    (which the generator keeps unique, or the spec is refused)."""
+    column = spec.tables[table].schema_columns()[name]
+    return isinstance(column, Sequence) or column.unique
+
+
+def _check_unique_key_column(
+    spec: Spec, counts: dict[str, int], name: str, column: "ForeignKey | Lookup", where: str
+) -> None:
+    """A unique foreign key takes a permutation of its parent's rows: one parent row per
+    child row, so no more children than parents, and the parent's column must not repeat
+    either. A lookup is unique only through a unique foreign key, of a column that does
+    not repeat."""
+    if isinstance(column, Lookup):
+        via = spec.tables[name].columns[column.via]
+        if not via.unique:
+            raise ValueError(
+                f"{where}: unique, but a lookup copies the row its key {column.via!r} chose, "
+                f"and {column.via} is not unique (two rows may share a parent): mark "
+                f"{column.via} unique, or drop unique here"
+            )
+        parent, parent_column = via.table, column.column
+    else:
+        parent, parent_column = column.table, column.column
+        children, parents = counts[name], counts[parent]
+        if children > parents:
+            raise ValueError(
+                f"{where}: a unique foreign key gives each row its own row of {parent}, but "
+                f"{name} has {children:,} rows and {parent} only {parents:,}: give {parent} "
+                f"at least {children:,} rows or {name} fewer, or use unique_per"
+            )
+    if not keeps_distinct(spec, parent, parent_column):
+        raise ValueError(
+            f"{where}: unique, but it copies {parent}.{parent_column}, whose values repeat: "
+            f"that column must be a sequence or unique"
+        )
 
 
 def _check_declared_reference(spec: Spec, counts: dict[str, int], column: Column, where: str):
@@ -688,6 +840,8 @@ def _check_declared_reference(spec: Spec, counts: dict[str, int], column: Column
     parent = spec.tables[target.table].columns.get(target.column)
     if not isinstance(parent, Sequence) or not (parent.primary_key or parent.unique):
         raise ValueError(f"{where}: {named}, which must be a sequence that is the primary key")
+    if parent.null:  # a row whose key is null is no row a value can name
+        raise ValueError(f"{where}: {named}, which has nulls: that sequence must have none")
     if isinstance(column, Choice | Cycle):
         values = column.values
     elif isinstance(column, Integers) and abs(parent.step) == 1:
@@ -710,7 +864,9 @@ def _check_declared_reference(spec: Spec, counts: dict[str, int], column: Column
             )
 
 
-def _check_unique_key(table: Table, key: list[str], count: int | None, where: str) -> None:
+def _check_unique_key(
+    spec: Spec, table: Table, key: list[str], count: int | None, where: str
+) -> None:
     """A unique key over several columns is declared only where the generator keeps it:
     a unique or primary-key column among them, an enrollments table's (student, course,
     term), or cycles whose combinations, listed, do not repeat within the table's rows."""
@@ -725,8 +881,14 @@ def _check_unique_key(table: Table, key: list[str], count: int | None, where: st
         return
     if table.enrollments and {"student_id", "course_id", "term"} <= set(key):
         return  # a student holds at most one seat of a slot (so of a course) in a term
-    if any(isinstance(c, ForeignKey) and c.unique_per in key for c in chosen):
-        return  # rows sharing a value of unique_per take distinct parents (checked above)
+    for column in chosen:
+        if isinstance(column, ForeignKey) and column.unique_per in key:
+            if not keeps_distinct(spec, column.table, column.column):
+                raise ValueError(
+                    f"{where}: ({', '.join(key)}) is not kept unique: unique_per gives distinct "
+                    f"rows of {column.table}, but their {column.column} values repeat"
+                )
+            return  # rows sharing a value of unique_per take distinct parents
     if count is not None and all(isinstance(c, Cycle) and not c.null for c in chosen):
         if count <= MAX_CHECKED_CYCLE_ROWS and _cycles_differ(chosen, count):
             return
@@ -748,7 +910,8 @@ def _cycles_differ(cycles: list, count: int) -> bool:
     for cycle in cycles:
         # Equal values get one code (a cycle may list a value twice).
         first: dict = {}
-        codes = np.array([first.setdefault(v, i) for i, v in enumerate(cycle.values)])
+        keys = [value_key(v, cycle.type) for v in cycle.values]
+        codes = np.array([first.setdefault(k, i) for i, k in enumerate(keys)])
         at = (rows // cycle.repeat) % len(cycle.values)
         combined = combined * len(cycle.values) + codes[at]
     return len(np.unique(combined)) == count
@@ -943,7 +1106,8 @@ def restored(document: dict, column_order: list | None) -> Spec:
                 for name, names in column_order
             },
         }
-    return Spec.model_validate(document)
+    # Checked at submit: the defaults model_dump wrote are not options the user gave.
+    return Spec.model_validate(document, context={"stored": True})
 
 
 def load(text: str, name: str) -> Spec:

@@ -19,7 +19,12 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from loguru import logger
-from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
+from prometheus_client import (
+    CollectorRegistry,
+    Histogram,
+    disable_created_metrics,
+    make_wsgi_app,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -27,7 +32,7 @@ from bulkforge.daemon.control import Control
 from bulkforge.daemon.governor import HOLD_REASONS, hold_reason
 from bulkforge.daemon.jobs import JobView
 from bulkforge.daemon.machines import Tone
-from bulkforge.daemon.machines.job import TERMINAL
+from bulkforge.daemon.machines.job import TERMINAL, JobState
 from bulkforge.daemon.store import Store
 
 COMMIT_BUCKETS = tuple(0.001 * 2**power for power in range(14))  # 1 ms … 8.192 s
@@ -56,6 +61,9 @@ class Metrics:
     ):
         """at_start: every job's view before the runners start (what they finished then
         is not counted again)."""
+        # No `_created` series: they double every counter and histogram with a timestamp
+        # nobody queries (Prometheus 2.42 ignores them), and the README lists what is served.
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         commits = Histogram(
             "bulkforge_store_commit_seconds",
@@ -206,7 +214,7 @@ class _Finished:
     def metrics(self) -> Iterator[Metric]:
         items = CounterMetricFamily(
             "bulkforge_items_finished",
-            "Items that ended, by job kind and outcome (succeeded, skipped, failed), "
+            f"Items that ended, by job kind and outcome ({', '.join(self._outcomes())}), "
             "since bfd started.",
             labels=["kind", "outcome"],
         )
@@ -221,6 +229,10 @@ class _Finished:
             for kind, size in sorted(self._bytes.items()):
                 done.add_metric([kind], size)
         yield from (items, done)
+
+    def _outcomes(self) -> list[str]:
+        """Every outcome a series has, in a stable order: the help text names them all."""
+        return sorted({outcome for _, outcome in self._items}, key=lambda o: (o != "succeeded", o))
 
     def _note(self, view: JobView) -> None:
         ended, size = _ended(view)
@@ -248,7 +260,11 @@ def _ended(view: JobView) -> tuple[Counter, int]:
 
 
 def _job_metrics(views) -> Iterator[Metric]:
-    jobs = GaugeMetricFamily("bulkforge_jobs", "Jobs by kind and state.", labels=["kind", "state"])
+    jobs = GaugeMetricFamily(
+        "bulkforge_jobs",
+        f"Jobs by kind and state ({', '.join(JobState)}).",
+        labels=["kind", "state"],
+    )
     items = GaugeMetricFamily(
         "bulkforge_items", "Items of every job by kind and item state.", labels=["kind", "state"]
     )
@@ -328,8 +344,8 @@ def _held_by_reason(holds: dict[str, str]) -> GaugeMetricFamily:
     """Every reason, 0 too: an alert on a failed disk needs its series before one fails."""
     held = GaugeMetricFamily(
         "bulkforge_held_jobs_by_reason",
-        "Jobs held back now, by why: disk_failed (a data disk refused writes), disk_space, "
-        "memory, transfer_workers.",
+        f"Jobs held back now, by why: {', '.join(HOLD_REASONS)} (disk_failed: a data disk "
+        "refused writes; other: a hold of no reason listed).",
         labels=["reason"],
     )
     counts = Counter(hold_reason(why) for why in holds.values())

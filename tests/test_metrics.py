@@ -204,13 +204,53 @@ def test_the_exposition_keeps_prometheus_rules_in_both_formats(make_daemon, tmp_
         assert rule_breaches(text) == [], accept
         families = list(parse(text))
         assert len(families) >= 20, accept
+        assert "_created" not in text, accept
+        for family in families:
+            assert not unlisted_label_values(family), (family.name, unlisted_label_values(family))
         live = next(f for f in families if f.name == "bulkforge_live_job_items")
         assert {s.labels["job_name"] for s in live.samples} == {"live"}, accept
         counters = {f.name for f in families if f.type == "counter"}
         assert {"bulkforge_items_finished", "bulkforge_bytes_done"} <= {
             re.sub("_total$", "", name) for name in counters
         }, accept
+    served = set(re.findall(r"^# TYPE (\S+)", scrape_text(address), flags=re.M))
+    assert readme_metrics() == served, (readme_metrics() - served, served - readme_metrics())
     assert daemon.stop() == 0
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+# Labels whose values are a closed set the code chooses: the help text names each.
+ENUMERATED = {"bulkforge_held_jobs_by_reason": "reason", "bulkforge_items_finished": "outcome"}
+ENUMERATED["bulkforge_jobs"] = "state"
+
+
+def unlisted_label_values(family) -> set[str]:
+    label = ENUMERATED.get(family.name)
+    if label is None:
+        return set()
+    values = {sample.labels[label] for sample in family.samples}
+    assert values, family.name  # every value has its series, 0 too: the check can fail
+    return {value for value in values if not re.search(rf"\b{value}\b", family.documentation)}
+
+
+def readme_metrics() -> set[str]:
+    """The metric names of the README's table (its first column), labels left off."""
+    section = README.read_text().split("### Metrics", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `bulkforge_")]
+    return {
+        name for row in rows for name in re.findall(r"`(bulkforge_[a-z_]+)", row.split(" | ")[0])
+    }
+
+
+def test_a_help_text_that_leaves_out_a_label_value_is_caught():
+    from prometheus_client.core import GaugeMetricFamily
+
+    family = GaugeMetricFamily(
+        "bulkforge_held_jobs_by_reason", "By why: memory.", labels=["reason"]
+    )
+    for reason in ("memory", "other"):
+        family.add_metric([reason], 0)
+    assert unlisted_label_values(family) == {"other"}
 
 
 @pytest.mark.parametrize(

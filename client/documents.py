@@ -34,6 +34,8 @@ def job_to_dict(job: pb.Job) -> dict[str, Any]:
         "bytes_done": job.bytes_done,
         "bytes_total": job.bytes_total,
         "bytes_total_known": job.bytes_total_known,
+        "item_unit": job.item_unit,
+        "ended": job.ended,
         "items_total": job.items_total,
         "retrying": job.retrying,
         "dest": job.dest,
@@ -96,6 +98,7 @@ def failure_group_to_dict(group: pb.FailureGroup) -> dict[str, Any]:
 def failures_to_dict(response: pb.FailuresResponse) -> dict[str, Any]:
     return {
         "total": response.total,
+        "item_unit": response.item_unit,
         "groups": [failure_group_to_dict(group) for group in response.groups],
         "failures": [
             {
@@ -120,6 +123,7 @@ def stats_to_dict(response: pb.StatsResponse) -> dict[str, Any]:
         "bytes_per_s": response.bytes_per_s,
         "success_rate": success_rate(response.job),
         "bucket_s": response.bucket_s,
+        "unit": response.unit,
         "shards": shard_rows(response.job) if response.job.batch_unit == "shard" else None,
         "throughput": [
             {

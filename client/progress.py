@@ -9,9 +9,9 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
-from bulkforge.client.render import byte_progress, human_duration
+from bulkforge.client.render import byte_progress, human_duration, item_unit
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
-from bulkforge.proto.units import percent_text, rate_text
+from bulkforge.proto.units import count_text, per_second_text, percent_text, rate_text
 
 # Often enough to show life in a log, rarely enough not to flood it.
 PLAIN_LINE_EVERY_S = 5.0
@@ -39,7 +39,7 @@ def progress_fields(event: pb.WatchEvent) -> dict[str, str]:
     return {
         "state": job.state,
         "bytes": byte_progress(job),
-        "items": f"{job.finished}/{job.items_total} items",
+        "items": f"{count_text(job.finished)}/{count_text(job.items_total)} {item_unit(job)}",
         "rate": rate(event),
         "eta": f"ETA {eta}",
     }
@@ -51,7 +51,8 @@ def rate(event: pb.WatchEvent) -> str:
     restarted = "restarted, " if event.restarted else ""
     if event.items_per_s < 0 or event.bytes_per_s < 0:
         return f"rate: {restarted}measuring"
-    shown = f"{event.items_per_s:.0f} items/s  {rate_text(event.bytes_per_s)}"
+    items = per_second_text(event.items_per_s, item_unit(event.job))
+    shown = f"{items}  {rate_text(event.bytes_per_s)}"
     return f"{shown} ({restarted.rstrip(', ')})" if restarted else shown
 
 
@@ -107,8 +108,8 @@ def live_view(event: pb.WatchEvent):
 def table_lines(job: pb.Job) -> list[str]:
     """A line per table of a job that writes tables: rows done of all, and rows/s now."""
     return [
-        f"{table.name}: {table.rows_done:,}/{table.rows_total:,} rows  "
-        f"{table.rows_per_s:,.0f} rows/s"
+        f"{table.name}: {count_text(table.rows_done)}/{count_text(table.rows_total)} rows  "
+        f"{per_second_text(table.rows_per_s, 'rows')}"
         for table in job.tables
     ]
 

@@ -6,7 +6,15 @@ from typing import TYPE_CHECKING, Any
 
 from bulkforge.client.documents import shard_rows
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
-from bulkforge.proto.units import percent_text, rate_text, size_text
+from bulkforge.proto.units import (
+    count_text,
+    duration_text,
+    number_text,
+    per_second_text,
+    percent_text,
+    rate_text,
+    size_text,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -26,14 +34,14 @@ MAX_SHARD_ROWS = 10
 
 
 def human_duration(seconds: float) -> str:
-    if seconds < 0:
-        return "?"
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    """'0.4 s', '42 s', '1m05s', '2h03m': proto.units.duration_text, for the renderings."""
+    return duration_text(seconds)
+
+
+def item_unit(job: pb.Job) -> str:
+    """What the job's items are, plural ("files", "parts"); "items" from a bfd that does
+    not say."""
+    return job.item_unit or "items"
 
 
 def ago(ms: int) -> str:
@@ -43,9 +51,10 @@ def ago(ms: int) -> str:
 
 
 def byte_progress(job: pb.Job) -> str:
-    """'1.00 MB / 4.00 MB (25.0%)', or '1.00 MB so far' when no total is known."""
+    """'1.00 MB / 4.00 MB (25.0%)'; without a known total '1.00 MB so far' while the job
+    can still grow, and '1.00 MB' once it has ended (all it wrote)."""
     if not job.bytes_total_known:
-        return f"{size_text(job.bytes_done)} so far"
+        return size_text(job.bytes_done) + ("" if job.ended else " so far")
     done, total = job.bytes_done, job.bytes_total
     return f"{size_text(done)} / {size_text(total)} ({percent_text(done, total)})"
 
@@ -90,10 +99,10 @@ def tables_table(job: pb.Job) -> Any:
     for row in job.tables:
         table.add_row(
             row.name,
-            f"{row.rows_done:,}",
-            f"{row.rows_total:,}",
-            f"{row.parts_done}/{row.parts_total}",
-            f"{row.rows_per_s:,.0f}" if row.rows_per_s else "-",
+            count_text(row.rows_done),
+            count_text(row.rows_total),
+            f"{count_text(row.parts_done)}/{count_text(row.parts_total)}",
+            number_text(row.rows_per_s) if row.rows_per_s else "-",
         )
     return table
 
@@ -108,18 +117,19 @@ def shards_table(job: pb.Job, limit: int) -> Any:
     table = Table(title=title, title_justify="left")
     table.add_column("shard", justify="right")
     table.add_column("state")
-    for column in ("items", "ok", "failed", "bytes", "items/s"):
+    unit = item_unit(job)
+    for column in (unit, "ok", "failed", "bytes", f"{unit}/s"):
         table.add_column(column, justify="right")
     for row in shown:
         rate = row["items_per_s"]
         table.add_row(
             str(row["shard"]),
             state_text(row["state"], row["tone"]),
-            str(row["items"]),
-            "-" if row["successes"] is None else str(row["successes"]),
-            "-" if row["failures"] is None else str(row["failures"]),
+            count_text(row["items"]),
+            "-" if row["successes"] is None else count_text(row["successes"]),
+            "-" if row["failures"] is None else count_text(row["failures"]),
             size_text(row["bytes"]),
-            f"{rate:.1f}" if rate else "-",
+            number_text(rate) if rate else "-",
         )
     return table
 
@@ -133,12 +143,12 @@ def job_summary(job: pb.Job) -> Any:
     title = styled(f"{job.name} ({job.kind}) ", "bold")
     title.append_text(state_text(job.state, job.tone))
     grid.add_row("job", title)
-    counts = "  ".join(f"{entry.state} {entry.count}" for entry in job.states)
+    counts = "  ".join(f"{entry.state} {count_text(entry.count)}" for entry in job.states)
     grid.add_row(
-        "items",
+        item_unit(job),
         styled(
-            f"{job.finished}/{job.items_total} finished ({job.succeeded} ok, {job.failed} failed)"
-            f"   {counts}"
+            f"{count_text(job.finished)}/{count_text(job.items_total)} finished "
+            f"({count_text(job.succeeded)} ok, {count_text(job.failed)} failed)   {counts}"
         ),
     )
     grid.add_row(
@@ -160,7 +170,8 @@ def job_summary(job: pb.Job) -> Any:
             styled(f"{job.registration.rejected:,} input rows: {job.registration.first_rejected}"),
         )
     if job.retrying:
-        grid.add_row("retrying", styled(f"{job.retrying} failed items wait for their backoff"))
+        waiting = f"{count_text(job.retrying)} failed {item_unit(job)} wait for their backoff"
+        grid.add_row("retrying", styled(waiting))
     if job.dest:
         grid.add_row("dest", styled(job.dest))
     if job.message:
@@ -180,7 +191,7 @@ def batches_table(batches: Iterable[pb.Batch]) -> Any:
         table.add_row(
             str(batch.index),
             state_text(batch.state, batch.tone),
-            str(batch.files),
+            count_text(batch.files),
             size_text(batch.bytes),
             styled(batch.disk or "-"),
         )
@@ -204,7 +215,7 @@ def print_jobs(jobs: Iterable[pb.Job]) -> None:
             styled(job.name),
             styled(job.kind),
             state_text(job.state, job.tone),
-            f"{job.finished}/{job.items_total}",
+            f"{count_text(job.finished)}/{count_text(job.items_total)} {item_unit(job)}",
             byte_progress(job),
             ago(job.updated_at_ms),
         )
@@ -226,7 +237,7 @@ def failure_groups_table(groups: Iterable[pb.FailureGroup]) -> Any:
         table.add_row(
             styled(group.step),
             styled(group.error_class),
-            str(group.count),
+            count_text(group.count),
             styled(group.sample),
         )
     return table
@@ -240,8 +251,9 @@ def print_failures(response: pb.FailuresResponse, name: str) -> None:
         out.print(styled(f"no failures in job {name!r}"))
         return
     out.print(failure_groups_table(response.groups))
-    table = Table(title="failed items", title_justify="left")
-    table.add_column("item", overflow="fold")
+    unit = response.item_unit or "items"
+    table = Table(title=f"failed {unit}", title_justify="left")
+    table.add_column(unit.removesuffix("s"), overflow="fold")
     table.add_column("step")
     table.add_column("error class")
     table.add_column("tries", justify="right")
@@ -252,14 +264,15 @@ def print_failures(response: pb.FailuresResponse, name: str) -> None:
             styled(failure.item),
             styled(failure.step),
             styled(failure.error_class),
-            str(failure.attempts),
+            count_text(failure.attempts),
             "yes" if failure.retrying else "no",
             styled(failure.error),
         )
     out.print(table)
     out.print(
         styled(
-            f"{response.total} failed items, {len(response.failures)} shown; "
+            f"{count_text(response.total)} failed {unit}, {count_text(len(response.failures))} "
+            "shown; "
             f"`bfctl retry {name}` queues them again"
         )
     )
@@ -272,10 +285,12 @@ def print_stats(response: pb.StatsResponse) -> None:
     out.print(job_summary(response.job))
     job = response.job
     shown_rate = f"   {percent_text(job.succeeded, job.finished)} succeeded" if job.finished else ""
+    # What the throughput counts: the job's items, or rows (a generate job's parts hold rows).
+    unit = response.unit or "items"
     out.print(
         styled(
             f"elapsed {human_duration(response.elapsed_s)}, on average "
-            f"{response.items_per_s:.1f} items/s   {rate_text(response.bytes_per_s)}"
+            f"{per_second_text(response.items_per_s, unit)}   {rate_text(response.bytes_per_s)}"
             f"{shown_rate}"
         )
     )
@@ -284,14 +299,14 @@ def print_stats(response: pb.StatsResponse) -> None:
         bucket_s = response.bucket_s or 60
         table = Table(title=f"throughput per {bucket_s} s (UTC)", title_justify="left")
         table.add_column("from")
-        table.add_column("items", justify="right")
-        table.add_column("items/s", justify="right")
+        table.add_column(unit, justify="right")
+        table.add_column(f"{unit}/s", justify="right")
         table.add_column("bytes", justify="right")
         for bucket in buckets:
             table.add_row(
                 time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(bucket.start_ms / 1000)),
-                str(bucket.items),
-                f"{bucket.items_per_s:.1f}",
+                count_text(bucket.items),
+                number_text(bucket.items_per_s),
                 size_text(bucket.bytes),
             )
         out.print(table)
@@ -312,8 +327,20 @@ SYSTEM_FORMATS = {
     "wal_bytes": size_text,
     "bandwidth": lambda rate: rate_text(rate) if rate else "no cap",
     "disk_threshold": lambda fraction: percent_text(fraction, 1),
-    "commit_p99_ms": lambda ms: f"{ms:.1f} ms",
+    "commit_p99_ms": lambda ms: f"{number_text(ms)} ms",
+    # An identifier, not a count: shown as the kernel writes it.
+    "pid": str,
 }
+
+
+def system_value(field: str, value: object) -> str:
+    """A SystemResponse field for people: by SYSTEM_FORMATS, else counts thousands
+    separated and the rest as they are."""
+    if field in SYSTEM_FORMATS:
+        return SYSTEM_FORMATS[field](value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return count_text(value)
+    return str(value)
 
 
 def system_label(field: str) -> str:
@@ -332,8 +359,7 @@ def print_system(response: pb.SystemResponse) -> None:
     grid.add_column(style="bold")
     grid.add_column()
     for field, value in scalar_fields(response).items():
-        show = SYSTEM_FORMATS.get(field, str)
-        grid.add_row(system_label(field), styled(show(value)))
+        grid.add_row(system_label(field), styled(system_value(field, value)))
     running = (
         ", ".join(map(str, response.transfer_worker_pids))
         or "none (they start with the first transfer)"

@@ -48,6 +48,8 @@ class Stats:
     items_per_s: float
     bytes_per_s: float
     bucket_s: int = 60
+    # What the throughput's items are: the job's items, or rows (a generate job).
+    unit: str = "items"
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class Control:
         kind = self._kinds.find(job)
         if kind is not None:
             view.batch_unit = kind.batch_unit
+            view.item_unit = kind.item_unit
             view.item_tones = dict(kind.item_tones)
             kind.fill_view(conn, view)
         return view
@@ -216,19 +219,21 @@ class Control:
             job = jobs.get_job(conn, name)
             kind = self._kinds.of(job)
             _check_step(conn, kind, job, step)
-            return kind.failures(conn, job, step, limit)
+            report = kind.failures(conn, job, step, limit)
+            report.item_unit = kind.item_unit
+            return report
 
         return await self._readers.call(read)
 
     async def stats(self, name: str) -> Stats:
-        def read(conn: apsw.Connection) -> tuple[jobs.JobView, list, list, int]:
+        def read(conn: apsw.Connection) -> tuple[JobKind, jobs.JobView, list, list, int]:
             job = jobs.get_job(conn, name)
             kind = self._kinds.of(job)
             throughput, bucket = kind.throughput(conn, job)
             groups = kind.failures(conn, job, "", 0).groups
-            return self._view(conn, job), throughput, groups, bucket
+            return kind, self._view(conn, job), throughput, groups, bucket
 
-        view, throughput, groups, bucket = await self._readers.call(read)
+        kind, view, throughput, groups, bucket = await self._readers.call(read)
         born = view.job.created_at
         ended = view.job.updated_at if view.job.state in TERMINAL else now_ms()
         elapsed = max(0.001, (ended - born) / 1000)
@@ -238,7 +243,10 @@ class Control:
             (start, count, nbytes, count / _lived_s(start, start + bucket, born, ended))
             for start, count, nbytes in throughput
         ]
-        return Stats(view, rated, groups, elapsed, items / elapsed, size / elapsed, bucket // 1000)
+        unit = kind.throughput_unit or kind.item_unit
+        return Stats(
+            view, rated, groups, elapsed, items / elapsed, size / elapsed, bucket // 1000, unit
+        )
 
     async def system(self) -> SystemView:
         """The daemon, its governor and its store now."""

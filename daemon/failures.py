@@ -59,6 +59,8 @@ class FailureReport:
     groups: list[FailureGroupRow]
     failures: list[FailureRow] = field(default_factory=list)
     total: int = 0
+    # What the job's items are, plural ("files", "parts"): its kind says.
+    item_unit: str = "items"
 
     @classmethod
     def of(cls, groups: list[FailureGroupRow], rows: list[tuple]) -> "FailureReport":

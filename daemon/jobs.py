@@ -85,6 +85,8 @@ class JobView:
     registration: Registration | None = None
     # What its batch rows are: "disk" batches or item "shard"s (its kind says).
     batch_unit: str = ""
+    # What its items are, plural: "files", "items", "zips" or "parts" (its kind says).
+    item_unit: str = "items"
     # Its item machine's states in the order they happen, each with its tone.
     item_tones: dict[str, Tone] = field(default_factory=dict)
     # A job that writes tables: each table's progress.

@@ -201,6 +201,10 @@ class JobKind(ABC):
     name: str
     #: What the status table calls its batch rows: "disk" batches or item "shard"s.
     batch_unit: str
+    #: What its items are, plural ("files", "parts"): how people read every count of them.
+    item_unit: str
+    #: What its throughput buckets (`bfctl stats`) count, plural: its items unless it says.
+    throughput_unit: str = ""
     #: Its item machine's states in the order they happen, each with its tone (machines/).
     item_tones: Mapping[str, Tone]
     #: The steps its items fail at: what `failures --step` and `retry --step` may name.

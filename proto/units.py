@@ -87,6 +87,46 @@ def rate_text(bytes_per_s: float) -> str:
     return f"{size_text(max(0.0, bytes_per_s))}/s"
 
 
+def count_text(count: int) -> str:
+    """A count for people: thousands separated, '655,360'."""
+    return f"{count:,}"
+
+
+def number_text(value: float) -> str:
+    """A measured amount for people (a rate, a mean): three figures, never more decimals than
+    they need, thousands separated: '0.42', '6.40', '18.3', '201,396'; '<0.01' for a sliver
+    above zero and '0' for none (or below: a rate never reads negative)."""
+    if value <= 0:
+        return "0"
+    if value < 0.005:
+        return "<0.01"
+    digits = 2 if value < 10 else 1 if value < 100 else 0
+    shown_value = round(value, digits)
+    # 9.996 rounds to 10.00 and 99.96 to 100.0: a figure too many.
+    digits = 2 if shown_value < 10 else 1 if shown_value < 100 else 0
+    return f"{shown_value:,.{digits}f}"
+
+
+def per_second_text(per_s: float, unit: str) -> str:
+    """Items (files, parts, rows …) per second, named: '6.40 files/s', '201,396 rows/s'."""
+    return f"{number_text(per_s)} {unit}/s"
+
+
+def duration_text(seconds: float) -> str:
+    """How long, for people: '0.4 s' and '9.9 s' (a short job is no '0s'), '42 s', '1m05s',
+    '2h03m'; '?' for a negative (unknown) one."""
+    if seconds < 0:
+        return "?"
+    if round(seconds, 1) < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs} s"
+
+
 def percent_text(part: float, whole: float, digits: int = 1) -> str:
     """part of whole as a percentage, '-' without a whole. Only exactly all shows 100.0% and
     only exactly none 0.0%: 99.98% is '>99.9%', never '100.0%', and 0.01% is '<0.1%'."""

@@ -51,8 +51,9 @@ def test_status_list_stats_and_failures_say_what_the_store_says(daemon, tmp_path
     status = daemon.bfctl_json("status", "known")
     assert status.keys() == {
         "name", "kind", "state", "counts", "finished", "succeeded", "failed", "bytes_done",
-        "bytes_total", "bytes_total_known", "items_total", "retrying", "dest", "message",
-        "batch_unit", "batches", "registration", "tables", "created_at", "updated_at",
+        "bytes_total", "bytes_total_known", "item_unit", "ended", "items_total", "retrying",
+        "dest", "message", "batch_unit", "batches", "registration", "tables", "created_at",
+        "updated_at",
     }  # fmt: skip
     assert (status["name"], status["kind"], status["state"]) == ("known", "download", "failed")
     assert status["counts"] == counts == {"done": 5, "failed": 1}
@@ -64,6 +65,7 @@ def test_status_list_stats_and_failures_say_what_the_store_says(daemon, tmp_path
     assert status["message"] == job["message"] and "1 file(s) failed" in status["message"]
     assert status["batch_unit"] == "disk" and status["registration"] is None
     assert status["tables"] == []
+    assert (status["item_unit"], status["ended"]) == ("files", True)
     assert (status["created_at"], status["updated_at"]) == (
         iso(job["created_at"]),
         iso(job["updated_at"]),
@@ -87,9 +89,10 @@ def test_status_list_stats_and_failures_say_what_the_store_says(daemon, tmp_path
 
     stats = daemon.bfctl_json("stats", "known")
     assert stats.keys() == {
-        "job", "elapsed_s", "items_per_s", "bytes_per_s", "success_rate", "bucket_s", "shards",
-        "throughput", "failures",
+        "job", "elapsed_s", "items_per_s", "bytes_per_s", "success_rate", "bucket_s", "unit",
+        "shards", "throughput", "failures",
     }  # fmt: skip
+    assert stats["unit"] == "files"
     assert stats["job"] == status and stats["shards"] is None
     assert stats["success_rate"] == 5 / 6
     elapsed = (job["updated_at"] - job["created_at"]) / 1000
@@ -108,7 +111,8 @@ def test_status_list_stats_and_failures_say_what_the_store_says(daemon, tmp_path
 
     failures = daemon.bfctl_json("failures", "known")
     failed = [row for row in files if row["state"] == "failed"]
-    assert failures.keys() == {"total", "groups", "failures"}
+    assert failures.keys() == {"total", "item_unit", "groups", "failures"}
+    assert failures["item_unit"] == "files"
     assert failures["total"] == len(failed) == 1
     assert failures["groups"] == [
         {"step": "connect", "error_class": "http_4xx", "count": 1, "sample": failed[0]["error"]}

@@ -7,8 +7,9 @@ from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import job_to_dict, print_json
-from bulkforge.client.render import print_job
+from bulkforge.client.render import item_unit, print_job
 from bulkforge.proto.choices import FAILURE_STEPS
+from bulkforge.proto.units import count_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace, bfd: Client) -> int:
     if args.json:
         print_json({"retried": response.retried, "job": job_to_dict(response.job)})
     else:
-        print(f"{response.retried} failed items queued again")
+        unit = item_unit(response.job)
+        print(f"{count_text(response.retried)} failed {unit} queued again")
         print_job(response.job)
     return 0

@@ -8,6 +8,7 @@ from bulkforge.daemon.disks import Disk
 from bulkforge.daemon.failures import FailureGroupRow, FailureReport
 from bulkforge.daemon.machines.batch import TONE as BATCH_TONE
 from bulkforge.daemon.machines.batch import BatchState
+from bulkforge.daemon.machines.job import TERMINAL
 from bulkforge.daemon.machines.job import TONE as JOB_TONE
 from bulkforge.daemon.progress import Pace
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
@@ -76,6 +77,8 @@ def _job_message(view: jobs.JobView) -> pb.Job:
         bytes_done=view.bytes_done,
         bytes_total=view.bytes_total,
         bytes_total_known=view.bytes_total_known,
+        item_unit=view.item_unit,
+        ended=job.state in TERMINAL,
         batch_unit=view.batch_unit,
         batches=[batch_message(b) for b in view.batches],
         dest=job.dest,
@@ -160,6 +163,7 @@ def failures_message(report: FailureReport) -> pb.FailuresResponse:
             for f in report.failures
         ],
         total=report.total,
+        item_unit=report.item_unit,
     )
 
 
@@ -175,6 +179,7 @@ def stats_message(stats: Stats) -> pb.StatsResponse:
         items_per_s=stats.items_per_s,
         bytes_per_s=stats.bytes_per_s,
         bucket_s=stats.bucket_s,
+        unit=stats.unit,
     )
 
 

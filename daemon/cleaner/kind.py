@@ -33,6 +33,7 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
     item_table, records = "clean_zips", records
     in_flight = "zip(s) were being cleaned"
     batch_unit = ""
+    item_unit = "zips"
     failure_steps = ("open", "parse", "schema", "write")
     item_tones = zip_machine.TONE
 

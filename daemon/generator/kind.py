@@ -41,6 +41,9 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
     item_table, records = "generate_parts", records
     in_flight = "part(s) were being made"
     batch_unit = ""
+    item_unit = "parts"
+    # Rows, what a generator makes: a part holds a chunk of them.
+    throughput_unit = "rows"
     failure_steps = ("write",)
     item_tones = part_machine.TONE
 

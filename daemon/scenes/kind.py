@@ -50,6 +50,7 @@ class ScenesKind(ItemRows, JobKind, ItemExport, NumberedOutput):
     item_table, records = "scenes", records
     in_flight = "item(s) were running"
     batch_unit = "shard"
+    item_unit = "items"
     failure_steps = ("connect", "transfer", "fetch", "verify", "decode", "internal")
     item_tones = scene_machine.TONE
 

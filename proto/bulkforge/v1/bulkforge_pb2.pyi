@@ -207,7 +207,7 @@ class DiskInfo(_message.Message):
     def __init__(self, mount: _Optional[str] = ..., device: _Optional[str] = ..., fsid: _Optional[str] = ..., fstype: _Optional[str] = ..., uuid: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("name", "kind", "state", "counts", "bytes_done", "bytes_total", "batches", "dest", "message", "items_total", "retrying", "created_at_ms", "updated_at_ms", "registration", "finished", "succeeded", "failed", "states", "batch_unit", "tone", "tables", "bytes_total_known")
+    __slots__ = ("name", "kind", "state", "counts", "bytes_done", "bytes_total", "batches", "dest", "message", "items_total", "retrying", "created_at_ms", "updated_at_ms", "registration", "finished", "succeeded", "failed", "states", "batch_unit", "tone", "tables", "bytes_total_known", "item_unit", "ended")
     class CountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +237,8 @@ class Job(_message.Message):
     TONE_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
     BYTES_TOTAL_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    ITEM_UNIT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     state: str
@@ -259,7 +261,9 @@ class Job(_message.Message):
     tone: str
     tables: _containers.RepeatedCompositeFieldContainer[TableProgress]
     bytes_total_known: bool
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[Batch, _Mapping]]] = ..., dest: _Optional[str] = ..., message: _Optional[str] = ..., items_total: _Optional[int] = ..., retrying: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., registration: _Optional[_Union[Registration, _Mapping]] = ..., finished: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., states: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., batch_unit: _Optional[str] = ..., tone: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[TableProgress, _Mapping]]] = ..., bytes_total_known: _Optional[bool] = ...) -> None: ...
+    item_unit: str
+    ended: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[Batch, _Mapping]]] = ..., dest: _Optional[str] = ..., message: _Optional[str] = ..., items_total: _Optional[int] = ..., retrying: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., registration: _Optional[_Union[Registration, _Mapping]] = ..., finished: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., states: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., batch_unit: _Optional[str] = ..., tone: _Optional[str] = ..., tables: _Optional[_Iterable[_Union[TableProgress, _Mapping]]] = ..., bytes_total_known: _Optional[bool] = ..., item_unit: _Optional[str] = ..., ended: _Optional[bool] = ...) -> None: ...
 
 class TableProgress(_message.Message):
     __slots__ = ("name", "rows_done", "rows_total", "parts_done", "parts_total", "rows_per_s")
@@ -374,14 +378,16 @@ class Failure(_message.Message):
     def __init__(self, item: _Optional[str] = ..., url: _Optional[str] = ..., step: _Optional[str] = ..., error_class: _Optional[str] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., retrying: _Optional[bool] = ...) -> None: ...
 
 class FailuresResponse(_message.Message):
-    __slots__ = ("groups", "failures", "total")
+    __slots__ = ("groups", "failures", "total", "item_unit")
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ITEM_UNIT_FIELD_NUMBER: _ClassVar[int]
     groups: _containers.RepeatedCompositeFieldContainer[FailureGroup]
     failures: _containers.RepeatedCompositeFieldContainer[Failure]
     total: int
-    def __init__(self, groups: _Optional[_Iterable[_Union[FailureGroup, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[Failure, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+    item_unit: str
+    def __init__(self, groups: _Optional[_Iterable[_Union[FailureGroup, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[Failure, _Mapping]]] = ..., total: _Optional[int] = ..., item_unit: _Optional[str] = ...) -> None: ...
 
 class ThroughputBucket(_message.Message):
     __slots__ = ("start_ms", "items", "bytes", "items_per_s")
@@ -396,7 +402,7 @@ class ThroughputBucket(_message.Message):
     def __init__(self, start_ms: _Optional[int] = ..., items: _Optional[int] = ..., bytes: _Optional[int] = ..., items_per_s: _Optional[float] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("job", "throughput", "failures", "elapsed_s", "items_per_s", "bytes_per_s", "bucket_s")
+    __slots__ = ("job", "throughput", "failures", "elapsed_s", "items_per_s", "bytes_per_s", "bucket_s", "unit")
     JOB_FIELD_NUMBER: _ClassVar[int]
     THROUGHPUT_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
@@ -404,6 +410,7 @@ class StatsResponse(_message.Message):
     ITEMS_PER_S_FIELD_NUMBER: _ClassVar[int]
     BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
     BUCKET_S_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
     job: Job
     throughput: _containers.RepeatedCompositeFieldContainer[ThroughputBucket]
     failures: _containers.RepeatedCompositeFieldContainer[FailureGroup]
@@ -411,7 +418,8 @@ class StatsResponse(_message.Message):
     items_per_s: float
     bytes_per_s: float
     bucket_s: int
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., throughput: _Optional[_Iterable[_Union[ThroughputBucket, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[FailureGroup, _Mapping]]] = ..., elapsed_s: _Optional[float] = ..., items_per_s: _Optional[float] = ..., bytes_per_s: _Optional[float] = ..., bucket_s: _Optional[int] = ...) -> None: ...
+    unit: str
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., throughput: _Optional[_Iterable[_Union[ThroughputBucket, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[FailureGroup, _Mapping]]] = ..., elapsed_s: _Optional[float] = ..., items_per_s: _Optional[float] = ..., bytes_per_s: _Optional[float] = ..., bucket_s: _Optional[int] = ..., unit: _Optional[str] = ...) -> None: ...
 
 class SystemRequest(_message.Message):
     __slots__ = ("set",)

@@ -205,7 +205,8 @@ def print_jobs(jobs: Iterable[pb.Job]) -> None:
     table.add_column("name")
     table.add_column("kind")
     table.add_column("state")
-    table.add_column("items", justify="right")
+    # Jobs of every kind in one table: each cell names its kind's items ("3/70 parts").
+    table.add_column("finished", justify="right")
     table.add_column("bytes", justify="right")
     table.add_column("updated", justify="right")
     rows = 0

@@ -120,10 +120,10 @@ def duration_text(seconds: float) -> str:
     if round(seconds, 1) < 10:
         return f"{seconds:.1f} s"
     whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
+    if whole >= 3600:  # to the nearest minute, the last figure shown
+        hours, minutes = divmod(round(seconds / 60), 60)
         return f"{hours}h{minutes:02d}m"
+    minutes, secs = divmod(whole, 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs} s"
 
 

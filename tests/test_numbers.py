@@ -15,9 +15,18 @@ import pytest
 from conftest import make_dataset, manifest_rows, wait_until, write_manifest
 from origin import Fault, FaultKind, Origin
 
+from bulkforge.daemon.machines.job import TERMINAL, JobState
 from bulkforge.daemon.progress import Rates
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
-from bulkforge.proto.units import parse_size, percent_text, rate_text, size_text, sizes_apart
+from bulkforge.proto.units import (
+    duration_text,
+    number_text,
+    parse_size,
+    percent_text,
+    rate_text,
+    size_text,
+    sizes_apart,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOWN_SIZE = re.compile(r"^(\d+) B$|^(\d+(?:\.\d+)?) ([kMGTPE])B$")
@@ -284,11 +293,184 @@ def test_bfctl_renderings_show_sizes_rates_and_shares_in_one_readable_style(seed
     ]
     for text in outputs:
         check_readable(text)
+        check_counts(text)
     # Only all of the bytes is 100.0%: 9,998 of 10,000 items, one byte short, is not.
     assert ("(100.0%)" in outputs[0]) == (job.bytes_done == job.bytes_total), outputs[0]
     assert "100.0% succeeded" not in outputs[2] and ">99.9% succeeded" in outputs[2]
     assert "restarted" in outputs[-1] and "restarted" in outputs[-2]
     assert "2MB" not in outputs[1] and ("2.00 MB" in outputs[1]) == (space == 2_000_000)
+
+
+# -- counts, rates and durations: separated, three figures, named by their unit ------------------
+
+# A number in a rendering: digits (maybe comma-grouped), maybe a fraction. Not part of a word,
+# a path or a clock (those are stripped first).
+NUMBER = re.compile(r"(?<![\w.,/:-])(\d[\d,]*)(?:\.(\d+))?(?![\w])(%?)")
+CLOCKS = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d|\b\d\d:\d\d:\d\d\b|\d+(?:\.\d+){3}(?::\d+)?")
+
+
+def check_counts(text: str) -> None:
+    """Every number people read is thousands-separated from 1,000 and carries at most three
+    figures when it has a fraction ('201,396', never '201396.1'; '6.40', never '100200.0').
+    A pid is an identifier, not a count: its line is left out."""
+    text = CLOCKS.sub("", "\n".join(line for line in text.splitlines() if "pid" not in line))
+    for match in NUMBER.finditer(text):
+        whole, fraction, percent = match.groups()
+        if "," in whole:
+            assert re.fullmatch(r"\d{1,3}(,\d{3})+", whole), (match[0], text)
+        else:
+            assert int(whole) < 1000, (f"{match[0]} has no thousands separator", text)
+        if fraction and not percent:  # percent_text has its own rule: 100.0% is exactly all
+            figures = (whole.replace(",", "") + fraction).lstrip("0")
+            assert len(figures) <= 3, (f"{match[0]} has more than three figures", text)
+
+
+def test_the_count_check_catches_what_it_names():
+    for bad in ("on average 201396.1 items/s", "10020 | 100200.0", "items 7000/7000"):
+        with pytest.raises(AssertionError):
+            check_counts(bad)
+    check_counts("2026-12-07 22:48:19  201,396 rows/s  6.40 parts/s  99.9%  100.0%  127.0.0.1:80")
+
+
+def generated_rates(count: int = 3000) -> list[float]:
+    rng = random.Random(31)
+    edges = [0.0, 1e-9, 0.004, 0.005, 0.0051, 0.4, 6.4, 9.994, 9.996, 18.0, 99.94, 99.96]
+    edges += [100200.0, 201396.1, 999.5, 1e6 - 0.5, 1e12 + 0.3]
+    return edges + [10 ** rng.uniform(-4, 13) for _ in range(count)]
+
+
+def test_a_rate_reads_in_three_figures_thousands_separated_and_within_rounding():
+    for value in generated_rates():
+        text = number_text(value)
+        check_counts(text.removeprefix("<"))
+        if text == "<0.01":
+            assert 0 < value < 0.005, value
+            continue
+        shown_value = float(text.replace(",", ""))
+        assert abs(shown_value - value) <= max(0.005, 0.005 * value), (value, text)
+        if value >= 0.005:
+            assert shown_value > 0, (value, text)  # nothing that moved reads as none
+    assert number_text(0) == number_text(-3) == "0"
+
+
+def generated_durations(count: int = 2000) -> list[float]:
+    rng = random.Random(32)
+    edges = [0.0, 0.04, 0.05, 0.4, 0.49, 0.5, 9.94, 9.96, 59.4, 59.6, 3599.4, 3599.6, 86_400]
+    return edges + [10 ** rng.uniform(-3, 6) for _ in range(count)]
+
+
+DURATION = re.compile(r"(\d+\.\d) s|(\d+) s|(\d+)m(\d\d)s|(\d+)h(\d\d)m")
+
+
+def test_a_duration_reads_within_its_rounding_and_a_short_one_is_never_zero():
+    for seconds in generated_durations():
+        text = duration_text(seconds)
+        match = DURATION.fullmatch(text)
+        assert match, (seconds, text)
+        tenths, whole, minutes, secs, hours, hour_minutes = match.groups()
+        if tenths is not None:
+            shown_s, step = float(tenths), 0.05
+        elif whole is not None:
+            shown_s, step = int(whole), 0.5
+            assert 10 <= shown_s < 60, (seconds, text)
+        elif minutes is not None:
+            shown_s, step = int(minutes) * 60 + int(secs), 0.5
+            assert 1 <= int(minutes) < 60 and int(secs) < 60, (seconds, text)
+        else:
+            shown_s, step = int(hours) * 3600 + int(hour_minutes) * 60, 30.5
+            assert int(hour_minutes) < 60, (seconds, text)
+        assert abs(shown_s - seconds) <= step + 1e-9, (seconds, text)
+        if seconds >= 0.05:
+            assert shown_s > 0, (seconds, text)
+    assert duration_text(0.4) == "0.4 s" and duration_text(-1) == "?"
+
+
+# Each kind: what its items are, and what its stats' throughput counts.
+KIND_UNITS = {
+    "download": ("files", "files"),
+    "scenes": ("items", "items"),
+    "clean": ("zips", "zips"),
+    "generate": ("parts", "rows"),
+}
+ITEM_WORDS = {"files", "items", "zips", "parts"}
+
+
+def kind_job(kind: str, state: str = "running") -> pb.Job:
+    unit = KIND_UNITS[kind][0]
+    job = pb.Job(name="j", kind=kind, state=state, tone="active", dest="/d", item_unit=unit)
+    job.ended = state in TERMINAL
+    job.items_total, job.finished, job.succeeded, job.failed = 65_536, 12_345, 12_340, 5
+    job.retrying, job.bytes_done = 3, 635_000
+    job.states.add(state="done", count=12_340, tone="ok")
+    job.states.add(state="failed", count=5, tone="bad")
+    if kind == "generate":
+        job.tables.add(name="t", rows_done=655_360, rows_total=1_310_720, parts_done=35)
+        job.tables[0].parts_total, job.tables[0].rows_per_s = 70, 201_396.1
+    if kind == "scenes":
+        job.batch_unit = "shard"
+        job.batches.add(index=0, state="written", tone="ok", files=10_020, bytes=10**8)
+        job.batches[0].settled, job.batches[0].started_at_ms = True, 1_000
+        job.batches[0].finished_at_ms = 1_100
+    return job
+
+
+@pytest.mark.parametrize("kind", KIND_UNITS)
+def test_every_rendering_names_the_kinds_unit_and_separates_its_numbers(kind):
+    """The trial's case: a generate job read 'items 70/70' in status, '18 items/s' in watch and
+    '201396.1 items/s' in stats. Each number now names its own unit, the same per kind."""
+    from bulkforge.client import progress, render
+
+    unit, counted = KIND_UNITS[kind]
+    job = kind_job(kind)
+    stats = pb.StatsResponse(job=job, elapsed_s=3.25, items_per_s=201_396.1, unit=counted)
+    stats.bytes_per_s, stats.bucket_s = 19_100_000, 1
+    stats.throughput.add(start_ms=0, items=10_020, bytes=10**6, items_per_s=100_200.0)
+    stats.throughput.add(start_ms=1000, items=207_280, bytes=10**7, items_per_s=207_280.0)
+    failures = pb.FailuresResponse(total=12_345, item_unit=unit)
+    failures.groups.add(step="fetch", error_class="http_5xx", count=12_345, sample="503")
+    failures.failures.add(item="x", step="fetch", error_class="http_5xx", attempts=3)
+    event = pb.WatchEvent(job=job, bytes_per_s=231_424, items_per_s=18.04, eta_s=4000)
+    outputs = {
+        "status": rendered(render.print_job, job),
+        "list": rendered(render.print_jobs, [job]),
+        "stats": rendered(render.print_stats, stats),
+        "failures": rendered(render.print_failures, failures, "j"),
+        "watch": live(progress.live_view(event)),
+        "watch, plain": progress.plain_line(event),
+    }
+    for name, text in outputs.items():
+        check_counts(text)
+        check_readable(text)
+        words = set(re.findall(r"[a-z]+", text))
+        assert unit in words, (name, text)
+        assert not (ITEM_WORDS - {unit}) & words, (name, text)
+    assert f"{unit}/s" in outputs["watch"] and f"{unit}/s" in outputs["watch, plain"]
+    assert f"on average 201,396 {counted}/s" in outputs["stats"], outputs["stats"]
+    assert "100,200" in outputs["stats"] and "207,280" in outputs["stats"]
+    assert f"12,345/65,536 {unit}" in outputs["list"]
+
+
+def test_a_short_jobs_stats_show_its_sub_second_elapsed_time():
+    from bulkforge.client import render
+
+    job = kind_job("download", "completed")
+    stats = pb.StatsResponse(job=job, elapsed_s=0.4, items_per_s=2.5, bytes_per_s=7.6e6)
+    stats.unit = "files"
+    text = rendered(render.print_stats, stats)
+    assert "elapsed 0.4 s, on average 2.50 files/s   7.60 MB/s" in text, text
+
+
+@pytest.mark.parametrize("state", list(JobState))
+def test_so_far_only_while_a_job_can_still_grow(state):
+    """A size without a known total is 'so far' while more may come; an ended job's bytes are
+    all it wrote (the trial saw completed jobs listed as '635 kB so far')."""
+    from bulkforge.client import render
+
+    for kind in KIND_UNITS:
+        job = kind_job(kind, state)
+        for text in (rendered(render.print_jobs, [job]), rendered(render.print_job, job)):
+            assert "635 kB" in text, text
+            assert ("so far" in text) == (state not in TERMINAL), (state, text)
 
 
 def test_a_plan_for_space_2mb_speaks_in_the_units_it_was_given():
@@ -357,3 +539,44 @@ def test_bfctl_plan_and_its_refusals_speak_in_the_units_space_was_given_in(daemo
     assert "200 kB x margin 0.9 = 180 kB per batch" in small.stderr, small.stderr
     assert "(300 kB)" in small.stderr
     check_readable(small.stderr)
+
+
+GENERATE_SPEC = """
+[tables.t]
+scale = 1.0
+[tables.t.columns]
+id = { kind = "sequence", primary_key = true }
+word = { kind = "word" }
+"""
+
+
+def test_a_generate_job_reads_in_parts_and_rows_through_the_real_bfd(daemon, tmp_path):
+    """status, list and stats of a finished generate job as bfctl prints them: its items are
+    parts, its throughput rows, every count separated, no 'so far', no '0s' elapsed."""
+    spec = tmp_path / "t.toml"
+    spec.write_text(GENERATE_SPEC)
+    submitted = daemon.bfctl(
+        "submit", "generate", "g", "--spec", str(spec), "--rows", "24000",
+        "--chunk-rows", "2000", "--dest", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    assert daemon.wait_state("g", {"completed", "failed"}, timeout=180).state == "completed"
+    status = daemon.bfctl_json("status", "g")
+    assert (status["item_unit"], status["ended"], status["items_total"]) == ("parts", True, 12)
+    stats = daemon.bfctl_json("stats", "g")
+    assert stats["unit"] == "rows" and sum(b["items"] for b in stats["throughput"]) == 24_000
+    # The average is over the real elapsed time, not one rounded to whole seconds.
+    assert stats["items_per_s"] * stats["elapsed_s"] == pytest.approx(24_000)
+    texts = {verb: daemon.bfctl(verb, *(["g"] if verb != "list" else [])) for verb in VERBS}
+    for verb, done in texts.items():
+        assert done.returncode == 0, (verb, done.stderr)
+        check_counts(done.stdout)
+        check_readable(done.stdout)
+        assert "so far" not in done.stdout, (verb, done.stdout)
+        assert not re.search(r"\bitems\b", done.stdout), (verb, done.stdout)
+    assert "12/12 finished" in texts["status"].stdout and "12/12 parts" in texts["list"].stdout
+    assert "24,000" in texts["stats"].stdout and " rows/s" in texts["stats"].stdout
+    assert not re.search(r"elapsed 0\.0 s|elapsed 0s", texts["stats"].stdout), texts["stats"].stdout
+
+
+VERBS = ("status", "list", "stats")

@@ -24,7 +24,7 @@ from bulkforge.client.private_daemon import running_daemon
 from bulkforge.client.progress import follow
 from bulkforge.client.render import print_failures, print_job
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
-from bulkforge.proto.units import size_text
+from bulkforge.proto.units import count_text, duration_text, per_second_text, size_text
 
 JOB_NAME = "demo"
 CHUNK = 1 << 20
@@ -75,7 +75,7 @@ def note(args: argparse.Namespace):
 
 def run_in(workdir: Path, args: argparse.Namespace) -> int:
     if not args.json:
-        print(f"generating {args.files} files of {size_text(args.size)} in {workdir}")
+        print(f"generating {count_text(args.files)} files of {size_text(args.size)} in {workdir}")
     files = generate_files(workdir / "origin", args.files, args.size)
     from bulkforge.client.demo_origin import Origin
 
@@ -136,12 +136,16 @@ def download_and_verify(
             }
         )
     elif ok:
+        pace = per_second_text(len(files) / seconds, "files")
         print(
-            f"demo ok: {len(files)} files, {size_text(total)} downloaded and verified "
-            f"in {seconds:.1f} s ({len(files) / seconds:.0f} files/s)"
+            f"demo ok: {count_text(len(files))} files, {size_text(total)} downloaded and "
+            f"verified in {duration_text(seconds)} ({pace})"
         )
     if not ok:
-        report(f"demo failed: job {job.state}, {len(bad)} of {len(files)} files did not verify")
+        report(
+            f"demo failed: job {job.state}, {count_text(len(bad))} of {count_text(len(files))} "
+            "files did not verify"
+        )
         for problem in bad[:10]:
             report(f"  {problem}")
     return 0 if ok else 1

@@ -577,6 +577,8 @@ def test_a_generate_job_reads_in_parts_and_rows_through_the_real_bfd(daemon, tmp
     assert "12/12 finished" in texts["status"].stdout and "12/12 parts" in texts["list"].stdout
     assert "24,000" in texts["stats"].stdout and " rows/s" in texts["stats"].stdout
     assert not re.search(r"elapsed 0\.0 s|elapsed 0s", texts["stats"].stdout), texts["stats"].stdout
+    removed = daemon.bfctl("remove", "g")
+    assert removed.returncode == 0 and "(completed, 12 parts)" in removed.stdout, removed
 
 
 VERBS = ("status", "list", "stats")

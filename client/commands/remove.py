@@ -46,7 +46,8 @@ def run(args: argparse.Namespace, bfd: Client) -> int:
             f"deleted {deleted.files:,} files and {deleted.directories:,} directories "
             f"({size_text(deleted.bytes)}) it wrote in {removed.dest}"
         )
-    print(f"removed job {removed.name!r} ({removed.state}, {removed.items:,} items); {what}")
+    forgotten = f"{removed.items:,} {removed.item_unit or 'items'}"
+    print(f"removed job {removed.name!r} ({removed.state}, {forgotten}); {what}")
     if deleted is None or not deleted.not_deleted:
         return 0
     print("these could not be deleted; delete them by hand:", file=sys.stderr)

@@ -46,6 +46,7 @@ def removed_message(
 ) -> pb.RemoveResponse:
     job = view.job
     message = pb.RemoveResponse(name=job.name, state=str(job.state), dest=job.dest, items=items)
+    message.item_unit = view.item_unit
     if deleted is not None:
         message.deleted.CopyFrom(
             pb.DeletedOutput(

@@ -35,18 +35,20 @@ class DeletedOutput(_message.Message):
     def __init__(self, files: _Optional[int] = ..., directories: _Optional[int] = ..., bytes: _Optional[int] = ..., paths: _Optional[_Iterable[str]] = ..., not_deleted: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RemoveResponse(_message.Message):
-    __slots__ = ("name", "state", "dest", "items", "deleted")
+    __slots__ = ("name", "state", "dest", "items", "deleted", "item_unit")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     DEST_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    ITEM_UNIT_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: str
     dest: str
     items: int
     deleted: DeletedOutput
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., dest: _Optional[str] = ..., items: _Optional[int] = ..., deleted: _Optional[_Union[DeletedOutput, _Mapping]] = ...) -> None: ...
+    item_unit: str
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., dest: _Optional[str] = ..., items: _Optional[int] = ..., deleted: _Optional[_Union[DeletedOutput, _Mapping]] = ..., item_unit: _Optional[str] = ...) -> None: ...
 
 class UrlList(_message.Message):
     __slots__ = ("urls",)

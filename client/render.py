@@ -466,7 +466,7 @@ def print_plan(response: pb.PlanResponse) -> None:
             f"are larger than one batch: {OVERSIZE_CHOICES[response.oversize_policy]}"
         )
         out.print(files_table("oversize files", response.oversize))
-    out.print(f"planned in {response.seconds:.2f} s")
+    out.print(f"planned in {duration_text(response.seconds)}")
 
 
 def print_verification(response: pb.VerifyResponse) -> None:
@@ -486,4 +486,4 @@ def print_verification(response: pb.VerifyResponse) -> None:
     out.print(f"{response.extra_count:,} extra file(s) that no batch put there")
     for path in response.extra:
         out.print("  extra   ", styled(path))
-    out.print("ok" if response.ok else "PROBLEMS FOUND", f"in {response.seconds:.2f} s")
+    out.print("ok" if response.ok else "PROBLEMS FOUND", f"in {duration_text(response.seconds)}")

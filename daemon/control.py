@@ -6,6 +6,7 @@ refused, saying why, for a job of another kind.
 """
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import tempfile
@@ -455,7 +456,8 @@ class Control:
 
     async def export(self, name: str, dest: str) -> Any:
         job = await self._job(name)
-        return await self._kinds.capable(ItemExport, job, "export").export(job, dest)
+        exported = await self._kinds.capable(ItemExport, job, "export").export(job, dest)
+        return dataclasses.replace(exported, item_unit=self._kinds.of(job).item_unit)
 
     async def continue_job(self, name: str) -> jobs.JobView:
         job = await self._job(name)

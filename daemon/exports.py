@@ -23,6 +23,8 @@ class Exported:
     total: int
     successful: int
     failed: int
+    # What the items are, plural ("items", "zips"): the job's kind says.
+    item_unit: str = "items"
 
 
 def write_parquet(conn: apsw.Connection, path: Path, schema, sql: str, params: tuple) -> int:

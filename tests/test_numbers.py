@@ -217,6 +217,33 @@ def test_no_message_formats_a_percentage_but_through_percent_text():
     assert not found, "\n".join(found)
 
 
+# A number formatted in place, fixed-point or whole, without thousands ('{rate:.1f}', '{n:d}'):
+# it reads '201396.1'. Counts, rates and durations go through proto/units.py instead.
+FIXED_IN_PLACE = re.compile(r"^\d*(\.\d+)?[fd]$")
+
+
+def numbers_formatted_in_place(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.FormattedValue) or node.format_spec is None:
+            continue
+        spec = ast.unparse(node.format_spec).removeprefix("f").strip("'\"")
+        expression = ast.unparse(node.value)
+        # Constants (a timeout in a message) and zero-padded names (f00001.bin) are no count.
+        if FIXED_IN_PLACE.match(spec) and not expression.isupper() and not spec.startswith("0"):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {{{expression}:{spec}}}")
+    return found
+
+
+def test_no_rendering_of_bfctl_formats_a_number_in_place():
+    found = [
+        hit
+        for path in sorted((ROOT / "client").rglob("*.py"))
+        for hit in numbers_formatted_in_place(path)
+    ]
+    assert not found, "\n".join(found)
+
+
 def check_readable(text: str) -> None:
     cleared = EXACT_AFTER_SIZE.sub("", text)
     for match in RAW_COUNT.finditer(cleared):
@@ -279,6 +306,9 @@ def test_bfctl_renderings_show_sizes_rates_and_shares_in_one_readable_style(seed
     stats.throughput.add(start_ms=0, items=3, bytes=rng.randint(0, 10**9), items_per_s=1.0)
     system = pb.SystemResponse(rss_bytes=rng.randint(0, 10**10), memory_cap=2 * 2**30)
     system.bandwidth, system.disk_threshold = rng.randint(0, 10**9), 0.9999
+    system.commits, system.commit_p99_ms = rng.randint(0, 10**8), rng.uniform(0, 9000)
+    system.pid, system.uptime_s = rng.randint(1000, 4 * 10**6), rng.uniform(0, 10**6)
+    system.active_transfers, system.max_connections = rng.randint(0, 5000), 1024
     system.disks.add(path="/d", total_bytes=space, free_bytes=rng.choice([0, 1, space // 3]))
     analysis = pb.AnalyzeResponse(files=3, bytes=space, batch_limit=space // 2)
     event = pb.WatchEvent(job=job, bytes_per_s=231_424, items_per_s=1.5, eta_s=3, restarted=True)

@@ -7,6 +7,7 @@ from bulkforge.client.commands.base import add_command, add_job_name
 from bulkforge.client.commands.submit.common import daemon_path
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import print_json
+from bulkforge.proto.units import duration_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace, bfd: Client) -> int:
         return 0
     print(
         f"exported {response.successful:,} successful and {response.failed:,} failed of "
-        f"{response.total:,} items in {response.seconds:.2f} s:"
+        f"{response.total:,} {response.item_unit or 'items'} in {duration_text(response.seconds)}:"
     )
     for path in response.paths:
         print(f"  {path}")

@@ -288,6 +288,7 @@ def export_message(exported, seconds: float) -> pb.ExportResponse:
         successful=exported.successful,
         failed=exported.failed,
         seconds=seconds,
+        item_unit=exported.item_unit,
     )
 
 

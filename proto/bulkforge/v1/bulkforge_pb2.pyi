@@ -729,15 +729,17 @@ class ExportRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dest: _Optional[str] = ...) -> None: ...
 
 class ExportResponse(_message.Message):
-    __slots__ = ("paths", "total", "successful", "failed", "seconds")
+    __slots__ = ("paths", "total", "successful", "failed", "seconds", "item_unit")
     PATHS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     SUCCESSFUL_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_UNIT_FIELD_NUMBER: _ClassVar[int]
     paths: _containers.RepeatedScalarFieldContainer[str]
     total: int
     successful: int
     failed: int
     seconds: float
-    def __init__(self, paths: _Optional[_Iterable[str]] = ..., total: _Optional[int] = ..., successful: _Optional[int] = ..., failed: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+    item_unit: str
+    def __init__(self, paths: _Optional[_Iterable[str]] = ..., total: _Optional[int] = ..., successful: _Optional[int] = ..., failed: _Optional[int] = ..., seconds: _Optional[float] = ..., item_unit: _Optional[str] = ...) -> None: ...

@@ -13,9 +13,11 @@ conftest's `no_library_words` fixture scans what every test of the suite reads b
 """
 
 import argparse
+import ast
 import importlib
 import json
 import pkgutil
+import re
 import subprocess
 import sys
 import typing
@@ -337,6 +339,84 @@ def test_bfctl_knows_the_names_bfd_takes() -> None:
     assert choices.SQL_DIALECTS == generate_request.DIALECTS
     assert choices.PRESETS == generate_request.PRESETS
     assert tuple(Oversize) == choices.OVERSIZE
+
+
+# The constructors a failure's step is the first argument of, and the keyword that names it.
+_FAILURE_CALL = re.compile(r"^(fail|Miss|Failure|FailureGroupRow|\w*Failed)$")
+
+
+def _constants(tree: ast.Module) -> dict[str, str]:
+    """A module's top-level NAME = "text" constants."""
+    return {
+        node.targets[0].id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    }
+
+
+def written_steps() -> dict[str, set[str]]:
+    """{module path: the steps its code writes into failure rows}: the first argument of a
+    failure's constructor (Failure, Miss, StepFailed, CleanFailed, fail, FailureGroupRow) and
+    every step= keyword, as text or a module constant (FETCH)."""
+    root = Path(bulkforge.daemon.__file__).parent
+    trees = {path: ast.parse(path.read_text()) for path in root.rglob("*.py")}
+    constants: dict[str, str] = {}
+    for tree in trees.values():
+        constants |= _constants(tree)
+    found: dict[str, set[str]] = {}
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(
+                node.func, "id", ""
+            )
+            given = [k.value for k in node.keywords if k.arg == "step"]
+            if _FAILURE_CALL.match(callee) and node.args:
+                given.append(node.args[0])
+            for value in given:
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    found.setdefault(str(path.relative_to(root)), set()).add(value.value)
+                elif isinstance(value, ast.Name) and value.id in constants:
+                    found.setdefault(str(path.relative_to(root)), set()).add(constants[value.id])
+    return found
+
+
+# A kind's package, by the kind's name.
+PACKAGES = {"download": "downloader", "scenes": "scenes", "clean": "cleaner", "generate": "generator"}
+
+
+def test_bfctl_knows_every_step_bfd_writes() -> None:
+    """The steps bfctl takes are every kind's failure_steps, and those are every step the
+    daemon's code writes into a failure row: a kind's own in its package, the shared ones
+    (transfer) in the kinds that use them."""
+    from bulkforge.daemon.registry import KINDS
+
+    written = written_steps()
+    everywhere = set().union(*written.values())
+    declared = {step for kind in KINDS for step in kind.failure_steps}
+    assert {"plan", "register", "connect", "write", "fetch"} <= everywhere, written  # not vacuous
+    assert everywhere <= declared, f"written, in no kind's failure_steps: {everywhere - declared}"
+    assert declared <= everywhere, f"declared, never written: {declared - everywhere}"
+    assert set(choices.FAILURE_STEPS) == declared
+    for kind in KINDS:
+        own = {
+            step
+            for path, steps in written.items()
+            if path.startswith(PACKAGES[kind.name] + "/")
+            for step in steps
+        }
+        assert own <= set(kind.failure_steps), (kind.name, own - set(kind.failure_steps))
+
+
+@pytest.mark.parametrize("step", choices.FAILURE_STEPS)
+def test_bfctl_takes_every_step_bfd_writes(step) -> None:
+    for verb in ("failures", "retry"):
+        assert build_parser().parse_args([verb, "j", "--step", step]).step == step
 
 
 # -- bfd refuses them too, for any API caller --------------------------------------------------

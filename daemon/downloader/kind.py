@@ -39,7 +39,7 @@ THROUGHPUT_BUCKET_MS = 60_000
 class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
     name = register.KIND
     batch_unit = "disk"
-    failure_steps = ("connect", "transfer", "verify", "rename", "internal")
+    failure_steps = ("plan", "connect", "transfer", "verify", "rename", "internal")
     item_tones = file_machine.TONE
 
     def __init__(self, services: Services):

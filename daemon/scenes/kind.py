@@ -50,7 +50,8 @@ class ScenesKind(ItemRows, JobKind, ItemExport, NumberedOutput):
     item_table, records = "scenes", records
     in_flight = "item(s) were running"
     batch_unit = "shard"
-    failure_steps = ("connect", "transfer", "fetch", "verify", "decode", "internal")
+    # register: input rows refused at registration, one group of failures (not items)
+    failure_steps = ("register", "connect", "transfer", "fetch", "verify", "decode", "internal")
     item_tones = scene_machine.TONE
 
     def __init__(self, services: Services):

@@ -372,8 +372,10 @@ def written_steps() -> dict[str, set[str]]:
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
-            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(
-                node.func, "id", ""
+            callee = (
+                node.func.attr
+                if isinstance(node.func, ast.Attribute)
+                else getattr(node.func, "id", "")
             )
             given = [k.value for k in node.keywords if k.arg == "step"]
             if _FAILURE_CALL.match(callee) and node.args:
@@ -387,7 +389,12 @@ def written_steps() -> dict[str, set[str]]:
 
 
 # A kind's package, by the kind's name.
-PACKAGES = {"download": "downloader", "scenes": "scenes", "clean": "cleaner", "generate": "generator"}
+PACKAGES = {
+    "download": "downloader",
+    "scenes": "scenes",
+    "clean": "cleaner",
+    "generate": "generator",
+}
 
 
 def test_bfctl_knows_every_step_bfd_writes() -> None:

@@ -145,6 +145,7 @@ BAD_VALUES = {
     (_SCENES, "--shard-size"): ["0", "-1", "x", "1000001"],
     (_SCENES, "--max-size"): [*SIZES, "0", "3GiB"],
     (_SCENES, "--fetch-timeout"): ["0", "-1", "x", "3601", "nan"],
+    (_SCENES, "--keep"): ["", ",", " , "],
     (_GENERATE, "--rows"): ["0", "-1", "x", "1e3", "10000000001"],
     ((*_GENERATE, "--rows", "10"), "--seed"): ["-1", "x", str(2**63)],
     ((*_GENERATE, "--rows", "10"), "--chunk-rows"): ["0", "x", "100000001"],
@@ -208,7 +209,8 @@ def _flags_with_a_type(parser, path=()) -> set[tuple[tuple[str, ...], str]]:
 
 
 def _names(action) -> bool:
-    """A flag of names (--step, --markets): tests/test_words.py tables those."""
+    """A flag of names (--step, --markets): tests/test_words.py tables those (and every list
+    flag's empty list)."""
     return hasattr(action.type, "known")
 
 

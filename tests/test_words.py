@@ -310,6 +310,45 @@ def test_known_names_and_plugin_steps_pass(argv) -> None:
     build_parser().parse_args(argv)
 
 
+def list_flags(parser: argparse.ArgumentParser, path=()) -> list[tuple]:
+    """(command words, option) of every flag that takes a comma-separated list."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += list_flags(sub, (*path, name))
+        elif action.option_strings and getattr(action.type, "listing", False):
+            found.append((path, action.option_strings[-1]))
+    return found
+
+
+LIST_FLAGS = list_flags(build_parser())
+
+
+def test_the_walk_finds_every_list_flag() -> None:
+    expected = {
+        (("list",), "--state"),
+        (("submit", "clean"), "--kinds"),
+        (("submit", "clean"), "--markets"),
+        (("submit", "scenes"), "--steps"),
+        (("submit", "scenes"), "--keep"),
+    }
+    assert set(LIST_FLAGS) >= expected, expected - set(LIST_FLAGS)
+
+
+@pytest.mark.parametrize("empty", ["", ",", " , ,"])
+@pytest.mark.parametrize(("path", "flag"), LIST_FLAGS)
+def test_an_empty_list_is_a_usage_error_naming_the_flag(path, flag, empty, capsys) -> None:
+    """`--kinds ,` is no filter that means all: exit 2, naming the flag."""
+    with pytest.raises(SystemExit) as ended:
+        build_parser().parse_args([*path, f"{flag}={empty}"])
+    err = capsys.readouterr().err
+    said(f"bfctl {flag}={empty}", err)
+    assert ended.value.code == EXIT_USAGE
+    assert f"argument {flag}: {empty!r} names no " in err, err
+    assert_plain(err)
+
+
 def test_a_market_by_its_layout_name_says_which() -> None:
     with pytest.raises(ValueError, match=r"did you mean 'um' .* or 'cm'"):
         choices.check("market", "futures", choices.CLEAN_MARKETS)

@@ -547,6 +547,112 @@ def test_bfd_refuses_every_unknown_name_in_its_words(bfd) -> None:
     assert not problems, "\n".join(problems)
 
 
+def field_cases(root: Path) -> list[tuple[str, object, str]]:
+    """(label, a call of the stub, bfd's words): refusals that name the request's fields, as
+    an API caller wrote them, never bfctl's flags."""
+    dest = str(root / "out")
+    url = pb.UrlList(urls=["http://127.0.0.1:9/a.bin"])
+    inside = str(root / "in" / "out")
+
+    def generate(**given):
+        spec = {"preset": "courses", "rows": 5, "dest": dest, **given}
+        return lambda s: s.Submit(pb.SubmitRequest(name="g", generate=pb.GenerateSpec(**spec)))
+
+    def download(**given):
+        spec = {"dest": dest, **given}
+        return lambda s: s.Submit(pb.SubmitRequest(name="d", download=pb.DownloadSpec(**spec)))
+
+    def clean(**given):
+        spec = {"dest": dest, **given}
+        return lambda s: s.Submit(pb.SubmitRequest(name="c", clean=pb.CleanSpec(**spec)))
+
+    return [
+        ("sql_dialect", generate(format="csv", sql_dialect="mysql"),
+         "sql_dialect 'mysql' is for format 'sql' only (this job's format is 'csv')"),
+        ("spec and preset", generate(spec_text="x", spec_name="s.toml"),
+         "give exactly one of spec_text (a spec file's text, with its spec_name) and preset"),
+        ("neither", generate(preset=""), "give exactly one of spec_text"),
+        ("relative dest", generate(dest="out"), "dest 'out' must be an absolute path"),
+        ("empty spec", generate(preset="", spec_name="empty.toml"),
+         "empty.toml: the file is empty: it defines no tables"),
+        ("comments only", generate(preset="", spec_name="c.toml", spec_text="# none\n"),
+         "c.toml: it defines no tables"),
+        ("no tables in JSON", generate(preset="", spec_name="c.json", spec_text="{}"),
+         "c.json: it defines no tables"),
+        ("clean source", clean(), "give exactly one of input (a directory) and after"),
+        ("clean dest inside", clean(input=str(root / "in"), dest=inside),
+         "dest must not be inside input"),
+        ("download source", download(), "give exactly one source: a manifest, URLs, an S3"),
+        ("download margin", download(urls=url, safety_margin=0.5),
+         "safety_margin and oversize need space"),
+        ("download proceed", download(urls=url, auto_proceed=True), "auto_proceed needs space"),
+        ("download include", download(urls=url, include=["*.csv"]),
+         "include and exclude filter the s3 and hf listings only"),
+        ("download s3", download(s3="s3://bucket/key"), "s3 's3://bucket/key': s3:// names"),
+        ("verify batch", lambda s: s.Verify(pb.VerifyRequest(name="failing", batch=-1)),
+         "batch must not be negative"),
+        ("scenes keep", lambda s: s.Submit(pb.SubmitRequest(name="s", scenes=pb.ScenesSpec(
+            input=str(root / "m.parquet"), key="k", url="u", dest=dest, keep=["a", "a"]))),
+         "keep names a column twice"),
+    ]  # fmt: skip
+
+
+def test_bfd_names_the_request_fields_not_bfctl_flags(bfd) -> None:
+    problems = []
+    for label, call, words in field_cases(bfd.root):
+        try:
+            call(bfd.stub)
+        except grpc.RpcError as refused:
+            details = refused.details() or ""
+            if refused.code() != grpc.StatusCode.INVALID_ARGUMENT or words not in details:
+                problems.append(f"{label}: {refused.code().name}: {details}")
+            elif re.search(r"(?<![\w-])--[a-z]", details) or library_words(details):
+                problems.append(f"{label}: flag or library words: {details}")
+        else:
+            problems.append(f"{label}: accepted")
+    assert not problems, "\n".join(problems)
+
+
+def _flag_words(node: ast.AST) -> str:
+    """The text of a string or an f-string, its placeholders as {}."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(_flag_words(part) if isinstance(part, ast.Constant) else "{}"
+                       for part in node.values)  # fmt: skip
+    return ""
+
+
+def test_bfd_speaks_of_flags_only_of_its_own_or_in_advice_of_a_bfctl_command() -> None:
+    """Every string of the daemon (not a docstring) that names a --flag names one of bfd's
+    own command line, or follows `bfctl` (advice: `bfctl remove J --delete-output`): what
+    answers a request names its fields."""
+    own = {option for action in bfd_parser()._actions for option in action.option_strings}
+    root = Path(bulkforge.daemon.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "__main__.py":  # bfd's own flags, parsed there
+            continue
+        tree = ast.parse(path.read_text())
+        documents = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        parts = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr)
+                 for part in node.values}  # fmt: skip
+        for node in ast.walk(tree):
+            if id(node) in documents or id(node) in parts:
+                continue
+            text = _flag_words(node)
+            for flag in re.finditer(r"(?<![\w-])--[a-z][\w-]*", text):
+                if flag.group() not in own and "bfctl " not in text[: flag.start()]:
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {flag.group()}")
+    assert not found, found
+
+
 def test_a_step_that_exists_is_answered(bfd) -> None:
     report = bfd.stub.Failures(pb.FailuresRequest(name="failing", step="connect"), timeout=60)
     assert sum(group.count for group in report.groups) == 1
@@ -766,3 +872,19 @@ def test_a_manifest_row_that_cannot_be_read_says_where(bfd, tmp_path, content, w
     )
     assert done.returncode == 1 and words in done.stderr, done.stderr
     assert "Expecting" not in done.stderr
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_an_empty_spec_file_is_a_usage_error_naming_it(tmp_path, content) -> None:
+    """bfctl can know a spec file of nothing defines no tables: exit 2 before bfd is asked
+    (a socket nobody listens on would exit 3). A spec of comments only bfd refuses alike."""
+    spec = tmp_path / "empty.toml"
+    spec.write_text(content)
+    done = subprocess.run(
+        [sys.executable, "-m", "bulkforge.client", "--socket", str(tmp_path / "none.sock"),
+         "submit", "generate", "g", "--spec", str(spec), "--rows", "10", "--dest", "/d"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    said("bfctl --spec", done.stderr)
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert f"--spec {spec}: the file is empty: it defines no tables" in done.stderr, done.stderr

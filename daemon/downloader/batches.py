@@ -99,7 +99,7 @@ def _settle_oversize(conn: apsw.Connection, file_ids: list[int], planned: Plan) 
     else:
         message = (
             f"larger than a batch can hold ({size_text(planned.capacity)} = space x margin); "
-            "submit with --oversize own-batch or skip, or a larger --space"
+            "submit with oversize 'own-batch' or 'skip', or a larger space"
         )
         columns = ("batch_idx", "step", "error_class", "error", "updated_at")
         failure = Failure("plan", "oversize", message, False)

@@ -147,22 +147,22 @@ def _first_chunk(request: ScenesRequest) -> "tuple[int, ItemChunk | None]":
 
     source = Input(request.input, request.columns)
     if not source.rows_total:
-        raise InvalidArgument(f"--input {request.input}: there are no rows to process")
+        raise InvalidArgument(f"input {request.input}: there are no rows to process")
     try:
         first = next(source.chunks(), None)
     except (OSError, ArrowException, UnicodeDecodeError) as exc:  # a damaged page, bad UTF-8
         raise InvalidArgument(
-            f"--input {request.input}: not a readable Parquet file ({exc})"
+            f"input {request.input}: not a readable Parquet file ({exc})"
         ) from None
     if first is None:
         return source.rows_total, None
     if first.rejected:
-        raise InvalidArgument(f"--input {first.rejected[0].describe()}; every row needs a key")
+        raise InvalidArgument(f"input {first.rejected[0].describe()}; every row needs a key")
     seen: dict[str, int] = {}
     for key, row in zip(first.keys, first.rows, strict=True):
         if key in seen:
             raise InvalidArgument(
-                f"--input {first.source}: rows {seen[key]} and {row} have the same key {key!r}; "
+                f"input {first.source}: rows {seen[key]} and {row} have the same key {key!r}; "
                 "keys must be unique"
             )
         seen[key] = row

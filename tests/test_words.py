@@ -14,6 +14,7 @@ conftest's `no_library_words` fixture scans what every test of the suite reads b
 
 import argparse
 import ast
+import datetime as dt
 import importlib
 import json
 import pkgutil
@@ -500,7 +501,7 @@ def bfd_cases(root: Path) -> list[tuple[str, object, str]]:
          "job 'failing': unknown step 'conect'; did you mean 'connect'?"),
         ("failures unknown step", lambda s: s.Failures(
             pb.FailuresRequest(name="failing", step="no-such-step")),
-         "unknown step 'no-such-step' (known: connect, transfer, verify"),
+         "unknown step 'no-such-step' (known: plan, connect, transfer, verify"),
         ("retry step", lambda s: s.Retry(pb.RetryRequest(name="failing", step="verfy")),
          "did you mean 'verify'?"),
         ("clean kinds", lambda s: s.Submit(pb.SubmitRequest(name="c", clean=pb.CleanSpec(
@@ -888,3 +889,45 @@ def test_an_empty_spec_file_is_a_usage_error_naming_it(tmp_path, content) -> Non
     said("bfctl --spec", done.stderr)
     assert done.returncode == EXIT_USAGE, done.stderr
     assert f"--spec {spec}: the file is empty: it defines no tables" in done.stderr, done.stderr
+
+
+class _Times(BaseModel):
+    day: dt.date | None = None
+    moment: dt.datetime | None = None
+    clock: dt.time | None = None
+    span: dt.timedelta | None = None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("day", "2020-13-01", "day: should be a date (YYYY-MM-DD), not '2020-13-01' (its month "
+         "is not 1 to 12)"),
+        ("day", "2020-02-30", "should be a date (YYYY-MM-DD), not '2020-02-30' (no such day"),
+        ("day", "yesterday", "should be a date (YYYY-MM-DD), not 'yesterday'"),
+        ("moment", "2020-13-01T00:00", "moment: should be a date and time (ISO 8601"),
+        ("moment", "soon", "moment: should be a date and time (ISO 8601"),
+        ("clock", "25:00", "clock: should be a time of day (HH:MM[:SS]), not '25:00' (its hour "
+         "is not 0 to 23)"),
+        ("span", "long", "span: should be a duration"),
+    ],
+)  # fmt: skip
+def test_a_date_or_time_says_what_it_should_look_like(field, value, words) -> None:
+    """By pydantic's error type for dates, times and datetimes: never "not a value bfd can
+    take here"."""
+    with pytest.raises(ValidationError) as refused:
+        _Times.model_validate({field: value})
+    described = describe(refused.value, model=_Times)
+    assert words in described, described
+    assert "can take here" not in described
+    assert_plain(described)
+
+
+def test_a_bad_date_in_a_spec_says_a_date_is_expected() -> None:
+    text = '[tables.t]\nrows = 3\n[tables.t.columns]\nd = {kind = "date", start = "2020-13-01", '
+    text += 'end = "2021-01-01"}\n'
+    with pytest.raises(Exception) as refused:
+        generator_spec.load(text, "s.toml")
+    assert "tables.t.columns.d.start: should be a date (YYYY-MM-DD), not '2020-13-01'" in str(
+        refused.value
+    ), refused.value

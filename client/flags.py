@@ -9,6 +9,7 @@ import argparse
 from collections.abc import Callable
 
 from bulkforge.proto import choices
+from bulkforge.proto.text import number
 from bulkforge.proto.units import (
     parse_count,
     parse_fraction,
@@ -75,7 +76,9 @@ def seconds(allow_zero: bool = False, high: float = 10**9) -> Callable[[str], ob
             raise ValueError(f"{text.strip()!r} is not a number of seconds") from None
         if not (0 <= value <= high) or (value == 0 and not allow_zero):
             least = "from 0" if allow_zero else "more than 0 and"
-            raise ValueError(f"{text.strip()!r} is out of range: give {least} up to {high:g} s")
+            raise ValueError(
+                f"{text.strip()!r} is out of range: give {least} up to {number(high)} s"
+            )
         return value
 
     return _usage(parse)

@@ -10,6 +10,7 @@ in a location for the branches of a union (`integer` in `columns.id.integer.min`
 `values.0.str`) are left out.
 """
 
+import math
 import re
 import types
 import typing
@@ -18,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from bulkforge.proto.text import did_you_mean, listed, one_line
+from bulkforge.proto.text import did_you_mean, listed, number, one_line
 
 # field path -> a function wording what is wrong with a value its pattern refused
 Explain = dict[str, Callable[[object], str]]
@@ -385,9 +386,10 @@ def _got(value: Any) -> str:
 
 
 def _number(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return f"{value:,}" if isinstance(value, int) and abs(value) >= 10_000 else str(value)
+    """A bound as people write it: 10,000 and 0.00001, never 1e-05."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return number(value)
+    return str(value)
 
 
 def _item(field_type: str) -> str:

@@ -25,6 +25,7 @@ import typing
 from pathlib import Path
 
 import grpc
+import pydantic
 import pydantic_core
 import pytest
 from conftest import LIBRARY_WORDS, library_words, said, write_manifest
@@ -931,3 +932,36 @@ def test_a_bad_date_in_a_spec_says_a_date_is_expected() -> None:
     assert "tables.t.columns.d.start: should be a date (YYYY-MM-DD), not '2020-13-01'" in str(
         refused.value
     ), refused.value
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [(1e9, "1,000,000,000"), (10**10, "10,000,000,000"), (0.5, "0.5"), (1e-5, "0.00001"),
+     (3600.0, "3,600"), (0, "0"), (2.5e10, "25,000,000,000")],
+)  # fmt: skip
+def test_bounds_are_printed_as_people_write_them(value, written) -> None:
+    from bulkforge.proto.text import number
+
+    assert number(value) == written
+
+
+def test_bfd_bounds_are_printed_as_people_write_them() -> None:
+    class _Bounded(BaseModel):
+        wait: float = pydantic.Field(default=1, le=1e9)
+        share: float = pydantic.Field(default=1, ge=1e-5)
+
+    for field, value, words in (("wait", 2e9, "at most 1,000,000,000"),
+                                ("share", 0, "at least 0.00001")):  # fmt: skip
+        with pytest.raises(ValidationError) as refused:
+            _Bounded.model_validate({field: value})
+        assert words in describe(refused.value, model=_Bounded), describe(refused.value)
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:0", "[::1]:0", "127.0.0.1:65536"])
+def test_a_target_needs_a_port_a_server_listens_on(target, capsys) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bulkforge.client", "--target", target, "list"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert f"target {target!r} is not HOST:PORT with a port from 1 to 65535" in done.stderr

@@ -965,3 +965,24 @@ def test_a_target_needs_a_port_a_server_listens_on(target, capsys) -> None:
     )  # fmt: skip
     assert done.returncode == EXIT_USAGE, done.stderr
     assert f"target {target!r} is not HOST:PORT with a port from 1 to 65535" in done.stderr
+
+
+def test_a_step_only_planning_writes_is_asked_for_through_bfctl(bfd, tmp_path) -> None:
+    """A file larger than --space fails at step plan (error oversize): bfctl takes the step
+    for failures and retry (it refused it, exit 2, before)."""
+    manifest = write_manifest(
+        tmp_path / "m.jsonl",
+        [{"url": "http://127.0.0.1:9/small", "size": 10},
+         {"url": "http://127.0.0.1:9/big", "size": 5000}],
+    )  # fmt: skip
+    submitted = bfd.bfctl(
+        "submit", "download", "oversized", "--manifest", str(manifest),
+        "--dest", str(tmp_path / "d"), "--space", "1000",
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    failures = bfd.bfctl_json("failures", "oversized", "--step", "plan")
+    groups = [(g["step"], g["error_class"], g["count"]) for g in failures["groups"]]
+    assert groups == [("plan", "oversize", 1)], failures
+    retried = bfd.bfctl("retry", "oversized", "--step", "plan")
+    assert retried.returncode == 0, retried.stderr
+    bfd.bfctl("cancel", "oversized")

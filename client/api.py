@@ -293,7 +293,7 @@ def found_socket_endpoint(named: PathLike | None = None) -> Endpoint:
 
 def target_endpoint(target: str, remote: Remote) -> Endpoint:
     try:
-        host_port(target)
+        host_port(target, lowest=1)  # a server listens on a port of its own, never 0
     except ValueError as exc:
         raise SettingError("target {why}", why=exc) from None
     return Endpoint(address=target, shown=target, remote=remote)

@@ -9,6 +9,7 @@ import argparse
 from collections.abc import Callable
 
 from bulkforge.proto import choices
+from bulkforge.proto.text import number
 from bulkforge.proto.units import (
     parse_count,
     parse_fraction,
@@ -75,7 +76,9 @@ def seconds(allow_zero: bool = False, high: float = 10**9) -> Callable[[str], ob
             raise ValueError(f"{text.strip()!r} is not a number of seconds") from None
         if not (0 <= value <= high) or (value == 0 and not allow_zero):
             least = "from 0" if allow_zero else "more than 0 and"
-            raise ValueError(f"{text.strip()!r} is out of range: give {least} up to {high:g} s")
+            raise ValueError(
+                f"{text.strip()!r} is out of range: give {least} up to {number(high)} s"
+            )
         return value
 
     return _usage(parse)
@@ -103,10 +106,29 @@ def names_of(what: str, known: tuple[str, ...], plugin: bool = False) -> Callabl
     """A comma-separated list of names of `known` (klines,trades), blanks dropped."""
 
     def parse(text: str) -> list[str]:
-        given = [name.strip() for name in text.split(",") if name.strip()]
-        return [choices.check(what, name, known, plugin) for name in given]
+        return [choices.check(what, name, known, plugin) for name in listed(what, text)]
 
-    return _naming(_usage(parse), what, known, plugin)
+    checked = _naming(_usage(parse), what, known, plugin)
+    checked.listing = True  # type: ignore[attr-defined]
+    return checked
+
+
+def listed(what: str, text: str) -> list[str]:
+    """The names of a comma-separated list (a, b), blanks dropped; an empty list is refused,
+    never taken as "all" (`--kinds ,` or `--markets ''`): leaving the flag out means all."""
+    given = [name.strip() for name in text.split(",") if name.strip()]
+    if not given:
+        raise ValueError(
+            f"{text!r} names no {what}: give at least one, or leave the flag out for its default"
+        )
+    return given
+
+
+def names(what: str) -> Callable[[str], object]:
+    """A comma-separated list of any names (columns: --keep a,b), not empty."""
+    checked = _usage(lambda text: listed(what, text))
+    checked.listing = True  # type: ignore[attr-defined]
+    return checked
 
 
 def _naming(checked: Callable, what: str, known: tuple[str, ...], plugin: bool) -> Callable:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from bulkforge.daemon.app import EXIT_CONFIG, run
 from bulkforge.daemon.logs import setup_logging
-from bulkforge.daemon.settings import DEFAULT_CONFIG, Settings, load_settings
+from bulkforge.daemon.settings import DEFAULT_CONFIG, Settings, UnknownVariable, load_settings
 from bulkforge.daemon.validation import describe
 from bulkforge.proto.arguments import Parser
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(args.get("log_level") or "INFO", args.get("log_format") or "auto")
     try:
         settings = load_settings(args, config)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, UnknownVariable) as exc:
         logger.error("{}", exc)
         sys.exit(EXIT_CONFIG)
     except tomllib.TOMLDecodeError as exc:

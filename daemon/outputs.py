@@ -78,7 +78,7 @@ def refuse_export_into(export_dest: str, job_dest: str) -> None:
     if not export.is_relative_to(output):
         return
     raise InvalidArgument(
-        f"--dest {export_dest}: that is inside the job's output {job_dest}, whose readers "
+        f"dest {export_dest}: that is inside the job's output {job_dest}, whose readers "
         "(pyarrow, pandas, polars, DuckDB) would take the export's files for part of the "
         f"dataset; export beside it, e.g. to {output.parent / (output.name + '-export')}"
     )

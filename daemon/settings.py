@@ -2,7 +2,7 @@
 
 import ipaddress
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,10 +14,16 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from bulkforge.proto.defaults import default_socket
+from bulkforge.proto.defaults import CLIENT_VARIABLES, default_socket
+from bulkforge.proto.text import did_you_mean
 from bulkforge.proto.units import host_port, parse_rate, parse_size
 
 DEFAULT_CONFIG = Path("/etc/bulkforge/bfd.toml")
+ENV_PREFIX = "BULKFORGE_"
+
+
+class UnknownVariable(ValueError):
+    """A BULKFORGE_* variable that names no setting: refused as a misspelt key of bfd.toml is."""
 
 
 def _parsed(parse: Callable[[str], int]):
@@ -67,7 +73,7 @@ Address = Annotated[str, AfterValidator(host_port)]
 class Settings(BaseSettings):
     """Everything bfd can be told. Every field carries a description; a test holds us to it."""
 
-    model_config = SettingsConfigDict(env_prefix="BULKFORGE_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     state_dir: Path = Field(
         default_factory=default_state_dir,
@@ -294,5 +300,27 @@ def load_settings(flags: dict[str, Any], config: Path | None = None) -> Settings
     class _FromFile(Settings):
         model_config = SettingsConfigDict(toml_file=toml_file)
 
+    check_environment(os.environ)
     given = {key: value for key, value in flags.items() if value is not None}
     return Settings.model_validate(_FromFile(**given).model_dump())
+
+
+def setting_variables() -> tuple[str, ...]:
+    """The BULKFORGE_* variable of each setting, and those a client reads."""
+    return (*(ENV_PREFIX + name.upper() for name in Settings.model_fields), *CLIENT_VARIABLES)
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse a BULKFORGE_* variable that names no setting (BULKFORGE_BANDWITH): pydantic-
+    settings would ignore it, and the operator would run with the default unawares. Names
+    are matched without case, as the settings read them."""
+    known = setting_variables()
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            # the part after the prefix, or every name would be near every other
+            near = did_you_mean(upper[len(ENV_PREFIX) :], [k[len(ENV_PREFIX) :] for k in known])
+            hint = near.replace("did you mean '", f"did you mean {ENV_PREFIX}").replace("'?", "?")
+            # no near name: how a setting's variable is spelt
+            hint = hint or f" (a setting's is {ENV_PREFIX} and its name, e.g. BULKFORGE_BANDWIDTH)"
+            raise UnknownVariable(f"unknown setting variable {name}{hint}")

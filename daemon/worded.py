@@ -10,6 +10,7 @@ in a location for the branches of a union (`integer` in `columns.id.integer.min`
 `values.0.str`) are left out.
 """
 
+import math
 import re
 import types
 import typing
@@ -18,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from bulkforge.proto.text import did_you_mean, listed, one_line
+from bulkforge.proto.text import did_you_mean, listed, number, one_line
 
 # field path -> a function wording what is wrong with a value its pattern refused
 Explain = dict[str, Callable[[object], str]]
@@ -60,10 +61,15 @@ _NOUNS = {
     "model_attributes_type": "a table of fields",
     "date_type": "a date (YYYY-MM-DD)",
     "date_parsing": "a date (YYYY-MM-DD)",
-    "datetime_type": "a date and time (ISO 8601)",
-    "datetime_parsing": "a date and time (ISO 8601)",
+    "date_from_datetime_parsing": "a date (YYYY-MM-DD)",
+    "datetime_type": "a date and time (ISO 8601, YYYY-MM-DDTHH:MM:SS)",
+    "datetime_parsing": "a date and time (ISO 8601, YYYY-MM-DDTHH:MM:SS)",
+    "datetime_from_date_parsing": "a date and time (ISO 8601, YYYY-MM-DDTHH:MM:SS)",
+    "datetime_object_invalid": "a date and time (ISO 8601, YYYY-MM-DDTHH:MM:SS)",
     "time_type": "a time of day (HH:MM[:SS])",
     "time_parsing": "a time of day (HH:MM[:SS])",
+    "time_delta_type": "a duration (seconds, or ISO 8601 like PT1H)",
+    "time_delta_parsing": "a duration (seconds, or ISO 8601 like PT1H)",
     "bytes_type": "bytes",
     "none_required": "empty (null)",
 }
@@ -123,11 +129,30 @@ def _message(error: dict, value_type: Any) -> str:
     if kind in ("model_type", "model_attributes_type") and fields:
         return f"should be a table (fields: {listed(fields, 8)}), not {_got(given)}"
     if kind in _NOUNS:
-        return f"should be {_NOUNS[kind]}, not {_got(given)}"
+        return f"should be {_NOUNS[kind]}, not {_got(given)}{_out_of_range(ctx)}"
     if kind in ("value_error", "assertion_error"):
         # Our own validators' words, without pydantic's "Value error, " in front.
         return one_line(str(ctx.get("error", "is not a value bfd can take here")))
     return f"is not a value bfd can take here (got {_got(given)})"
+
+
+# pydantic-core's reason for a date or time out of its calendar: "month value is outside
+# expected range of 1-12" says which part, in our words.
+_OUTSIDE = re.compile(r"^(\w+) value is outside expected range(?: of (\d+)-(\d+))?")
+
+
+def _out_of_range(ctx: dict) -> str:
+    found = _OUTSIDE.match(str(ctx.get("error", "")))
+    if not found:
+        return ""
+    part, low, high = found.groups()
+    if low is None:
+        return (
+            f" (no such {part} in that month)"
+            if part == "day"
+            else f" (its {part} is out of range)"
+        )
+    return f" (its {part} is not {low} to {high})"
 
 
 def _bound(word: str, key: str) -> Callable[[dict, Any], str]:
@@ -361,9 +386,10 @@ def _got(value: Any) -> str:
 
 
 def _number(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return f"{value:,}" if isinstance(value, int) and abs(value) >= 10_000 else str(value)
+    """A bound as people write it: 10,000 and 0.00001, never 1e-05."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return number(value)
+    return str(value)
 
 
 def _item(field_type: str) -> str:

@@ -12,8 +12,13 @@ from bulkforge.proto.text import listed, unknown
 JOB_STATES = ("queued", "running", "paused", "awaiting_swap", "completed", "failed", "cancelled")
 JOB_KINDS = ("download", "scenes", "clean", "generate")
 
-# The steps a failed item names, in every kind (a scenes plug-in step is MODULE:FUNCTION).
+# The steps a failed item names, in every kind (a scenes plug-in step is MODULE:FUNCTION):
+# plan (a download's file no batch can hold), register (a scenes input row refused), ….
+# tests/test_words.py holds them equal to every kind's failure_steps and to the steps the
+# daemon's code writes.
 FAILURE_STEPS = (
+    "plan",
+    "register",
     "connect",
     "transfer",
     "verify",

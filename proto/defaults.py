@@ -17,6 +17,17 @@ from pathlib import Path
 
 SOCKET_NAME = "bfd.sock"
 SOCKET_ENV = "BULKFORGE_SOCKET"
+# Every BULKFORGE_* variable a client (bfctl, `Client`) reads: bfd, which refuses a
+# BULKFORGE_* variable that names none of its settings, lets these be (a shell that sets
+# them for bfctl may start bfd too). tests/test_settings.py holds this list to client/.
+CLIENT_VARIABLES = (
+    SOCKET_ENV,
+    "BULKFORGE_DEBUG",
+    "BULKFORGE_TLS_CA",
+    "BULKFORGE_TLS_CERT",
+    "BULKFORGE_TLS_KEY",
+    "BULKFORGE_TOKEN_FILE",
+)
 # The packaged unit's RuntimeDirectory= (packaging/bfd.service, bulkforge.tmpfiles).
 PACKAGED_SOCKET = Path("/run/bulkforge") / SOCKET_NAME
 PACKAGED_GROUP = "bulkforge"

@@ -50,6 +50,13 @@ def shown(value: object, most: int = 60) -> str:
     return one_line(text if len(text) <= most else text[: most - 1] + "…")
 
 
+def number(value: float) -> str:
+    """A number as people write a bound: 1,000,000,000 and 0.5, never 1e+09."""
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.9f}".rstrip("0").rstrip(".")
+
+
 def json_problem(exc: ValueError) -> str:
     """What a JSON parser refused, said plainly: "at column 9: expecting a value"."""
     if isinstance(exc, UnicodeDecodeError):

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bulkforge.proto.text import did_you_mean
+from bulkforge.proto.text import did_you_mean, number
 
 _DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15, "e": 10**18}
 # 64MiB, 10TB, 1.5g, 512 (bytes); case does not matter. Bits for rates: 100Mbit/s.
@@ -163,13 +163,15 @@ def parse_fraction(text: str) -> float:
     except ValueError:
         raise ValueError(f"{shown(text)} is not a number; give a share such as 0.9") from None
     if not 0 < value <= 1:
-        raise ValueError(f"{value:g} is not in (0, 1]; give a share such as 0.9")
+        raise ValueError(f"{number(value)} is not in (0, 1]; give a share such as 0.9")
     return value
 
 
 def _within(value: int, low: int, high: int | None) -> int:
     if value < low or (high is not None and value > high):
-        bounds = f"at least {low}" if high is None else f"from {low} to {high}"
+        bounds = (
+            f"at least {number(low)}" if high is None else f"from {number(low)} to {number(high)}"
+        )
         raise ValueError(f"{value} is out of range: give a number {bounds}")
     return value
 
@@ -221,10 +223,11 @@ MAX_FAILURES_LIMIT = 10_000  # failed items one `failures` answer lists
 MAX_LARGEST = 10_000  # largest files one `analyze` answer lists
 
 
-def host_port(address: str) -> str:
-    """HOST:PORT with a port 0-65535 (0: any free one), else ValueError saying so: a port
-    past 65535 would wrap around in the socket layer and bind or dial somewhere unexpected."""
+def host_port(address: str, lowest: int = 0) -> str:
+    """HOST:PORT with a port lowest-65535, else ValueError saying so: a port past 65535
+    would wrap around in the socket layer and bind or dial somewhere unexpected. A listener
+    may take 0 (any free port); a client dials a server, which none is on port 0 (lowest=1)."""
     host, colon, port = address.rpartition(":")
-    if not colon or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{address!r} is not HOST:PORT with a port from 0 to 65535")
+    if not colon or not host.strip("[]") or not port.isdigit() or not lowest <= int(port) <= 65535:
+        raise ValueError(f"{address!r} is not HOST:PORT with a port from {lowest} to 65535")
     return address

@@ -261,7 +261,7 @@ def test_kinds_and_markets_filter_and_bad_requests_are_refused_with_reasons(
         daemon, "k", "--input", str(corpus.root), "--dest", str(dest), "--kinds", "klines,aggTrades"
     )
     assert job.state == "completed" and dict(job.counts) == {"done": 2}
-    assert "9 zip(s) left out by --kinds/--markets" in job.message
+    assert "9 zip(s) left out by the kinds/markets filters" in job.message
     assert sorted(p.parent.name for p in dest.glob("market=*/*")) == [
         "market=spot",
         "market=um",

@@ -5,6 +5,7 @@ bfctl runs as a real subprocess, so these tests see exactly what a shell or a sc
 
 import json
 import os
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -43,8 +44,15 @@ def missing_socket(tmp_path: Path) -> str:
         (("--socket", "a.sock", "--target", "h:1", "list"), "not allowed with"),
         # A target bfctl could never reach (a port past 65535 would wrap around).
         *(
-            (("--target", target, "list"), "is not HOST:PORT with a port from 0 to 65535")
-            for target in ("[::1]:99999", "127.0.0.1:65536", "127.0.0.1", "h:port", ":7000")
+            (("--target", target, "list"), "is not HOST:PORT with a port from 1 to 65535")
+            for target in (
+                "[::1]:99999",
+                "127.0.0.1:65536",
+                "127.0.0.1",
+                "h:port",
+                ":7000",
+                "127.0.0.1:0",
+            )  # a server listens on no port 0
         ),
     ],
 )
@@ -145,6 +153,7 @@ BAD_VALUES = {
     (_SCENES, "--shard-size"): ["0", "-1", "x", "1000001"],
     (_SCENES, "--max-size"): [*SIZES, "0", "3GiB"],
     (_SCENES, "--fetch-timeout"): ["0", "-1", "x", "3601", "nan"],
+    (_SCENES, "--keep"): ["", ",", " , "],
     (_GENERATE, "--rows"): ["0", "-1", "x", "1e3", "10000000001"],
     ((*_GENERATE, "--rows", "10"), "--seed"): ["-1", "x", str(2**63)],
     ((*_GENERATE, "--rows", "10"), "--chunk-rows"): ["0", "x", "100000001"],
@@ -191,6 +200,8 @@ def test_a_bad_value_of_a_numeric_or_size_flag_is_a_usage_error(
     assert ended.value.code == EXIT_USAGE
     assert f"argument {flag}" in captured.err and captured.out == ""
     assert "Traceback" not in captured.err
+    # bounds as people write them: 1,000,000,000, never 1e+09
+    assert not re.search(r"\de[+-]?\d", captured.err.replace(value, "")), captured.err
 
 
 def _flags_with_a_type(parser, path=()) -> set[tuple[tuple[str, ...], str]]:
@@ -208,7 +219,8 @@ def _flags_with_a_type(parser, path=()) -> set[tuple[tuple[str, ...], str]]:
 
 
 def _names(action) -> bool:
-    """A flag of names (--step, --markets): tests/test_words.py tables those."""
+    """A flag of names (--step, --markets): tests/test_words.py tables those (and every list
+    flag's empty list)."""
     return hasattr(action.type, "known")
 
 

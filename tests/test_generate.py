@@ -312,7 +312,7 @@ def test_bad_requests_are_refused_and_nothing_is_written(daemon: Daemon, tmp_pat
         "submit", "generate", "w", "--spec", str(write_spec(tmp_path)), "--rows", "2000000",
         "--chunk-rows", "1", "--dest", str(dest),
     )  # fmt: skip
-    assert tiny_parts.returncode == 1 and "--chunk-rows" in tiny_parts.stderr
+    assert tiny_parts.returncode == 1 and "chunk_rows" in tiny_parts.stderr
     assert list(dest.iterdir()) == []
     with pytest.raises(grpc.RpcError) as relative:
         spec = pb.GenerateSpec(spec_text=SPEC, spec_name="s.toml", rows=5, dest="rel")

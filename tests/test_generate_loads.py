@@ -506,7 +506,10 @@ def test_sql_dialect_with_another_format_is_refused_by_bfctl_and_bfd(daemon, tmp
                 daemon.stub.Submit(pb.SubmitRequest(name="g", generate=spec), timeout=10)
             assert answer.value.code() == grpc.StatusCode.INVALID_ARGUMENT, case
             details = answer.value.details()
-            assert f"--sql-dialect {dialect} is for --format sql only" in details, (case, details)
+            # bfd names the request's fields, as an API caller wrote them
+            words = f"sql_dialect {dialect!r} is for format 'sql' only"
+            assert words in details and "--" not in details, (case, details)
+            assert f"format is {fmt or 'parquet'!r}" in details, (case, details)
     assert list(dest.iterdir()) == [] and daemon.bfctl("status", "g").returncode != 0
 
 

@@ -406,7 +406,7 @@ LONG_NAMES = "[tables.t.columns]\n" + "".join(
     [
         # The issue's: 10^10 rows in parts of 10^8, and one part of 10^8 rows.
         ((), 10**10, 10**8, "courses", "parquet", "a part of students (100,000,000 rows"),
-        ((), 10**8, 10**8, "courses", "parquet", "give --chunk-rows"),
+        ((), 10**8, 10**8, "courses", "parquet", "give chunk_rows"),
         # The default part fits the default cap (2 GiB over 2 workers) …
         (("--cpu-workers", "2"), 10**6, 0, "courses", "parquet", None),
         # … but not a cap of 256 MiB over 2 workers, nor text of 200-character strings.

@@ -166,7 +166,7 @@ def test_bfctl_plan_names_oversize_files_and_the_choices(daemon, tmp_path):
     ("flags", "expected"),
     [
         (["--space", "5"], "smaller than the smallest file"),
-        (["--space", "auto"], "give --dest"),
+        (["--space", "auto"], "give dest"),
     ],
 )
 def test_bfctl_plan_refuses_bad_space_and_margin(daemon, tmp_path, flags, expected):

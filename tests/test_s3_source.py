@@ -120,7 +120,7 @@ def test_parse_s3_url(url: str, expected: S3Location):
     ],
 )
 def test_parse_s3_url_refuses_with_a_reason(url: str, complaint: str):
-    with pytest.raises(InvalidArgument, match="--s3") as refused:
+    with pytest.raises(InvalidArgument, match=r"^s3 ") as refused:
         parse_s3_url(url)
     assert complaint in str(refused.value)
 

@@ -73,7 +73,7 @@ def test_verify_refuses_empty_content_and_a_wrong_sha256():
         (["fetch", "verify", "verify"], "named twice"),
         (["fetch", "resize images"], "neither built in"),
         (["fetch", "os:system"], "not one bfd offers"),
-        ([], "at least one step"),
+        ([], "steps: give at least one"),
     ],
 )
 def test_steps_that_cannot_be_used_are_refused_at_submit(plugin, names, expected):

@@ -1,13 +1,21 @@
 """The settings model: documented fields, precedence of sources, refusal of bad values."""
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from bulkforge.daemon.settings import TASK_MEMORY_FLOOR, Settings, load_settings
+from bulkforge.daemon.settings import (
+    TASK_MEMORY_FLOOR,
+    Settings,
+    UnknownVariable,
+    check_environment,
+    load_settings,
+)
+from bulkforge.proto.defaults import CLIENT_VARIABLES
 
 
 @pytest.fixture(autouse=True)
@@ -252,3 +260,73 @@ def test_an_address_past_the_port_range_or_without_one_is_refused(
 @pytest.mark.parametrize("address", ["127.0.0.1:0", "127.0.0.1:65535", "[::1]:9100"])
 def test_an_address_in_the_port_range_is_taken(tmp_path: Path, address: str) -> None:
     assert Settings(state_dir=tmp_path, metrics=address).metrics == address
+
+
+# -- BULKFORGE_* variables: each names a setting or a client's, else bfd refuses to start ----
+
+
+def _swapped(name: str) -> str:
+    """A typo: the last two letters swapped (or the last doubled)."""
+    return name[:-2] + name[-1] + name[-2] if name[-1] != name[-2] else name + name[-1]
+
+
+@pytest.mark.parametrize("name", list(Settings.model_fields))
+def test_a_misspelt_variable_of_every_setting_names_the_setting(name: str) -> None:
+    variable = "BULKFORGE_" + _swapped(name).upper()
+    with pytest.raises(UnknownVariable) as refused:
+        check_environment({variable: "1"})
+    assert str(refused.value).startswith(f"unknown setting variable {variable}"), refused.value
+    assert f"did you mean BULKFORGE_{name.upper()}?" in str(refused.value), refused.value
+
+
+def test_the_variables_a_client_reads_stay_allowed() -> None:
+    """Every BULKFORGE_* name in client/ and proto/ is one bfd lets be."""
+    root = Path(__file__).resolve().parent.parent
+    read = {
+        found
+        for folder in ("client", "proto")
+        for path in (root / folder).rglob("*.py")
+        for found in re.findall(r"BULKFORGE_[A-Z_]*[A-Z]", path.read_text())
+    }
+    assert {"BULKFORGE_SOCKET", "BULKFORGE_DEBUG", "BULKFORGE_TLS_CA"} <= read, read
+    assert read <= set(CLIENT_VARIABLES), read - set(CLIENT_VARIABLES)
+    check_environment(dict.fromkeys(CLIENT_VARIABLES, "x"))  # accepted
+    check_environment({"BULKFORGE_bandwidth": "1", "OTHER_BANDWITH": "1"})  # a setting; not ours
+
+
+@pytest.mark.parametrize(
+    ("variable", "words"),
+    [
+        ("BULKFORGE_BANDWITH", "unknown setting variable BULKFORGE_BANDWITH; did you mean "
+         "BULKFORGE_BANDWIDTH?"),
+        ("BULKFORGE_MAX_WATCH", "did you mean BULKFORGE_MAX_WATCHES?"),
+        ("BULKFORGE_ZZZ", "unknown setting variable BULKFORGE_ZZZ (a setting's is BULKFORGE_ and "
+         "its name"),
+    ],
+)  # fmt: skip
+def test_bfd_refuses_an_unknown_variable_with_exit_78(
+    make_daemon, variable: str, words: str
+) -> None:
+    """A real bfd, as bfd.toml's misspelt key is refused: EX_CONFIG, one line, no traceback."""
+    daemon = make_daemon()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("BULKFORGE_")}
+    done = subprocess.run(
+        daemon.command(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**environment, variable: "5"},
+    )
+    assert done.returncode == 78, (done.returncode, done.stderr)
+    assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_bfd_starts_beside_the_variables_of_a_client(make_daemon, tmp_path: Path) -> None:
+    """A shell that set bfctl's variables can start bfd (those bfd also reads as its own
+    settings, tls_cert and friends, are left out: they would configure it)."""
+    daemon = make_daemon()
+    allowed = {"BULKFORGE_DEBUG": "1", "BULKFORGE_TLS_CA": str(tmp_path / "ca.pem")}
+    allowed["BULKFORGE_SOCKET"] = str(tmp_path / "elsewhere.sock")  # --socket wins
+    daemon.start(env=allowed)
+    assert daemon.bfctl("list").returncode == 0, daemon.log_tail()
+    assert daemon.stop() == 0, daemon.log_tail()

@@ -287,7 +287,7 @@ def test_caption_flag_refused_beside_another_column_kept_as_caption(daemon, corp
         "--dest", str(tmp_path / "out"), "--caption", "TEXT", "--keep", "caption",
     )  # fmt: skip
     assert done.returncode != 0
-    assert "--caption TEXT" in done.stderr and "Traceback" not in done.stderr
+    assert "caption 'TEXT'" in done.stderr and "Traceback" not in done.stderr
     missing = daemon.bfctl(
         "submit", "scenes", "y", "--input", str(corpus.input), "--key", "key", "--url", "url",
         "--dest", str(tmp_path / "out"), "--caption", "NOPE",

@@ -13,15 +13,19 @@ conftest's `no_library_words` fixture scans what every test of the suite reads b
 """
 
 import argparse
+import ast
+import datetime as dt
 import importlib
 import json
 import pkgutil
+import re
 import subprocess
 import sys
 import typing
 from pathlib import Path
 
 import grpc
+import pydantic
 import pydantic_core
 import pytest
 from conftest import LIBRARY_WORDS, library_words, said, write_manifest
@@ -308,6 +312,45 @@ def test_known_names_and_plugin_steps_pass(argv) -> None:
     build_parser().parse_args(argv)
 
 
+def list_flags(parser: argparse.ArgumentParser, path=()) -> list[tuple]:
+    """(command words, option) of every flag that takes a comma-separated list."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += list_flags(sub, (*path, name))
+        elif action.option_strings and getattr(action.type, "listing", False):
+            found.append((path, action.option_strings[-1]))
+    return found
+
+
+LIST_FLAGS = list_flags(build_parser())
+
+
+def test_the_walk_finds_every_list_flag() -> None:
+    expected = {
+        (("list",), "--state"),
+        (("submit", "clean"), "--kinds"),
+        (("submit", "clean"), "--markets"),
+        (("submit", "scenes"), "--steps"),
+        (("submit", "scenes"), "--keep"),
+    }
+    assert set(LIST_FLAGS) >= expected, expected - set(LIST_FLAGS)
+
+
+@pytest.mark.parametrize("empty", ["", ",", " , ,"])
+@pytest.mark.parametrize(("path", "flag"), LIST_FLAGS)
+def test_an_empty_list_is_a_usage_error_naming_the_flag(path, flag, empty, capsys) -> None:
+    """`--kinds ,` is no filter that means all: exit 2, naming the flag."""
+    with pytest.raises(SystemExit) as ended:
+        build_parser().parse_args([*path, f"{flag}={empty}"])
+    err = capsys.readouterr().err
+    said(f"bfctl {flag}={empty}", err)
+    assert ended.value.code == EXIT_USAGE
+    assert f"argument {flag}: {empty!r} names no " in err, err
+    assert_plain(err)
+
+
 def test_a_market_by_its_layout_name_says_which() -> None:
     with pytest.raises(ValueError, match=r"did you mean 'um' .* or 'cm'"):
         choices.check("market", "futures", choices.CLEAN_MARKETS)
@@ -337,6 +380,91 @@ def test_bfctl_knows_the_names_bfd_takes() -> None:
     assert choices.SQL_DIALECTS == generate_request.DIALECTS
     assert choices.PRESETS == generate_request.PRESETS
     assert tuple(Oversize) == choices.OVERSIZE
+
+
+# The constructors a failure's step is the first argument of, and the keyword that names it.
+_FAILURE_CALL = re.compile(r"^(fail|Miss|Failure|FailureGroupRow|\w*Failed)$")
+
+
+def _constants(tree: ast.Module) -> dict[str, str]:
+    """A module's top-level NAME = "text" constants."""
+    return {
+        node.targets[0].id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    }
+
+
+def written_steps() -> dict[str, set[str]]:
+    """{module path: the steps its code writes into failure rows}: the first argument of a
+    failure's constructor (Failure, Miss, StepFailed, CleanFailed, fail, FailureGroupRow) and
+    every step= keyword, as text or a module constant (FETCH)."""
+    root = Path(bulkforge.daemon.__file__).parent
+    trees = {path: ast.parse(path.read_text()) for path in root.rglob("*.py")}
+    constants: dict[str, str] = {}
+    for tree in trees.values():
+        constants |= _constants(tree)
+    found: dict[str, set[str]] = {}
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            callee = (
+                node.func.attr
+                if isinstance(node.func, ast.Attribute)
+                else getattr(node.func, "id", "")
+            )
+            given = [k.value for k in node.keywords if k.arg == "step"]
+            if _FAILURE_CALL.match(callee) and node.args:
+                given.append(node.args[0])
+            for value in given:
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    found.setdefault(str(path.relative_to(root)), set()).add(value.value)
+                elif isinstance(value, ast.Name) and value.id in constants:
+                    found.setdefault(str(path.relative_to(root)), set()).add(constants[value.id])
+    return found
+
+
+# A kind's package, by the kind's name.
+PACKAGES = {
+    "download": "downloader",
+    "scenes": "scenes",
+    "clean": "cleaner",
+    "generate": "generator",
+}
+
+
+def test_bfctl_knows_every_step_bfd_writes() -> None:
+    """The steps bfctl takes are every kind's failure_steps, and those are every step the
+    daemon's code writes into a failure row: a kind's own in its package, the shared ones
+    (transfer) in the kinds that use them."""
+    from bulkforge.daemon.registry import KINDS
+
+    written = written_steps()
+    everywhere = set().union(*written.values())
+    declared = {step for kind in KINDS for step in kind.failure_steps}
+    assert {"plan", "register", "connect", "write", "fetch"} <= everywhere, written  # not vacuous
+    assert everywhere <= declared, f"written, in no kind's failure_steps: {everywhere - declared}"
+    assert declared <= everywhere, f"declared, never written: {declared - everywhere}"
+    assert set(choices.FAILURE_STEPS) == declared
+    for kind in KINDS:
+        own = {
+            step
+            for path, steps in written.items()
+            if path.startswith(PACKAGES[kind.name] + "/")
+            for step in steps
+        }
+        assert own <= set(kind.failure_steps), (kind.name, own - set(kind.failure_steps))
+
+
+@pytest.mark.parametrize("step", choices.FAILURE_STEPS)
+def test_bfctl_takes_every_step_bfd_writes(step) -> None:
+    for verb in ("failures", "retry"):
+        assert build_parser().parse_args([verb, "j", "--step", step]).step == step
 
 
 # -- bfd refuses them too, for any API caller --------------------------------------------------
@@ -374,7 +502,7 @@ def bfd_cases(root: Path) -> list[tuple[str, object, str]]:
          "job 'failing': unknown step 'conect'; did you mean 'connect'?"),
         ("failures unknown step", lambda s: s.Failures(
             pb.FailuresRequest(name="failing", step="no-such-step")),
-         "unknown step 'no-such-step' (known: connect, transfer, verify"),
+         "unknown step 'no-such-step' (known: plan, connect, transfer, verify"),
         ("retry step", lambda s: s.Retry(pb.RetryRequest(name="failing", step="verfy")),
          "did you mean 'verify'?"),
         ("clean kinds", lambda s: s.Submit(pb.SubmitRequest(name="c", clean=pb.CleanSpec(
@@ -419,6 +547,112 @@ def test_bfd_refuses_every_unknown_name_in_its_words(bfd) -> None:
         else:
             problems.append(f"{label}: accepted")
     assert not problems, "\n".join(problems)
+
+
+def field_cases(root: Path) -> list[tuple[str, object, str]]:
+    """(label, a call of the stub, bfd's words): refusals that name the request's fields, as
+    an API caller wrote them, never bfctl's flags."""
+    dest = str(root / "out")
+    url = pb.UrlList(urls=["http://127.0.0.1:9/a.bin"])
+    inside = str(root / "in" / "out")
+
+    def generate(**given):
+        spec = {"preset": "courses", "rows": 5, "dest": dest, **given}
+        return lambda s: s.Submit(pb.SubmitRequest(name="g", generate=pb.GenerateSpec(**spec)))
+
+    def download(**given):
+        spec = {"dest": dest, **given}
+        return lambda s: s.Submit(pb.SubmitRequest(name="d", download=pb.DownloadSpec(**spec)))
+
+    def clean(**given):
+        spec = {"dest": dest, **given}
+        return lambda s: s.Submit(pb.SubmitRequest(name="c", clean=pb.CleanSpec(**spec)))
+
+    return [
+        ("sql_dialect", generate(format="csv", sql_dialect="mysql"),
+         "sql_dialect 'mysql' is for format 'sql' only (this job's format is 'csv')"),
+        ("spec and preset", generate(spec_text="x", spec_name="s.toml"),
+         "give exactly one of spec_text (a spec file's text, with its spec_name) and preset"),
+        ("neither", generate(preset=""), "give exactly one of spec_text"),
+        ("relative dest", generate(dest="out"), "dest 'out' must be an absolute path"),
+        ("empty spec", generate(preset="", spec_name="empty.toml"),
+         "empty.toml: the file is empty: it defines no tables"),
+        ("comments only", generate(preset="", spec_name="c.toml", spec_text="# none\n"),
+         "c.toml: it defines no tables"),
+        ("no tables in JSON", generate(preset="", spec_name="c.json", spec_text="{}"),
+         "c.json: it defines no tables"),
+        ("clean source", clean(), "give exactly one of input (a directory) and after"),
+        ("clean dest inside", clean(input=str(root / "in"), dest=inside),
+         "dest must not be inside input"),
+        ("download source", download(), "give exactly one source: a manifest, URLs, an S3"),
+        ("download margin", download(urls=url, safety_margin=0.5),
+         "safety_margin and oversize need space"),
+        ("download proceed", download(urls=url, auto_proceed=True), "auto_proceed needs space"),
+        ("download include", download(urls=url, include=["*.csv"]),
+         "include and exclude filter the s3 and hf listings only"),
+        ("download s3", download(s3="s3://bucket/key"), "s3 's3://bucket/key': s3:// names"),
+        ("verify batch", lambda s: s.Verify(pb.VerifyRequest(name="failing", batch=-1)),
+         "batch must not be negative"),
+        ("scenes keep", lambda s: s.Submit(pb.SubmitRequest(name="s", scenes=pb.ScenesSpec(
+            input=str(root / "m.parquet"), key="k", url="u", dest=dest, keep=["a", "a"]))),
+         "keep names a column twice"),
+    ]  # fmt: skip
+
+
+def test_bfd_names_the_request_fields_not_bfctl_flags(bfd) -> None:
+    problems = []
+    for label, call, words in field_cases(bfd.root):
+        try:
+            call(bfd.stub)
+        except grpc.RpcError as refused:
+            details = refused.details() or ""
+            if refused.code() != grpc.StatusCode.INVALID_ARGUMENT or words not in details:
+                problems.append(f"{label}: {refused.code().name}: {details}")
+            elif re.search(r"(?<![\w-])--[a-z]", details) or library_words(details):
+                problems.append(f"{label}: flag or library words: {details}")
+        else:
+            problems.append(f"{label}: accepted")
+    assert not problems, "\n".join(problems)
+
+
+def _flag_words(node: ast.AST) -> str:
+    """The text of a string or an f-string, its placeholders as {}."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(_flag_words(part) if isinstance(part, ast.Constant) else "{}"
+                       for part in node.values)  # fmt: skip
+    return ""
+
+
+def test_bfd_speaks_of_flags_only_of_its_own_or_in_advice_of_a_bfctl_command() -> None:
+    """Every string of the daemon (not a docstring) that names a --flag names one of bfd's
+    own command line, or follows `bfctl` (advice: `bfctl remove J --delete-output`): what
+    answers a request names its fields."""
+    own = {option for action in bfd_parser()._actions for option in action.option_strings}
+    root = Path(bulkforge.daemon.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "__main__.py":  # bfd's own flags, parsed there
+            continue
+        tree = ast.parse(path.read_text())
+        documents = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        parts = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr)
+                 for part in node.values}  # fmt: skip
+        for node in ast.walk(tree):
+            if id(node) in documents or id(node) in parts:
+                continue
+            text = _flag_words(node)
+            for flag in re.finditer(r"(?<![\w-])--[a-z][\w-]*", text):
+                if flag.group() not in own and "bfctl " not in text[: flag.start()]:
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {flag.group()}")
+    assert not found, found
 
 
 def test_a_step_that_exists_is_answered(bfd) -> None:
@@ -640,3 +874,115 @@ def test_a_manifest_row_that_cannot_be_read_says_where(bfd, tmp_path, content, w
     )
     assert done.returncode == 1 and words in done.stderr, done.stderr
     assert "Expecting" not in done.stderr
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_an_empty_spec_file_is_a_usage_error_naming_it(tmp_path, content) -> None:
+    """bfctl can know a spec file of nothing defines no tables: exit 2 before bfd is asked
+    (a socket nobody listens on would exit 3). A spec of comments only bfd refuses alike."""
+    spec = tmp_path / "empty.toml"
+    spec.write_text(content)
+    done = subprocess.run(
+        [sys.executable, "-m", "bulkforge.client", "--socket", str(tmp_path / "none.sock"),
+         "submit", "generate", "g", "--spec", str(spec), "--rows", "10", "--dest", "/d"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    said("bfctl --spec", done.stderr)
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert f"--spec {spec}: the file is empty: it defines no tables" in done.stderr, done.stderr
+
+
+class _Times(BaseModel):
+    day: dt.date | None = None
+    moment: dt.datetime | None = None
+    clock: dt.time | None = None
+    span: dt.timedelta | None = None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("day", "2020-13-01", "day: should be a date (YYYY-MM-DD), not '2020-13-01' (its month "
+         "is not 1 to 12)"),
+        ("day", "2020-02-30", "should be a date (YYYY-MM-DD), not '2020-02-30' (no such day"),
+        ("day", "yesterday", "should be a date (YYYY-MM-DD), not 'yesterday'"),
+        ("moment", "2020-13-01T00:00", "moment: should be a date and time (ISO 8601"),
+        ("moment", "soon", "moment: should be a date and time (ISO 8601"),
+        ("clock", "25:00", "clock: should be a time of day (HH:MM[:SS]), not '25:00' (its hour "
+         "is not 0 to 23)"),
+        ("span", "long", "span: should be a duration"),
+    ],
+)  # fmt: skip
+def test_a_date_or_time_says_what_it_should_look_like(field, value, words) -> None:
+    """By pydantic's error type for dates, times and datetimes: never "not a value bfd can
+    take here"."""
+    with pytest.raises(ValidationError) as refused:
+        _Times.model_validate({field: value})
+    described = describe(refused.value, model=_Times)
+    assert words in described, described
+    assert "can take here" not in described
+    assert_plain(described)
+
+
+def test_a_bad_date_in_a_spec_says_a_date_is_expected() -> None:
+    text = '[tables.t]\nrows = 3\n[tables.t.columns]\nd = {kind = "date", start = "2020-13-01", '
+    text += 'end = "2021-01-01"}\n'
+    with pytest.raises(Exception) as refused:
+        generator_spec.load(text, "s.toml")
+    assert "tables.t.columns.d.start: should be a date (YYYY-MM-DD), not '2020-13-01'" in str(
+        refused.value
+    ), refused.value
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [(1e9, "1,000,000,000"), (10**10, "10,000,000,000"), (0.5, "0.5"), (1e-5, "0.00001"),
+     (3600.0, "3,600"), (0, "0"), (2.5e10, "25,000,000,000")],
+)  # fmt: skip
+def test_bounds_are_printed_as_people_write_them(value, written) -> None:
+    from bulkforge.proto.text import number
+
+    assert number(value) == written
+
+
+def test_bfd_bounds_are_printed_as_people_write_them() -> None:
+    class _Bounded(BaseModel):
+        wait: float = pydantic.Field(default=1, le=1e9)
+        share: float = pydantic.Field(default=1, ge=1e-5)
+
+    for field, value, words in (("wait", 2e9, "at most 1,000,000,000"),
+                                ("share", 0, "at least 0.00001")):  # fmt: skip
+        with pytest.raises(ValidationError) as refused:
+            _Bounded.model_validate({field: value})
+        assert words in describe(refused.value, model=_Bounded), describe(refused.value)
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:0", "[::1]:0", "127.0.0.1:65536"])
+def test_a_target_needs_a_port_a_server_listens_on(target, capsys) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bulkforge.client", "--target", target, "list"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert f"target {target!r} is not HOST:PORT with a port from 1 to 65535" in done.stderr
+
+
+def test_a_step_only_planning_writes_is_asked_for_through_bfctl(bfd, tmp_path) -> None:
+    """A file larger than --space fails at step plan (error oversize): bfctl takes the step
+    for failures and retry (it refused it, exit 2, before)."""
+    manifest = write_manifest(
+        tmp_path / "m.jsonl",
+        [{"url": "http://127.0.0.1:9/small", "size": 10},
+         {"url": "http://127.0.0.1:9/big", "size": 5000}],
+    )  # fmt: skip
+    submitted = bfd.bfctl(
+        "submit", "download", "oversized", "--manifest", str(manifest),
+        "--dest", str(tmp_path / "d"), "--space", "1000",
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    failures = bfd.bfctl_json("failures", "oversized", "--step", "plan")
+    groups = [(g["step"], g["error_class"], g["count"]) for g in failures["groups"]]
+    assert groups == [("plan", "oversize", 1)], failures
+    retried = bfd.bfctl("retry", "oversized", "--step", "plan")
+    assert retried.returncode == 0, retried.stderr
+    bfd.bfctl("cancel", "oversized")

@@ -129,7 +129,7 @@ class Servicer(pb_grpc.BulkforgeServicer):
         name = _name(request)
         batch = request.batch if request.HasField("batch") else None
         if batch is not None and batch < 0:
-            raise errors.InvalidArgument("--batch must not be negative")
+            raise errors.InvalidArgument("batch must not be negative")
         started = time.perf_counter()
         checked = await self._control.verify(name, batch)
         return messages.verification_message(checked, time.perf_counter() - started)

@@ -184,7 +184,7 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
 
 def _check_directory(request: CleanRequest) -> None:
     if request.input is None or not request.input.is_dir():
-        raise InvalidArgument(f"--input {request.input}: not a directory bfd can read")
+        raise InvalidArgument(f"input {request.input}: not a directory bfd can read")
 
 
 def _fed_by_others(conn: apsw.Connection, others: list[int], series: str, day: str) -> bool:

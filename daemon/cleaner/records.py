@@ -70,7 +70,7 @@ def refuse_shared_dest(conn: apsw.Connection, dest: str, name: str) -> None:
     ).fetchone()
     if other:
         raise InvalidArgument(
-            f"--dest {dest} is being cleaned into by job {other[0]!r}; wait for it to end "
+            f"dest {dest} is being cleaned into by job {other[0]!r}; wait for it to end "
             "(a later job over the same dest rebuilds only what changed)"
         )
 

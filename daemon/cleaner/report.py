@@ -59,7 +59,7 @@ class Summary:
                 f"(first: {self.first_outside})"
             )
         if self.filtered:
-            notes.append(f"{self.filtered:,} zip(s) left out by --kinds/--markets")
+            notes.append(f"{self.filtered:,} zip(s) left out by the kinds/markets filters")
         return notes
 
 

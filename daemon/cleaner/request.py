@@ -72,12 +72,12 @@ class SubmitClean(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> "SubmitClean":
         if bool(self.input) == bool(self.after):
-            raise ValueError("give exactly one of --input DIR and --after DOWNLOAD_JOB")
-        for what, path in (("--input", self.input), ("--dest", self.dest)):
+            raise ValueError("give exactly one of input (a directory) and after (a download job)")
+        for what, path in (("input", self.input), ("dest", self.dest)):
             if path and not os.path.isabs(path):
                 raise ValueError(f"{what} {path!r} must be an absolute path")
         if self.input and _inside(Path(self.dest), Path(self.input)):
-            raise ValueError("--dest must not be inside --input: the output is not input")
+            raise ValueError("dest must not be inside input: the output is not input")
         return self
 
     def request(self) -> CleanRequest:

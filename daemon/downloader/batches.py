@@ -24,6 +24,7 @@ from bulkforge.daemon.downloader.listing import Batching
 from bulkforge.daemon.downloader.planner import FileSizes, Oversize, Plan, check_space, plan
 from bulkforge.daemon.durable import disk_errors, fsync_or_die, replace_durably
 from bulkforge.daemon.errors import FailedPrecondition
+from bulkforge.daemon.failures import Failure
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines import file as file_machine
 from bulkforge.daemon.machines.batch import BatchState
@@ -98,10 +99,11 @@ def _settle_oversize(conn: apsw.Connection, file_ids: list[int], planned: Plan) 
     else:
         message = (
             f"larger than a batch can hold ({size_text(planned.capacity)} = space x margin); "
-            "submit with --oversize own-batch or skip, or a larger --space"
+            "submit with oversize 'own-batch' or 'skip', or a larger space"
         )
         columns = ("batch_idx", "step", "error_class", "error", "updated_at")
-        values = (-1, "plan", "oversize", message, stamp)
+        failure = Failure("plan", "oversize", message, False)
+        values = (-1, failure.step, failure.error_class, failure.message, stamp)
         moves = [(FileState.FAILED, file_id, values) for file_id in file_ids]
     guarded_update_each(
         conn, "files", FileState.PENDING, file_machine.check_transition, columns, moves

@@ -40,7 +40,7 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
     name = register.KIND
     batch_unit = "disk"
     item_unit = "files"
-    failure_steps = ("connect", "transfer", "verify", "rename", "internal")
+    failure_steps = ("plan", "connect", "transfer", "verify", "rename", "internal")
     item_tones = file_machine.TONE
 
     def __init__(self, services: Services):

@@ -89,7 +89,7 @@ def pages_of(entries: Iterable[FileEntry], rows: int = PAGE_ROWS) -> Iterator[li
 def source_pages(source: Source) -> Iterator[list[FileEntry]]:
     """The source's files, page by page; listing sources are imported only when used."""
     if (source.include or source.exclude) and not (source.s3 or source.hf):
-        raise InvalidArgument("--include/--exclude filter --s3 and --hf listings only")
+        raise InvalidArgument("include and exclude filter the s3 and hf listings only")
     if source.manifest:
         yield from pages_of(read_manifest(source.manifest))
     elif source.urls:
@@ -106,4 +106,4 @@ def source_pages(source: Source) -> Iterator[list[FileEntry]]:
         repo = HFRepo(parse_hf_ref(source.hf), source.include, source.exclude)
         yield from repo.pages(repo.pin())
     else:
-        raise InvalidArgument("give exactly one source: --manifest, --url, --s3 or --hf")
+        raise InvalidArgument("give exactly one source: manifest, urls, s3 or hf")

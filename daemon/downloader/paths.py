@@ -36,7 +36,7 @@ def safe_relative_path(raw: str) -> str:
     if "\\" in raw:
         raise InvalidArgument(f"path {quoted} contains a backslash; use '/' between directories")
     if raw.startswith("/"):
-        raise InvalidArgument(f"path {quoted} is absolute; paths must be relative to --dest")
+        raise InvalidArgument(f"path {quoted} is absolute; paths must be relative to dest")
     # A plain split (PurePosixPath costs 3x as much, per row of a million-row manifest):
     # empty parts are repeated slashes, "." means here; both vanish, as in a POSIX path.
     parts = [part for part in raw.split("/") if part not in ("", ".")]

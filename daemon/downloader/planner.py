@@ -145,7 +145,7 @@ def plan(sizes: FileSizes, space: int, margin: float, oversize: Oversize = Overs
     if sizes.unknown_size:
         raise InvalidArgument(
             f"{sizes.unknown_size} file(s) have no size; cutting batches needs every size: "
-            "give them in a manifest's size column (URLs given with --url carry none)"
+            "give them in a manifest's size column (urls given alone carry none)"
         )
     size = np.frombuffer(sizes.sizes, dtype=np.int64) if sizes.sizes else np.zeros(0, np.int64)
     dirs = np.frombuffer(sizes.dirs, dtype=np.int64) if sizes.dirs else np.zeros(0, np.int64)
@@ -286,12 +286,12 @@ class Space:
     def measured(cls, dest: str) -> Space:
         """`auto`: the free space of dest's filesystem now."""
         if not dest:
-            raise InvalidArgument("--space auto measures the free space of --dest: give --dest")
+            raise InvalidArgument("space 'auto' measures the free space of dest: give dest")
         path = Path(dest)
         if not path.is_absolute():
-            raise InvalidArgument(f"--dest must be an absolute path, not {dest!r}")
+            raise InvalidArgument(f"dest must be an absolute path, not {dest!r}")
         if not path.is_dir():
-            raise InvalidArgument(f"--dest {dest} is not a directory; --space auto measures it")
+            raise InvalidArgument(f"dest {dest} is not a directory; space 'auto' measures it")
         return cls(free_bytes(path), f"free space of {describe_disk(path)}")
 
 

@@ -105,8 +105,8 @@ def refuse_larger_than(conn: apsw.Connection, table: str, limit: int, where: str
         path, size = found
         raise InvalidArgument(
             f"{path!r} is {size_text(size)}, more than {where} holds ({size_text(limit)}): "
-            "it could never be downloaded there (a wrong size? or cut the job with --space and "
-            "--oversize skip)"
+            "it could never be downloaded there (a wrong size? or cut the job with space and "
+            "oversize 'skip')"
         )
 
 

@@ -94,7 +94,7 @@ class PlanArgs(BaseModel):
     @classmethod
     def parse(cls, space: str, margin: float | None, oversize: str) -> "PlanArgs":
         if not space:
-            raise errors.InvalidArgument("give --space BYTES (e.g. 10TB) or --space auto")
+            raise errors.InvalidArgument("give space: BYTES (e.g. 10TB) or auto")
         given: dict = {"space": space.strip(), "oversize": oversize or "fail"}
         if margin is not None:
             given["safety_margin"] = margin
@@ -120,7 +120,7 @@ class SubmitDownload(BaseModel):
         if spec.space:
             batching = PlanArgs.of(spec)
         elif spec.HasField("safety_margin") or spec.oversize:
-            raise errors.InvalidArgument("--safety-margin and --oversize need --space")
+            raise errors.InvalidArgument("safety_margin and oversize need space")
         return cls(
             name=name,
             dest=spec.dest,
@@ -132,9 +132,9 @@ class SubmitDownload(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> "SubmitDownload":
         if not os.path.isabs(self.dest):
-            raise ValueError(f"{self.dest!r} must be an absolute path")
+            raise ValueError(f"dest {self.dest!r} must be an absolute path")
         if self.auto_proceed and self.batching is None:
-            raise ValueError("--auto-proceed needs --space: without it there is one batch")
+            raise ValueError("auto_proceed needs space: without it there is one batch")
         return self
 
     def request(self) -> DownloadRequest:

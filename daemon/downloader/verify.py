@@ -82,7 +82,7 @@ def read_wanted(conn: apsw.Connection, name: str, batch: int | None, mounted: Di
         if not on_this_disk:
             raise FailedPrecondition(
                 f"no batch of job {name!r} went to the disk mounted at {job.dest} "
-                f"({mounted.describe()}); name one with --batch K"
+                f"({mounted.describe()}); name one with batch K"
             )
         wanted = on_this_disk
     else:

@@ -72,8 +72,8 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
         parts = sum(-(-count // request.chunk_rows) for count in counts.values())
         if parts > MAX_PARTS:
             raise InvalidArgument(
-                f"{parts:,} parts of --chunk-rows {request.chunk_rows:,}: at most {MAX_PARTS:,} "
-                "per job; give a larger --chunk-rows"
+                f"{parts:,} parts of chunk_rows {request.chunk_rows:,}: at most {MAX_PARTS:,} "
+                "per job; give a larger chunk_rows"
             )
         # The seam's claim_dest has refused a dest another job holds; create_job checks again
         # in the writer, where no submit can come between.
@@ -135,7 +135,7 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
                 request.model, counts, request.format, request.chunk_rows, bound, why
             )
         except ValueError as exc:
-            raise InvalidArgument(f"--chunk-rows {request.chunk_rows:,}: {exc}") from None
+            raise InvalidArgument(f"chunk_rows {request.chunk_rows:,}: {exc}") from None
 
     def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
         for state, (parts, size) in records.counts(conn, view.job.id).items():
@@ -159,8 +159,8 @@ def _refuse_too_many_parts(chunk_rows: int, counts: dict[str, int]) -> None:
     parts = sum(-(-count // chunk_rows) for count in counts.values())
     if parts > MAX_PARTS:
         raise InvalidArgument(
-            f"{parts:,} parts of --chunk-rows {chunk_rows:,}: at most {MAX_PARTS:,} "
-            "per job; give a larger --chunk-rows"
+            f"{parts:,} parts of chunk_rows {chunk_rows:,}: at most {MAX_PARTS:,} "
+            "per job; give a larger chunk_rows"
         )
 
 
@@ -176,7 +176,7 @@ def _refuse_output_past_the_disk(request: GenerateRequest, counts: dict[str, int
     total = shutil.disk_usage(place).total
     if least > total:
         raise InvalidArgument(
-            f"--rows {request.rows:,} in --format {request.format}: at least {size_text(least)} "
+            f"rows {request.rows:,} in format {request.format!r}: at least {size_text(least)} "
             f"of output (its separators and keys alone), more than the {size_text(total)} of "
             f"the filesystem holding {request.dest}"
         )

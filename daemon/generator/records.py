@@ -64,7 +64,7 @@ def refuse_shared_dest(conn: apsw.Connection, dest: str) -> None:
     ).fetchone()
     if other:
         raise InvalidArgument(
-            f"--dest {dest} holds the tables of generate job {other[0]!r}; give each generate "
+            f"dest {dest} holds the tables of generate job {other[0]!r}; give each generate "
             "job a directory of its own"
         )
 

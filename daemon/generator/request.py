@@ -89,13 +89,13 @@ def _fits_mysql(model: s.Spec, counts: dict[str, int]) -> None:
             if isinstance(spec, s.DateRange | s.TimestampRange) and spec.start.year < 1000:
                 raise ValueError(
                     f"tables.{table_name}.columns.{column}: starts in year {spec.start.year}, "
-                    "before MySQL's DATE and DATETIME (1000-01-01 on) of --sql-dialect mysql"
+                    "before MySQL's DATE and DATETIME (1000-01-01 on) of sql_dialect 'mysql'"
                 )
             chars = widths.text_bytes(model, counts, table_name, column, measure=len)
             if chars is not None and chars > MYSQL_VARCHAR:
                 raise ValueError(
                     f"tables.{table_name}.columns.{column}: values of up to {chars:,} characters "
-                    f"do not fit MySQL's VARCHAR({MYSQL_VARCHAR}) of --sql-dialect mysql"
+                    f"do not fit MySQL's VARCHAR({MYSQL_VARCHAR}) of sql_dialect 'mysql'"
                 )
         for index, key in enumerate(table.unique):
             strings = [
@@ -106,7 +106,7 @@ def _fits_mysql(model: s.Spec, counts: dict[str, int]) -> None:
                 most, limit = sizes_apart(size, MYSQL_KEY_BYTES)
                 raise ValueError(
                     f"tables.{table_name}.unique[{index}]: a key of {len(strings)} string columns "
-                    f"(up to {most}) passes InnoDB's key limit of {limit} in --sql-dialect mysql"
+                    f"(up to {most}) passes InnoDB's key limit of {limit} in sql_dialect 'mysql'"
                 )
 
 
@@ -149,22 +149,26 @@ class SubmitGenerate(BaseModel):
 
     @model_validator(mode="after")
     def _absolute(self) -> "SubmitGenerate":
+        # A refusal names the request's fields: bfctl checks its flags first, in flag words.
         if not os.path.isabs(self.dest):
-            raise ValueError(f"--dest {self.dest!r} must be an absolute path")
-        if bool(self.spec_text) == bool(self.preset):
-            raise ValueError("give exactly one of --spec F and --preset NAME")
-        if self.spec_text and not self.spec_name:
+            raise ValueError(f"dest {self.dest!r} must be an absolute path")
+        from_file = bool(self.spec_text or self.spec_name)
+        if from_file == bool(self.preset):
+            raise ValueError(
+                "give exactly one of spec_text (a spec file's text, with its spec_name) and preset"
+            )
+        if from_file and not self.spec_name:
             raise ValueError("spec_name is missing: its extension says TOML, JSON or YAML")
         if self.sql_dialect and self.format != "sql":
             raise ValueError(
-                f"--sql-dialect {self.sql_dialect} is for --format sql only "
-                f"(this job's format is {self.format}): leave it out"
+                f"sql_dialect {self.sql_dialect!r} is for format 'sql' only "
+                f"(this job's format is {self.format!r}): leave it out"
             )
         return self
 
     def request(self) -> GenerateRequest:
         """The request with its spec loaded and checked at --rows: refused, naming the field."""
-        text, name = (self.spec_text, self.spec_name) if self.spec_text else preset(self.preset)
+        text, name = (self.spec_text, self.spec_name) if self.spec_name else preset(self.preset)
         model = s.load(text, name)
         try:
             counts = model.check(self.rows)

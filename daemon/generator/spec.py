@@ -1110,8 +1110,14 @@ def restored(document: dict, column_order: list | None) -> Spec:
     return Spec.model_validate(document, context={"stored": True})
 
 
+# What a spec file without a table lacks (bfctl says it of an empty file too).
+NO_TABLES = "it defines no tables (give at least one: [tables.NAME] with its rows and columns)"
+
+
 def load(text: str, name: str) -> Spec:
     """A spec from the text of a .toml, .json or .yaml file; refused with the field named."""
+    if not text.strip():
+        raise InvalidArgument(f"{name}: the file is empty: {NO_TABLES}")
     try:
         if name.endswith(".toml"):
             document = tomllib.loads(text)
@@ -1127,6 +1133,8 @@ def load(text: str, name: str) -> Spec:
         raise InvalidArgument(f"{name}: not valid: {one_line(str(exc))}") from None
     except RecursionError:
         raise InvalidArgument(f"{name}: nested too deeply to be a spec") from None
+    if document is None or document == {}:  # a file of comments only
+        raise InvalidArgument(f"{name}: {NO_TABLES}")
     try:
         return Spec.model_validate(document)
     except (ValidationError, RecursionError) as exc:

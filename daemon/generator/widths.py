@@ -211,7 +211,7 @@ def check_part_memory(
     shown = ", ".join(f"{name} {width}" for name, width in columns(spec, counts, table).items())
     fits = (bound - base) // max(per_row.values())
     advice = (
-        f"give --chunk-rows {_round_down(fits):,} or fewer"
+        f"give chunk_rows {_round_down(fits):,} or fewer"
         if fits >= 1
         else "not even one row fits: raise the memory cap or lower the CPU workers"
     )
@@ -231,7 +231,7 @@ def _check_text_part(spec: s.Spec, counts: dict[str, int], rows: dict[str, int])
         if per_row * count > MAX_TEXT_PART:
             raise ValueError(
                 f"a part of {table} ({count:,} rows x up to {size_text(per_row)} of text) may "
-                f"pass the {size_text(MAX_TEXT_PART)} one text part can hold; give --chunk-rows "
+                f"pass the {size_text(MAX_TEXT_PART)} one text part can hold; give chunk_rows "
                 f"{_round_down(MAX_TEXT_PART // per_row):,} or fewer"
             )
 

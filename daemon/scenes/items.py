@@ -58,16 +58,16 @@ def input_files(path: Path) -> list[tuple[Path, Path | None]]:
     """The Parquet files of an input: the file itself, or a directory's *.parquet by name;
     each with the root it must stay inside (the directory; None for a file named alone)."""
     if not path.is_absolute():
-        raise InvalidArgument(f"--input {str(path)!r} must be an absolute path")
+        raise InvalidArgument(f"input {str(path)!r} must be an absolute path")
     if path.is_dir():
         # Every *.parquet name, whatever it is: one that is no regular file inside the
         # directory is refused naming it (open_checked), never skipped unsaid.
         found = sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
         if not found:
-            raise InvalidArgument(f"--input {path}: the directory holds no *.parquet file")
+            raise InvalidArgument(f"input {path}: the directory holds no *.parquet file")
         return [(file, path) for file in found]
     if not path.exists() and not path.is_symlink():
-        raise InvalidArgument(f"--input {path}: no such file or directory (bfd reads it itself)")
+        raise InvalidArgument(f"input {path}: no such file or directory (bfd reads it itself)")
     return [(path, None)]
 
 
@@ -77,20 +77,20 @@ def open_checked(path: Path, columns: Columns, root: Path | None = None) -> pq.P
     Opened by the one rule for inputs (validation.open_input): a regular file, inside
     the input directory when it came from one; never a FIFO, a device or a socket.
     """
-    handle = open_input(path, "--input", root=root)
+    handle = open_input(path, "input", root=root)
     try:
         # No pre-buffering, a small read buffer: a whole row group's columns are not read
         # ahead (measured: +10 MB of RSS over 2M rows instead of +40 MB).
         parquet = pq.ParquetFile(handle, pre_buffer=False, buffer_size=READ_BUFFER)
     except Exception as exc:
         handle.close()
-        raise InvalidArgument(f"--input {path}: not a readable Parquet file ({exc})") from None
+        raise InvalidArgument(f"input {path}: not a readable Parquet file ({exc})") from None
     names = parquet.schema_arrow.names
     missing = [name for name in columns.wanted() if name not in names]
     if missing:
         shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
         raise InvalidArgument(
-            f"--input {path}: no column {', '.join(map(repr, missing))} (it has: {shown})"
+            f"input {path}: no column {', '.join(map(repr, missing))} (it has: {shown})"
         )
     return parquet
 
@@ -186,7 +186,7 @@ def _kept_schema(
         other = schema(parquet)
         if other != kept:
             raise InvalidArgument(
-                f"--input: the kept columns of {file} have other types than in {first_file}"
+                f"input: the kept columns of {file} have other types than in {first_file}"
             )
     return kept
 

@@ -51,7 +51,8 @@ class ScenesKind(ItemRows, JobKind, ItemExport, NumberedOutput):
     in_flight = "item(s) were running"
     batch_unit = "shard"
     item_unit = "items"
-    failure_steps = ("connect", "transfer", "fetch", "verify", "decode", "internal")
+    # register: input rows refused at registration, one group of failures (not items)
+    failure_steps = ("register", "connect", "transfer", "fetch", "verify", "decode", "internal")
     item_tones = scene_machine.TONE
 
     def __init__(self, services: Services):
@@ -147,22 +148,22 @@ def _first_chunk(request: ScenesRequest) -> "tuple[int, ItemChunk | None]":
 
     source = Input(request.input, request.columns)
     if not source.rows_total:
-        raise InvalidArgument(f"--input {request.input}: there are no rows to process")
+        raise InvalidArgument(f"input {request.input}: there are no rows to process")
     try:
         first = next(source.chunks(), None)
     except (OSError, ArrowException, UnicodeDecodeError) as exc:  # a damaged page, bad UTF-8
         raise InvalidArgument(
-            f"--input {request.input}: not a readable Parquet file ({exc})"
+            f"input {request.input}: not a readable Parquet file ({exc})"
         ) from None
     if first is None:
         return source.rows_total, None
     if first.rejected:
-        raise InvalidArgument(f"--input {first.rejected[0].describe()}; every row needs a key")
+        raise InvalidArgument(f"input {first.rejected[0].describe()}; every row needs a key")
     seen: dict[str, int] = {}
     for key, row in zip(first.keys, first.rows, strict=True):
         if key in seen:
             raise InvalidArgument(
-                f"--input {first.source}: rows {seen[key]} and {row} have the same key {key!r}; "
+                f"input {first.source}: rows {seen[key]} and {row} have the same key {key!r}; "
                 "keys must be unique"
             )
         seen[key] = row

@@ -91,7 +91,7 @@ def create_job(
     ).fetchone()
     if other:
         raise InvalidArgument(
-            f"--dest {dest} holds the shards of scenes job {other[0]!r}; give each scenes job "
+            f"dest {dest} holds the shards of scenes job {other[0]!r}; give each scenes job "
             "a directory of its own"
         )
     job_id = jobs.insert_job(conn, name, KIND, spec, dest)

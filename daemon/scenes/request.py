@@ -125,21 +125,21 @@ class SubmitScenes(BaseModel):
         if spec.steps:
             given["steps"] = list(spec.steps)
         if spec.max_size:
-            given["max_size"] = parse_size(spec.max_size, "--max-size")
+            given["max_size"] = parse_size(spec.max_size, "max_size")
         if spec.timeout_s:
             given["timeout_s"] = spec.timeout_s
         return cls.model_validate(given)
 
     @model_validator(mode="after")
     def _consistent(self) -> "SubmitScenes":
-        for what, path in (("--input", self.input), ("--dest", self.dest)):
+        for what, path in (("input", self.input), ("dest", self.dest)):
             if not os.path.isabs(path):
                 raise ValueError(f"{what} {path!r} must be an absolute path")
         if len(set(self.keep)) != len(self.keep):
-            raise ValueError("--keep names a column twice")
+            raise ValueError("keep names a column twice")
         if self.caption not in (None, CAPTION) and CAPTION in self.keep:
             raise ValueError(
-                f"--caption {self.caption} is kept as {CAPTION!r}, and --keep names another "
+                f"caption {self.caption!r} is kept as {CAPTION!r}, and keep names another "
                 f"column {CAPTION!r}: keep that one under another name, or make it the caption"
             )
         return self

@@ -92,7 +92,7 @@ def load_steps(names: list[str], offered: Collection[str] = ()) -> list[Step]:
     imported only then, so a client cannot make bfd import a module of its choosing.
     """
     if not names:
-        raise InvalidArgument("give at least one step (e.g. --steps fetch,verify)")
+        raise InvalidArgument("steps: give at least one (e.g. fetch, verify)")
     if names[0] != FETCH:
         raise InvalidArgument(f"the first step must be {FETCH!r}: the others work on its bytes")
     if len(set(names)) != len(names):

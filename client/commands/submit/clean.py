@@ -31,14 +31,14 @@ def register(kinds: argparse._SubParsersAction) -> None:
     clean.add_argument(
         "--kinds",
         type=flags.names_of("kind", CLEAN_KINDS),
-        default="",
+        default=[],
         metavar="K,...",
         help=f"{','.join(CLEAN_KINDS)} (default: all)",
     )
     clean.add_argument(
         "--markets",
         type=flags.names_of("market", CLEAN_MARKETS),
-        default="",
+        default=[],
         metavar="M,...",
         help=f"{','.join(CLEAN_MARKETS)} (default: all)",
     )

@@ -17,11 +17,6 @@ def daemon_path(path: str, remote: bool, what: str) -> str:
     return os.path.abspath(path)
 
 
-def names(text: str) -> list[str]:
-    """A comma-separated list as given (--keep a,b --steps …), blanks dropped."""
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
 def print_submitted(args: argparse.Namespace, response: pb.SubmitResponse) -> int:
     if args.json:
         print_json({"created": response.created, "job": job_to_dict(response.job)})

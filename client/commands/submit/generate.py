@@ -63,6 +63,8 @@ def check_generate(args: argparse.Namespace) -> None:
         raise UsageError(f"--spec {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--spec {path}: cannot be read ({exc})") from None
+    if not args.spec_text.strip():
+        raise UsageError(f"--spec {path}: the file is empty: it defines no tables")
 
 
 def run_generate(args: argparse.Namespace, bfd: Client) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 from bulkforge.client import flags
 from bulkforge.client.api import Client
 from bulkforge.client.commands.base import add_command, add_job_name
-from bulkforge.client.commands.submit.common import daemon_path, names, print_submitted
+from bulkforge.client.commands.submit.common import daemon_path, print_submitted
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.errors import UsageError
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
@@ -24,7 +24,8 @@ def register(kinds: argparse._SubParsersAction) -> None:
     scenes.add_argument("--url", required=True, metavar="COL", help="the column of item URLs")
     scenes.add_argument(
         "--keep",
-        default="",
+        type=flags.names("column"),
+        default=[],
         metavar="COL,...",
         help="input columns copied into each item's metadata and shard index",
     )
@@ -85,7 +86,7 @@ def run_scenes(args: argparse.Namespace, bfd: Client) -> int:
         input=args.input,
         key=args.key,
         url=args.url,
-        keep=names(args.keep),
+        keep=args.keep,
         caption=args.caption,
         dest=args.dest,
         shard_size=args.shard_size,

@@ -81,26 +81,26 @@ def parse_s3_url(url: str) -> S3Location:
     """
     parts = urlsplit(url.strip())
     if parts.scheme == "s3":
-        raise InvalidArgument(f"--s3 {url!r}: s3:// names no endpoint; {USAGE}")
+        raise InvalidArgument(f"s3 {url!r}: s3:// names no endpoint; {USAGE}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidArgument(f"--s3 {url!r}: not an http(s) URL; {USAGE}")
+        raise InvalidArgument(f"s3 {url!r}: not an http(s) URL; {USAGE}")
     if parts.username is not None or parts.password is not None:
         raise InvalidArgument(
-            f"--s3 {url!r}: credentials in the URL are refused; "
+            f"s3 {url!r}: credentials in the URL are refused; "
             "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in bfd's environment"
         )
     if parts.query or parts.fragment:
-        raise InvalidArgument(f"--s3 {url!r}: a query or fragment has no meaning here; {USAGE}")
+        raise InvalidArgument(f"s3 {url!r}: a query or fragment has no meaning here; {USAGE}")
     try:
         parts.port  # noqa: B018 - urlsplit checks the port only when it is read
     except ValueError:
-        raise InvalidArgument(f"--s3 {url!r}: the port is not a number in 0-65535") from None
+        raise InvalidArgument(f"s3 {url!r}: the port is not a number in 0-65535") from None
     bucket, _, prefix = parts.path.lstrip("/").partition("/")
     if not bucket:
-        raise InvalidArgument(f"--s3 {url!r}: no bucket in the path; {USAGE}")
+        raise InvalidArgument(f"s3 {url!r}: no bucket in the path; {USAGE}")
     if not BUCKET_NAME.match(bucket):
         raise InvalidArgument(
-            f"--s3 {url!r}: {bucket!r} is not a bucket name (3-255 letters, digits, '.', '-', '_')"
+            f"s3 {url!r}: {bucket!r} is not a bucket name (3-255 letters, digits, '.', '-', '_')"
         )
     prefix = unquote(prefix)
     if prefix and not prefix.endswith("/"):
@@ -179,7 +179,7 @@ class S3Listing:
         if refused:
             raise InvalidArgument(
                 f"s3: {self.location.url} holds keys that cannot be written safely under "
-                "--dest, so the listing is refused (exclude them with a glob to fetch the rest): "
+                "dest, so the listing is refused (exclude them with a glob to fetch the rest): "
                 + "; ".join(refused[:MAX_REPORTED_KEYS])
             )
         return entries

@@ -150,14 +150,19 @@ def test_continue_refuses_a_disk_without_room_and_changes_nothing(daemon, tmp_pa
 
 
 @pytest.mark.parametrize(
-    ("flags", "expected"),
+    ("flags", "code", "expected"),
     [
-        (["--space", "100"], "smaller than the smallest file"),
-        (["--safety-margin", "0.5"], "need --space"),
-        (["--auto-proceed"], "needs --space"),
+        # bfd's refusal (it knows the files' sizes) …
+        (["--space", "100"], 1, "smaller than the smallest file"),
+        # … and bfctl's, before bfd is asked (flags that need --space), in flag words.
+        (["--safety-margin", "0.5"], 2, "--safety-margin and --oversize need --space"),
+        (["--oversize", "skip"], 2, "--safety-margin and --oversize need --space"),
+        (["--auto-proceed"], 2, "--auto-proceed needs --space"),
     ],
 )
-def test_bad_batching_flags_are_refused_and_nothing_is_stored(daemon, tmp_path, flags, expected):
+def test_bad_batching_flags_are_refused_and_nothing_is_stored(
+    daemon, tmp_path, flags, code, expected
+):
     dataset = make_dataset(3, 1000, seed=23)
     rows = [{"url": f"http://127.0.0.1:9/{p}", "path": p, "size": len(d)} for p, d in
             dataset.files.items()]  # fmt: skip
@@ -166,7 +171,7 @@ def test_bad_batching_flags_are_refused_and_nothing_is_stored(daemon, tmp_path, 
         "submit", "download", "bad", "--manifest", str(manifest),
         "--dest", str(tmp_path / "dest"), *flags,
     )  # fmt: skip
-    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.returncode == code, (done.stdout, done.stderr)
     assert expected in done.stderr and "Traceback" not in done.stderr
     assert daemon.bfctl_json("list")["jobs"] == []
 

@@ -13,6 +13,7 @@ from bulkforge.client.commands.submit.download import (
 )
 from bulkforge.client.connection import call_timeout
 from bulkforge.client.documents import plan_to_dict, print_json
+from bulkforge.client.errors import UsageError
 from bulkforge.client.render import print_plan
 
 
@@ -27,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def check_plan(args: argparse.Namespace) -> None:
     check_manifest(args)
+    if args.space == "auto" and not args.dest:
+        raise UsageError("--space auto measures the free space of --dest: give --dest")
     if args.dest is not None:
         args.dest = daemon_path(args.dest, remote=bool(args.target), what="--dest")
 

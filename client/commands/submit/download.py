@@ -106,6 +106,17 @@ def check_download(args: argparse.Namespace) -> None:
     """
     args.dest = daemon_path(args.dest, remote=bool(args.target), what="--dest")
     check_manifest(args)
+    check_batching(args)
+
+
+def check_batching(args: argparse.Namespace) -> None:
+    """Flags that shape disk batches mean nothing without --space: said before bfd is asked."""
+    if args.space:
+        return
+    if args.safety_margin is not None or args.oversize:
+        raise UsageError("--safety-margin and --oversize need --space")
+    if args.auto_proceed:
+        raise UsageError("--auto-proceed needs --space: without it there is one batch")
 
 
 def run_download(args: argparse.Namespace, bfd: Client) -> int:

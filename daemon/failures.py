@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import apsw
+from loguru import logger
 
 from bulkforge.daemon.governor import WorkerDied, WorkerError
 from bulkforge.daemon.settings import Settings
@@ -152,6 +153,13 @@ def requeue_failed(
         updated_at=now_ms(),
         **reset,
     )
+
+
+def attempt_logger(error: BaseException):
+    """Where a failed attempt (a part, a series, a shard) is logged: a bug with its traceback;
+    the filesystem saying no (an OSError: a disk unmounted under a running job, a file gone)
+    in one line, its own words being the whole story, since the attempt is retried anyway."""
+    return logger if isinstance(error, OSError) else logger.opt(exception=error)
 
 
 def worker_failure(error: BaseException, what: str) -> tuple[str, str]:

@@ -32,7 +32,7 @@ from bulkforge.daemon.cleaner.request import CleanRequest
 from bulkforge.daemon.cleaner.scan import Scan
 from bulkforge.daemon.cleaner.work import SeriesResult, SeriesTask, inflate_limit
 from bulkforge.daemon.durable import DiskFailed
-from bulkforge.daemon.failures import worker_failure
+from bulkforge.daemon.failures import attempt_logger, worker_failure
 from bulkforge.daemon.governor import TaskStopped, settled
 from bulkforge.daemon.machines.job import TERMINAL, JobState
 from bulkforge.daemon.pipeline import Cooldowns, JobLoop, Services
@@ -225,8 +225,8 @@ class Cleaner(JobLoop):
         job_id, series = key
         failures, final = self._cooldowns.failed(key)
         final = final or settled(error)  # the governor retried a dead worker already
-        logger.opt(exception=error).error(
-            "clean: series {} of job {} failed (attempt {})", series, job_id, failures
+        attempt_logger(error).error(
+            "clean: series {} of job {} failed (attempt {}): {}", series, job_id, failures, error
         )
         if not final:
             self._in_background(self._release(job_id, series))

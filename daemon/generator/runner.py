@@ -17,7 +17,7 @@ from loguru import logger
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.durable import DiskFailed
-from bulkforge.daemon.failures import worker_failure
+from bulkforge.daemon.failures import attempt_logger, worker_failure
 from bulkforge.daemon.generator import records
 from bulkforge.daemon.generator.work import PartTask, PartWritten
 from bulkforge.daemon.governor import TaskStopped, settled
@@ -120,8 +120,8 @@ class Generator(JobLoop):
     def _part_failed(self, job_id: int, part: records.Part, error: BaseException) -> None:
         failures, final = self._cooldowns.failed((job_id, part.id))
         final = final or settled(error)  # the governor retried a dead worker already
-        logger.opt(exception=error).error(
-            "generate: {} part {} failed (attempt {})", part.table, part.index, failures
+        attempt_logger(error).error(
+            "generate: {} part {} failed (attempt {}): {}", part.table, part.index, failures, error
         )
         if not final:
             self._in_background(self._release(part.id))

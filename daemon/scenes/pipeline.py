@@ -28,6 +28,7 @@ from loguru import logger
 from bulkforge.daemon import jobs
 from bulkforge.daemon.durable import DiskFailed
 from bulkforge.daemon.errors import InvalidArgument, Refused
+from bulkforge.daemon.failures import attempt_logger
 from bulkforge.daemon.governor import give_back_memory
 from bulkforge.daemon.machines import TransitionConflict
 from bulkforge.daemon.machines.job import JobState
@@ -289,12 +290,13 @@ class Scenes(JobLoop):
         """A shard that could not be written waits and tries again; a third failure ends the job."""
         failures = self._shard_errors.get(key, (0, 0.0))[0] + 1
         self._shard_errors[key] = (failures, time.monotonic() + SHARD_RETRY_S * 2**failures)
-        logger.opt(exception=error).error(
-            "scenes: shard {} of job {} could not be written (attempt {}); its items go back "
-            "to pending",
+        attempt_logger(error).error(
+            "scenes: shard {} of job {} could not be written (attempt {}): {}; its items go "
+            "back to pending",
             run.shard,
             run.job_id,
             failures,
+            error,
         )
         if failures >= SHARD_ATTEMPTS:
             message = f"shard {run.shard} could not be written {failures} times: {error!r}"

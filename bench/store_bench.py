@@ -46,7 +46,7 @@ from common import (
 
 from bulkforge.daemon import store
 from bulkforge.daemon.downloader import register
-from bulkforge.daemon.machines.file import FileState, check_transition
+from bulkforge.daemon.downloader.machine import FileState, check_transition
 
 SYNC_CODES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 

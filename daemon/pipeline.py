@@ -39,7 +39,7 @@ from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
 from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.jobs import JobRow, JobView, all_jobs, existing_job, job_by_id, jobs_in_states
-from bulkforge.daemon.machines import Tone, TransitionConflict
+from bulkforge.daemon.machines import Machine, Tone, TransitionConflict
 from bulkforge.daemon.machines.job import RUNNABLE
 from bulkforge.daemon.progress import throughput_bucket_ms
 from bulkforge.daemon.settings import Settings
@@ -205,8 +205,8 @@ class JobKind(ABC):
     item_unit: str
     #: What its throughput buckets (`bfctl stats`) count, plural: its items unless it says.
     throughput_unit: str = ""
-    #: Its item machine's states in the order they happen, each with its tone (machines/).
-    item_tones: Mapping[str, Tone]
+    #: Its item machine, declared in its package's machine.py (`machines.item_machine`).
+    item_machine: Machine
     #: The steps its items fail at: what `failures --step` and `retry --step` may name.
     failure_steps: tuple[str, ...]
 
@@ -217,6 +217,11 @@ class JobKind(ABC):
         # Every kind of this daemon, set by the registry: for a kind that consumes another's
         # jobs (clean --after a download), through a capability, never by name.
         self.kinds: Kinds | None = None
+
+    @property
+    def item_tones(self) -> Mapping[str, Tone]:
+        """Its item machine's states in the order they happen, each with its tone."""
+        return self.item_machine.tone
 
     @property
     @abstractmethod

@@ -22,9 +22,9 @@ from origin import Fault, FaultKind, Origin
 from prometheus_client.openmetrics import parser as openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
+from bulkforge.daemon.downloader import machine as file_machine
+from bulkforge.daemon.generator import machine as part_machine
 from bulkforge.daemon.jobs import JobRow, JobView
-from bulkforge.daemon.machines import file as file_machine
-from bulkforge.daemon.machines import part as part_machine
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.metrics import _Finished
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb

@@ -21,21 +21,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkforge.daemon import app, jobs, registry, store
+from bulkforge.daemon.cleaner import machine as zip_machine
 from bulkforge.daemon.downloader import batches, files, register
+from bulkforge.daemon.downloader import machine as file_machine
+from bulkforge.daemon.downloader.machine import FileState
 from bulkforge.daemon.downloader.manifest import FileEntry
 from bulkforge.daemon.failures import Failure
+from bulkforge.daemon.generator import machine as part_machine
 from bulkforge.daemon.governor import Governor
 from bulkforge.daemon.machines import IllegalTransition, TransitionConflict
 from bulkforge.daemon.machines import batch as batch_machine
-from bulkforge.daemon.machines import file as file_machine
 from bulkforge.daemon.machines import job as job_machine
-from bulkforge.daemon.machines import part as part_machine
-from bulkforge.daemon.machines import scene as scene_machine
-from bulkforge.daemon.machines import zip as zip_machine
 from bulkforge.daemon.machines.batch import BatchState
-from bulkforge.daemon.machines.file import FileState
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.pipeline import Services
+from bulkforge.daemon.scenes import machine as scene_machine
 from bulkforge.daemon.settings import Settings
 from bulkforge.daemon.transfer.engine import Engine
 

@@ -10,16 +10,16 @@ import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
+from bulkforge.daemon.cleaner import machine as zip_machine
 from bulkforge.daemon.cleaner import records, report
+from bulkforge.daemon.cleaner.machine import ZipState
 from bulkforge.daemon.cleaner.request import CleanRequest, SubmitClean
 from bulkforge.daemon.cleaner.runner import Cleaner, Source
 from bulkforge.daemon.cleaner.scan import Scan, scan_directory, scan_files
 from bulkforge.daemon.disks import Places, dest_for
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument, NotFound
 from bulkforge.daemon.exports import Exported
-from bulkforge.daemon.machines import zip as zip_machine
 from bulkforge.daemon.machines.job import TERMINAL
-from bulkforge.daemon.machines.zip import ZipState
 from bulkforge.daemon.outputs import refuse_export_into
 from bulkforge.daemon.pipeline import ItemExport, ItemRows, JobKind, Rerun, Services, VerifiedFiles
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
@@ -35,7 +35,7 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
     batch_unit = ""
     item_unit = "zips"
     failure_steps = ("open", "parse", "schema", "write")
-    item_tones = zip_machine.TONE
+    item_machine = zip_machine.MACHINE
 
     def __init__(self, services: Services):
         super().__init__(services)

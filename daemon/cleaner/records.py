@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import apsw
 
 from bulkforge.daemon import jobs
+from bulkforge.daemon.cleaner import machine as zip_machine
+from bulkforge.daemon.cleaner.machine import ZipState
 from bulkforge.daemon.cleaner.scan import Found, Scan
 from bulkforge.daemon.cleaner.work import SeriesResult, ZipInput
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.failures import requeue_failed
-from bulkforge.daemon.machines import zip as zip_machine
 from bulkforge.daemon.machines.job import LIVE, JobState
-from bulkforge.daemon.machines.zip import ZipState
 from bulkforge.daemon.store import guarded_update_each, guarded_update_where, now_ms
 
 KIND = "clean"

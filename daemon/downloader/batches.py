@@ -20,15 +20,15 @@ from loguru import logger
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.disks import Disk, free_bytes, identify
+from bulkforge.daemon.downloader import machine as file_machine
 from bulkforge.daemon.downloader.listing import Batching
+from bulkforge.daemon.downloader.machine import FileState
 from bulkforge.daemon.downloader.planner import FileSizes, Oversize, Plan, check_space, plan
 from bulkforge.daemon.durable import disk_errors, fsync_or_die, replace_durably
 from bulkforge.daemon.errors import FailedPrecondition
 from bulkforge.daemon.failures import Failure
 from bulkforge.daemon.machines import batch as batch_machine
-from bulkforge.daemon.machines import file as file_machine
 from bulkforge.daemon.machines.batch import BatchState
-from bulkforge.daemon.machines.file import FileState
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.store import guarded_update, guarded_update_each, now_ms
 from bulkforge.proto.units import size_text

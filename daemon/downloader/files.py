@@ -12,10 +12,10 @@ import apsw
 from loguru import logger
 
 from bulkforge.daemon import jobs
+from bulkforge.daemon.downloader.machine import FileState, check_transition
 from bulkforge.daemon.downloader.paths import partial_path, resolve_inside
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.failures import Failure, FailureRow, retry_filter
-from bulkforge.daemon.machines.file import FileState, check_transition
 from bulkforge.daemon.store import (
     guarded_update,
     guarded_update_each,

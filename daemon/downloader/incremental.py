@@ -12,8 +12,8 @@ from pathlib import Path
 import apsw
 from loguru import logger
 
+from bulkforge.daemon.downloader.machine import FileState, check_transition
 from bulkforge.daemon.downloader.manifest import FileEntry
-from bulkforge.daemon.machines.file import FileState, check_transition
 from bulkforge.daemon.store import guarded_update_each, now_ms
 
 # Staged rows first (CROSS JOIN fixes the order): only those with a file already on disk

@@ -14,9 +14,11 @@ from loguru import logger
 from bulkforge.daemon import jobs
 from bulkforge.daemon.disks import Places, dest_for, identify
 from bulkforge.daemon.downloader import batches, files, register, verify
+from bulkforge.daemon.downloader import machine as file_machine
 from bulkforge.daemon.downloader.analyze import Analysis, analyze
 from bulkforge.daemon.downloader.incremental import sizes_on_disk, skip_unchanged
 from bulkforge.daemon.downloader.listing import DownloadRequest, source_pages
+from bulkforge.daemon.downloader.machine import FileState
 from bulkforge.daemon.downloader.paths import partial_path
 from bulkforge.daemon.downloader.planner import Plan, Space, check_space, plan_source
 from bulkforge.daemon.downloader.request import PlanArgs, SourceSpec, SubmitDownload
@@ -24,9 +26,7 @@ from bulkforge.daemon.downloader.scheduler import Downloader
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.failures import FailureReport, failure_groups
 from bulkforge.daemon.machines import batch as batch_machine
-from bulkforge.daemon.machines import file as file_machine
 from bulkforge.daemon.machines.batch import BatchState
-from bulkforge.daemon.machines.file import FileState
 from bulkforge.daemon.pipeline import DiskBatches, JobKind, Services, VerifiedFile, VerifiedFiles
 from bulkforge.daemon.store import StoreFatal, guarded_update, now_ms
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
@@ -41,7 +41,7 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
     batch_unit = "disk"
     item_unit = "files"
     failure_steps = ("plan", "connect", "transfer", "verify", "rename", "internal")
-    item_tones = file_machine.TONE
+    item_machine = file_machine.MACHINE
 
     def __init__(self, services: Services):
         super().__init__(services)

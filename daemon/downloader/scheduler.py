@@ -32,6 +32,7 @@ from bulkforge.daemon.downloader.access import Access, access_for
 from bulkforge.daemon.downloader.fetch import Fetcher
 from bulkforge.daemon.downloader.install import Installable, Installer, InstallFailed
 from bulkforge.daemon.downloader.listing import Batching
+from bulkforge.daemon.downloader.machine import IN_FLIGHT, FileState
 from bulkforge.daemon.downloader.paths import partial_path
 from bulkforge.daemon.downloader.segments import Ledger
 from bulkforge.daemon.downloader.sources.binance import (
@@ -50,7 +51,6 @@ from bulkforge.daemon.governor import (
 )
 from bulkforge.daemon.machines import TransitionConflict
 from bulkforge.daemon.machines.batch import BatchState
-from bulkforge.daemon.machines.file import IN_FLIGHT, FileState
 from bulkforge.daemon.machines.job import RUNNABLE, JobState
 from bulkforge.daemon.pipeline import Services
 from bulkforge.daemon.store import StoreFatal, now_ms

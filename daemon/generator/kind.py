@@ -13,11 +13,11 @@ import apsw
 from bulkforge.daemon import jobs
 from bulkforge.daemon.durable import fsync_or_die, write_durably
 from bulkforge.daemon.errors import InvalidArgument
+from bulkforge.daemon.generator import machine as part_machine
 from bulkforge.daemon.generator import records
+from bulkforge.daemon.generator.machine import PartState
 from bulkforge.daemon.generator.request import GenerateRequest, SubmitGenerate
 from bulkforge.daemon.generator.runner import Generator
-from bulkforge.daemon.machines import part as part_machine
-from bulkforge.daemon.machines.part import PartState
 from bulkforge.daemon.pipeline import ItemRows, JobKind, NumberedOutput, Services
 from bulkforge.daemon.store import now_ms
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
@@ -45,7 +45,7 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
     # Rows, what a generator makes: a part holds a chunk of them.
     throughput_unit = "rows"
     failure_steps = ("write",)
-    item_tones = part_machine.TONE
+    item_machine = part_machine.MACHINE
 
     def __init__(self, services: Services):
         super().__init__(services)

@@ -11,8 +11,8 @@ import apsw
 from bulkforge.daemon import jobs
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.failures import requeue_failed
-from bulkforge.daemon.machines import part as part_machine
-from bulkforge.daemon.machines.part import PartState
+from bulkforge.daemon.generator import machine as part_machine
+from bulkforge.daemon.generator.machine import PartState
 from bulkforge.daemon.store import guarded_update, guarded_update_each, now_ms
 
 KIND = "generate"

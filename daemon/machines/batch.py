@@ -2,7 +2,7 @@
 
 from enum import StrEnum
 
-from bulkforge.daemon.machines import Tone, check_move
+from bulkforge.daemon.machines import Machine, Tone
 
 
 class BatchState(StrEnum):
@@ -50,6 +50,5 @@ MOVES: frozenset[tuple[BatchState, BatchState]] = frozenset(
     }
 )
 
-
-def check_transition(old: BatchState, new: BatchState) -> None:
-    check_move("batch", MOVES, old, new)
+MACHINE = Machine("batch", BatchState, TONE, MOVES)
+check_transition = MACHINE.check_transition

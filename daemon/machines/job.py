@@ -2,7 +2,7 @@
 
 from enum import StrEnum
 
-from bulkforge.daemon.machines import Tone, check_move
+from bulkforge.daemon.machines import Machine, Tone
 
 
 class JobState(StrEnum):
@@ -56,6 +56,5 @@ MOVES: frozenset[tuple[JobState, JobState]] = frozenset(
     }
 )
 
-
-def check_transition(old: JobState, new: JobState) -> None:
-    check_move("job", MOVES, old, new)
+MACHINE = Machine("job", JobState, TONE, MOVES)
+check_transition = MACHINE.check_transition

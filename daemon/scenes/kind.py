@@ -19,11 +19,11 @@ from bulkforge.daemon.disks import Places, dest_for
 from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.exports import Exported
 from bulkforge.daemon.failures import FailureGroupRow, FailureReport
-from bulkforge.daemon.machines import scene as scene_machine
-from bulkforge.daemon.machines.scene import SceneState
 from bulkforge.daemon.outputs import refuse_export_into
 from bulkforge.daemon.pipeline import ItemExport, ItemRows, JobKind, NumberedOutput, Services
+from bulkforge.daemon.scenes import machine as scene_machine
 from bulkforge.daemon.scenes import records
+from bulkforge.daemon.scenes.machine import SceneState
 from bulkforge.daemon.scenes.pipeline import Scenes
 from bulkforge.daemon.scenes.request import ScenesRequest, SubmitScenes
 from bulkforge.daemon.scenes.shards import LEGACY_STATS_SUFFIX, STATS_DIR, safe_name
@@ -53,7 +53,7 @@ class ScenesKind(ItemRows, JobKind, ItemExport, NumberedOutput):
     item_unit = "items"
     # register: input rows refused at registration, one group of failures (not items)
     failure_steps = ("register", "connect", "transfer", "fetch", "verify", "decode", "internal")
-    item_tones = scene_machine.TONE
+    item_machine = scene_machine.MACHINE
 
     def __init__(self, services: Services):
         super().__init__(services)

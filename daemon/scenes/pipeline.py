@@ -32,10 +32,10 @@ from bulkforge.daemon.failures import attempt_logger
 from bulkforge.daemon.governor import give_back_memory
 from bulkforge.daemon.machines import TransitionConflict
 from bulkforge.daemon.machines.job import JobState
-from bulkforge.daemon.machines.scene import SceneState
 from bulkforge.daemon.pipeline import JobLoop, Services
 from bulkforge.daemon.scenes import records
 from bulkforge.daemon.scenes.fetch import ItemFetcher, RetryLater
+from bulkforge.daemon.scenes.machine import SceneState
 from bulkforge.daemon.scenes.request import ScenesRequest
 from bulkforge.daemon.scenes.shards import FAILED, SUCCESS, Outcome, ShardWriter
 from bulkforge.daemon.scenes.steps import (

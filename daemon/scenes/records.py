@@ -19,9 +19,9 @@ from bulkforge.daemon.errors import InvalidArgument
 from bulkforge.daemon.failures import requeue_failed
 from bulkforge.daemon.jobs import Registration
 from bulkforge.daemon.machines import batch as batch_machine
-from bulkforge.daemon.machines import scene as scene_machine
 from bulkforge.daemon.machines.batch import BatchState
-from bulkforge.daemon.machines.scene import SceneState
+from bulkforge.daemon.scenes import machine as scene_machine
+from bulkforge.daemon.scenes.machine import SceneState
 from bulkforge.daemon.store import (
     guarded_update,
     guarded_update_each,

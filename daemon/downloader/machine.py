@@ -2,7 +2,7 @@
 
 from enum import StrEnum
 
-from bulkforge.daemon.machines import Tone, check_move
+from bulkforge.daemon.machines import Machine, Tone
 
 
 class FileState(StrEnum):
@@ -54,6 +54,5 @@ MOVES: frozenset[tuple[FileState, FileState]] = frozenset(
     }
 )
 
-
-def check_transition(old: FileState, new: FileState) -> None:
-    check_move("file", MOVES, old, new)
+MACHINE = Machine("file", FileState, TONE, MOVES)
+check_transition = MACHINE.check_transition

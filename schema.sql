@@ -13,7 +13,9 @@ CREATE TABLE schema_migrations (
 CREATE TABLE jobs (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     name       TEXT    NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 128),
-    kind       TEXT    NOT NULL CHECK (kind IN ('download', 'scenes', 'clean', 'generate')),
+    -- One of the registry's kinds (daemon/registry.py): a job of a kind this bfd does not
+    -- run is refused by name, never run.
+    kind       TEXT    NOT NULL,
     state      TEXT    NOT NULL DEFAULT 'queued' CHECK (state IN (
                    'queued', 'running', 'paused', 'awaiting_swap',
                    'completed', 'failed', 'cancelled')),

@@ -11,6 +11,7 @@ lose acknowledged commits on power loss; bench/store_bench.py measures both.)
 
 import asyncio
 import contextlib
+import itertools
 import os
 import queue
 import threading
@@ -168,15 +169,42 @@ def apply_schema(conn: apsw.Connection, migrations_dir: Path = MIGRATIONS_DIR) -
     for migration in known:
         if migration.version <= current:
             continue
-        # The migration and its ledger row commit together or not at all.
-        with conn:
-            conn.execute(migration.sql)
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (migration.version, migration.name, now_ms()),
-            )
+        run_migration(
+            conn,
+            migration.sql,
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            (migration.version, migration.name, now_ms()),
+        )
         logger.info("store migrated to version {} ({})", migration.version, migration.name)
     return latest
+
+
+class ForeignKeysBroken(Exception):
+    """A migration left a row whose parent is gone; it was rolled back."""
+
+
+def run_migration(conn: apsw.Connection, sql: str, ledger: str, row: Sequence[Any]) -> None:
+    """One migration and its ledger row, committed together or not at all.
+
+    SQLite's 12-step procedure for changing a table (sqlite.org/lang_altertable.html): a
+    table is rebuilt by dropping and creating it again, which foreign keys forbid for a
+    parent (jobs) and which they cannot be switched off for inside a transaction. So they
+    are off around the transaction, and PRAGMA foreign_key_check must find no orphan
+    before it commits.
+    """
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        with conn:
+            conn.execute(sql)
+            conn.execute(ledger, row)
+            orphans = list(itertools.islice(conn.execute("PRAGMA foreign_key_check"), 5))
+            if orphans:
+                raise ForeignKeysBroken(
+                    f"a migration left rows whose parent is gone (table, rowid, parent): "
+                    f"{[tuple(o[:3]) for o in orphans]}; it was rolled back"
+                )
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
 
 
 def guarded_update(

@@ -6,12 +6,14 @@ names them; and no module outside a kind compares anything with a kind's name.
 """
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bulkforge.daemon import store
 from bulkforge.daemon.registry import KINDS
 
 DAEMON = Path(__file__).resolve().parent.parent / "daemon"
@@ -129,3 +131,14 @@ def test_an_idle_daemon_has_loaded_no_pipeline_library(daemon) -> None:
     maps = Path(f"/proc/{daemon.proc.pid}/maps").read_text()
     loaded = {name for name in ("pyarrow", "numpy", "pycurl") if f"/{name}" in maps}
     assert loaded == set()
+
+
+def test_the_schema_leaves_the_set_of_kinds_to_the_registry(tmp_path: Path) -> None:
+    """No CHECK on jobs.kind: a new kind must not mean rebuilding jobs, every table's parent."""
+    conn = store.open_connection(tmp_path / "state.db")
+    store.apply_schema(conn)
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'jobs'").fetchone()
+    kind = next(line for line in sql.splitlines() if line.strip().startswith("kind "))
+    assert "CHECK" not in kind.upper(), f"jobs.kind is checked in the schema: {kind.strip()}"
+    quoted = set(re.findall(r"'([^']*)'", sql))
+    assert not {k.name for k in KINDS} & quoted, f"the jobs table names a kind: {sql}"

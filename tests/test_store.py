@@ -312,6 +312,144 @@ def test_a_migration_whose_ledger_row_fails_is_rolled_back(
     assert [v for v, _ in versions(conn)] == [1]
 
 
+def store_at(path: Path, version: int, tmp_path: Path) -> apsw.Connection:
+    """A store as the bfd whose latest migration was `version` left it."""
+    older = tmp_path / f"migrations_{version}"
+    older.mkdir()
+    for migration in MIGRATIONS.glob("[0-9][0-9][0-9][0-9]_*.sql"):
+        if int(migration.name[:4]) <= version:
+            shutil.copyfile(migration, older / migration.name)
+    conn = store.open_connection(path)
+    baseline = store.migrations()[0]
+    with conn:
+        conn.execute(baseline.sql)
+        conn.execute("INSERT INTO schema_migrations VALUES (1, ?, 0)", (baseline.name,))
+    assert store.apply_schema(conn, older) == version
+    return conn
+
+
+# A row in every table of a version-12 store (the last before jobs.kind lost its CHECK),
+# children after their parents, with NULLs, odd text and large numbers where allowed; the
+# count tables fill from their triggers. {job} and {file} stand for ids made before.
+ROWS_AT_12 = [
+    "INSERT INTO jobs (id, name, kind, state, spec, dest, message, created_at, updated_at) "
+    "VALUES ({job}, 'j{n}', '{kind}', 'paused', '{{\"a\": [1, 2]}}', '/d/é{n}', "
+    "'it''s paused', 1700000000000, 9007199254740993)",
+    "INSERT INTO batches (job_id, idx, state, files, bytes, disk, updated_at, failures, "
+    "started_at) VALUES ({job}, {n}, 'active', 3, 4294967296, 'fs:1 /mnt/a', 5, 1, NULL)",
+    "INSERT INTO files (job_id, batch_idx, url, path, size, sha256, md5, etag, validator, "
+    "state, attempts, retry_at, step, error_class, error, finished_at, updated_at, "
+    "checksum_url, seen_sha256) VALUES ({job}, {n}, 'http://x/{n}', 'p/{n}', NULL, "
+    "'{sha}', '{md5}', 'W/\"e\"', 'Tue, 01 Jan', 'failed', 2, 77, 'fetch', 'http', "
+    "'HTTP 503', NULL, 6, 'http://x/{n}.CHECKSUM', NULL)",
+    "INSERT INTO segments (file_id, idx, start, stop, done) VALUES ({file}, 0, 0, 7, 1)",
+    "INSERT INTO scenes (job_id, key, url, meta, state, attempts, step, error_class, error, "
+    "shard, size, finished_at, updated_at) VALUES ({job}, 'k{n}', NULL, '{{\"c\": 1}}', "
+    "'done', 1, NULL, NULL, NULL, 0, 5, 8, 9)",
+    "INSERT INTO scene_inputs (job_id, rows_total, rows_read, done, rejected, first_rejected) "
+    "VALUES ({job}, 10, 4, 0, 1, 'row 3: no key')",
+    "INSERT INTO clean_zips (job_id, path, series, first_day, last_day, size, mtime_ns, sha256, "
+    "state, attempts, rows_in, rows_rejected, updated_at) VALUES ({job}, 'z{n}.zip', "
+    "'market=spot/kind=trades/symbol=BTC', '2024-01-01', '2024-01-31', 1, "
+    "1700000000123456789, NULL, 'running', 0, 12, 0, 0)",
+    "INSERT INTO clean_inputs (job_id, outside, first_outside, filtered, seen_file_id) "
+    "VALUES ({job}, 2, 'x/y.zip', 1, {file})",
+    "INSERT INTO clean_partitions (dest, series, day, digest, rows) "
+    "VALUES ('/d/{n}', 's', '2024-01-01', '{sha}', 0)",
+    "INSERT INTO generate_parts (job_id, table_name, idx, start_row, rows, state, size, "
+    "sha256, updated_at) VALUES ({job}, 't', {n}, 0, 1, 'done', 3, '{sha}', 0)",
+]
+KINDS_AT_12 = ("download", "scenes", "clean", "generate")
+
+
+def fill_every_table(conn: apsw.Connection) -> None:
+    with conn:
+        for n, kind in enumerate(KINDS_AT_12 * 2):
+            ids = {"job": 10 * n + 3, "file": None}
+            for sql in ROWS_AT_12:
+                conn.execute(sql.format(n=n, kind=kind, sha="ab" * 32, md5="cd" * 16, **ids))
+                if sql.startswith("INSERT INTO files"):
+                    ids["file"] = conn.last_insert_rowid()
+        # Remove the newest job: the AUTOINCREMENT high-water mark is above every id left.
+        newest = conn.execute("SELECT max(id) FROM jobs").fetchone()[0]
+        for table in ("segments",):
+            conn.execute(f"DELETE FROM {table} WHERE file_id IN "
+                         "(SELECT id FROM files WHERE job_id = ?)", (newest,))  # fmt: skip
+        for table in ("batches", "files", "scenes", "scene_inputs", "clean_zips",
+                      "clean_inputs", "generate_parts"):  # fmt: skip
+            conn.execute(f"DELETE FROM {table} WHERE job_id = ?", (newest,))
+        conn.execute("DELETE FROM jobs WHERE id = ?", (newest,))
+
+
+def every_row(conn: apsw.Connection) -> dict[str, list[tuple]]:
+    """Each table's rows in a stable order, every value with its SQLite type."""
+    tables = [
+        name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    ]
+    return {
+        table: sorted(
+            (
+                tuple((type(v).__name__, v) for v in row)
+                for row in conn.execute(f"SELECT * FROM {table}")
+            ),
+            key=repr,
+        )
+        for table in tables
+    }
+
+
+def test_upgrading_drops_the_jobs_kind_check_and_keeps_every_row(tmp_path: Path) -> None:
+    """A store made by the schema before 0013, a row in every table: the rebuild of jobs
+    keeps every row of every table byte for byte, the AUTOINCREMENT high-water mark, the
+    foreign keys whole, and leaves the schema a fresh store has."""
+    conn = store_at(tmp_path / "old.db", 12, tmp_path)
+    fill_every_table(conn)
+    before = every_row(conn)
+    assert all(before[table] for table in before if table != "sqlite_sequence"), (
+        f"a table of the version-12 store has no row to carry: {sorted(before)}"
+    )
+    with pytest.raises(apsw.ConstraintError, match="CHECK"), conn:
+        conn.execute("INSERT INTO jobs (name, kind, spec, dest, created_at, updated_at) "
+                     "VALUES ('copy', 'copy', '{}', '/d', 0, 0)")  # fmt: skip
+
+    store.apply_schema(conn)
+
+    after = every_row(conn)
+    ledger = after.pop("schema_migrations")
+    assert [row for row in ledger if row[0][1] <= 12] == before.pop("schema_migrations")
+    assert [row[1][1] for row in ledger if row[0][1] > 12] == [
+        m.name for m in store.migrations() if m.version > 12
+    ]
+    assert after == before
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    assert schema_of(conn) == schema_of(new_db(tmp_path / "fresh.db"))
+    # A kind the schema never heard of is the registry's business now, and ids go on.
+    top = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()[0]
+    assert top > conn.execute("SELECT max(id) FROM jobs").fetchone()[0]
+    with conn:
+        conn.execute("INSERT INTO jobs (name, kind, spec, dest, created_at, updated_at) "
+                     "VALUES ('copy', 'copy', '{}', '/d', 0, 0)")  # fmt: skip
+    assert conn.last_insert_rowid() == top + 1
+
+
+def test_a_migration_leaving_an_orphan_is_rolled_back(tmp_path: Path, migrations_dir: Path) -> None:
+    """Foreign keys are off while a migration runs (to rebuild a parent); the check before
+    its commit refuses one that left a child without its parent."""
+    conn = baseline_db(tmp_path / "state.db", migrations_dir)
+    with conn:
+        conn.execute("INSERT INTO jobs VALUES (1, 'j', 'download', 'queued', '{}', '/d', '', 0, 0)")
+        conn.execute("INSERT INTO batches (job_id, idx, updated_at) VALUES (1, 0, 0)")
+    before = (schema_of(conn), every_row(conn))
+    (migrations_dir / "0002_orphans.sql").write_text(
+        "CREATE TABLE made_by_0002 (x INTEGER);\nDELETE FROM jobs;\n"
+    )
+    with pytest.raises(store.ForeignKeysBroken, match="batches"):
+        store.apply_schema(conn, migrations_dir)
+    assert (schema_of(conn), every_row(conn)) == before
+    assert conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+
+
 # -- state machines --------------------------------------------------------------------------
 
 

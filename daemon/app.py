@@ -167,7 +167,11 @@ def run(settings: Settings) -> int:
         return EXIT_REFUSED
     try:
         try:
-            store = Store(settings.db_path, lifecycle.store_failed(settings.db_path))
+            store = Store(
+                settings.db_path,
+                lifecycle.store_failed(settings.db_path),
+                kinds=registry.schemas(),
+            )
         except SchemaTooNew as exc:
             logger.error("refusing the state store {}: {}", settings.db_path, exc)
             return EXIT_REFUSED

@@ -145,37 +145,104 @@ def open_connection(path: Path) -> apsw.Connection:
     return conn
 
 
-def apply_schema(conn: apsw.Connection, migrations_dir: Path = MIGRATIONS_DIR) -> int:
-    """Create a fresh store from schema.sql, or migrate an older one. Returns the version."""
-    known = migrations(migrations_dir)
-    latest = known[-1].version
+@dataclass(frozen=True)
+class Schema:
+    """Tables with their history: the core's (schema.sql) or one kind's (its tables.sql).
+
+    `sql` makes the tables as the last of `migrations` leaves them. A store that has none
+    of them runs `sql` and records every migration as applied; an older one runs the
+    migrations it lacks, each with its ledger row in one transaction.
+    """
+
+    sql: str
+    migrations: list[Migration]
+
+    @classmethod
+    def of_package(cls, package: str) -> "Schema":
+        """A kind's: `tables.sql` and `migrations/NNNN_*.sql` in its package."""
+        root = Path(str(resources.files(package)))
+        found = migrations(root / "migrations")
+        if not found:
+            raise ValueError(f"{package} has tables.sql but no migrations/0001_baseline.sql")
+        return cls((root / "tables.sql").read_text(), found)
+
+
+@dataclass(frozen=True)
+class _Ledger:
+    """Where a schema's applied migrations are recorded, and how the store names it."""
+
+    label: str  # "store", "store's scenes tables"
+    insert: str
+    key: tuple[Any, ...] = ()
+
+    @property
+    def what(self) -> str:
+        return f"the {self.label} {'are' if self.key else 'is'}"
+
+    def row(self, migration: Migration) -> tuple[Any, ...]:
+        return (*self.key, migration.version, migration.name, now_ms())
+
+
+CORE_LEDGER = _Ledger(
+    "store", "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"
+)
+
+
+def _kind_ledger(kind: str) -> _Ledger:
+    return _Ledger(
+        f"store's {kind} tables",
+        "INSERT INTO kind_migrations (kind, version, name, applied_at) VALUES (?, ?, ?, ?)",
+        (kind,),
+    )
+
+
+def apply_schema(
+    conn: apsw.Connection,
+    migrations_dir: Path = MIGRATIONS_DIR,
+    *,
+    kinds: Sequence[tuple[str, Schema]] = (),
+) -> int:
+    """Make or migrate the core's tables, then each kind's, in the order given (the
+    registry's: the store imports no kind). Returns the core's version."""
     exists = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
     ).fetchone()
-    if not exists:
+    current = None
+    if exists:
+        (current,) = conn.execute(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations"
+        ).fetchone()
+    version = _bring_up(
+        conn, Schema(schema_sql(), migrations(migrations_dir)), CORE_LEDGER, current
+    )
+    for kind, schema in kinds:
+        (recorded,) = conn.execute(
+            "SELECT max(version) FROM kind_migrations WHERE kind = ?", (kind,)
+        ).fetchone()
+        _bring_up(conn, schema, _kind_ledger(kind), recorded)
+    return version
+
+
+def _bring_up(conn: apsw.Connection, schema: Schema, ledger: _Ledger, current: int | None) -> int:
+    """`schema` made whole (`current` None: none of it exists) or migrated from `current`."""
+    latest = schema.migrations[-1].version
+    if current is None:
         with conn:
-            conn.execute(schema_sql())
-            conn.executemany(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                [(m.version, m.name, now_ms()) for m in known],
-            )
+            conn.execute(schema.sql)
+            conn.executemany(ledger.insert, [ledger.row(m) for m in schema.migrations])
         return latest
-    (current,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
     if current > latest:
         raise SchemaTooNew(
-            f"the store is at schema version {current}, newer than this bfd knows ({latest}); "
+            f"{ledger.what} at schema version {current}, newer than this bfd knows ({latest}); "
             "upgrade bulkforge"
         )
-    for migration in known:
+    for migration in schema.migrations:
         if migration.version <= current:
             continue
-        run_migration(
-            conn,
-            migration.sql,
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-            (migration.version, migration.name, now_ms()),
+        run_migration(conn, migration.sql, ledger.insert, ledger.row(migration))
+        logger.info(
+            "{} migrated to version {} ({})", ledger.label, migration.version, migration.name
         )
-        logger.info("store migrated to version {} ({})", migration.version, migration.name)
     return latest
 
 
@@ -514,13 +581,19 @@ class Readers:
 class Store:
     """The store as the daemon uses it: schema applied, a writer, readers."""
 
-    def __init__(self, path: Path, on_fatal: Callable[[BaseException], None]):
+    def __init__(
+        self,
+        path: Path,
+        on_fatal: Callable[[BaseException], None],
+        kinds: Sequence[tuple[str, Schema]] = (),
+    ):
+        """`kinds`: each kind's tables, in the registry's order (`registry.schemas()`)."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         make_private(path)
         bootstrap = open_connection(path)
         try:
-            self.version = apply_schema(bootstrap)
+            self.version = apply_schema(bootstrap, kinds=kinds)
         finally:
             bootstrap.close()
         self.writer = Writer(path, on_fatal)

@@ -20,7 +20,7 @@ from conftest import (
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from origin import Fault, FaultKind, Origin
 
-from bulkforge.daemon import store
+from bulkforge.daemon import registry, store
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
@@ -138,7 +138,7 @@ def seed_store(daemon, *statements: str) -> None:
     """The store before bfd's first start, holding rows as a crash or a newer bfd left them."""
     daemon.state_dir.mkdir(parents=True)
     conn = store.open_connection(daemon.state_dir / "bulkforge.db")
-    store.apply_schema(conn)
+    store.apply_schema(conn, kinds=registry.schemas())
     with conn:
         for statement in statements:
             conn.execute(statement)

@@ -41,6 +41,8 @@ from bulkforge.daemon.transfer.engine import Engine
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_SQL = REPO / "schema.sql"
+# Each kind's tables, in the registry's order, as bfd hands them to the store.
+KIND_TABLES = registry.schemas()
 MIGRATIONS = REPO / "daemon" / "migrations"
 WAIT_S = 30.0  # a deadline for what must happen, only ever reached when it never does
 
@@ -68,7 +70,7 @@ STATE_ENUMS: dict[str, type[StrEnum]] = {
 
 def new_db(path: Path) -> apsw.Connection:
     conn = store.open_connection(path)
-    store.apply_schema(conn)
+    store.apply_schema(conn, kinds=KIND_TABLES)
     return conn
 
 
@@ -164,6 +166,12 @@ def versions(conn: apsw.Connection) -> list[tuple[int, str]]:
     return conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
 
 
+def kind_versions(conn: apsw.Connection) -> list[tuple[str, int, str]]:
+    return conn.execute(
+        "SELECT kind, version, name FROM kind_migrations ORDER BY kind, version"
+    ).fetchall()
+
+
 def hold_writer(writer: store.Writer) -> tuple[threading.Event, Future]:
     """Occupy the writer with an op that waits; ops queued meanwhile form the next group."""
     entered, release = threading.Event(), threading.Event()
@@ -188,7 +196,7 @@ def db(tmp_path: Path) -> apsw.Connection:
 def live_store(tmp_path: Path):
     """A started Store (schema applied, writer thread running), closed at teardown."""
     fatal: list[BaseException] = []
-    opened = store.Store(tmp_path / "state.db", fatal.append)
+    opened = store.Store(tmp_path / "state.db", fatal.append, KIND_TABLES)
     opened.start()
     opened.fatal = fatal
     yield opened
@@ -221,7 +229,7 @@ def test_fresh_store_equals_migrated_store(tmp_path: Path) -> None:
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
             (baseline.version, baseline.name, store.now_ms()),
         )
-    latest = store.apply_schema(migrated)
+    latest = store.apply_schema(migrated, kinds=KIND_TABLES)
 
     assert latest == store.migrations()[-1].version
     assert schema_of(migrated) == schema_of(fresh), (
@@ -230,6 +238,7 @@ def test_fresh_store_equals_migrated_store(tmp_path: Path) -> None:
     assert (
         versions(migrated) == versions(fresh) == [(m.version, m.name) for m in store.migrations()]
     )
+    assert kind_versions(migrated) == kind_versions(fresh)
     assert [m.version for m in store.migrations()] == list(range(1, latest + 1)), (
         "migrations must be numbered 0001, 0002, ... without gaps"
     )
@@ -237,9 +246,9 @@ def test_fresh_store_equals_migrated_store(tmp_path: Path) -> None:
 
 def test_apply_schema_is_idempotent(tmp_path: Path) -> None:
     conn = new_db(tmp_path / "state.db")
-    before = (schema_of(conn), versions(conn))
-    store.apply_schema(conn)
-    assert (schema_of(conn), versions(conn)) == before
+    before = (schema_of(conn), versions(conn), kind_versions(conn))
+    store.apply_schema(conn, kinds=KIND_TABLES)
+    assert (schema_of(conn), versions(conn), kind_versions(conn)) == before
 
 
 def test_store_newer_than_this_bfd_is_refused(db: apsw.Connection) -> None:
@@ -412,9 +421,13 @@ def test_upgrading_drops_the_jobs_kind_check_and_keeps_every_row(tmp_path: Path)
         conn.execute("INSERT INTO jobs (name, kind, spec, dest, created_at, updated_at) "
                      "VALUES ('copy', 'copy', '{}', '/d', 0, 0)")  # fmt: skip
 
-    store.apply_schema(conn)
+    store.apply_schema(conn, kinds=KIND_TABLES)
 
     after = every_row(conn)
+    # The kinds' tables, made by the core's migrations, are recorded at their baselines.
+    assert [row[:3] for row in after.pop("kind_migrations")] == sorted(
+        (("str", name), ("int", 1), ("str", "baseline")) for name in KINDS_AT_12
+    )
     ledger = after.pop("schema_migrations")
     assert [row for row in ledger if row[0][1] <= 12] == before.pop("schema_migrations")
     assert [row[1][1] for row in ledger if row[0][1] > 12] == [
@@ -454,10 +467,11 @@ def test_a_migration_leaving_an_orphan_is_rolled_back(tmp_path: Path, migrations
 
 
 def check_states(table: str) -> list[str]:
-    """The `CHECK (state IN (...))` list of a table, parsed from schema.sql."""
-    sql = SCHEMA_SQL.read_text()
+    """The `CHECK (state IN (...))` list of a table, parsed from schema.sql or the
+    tables.sql of the kind that owns it."""
+    sql = "\n".join([SCHEMA_SQL.read_text(), *(tables.sql for _, tables in KIND_TABLES)])
     body = re.search(rf"CREATE TABLE {table} \((.*?)\n\);", sql, re.S)
-    assert body, f"no CREATE TABLE {table} in schema.sql"
+    assert body, f"no CREATE TABLE {table} in schema.sql or a kind's tables.sql"
     check = re.search(r"CHECK \(state IN \((.*?)\)\)", body.group(1), re.S)
     assert check, f"schema.sql: {table}.state has no CHECK (state IN (...))"
     return re.findall(r"'([^']*)'", check.group(1))
@@ -848,7 +862,7 @@ def test_ops_from_many_threads_are_group_committed(live_store: store.Store) -> N
 
 def test_stop_commits_everything_queued(tmp_path: Path) -> None:
     fatal: list[BaseException] = []
-    opened = store.Store(tmp_path / "state.db", fatal.append)
+    opened = store.Store(tmp_path / "state.db", fatal.append, KIND_TABLES)
     opened.start()
     opened.writer.call_sync(lambda c: c.execute("CREATE TABLE t (k TEXT PRIMARY KEY)"))
     release, held = hold_writer(opened.writer)
@@ -1046,7 +1060,7 @@ def test_boot_repair_through_the_writer(live_store: store.Store) -> None:
 def test_a_full_disk_stops_the_writer(tmpfs) -> None:
     tiny_disk = tmpfs("tiny", "1m")  # so the store can really run out of space
     fatal: list[BaseException] = []
-    opened = store.Store(tiny_disk / "state.db", fatal.append)
+    opened = store.Store(tiny_disk / "state.db", fatal.append, KIND_TABLES)
     opened.start()
     writer = opened.writer
     try:
@@ -1092,7 +1106,7 @@ def test_an_op_that_ends_the_transaction_does_not_hang_the_writer(live_store: st
 
 
 def test_submit_after_stop_fails_at_once(tmp_path: Path) -> None:
-    opened = store.Store(tmp_path / "state.db", lambda exc: None)
+    opened = store.Store(tmp_path / "state.db", lambda exc: None, KIND_TABLES)
     opened.start()
     opened.close()
     late = opened.writer.submit(lambda c: 1)
@@ -1187,7 +1201,7 @@ def test_no_id_is_reused_after_the_max_row_is_deleted(tmp_path: Path, migrated: 
     counts_before = conn.execute("SELECT * FROM file_counts ORDER BY job_id").fetchall()
     scene_counts_before = conn.execute("SELECT * FROM scene_counts ORDER BY job_id").fetchall()
     if migrated:
-        store.apply_schema(conn)
+        store.apply_schema(conn, kinds=KIND_TABLES)
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         # The triggers' counts neither doubled nor vanished while the tables were rebuilt.
         assert conn.execute("SELECT * FROM file_counts ORDER BY job_id").fetchall() == (

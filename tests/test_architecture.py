@@ -11,9 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import apsw
 import pytest
 
-from bulkforge.daemon import store
+from bulkforge.daemon import registry, store
 from bulkforge.daemon.registry import KINDS
 
 DAEMON = Path(__file__).resolve().parent.parent / "daemon"
@@ -142,3 +143,73 @@ def test_the_schema_leaves_the_set_of_kinds_to_the_registry(tmp_path: Path) -> N
     assert "CHECK" not in kind.upper(), f"jobs.kind is checked in the schema: {kind.strip()}"
     quoted = set(re.findall(r"'([^']*)'", sql))
     assert not {k.name for k in KINDS} & quoted, f"the jobs table names a kind: {sql}"
+
+
+def package_of(kind: type) -> str:
+    return kind.__module__.split(".")[2]
+
+
+def objects_made(sql: str, before: str = "") -> set[tuple[str, str]]:
+    """The (type, name) of every table, index and trigger `sql` makes on top of `before`."""
+    conn = apsw.Connection(":memory:")
+    conn.execute(before)
+    had = set(conn.execute("SELECT type, name FROM sqlite_master"))
+    try:
+        conn.execute(sql)
+    except apsw.SQLError as exc:
+        pytest.fail(f"{exc}: does schema.sql make what a kind's tables.sql makes?\n{sql[:300]}")
+    return set(conn.execute("SELECT type, name FROM sqlite_master")) - had
+
+
+def kind_tables() -> dict[str, set[str]]:
+    """Each kind's package -> the tables its tables.sql makes on top of the core's."""
+    return {
+        package_of(kind): {
+            name for type_, name in objects_made(kind.tables().sql, store.schema_sql())
+            if type_ == "table"
+        }
+        for kind in KINDS
+    }  # fmt: skip
+
+
+def test_every_kind_owns_its_tables_and_the_registry_hands_them_over_in_order() -> None:
+    """tables.sql and migrations/0001_baseline.sql in each kind's package, each made on the
+    core's tables alone; registry.schemas() hands them to the store in the registry's order."""
+    for kind in KINDS:
+        package = DAEMON / package_of(kind)
+        assert (package / "tables.sql").is_file(), f"{package.name}/ has no tables.sql"
+        assert (package / "migrations" / "0001_baseline.sql").is_file(), package.name
+    assert [name for name, _ in registry.schemas()] == [kind.name for kind in KINDS]
+    assert all(kind_tables().values()), "a kind's tables.sql makes no table"
+
+
+def test_no_kinds_table_index_or_trigger_in_the_core_schema() -> None:
+    """The core's schema.sql makes none of what a kind's tables.sql makes, and its tables'
+    foreign keys point at core tables only."""
+    core = objects_made(store.schema_sql())
+    for kind in KINDS:
+        theirs = objects_made(kind.tables().sql, store.schema_sql())
+        assert core.isdisjoint(theirs), f"schema.sql makes {kind.name}'s {core & theirs}"
+    conn = apsw.Connection(":memory:")
+    conn.execute(store.schema_sql())
+    core_tables = {name for type_, name in core if type_ == "table"}
+    for table in core_tables:
+        parents = {row[2] for row in conn.execute(f"PRAGMA foreign_key_list({table})")}
+        assert parents <= core_tables, f"core table {table} references {parents - core_tables}"
+
+
+def sql_naming(table: str) -> re.Pattern:
+    return re.compile(rf"\b(?:FROM|INTO|UPDATE|JOIN|TABLE|ON)\s+{table}\b")
+
+
+def test_a_kinds_tables_are_queried_by_that_kind_alone() -> None:
+    """No core module and no other kind writes SQL naming a kind's table."""
+    owners = {table: package for package, tables in kind_tables().items() for table in tables}
+    offenders = [
+        f"{path.relative_to(DAEMON)} names {table} ({package}'s)"
+        for path in daemon_modules()
+        for table, package in owners.items()
+        if owner(path) != package and sql_naming(table).search(path.read_text())
+    ]
+    assert offenders == []
+    assert sql_naming("files").search("SELECT id FROM files WHERE job_id = ?")

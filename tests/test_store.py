@@ -463,6 +463,110 @@ def test_a_migration_leaving_an_orphan_is_rolled_back(tmp_path: Path, migrations
     assert conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
 
 
+@pytest.mark.parametrize("kind", [name for name, _ in KIND_TABLES])
+def test_a_kind_migrated_from_its_baseline_equals_its_tables_sql(tmp_path: Path, kind: str) -> None:
+    """Each kind's tables.sql agrees with its baseline and migrations, as schema.sql does
+    with the core's: a store whose kind is at version 1 migrates to what a fresh one has."""
+    fresh = new_db(tmp_path / "fresh.db")
+    older = store.open_connection(tmp_path / "older.db")
+    store.apply_schema(older, kinds=[entry for entry in KIND_TABLES if entry[0] != kind])
+    tables = dict(KIND_TABLES)[kind]
+    baseline = tables.migrations[0]
+    assert (baseline.version, baseline.name) == (1, "baseline")
+    with older:
+        older.execute(baseline.sql)
+        older.execute("INSERT INTO kind_migrations VALUES (?, 1, 'baseline', 0)", (kind,))
+    store.apply_schema(older, kinds=KIND_TABLES)
+    assert schema_of(older) == schema_of(fresh), (
+        f"the {kind} kind's tables.sql and its migrations/ disagree"
+    )
+    assert kind_versions(older) == kind_versions(fresh)
+    assert [m.version for m in tables.migrations] == list(range(1, len(tables.migrations) + 1))
+
+
+def one_version(sql: str) -> store.Schema:
+    return store.Schema(sql, [store.Migration(1, "baseline", sql)])
+
+
+# A kind whose table another kind's trigger watches: made in the order given, or not at all.
+PARENT_KIND = one_version(
+    "CREATE TABLE a_items (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "job_id INTEGER NOT NULL REFERENCES jobs (id));"
+)
+CHILD_KIND = one_version(
+    "CREATE TABLE b_seen (a_id INTEGER NOT NULL);\n"
+    "CREATE TRIGGER b_sees_a AFTER INSERT ON a_items BEGIN "
+    "INSERT INTO b_seen VALUES (NEW.id); END;"
+)
+
+
+def test_the_kinds_tables_are_made_in_the_order_given(tmp_path: Path) -> None:
+    backwards = store.open_connection(tmp_path / "backwards.db")
+    with pytest.raises(apsw.SQLError, match="a_items"):
+        store.apply_schema(backwards, kinds=[("b", CHILD_KIND), ("a", PARENT_KIND)])
+    conn = store.open_connection(tmp_path / "state.db")
+    store.apply_schema(conn, kinds=[("a", PARENT_KIND), ("b", CHILD_KIND)])
+    assert kind_versions(conn) == [("a", 1, "baseline"), ("b", 1, "baseline")]
+
+
+def test_a_kind_new_to_a_store_gets_its_tables_and_nothing_else_changes(tmp_path: Path) -> None:
+    conn = new_db(tmp_path / "state.db")
+    fill(conn, 1)
+    before = (schema_of(conn), every_row(conn))
+    store.apply_schema(conn, kinds=[*KIND_TABLES, ("a", PARENT_KIND)])
+    after = every_row(conn)
+    assert [row[:3] for row in after.pop("kind_migrations")] == sorted(
+        [row[:3] for row in before[1].pop("kind_migrations")]
+        + [(("str", "a"), ("int", 1), ("str", "baseline"))]
+    )
+    assert after.pop("a_items") == []
+    assert after == before[1]
+    assert set(schema_of(conn)) - set(before[0]) == {
+        ("table", "a_items", "a_items", strip_sql(PARENT_KIND.sql).rstrip(";"))
+    }
+
+
+def test_a_kinds_migrations_apply_once_each_with_its_ledger_row(tmp_path: Path) -> None:
+    conn = store.open_connection(tmp_path / "state.db")
+    store.apply_schema(conn, kinds=[("a", PARENT_KIND)])
+    grown = store.Schema(
+        PARENT_KIND.sql + "\nCREATE INDEX a_by_job ON a_items (job_id);",
+        [
+            *PARENT_KIND.migrations,
+            store.Migration(2, "by_job", "CREATE INDEX a_by_job ON a_items (job_id);"),
+        ],
+    )
+    broken = store.Schema(
+        grown.sql,
+        [
+            *PARENT_KIND.migrations,
+            store.Migration(2, "by_job", "CREATE INDEX a_by_job ON nothing (x);"),
+        ],
+    )
+    with pytest.raises(apsw.SQLError, match="nothing"):
+        store.apply_schema(conn, kinds=[("a", broken)])
+    assert kind_versions(conn) == [("a", 1, "baseline")]
+    for _ in range(2):
+        store.apply_schema(conn, kinds=[("a", grown)])
+        assert kind_versions(conn) == [("a", 1, "baseline"), ("a", 2, "by_job")]
+    fresh = store.open_connection(tmp_path / "fresh.db")
+    store.apply_schema(fresh, kinds=[("a", grown)])
+    assert (schema_of(conn), kind_versions(conn)) == (schema_of(fresh), kind_versions(fresh))
+
+
+def test_a_kinds_tables_newer_than_this_bfd_are_refused(db: apsw.Connection) -> None:
+    kind, tables = KIND_TABLES[-1]
+    latest = tables.migrations[-1].version
+    with db:
+        db.execute(
+            "INSERT INTO kind_migrations VALUES (?, ?, 'from_the_future', 0)", (kind, latest + 1)
+        )
+    with pytest.raises(
+        store.SchemaTooNew, match=f"{kind} tables are at schema version {latest + 1}"
+    ):
+        store.apply_schema(db, kinds=KIND_TABLES)
+
+
 # -- state machines --------------------------------------------------------------------------
 
 

@@ -254,10 +254,10 @@ def run_migration(conn: apsw.Connection, sql: str, ledger: str, row: Sequence[An
     """One migration and its ledger row, committed together or not at all.
 
     SQLite's 12-step procedure for changing a table (sqlite.org/lang_altertable.html): a
-    table is rebuilt by dropping and creating it again, which foreign keys forbid for a
-    parent (jobs) and which they cannot be switched off for inside a transaction. So they
-    are off around the transaction, and PRAGMA foreign_key_check must find no orphan
-    before it commits.
+    table is rebuilt by dropping and creating it again. With foreign keys on, dropping a
+    parent (jobs) first deletes its rows, checked against every child; and they cannot be
+    switched off inside a transaction. So they are off around the transaction, and
+    PRAGMA foreign_key_check must find no orphan before it commits.
     """
     conn.execute("PRAGMA foreign_keys = OFF")
     try:

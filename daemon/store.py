@@ -267,8 +267,8 @@ def run_migration(conn: apsw.Connection, sql: str, ledger: str, row: Sequence[An
             orphans = list(itertools.islice(conn.execute("PRAGMA foreign_key_check"), 5))
             if orphans:
                 raise ForeignKeysBroken(
-                    f"a migration left rows whose parent is gone (table, rowid, parent): "
-                    f"{[tuple(o[:3]) for o in orphans]}; it was rolled back"
+                    f"migrating it would leave rows whose parent is gone (table, rowid, "
+                    f"parent): {[tuple(o[:3]) for o in orphans]}; the store is left as it was"
                 )
     finally:
         conn.execute("PRAGMA foreign_keys = ON")

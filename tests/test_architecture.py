@@ -3,6 +3,8 @@
 Job kinds are the packages under daemon/ that hold a `kind.py`. The core and the
 shared modules import no kind; kinds do not import each other; only the registry
 names them; and no module outside a kind compares anything with a kind's name.
+The data side too: a kind's tables are in its package (tables.sql, migrations/), none
+in the core's schema.sql, named in SQL by that kind alone; no CHECK lists the kinds.
 """
 
 import ast

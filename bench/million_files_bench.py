@@ -44,7 +44,7 @@ from common import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bulkforge.daemon import jobs, store
+from bulkforge.daemon import jobs, registry, store
 from bulkforge.daemon.downloader import batches, files, register
 from bulkforge.daemon.machines.job import JobState
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
@@ -60,7 +60,7 @@ def build(db_path: Path, n: int, dest: Path, job_state: str) -> dict:
     # Submit creates the destination; a running job without one fails every file at once.
     dest.mkdir(parents=True, exist_ok=True)
     conn = store.open_connection(db_path)
-    store.apply_schema(conn)
+    store.apply_schema(conn, kinds=registry.schemas())
     with conn:
         job, _ = register.create_download_job(
             conn, JOB, {"kind": "download", "n": n}, str(dest), file_entries(n)

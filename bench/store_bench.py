@@ -44,7 +44,7 @@ from common import (
     table,
 )
 
-from bulkforge.daemon import store
+from bulkforge.daemon import registry, store
 from bulkforge.daemon.downloader import register
 from bulkforge.daemon.downloader.machine import FileState, check_transition
 
@@ -66,7 +66,7 @@ def to_downloading(conn: apsw.Connection, file_id: int, stamp: int) -> None:
 def run_mode(root: Path, mode: str, n: int, producers: int, window: int) -> dict:
     path = root / f"store-{mode.lower()}.db"
     fatal: list[BaseException] = []
-    opened = store.Store(path, fatal.append)
+    opened = store.Store(path, fatal.append, registry.schemas())
     opened.start()
     writer = opened.writer
     try:

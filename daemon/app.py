@@ -36,7 +36,7 @@ from bulkforge.daemon.machines.job import JobState
 from bulkforge.daemon.notify import Notifier
 from bulkforge.daemon.pipeline import Kinds, Services
 from bulkforge.daemon.settings import Settings
-from bulkforge.daemon.store import SchemaTooNew, Store, StoreFatal
+from bulkforge.daemon.store import ForeignKeysBroken, SchemaTooNew, Store, StoreFatal
 from bulkforge.daemon.transfer.engine import Engine
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2_grpc as pb_grpc
@@ -167,8 +167,12 @@ def run(settings: Settings) -> int:
         return EXIT_REFUSED
     try:
         try:
-            store = Store(settings.db_path, lifecycle.store_failed(settings.db_path))
-        except SchemaTooNew as exc:
+            store = Store(
+                settings.db_path,
+                lifecycle.store_failed(settings.db_path),
+                kinds=registry.schemas(),
+            )
+        except (SchemaTooNew, ForeignKeysBroken) as exc:
             logger.error("refusing the state store {}: {}", settings.db_path, exc)
             return EXIT_REFUSED
         except (apsw.Error, StoreFatal) as exc:

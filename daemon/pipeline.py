@@ -43,7 +43,7 @@ from bulkforge.daemon.machines import Machine, Tone, TransitionConflict
 from bulkforge.daemon.machines.job import RUNNABLE
 from bulkforge.daemon.progress import throughput_bucket_ms
 from bulkforge.daemon.settings import Settings
-from bulkforge.daemon.store import Store, StoreFatal
+from bulkforge.daemon.store import Schema, Store, StoreFatal
 from bulkforge.daemon.transfer.engine import Engine
 
 K = TypeVar("K")
@@ -217,6 +217,12 @@ class JobKind(ABC):
         # Every kind of this daemon, set by the registry: for a kind that consumes another's
         # jobs (clean --after a download), through a capability, never by name.
         self.kinds: Kinds | None = None
+
+    @classmethod
+    def tables(cls) -> Schema:
+        """Its tables: `tables.sql` and `migrations/` in its package. The registry hands them
+        to the store, which applies them after the core's, in the registry's order."""
+        return Schema.of_package(cls.__module__.rpartition(".")[0])
 
     @property
     def item_tones(self) -> Mapping[str, Tone]:

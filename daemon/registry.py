@@ -5,6 +5,7 @@ from bulkforge.daemon.downloader.kind import DownloadKind
 from bulkforge.daemon.generator.kind import GenerateKind
 from bulkforge.daemon.pipeline import JobKind, Kinds, Services
 from bulkforge.daemon.scenes.kind import ScenesKind
+from bulkforge.daemon.store import Schema
 
 KINDS: tuple[type[JobKind], ...] = (
     DownloadKind,
@@ -16,3 +17,8 @@ KINDS: tuple[type[JobKind], ...] = (
 
 def build(services: Services) -> Kinds:
     return Kinds(kind(services) for kind in KINDS)
+
+
+def schemas() -> list[tuple[str, Schema]]:
+    """Each kind's tables in this order: the store applies them after the core's."""
+    return [(kind.name, kind.tables()) for kind in KINDS]

@@ -11,6 +11,7 @@ lose acknowledged commits on power loss; bench/store_bench.py measures both.)
 
 import asyncio
 import contextlib
+import itertools
 import os
 import queue
 import threading
@@ -144,39 +145,133 @@ def open_connection(path: Path) -> apsw.Connection:
     return conn
 
 
-def apply_schema(conn: apsw.Connection, migrations_dir: Path = MIGRATIONS_DIR) -> int:
-    """Create a fresh store from schema.sql, or migrate an older one. Returns the version."""
-    known = migrations(migrations_dir)
-    latest = known[-1].version
+@dataclass(frozen=True)
+class Schema:
+    """Tables with their history: the core's (schema.sql) or one kind's (its tables.sql).
+
+    `sql` makes the tables as the last of `migrations` leaves them. A store that has none
+    of them runs `sql` and records every migration as applied; an older one runs the
+    migrations it lacks, each with its ledger row in one transaction.
+    """
+
+    sql: str
+    migrations: list[Migration]
+
+    @classmethod
+    def of_package(cls, package: str) -> "Schema":
+        """A kind's: `tables.sql` and `migrations/NNNN_*.sql` in its package."""
+        root = Path(str(resources.files(package)))
+        found = migrations(root / "migrations")
+        if not found:
+            raise ValueError(f"{package} has tables.sql but no migrations/0001_baseline.sql")
+        return cls((root / "tables.sql").read_text(), found)
+
+
+@dataclass(frozen=True)
+class _Ledger:
+    """Where a schema's applied migrations are recorded, and how the store names it."""
+
+    label: str  # "store", "store's scenes tables"
+    insert: str
+    key: tuple[Any, ...] = ()
+
+    @property
+    def what(self) -> str:
+        return f"the {self.label} {'are' if self.key else 'is'}"
+
+    def row(self, migration: Migration) -> tuple[Any, ...]:
+        return (*self.key, migration.version, migration.name, now_ms())
+
+
+CORE_LEDGER = _Ledger(
+    "store", "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"
+)
+
+
+def _kind_ledger(kind: str) -> _Ledger:
+    return _Ledger(
+        f"store's {kind} tables",
+        "INSERT INTO kind_migrations (kind, version, name, applied_at) VALUES (?, ?, ?, ?)",
+        (kind,),
+    )
+
+
+def apply_schema(
+    conn: apsw.Connection,
+    migrations_dir: Path = MIGRATIONS_DIR,
+    *,
+    kinds: Sequence[tuple[str, Schema]] = (),
+) -> int:
+    """Make or migrate the core's tables, then each kind's, in the order given (the
+    registry's: the store imports no kind). Returns the core's version."""
     exists = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
     ).fetchone()
-    if not exists:
+    current = None
+    if exists:
+        (current,) = conn.execute(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations"
+        ).fetchone()
+    version = _bring_up(
+        conn, Schema(schema_sql(), migrations(migrations_dir)), CORE_LEDGER, current
+    )
+    for kind, schema in kinds:
+        (recorded,) = conn.execute(
+            "SELECT max(version) FROM kind_migrations WHERE kind = ?", (kind,)
+        ).fetchone()
+        _bring_up(conn, schema, _kind_ledger(kind), recorded)
+    return version
+
+
+def _bring_up(conn: apsw.Connection, schema: Schema, ledger: _Ledger, current: int | None) -> int:
+    """`schema` made whole (`current` None: none of it exists) or migrated from `current`."""
+    latest = schema.migrations[-1].version
+    if current is None:
         with conn:
-            conn.execute(schema_sql())
-            conn.executemany(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                [(m.version, m.name, now_ms()) for m in known],
-            )
+            conn.execute(schema.sql)
+            conn.executemany(ledger.insert, [ledger.row(m) for m in schema.migrations])
         return latest
-    (current,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
     if current > latest:
         raise SchemaTooNew(
-            f"the store is at schema version {current}, newer than this bfd knows ({latest}); "
+            f"{ledger.what} at schema version {current}, newer than this bfd knows ({latest}); "
             "upgrade bulkforge"
         )
-    for migration in known:
+    for migration in schema.migrations:
         if migration.version <= current:
             continue
-        # The migration and its ledger row commit together or not at all.
-        with conn:
-            conn.execute(migration.sql)
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (migration.version, migration.name, now_ms()),
-            )
-        logger.info("store migrated to version {} ({})", migration.version, migration.name)
+        run_migration(conn, migration.sql, ledger.insert, ledger.row(migration))
+        logger.info(
+            "{} migrated to version {} ({})", ledger.label, migration.version, migration.name
+        )
     return latest
+
+
+class ForeignKeysBroken(Exception):
+    """A migration left a row whose parent is gone; it was rolled back."""
+
+
+def run_migration(conn: apsw.Connection, sql: str, ledger: str, row: Sequence[Any]) -> None:
+    """One migration and its ledger row, committed together or not at all.
+
+    SQLite's 12-step procedure for changing a table (sqlite.org/lang_altertable.html): a
+    table is rebuilt by dropping and creating it again. With foreign keys on, dropping a
+    parent (jobs) first deletes its rows, checked against every child; and they cannot be
+    switched off inside a transaction. So they are off around the transaction, and
+    PRAGMA foreign_key_check must find no orphan before it commits.
+    """
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        with conn:
+            conn.execute(sql)
+            conn.execute(ledger, row)
+            orphans = list(itertools.islice(conn.execute("PRAGMA foreign_key_check"), 5))
+            if orphans:
+                raise ForeignKeysBroken(
+                    f"migrating it would leave rows whose parent is gone (table, rowid, "
+                    f"parent): {[tuple(o[:3]) for o in orphans]}; the store is left as it was"
+                )
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
 
 
 def guarded_update(
@@ -486,13 +581,19 @@ class Readers:
 class Store:
     """The store as the daemon uses it: schema applied, a writer, readers."""
 
-    def __init__(self, path: Path, on_fatal: Callable[[BaseException], None]):
+    def __init__(
+        self,
+        path: Path,
+        on_fatal: Callable[[BaseException], None],
+        kinds: Sequence[tuple[str, Schema]] = (),
+    ):
+        """`kinds`: each kind's tables, in the registry's order (`registry.schemas()`)."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         make_private(path)
         bootstrap = open_connection(path)
         try:
-            self.version = apply_schema(bootstrap)
+            self.version = apply_schema(bootstrap, kinds=kinds)
         finally:
             bootstrap.close()
         self.writer = Writer(path, on_fatal)

@@ -3,17 +3,22 @@
 Job kinds are the packages under daemon/ that hold a `kind.py`. The core and the
 shared modules import no kind; kinds do not import each other; only the registry
 names them; and no module outside a kind compares anything with a kind's name.
+The data side too: a kind's tables are in its package (tables.sql, migrations/), none
+in the core's schema.sql, named in SQL by that kind alone; no CHECK lists the kinds.
 """
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 from enum import StrEnum
 from pathlib import Path
 
+import apsw
 import pytest
 
+from bulkforge.daemon import registry, store
 from bulkforge.daemon.machines import ITEM_TONES, IllegalTransition, Machine, Tone, item_machine
 from bulkforge.daemon.registry import KINDS
 
@@ -268,3 +273,84 @@ def test_an_item_machine_is_the_shared_shape_plus_the_kinds_moves() -> None:
     more.check_transition(_Item.DONE, _Item.PENDING)
     with pytest.raises(IllegalTransition, match="thing: done -> pending"):
         base.check_transition(_Item.DONE, _Item.PENDING)
+
+
+def test_the_schema_leaves_the_set_of_kinds_to_the_registry(tmp_path: Path) -> None:
+    """No CHECK on jobs.kind: a new kind must not mean rebuilding jobs, every table's parent."""
+    conn = store.open_connection(tmp_path / "state.db")
+    store.apply_schema(conn)
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'jobs'").fetchone()
+    kind = next(line for line in sql.splitlines() if line.strip().startswith("kind "))
+    assert "CHECK" not in kind.upper(), f"jobs.kind is checked in the schema: {kind.strip()}"
+    quoted = set(re.findall(r"'([^']*)'", sql))
+    assert not {k.name for k in KINDS} & quoted, f"the jobs table names a kind: {sql}"
+
+
+def package_of(kind: type) -> str:
+    return kind.__module__.split(".")[2]
+
+
+def objects_made(sql: str, before: str = "") -> set[tuple[str, str]]:
+    """The (type, name) of every table, index and trigger `sql` makes on top of `before`."""
+    conn = apsw.Connection(":memory:")
+    conn.execute(before)
+    had = set(conn.execute("SELECT type, name FROM sqlite_master"))
+    try:
+        conn.execute(sql)
+    except apsw.SQLError as exc:
+        pytest.fail(f"{exc}: does schema.sql make what a kind's tables.sql makes?\n{sql[:300]}")
+    return set(conn.execute("SELECT type, name FROM sqlite_master")) - had
+
+
+def kind_tables() -> dict[str, set[str]]:
+    """Each kind's package -> the tables its tables.sql makes on top of the core's."""
+    return {
+        package_of(kind): {
+            name for type_, name in objects_made(kind.tables().sql, store.schema_sql())
+            if type_ == "table"
+        }
+        for kind in KINDS
+    }  # fmt: skip
+
+
+def test_every_kind_owns_its_tables_and_the_registry_hands_them_over_in_order() -> None:
+    """tables.sql and migrations/0001_baseline.sql in each kind's package, each made on the
+    core's tables alone; registry.schemas() hands them to the store in the registry's order."""
+    for kind in KINDS:
+        package = DAEMON / package_of(kind)
+        assert (package / "tables.sql").is_file(), f"{package.name}/ has no tables.sql"
+        assert (package / "migrations" / "0001_baseline.sql").is_file(), package.name
+    assert [name for name, _ in registry.schemas()] == [kind.name for kind in KINDS]
+    assert all(kind_tables().values()), "a kind's tables.sql makes no table"
+
+
+def test_no_kinds_table_index_or_trigger_in_the_core_schema() -> None:
+    """The core's schema.sql makes none of what a kind's tables.sql makes, and its tables'
+    foreign keys point at core tables only."""
+    core = objects_made(store.schema_sql())
+    for kind in KINDS:
+        theirs = objects_made(kind.tables().sql, store.schema_sql())
+        assert core.isdisjoint(theirs), f"schema.sql makes {kind.name}'s {core & theirs}"
+    conn = apsw.Connection(":memory:")
+    conn.execute(store.schema_sql())
+    core_tables = {name for type_, name in core if type_ == "table"}
+    for table in core_tables:
+        parents = {row[2] for row in conn.execute(f"PRAGMA foreign_key_list({table})")}
+        assert parents <= core_tables, f"core table {table} references {parents - core_tables}"
+
+
+def sql_naming(table: str) -> re.Pattern:
+    return re.compile(rf"\b(?:FROM|INTO|UPDATE|JOIN|TABLE|ON)\s+{table}\b")
+
+
+def test_a_kinds_tables_are_queried_by_that_kind_alone() -> None:
+    """No core module and no other kind writes SQL naming a kind's table."""
+    owners = {table: package for package, tables in kind_tables().items() for table in tables}
+    offenders = [
+        f"{path.relative_to(DAEMON)} names {table} ({package}'s)"
+        for path in daemon_modules()
+        for table, package in owners.items()
+        if owner(path) != package and sql_naming(table).search(path.read_text())
+    ]
+    assert offenders == []
+    assert sql_naming("files").search("SELECT id FROM files WHERE job_id = ?")

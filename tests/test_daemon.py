@@ -8,6 +8,7 @@ from pathlib import Path
 
 import apsw
 import grpc
+import pytest
 from conftest import (
     FAST_RETRIES,
     Daemon,
@@ -20,7 +21,7 @@ from conftest import (
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from origin import Fault, FaultKind, Origin
 
-from bulkforge.daemon import store
+from bulkforge.daemon import registry, store
 from bulkforge.proto.bulkforge.v1 import bulkforge_pb2 as pb
 
 
@@ -138,7 +139,7 @@ def seed_store(daemon, *statements: str) -> None:
     """The store before bfd's first start, holding rows as a crash or a newer bfd left them."""
     daemon.state_dir.mkdir(parents=True)
     conn = store.open_connection(daemon.state_dir / "bulkforge.db")
-    store.apply_schema(conn)
+    store.apply_schema(conn, kinds=registry.schemas())
     with conn:
         for statement in statements:
             conn.execute(statement)
@@ -172,8 +173,7 @@ def test_a_job_of_a_kind_this_bfd_does_not_run_lists_and_is_refused(make_daemon)
     daemon = make_daemon()
     seed_store(
         daemon,
-        # This bfd's CHECK knows every kind it runs: a newer bfd's schema would allow more.
-        "PRAGMA ignore_check_constraints = ON",
+        # The schema lists no kinds (the registry does): a newer bfd's kind is stored as is.
         "INSERT INTO jobs (name, kind, state, spec, dest, created_at, updated_at) "
         "VALUES ('later', 'transcode', 'running', '{}', '/tmp', 0, 0)",
     )
@@ -187,6 +187,60 @@ def test_a_job_of_a_kind_this_bfd_does_not_run_lists_and_is_refused(make_daemon)
     assert "transcode job, which this bfd does not run" in paused.stderr
     assert daemon.bfctl_json("status", "later")["state"] == "running"
     assert daemon.stop() == 0
+
+
+def store_before_0013(path: Path, tmp_path: Path) -> apsw.Connection:
+    """A store as the bfd whose last migration was 0012 left it."""
+    older = tmp_path / "migrations_12"
+    older.mkdir()
+    for migration in store.migrations()[:12]:
+        (older / f"{migration.version:04d}_{migration.name}.sql").write_text(migration.sql)
+    conn = store.open_connection(path)
+    baseline = store.migrations()[0]
+    with conn:
+        conn.execute(baseline.sql)
+        conn.execute("INSERT INTO schema_migrations VALUES (1, ?, 0)", (baseline.name,))
+    assert store.apply_schema(conn, older) == 12
+    return conn
+
+
+def newer_kind_tables(daemon, tmp_path: Path) -> str:
+    seed_store(daemon)
+    conn = store.open_connection(daemon.state_dir / "bulkforge.db")
+    kind, tables = registry.schemas()[0]
+    newer = tables.migrations[-1].version + 1
+    with conn:
+        conn.execute("INSERT INTO kind_migrations VALUES (?, ?, 'later', 0)", (kind, newer))
+    conn.close()
+    return f"{kind} tables are at schema version {newer}, newer than this bfd knows"
+
+
+def orphan_before_upgrade(daemon, tmp_path: Path) -> str:
+    daemon.state_dir.mkdir(parents=True)
+    conn = store_before_0013(daemon.state_dir / "bulkforge.db", tmp_path)
+    conn.execute("PRAGMA foreign_keys = OFF")  # as a tool other than bfd could have
+    with conn:
+        conn.execute("INSERT INTO batches (job_id, idx, updated_at) VALUES (99, 0, 0)")
+    conn.close()
+    return "rows whose parent is gone (table, rowid, parent): [('batches', 1, 'jobs')]"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make_store", [newer_kind_tables, orphan_before_upgrade])
+def test_bfd_refuses_a_store_it_cannot_bring_up_and_leaves_it_as_it_was(
+    make_daemon, tmp_path, make_store
+):
+    daemon = make_daemon()
+    reason = make_store(daemon, tmp_path)
+    db = daemon.state_dir / "bulkforge.db"
+    before = subprocess.run(["sqlite3", db, ".dump"], capture_output=True, text=True).stdout
+    ran = subprocess.run(daemon.command(), capture_output=True, text=True, timeout=120)
+    said = ran.stdout + ran.stderr
+    assert ran.returncode == 1, said
+    assert "refusing the state store" in said and reason in said, said
+    assert "Traceback" not in said
+    after = subprocess.run(["sqlite3", db, ".dump"], capture_output=True, text=True).stdout
+    assert after == before
 
 
 def test_bfctl_demo_runs_the_main_job_end_to_end() -> None:

@@ -41,6 +41,8 @@ from bulkforge.daemon.transfer.engine import Engine
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_SQL = REPO / "schema.sql"
+# Each kind's tables, in the registry's order, as bfd hands them to the store.
+KIND_TABLES = registry.schemas()
 MIGRATIONS = REPO / "daemon" / "migrations"
 WAIT_S = 30.0  # a deadline for what must happen, only ever reached when it never does
 
@@ -68,7 +70,7 @@ STATE_ENUMS: dict[str, type[StrEnum]] = {
 
 def new_db(path: Path) -> apsw.Connection:
     conn = store.open_connection(path)
-    store.apply_schema(conn)
+    store.apply_schema(conn, kinds=KIND_TABLES)
     return conn
 
 
@@ -164,6 +166,12 @@ def versions(conn: apsw.Connection) -> list[tuple[int, str]]:
     return conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
 
 
+def kind_versions(conn: apsw.Connection) -> list[tuple[str, int, str]]:
+    return conn.execute(
+        "SELECT kind, version, name FROM kind_migrations ORDER BY kind, version"
+    ).fetchall()
+
+
 def hold_writer(writer: store.Writer) -> tuple[threading.Event, Future]:
     """Occupy the writer with an op that waits; ops queued meanwhile form the next group."""
     entered, release = threading.Event(), threading.Event()
@@ -188,7 +196,7 @@ def db(tmp_path: Path) -> apsw.Connection:
 def live_store(tmp_path: Path):
     """A started Store (schema applied, writer thread running), closed at teardown."""
     fatal: list[BaseException] = []
-    opened = store.Store(tmp_path / "state.db", fatal.append)
+    opened = store.Store(tmp_path / "state.db", fatal.append, KIND_TABLES)
     opened.start()
     opened.fatal = fatal
     yield opened
@@ -221,7 +229,7 @@ def test_fresh_store_equals_migrated_store(tmp_path: Path) -> None:
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
             (baseline.version, baseline.name, store.now_ms()),
         )
-    latest = store.apply_schema(migrated)
+    latest = store.apply_schema(migrated, kinds=KIND_TABLES)
 
     assert latest == store.migrations()[-1].version
     assert schema_of(migrated) == schema_of(fresh), (
@@ -230,6 +238,7 @@ def test_fresh_store_equals_migrated_store(tmp_path: Path) -> None:
     assert (
         versions(migrated) == versions(fresh) == [(m.version, m.name) for m in store.migrations()]
     )
+    assert kind_versions(migrated) == kind_versions(fresh)
     assert [m.version for m in store.migrations()] == list(range(1, latest + 1)), (
         "migrations must be numbered 0001, 0002, ... without gaps"
     )
@@ -237,9 +246,9 @@ def test_fresh_store_equals_migrated_store(tmp_path: Path) -> None:
 
 def test_apply_schema_is_idempotent(tmp_path: Path) -> None:
     conn = new_db(tmp_path / "state.db")
-    before = (schema_of(conn), versions(conn))
-    store.apply_schema(conn)
-    assert (schema_of(conn), versions(conn)) == before
+    before = (schema_of(conn), versions(conn), kind_versions(conn))
+    store.apply_schema(conn, kinds=KIND_TABLES)
+    assert (schema_of(conn), versions(conn), kind_versions(conn)) == before
 
 
 def test_store_newer_than_this_bfd_is_refused(db: apsw.Connection) -> None:
@@ -312,14 +321,261 @@ def test_a_migration_whose_ledger_row_fails_is_rolled_back(
     assert [v for v, _ in versions(conn)] == [1]
 
 
+def store_at(path: Path, version: int, tmp_path: Path) -> apsw.Connection:
+    """A store as the bfd whose latest migration was `version` left it."""
+    older = tmp_path / f"migrations_{version}"
+    older.mkdir()
+    for migration in MIGRATIONS.glob("[0-9][0-9][0-9][0-9]_*.sql"):
+        if int(migration.name[:4]) <= version:
+            shutil.copyfile(migration, older / migration.name)
+    conn = store.open_connection(path)
+    baseline = store.migrations()[0]
+    with conn:
+        conn.execute(baseline.sql)
+        conn.execute("INSERT INTO schema_migrations VALUES (1, ?, 0)", (baseline.name,))
+    assert store.apply_schema(conn, older) == version
+    return conn
+
+
+# A row in every table of a version-12 store (the last before jobs.kind lost its CHECK),
+# children after their parents, with NULLs, odd text and large numbers where allowed; the
+# count tables fill from their triggers. {job} and {file} stand for ids made before.
+ROWS_AT_12 = [
+    "INSERT INTO jobs (id, name, kind, state, spec, dest, message, created_at, updated_at) "
+    "VALUES ({job}, 'j{n}', '{kind}', 'paused', '{{\"a\": [1, 2]}}', '/d/é{n}', "
+    "'it''s paused', 1700000000000, 9007199254740993)",
+    "INSERT INTO batches (job_id, idx, state, files, bytes, disk, updated_at, failures, "
+    "started_at) VALUES ({job}, {n}, 'active', 3, 4294967296, 'fs:1 /mnt/a', 5, 1, NULL)",
+    "INSERT INTO files (job_id, batch_idx, url, path, size, sha256, md5, etag, validator, "
+    "state, attempts, retry_at, step, error_class, error, finished_at, updated_at, "
+    "checksum_url, seen_sha256) VALUES ({job}, {n}, 'http://x/{n}', 'p/{n}', NULL, "
+    "'{sha}', '{md5}', 'W/\"e\"', 'Tue, 01 Jan', 'failed', 2, 77, 'fetch', 'http', "
+    "'HTTP 503', NULL, 6, 'http://x/{n}.CHECKSUM', NULL)",
+    "INSERT INTO segments (file_id, idx, start, stop, done) VALUES ({file}, 0, 0, 7, 1)",
+    "INSERT INTO scenes (job_id, key, url, meta, state, attempts, step, error_class, error, "
+    "shard, size, finished_at, updated_at) VALUES ({job}, 'k{n}', NULL, '{{\"c\": 1}}', "
+    "'done', 1, NULL, NULL, NULL, 0, 5, 8, 9)",
+    "INSERT INTO scene_inputs (job_id, rows_total, rows_read, done, rejected, first_rejected) "
+    "VALUES ({job}, 10, 4, 0, 1, 'row 3: no key')",
+    "INSERT INTO clean_zips (job_id, path, series, first_day, last_day, size, mtime_ns, sha256, "
+    "state, attempts, rows_in, rows_rejected, updated_at) VALUES ({job}, 'z{n}.zip', "
+    "'market=spot/kind=trades/symbol=BTC', '2024-01-01', '2024-01-31', 1, "
+    "1700000000123456789, NULL, 'running', 0, 12, 0, 0)",
+    "INSERT INTO clean_inputs (job_id, outside, first_outside, filtered, seen_file_id) "
+    "VALUES ({job}, 2, 'x/y.zip', 1, {file})",
+    "INSERT INTO clean_partitions (dest, series, day, digest, rows) "
+    "VALUES ('/d/{n}', 's', '2024-01-01', '{sha}', 0)",
+    "INSERT INTO generate_parts (job_id, table_name, idx, start_row, rows, state, size, "
+    "sha256, updated_at) VALUES ({job}, 't', {n}, 0, 1, 'done', 3, '{sha}', 0)",
+]
+KINDS_AT_12 = ("download", "scenes", "clean", "generate")
+
+
+def fill_every_table(conn: apsw.Connection) -> None:
+    with conn:
+        for n, kind in enumerate(KINDS_AT_12 * 2):
+            ids = {"job": 10 * n + 3, "file": None}
+            for sql in ROWS_AT_12:
+                conn.execute(sql.format(n=n, kind=kind, sha="ab" * 32, md5="cd" * 16, **ids))
+                if sql.startswith("INSERT INTO files"):
+                    ids["file"] = conn.last_insert_rowid()
+        # Remove the newest job: the AUTOINCREMENT high-water mark is above every id left.
+        newest = conn.execute("SELECT max(id) FROM jobs").fetchone()[0]
+        for table in ("segments",):
+            conn.execute(f"DELETE FROM {table} WHERE file_id IN "
+                         "(SELECT id FROM files WHERE job_id = ?)", (newest,))  # fmt: skip
+        for table in ("batches", "files", "scenes", "scene_inputs", "clean_zips",
+                      "clean_inputs", "generate_parts"):  # fmt: skip
+            conn.execute(f"DELETE FROM {table} WHERE job_id = ?", (newest,))
+        conn.execute("DELETE FROM jobs WHERE id = ?", (newest,))
+
+
+def every_row(conn: apsw.Connection) -> dict[str, list[tuple]]:
+    """Each table's rows in a stable order, every value with its SQLite type."""
+    tables = [
+        name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    ]
+    return {
+        table: sorted(
+            (
+                tuple((type(v).__name__, v) for v in row)
+                for row in conn.execute(f"SELECT * FROM {table}")
+            ),
+            key=repr,
+        )
+        for table in tables
+    }
+
+
+def test_upgrading_drops_the_jobs_kind_check_and_keeps_every_row(tmp_path: Path) -> None:
+    """A store made by the schema before 0013, a row in every table: the rebuild of jobs
+    keeps every row of every table byte for byte, the AUTOINCREMENT high-water mark, the
+    foreign keys whole, and leaves the schema a fresh store has."""
+    conn = store_at(tmp_path / "old.db", 12, tmp_path)
+    fill_every_table(conn)
+    before = every_row(conn)
+    assert all(before[table] for table in before if table != "sqlite_sequence"), (
+        f"a table of the version-12 store has no row to carry: {sorted(before)}"
+    )
+    with pytest.raises(apsw.ConstraintError, match="CHECK"), conn:
+        conn.execute("INSERT INTO jobs (name, kind, spec, dest, created_at, updated_at) "
+                     "VALUES ('copy', 'copy', '{}', '/d', 0, 0)")  # fmt: skip
+
+    store.apply_schema(conn, kinds=KIND_TABLES)
+
+    after = every_row(conn)
+    # The kinds' tables, made by the core's migrations, are recorded at their baselines.
+    assert [row[:3] for row in after.pop("kind_migrations")] == sorted(
+        (("str", name), ("int", 1), ("str", "baseline")) for name in KINDS_AT_12
+    )
+    ledger = after.pop("schema_migrations")
+    assert [row for row in ledger if row[0][1] <= 12] == before.pop("schema_migrations")
+    assert [row[1][1] for row in ledger if row[0][1] > 12] == [
+        m.name for m in store.migrations() if m.version > 12
+    ]
+    assert after == before
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    assert schema_of(conn) == schema_of(new_db(tmp_path / "fresh.db"))
+    # A kind the schema never heard of is the registry's business now, and ids go on.
+    top = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()[0]
+    assert top > conn.execute("SELECT max(id) FROM jobs").fetchone()[0]
+    with conn:
+        conn.execute("INSERT INTO jobs (name, kind, spec, dest, created_at, updated_at) "
+                     "VALUES ('copy', 'copy', '{}', '/d', 0, 0)")  # fmt: skip
+    assert conn.last_insert_rowid() == top + 1
+
+
+def test_a_migration_leaving_an_orphan_is_rolled_back(tmp_path: Path, migrations_dir: Path) -> None:
+    """Foreign keys are off while a migration runs (to rebuild a parent); the check before
+    its commit refuses one that left a child without its parent."""
+    conn = baseline_db(tmp_path / "state.db", migrations_dir)
+    with conn:
+        conn.execute("INSERT INTO jobs VALUES (1, 'j', 'download', 'queued', '{}', '/d', '', 0, 0)")
+        conn.execute("INSERT INTO batches (job_id, idx, updated_at) VALUES (1, 0, 0)")
+    before = (schema_of(conn), every_row(conn))
+    (migrations_dir / "0002_orphans.sql").write_text(
+        "CREATE TABLE made_by_0002 (x INTEGER);\nDELETE FROM jobs;\n"
+    )
+    with pytest.raises(store.ForeignKeysBroken, match="batches"):
+        store.apply_schema(conn, migrations_dir)
+    assert (schema_of(conn), every_row(conn)) == before
+    assert conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("kind", [name for name, _ in KIND_TABLES])
+def test_a_kind_migrated_from_its_baseline_equals_its_tables_sql(tmp_path: Path, kind: str) -> None:
+    """Each kind's tables.sql agrees with its baseline and migrations, as schema.sql does
+    with the core's: a store whose kind is at version 1 migrates to what a fresh one has."""
+    fresh = new_db(tmp_path / "fresh.db")
+    older = store.open_connection(tmp_path / "older.db")
+    store.apply_schema(older, kinds=[entry for entry in KIND_TABLES if entry[0] != kind])
+    tables = dict(KIND_TABLES)[kind]
+    baseline = tables.migrations[0]
+    assert (baseline.version, baseline.name) == (1, "baseline")
+    with older:
+        older.execute(baseline.sql)
+        older.execute("INSERT INTO kind_migrations VALUES (?, 1, 'baseline', 0)", (kind,))
+    store.apply_schema(older, kinds=KIND_TABLES)
+    assert schema_of(older) == schema_of(fresh), (
+        f"the {kind} kind's tables.sql and its migrations/ disagree"
+    )
+    assert kind_versions(older) == kind_versions(fresh)
+    assert [m.version for m in tables.migrations] == list(range(1, len(tables.migrations) + 1))
+
+
+def one_version(sql: str) -> store.Schema:
+    return store.Schema(sql, [store.Migration(1, "baseline", sql)])
+
+
+# A kind whose table another kind's trigger watches: made in the order given, or not at all.
+PARENT_KIND = one_version(
+    "CREATE TABLE a_items (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "job_id INTEGER NOT NULL REFERENCES jobs (id));"
+)
+CHILD_KIND = one_version(
+    "CREATE TABLE b_seen (a_id INTEGER NOT NULL);\n"
+    "CREATE TRIGGER b_sees_a AFTER INSERT ON a_items BEGIN "
+    "INSERT INTO b_seen VALUES (NEW.id); END;"
+)
+
+
+def test_the_kinds_tables_are_made_in_the_order_given(tmp_path: Path) -> None:
+    backwards = store.open_connection(tmp_path / "backwards.db")
+    with pytest.raises(apsw.SQLError, match="a_items"):
+        store.apply_schema(backwards, kinds=[("b", CHILD_KIND), ("a", PARENT_KIND)])
+    conn = store.open_connection(tmp_path / "state.db")
+    store.apply_schema(conn, kinds=[("a", PARENT_KIND), ("b", CHILD_KIND)])
+    assert kind_versions(conn) == [("a", 1, "baseline"), ("b", 1, "baseline")]
+
+
+def test_a_kind_new_to_a_store_gets_its_tables_and_nothing_else_changes(tmp_path: Path) -> None:
+    conn = new_db(tmp_path / "state.db")
+    fill(conn, 1)
+    before = (schema_of(conn), every_row(conn))
+    store.apply_schema(conn, kinds=[*KIND_TABLES, ("a", PARENT_KIND)])
+    after = every_row(conn)
+    assert [row[:3] for row in after.pop("kind_migrations")] == sorted(
+        [row[:3] for row in before[1].pop("kind_migrations")]
+        + [(("str", "a"), ("int", 1), ("str", "baseline"))]
+    )
+    assert after.pop("a_items") == []
+    assert after == before[1]
+    assert set(schema_of(conn)) - set(before[0]) == {
+        ("table", "a_items", "a_items", strip_sql(PARENT_KIND.sql).rstrip(";"))
+    }
+
+
+def test_a_kinds_migrations_apply_once_each_with_its_ledger_row(tmp_path: Path) -> None:
+    conn = store.open_connection(tmp_path / "state.db")
+    store.apply_schema(conn, kinds=[("a", PARENT_KIND)])
+    grown = store.Schema(
+        PARENT_KIND.sql + "\nCREATE INDEX a_by_job ON a_items (job_id);",
+        [
+            *PARENT_KIND.migrations,
+            store.Migration(2, "by_job", "CREATE INDEX a_by_job ON a_items (job_id);"),
+        ],
+    )
+    broken = store.Schema(
+        grown.sql,
+        [
+            *PARENT_KIND.migrations,
+            store.Migration(2, "by_job", "CREATE INDEX a_by_job ON nothing (x);"),
+        ],
+    )
+    with pytest.raises(apsw.SQLError, match="nothing"):
+        store.apply_schema(conn, kinds=[("a", broken)])
+    assert kind_versions(conn) == [("a", 1, "baseline")]
+    for _ in range(2):
+        store.apply_schema(conn, kinds=[("a", grown)])
+        assert kind_versions(conn) == [("a", 1, "baseline"), ("a", 2, "by_job")]
+    fresh = store.open_connection(tmp_path / "fresh.db")
+    store.apply_schema(fresh, kinds=[("a", grown)])
+    assert (schema_of(conn), kind_versions(conn)) == (schema_of(fresh), kind_versions(fresh))
+
+
+def test_a_kinds_tables_newer_than_this_bfd_are_refused(db: apsw.Connection) -> None:
+    kind, tables = KIND_TABLES[-1]
+    latest = tables.migrations[-1].version
+    with db:
+        db.execute(
+            "INSERT INTO kind_migrations VALUES (?, ?, 'from_the_future', 0)", (kind, latest + 1)
+        )
+    with pytest.raises(
+        store.SchemaTooNew, match=f"{kind} tables are at schema version {latest + 1}"
+    ):
+        store.apply_schema(db, kinds=KIND_TABLES)
+
+
 # -- state machines --------------------------------------------------------------------------
 
 
 def check_states(table: str) -> list[str]:
-    """The `CHECK (state IN (...))` list of a table, parsed from schema.sql."""
-    sql = SCHEMA_SQL.read_text()
+    """The `CHECK (state IN (...))` list of a table, parsed from schema.sql or the
+    tables.sql of the kind that owns it."""
+    sql = "\n".join([SCHEMA_SQL.read_text(), *(tables.sql for _, tables in KIND_TABLES)])
     body = re.search(rf"CREATE TABLE {table} \((.*?)\n\);", sql, re.S)
-    assert body, f"no CREATE TABLE {table} in schema.sql"
+    assert body, f"no CREATE TABLE {table} in schema.sql or a kind's tables.sql"
     check = re.search(r"CHECK \(state IN \((.*?)\)\)", body.group(1), re.S)
     assert check, f"schema.sql: {table}.state has no CHECK (state IN (...))"
     return re.findall(r"'([^']*)'", check.group(1))
@@ -710,7 +966,7 @@ def test_ops_from_many_threads_are_group_committed(live_store: store.Store) -> N
 
 def test_stop_commits_everything_queued(tmp_path: Path) -> None:
     fatal: list[BaseException] = []
-    opened = store.Store(tmp_path / "state.db", fatal.append)
+    opened = store.Store(tmp_path / "state.db", fatal.append, KIND_TABLES)
     opened.start()
     opened.writer.call_sync(lambda c: c.execute("CREATE TABLE t (k TEXT PRIMARY KEY)"))
     release, held = hold_writer(opened.writer)
@@ -908,7 +1164,7 @@ def test_boot_repair_through_the_writer(live_store: store.Store) -> None:
 def test_a_full_disk_stops_the_writer(tmpfs) -> None:
     tiny_disk = tmpfs("tiny", "1m")  # so the store can really run out of space
     fatal: list[BaseException] = []
-    opened = store.Store(tiny_disk / "state.db", fatal.append)
+    opened = store.Store(tiny_disk / "state.db", fatal.append, KIND_TABLES)
     opened.start()
     writer = opened.writer
     try:
@@ -954,7 +1210,7 @@ def test_an_op_that_ends_the_transaction_does_not_hang_the_writer(live_store: st
 
 
 def test_submit_after_stop_fails_at_once(tmp_path: Path) -> None:
-    opened = store.Store(tmp_path / "state.db", lambda exc: None)
+    opened = store.Store(tmp_path / "state.db", lambda exc: None, KIND_TABLES)
     opened.start()
     opened.close()
     late = opened.writer.submit(lambda c: 1)
@@ -1049,7 +1305,7 @@ def test_no_id_is_reused_after_the_max_row_is_deleted(tmp_path: Path, migrated: 
     counts_before = conn.execute("SELECT * FROM file_counts ORDER BY job_id").fetchall()
     scene_counts_before = conn.execute("SELECT * FROM scene_counts ORDER BY job_id").fetchall()
     if migrated:
-        store.apply_schema(conn)
+        store.apply_schema(conn, kinds=KIND_TABLES)
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         # The triggers' counts neither doubled nor vanished while the tables were rebuilt.
         assert conn.execute("SELECT * FROM file_counts ORDER BY job_id").fetchall() == (

@@ -148,7 +148,8 @@ class ItemTable:
         )
 
     def release(self, conn: apsw.Connection, ids: list[int]) -> None:
-        """Interrupted items back to pending; those committed meanwhile stay as they are."""
+        """Interrupted items back to pending, keeping the rest of their row (the shard they
+        were claimed into); those committed meanwhile stay as they are."""
         stamp = now_ms()
         pending = self.states("pending")
         guarded_update_each(

@@ -1,4 +1,5 @@
-"""File rows: claiming, the guarded moves of one transfer, retry, repair, and failure reads.
+"""File rows: claiming, the guarded moves of one transfer, retry, repair; FILES (its
+ItemTable) reads their counts, failures and throughput with the SQL every kind shares.
 
 Every function takes a connection and runs inside a writer operation or a
 reader call; the file machine's table is checked before every write.

@@ -1,4 +1,6 @@
-"""Scene rows: registration, shard claims, the outcome of a written shard, retry and reads.
+"""Scene rows: registration, shard claims, the outcome of a written shard, and reads.
+
+Counts, failures, throughput, retry, repair and release are the shared SQL of ITEMS.
 
 Every function takes a connection and runs inside a writer operation or a
 reader call. A shard is a batch row of its job: claimed `active` with its

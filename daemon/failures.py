@@ -63,12 +63,6 @@ class FailureReport:
     # What the job's items are, plural ("files", "parts"): its kind says.
     item_unit: str = "items"
 
-    @classmethod
-    def of(cls, groups: list[FailureGroupRow], rows: list[tuple]) -> "FailureReport":
-        """A kind's report from its groups and its listed rows (none retry by themselves)."""
-        listed = [FailureRow(*row, retrying=False) for row in rows]
-        return cls(groups, listed, sum(group.count for group in groups))
-
 
 # Error classes asked once more and then final: a size that disagrees with the manifest
 # may be one proxy's slip, but if the origin says it twice the file is another size, and

@@ -26,7 +26,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
 import apsw
@@ -36,8 +35,9 @@ from bulkforge.daemon import outputs
 from bulkforge.daemon.disks import Places, dest_for
 from bulkforge.daemon.durable import DiskFailed, disk_errors
 from bulkforge.daemon.errors import FailedPrecondition, InvalidArgument
-from bulkforge.daemon.failures import FailureReport, failure_groups
+from bulkforge.daemon.failures import FailureReport
 from bulkforge.daemon.governor import Governor
+from bulkforge.daemon.item_table import ItemTable
 from bulkforge.daemon.jobs import JobRow, JobView, all_jobs, existing_job, job_by_id, jobs_in_states
 from bulkforge.daemon.machines import Machine, Tone, TransitionConflict
 from bulkforge.daemon.machines.job import RUNNABLE
@@ -303,30 +303,25 @@ class JobKind(ABC):
 
 class ItemRows:
     """failures, throughput, retry and repair of a kind whose items sit in one table with
-    the shared failure columns (scenes, clean, generate). The kind names the table, what
-    an item is called, and its records module: failures(conn, job_id, step, limit),
-    throughput(conn, job_id, bucket_ms), retry_failed(conn, job_id, step, error) and
-    repair_in_flight(conn) -> [(job name, count)]."""
+    the shared failure columns (scenes, clean, generate): the shared SQL of its
+    `item_table` (an `ItemTable`, which the kind declares), and what boot repair says."""
 
-    item_table: str
+    item_table: ItemTable
     # "item(s) were running": what boot repair logs before "at shutdown -> pending".
     in_flight: str
-    records: ModuleType
 
     def failures(self, conn: apsw.Connection, job: JobRow, step: str, limit: int):
-        groups = failure_groups(conn, self.item_table, job.id, step)
-        rows = self.records.failures(conn, job.id, step, limit) if limit else []
-        return FailureReport.of(groups, rows)
+        return self.item_table.report(conn, job.id, step, limit)
 
     def throughput(self, conn: apsw.Connection, job: JobRow) -> tuple[list[tuple], int]:
         bucket = throughput_bucket_ms(job)
-        return self.records.throughput(conn, job.id, bucket), bucket
+        return self.item_table.throughput(conn, job.id, bucket), bucket
 
     def retry(self, conn: apsw.Connection, job: JobRow, step: str, error: str) -> int:
-        return self.records.retry_failed(conn, job.id, step, error)
+        return self.item_table.retry(conn, job.id, step, error)
 
     def repair(self, conn: apsw.Connection) -> None:
-        for name, count in self.records.repair_in_flight(conn):
+        for name, count in self.item_table.repair(conn):
             logger.bind(job=name, kind=self.name).info(
                 "repair: job {}: {:,} {} at shutdown -> pending", name, count, self.in_flight
             )

@@ -19,7 +19,9 @@ import apsw
 import pytest
 
 from bulkforge.daemon import registry, store
+from bulkforge.daemon.item_table import ItemTable
 from bulkforge.daemon.machines import ITEM_TONES, IllegalTransition, Machine, Tone, item_machine
+from bulkforge.daemon.pipeline import ItemRows
 from bulkforge.daemon.registry import KINDS
 
 DAEMON = Path(__file__).resolve().parent.parent / "daemon"
@@ -110,6 +112,110 @@ def test_the_checks_see_a_violation(tmp_path: Path) -> None:
         "from bulkforge.daemon.scenes import records\nimport bulkforge.daemon.downloader.files\n"
     )
     assert {name.split(".")[0] for name in imported(planted)} == {"scenes", "downloader"}
+
+
+# The SQL an ItemTable holds for every kind (item_table.py), by what it does: a kind's
+# module holding a statement like one of these is a copy of it.
+SHARED_SQL = {
+    "counts its items by state": re.compile(r"group\s+by\s+state\b|\bfrom\s+\w+_counts\b", re.I),
+    "groups its failures": re.compile(
+        r"error_class.*group\s+by|group\s+by.*error_class", re.I | re.S
+    ),
+    "lists its failed items": re.compile(
+        r"coalesce\(error_class.*\battempts\b.*state\s*=\s*'failed'", re.I | re.S
+    ),
+    "buckets its throughput": re.compile(r"finished_at\s*/", re.I),
+}
+# The shared moves, by the core function an ItemTable calls for them.
+SHARED_MOVES = ("requeue_failed", "repair_running")
+
+
+def statements(path: Path) -> list[tuple[int, str]]:
+    """Every string constant of a module with its line, f-strings with their holes as {}
+    (adjacent literals are one constant already)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.append((node.lineno, node.value))
+        elif isinstance(node, ast.JoinedStr):
+            parts = [v.value if isinstance(v, ast.Constant) else "{}" for v in node.values]
+            found.append((node.lineno, "".join(map(str, parts))))
+    return found
+
+
+def item_table_copies(path: Path) -> list[str]:
+    """What of the ItemTable's shared SQL the module writes again, or calls around it."""
+    found = [
+        f"{path.name}:{line} {what}"
+        for line, text in statements(path)
+        for what, pattern in SHARED_SQL.items()
+        if pattern.search(text)
+    ]
+    found += [
+        f"{path.name}:{node.lineno} calls {name}"
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if (name := _called_name(node)) in SHARED_MOVES
+    ]
+    return found
+
+
+def _called_name(node: ast.AST) -> str:
+    if isinstance(node, ast.Call):
+        return getattr(node.func, "id", "") or getattr(node.func, "attr", "")
+    return ""
+
+
+def test_no_kind_writes_the_item_tables_shared_sql_again() -> None:
+    """Counts by state, failures grouped and listed, throughput buckets, retry and repair
+    are written once, in item_table.py: a kind declares its ItemTable instead."""
+    offenders = [
+        f"{path.relative_to(DAEMON).parent}/{copy}"
+        for path in daemon_modules()
+        if owner(path) in kind_packages()
+        for copy in item_table_copies(path)
+    ]
+    assert offenders == []
+
+
+def test_every_item_rows_kind_declares_an_item_table() -> None:
+    item_kinds = [kind for kind in KINDS if issubclass(kind, ItemRows)]
+    assert {kind.name for kind in item_kinds} >= {"scenes", "clean", "generate"}
+    assert {
+        kind.name: type(kind.item_table).__name__
+        for kind in item_kinds
+        if not isinstance(kind.item_table, ItemTable)
+    } == {}
+
+
+# What the kinds' records modules held before item_table.py: each one must be found.
+COPIES = {
+    "counts its items by state": (
+        '"SELECT state, count(*), sum(size) FROM clean_zips WHERE job_id = ? GROUP BY state"'
+    ),
+    "counts its items by state ": '"SELECT state, items, bytes FROM scene_counts WHERE job_id = ?"',
+    "groups its failures": (
+        "f\"SELECT step, error_class, count(*) FROM {table} WHERE state = 'failed' \"\n"
+        '"GROUP BY 1, 2"'
+    ),
+    "lists its failed items": (
+        "\"SELECT path, '', coalesce(step, ''), coalesce(error_class, ''), \"\n"
+        "\"coalesce(error, ''), attempts FROM clean_zips WHERE job_id = ? \"\n"
+        "\"AND state = 'failed' ORDER BY path LIMIT ?\""
+    ),
+    "buckets its throughput": (
+        '"SELECT finished_at / ?1 * ?1, count(*) FROM scenes WHERE job_id = ?2 GROUP BY 1"'
+    ),
+    "calls requeue_failed": "requeue_failed(conn, 'scenes', moves, job_id, step, error)",
+    "calls repair_running": "jobs.repair_running(conn, 'parts', moves)",
+}
+
+
+@pytest.mark.parametrize("what", sorted(COPIES))
+def test_the_copy_check_sees_a_copy(tmp_path: Path, what: str) -> None:
+    """The check is not vacuous: each statement the kinds once wrote three times is found."""
+    planted = tmp_path / "records.py"
+    planted.write_text(f"QUERY = (\n{COPIES[what]}\n)\n")
+    assert [copy.split(" ", 1)[1] for copy in item_table_copies(planted)] == [what.strip()]
 
 
 def test_architecture_md_names_every_part_of_the_daemon() -> None:

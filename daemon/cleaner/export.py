@@ -42,7 +42,7 @@ def write(conn: apsw.Connection, job: JobRow, dest: Path) -> Exported:
         f"SELECT {', '.join(SCHEMA.names)} FROM clean_zips WHERE job_id = ? ORDER BY path",
         (job.id,),
     )
-    counts = {state: zips for state, (zips, _) in records.counts(conn, job.id).items()}
+    counts = {state: zips for state, (zips, _) in records.ITEMS.counts(conn, job.id).items()}
     done, failed = counts.get("done", 0), counts.get("failed", 0)
     progress = {
         "job": job.name,

@@ -30,7 +30,7 @@ PARTITION_DATA = "data.parquet"
 
 class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
     name = records.KIND
-    item_table, records = "clean_zips", records
+    item_table = records.ITEMS
     in_flight = "zip(s) were being cleaned"
     batch_unit = ""
     item_unit = "zips"
@@ -163,7 +163,7 @@ class CleanKind(ItemRows, JobKind, Rerun, ItemExport):
         return download, kind.verified_files(conn, download, seen)[0]
 
     def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
-        for state, (zips, size) in records.counts(conn, view.job.id).items():
+        for state, (zips, size) in records.ITEMS.counts(conn, view.job.id).items():
             view.counts[state] = zips
             view.items_total += zips
             view.bytes_total += size

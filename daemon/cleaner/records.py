@@ -17,13 +17,15 @@ from bulkforge.daemon.cleaner.machine import ZipState
 from bulkforge.daemon.cleaner.scan import Found, Scan
 from bulkforge.daemon.cleaner.work import SeriesResult, ZipInput
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.daemon.failures import requeue_failed
+from bulkforge.daemon.item_table import ItemTable
 from bulkforge.daemon.machines.job import LIVE, JobState
 from bulkforge.daemon.store import guarded_update_each, guarded_update_where, now_ms
 
 KIND = "clean"
 S = ZipState
 MACHINE = zip_machine.check_transition
+# Zips are named by their path, in path order.
+ITEMS = ItemTable("clean_zips", S, MACHINE, label="path", listed_by="path")
 # A zip failed at one of these steps is unusable as it is: no partition is built from it.
 UNUSABLE_STEPS = ("open", "parse", "schema")
 
@@ -358,54 +360,6 @@ def fail_series(
         finished_at=stamp,
         updated_at=stamp,
     )
-
-
-def repair_in_flight(conn: apsw.Connection) -> list[tuple[str, int]]:
-    """Boot repair: zips a crash left running go back to pending; (job, count) per job."""
-    return jobs.repair_running(conn, "clean_zips", (S.RUNNING, S.PENDING, MACHINE))
-
-
-def retry_failed(conn: apsw.Connection, job_id: int, step: str, error: str) -> int:
-    return requeue_failed(conn, "clean_zips", (S.FAILED, S.PENDING, MACHINE), job_id, step, error)
-
-
-def counts(conn: apsw.Connection, job_id: int) -> dict[str, tuple[int, int]]:
-    """State -> (zips, bytes)."""
-    return {
-        state: (zips, size)
-        for state, zips, size in conn.execute(
-            "SELECT state, count(*), sum(size) FROM clean_zips WHERE job_id = ? GROUP BY state",
-            (job_id,),
-        )
-    }
-
-
-def unfinished(conn: apsw.Connection, job_id: int) -> int:
-    (count,) = conn.execute(
-        "SELECT count(*) FROM clean_zips WHERE job_id = ? AND state IN ('pending', 'running')",
-        (job_id,),
-    ).fetchone()
-    return count
-
-
-def failures(conn: apsw.Connection, job_id: int, step: str, limit: int) -> list[tuple]:
-    """(path, '', step, error class, error, attempts) of failed zips, in path order."""
-    return conn.execute(
-        "SELECT path, '', coalesce(step, ''), coalesce(error_class, ''), coalesce(error, ''), "
-        "attempts FROM clean_zips WHERE job_id = ? AND state = 'failed' AND (? = '' OR step = ?) "
-        "ORDER BY path LIMIT ?",
-        (job_id, step, step, limit),
-    ).fetchall()
-
-
-def throughput(conn: apsw.Connection, job_id: int, bucket_ms: int) -> list[tuple]:
-    """(bucket start ms, zips finished, bytes) per bucket, oldest first."""
-    return conn.execute(
-        "SELECT finished_at / ?1 * ?1, count(*), coalesce(sum(size), 0) FROM clean_zips "
-        "WHERE job_id = ?2 AND state IN ('done', 'failed') AND finished_at IS NOT NULL "
-        "GROUP BY 1 ORDER BY 1",
-        (bucket_ms, job_id),
-    ).fetchall()
 
 
 def job_zips(conn: apsw.Connection, job_id: int) -> list[tuple]:

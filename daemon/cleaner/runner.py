@@ -248,7 +248,7 @@ class Cleaner(JobLoop):
         """Complete (or fail) a job with no zip left to clean and no download still adding."""
         if source.after is not None and source.after.state not in TERMINAL:
             return
-        if await self._readers.call(lambda conn: records.unfinished(conn, job.id)):
+        if await self._readers.call(lambda conn: records.ITEMS.unfinished(conn, job.id)):
             return
         summary = await self._readers.call(lambda conn: report.gather(conn, job))
         try:
@@ -281,7 +281,7 @@ def _register(conn: apsw.Connection, job: jobs.JobRow, found: Scan, whole: bool)
 
 def _end_job(conn: apsw.Connection, job_id: int, summary: report.Summary) -> None:
     job = jobs.job_by_id(conn, job_id)
-    if job is None or job.state != JobState.RUNNING or records.unfinished(conn, job_id):
+    if job is None or job.state != JobState.RUNNING or records.ITEMS.unfinished(conn, job_id):
         return
     notes = summary.notes()
     if summary.failed:

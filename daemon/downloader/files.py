@@ -1,4 +1,5 @@
-"""File rows: claiming, the guarded moves of one transfer, retry, repair, and failure reads.
+"""File rows: claiming, the guarded moves of one transfer, retry, repair; FILES (its
+ItemTable) reads their counts, failures and throughput with the SQL every kind shares.
 
 Every function takes a connection and runs inside a writer operation or a
 reader call; the file machine's table is checked before every write.
@@ -15,7 +16,8 @@ from bulkforge.daemon import jobs
 from bulkforge.daemon.downloader.machine import FileState, check_transition
 from bulkforge.daemon.downloader.paths import partial_path, resolve_inside
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.daemon.failures import Failure, FailureRow, retry_filter
+from bulkforge.daemon.failures import Failure, retry_filter
+from bulkforge.daemon.item_table import ItemTable
 from bulkforge.daemon.store import (
     guarded_update,
     guarded_update_each,
@@ -24,6 +26,19 @@ from bulkforge.daemon.store import (
 )
 
 S = FileState
+# A failed file is listed by its path and url, and retries by itself while it has a
+# retry_at; triggers keep the counts (file_counts); stats count the files done.
+FILES = ItemTable(
+    "files",
+    S,
+    check_transition,
+    label="path",
+    origin="url",
+    retrying="retry_at IS NOT NULL",
+    counts_table="file_counts",
+    counted="files",
+    finished=("done",),
+)
 CLAIM_COLUMNS = "id, job_id, url, path, size, sha256, md5, etag, validator, attempts, checksum_url"
 
 
@@ -291,14 +306,6 @@ def retrying_count(conn: apsw.Connection, job_id: int) -> int:
     return count
 
 
-def failed_count(conn: apsw.Connection, job_id: int) -> int:
-    (count,) = conn.execute(
-        "SELECT coalesce(sum(files), 0) FROM file_counts WHERE job_id = ? AND state = 'failed'",
-        (job_id,),
-    ).fetchone()
-    return count
-
-
 def repair_in_flight(conn: apsw.Connection) -> int:
     """Boot repair: files a crash left downloading or verifying go back to pending.
 
@@ -325,28 +332,6 @@ def repair_in_flight(conn: apsw.Connection) -> int:
 def _drop_partial(dest: Path, path: str) -> None:
     with contextlib.suppress(InvalidArgument, OSError):
         partial_path(resolve_inside(dest, path)).unlink(missing_ok=True)
-
-
-def failures(conn: apsw.Connection, job_id: int, step: str, limit: int) -> list[FailureRow]:
-    return [
-        FailureRow(*row[:6], bool(row[6]))
-        for row in conn.execute(
-            "SELECT path, url, coalesce(step, ''), coalesce(error_class, ''), "
-            "coalesce(error, ''), attempts, retry_at IS NOT NULL FROM files "
-            "WHERE job_id = ? AND state = 'failed' AND (? = '' OR step = ?) "
-            "ORDER BY id LIMIT ?",
-            (job_id, step, step, limit),
-        )
-    ]
-
-
-def throughput(conn: apsw.Connection, job_id: int, bucket_ms: int = 60_000) -> list[tuple]:
-    """(bucket start ms, files finished, bytes finished) per bucket, oldest first."""
-    return conn.execute(
-        "SELECT finished_at / ?1 * ?1, count(*), coalesce(sum(size), 0) FROM files "
-        "WHERE job_id = ?2 AND state = 'done' GROUP BY 1 ORDER BY 1",
-        (bucket_ms, job_id),
-    ).fetchall()
 
 
 def verified(conn: apsw.Connection, job: jobs.JobRow, after: int) -> tuple[list[tuple], int]:

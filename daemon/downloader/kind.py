@@ -24,7 +24,7 @@ from bulkforge.daemon.downloader.planner import Plan, Space, check_space, plan_s
 from bulkforge.daemon.downloader.request import PlanArgs, SourceSpec, SubmitDownload
 from bulkforge.daemon.downloader.scheduler import Downloader
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.daemon.failures import FailureReport, failure_groups
+from bulkforge.daemon.failures import FailureReport
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines.batch import BatchState
 from bulkforge.daemon.pipeline import DiskBatches, JobKind, Services, VerifiedFile, VerifiedFiles
@@ -109,10 +109,7 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
     # -- reads -----------------------------------------------------------------------------
 
     def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
-        for state, count, size in conn.execute(
-            "SELECT state, files, bytes FROM file_counts WHERE job_id = ? AND files > 0",
-            (view.job.id,),
-        ):
+        for state, (count, size) in files.FILES.counts(conn, view.job.id).items():
             view.counts[state] = count
             view.items_total += count
             view.bytes_total += size
@@ -125,12 +122,10 @@ class DownloadKind(JobKind, DiskBatches, VerifiedFiles):
     def failures(
         self, conn: apsw.Connection, job: jobs.JobRow, step: str, limit: int
     ) -> FailureReport:
-        groups = failure_groups(conn, "files", job.id, step)
-        listed = files.failures(conn, job.id, step, limit) if limit else []
-        return FailureReport(groups, listed, sum(group.count for group in groups))
+        return files.FILES.report(conn, job.id, step, limit)
 
     def throughput(self, conn: apsw.Connection, job: jobs.JobRow) -> tuple[list[tuple], int]:
-        return files.throughput(conn, job.id, THROUGHPUT_BUCKET_MS), THROUGHPUT_BUCKET_MS
+        return files.FILES.throughput(conn, job.id, THROUGHPUT_BUCKET_MS), THROUGHPUT_BUCKET_MS
 
     # -- writes ----------------------------------------------------------------------------
 

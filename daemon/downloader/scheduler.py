@@ -571,7 +571,7 @@ def _proceed(conn: apsw.Connection, job: jobs.JobRow, upcoming: batches.BatchRow
 
 
 def _finish_job(conn: apsw.Connection, job: jobs.JobRow) -> None:
-    failed = files.failed_count(conn, job.id)
+    failed = files.FILES.failed(conn, job.id)
     if failed:
         message = f"{failed} file(s) failed; `bfctl failures {job.name}` lists them"
         jobs.move_job(conn, job, JobState.FAILED, message=message)

@@ -38,7 +38,7 @@ UNCAPPED_PART_MEMORY = 2 * 1024**3
 class GenerateKind(ItemRows, JobKind, NumberedOutput):
     name = records.KIND
     output_unit = "parts"
-    item_table, records = "generate_parts", records
+    item_table = records.ITEMS
     in_flight = "part(s) were being made"
     batch_unit = ""
     item_unit = "parts"
@@ -138,7 +138,7 @@ class GenerateKind(ItemRows, JobKind, NumberedOutput):
             raise InvalidArgument(f"chunk_rows {request.chunk_rows:,}: {exc}") from None
 
     def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
-        for state, (parts, size) in records.counts(conn, view.job.id).items():
+        for state, (parts, size) in records.ITEMS.counts(conn, view.job.id).items():
             view.counts[state] = parts
             view.items_total += parts
             if state == PartState.DONE:

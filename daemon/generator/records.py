@@ -10,14 +10,23 @@ import apsw
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.daemon.failures import requeue_failed
 from bulkforge.daemon.generator import machine as part_machine
 from bulkforge.daemon.generator.machine import PartState
+from bulkforge.daemon.item_table import ItemTable
 from bulkforge.daemon.store import guarded_update, guarded_update_each, now_ms
 
 KIND = "generate"
 S = PartState
 MACHINE = part_machine.check_transition
+# Parts are named table/index; their throughput is rows, what a generator makes.
+ITEMS = ItemTable(
+    "generate_parts",
+    S,
+    MACHINE,
+    label="table_name || '/' || idx",
+    finished=("done",),
+    measure="sum(rows)",
+)
 
 
 @dataclass(frozen=True)
@@ -124,41 +133,7 @@ def fail(conn: apsw.Connection, part_id: int, error_class: str, error: str) -> N
     )
 
 
-def release(conn: apsw.Connection, part_id: int) -> None:
-    """An interrupted part back to pending (unless it was committed meanwhile)."""
-    guarded_update_each(
-        conn,
-        "generate_parts",
-        S.RUNNING,
-        MACHINE,
-        ("updated_at",),
-        [(S.PENDING, part_id, (now_ms(),))],
-        require_all=False,
-    )
-
-
-def repair_in_flight(conn: apsw.Connection) -> list[tuple[str, int]]:
-    return jobs.repair_running(conn, "generate_parts", (S.RUNNING, S.PENDING, MACHINE))
-
-
-def retry_failed(conn: apsw.Connection, job_id: int, step: str, error: str) -> int:
-    moves = (S.FAILED, S.PENDING, MACHINE)
-    return requeue_failed(conn, "generate_parts", moves, job_id, step, error)
-
-
 # -- reads -------------------------------------------------------------------------------------
-
-
-def counts(conn: apsw.Connection, job_id: int) -> dict[str, tuple[int, int]]:
-    """State -> (parts, bytes written)."""
-    return {
-        state: (parts, size)
-        for state, parts, size in conn.execute(
-            "SELECT state, count(*), coalesce(sum(size), 0) FROM generate_parts "
-            "WHERE job_id = ? GROUP BY state",
-            (job_id,),
-        )
-    }
 
 
 def rows_by_table(
@@ -172,35 +147,4 @@ def rows_by_table(
         "sum(CASE WHEN state = 'done' AND finished_at >= ? THEN rows ELSE 0 END) "
         "FROM generate_parts WHERE job_id = ? GROUP BY table_name ORDER BY min(id)",
         (since_ms, job_id),
-    ).fetchall()
-
-
-def unfinished(conn: apsw.Connection, job_id: int) -> int:
-    (count,) = conn.execute(
-        "SELECT count(*) FROM generate_parts WHERE job_id = ? AND state IN ('pending', 'running')",
-        (job_id,),
-    ).fetchone()
-    return count
-
-
-def failed_count(conn: apsw.Connection, job_id: int) -> int:
-    return counts(conn, job_id).get(str(S.FAILED), (0, 0))[0]
-
-
-def failures(conn: apsw.Connection, job_id: int, step: str, limit: int) -> list[tuple]:
-    """(table/part, '', step, error class, error, attempts) of failed parts."""
-    return conn.execute(
-        "SELECT table_name || '/' || idx, '', coalesce(step, ''), coalesce(error_class, ''), "
-        "coalesce(error, ''), attempts FROM generate_parts "
-        "WHERE job_id = ? AND state = 'failed' AND (? = '' OR step = ?) ORDER BY id LIMIT ?",
-        (job_id, step, step, limit),
-    ).fetchall()
-
-
-def throughput(conn: apsw.Connection, job_id: int, bucket_ms: int) -> list[tuple]:
-    """(bucket start ms, rows finished, bytes) per bucket: rows, what a generator makes."""
-    return conn.execute(
-        "SELECT finished_at / ?1 * ?1, sum(rows), coalesce(sum(size), 0) FROM generate_parts "
-        "WHERE job_id = ?2 AND state = 'done' GROUP BY 1 ORDER BY 1",
-        (bucket_ms, job_id),
     ).fetchall()

@@ -133,14 +133,14 @@ class Generator(JobLoop):
 
     async def _release(self, part_id: int) -> None:
         with contextlib.suppress(StoreFatal):
-            await self._writer.call(lambda conn: records.release(conn, part_id))
+            await self._writer.call(lambda conn: records.ITEMS.release(conn, [part_id]))
 
 
 def _finish_if_done(conn: apsw.Connection, job_id: int) -> None:
     job = jobs.job_by_id(conn, job_id)
-    if job is None or job.state != JobState.RUNNING or records.unfinished(conn, job_id):
+    if job is None or job.state != JobState.RUNNING or records.ITEMS.unfinished(conn, job_id):
         return
-    failed = records.failed_count(conn, job_id)
+    failed = records.ITEMS.failed(conn, job_id)
     if failed:
         message = f"{failed:,} part(s) failed; `bfctl failures {job.name}` lists them"
         jobs.move_job(conn, job, JobState.FAILED, message=message)

@@ -78,7 +78,7 @@ def write(conn: apsw.Connection, job: JobRow, dest: Path) -> Exported:
 def _total(conn: apsw.Connection, job_id: int) -> int:
     """Items of the input: those registered, and rows still to register."""
     progress = records.registration(conn, job_id)
-    registered = sum(items for items, _ in records.counts(conn, job_id).values())
+    registered = sum(items for items, _ in records.ITEMS.counts(conn, job_id).values())
     if progress is None:
         return registered
     return max(registered, progress.rows_total - progress.rejected)

@@ -47,7 +47,7 @@ SHARD_SUFFIXES = {
 class ScenesKind(ItemRows, JobKind, ItemExport, NumberedOutput):
     name = records.KIND
     output_unit = "shards"
-    item_table, records = "scenes", records
+    item_table = records.ITEMS
     in_flight = "item(s) were running"
     batch_unit = "shard"
     item_unit = "items"
@@ -107,7 +107,7 @@ class ScenesKind(ItemRows, JobKind, ItemExport, NumberedOutput):
 
     def fill_view(self, conn: apsw.Connection, view: jobs.JobView) -> None:
         """Items by state; the total counts rows not yet registered, minus those skipped."""
-        for state, (items, size) in records.counts(conn, view.job.id).items():
+        for state, (items, size) in records.ITEMS.counts(conn, view.job.id).items():
             view.counts[state] = items
             if state == SceneState.DONE:
                 view.bytes_done = view.bytes_total = size

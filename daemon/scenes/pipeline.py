@@ -306,7 +306,7 @@ class Scenes(JobLoop):
 
     async def _release(self, ids: list[int]) -> None:
         with contextlib.suppress(StoreFatal):
-            await self._writer.call(lambda conn: records.release(conn, ids))
+            await self._writer.call(lambda conn: records.ITEMS.release(conn, ids))
 
     async def _run_shard(
         self, job: jobs.JobRow, prepared: _Job, claimed: records.Claimed, run: _ShardRun
@@ -524,9 +524,9 @@ def _finish_if_done(conn: apsw.Connection, job_id: int) -> None:
     progress = records.registration(conn, job_id)
     if job is None or job.state != JobState.RUNNING or progress is None or not progress.done:
         return
-    if records.has_unfinished(conn, job_id):
+    if records.ITEMS.unfinished(conn, job_id):
         return
-    failed = records.failed_count(conn, job_id)
+    failed = records.ITEMS.failed(conn, job_id)
     skipped = f"; {progress.rejected:,} input row(s) skipped" if progress.rejected else ""
     if failed:
         message = f"{failed:,} item(s) failed; `bfctl failures {job.name}` lists them{skipped}"

@@ -1,4 +1,6 @@
-"""Scene rows: registration, shard claims, the outcome of a written shard, retry and reads.
+"""Scene rows: registration, shard claims, the outcome of a written shard, and reads.
+
+Counts, failures, throughput, retry, repair and release are the shared SQL of ITEMS.
 
 Every function takes a connection and runs inside a writer operation or a
 reader call. A shard is a batch row of its job: claimed `active` with its
@@ -16,7 +18,7 @@ import apsw
 
 from bulkforge.daemon import jobs
 from bulkforge.daemon.errors import InvalidArgument
-from bulkforge.daemon.failures import requeue_failed
+from bulkforge.daemon.item_table import ItemTable
 from bulkforge.daemon.jobs import Registration
 from bulkforge.daemon.machines import batch as batch_machine
 from bulkforge.daemon.machines.batch import BatchState
@@ -35,6 +37,18 @@ if TYPE_CHECKING:
 KIND = "scenes"
 S = SceneState
 MACHINE = scene_machine.check_transition
+
+# Items are named by their key and url in input order; triggers keep their counts
+# (scene_counts); a retried item starts a new shard with a fresh attempt budget.
+ITEMS = ItemTable(
+    "scenes",
+    S,
+    MACHINE,
+    label="key",
+    origin="coalesce(url, '')",
+    counts_table="scene_counts",
+    retry_resets={"attempts": 0, "shard": None},
+)
 
 
 @dataclass(frozen=True)
@@ -316,77 +330,3 @@ def finish_shard(
         failures=failures,
         updated_at=stamp,
     )
-
-
-def release(conn: apsw.Connection, ids: list[int]) -> None:
-    """Items of an interrupted shard back to pending; they keep their shard.
-
-    Not all of them need still be running: a shard interrupted right after it was
-    written has its items committed already, and those stay as they are.
-    """
-    stamp = now_ms()
-    guarded_update_each(
-        conn,
-        "scenes",
-        S.RUNNING,
-        scene_machine.check_transition,
-        ("updated_at",),
-        [(S.PENDING, item_id, (stamp,)) for item_id in ids],
-        require_all=False,
-    )
-
-
-def repair_in_flight(conn: apsw.Connection) -> list[tuple[str, int]]:
-    """Boot repair: items a crash left running go back to pending; (job, count) per job."""
-    return jobs.repair_running(conn, "scenes", (S.RUNNING, S.PENDING, MACHINE))
-
-
-def has_unfinished(conn: apsw.Connection, job_id: int) -> bool:
-    return bool(
-        conn.execute(
-            "SELECT coalesce(sum(items), 0) FROM scene_counts "
-            "WHERE job_id = ? AND state IN ('pending', 'running')",
-            (job_id,),
-        ).fetchone()[0]
-    )
-
-
-def retry_failed(conn: apsw.Connection, job_id: int, step: str, error: str) -> int:
-    """Failed items matching the filters back to pending, for a new shard."""
-    moves = (S.FAILED, S.PENDING, MACHINE)
-    return requeue_failed(conn, "scenes", moves, job_id, step, error, attempts=0, shard=None)
-
-
-def counts(conn: apsw.Connection, job_id: int) -> dict[str, tuple[int, int]]:
-    """State -> (items, bytes)."""
-    return {
-        state: (items, size)
-        for state, items, size in conn.execute(
-            "SELECT state, items, bytes FROM scene_counts WHERE job_id = ? AND items > 0",
-            (job_id,),
-        )
-    }
-
-
-def failed_count(conn: apsw.Connection, job_id: int) -> int:
-    return counts(conn, job_id).get(str(S.FAILED), (0, 0))[0]
-
-
-def failures(conn: apsw.Connection, job_id: int, step: str, limit: int) -> list[tuple]:
-    """(key, url, step, error class, error, attempts) of failed items, in input order."""
-    return conn.execute(
-        "SELECT key, coalesce(url, ''), coalesce(step, ''), coalesce(error_class, ''), "
-        "coalesce(error, ''), attempts FROM scenes "
-        "WHERE job_id = ? AND state = 'failed' AND (? = '' OR step = ?) "
-        "ORDER BY id LIMIT ?",
-        (job_id, step, step, limit),
-    ).fetchall()
-
-
-def throughput(conn: apsw.Connection, job_id: int, bucket_ms: int) -> list[tuple]:
-    """(bucket start ms, items finished, bytes) per bucket, oldest first."""
-    return conn.execute(
-        "SELECT finished_at / ?1 * ?1, count(*), coalesce(sum(size), 0) FROM scenes "
-        "WHERE job_id = ?2 AND state IN ('done', 'failed') GROUP BY 1 ORDER BY 1",
-        (bucket_ms, job_id),
-    ).fetchall()

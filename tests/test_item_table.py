@@ -12,7 +12,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from bulkforge.daemon import jobs, store
+from bulkforge.daemon import jobs, registry, store
 from bulkforge.daemon.downloader import files
 from bulkforge.daemon.item_table import ItemTable
 from bulkforge.daemon.pipeline import ItemRows
@@ -105,7 +105,7 @@ def insert(conn: apsw.Connection, table: ItemTable, job_id: int, rows: list[dict
 @pytest.fixture
 def conn(tmp_path: Path):
     opened = store.open_connection(tmp_path / "state.db")
-    store.apply_schema(opened)
+    store.apply_schema(opened, kinds=registry.schemas())
     yield opened
     opened.close()
 

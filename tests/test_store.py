@@ -1327,3 +1327,27 @@ def test_no_id_is_reused_after_the_max_row_is_deleted(tmp_path: Path, migrated: 
         (now,) = conn.execute(f"SELECT max(id) FROM {table}").fetchone()
         assert now > top, f"{table}: the deleted id {top} was given again"
     conn.close()
+
+
+def test_rebuilding_batches_keeps_their_ids_never_reused(tmp_path: Path) -> None:
+    """Migration 0012 rebuilds batches: the id of a batch deleted before it is not given again."""
+    older = tmp_path / "migrations"
+    older.mkdir()
+    for migration in MIGRATIONS.glob("00*.sql"):
+        if int(migration.name[:4]) <= 11:
+            shutil.copyfile(migration, older / migration.name)
+    conn = store.open_connection(tmp_path / "state.db")
+    assert store.apply_schema(conn, older) == 11
+    with conn:
+        conn.execute(
+            "INSERT INTO jobs (name, kind, spec, dest, created_at, updated_at) "
+            "VALUES ('j', 'download', '{}', '/d', 0, 0)"
+        )
+        for idx in range(3):
+            conn.execute("INSERT INTO batches (job_id, idx, updated_at) VALUES (1, ?, 0)", (idx,))
+        conn.execute("DELETE FROM batches WHERE idx = 2")  # the highest id, 3, is gone
+    store.apply_schema(conn)
+    with conn:
+        conn.execute("INSERT INTO batches (job_id, idx, updated_at) VALUES (1, 7, 0)")
+    (new_id,) = conn.execute("SELECT id FROM batches WHERE idx = 7").fetchone()
+    assert new_id == 4

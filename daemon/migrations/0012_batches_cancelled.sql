@@ -1,9 +1,13 @@
 -- A cancelled job's batches and shards end with it: 'cancelled' joins the batch states, so
 -- no batch of a job that will never go on says 'active' (or 'planned', or 'verifying').
 -- SQLite cannot change a CHECK: the table is copied aside, created again as schema.sql
--- has it and filled back, its ids kept; the foreign keys are checked at commit.
+-- has it and filled back, its ids kept; the foreign keys are checked at commit. Dropping
+-- the table drops its AUTOINCREMENT counter too: it is put back, so the id of a batch
+-- deleted before this step is never given again.
 PRAGMA defer_foreign_keys = ON;
 
+CREATE TEMP TABLE old_batches_sequence AS
+    SELECT seq FROM main.sqlite_sequence WHERE name = 'batches';
 CREATE TEMP TABLE old_batches AS SELECT * FROM main.batches;
 DROP TABLE main.batches;
 CREATE TABLE batches (
@@ -25,6 +29,12 @@ CREATE TABLE batches (
 );
 INSERT INTO main.batches SELECT * FROM temp.old_batches;
 DROP TABLE temp.old_batches;
+DELETE FROM main.sqlite_sequence WHERE name = 'batches';
+INSERT INTO main.sqlite_sequence (name, seq)
+    SELECT 'batches', max(
+        coalesce((SELECT max(seq) FROM temp.old_batches_sequence), 0),
+        coalesce((SELECT max(id) FROM main.batches), 0));
+DROP TABLE temp.old_batches_sequence;
 
 -- Jobs cancelled before this step: their unfinished batches end now.
 UPDATE batches SET state = 'cancelled'

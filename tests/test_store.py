@@ -1336,7 +1336,7 @@ def test_rebuilding_batches_keeps_their_ids_never_reused(tmp_path: Path) -> None
     for migration in MIGRATIONS.glob("00*.sql"):
         if int(migration.name[:4]) <= 11:
             shutil.copyfile(migration, older / migration.name)
-    conn = store.open_connection(tmp_path / "state.db")
+    conn = baseline_db(tmp_path / "state.db", older)  # 0001, then 0002…0011 as an upgrade
     assert store.apply_schema(conn, older) == 11
     with conn:
         conn.execute(

@@ -533,19 +533,26 @@ def bfd_cases(root: Path) -> list[tuple[str, object, str]]:
     ]  # fmt: skip
 
 
-def test_bfd_refuses_every_unknown_name_in_its_words(bfd) -> None:
+def refusals_not_as_told(stub, cases, wrong_words, what: str) -> list[str]:
+    """Each case's call must be refused (INVALID_ARGUMENT) with its words and none of the
+    wrong ones: what did otherwise, one line each."""
     problems = []
-    for label, call, words in bfd_cases(bfd.root):
+    for label, call, words in cases:
         try:
-            call(bfd.stub)
+            call(stub)
         except grpc.RpcError as refused:
             details = refused.details() or ""
             if refused.code() != grpc.StatusCode.INVALID_ARGUMENT or words not in details:
                 problems.append(f"{label}: {refused.code().name}: {details}")
-            elif library_words(details):
-                problems.append(f"{label}: library words: {details}")
+            elif wrong_words(details):
+                problems.append(f"{label}: {what}: {details}")
         else:
             problems.append(f"{label}: accepted")
+    return problems
+
+
+def test_bfd_refuses_every_unknown_name_in_its_words(bfd) -> None:
+    problems = refusals_not_as_told(bfd.stub, bfd_cases(bfd.root), library_words, "library words")
     assert not problems, "\n".join(problems)
 
 
@@ -600,18 +607,12 @@ def field_cases(root: Path) -> list[tuple[str, object, str]]:
 
 
 def test_bfd_names_the_request_fields_not_bfctl_flags(bfd) -> None:
-    problems = []
-    for label, call, words in field_cases(bfd.root):
-        try:
-            call(bfd.stub)
-        except grpc.RpcError as refused:
-            details = refused.details() or ""
-            if refused.code() != grpc.StatusCode.INVALID_ARGUMENT or words not in details:
-                problems.append(f"{label}: {refused.code().name}: {details}")
-            elif re.search(r"(?<![\w-])--[a-z]", details) or library_words(details):
-                problems.append(f"{label}: flag or library words: {details}")
-        else:
-            problems.append(f"{label}: accepted")
+    def flag_or_library_words(details: str) -> bool:
+        return bool(re.search(r"(?<![\w-])--[a-z]", details)) or bool(library_words(details))
+
+    problems = refusals_not_as_told(
+        bfd.stub, field_cases(bfd.root), flag_or_library_words, "flag or library words"
+    )
     assert not problems, "\n".join(problems)
 
 
